@@ -1,0 +1,128 @@
+"""Model formats, and detection of a model's format from its content (not its extension)."""
+
+import os
+import zipfile
+
+from edge.errors import InputError, ModelFormatError
+from edge.tflite_model import TFLiteModel, is_tflite
+
+# Format names used by the registry, the planner and the CLI.
+TORCH_MODULE = "torch-module"      # a module factory (--torch-model module:factory) + state dict
+TORCHSCRIPT = "torchscript"
+TORCH_EXPORT = "torch-export"      # torch.export ExportedProgram (.pt2)
+SAVEDMODEL = "savedmodel"
+KERAS = "keras"                    # Keras 3 .keras or legacy .h5
+TFLITE = "tflite"                  # float (or partly quantized) TFLite
+TFLITE_INT8 = "tflite-int8"        # full-integer TFLite, what the Edge TPU compiler takes
+EDGETPU = "edgetpu"                # TFLite compiled by edgetpu_compiler
+ONNX = "onnx"
+ORT = "ort"                        # ONNX Runtime's flatbuffer format
+COREML = "coreml"                  # .mlpackage or .mlmodel
+
+ALL = (TORCH_MODULE, TORCHSCRIPT, TORCH_EXPORT, SAVEDMODEL, KERAS, TFLITE, TFLITE_INT8, EDGETPU,
+       ONNX, ORT, COREML)
+TORCH_FORMATS = (TORCH_MODULE, TORCHSCRIPT, TORCH_EXPORT)
+
+# File names of artefacts: <stem><suffix>
+OUTPUT_SUFFIX = {
+    ONNX: ".onnx", ORT: ".ort", COREML: ".mlpackage", TFLITE: "_float.tflite",
+    TFLITE_INT8: "_int8.tflite", EDGETPU: "_edgetpu.tflite", SAVEDMODEL: "_savedmodel",
+    TORCHSCRIPT: ".torchscript.pt", TORCH_EXPORT: ".pt2",
+}
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def tflite_kind(model):
+    """TFLITE, TFLITE_INT8 or EDGETPU for a parsed TFLiteModel.
+
+    Full-integer means every tensor an op reads or writes is integer, except the tensors of
+    QUANTIZE/DEQUANTIZE ops at the model's edges.
+    """
+    if model.is_edgetpu_compiled():
+        return EDGETPU
+    g = model.main
+    floats = {"FLOAT32", "FLOAT16", "FLOAT64"}
+    edge_ops = ("QUANTIZE", "DEQUANTIZE")
+    for op in g.operators:
+        if op.opcode in edge_ops:
+            continue
+        for t in op.inputs + op.outputs:
+            if t >= 0 and g.tensors[t].dtype in floats:
+                return TFLITE
+    return TFLITE_INT8 if g.operators else TFLITE
+
+
+def _zip_names(path):
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise ModelFormatError(f"{path} looks like a zip archive but cannot be read",
+                               "the file is truncated or damaged") from None
+
+
+def detect_format(path):
+    """The format of the model at `path`, from its content. Raises InputError/ModelFormatError."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError(f"{path} does not exist")
+    if os.path.isdir(path):
+        names = set(os.listdir(path))
+        if "saved_model.pb" in names or "saved_model.pbtxt" in names:
+            return SAVEDMODEL
+        if "Manifest.json" in names and path.rstrip("/").endswith(".mlpackage"):
+            return COREML
+        raise InputError(f"{path} is a folder but not a TF SavedModel or Core ML package",
+                         "pass a model file, or a folder holding saved_model.pb")
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head:
+        raise ModelFormatError(f"{path} is empty")
+    if is_tflite(head):
+        return tflite_kind(TFLiteModel.load(path))
+    if head[4:8] == b"ORTM":
+        return ORT
+    if head.startswith(_HDF5_MAGIC):
+        return KERAS
+    if head.startswith(_ZIP_MAGIC):
+        names = _zip_names(path)
+        if "config.json" in names and any(n.endswith(".weights.h5") for n in names):
+            return KERAS
+        if any(n.endswith("archive_format") or "serialized_exported_program" in n for n in names):
+            return TORCH_EXPORT
+        if any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
+            return TORCHSCRIPT
+        if any(n.endswith("/data.pkl") for n in names):
+            raise InputError(f"{path} is a PyTorch checkpoint (a pickled state dict or module), "
+                             "not a self-contained model",
+                             "pass --torch-model module:factory with it, or export TorchScript/.pt2")
+        raise ModelFormatError(f"{path} is a zip archive of no model format edgeport knows")
+    if _looks_like_onnx(path, head):
+        return ONNX
+    if _looks_like_mlmodel(head):
+        return COREML
+    raise ModelFormatError(f"cannot tell what kind of model {path} is",
+                           "edgeport reads TFLite, ONNX, ORT, SavedModel, Keras, TorchScript, "
+                           ".pt2 and Core ML")
+
+
+def _looks_like_onnx(path, head):
+    """ONNX is a protobuf ModelProto: field 1 (ir_version, varint) usually comes first."""
+    if not head or head[0] != 0x08:
+        return False
+    # ir_version 1..20, then another ModelProto field: producer_name (0x12, a short text),
+    # producer_version 0x1a, domain 0x22, model_version 0x28, doc_string 0x32, graph 0x3a,
+    # opset_import 0x42. A Core ML Model has a message, not text, at 0x12.
+    if len(head) < 4 or not 1 <= head[1] <= 20:
+        return False
+    if head[2] == 0x12:
+        text = head[4:4 + head[3]]
+        return bool(text) and all(32 <= b < 127 for b in text)
+    return head[2] in (0x1a, 0x22, 0x28, 0x32, 0x3a, 0x42)
+
+
+def _looks_like_mlmodel(head):
+    """A .mlmodel is a protobuf Model: field 1 specificationVersion (varint) first."""
+    return len(head) > 2 and head[0] == 0x08 and 1 <= head[1] <= 12 and head[2] in (0x12, 0x1a, 0x22, 0x2a)

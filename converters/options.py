@@ -1,0 +1,46 @@
+"""Options shared by every conversion (one object, passed to each registered function)."""
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ConvertOptions:
+    # PyTorch sources
+    torch_model: str = None          # "module:factory" returning the nn.Module (with a state dict)
+    trust_pickle: bool = False       # allow full pickles / TorchScript
+    input_shape: tuple = None        # e.g. (1, 3, 224, 224)
+    dynamic_batch: bool = False
+    opset: int = None
+    # preprocessing spec of image inputs: {"size": [h, w], "layout": "NCHW"|"NHWC",
+    #   "mean": [..], "std": [..]} in 0..255 pixel units, input = (pixel - mean) / std
+    preprocessing: dict = None
+    labels: str = None               # path to a labels file
+    # full-int8 TFLite
+    calibration: str = None          # folder of images
+    calibration_count: int = 100
+    io_dtype: str = "uint8"          # uint8 | int8
+    # ORT
+    ort_optimization: str = "Fixed"  # Fixed | Runtime
+    target_platform: str = None      # arm | amd64
+    # Core ML
+    coreml_target: str = None        # e.g. iOS16
+    author: str = None
+    license: str = None
+    description: str = None
+    version: str = None
+    # Edge TPU
+    compiler: str = "auto"           # auto | local | docker | podman
+    min_runtime_version: int = None
+    num_segments: int = None
+    search_delegate: bool = False
+    timeout: float = 600.0
+    # general
+    quiet: bool = False
+    keras_unsafe: bool = False       # allow Lambda layers (arbitrary code) in Keras models
+    extra: dict = field(default_factory=dict)
+
+    def progress(self, message):
+        if not self.quiet:
+            import sys
+
+            print(message, file=sys.stderr, flush=True)

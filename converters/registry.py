@@ -1,0 +1,117 @@
+"""The one registry of conversions, and the planner that finds routes over it.
+
+Each conversion is one small function registered once as an edge (from_format, to_format):
+
+    @conversion(formats.ONNX, formats.ORT, extra="convert")
+    def onnx_to_ort(source, output_path, options):   # source: Artefact
+        ...write the model to output_path...
+        return {"opset": 13}                           # metadata for the new artefact
+
+Modules holding conversions import their framework inside the function, never at the top,
+so loading the registry is cheap. Adding a conversion never touches a central switch: only
+the module list below names where conversions live.
+"""
+
+import heapq
+import importlib
+from dataclasses import dataclass, field
+
+from edge.errors import InputError
+
+# Modules that register conversions (each imports nothing heavy at module level).
+CONVERSION_MODULES = (
+    "converters.to_onnx",       # TF SavedModel, Keras, TFLite -> ONNX (tf2onnx)
+    "converters.to_ort",        # ONNX -> ORT (onnxruntime.tools)
+    "converters.to_tflite",     # SavedModel, Keras -> TFLite float and full-int8
+    "converters.to_coreml",     # TF/Keras, ONNX -> Core ML
+    "converters.from_torch",    # PyTorch -> ONNX, TFLite float / full-int8, Core ML
+    "converters.edgetpu",       # full-int8 TFLite -> Edge TPU (edgetpu_compiler)
+)
+
+
+@dataclass(frozen=True)
+class Conversion:
+    source: str
+    target: str
+    func: object = field(compare=False)
+    extra: str = "convert"          # the pip extra whose packages this conversion needs
+    cost: int = 1                   # the planner prefers cheaper routes
+    needs: tuple = ()               # option names that must be set, e.g. ("calibration",)
+
+    @property
+    def name(self):
+        return f"{self.source} -> {self.target}"
+
+
+_REGISTRY = {}
+_loaded = False
+
+
+def conversion(source, target, extra="convert", cost=1, needs=()):
+    """Decorator: register `func` as the conversion from `source` to `target`."""
+
+    def register(func):
+        key = (source, target)
+        if key in _REGISTRY and _REGISTRY[key].func is not func:
+            raise RuntimeError(f"two conversions registered for {source} -> {target}")
+        _REGISTRY[key] = Conversion(source, target, func, extra, cost, tuple(needs))
+        return func
+
+    return register
+
+
+def load_registry():
+    """Import every conversion module once; returns {(source, target): Conversion}."""
+    global _loaded
+    if not _loaded:
+        for name in CONVERSION_MODULES:
+            try:
+                importlib.import_module(name)
+            except ModuleNotFoundError as e:
+                if e.name != name:  # a module that exists but imports something missing is a bug
+                    raise
+        _loaded = True
+    return dict(_REGISTRY)
+
+
+def conversions():
+    return sorted(load_registry().values(), key=lambda c: (c.source, c.target))
+
+
+def plan_route(source, target):
+    """The cheapest list of Conversions from format `source` to format `target` (Dijkstra)."""
+    graph = {}
+    for c in load_registry().values():
+        graph.setdefault(c.source, []).append(c)
+    if source == target:
+        return []
+    queue = [(0, 0, source, [])]
+    seen = set()
+    tie = 0
+    while queue:
+        cost, _, fmt, path = heapq.heappop(queue)
+        if fmt == target:
+            return path
+        if fmt in seen:
+            continue
+        seen.add(fmt)
+        for c in sorted(graph.get(fmt, []), key=lambda c: c.target):
+            if c.target not in seen:
+                tie += 1
+                heapq.heappush(queue, (cost + c.cost, tie, c.target, path + [c]))
+    reachable = sorted(reachable_from(source))
+    raise InputError(f"no conversion route from {source} to {target}",
+                     f"from {source} edgeport reaches: {', '.join(reachable) or 'nothing'}")
+
+
+def reachable_from(source):
+    graph = {}
+    for c in load_registry().values():
+        graph.setdefault(c.source, []).append(c.target)
+    seen, stack = set(), [source]
+    while stack:
+        for nxt in graph.get(stack.pop(), []):
+            if nxt not in seen and nxt != source:
+                seen.add(nxt)
+                stack.append(nxt)
+    return seen

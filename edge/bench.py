@@ -1,0 +1,175 @@
+"""Latency benchmarks: load time, first inference, then statistics of N timed runs.
+
+TFLite models run through `edge.interpreter`; .onnx and .ort models through ONNX Runtime
+when it is installed (imported only when such a model is benchmarked).
+"""
+
+import os
+import time
+from collections import OrderedDict
+
+import numpy as np
+
+from .errors import InputError, MissingDependency
+
+
+def latency_stats(seconds):
+    """Statistics in milliseconds of a list of run times in seconds, plus throughput."""
+    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
+    if ms.size == 0:
+        raise InputError("no timed runs", "use --runs 1 or more")
+    return OrderedDict(
+        runs=int(ms.size),
+        min_ms=float(ms.min()),
+        median_ms=float(np.median(ms)),
+        p90_ms=float(np.percentile(ms, 90)),
+        p99_ms=float(np.percentile(ms, 99)),
+        max_ms=float(ms.max()),
+        mean_ms=float(ms.mean()),
+        std_ms=float(ms.std()),
+        throughput_ips=float(1000.0 / ms.mean()) if ms.mean() > 0 else float("inf"),
+    )
+
+
+def random_input(shape, dtype, rng):
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return rng.integers(max(info.min, -128), min(info.max, 255) + 1, size=shape, dtype=dtype)
+    if dtype == np.bool_:
+        return rng.integers(0, 2, size=shape).astype(bool)
+    return rng.standard_normal(size=shape).astype(dtype)
+
+
+class _TFLiteSession:
+    def __init__(self, path, device, runtime, threads):
+        from .interpreter import make_interpreter
+
+        self.interpreter, self.info = make_interpreter(path, device=device, runtime=runtime,
+                                                       num_threads=threads)
+
+    def feed(self, rng):
+        for d in self.interpreter.get_input_details():
+            self.interpreter.set_tensor(d["index"], random_input(d["shape"], d["dtype"], rng))
+
+    def run(self):
+        self.interpreter.invoke()
+
+
+class _OnnxSession:
+    def __init__(self, path, device, runtime, threads):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise MissingDependency("onnxruntime", "convert", "benchmarking .onnx/.ort models") from None
+        if device not in (None, "auto", "cpu"):
+            raise InputError(f"ONNX Runtime models run on the CPU here; --device {device} is for TFLite")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise InputError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from None
+        self.info = {"runtime": f"onnxruntime {ort.__version__}", "device": "cpu", "model": str(path)}
+        self.feeds = None
+
+    _DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8,
+               "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float16)": np.float16,
+               "tensor(double)": np.float64, "tensor(bool)": np.bool_}
+
+    def feed(self, rng):
+        feeds = {}
+        for i in self.session.get_inputs():
+            shape = [d if isinstance(d, int) and d > 0 else 1 for d in i.shape]
+            feeds[i.name] = random_input(shape, self._DTYPES.get(i.type, np.float32), rng)
+        self.feeds = feeds
+
+    def run(self):
+        self.session.run(None, self.feeds)
+
+
+def open_session(path, device="auto", runtime=None, threads=None):
+    """A benchmarkable session for a .tflite, .onnx or .ort model."""
+    if not os.path.isfile(path):
+        raise InputError(f"model {path} does not exist" if not os.path.exists(path)
+                         else f"{path} is not a file")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[4:8] == b"TFL3":
+        return _TFLiteSession(path, device, runtime, threads)
+    if head[4:8] == b"ORTM" or str(path).endswith((".onnx", ".ort")):
+        return _OnnxSession(path, device, runtime, threads)
+    raise InputError(f"{path} is neither a TFLite nor an ONNX/ORT model", "bench takes .tflite, .onnx, .ort")
+
+
+def benchmark(path, runs=100, warmup=5, threads=None, device="auto", runtime=None, seed=0):
+    """Benchmark one model; returns an ordered dict of figures (times in ms)."""
+    if runs < 1 or warmup < 0:
+        raise InputError("--runs must be >= 1 and --warmup >= 0")
+    t0 = time.perf_counter()
+    session = open_session(path, device, runtime, threads)
+    load_ms = (time.perf_counter() - t0) * 1000.0
+    session.feed(np.random.default_rng(seed))
+    t0 = time.perf_counter()
+    session.run()
+    first_ms = (time.perf_counter() - t0) * 1000.0
+    for _ in range(warmup):
+        session.run()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        session.run()
+        times.append(time.perf_counter() - t0)
+    result = OrderedDict(model=str(path), runtime=session.info["runtime"], device=session.info["device"],
+                         threads=threads, size_bytes=os.path.getsize(path), load_ms=load_ms,
+                         first_inference_ms=first_ms, warmup=warmup)
+    result.update(latency_stats(times))
+    return result
+
+
+COLUMNS = [("model", "model"), ("runtime", "runtime"), ("device", "device"), ("threads", "thr"),
+           ("load_ms", "load ms"), ("first_inference_ms", "first ms"), ("min_ms", "min"),
+           ("median_ms", "median"), ("p90_ms", "p90"), ("p99_ms", "p99"), ("max_ms", "max"),
+           ("mean_ms", "mean"), ("std_ms", "std"), ("throughput_ips", "img/s")]
+
+
+def format_table(results):
+    """A side-by-side text table of benchmark results."""
+    rows = [[h for _, h in COLUMNS]]
+    for r in results:
+        row = []
+        for key, _ in COLUMNS:
+            v = r.get(key)
+            if key == "model":
+                v = os.path.basename(str(v))
+            row.append("-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v))
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.rjust(w) if i > 3 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def plot(results, path):
+    """Write a PNG box plot of median/p90/p99 per model; needs matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MissingDependency("matplotlib", "dev", "--plot") from None
+    labels = [f"{os.path.basename(r['model'])}\n{r['runtime'].split()[0]} t={r['threads'] or '-'}" for r in results]
+    x = np.arange(len(results))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(results)), 4.5))
+    for i, (key, name) in enumerate((("median_ms", "median"), ("p90_ms", "p90"), ("p99_ms", "p99"))):
+        ax.bar(x + (i - 1) * 0.27, [r[key] for r in results], 0.27, label=name)
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylabel("latency (ms)")
+    ax.set_title("edgeport bench")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

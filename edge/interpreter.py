@@ -1,0 +1,189 @@
+"""Interpreter factory: pick a TFLite backend, parse Edge TPU device strings, load the delegate."""
+
+import importlib
+import platform
+import re
+import sys
+from collections import namedtuple
+
+from .errors import EdgeTPUError, InputError, MissingDependency
+from .tflite_model import TFLiteModel
+
+# Tried in this order when --runtime is not given.
+BACKENDS = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+BACKEND_PACKAGES = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime",
+                    "tensorflow": "tensorflow"}
+
+EDGETPU_SHARED_LIB = {
+    "Linux": "libedgetpu.so.1",
+    "Darwin": "libedgetpu.1.dylib",
+    "Windows": "edgetpu.dll",
+}.get(platform.system(), "libedgetpu.so.1")
+
+Backend = namedtuple("Backend", "name Interpreter load_delegate")
+Device = namedtuple("Device", "kind spec")  # kind: auto | cpu | edgetpu; spec: '', 'usb:0', ...
+
+_DEVICE_RE = re.compile(r"^(usb|pci)?(:\d+)?$")
+
+
+def _import_backend(name):
+    if name == "ai_edge_litert":
+        mod = importlib.import_module("ai_edge_litert.interpreter")
+        return Backend(name, mod.Interpreter, mod.load_delegate)
+    if name == "tflite_runtime":
+        mod = importlib.import_module("tflite_runtime.interpreter")
+        return Backend(name, mod.Interpreter, mod.load_delegate)
+    if name == "tensorflow":
+        tf = importlib.import_module("tensorflow")
+        return Backend(name, tf.lite.Interpreter, tf.lite.experimental.load_delegate)
+    raise InputError(f"unknown runtime '{name}'", f"choose one of {', '.join(BACKENDS)}")
+
+
+def _numpy_abi_hint(err):
+    text = str(err)
+    if "NumPy 1.x" in text or "_ARRAY_API" in text or "numpy.core.multiarray" in text:
+        return ("it was built against NumPy 1.x and cannot load under NumPy 2: use ai-edge-litert, "
+                "or install 'numpy<2' beside tflite-runtime")
+    return None
+
+
+def load_backend(name=None):
+    """The first TFLite backend that imports, or the one named by `name`."""
+    names = [name] if name else list(BACKENDS)
+    failures = []
+    for n in names:
+        try:
+            return _import_backend(n)
+        except InputError:
+            raise
+        except Exception as e:  # ImportError, or a binary built for another NumPy ABI
+            hint = _numpy_abi_hint(e)
+            if name and hint:
+                raise InputError(f"runtime '{n}' failed to load: {hint}") from None
+            failures.append((n, hint))
+    if name:
+        raise MissingDependency(BACKEND_PACKAGES[name], "edge", f"runtime '{name}'")
+    detail = "; ".join(f"{n}: {h}" for n, h in failures if h)
+    raise InputError("no TFLite interpreter is installed" + (f" ({detail})" if detail else ""),
+                     "pip install ai-edge-litert (or 'edgeport[edge]'; on a Raspberry Pi with "
+                     "NumPy<2, tflite-runtime)")
+
+
+def parse_device(text):
+    """Parse a --device value: 'auto', 'cpu', or an Edge TPU spec like 'usb', 'usb:0', 'pci:1', ':0'."""
+    text = (text or "auto").strip().lower()
+    if text in ("auto", "cpu"):
+        return Device(text, "")
+    if text in ("edgetpu", "tpu"):
+        return Device("edgetpu", "")
+    if _DEVICE_RE.match(text) and text:
+        return Device("edgetpu", text)
+    raise InputError(f"invalid device '{text}'",
+                     "use auto, cpu, usb, usb:N, pci, pci:N or :N")
+
+
+def split_model_device(model):
+    """'model.tflite@usb:0' -> ('model.tflite', 'usb:0'), as pycoral's examples accept."""
+    path, sep, dev = str(model).rpartition("@")
+    if sep and path and _DEVICE_RE.match(dev.lower()) and dev:
+        return path, dev
+    return str(model), None
+
+
+def list_edge_tpus():
+    """Edge TPUs seen by the real pycoral, or None when it is not installed (never required)."""
+    try:
+        from pycoral.utils import edgetpu  # the real pycoral, from Coral's apt repository
+        return list(edgetpu.list_edge_tpus())
+    except Exception:
+        return None
+
+
+def load_edgetpu_delegate(backend, spec=""):
+    """Load libedgetpu through `backend`; raise EdgeTPUError saying why it failed."""
+    options = {"device": spec} if spec else {}
+    error = None
+    hook = sys.unraisablehook
+    # A Delegate whose library failed to load complains from __del__; that noise is not news.
+    sys.unraisablehook = lambda u: None if "Delegate" in repr(u.object) else hook(u)
+    try:
+        return backend.load_delegate(EDGETPU_SHARED_LIB, options)
+    except (ValueError, OSError, RuntimeError) as e:
+        error = str(e)
+    finally:
+        sys.unraisablehook = hook if error is None else sys.unraisablehook
+    try:
+        what = f"Edge TPU '{spec}'" if spec else "an Edge TPU"
+        raise EdgeTPUError(
+            f"Failed to load delegate from {EDGETPU_SHARED_LIB} for {what}: {error}",
+            "is a Coral device attached, libedgetpu installed and, for USB, the udev rule in place? "
+            "See the README's Raspberry Pi + Coral section")
+    finally:
+        import gc
+
+        gc.collect()
+        sys.unraisablehook = hook
+
+
+def _uncompiled_twin(model_path):
+    stem = str(model_path)
+    if stem.endswith("_edgetpu.tflite"):
+        return stem[: -len("_edgetpu.tflite")] + ".tflite"
+    return None
+
+
+def make_interpreter(model_path, device="auto", runtime=None, num_threads=None):
+    """Build an allocated interpreter for `model_path` on the device asked for.
+
+    Returns (interpreter, info) where info says which backend and device were used.
+    A compiled model (it holds an edgetpu-custom-op) without a usable Edge TPU raises
+    EdgeTPUError naming the uncompiled model to use on the CPU instead.
+    """
+    model_path, at_device = split_model_device(model_path)
+    dev = parse_device(at_device or device)
+    model = TFLiteModel.load(model_path)
+    compiled = model.is_edgetpu_compiled()
+    backend = load_backend(runtime)
+
+    delegates = []
+    used = "cpu"
+    if compiled and dev.kind == "cpu":
+        raise _compiled_needs_tpu(model_path, "--device cpu was asked for")
+    if dev.kind == "edgetpu" or (dev.kind == "auto" and compiled):
+        tpus = list_edge_tpus() if dev.kind == "auto" else None
+        if tpus == []:
+            raise _compiled_needs_tpu(model_path, "pycoral sees no Edge TPU")
+        try:
+            delegates.append(load_edgetpu_delegate(backend, dev.spec))
+        except EdgeTPUError as e:
+            if compiled:
+                raise _compiled_needs_tpu(model_path, e.message) from None
+            raise
+        used = "edgetpu" + (f":{dev.spec}" if dev.spec else "")
+
+    kwargs = {"model_path": str(model_path), "experimental_delegates": delegates or None}
+    if num_threads:
+        kwargs["num_threads"] = int(num_threads)
+    try:
+        interpreter = backend.Interpreter(**kwargs)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        text = str(e)
+        if "unresolved custom op" in text or "custom op" in text.lower():
+            missing = ", ".join(c for c in model.custom_ops()) or "a custom op"
+            raise InputError(f"{model_path} needs custom op(s) {missing}, which runtime "
+                             f"'{backend.name}' does not provide",
+                             "register the op's kernel or use a model without it") from None
+        raise InputError(f"{backend.name} cannot load {model_path}: {text.splitlines()[0]}") from None
+    info = {"runtime": backend.name, "device": used, "edgetpu_compiled": compiled,
+            "model": str(model_path)}
+    return interpreter, info
+
+
+def _compiled_needs_tpu(model_path, why):
+    twin = _uncompiled_twin(model_path)
+    hint = ("run the uncompiled model on the CPU instead"
+            + (f": {twin}" if twin else " (the .tflite before edgetpu_compiler)")
+            + ", or attach a Coral Edge TPU")
+    return EdgeTPUError(f"{model_path} is compiled for the Edge TPU and cannot run without one ({why})",
+                        hint)

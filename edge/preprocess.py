@@ -1,0 +1,167 @@
+"""Images into a model's input tensor: decode, orient, resize, normalize, quantize, lay out.
+
+Semantics follow pycoral's classify_image.py: pixels are 0..255, `mean` and `std` are in
+those units, and a uint8 input whose quantization already equals (mean, std) is fed raw.
+Extended to int8 and float inputs, NHWC and NCHW, grayscale and per-channel mean/std.
+"""
+
+from collections import namedtuple
+
+import numpy as np
+
+from .errors import InputError
+
+InputSpec = namedtuple("InputSpec", "index name shape dtype layout height width channels scale zero_point")
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+MAX_PIXELS = 100_000_000  # decompression-bomb guard: larger images are refused with a clear error
+
+
+def guess_layout(shape):
+    """'NHWC', 'NCHW' or None for a 4-D image input shape."""
+    if len(shape) != 4:
+        return None
+    if shape[-1] in (1, 3, 4):
+        return "NHWC"
+    if shape[1] in (1, 3, 4):
+        return "NCHW"
+    return None
+
+
+def input_spec(detail, layout=None):
+    """InputSpec from one entry of interpreter.get_input_details()."""
+    shape = tuple(int(x) for x in detail["shape"])
+    layout = layout or guess_layout(shape)
+    if layout == "NHWC":
+        _, h, w, c = shape
+    elif layout == "NCHW":
+        _, c, h, w = shape
+    elif len(shape) == 3:  # HW plus channel, no batch
+        layout, (h, w, c) = "HWC", shape
+    else:
+        raise InputError(f"model input '{detail['name']}' has shape {list(shape)}, which is not an image",
+                         "classify takes models with one NHWC or NCHW image input")
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    return InputSpec(detail["index"], detail["name"], shape, np.dtype(detail["dtype"]), layout,
+                     h, w, c, float(scale), int(zero_point))
+
+
+def load_image(path, channels=3):
+    """Decode an image file into a PIL image in RGB (or L for one channel), upright per EXIF."""
+    from PIL import Image, ImageOps
+
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with Image.open(path) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+    except IsADirectoryError:
+        raise InputError(f"{path} is a folder, not an image") from None
+    except FileNotFoundError:
+        raise InputError(f"image {path} does not exist") from None
+    except Image.DecompressionBombError:
+        raise InputError(f"image {path} has more than {MAX_PIXELS} pixels",
+                         "resize it before classifying") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise InputError(f"cannot read image {path}: {e}", "pass a JPEG, PNG or BMP file") from None
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        im = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8), "L")
+    elif im.mode == "F":
+        im = Image.fromarray(np.clip(np.asarray(im), 0, 255).astype(np.uint8), "L")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, im)
+    return im.convert("L" if channels == 1 else "RGB")
+
+
+def _per_channel(value, channels):
+    arr = np.asarray(value, dtype=np.float32).reshape(-1)
+    if arr.size not in (1, channels):
+        raise InputError(f"mean/std has {arr.size} values for {channels} channels",
+                         "give one value or one per channel")
+    return arr
+
+
+class Preprocessor:
+    """Turns a decoded image into the exact tensor one model input expects.
+
+    Built once per model; `__call__` is the per-image hot path.
+    """
+
+    def __init__(self, spec, mean=128.0, std=128.0):
+        self.spec = spec
+        self.mean = _per_channel(mean, spec.channels)
+        self.std = _per_channel(std, spec.channels)
+        if np.any(self.std == 0):
+            raise InputError("std must not be 0")
+        dtype = spec.dtype
+        self.raw = False
+        if dtype in (np.uint8, np.int8) and spec.scale > 0:
+            info = np.iinfo(dtype)
+            self.qmin, self.qmax = info.min, info.max
+            # pycoral: feed uint8 raw when (mean, std) is the input's own quantization.
+            self.raw = (dtype == np.uint8 and np.all(np.abs(spec.scale * self.std - 1) < 1e-5)
+                        and np.all(np.abs(self.mean - spec.zero_point) < 1e-5))
+        elif dtype in (np.uint8, np.int8):
+            raise InputError(f"input '{spec.name}' is {dtype.name} but has no quantization parameters",
+                             "classify cannot tell how to scale pixels for it")
+        elif dtype not in (np.float32, np.float16, np.float64):
+            raise InputError(f"input '{spec.name}' has type {dtype.name}, which is not an image type")
+
+    @property
+    def size(self):
+        return self.spec.width, self.spec.height
+
+    def resize(self, image):
+        from PIL import Image
+
+        if image.size != self.size:
+            image = image.resize(self.size, Image.LANCZOS)
+        return image
+
+    def load(self, path):
+        """Decode and resize an image file; returns an HWC uint8 array."""
+        return self.array(load_image(path, self.spec.channels))
+
+    def array(self, image):
+        arr = np.asarray(self.resize(image), dtype=np.uint8)
+        return arr[:, :, None] if arr.ndim == 2 else arr
+
+    def __call__(self, hwc):
+        """HWC uint8 pixels -> the model's input tensor (batch of one)."""
+        spec = self.spec
+        if self.raw:
+            x = hwc
+        else:
+            x = (hwc.astype(np.float32) - self.mean) / self.std
+            if spec.scale > 0:
+                x = np.clip(np.rint(x / spec.scale + spec.zero_point), self.qmin, self.qmax)
+            x = x.astype(spec.dtype, copy=False)
+        if spec.layout == "NCHW":
+            x = x.transpose(2, 0, 1)
+        return x[None] if len(spec.shape) == 4 else x
+
+    def describe(self):
+        how = "raw uint8" if self.raw else "normalized" + (" then quantized" if self.spec.scale else "")
+        return (f"{self.spec.width}x{self.spec.height} {self.spec.layout} {self.spec.dtype.name}, "
+                f"mean {self.mean.tolist()} std {self.std.tolist()} ({how})")
+
+
+def list_images(paths):
+    """Expand files and folders (non-recursive, sorted) into a list of image paths."""
+    import os
+
+    out = []
+    for p in paths:
+        if os.path.isdir(p):
+            found = sorted(os.path.join(p, n) for n in os.listdir(p)
+                           if n.lower().endswith(IMAGE_SUFFIXES))
+            if not found:
+                raise InputError(f"folder {p} holds no images", f"expected files ending in {', '.join(IMAGE_SUFFIXES[:4])}...")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out

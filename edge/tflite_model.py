@@ -1,0 +1,222 @@
+"""Read a TFLite flatbuffer (ops, tensors, quantization, metadata) with only the stdlib.
+
+The reader never executes anything from the file and checks every offset it follows, so a
+truncated or bit-flipped file ends in `ModelFormatError`, not a crash. It reads the subset of
+the TFLite schema (tensorflow/lite/schema/schema.fbs) that edgeport needs: enough to tell a
+compiled Edge TPU model from a plain one, to find a model's input spec without an
+interpreter, and to predict the Edge TPU compiler's mapping.
+"""
+
+import struct
+from collections import namedtuple
+
+from .errors import ModelFormatError
+from .tflite_schema import BUILTIN_OPS, TENSOR_TYPES
+
+FILE_IDENTIFIER = b"TFL3"
+EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
+
+Quantization = namedtuple("Quantization", "scale zero_point quantized_dimension")
+Tensor = namedtuple("Tensor", "index name shape shape_signature dtype buffer quantization")
+Operator = namedtuple("Operator", "index opcode version custom_code inputs outputs")
+SubGraph = namedtuple("SubGraph", "index name tensors inputs outputs operators")
+
+
+class _Table:
+    """A flatbuffer table: field access by slot number, every offset bounds-checked."""
+
+    __slots__ = ("buf", "pos", "vtable", "vsize")
+
+    def __init__(self, buf, pos):
+        self.buf = buf
+        self.pos = pos
+        vtable = pos - _read(buf, "<i", pos)
+        vsize = _read(buf, "<H", vtable)
+        if vsize < 4 or vsize % 2:
+            raise ModelFormatError(f"corrupt flatbuffer vtable at byte {vtable}")
+        _check(buf, vtable, vsize)
+        self.vtable = vtable
+        self.vsize = vsize
+
+    def _field(self, slot):
+        entry = 4 + 2 * slot
+        if entry >= self.vsize:
+            return 0
+        return _read(self.buf, "<H", self.vtable + entry)
+
+    def scalar(self, slot, fmt, default=0):
+        off = self._field(slot)
+        return _read(self.buf, fmt, self.pos + off) if off else default
+
+    def _indirect(self, slot):
+        off = self._field(slot)
+        if not off:
+            return None
+        at = self.pos + off
+        return at + _read(self.buf, "<I", at)
+
+    def table(self, slot):
+        at = self._indirect(slot)
+        return None if at is None else _Table(self.buf, at)
+
+    def string(self, slot):
+        at = self._indirect(slot)
+        if at is None:
+            return None
+        n = _read(self.buf, "<I", at)
+        _check(self.buf, at + 4, n)
+        return bytes(self.buf[at + 4:at + 4 + n]).decode("utf-8", "replace")
+
+    def vector_span(self, slot, itemsize):
+        """(start, length) of a vector of `itemsize`-byte items, or None."""
+        at = self._indirect(slot)
+        if at is None:
+            return None
+        n = _read(self.buf, "<I", at)
+        _check(self.buf, at + 4, n * itemsize)
+        return at + 4, n
+
+    def scalars(self, slot, code):
+        span = self.vector_span(slot, struct.calcsize(code))
+        if span is None:
+            return []
+        start, n = span
+        return list(struct.unpack_from(f"<{n}{code}", self.buf, start))
+
+    def tables(self, slot):
+        span = self.vector_span(slot, 4)
+        if span is None:
+            return []
+        start, n = span
+        out = []
+        for i in range(n):
+            at = start + 4 * i
+            out.append(_Table(self.buf, at + _read(self.buf, "<I", at)))
+        return out
+
+
+def _check(buf, pos, size):
+    if pos < 0 or size < 0 or pos + size > len(buf):
+        raise ModelFormatError(f"truncated or corrupt TFLite file (offset {pos} + {size} "
+                               f"is beyond its {len(buf)} bytes)")
+
+
+def _read(buf, fmt, pos):
+    _check(buf, pos, struct.calcsize(fmt))
+    return struct.unpack_from(fmt, buf, pos)[0]
+
+
+def is_tflite(head):
+    """True when `head` (the first 8 bytes or more of a file) carries the TFLite identifier."""
+    return len(head) >= 8 and bytes(head[4:8]) == FILE_IDENTIFIER
+
+
+class TFLiteModel:
+    """A parsed TFLite model. `TFLiteModel.load(path)` or `TFLiteModel(bytes)`."""
+
+    def __init__(self, data, name="<bytes>"):
+        self.data = data
+        self.name = name
+        if not is_tflite(data):
+            raise ModelFormatError(f"{name} is not a TFLite model (no 'TFL3' identifier)",
+                                   "pass a .tflite flatbuffer")
+        root = _Table(data, _read(data, "<I", 0))
+        self.version = root.scalar(0, "<I")
+        self.description = root.string(3)
+        self.opcodes = [self._opcode(t) for t in root.tables(1)]
+        self._buffers = root.tables(4)
+        self.metadata = {}
+        for t in root.tables(6):
+            self.metadata[t.string(0) or ""] = t.scalar(1, "<I")
+        self.subgraphs = [self._subgraph(i, t) for i, t in enumerate(root.tables(2))]
+        if not self.subgraphs:
+            raise ModelFormatError(f"{name} has no subgraph")
+
+    @classmethod
+    def load(cls, path):
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except IsADirectoryError:
+            raise ModelFormatError(f"{path} is a folder, not a TFLite file") from None
+        except OSError as e:
+            raise ModelFormatError(f"cannot read {path}: {e.strerror}") from None
+        return cls(data, str(path))
+
+    @staticmethod
+    def _opcode(t):
+        deprecated = t.scalar(0, "<b")
+        code = max(deprecated, t.scalar(3, "<i"))
+        name = BUILTIN_OPS.get(code, f"UNKNOWN_{code}")
+        return name, t.scalar(2, "<i", 1), t.string(1)
+
+    def _subgraph(self, index, t):
+        tensors = []
+        for i, tt in enumerate(t.tables(0)):
+            q = tt.table(4)
+            quant = None
+            if q is not None:
+                scale = q.scalars(2, "f")
+                if scale:
+                    quant = Quantization(scale, q.scalars(3, "q"), q.scalar(6, "<i"))
+            dtype_code = tt.scalar(1, "<b")
+            tensors.append(Tensor(i, tt.string(3) or "", tuple(tt.scalars(0, "i")),
+                                  tuple(tt.scalars(7, "i")) or None,
+                                  TENSOR_TYPES.get(dtype_code, f"UNKNOWN_{dtype_code}"),
+                                  tt.scalar(2, "<I"), quant))
+        ops = []
+        for i, ot in enumerate(t.tables(3)):
+            idx = ot.scalar(0, "<I")
+            if idx >= len(self.opcodes):
+                raise ModelFormatError(f"{self.name}: operator {i} names opcode {idx}, "
+                                       f"but the model has {len(self.opcodes)}")
+            name, version, custom = self.opcodes[idx]
+            ops.append(Operator(i, name, version, custom, tuple(ot.scalars(1, "i")),
+                                tuple(ot.scalars(2, "i"))))
+        n = len(tensors)
+        for ref in [*t.scalars(1, "i"), *t.scalars(2, "i"),
+                    *(x for op in ops for x in op.inputs + op.outputs)]:
+            if ref >= n or ref < -1:
+                raise ModelFormatError(f"{self.name}: a tensor index ({ref}) is out of range")
+        return SubGraph(index, t.string(4) or "", tensors, tuple(t.scalars(1, "i")),
+                        tuple(t.scalars(2, "i")), ops)
+
+    # -- queries -------------------------------------------------------------------------
+    @property
+    def main(self):
+        return self.subgraphs[0]
+
+    def inputs(self):
+        return [self.main.tensors[i] for i in self.main.inputs]
+
+    def outputs(self):
+        return [self.main.tensors[i] for i in self.main.outputs]
+
+    def op_names(self):
+        """Every op of the main subgraph, custom ops by their custom code."""
+        return [op.custom_code if op.opcode == "CUSTOM" else op.opcode for op in self.main.operators]
+
+    def custom_ops(self):
+        return sorted({op.custom_code for g in self.subgraphs for op in g.operators
+                       if op.opcode == "CUSTOM"})
+
+    def is_edgetpu_compiled(self):
+        return EDGETPU_CUSTOM_OP in self.custom_ops()
+
+    def buffer_data(self, index):
+        """The bytes of buffer `index` (b'' when it holds none)."""
+        if index >= len(self._buffers):
+            return b""
+        t = self._buffers[index]
+        span = t.vector_span(0, 1)
+        if span is not None:
+            start, n = span
+            return bytes(self.data[start:start + n])
+        offset, size = t.scalar(1, "<Q"), t.scalar(2, "<Q")
+        if offset > 1:
+            _check(self.data, offset, size)
+            return bytes(self.data[offset:offset + size])
+        return b""
+
+    def metadata_bytes(self, name):
+        return self.buffer_data(self.metadata[name]) if name in self.metadata else None
