@@ -32,14 +32,21 @@ def scores_of(output, detail):
     return scores.astype(np.float32, copy=False)
 
 
+def top_k_indices(values, k):
+    """Indices of the `k` largest values, largest first (ties: lower index first)."""
+    n = values.size
+    k = min(int(k), n)
+    if k <= 0:
+        return np.empty(0, np.intp)
+    idx = np.argpartition(values, n - k)[n - k:] if k < n else np.arange(n)
+    # lexsort's last key is primary: value ascending, then index descending; reversed, this
+    # is value descending, index ascending. No negation: unsigned values would wrap.
+    return idx[np.lexsort((-idx, values[idx]))[::-1]]
+
+
 def top_k(scores, k=1, threshold=0.0):
     """Classes with a score above `threshold`, best first, at most `k` of them."""
-    k = min(int(k), scores.size)
-    if k <= 0:
-        return []
-    idx = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
-    idx = idx[np.argsort(-scores[idx], kind="stable")]
-    return [Class(int(i), float(scores[i])) for i in idx if scores[i] > threshold]
+    return [Class(int(i), float(scores[i])) for i in top_k_indices(scores, k) if scores[i] > threshold]
 
 
 class Classifier:
@@ -56,6 +63,9 @@ class Classifier:
         self.num_classes = int(np.prod(self.output_detail["shape"]))
         self._in = self.input_detail["index"]
         self._out = self.output_detail["index"]
+        scale, zero_point = self.output_detail.get("quantization", (0.0, 0))
+        integer = np.issubdtype(np.dtype(self.output_detail["dtype"]), np.integer)
+        self._quant = (scale, zero_point) if integer and scale > 0 else None
 
     def set_input(self, tensor):
         self.interpreter.set_tensor(self._in, tensor)
@@ -67,11 +77,19 @@ class Classifier:
         return time.perf_counter() - start
 
     def classes(self, k=1, threshold=0.0):
-        out = self.interpreter.get_tensor(self._out)
-        return top_k(scores_of(out, self.output_detail), k, threshold)
+        out = self.interpreter.get_tensor(self._out).reshape(-1)
+        # Rank the raw values (dequantization is monotonic, scale > 0), convert only the top k.
+        top = (int(out.argmax()),) if k == 1 else top_k_indices(out, k).tolist()
+        if self._quant:
+            scale, zero_point = self._quant
+            scores = [scale * (int(out[i]) - zero_point) for i in top]
+        else:
+            scores = [float(out[i]) for i in top]
+        return [Class(i, s) for i, s in zip(top, scores) if s > threshold]
 
     def classify(self, hwc, k=1, threshold=0.0):
         """Decoded HWC pixels -> top-k classes (one inference)."""
-        self.set_input(self.preprocess(hwc))
-        self.interpreter.invoke()
+        interpreter = self.interpreter
+        interpreter.set_tensor(self._in, self.preprocess(hwc))
+        interpreter.invoke()
         return self.classes(k, threshold)
