@@ -13,6 +13,7 @@ from . import __version__
 COMMANDS = {
     "classify": "edge.cli_classify",
     "bench": "edge.cli_bench",
+    "convert": "converters.cli_convert",
     "inspect": "converters.cli_inspect",
 }
 

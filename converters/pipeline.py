@@ -1,0 +1,372 @@
+"""Run conversions: detect the source, plan each target's route, run its hops, record each.
+
+    result = convert_model("net.keras", ["onnx", "tflite-int8"], options, outdir="out")
+
+Each hop is one registered conversion written through `atomic_output` to
+`<outdir>/<stem><formats.OUTPUT_SUFFIX[fmt]>`, stamped with provenance in the format's own
+metadata slot and in the sidecar `NAME.edgeport.json`, then (unless validate=False) checked
+against the artefact it was made from by `converters.validate.validate_pair`. Intermediates
+are artefacts too (`_int8.tflite` before `_edgetpu.tflite`) and are reused across targets.
+An existing output is kept unless `force`.
+
+`convert_folder` does the same for every model of a folder, in `jobs` processes, skipping
+sources whose sha256 and options match the last run (state in `.edgeport-convert.json`).
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import time
+
+from edge.errors import EdgeportError, InputError, MissingDependency
+from edge.sidecar import SUFFIX as SIDECAR_SUFFIX
+from edge.sidecar import read_sidecar
+
+from . import formats
+from .artefact import Artefact, package_versions, provenance, sha256_of
+from .atomic import atomic_output, check_writable_dir, write_text_atomic
+from .registry import plan_route
+
+STATE_FILE = ".edgeport-convert.json"
+
+# What to pass when a conversion's `needs` option is missing.
+NEED_FLAGS = {
+    "calibration": "--calibration DIR (a folder of representative images)",
+    "torch_model": "--torch-model module:factory",
+    "labels": "--labels FILE",
+    "preprocessing": "--size/--mean/--std",
+}
+
+# Options that say nothing about the result (left out of provenance and of the skip key).
+_NOT_RECORDED = ("quiet", "extra", "compiler", "timeout")
+
+
+@dataclasses.dataclass
+class Hop:
+    """One artefact of a run: made now ('converted'), or already there ('kept'/'reused')."""
+
+    artefact: Artefact
+    conversion: str
+    status: str
+    seconds: float = 0.0
+    validation: dict = None
+
+    def as_dict(self):
+        return {"path": self.artefact.path, "format": self.artefact.format,
+                "size": self.artefact.size(), "conversion": self.conversion, "status": self.status,
+                "seconds": round(self.seconds, 3), "validation": self.validation}
+
+
+@dataclasses.dataclass
+class Result:
+    source: str
+    format: str = None
+    routes: dict = dataclasses.field(default_factory=dict)
+    hops: list = dataclasses.field(default_factory=list)
+    status: str = "converted"       # converted | skipped | failed
+    error: str = None
+    exit_code: int = 0
+
+    @property
+    def validation_failed(self):
+        return any(h.get("validation") and h["validation"].get("passed") is False for h in self.hops)
+
+    def as_dict(self):
+        return {"source": self.source, "format": self.format, "routes": self.routes,
+                "artefacts": self.hops, "status": self.status, "error": self.error,
+                "validation_failed": self.validation_failed}
+
+
+def parse_targets(text):
+    """'onnx,tflite-int8' -> ['onnx', 'tflite-int8'], each a known format."""
+    items = [t.strip().lower() for t in (text if isinstance(text, (list, tuple)) else [text])
+             for t in str(t).split(",")] if text else []
+    items = [t for t in items if t]
+    aliases = {"tflite-float": formats.TFLITE, "int8": formats.TFLITE_INT8, "mlpackage": formats.COREML}
+    out = []
+    for t in items:
+        t = aliases.get(t, t)
+        if t not in formats.ALL:
+            raise InputError(f"unknown target format '{t}'",
+                             "targets: onnx, ort, coreml, tflite, tflite-int8, edgetpu")
+        if t not in out:
+            out.append(t)
+    if not out:
+        raise InputError("no target format given", "pass --to FMT[,FMT...]")
+    return out
+
+
+def stem_of(path):
+    name = os.path.basename(os.fspath(path).rstrip("/"))
+    for ext in (".mlpackage", ".tflite", ".onnx", ".ort", ".keras", ".h5", ".pt2", ".pt", ".pth",
+                ".mlmodel", ".torchscript"):
+        if name.lower().endswith(ext):
+            return name[:-len(ext)] or name
+    return name
+
+
+def output_path(outdir, stem, fmt):
+    return os.path.join(outdir, stem + formats.OUTPUT_SUFFIX.get(fmt, "." + fmt))
+
+
+def options_record(options):
+    """The options that shape a result, as a JSON-able dict (provenance and skip key)."""
+    d = dataclasses.asdict(options)
+    for k in _NOT_RECORDED:
+        d.pop(k, None)
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if v not in (None, False)}
+
+
+def open_source(path, options):
+    path = os.fspath(path)
+    if options.torch_model:
+        if not os.path.exists(path):
+            raise InputError(f"{path} does not exist")
+        return Artefact(path, formats.TORCH_MODULE, read_sidecar(path))
+    return Artefact.open(path)
+
+
+def plan(source_format, targets):
+    """{target: [Conversion, ...]} for every target (InputError when one has no route)."""
+    return {t: plan_route(source_format, t) for t in targets}
+
+
+def check_needs(routes, options):
+    for target, route in routes.items():
+        for c in route:
+            for need in c.needs:
+                if not getattr(options, need, None):
+                    flag = NEED_FLAGS.get(need, "--" + need.replace("_", "-"))
+                    raise InputError(f"{c.name} (for --to {target}) needs {flag}",
+                                     "edgeport never calibrates on random data" if need == "calibration"
+                                     else None)
+
+
+def _base_versions():
+    v = {"python": platform.python_version()}
+    v.update(package_versions("numpy"))
+    return v
+
+
+def _labels_of(options, current):
+    if options.labels:
+        from .to_coreml import label_list
+
+        return label_list(options.labels)
+    return current.labels
+
+
+def _metadata(current, conv, route, options, returned, seconds):
+    """The full metadata block of a new artefact (sidecar and embedded provenance)."""
+    returned = dict(returned or {})
+    versions = _base_versions()
+    versions.update(returned.pop("versions", {}) or {})
+    md = provenance(current, conv.target, route, options_record(options), versions)
+    pre = dict(current.preprocessing)
+    pre.update(options.preprocessing or {})
+    pre.update(returned.pop("preprocessing", None) or {})
+    md["preprocessing"] = pre or None
+    md["labels"] = returned.pop("labels", None) or _labels_of(options, current)
+    md["calibration"] = returned.pop("calibration", None) or current.metadata.get("calibration")
+    md["opset"] = returned.pop("opset", None) or current.metadata.get("opset")
+    returned.pop("companions", None)
+    md["conversion"] = {"name": conv.name, "seconds": round(seconds, 3), **returned}
+    return md
+
+
+def _validate(source, converted, options):
+    """{'passed', 'summary'} from converters.validate, or a 'skipped' note."""
+    try:
+        import converters.validate as validate
+    except ModuleNotFoundError as e:
+        if e.name == "converters.validate":
+            return {"passed": None, "summary": "not validated (converters.validate is not installed)"}
+        raise
+    func = getattr(validate, "validate_pair", None)
+    if func is None:
+        return {"passed": None, "summary": "not validated (no validate_pair)"}
+    try:
+        report = func(source, converted, options)
+    except MissingDependency as e:
+        return {"passed": None, "summary": f"not validated: {e}"}
+    except EdgeportError as e:
+        return {"passed": False, "summary": f"validation failed to run: {e}"}
+    return {"passed": bool(report.passed), "summary": report.summary_line()}
+
+
+def _run_hop(current, conv, final, route, options, progress):
+    fmt = conv.target
+    block = provenance(current, fmt, route, options_record(options), _base_versions())
+    options.extra["provenance"] = block
+    t0 = time.perf_counter()
+    try:
+        with atomic_output(final) as tmp:
+            returned = conv.func(current, tmp, options) or {}
+            seconds = time.perf_counter() - t0
+            md = _metadata(current, conv, route, options, returned, seconds)
+            from . import metadata
+
+            metadata.embed(tmp, fmt, md)
+            for name in returned.get("companions") or ():
+                os.replace(os.path.join(os.path.dirname(tmp), name),
+                           os.path.join(os.path.dirname(final), name))
+    finally:
+        options.extra.pop("provenance", None)
+    art = Artefact(final, fmt, md)
+    art.write_sidecar()
+    return art, seconds
+
+
+def convert_model(src, targets, options, outdir=None, force=False, validate=True, progress=None):
+    """Convert one model to every target; returns a Result (raises EdgeportError on failure).
+
+    A failed validation does not raise: the artefact is kept and Result.exit_code is 1.
+    """
+    targets = parse_targets(targets)
+    source = open_source(src, options)
+    outdir = os.path.abspath(outdir or os.path.dirname(os.path.abspath(source.path)))
+    check_writable_dir(outdir)
+    routes = plan(source.format, targets)
+    check_needs(routes, options)
+    say = progress or options.progress
+    result = Result(os.path.abspath(source.path), source.format,
+                    {t: [source.format] + [c.target for c in r] for t, r in routes.items()})
+    stem = stem_of(source.path)
+    made = {source.format: source}
+    for target, route in routes.items():
+        if not route:
+            say(f"{source.name} is already {target}: nothing to do")
+            continue
+        current = source
+        chain = list(source.metadata.get("route") or [source.format])
+        for conv in route:
+            chain = chain + [conv.target]
+            if conv.target in made:
+                current = made[conv.target]
+                continue
+            final = output_path(outdir, stem, conv.target)
+            if os.path.abspath(final) == os.path.abspath(source.path):
+                raise InputError(f"the {conv.target} output would overwrite the source {final}",
+                                 "choose another folder with -o")
+            if os.path.exists(final) and not force:
+                art = Artefact.open(final, conv.target)
+                hop = Hop(art, conv.name, "kept")
+                say(f"{art.name} exists: kept (--force to convert again)")
+            else:
+                say(f"{conv.name}: converting {current.name}")
+                art, seconds = _run_hop(current, conv, final, chain, options, say)
+                hop = Hop(art, conv.name, "converted", seconds)
+                if validate:
+                    say(f"validating {art.name} against {current.name}")
+                    hop.validation = _validate(current, art, options)
+                    art.metadata["validation"] = hop.validation
+                    art.write_sidecar()
+            made[conv.target] = art
+            result.hops.append(hop.as_dict())
+            current = art
+    if result.validation_failed:
+        result.exit_code = 1
+    return result
+
+
+# -- folders -------------------------------------------------------------------------------
+def find_models(folder):
+    """Models in `folder` (not recursive), leaving out edgeport's own artefacts."""
+    out = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if name.startswith(".") or name.endswith((SIDECAR_SUFFIX, ".config", ".json", ".txt")):
+            continue
+        side = read_sidecar(path)
+        if side.get("made_from"):  # made by edgeport: an artefact, not a source
+            continue
+        try:
+            formats.detect_format(path)
+        except EdgeportError:
+            continue
+        out.append(path)
+    return out
+
+
+def _skip_key(path, targets, options, outdir, force):
+    rec = options_record(options)
+    rec.update(targets=list(targets), outdir=outdir)
+    return hashlib.sha256(json.dumps(rec, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _one(args):
+    """Worker: convert one source, never raise (a Result as a dict)."""
+    src, targets, options, outdir, force, validate = args
+    try:
+        r = convert_model(src, targets, options, outdir, force, validate)
+        return r.as_dict() | {"exit_code": r.exit_code}
+    except EdgeportError as e:
+        return Result(os.path.abspath(src), status="failed", error=str(e)).as_dict() | {"exit_code": e.exit_code}
+    except Exception as e:  # a bug in one model's conversion must not stop the others
+        return (Result(os.path.abspath(src), status="failed", error=f"internal error: {type(e).__name__}: {e}")
+                .as_dict() | {"exit_code": 1})
+
+
+def convert_folder(folder, targets, options, outdir=None, force=False, validate=True, jobs=1,
+                   on_result=None):
+    """Convert every model of `folder`; returns a list of result dicts (in source order)."""
+    targets = parse_targets(targets)
+    folder = os.path.abspath(folder)
+    outdir = os.path.abspath(outdir or folder)
+    check_writable_dir(outdir)
+    models = find_models(folder)
+    if not models:
+        raise InputError(f"folder {folder} holds no model edgeport can read")
+    state_path = os.path.join(outdir, STATE_FILE)
+    try:
+        with open(state_path, encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        state = {}
+    results, todo, keys = {}, [], {}
+    for path in models:
+        sha = sha256_of(path)
+        key = _skip_key(path, targets, options, outdir, force)
+        keys[path] = (sha, key)
+        prev = state.get(os.path.basename(path))
+        if (not force and prev and prev.get("sha256") == sha and prev.get("options") == key
+                and all(os.path.exists(p) for p in prev.get("outputs", []))):
+            r = Result(path, prev.get("format"), prev.get("routes", {}), status="skipped").as_dict()
+            r["exit_code"] = 0
+            results[path] = r
+            if on_result:
+                on_result(r)
+            continue
+        todo.append(path)
+    work = [(p, targets, options, outdir, force, validate) for p in todo]
+    if jobs > 1 and len(work) > 1:
+        import concurrent.futures
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # TF and torch do not survive fork
+        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            futures = {pool.submit(_one, w): w[0] for w in work}
+            for fut in concurrent.futures.as_completed(futures):
+                r = fut.result()
+                results[futures[fut]] = r
+                if on_result:
+                    on_result(r)
+    else:
+        for w in work:
+            r = _one(w)
+            results[w[0]] = r
+            if on_result:
+                on_result(r)
+    for path in todo:
+        r = results[path]
+        if r["status"] == "converted" and r["exit_code"] == 0:
+            sha, key = keys[path]
+            state[os.path.basename(path)] = {"sha256": sha, "options": key, "format": r["format"],
+                                             "routes": r["routes"],
+                                             "outputs": [h["path"] for h in r["artefacts"]]}
+        else:
+            state.pop(os.path.basename(path), None)
+    write_text_atomic(state_path, json.dumps(state, indent=2, sort_keys=True) + "\n")
+    return [results[p] for p in models]
