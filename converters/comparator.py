@@ -1,0 +1,350 @@
+"""Compare a converted model's outputs with its source's: tolerances, statistics, top-k.
+
+Semantics follow Polygraphy's `CompareFunc.simple`:
+  absdiff = |converted - source|, reldiff = absdiff / |source| (a 0 in the source gets a tiny
+  epsilon, so a relative difference against 0 is huge rather than NaN).
+  elemwise: an element fails only when it exceeds BOTH atol and rtol (NaN always fails).
+  max | mean | median | quantile: the statistic of absdiff and of reldiff is computed over all
+  elements; the output fails only when the abs statistic exceeds atol AND the rel one rtol.
+The "required tolerance" is the smallest atol (with rtol ignored) or rtol (with atol ignored)
+that would pass with the chosen statistic.
+
+Beyond element-wise checks, for outputs that look like class scores the comparator counts
+top-1 agreement and top-k overlap, and for every output the cosine similarity per sample.
+A pair of formats is judged in one of two modes:
+  "numeric":   float vs float, the tolerance check above decides.
+  "agreement": reduced precision (int8, Edge TPU, float16) vs float, judged by top-1
+               agreement (classifiers) and mean cosine similarity against thresholds.
+"""
+
+from collections import OrderedDict, namedtuple
+from dataclasses import dataclass, field
+
+import numpy as np
+
+STATS = ("elemwise", "max", "mean", "median", "quantile")
+EPSILON = 2.220446049250313e-16
+
+# Defaults per pair of formats (see module docstring).
+FLOAT_ATOL = 1e-4
+FLOAT_RTOL = 1e-3
+MIN_TOP1 = 0.8
+MIN_COSINE = 0.95
+
+
+@dataclass
+class Tolerances:
+    """What counts as a match. atol/rtol/check_stat: a value, or {output name: value} with
+    the key "" (or a missing name) falling back to the default."""
+
+    atol: object = FLOAT_ATOL
+    rtol: object = FLOAT_RTOL
+    check_stat: object = "elemwise"
+    quantile: float = 0.99
+    top_k: int = 5
+    min_top1: float = MIN_TOP1
+    min_cosine: float = MIN_COSINE
+    mode: str = None                 # None: chosen per pair of formats; "numeric" | "agreement"
+
+    def for_output(self, name, what):
+        value = getattr(self, what)
+        if isinstance(value, dict):
+            if name in value:
+                return value[name]
+            default = Tolerances()
+            return value.get("", getattr(default, what))
+        return value
+
+
+def parse_per_output(values, cast=float, what="value"):
+    """['1e-3', 'logits:1e-2'] -> {'': 0.001, 'logits': 0.01} (or a plain value when only one
+    default is given). Raises ValueError with a readable message."""
+    out = {}
+    for v in values or []:
+        name, sep, val = str(v).rpartition(":")
+        try:
+            out[name if sep else ""] = cast(val)
+        except ValueError:
+            raise ValueError(f"invalid {what} '{v}': expected VALUE or OUTPUT:VALUE") from None
+    if list(out) == [""]:
+        return out[""]
+    return out
+
+
+OutputResult = namedtuple("OutputResult", [
+    "name", "converted_name", "passed", "mode", "shape", "note",
+    "atol", "rtol", "check_stat",
+    "max_abs", "mean_abs", "median_abs", "max_rel", "mean_rel", "median_rel",
+    "required_atol", "required_rtol", "mismatched", "elements",
+    "cosine", "cosine_min", "is_classifier", "top1_agree", "top_k", "top_k_overlap", "samples",
+    "reason",
+])
+OutputResult.__doc__ = "The comparison of one output over every sample."
+
+
+def align(reference, other):
+    """`other` shaped like `reference`, transposing a channels-last layout when shapes say so.
+
+    Both arrays carry a leading sample axis. Returns (array or None, note).
+    """
+    rs, os_ = reference.shape, other.shape
+    if rs == os_:
+        return other, ""
+    if other.size == reference.size:
+        if tuple(d for d in rs if d != 1) == tuple(d for d in os_ if d != 1) and \
+                len(rs) != len(os_):
+            return other.reshape(rs), f"reshaped {list(os_[1:])} -> {list(rs[1:])}"
+        # sample axis + batch + channels: (S, N, C, H, W) vs (S, N, H, W, C), or 3-D (S, N, C, L)
+        if len(rs) == len(os_) and len(rs) >= 4:
+            last_first = (0, 1, len(rs) - 1) + tuple(range(2, len(rs) - 1))
+            first_last = (0, 1) + tuple(range(3, len(rs))) + (2,)
+            if tuple(os_[i] for i in last_first) == rs:
+                return other.transpose(last_first), "channels-last -> channels-first"
+            if tuple(os_[i] for i in first_last) == rs:
+                return other.transpose(first_last), "channels-first -> channels-last"
+    return None, f"shapes differ: {list(rs[1:])} vs {list(os_[1:])}"
+
+
+def looks_like_classifier(shape):
+    """Class scores: (1, N) or (N,) with N >= 2 (a batch of one)."""
+    dims = [d for d in shape if d != 1]
+    return len(dims) == 1 and dims[0] >= 2 and len(shape) <= 2
+
+
+def _stat(diff, stat, quantile):
+    if diff.size == 0:
+        return 0.0
+    if stat in ("max", "elemwise"):
+        return float(np.max(diff))
+    if stat == "mean":
+        return float(np.mean(diff))
+    if stat == "median":
+        return float(np.median(diff))
+    if stat == "quantile":
+        return float(np.quantile(diff, quantile))
+    raise ValueError(f"unknown statistic '{stat}'")
+
+
+def _failed(value, tol):
+    return bool(np.isnan(value) or value > tol)
+
+
+def diffs(reference, converted):
+    """(absdiff, reldiff) as float64 arrays, reldiff relative to the reference (source)."""
+    ref = reference.astype(np.float64)
+    absdiff = np.abs(converted.astype(np.float64) - ref)
+    denom = np.abs(ref)
+    denom[denom == 0] = EPSILON
+    return absdiff, absdiff / denom
+
+
+def tolerance_check(reference, converted, atol, rtol, check_stat="elemwise", quantile=0.99):
+    """Polygraphy's pass/fail for one output: (passed, mismatched elements, stats dict)."""
+    if check_stat not in STATS:
+        raise ValueError(f"unknown statistic '{check_stat}', choose one of {', '.join(STATS)}")
+    absdiff, reldiff = diffs(reference, converted)
+    stats = {
+        "max_abs": _stat(absdiff, "max", quantile), "mean_abs": _stat(absdiff, "mean", quantile),
+        "median_abs": _stat(absdiff, "median", quantile),
+        "max_rel": _stat(reldiff, "max", quantile), "mean_rel": _stat(reldiff, "mean", quantile),
+        "median_rel": _stat(reldiff, "median", quantile),
+    }
+    if check_stat == "elemwise":
+        bad = ((absdiff > atol) | np.isnan(absdiff)) & ((reldiff > rtol) | np.isnan(reldiff))
+        mismatched = int(np.count_nonzero(bad))
+        passed = mismatched == 0
+    else:
+        a, r = _stat(absdiff, check_stat, quantile), _stat(reldiff, check_stat, quantile)
+        passed = not (_failed(a, atol) and _failed(r, rtol))
+        mismatched = int(np.count_nonzero((absdiff > atol) & (reldiff > rtol)))
+    stats["required_atol"] = _stat(absdiff, check_stat, quantile)
+    stats["required_rtol"] = _stat(reldiff, check_stat, quantile)
+    return passed, mismatched, stats
+
+
+def cosine_per_sample(reference, converted):
+    """Cosine similarity of each sample (first axis) flattened; 1.0 when both are all zero."""
+    a = reference.reshape(len(reference), -1).astype(np.float64)
+    b = converted.reshape(len(converted), -1).astype(np.float64)
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    dot = np.sum(a * b, axis=1)
+    out = np.where((na == 0) & (nb == 0), 1.0, dot / np.maximum(na * nb, 1e-300))
+    return out
+
+
+def topk_agreement(reference, converted, k):
+    """(top-1 agreements, mean top-k overlap in 0..1) over samples of class scores."""
+    a = reference.reshape(len(reference), -1)
+    b = converted.reshape(len(converted), -1)
+    k = max(1, min(int(k), a.shape[1]))
+    top1 = int(np.sum(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
+    ta = np.argsort(-a, axis=1, kind="stable")[:, :k]
+    tb = np.argsort(-b, axis=1, kind="stable")[:, :k]
+    overlap = np.mean([len(set(x) & set(y)) / k for x, y in zip(ta, tb)])
+    return top1, float(overlap)
+
+
+def compare_output(name, reference, converted, tolerances, mode="numeric", converted_name=None,
+                   classifier=None):
+    """Compare one output over all samples.
+
+    Args:
+      reference / converted: arrays with a leading sample axis (S, ...), the source's first.
+      tolerances: Tolerances. mode: "numeric" or "agreement" (see module docstring).
+      classifier: force (True/False) or guess (None) whether the output is class scores.
+    Returns:
+      OutputResult.
+    """
+    reference = np.asarray(reference)
+    converted = np.asarray(converted)
+    atol = float(tolerances.for_output(name, "atol"))
+    rtol = float(tolerances.for_output(name, "rtol"))
+    stat = tolerances.for_output(name, "check_stat")
+    k = int(tolerances.top_k)
+    aligned, note = align(reference, converted)
+    base = dict(name=name, converted_name=converted_name or name, mode=mode, note=note,
+                shape=list(reference.shape[1:]), atol=atol, rtol=rtol, check_stat=stat,
+                samples=int(len(reference)), top_k=k)
+    if aligned is None:
+        nan = float("nan")
+        return OutputResult(**base, passed=False, max_abs=nan, mean_abs=nan, median_abs=nan,
+                            max_rel=nan, mean_rel=nan, median_rel=nan, required_atol=nan,
+                            required_rtol=nan, mismatched=int(converted.size),
+                            elements=int(reference.size), cosine=nan, cosine_min=nan,
+                            is_classifier=False, top1_agree=None, top_k_overlap=None,
+                            reason=note)
+    ok, mismatched, stats = tolerance_check(reference, aligned, atol, rtol, stat, tolerances.quantile)
+    cos = cosine_per_sample(reference, aligned)
+    is_cls = looks_like_classifier(reference.shape[1:]) if classifier is None else classifier
+    top1 = overlap = None
+    if is_cls:
+        top1, overlap = topk_agreement(reference, aligned, k)
+    n = len(reference)
+    if mode == "agreement":
+        reasons = []
+        if is_cls and top1 / n < tolerances.min_top1:
+            reasons.append(f"top-1 agreement {top1}/{n} below {tolerances.min_top1:.0%}")
+        if not float(np.mean(cos)) >= tolerances.min_cosine:
+            reasons.append(f"cosine {float(np.mean(cos)):.4f} below {tolerances.min_cosine}")
+        passed = not reasons
+        reason = "; ".join(reasons)
+    else:
+        passed = ok
+        reason = "" if ok else (
+            f"{mismatched}/{reference.size} elements exceed atol {atol:g} and rtol {rtol:g}"
+            if stat == "elemwise" else
+            f"{stat} abs error {stats['required_atol']:.3g} > atol {atol:g} and "
+            f"{stat} rel error {stats['required_rtol']:.3g} > rtol {rtol:g}")
+    return OutputResult(**base, passed=passed, **stats, mismatched=mismatched,
+                        elements=int(reference.size), cosine=float(np.mean(cos)),
+                        cosine_min=float(np.min(cos)), is_classifier=bool(is_cls),
+                        top1_agree=top1, top_k_overlap=overlap, reason=reason)
+
+
+def normalize_name(name):
+    """Names as runtimes mangle them: 'serving_default_x:0' -> 'x', 'StatefulPartitionedCall:1'."""
+    n = str(name).lower()
+    for prefix in ("serving_default_",):
+        if n.startswith(prefix):
+            n = n[len(prefix):]
+    if n.endswith(":0"):
+        n = n[:-2]
+    return n.replace("/", "_")
+
+
+def match_names(reference_names, other_names, other_synthetic=False, reference_synthetic=False):
+    """Pair each reference name with one of `other_names`: by name, else by position.
+
+    Returns (list of (ref_name, other_name or None), warnings).
+    """
+    pairs, warnings = [], []
+    remaining = list(other_names)
+    unmatched = []
+    exact = {n: n for n in other_names}
+    loose = {}
+    for n in other_names:
+        loose.setdefault(normalize_name(n), n)
+    for i, r in enumerate(reference_names):
+        o = exact.get(r) if r in remaining else None
+        if o is None:
+            cand = loose.get(normalize_name(r))
+            o = cand if cand in remaining else None
+        if o is None or reference_synthetic or other_synthetic:
+            unmatched.append(i)
+            pairs.append([r, None])
+            continue
+        remaining.remove(o)
+        pairs.append([r, o])
+    # whatever is left: by position among the unmatched
+    by_position = []
+    for i in unmatched:
+        r = reference_names[i]
+        pos = list(reference_names).index(r)
+        o = other_names[pos] if pos < len(other_names) and other_names[pos] in remaining else (
+            remaining[0] if remaining else None)
+        if o is not None:
+            remaining.remove(o)
+            by_position.append((r, o))
+        pairs[i][1] = o
+    if by_position and not (reference_synthetic or other_synthetic) and len(reference_names) > 1:
+        warnings.append("outputs matched by position, not by name: "
+                        + ", ".join(f"{r} <-> {o}" for r, o in by_position))
+    return [tuple(p) for p in pairs], warnings
+
+
+@dataclass
+class PairResult:
+    """Every output of one converted model compared with the source."""
+
+    outputs: list = field(default_factory=list)    # OutputResult
+    warnings: list = field(default_factory=list)
+    mode: str = "numeric"
+
+    @property
+    def passed(self):
+        return bool(self.outputs) and all(o.passed for o in self.outputs)
+
+
+def compare_runs(reference_outputs, converted_outputs, tolerances, mode="numeric",
+                 reference_synthetic=False, converted_synthetic=False, classifier=None):
+    """Compare two runs.
+
+    Args:
+      reference_outputs / converted_outputs: OrderedDict name -> array with a leading sample
+        axis (the per-sample outputs stacked), the source's first.
+    Returns:
+      PairResult.
+    """
+    ref_names = list(reference_outputs)
+    conv_names = list(converted_outputs)
+    pairs, warnings = match_names(ref_names, conv_names, converted_synthetic, reference_synthetic)
+    if len(ref_names) != len(conv_names):
+        warnings.append(f"the source has {len(ref_names)} outputs, the converted model "
+                        f"{len(conv_names)}")
+    result = PairResult(warnings=warnings, mode=mode)
+    for r, o in pairs:
+        if o is None:
+            nan = float("nan")
+            result.outputs.append(OutputResult(
+                name=r, converted_name=None, passed=False, mode=mode, shape=list(
+                    np.shape(reference_outputs[r])[1:]), note="", atol=nan, rtol=nan,
+                check_stat="", max_abs=nan, mean_abs=nan, median_abs=nan, max_rel=nan,
+                mean_rel=nan, median_rel=nan, required_atol=nan, required_rtol=nan, mismatched=0,
+                elements=0, cosine=nan, cosine_min=nan, is_classifier=False, top1_agree=None,
+                top_k=tolerances.top_k, top_k_overlap=None, samples=len(reference_outputs[r]),
+                reason="no matching output in the converted model"))
+            continue
+        result.outputs.append(compare_output(r, reference_outputs[r], converted_outputs[o],
+                                             tolerances, mode, converted_name=o,
+                                             classifier=classifier))
+    return result
+
+
+def stack_samples(runs):
+    """[OrderedDict name -> array per sample] -> OrderedDict name -> array (S, ...)."""
+    out = OrderedDict()
+    if not runs:
+        return out
+    for name in runs[0]:
+        out[name] = np.stack([np.asarray(r[name]) for r in runs])
+    return out
