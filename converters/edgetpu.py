@@ -17,7 +17,6 @@ from edge.errors import InputError
 from edge.tflite_model import TFLiteModel
 
 from . import formats
-from .atomic import write_text_atomic
 from .compiler_backends import CompilerFailed, compiler_flags, select_backend
 from .edgetpu_log import format_report as _format_log_report
 from .edgetpu_log import parse_compiler_output
@@ -59,18 +58,6 @@ def precheck(model):
                              "the Edge TPU takes batch 1", "convert the source again with batch 1")
 
 
-def _final_path(output_path, options):
-    """Where the pipeline will put output_path (it writes into atomic_output's temp folder)."""
-    final = (getattr(options, "extra", None) or {}).get("final_path")
-    if final:
-        return os.path.abspath(final)
-    parent = os.path.dirname(os.path.abspath(output_path))
-    base = os.path.basename(output_path)
-    if os.path.basename(parent).startswith(f".{base}.tmp-"):
-        return os.path.join(os.path.dirname(parent), base)
-    return os.path.abspath(output_path)
-
-
 def _stem(path):
     base = os.path.basename(path)
     return base[:-len(".tflite")] if base.endswith(".tflite") else os.path.splitext(base)[0]
@@ -88,10 +75,12 @@ def _fail(message, report, hint=None):
     raise err
 
 
-def compile_model(model_path, options):
+def compile_model(model_path, options, num_segments=None):
     """Run the compiler on `model_path`; returns (report, {file name: bytes}, operation log text).
 
-    Raises CompilerUnavailable / CompilerFailed / InputError. Never touches model_path.
+    With num_segments > 1 the files are the N segments the compiler names
+    `<stem>_segment_<i>_of_<N>_edgetpu.tflite`. Raises CompilerUnavailable / CompilerFailed /
+    InputError. Never touches model_path.
     """
     model = TFLiteModel.load(model_path)
     precheck(model)
@@ -99,8 +88,8 @@ def compile_model(model_path, options):
 
     prediction = predict_mapping(model, options.min_runtime_version)
     backend = select_backend(options.compiler or "auto")
-    flags = compiler_flags(options.min_runtime_version, options.num_segments, options.search_delegate,
-                           options.timeout)
+    flags = compiler_flags(options.min_runtime_version, num_segments if (num_segments or 1) > 1 else None,
+                           options.search_delegate, options.timeout)
     with tempfile.TemporaryDirectory(prefix="edgeport-edgetpu-") as work:
         # The compiler sees a copy with a plain name (safe in a mount spec; the input stays untouched).
         stem = re.sub(r"[^A-Za-z0-9_.-]", "_", _stem(model_path)) or "model"
@@ -126,7 +115,7 @@ def compile_model(model_path, options):
             hint = INT8_HINT if any("not quantized" in e for e in said) else None
             _fail(f"edgetpu_compiler failed (exit {result.returncode}): {' / '.join(said) or 'no output'}",
                   report, hint)
-        n = options.num_segments or 1
+        n = num_segments or 1
         names = ([f"{stem}_edgetpu.tflite"] if n <= 1 else
                  [f"{stem}_segment_{i}_of_{n}_edgetpu.tflite" for i in range(n)])
         compiled = {}
@@ -152,29 +141,47 @@ def compile_model(model_path, options):
 
 @conversion(formats.TFLITE_INT8, formats.EDGETPU, extra="convert")
 def tflite_int8_to_edgetpu(source, output_path, options):
-    """Compile a full-integer TFLite for the Edge TPU; returns the compile report as metadata."""
+    """Compile a full-integer TFLite for the Edge TPU; returns the compile report as metadata.
+
+    Beside the model go `<name>.log` (the compiler's operation log) and `<name>.report.json`,
+    written next to output_path and handed to the pipeline as "companions" (it renames them
+    beside the final model). With --num-segments N > 1 the whole model is compiled as the
+    artefact, then compiled again into N segments for pipelining, kept beside it as
+    `<stem>_segment_<i>_of_<N>_edgetpu.tflite`.
+    """
     report, compiled, log_text = compile_model(source.path, options)
-    names = list(compiled)
-    if len(names) == 1:
-        with open(output_path, "wb") as f:
-            f.write(compiled[names[0]])
-    else:
-        # --num-segments N: the artefact is a folder of N segment models (pipelined in order).
-        os.makedirs(output_path)
-        for name in names:
-            with open(os.path.join(output_path, name), "wb") as f:
-                f.write(compiled[name])
-        report["segments"] = names
-    final = _final_path(output_path, options)
-    log_path, report_path = companion_paths(final)
+    with open(output_path, "wb") as f:
+        f.write(next(iter(compiled.values())))
+    folder = os.path.dirname(os.path.abspath(output_path))
+    companions = []
+    n = options.num_segments or 1
+    if n > 1:
+        seg_report, segments, _ = compile_model(source.path, options, num_segments=n)
+        stem = _stem(output_path)
+        stem = stem[:-len("_edgetpu")] if stem.endswith("_edgetpu") else stem
+        report["segments"] = []
+        for i, data in enumerate(segments.values()):
+            name = f"{stem}_segment_{i}_of_{n}_edgetpu.tflite"
+            with open(os.path.join(folder, name), "wb") as f:
+                f.write(data)
+            companions.append(name)
+            report["segments"].append(name)
+        report["segments_report"] = {k: seg_report.get(k) for k in ("edgetpu_subgraphs", "mapped", "total",
+                                                                     "operators")}
+    log_path, report_path = companion_paths(output_path)
     if log_text:
-        write_text_atomic(log_path, log_text)
+        with open(log_path, "w", encoding="utf-8") as f:
+            f.write(log_text)
+        companions.append(os.path.basename(log_path))
         report["operation_log_file"] = os.path.basename(log_path)
-    write_text_atomic(report_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    with open(report_path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    companions.append(os.path.basename(report_path))
     return {"edgetpu": {k: report.get(k) for k in ("compiler_version", "mapped", "total", "edgetpu_subgraphs",
                                                      "backend", "operators", "segments")
                         if report.get(k) is not None},
-            "edgetpu_report": os.path.basename(report_path)}
+            "edgetpu_report": os.path.basename(report_path),
+            "companions": companions}
 
 
 def format_report(report):
@@ -183,3 +190,11 @@ def format_report(report):
     if "cpu_operators" not in report and "operators" in report:
         report = dict(report, cpu_operators=[r for r in report["operators"] if not r.get("mapped")])
     return _format_log_report(report)
+
+
+def report_for_artefact(path):
+    """The format_report text of a compiled artefact, from its sidecar (None when it has none)."""
+    from edge.sidecar import read_sidecar
+
+    block = (read_sidecar(path).get("conversion") or {}).get("edgetpu")
+    return format_report(block) if block else None
