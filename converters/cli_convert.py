@@ -118,6 +118,12 @@ def print_result(r, out):
             mark = {True: "ok", False: "FAILED", None: "-"}[v.get("passed")]
             line += f"  validation {mark}: {v.get('summary')}"
         print(line, file=out)
+        if a["format"] == "edgetpu" and a["status"] == "converted":  # the compiler's op report
+            from .edgetpu import report_for_artefact
+
+            text = report_for_artefact(a["path"])
+            if text:
+                print("\n".join("    " + t for t in text.splitlines()), file=out)
     if r.get("validation_failed"):
         print("  validation FAILED: the artefacts are kept, check them before use", file=out)
 
