@@ -46,8 +46,8 @@ def tflite_kind(model):
     floats = {"FLOAT32", "FLOAT16", "FLOAT64"}
     edge_ops = ("QUANTIZE", "DEQUANTIZE")
     for op in g.operators:
-        if op.opcode in edge_ops:
-            continue
+        if op.opcode in edge_ops or op.opcode == "CUSTOM":
+            continue  # custom ops run on the CPU whatever their types (e.g. PosenetDecoderOp)
         for t in op.inputs + op.outputs:
             if t >= 0 and g.tensors[t].dtype in floats:
                 return TFLITE
