@@ -15,6 +15,9 @@ COMMANDS = {
     "bench": "edge.cli_bench",
     "convert": "converters.cli_convert",
     "inspect": "converters.cli_inspect",
+    "validate": "converters.cli_validate",
+    "check": "converters.cli_check",
+    "eval": "converters.cli_eval",
 }
 
 
