@@ -58,7 +58,7 @@ def _zip_names(path):
     try:
         with zipfile.ZipFile(path) as z:
             return z.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError):
+    except Exception:  # BadZipFile, OSError, NotImplementedError (zip version), EOFError...
         raise ModelFormatError(f"{path} looks like a zip archive but cannot be read",
                                "the file is truncated or damaged") from None
 
