@@ -199,6 +199,10 @@ def check_op(model, graph, op, min_runtime_version=None):
     ctx = OpContext(model, graph, op)
     if op.opcode == "CUSTOM":
         return [(NOT_SUPPORTED, f"custom op '{op.custom_code}' runs on the CPU")]
+    if op.opcode == "DEQUANTIZE":
+        # Real compiler 15 logs report DEQUANTIZE with this status rather than "not supported"
+        # (log quoted in system-software-lab/nrf20 convert/quantize/README.md).
+        return [(UNSUPPORTED_TYPE, "DEQUANTIZE writes float output")]
     spec = SUPPORTED_OPS.get(op.opcode)
     if spec is None:
         return [(NOT_SUPPORTED, f"{op.opcode} is not in the Edge TPU's supported-operations table")]
@@ -243,7 +247,6 @@ def _not_batch_axis(axes, rank, what):
 @edgetpu_op(["SQUARED_DIFFERENCE"], "SquaredDifference", runtime=14)
 @edgetpu_op(["TRANSPOSE"], "Transpose", runtime=14)
 @edgetpu_op(["TRANSPOSE_CONV"], "TransposeConv", runtime=13)
-@edgetpu_op(["HARD_SWISH"], "HardSwish", runtime=13)
 @edgetpu_op(["RESHAPE"], "Reshape", limitations="Certain reshapes might not be mapped for "
             "large tensor sizes.")
 def _no_limitation(ctx):
