@@ -13,11 +13,13 @@ An existing output is kept unless `force`.
 sources whose sha256 and options match the last run (state in `.edgeport-convert.json`).
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import platform
+import sys
 import time
 
 from edge.errors import EdgeportError, InputError, MissingDependency
@@ -196,14 +198,58 @@ def _validate(source, converted, options):
     return {"passed": bool(report.passed), "summary": report.summary_line()}
 
 
+@contextlib.contextmanager
+def _tool_output(quiet):
+    """Keep stdout clean for results (--json) while converters run: their prints and native
+    logs go to stderr, or nowhere with --quiet (the last lines are kept for error messages)."""
+    import tempfile
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    sink = tempfile.TemporaryFile() if quiet else None
+    old_env = os.environ.get("TQDM_DISABLE")
+    try:
+        os.dup2(2, 1)
+        if sink is not None:
+            os.dup2(sink.fileno(), 2)
+            os.environ["TQDM_DISABLE"] = "1"
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved_out, 1)
+        os.dup2(saved_err, 2)
+        os.close(saved_out)
+        os.close(saved_err)
+        if sink is not None:
+            sink.close()
+            if old_env is None:
+                os.environ.pop("TQDM_DISABLE", None)
+            else:
+                os.environ["TQDM_DISABLE"] = old_env
+
+
+def _quiet_loggers():
+    """Framework loggers that warn about untested versions on every import."""
+    import logging
+
+    for name in ("coremltools", "torchao", "torch", "tf2onnx", "absl", "ort_format_model"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 def _run_hop(current, conv, final, route, options, progress):
     fmt = conv.target
     block = provenance(current, fmt, route, options_record(options), _base_versions())
     options.extra["provenance"] = block
     t0 = time.perf_counter()
     try:
+        _quiet_loggers()
         with atomic_output(final) as tmp:
-            returned = conv.func(current, tmp, options) or {}
+            with _tool_output(options.quiet):
+                returned = conv.func(current, tmp, options) or {}
             seconds = time.perf_counter() - t0
             md = _metadata(current, conv, route, options, returned, seconds)
             from . import metadata
