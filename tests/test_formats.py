@@ -1,0 +1,120 @@
+"""Format detection reads content, never extensions: every format edgeport knows, and garbage."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from converters import formats
+from converters.formats import detect_format
+from edge.errors import InputError, ModelFormatError
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+CORAL = SHARED / "fixtures" / "coral"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """One tiny model per format, saved under misleading names (detection must not care)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import onnx
+    import tensorflow as tf
+    from onnx import TensorProto, helper
+
+    d = tmp_path_factory.mktemp("formats")
+    inp = keras.Input((4,), name="x")
+    m = keras.Model(inp, keras.layers.Dense(2)(inp))
+    m.save(d / "k.keras")
+    shutil.copy(d / "k.keras", d / "keras_named.bin")
+    m.save(d / "legacy.h5")
+    m.export(os.fspath(d / "sm"), verbose=False)
+    tfl = tf.lite.TFLiteConverter.from_keras_model(m).convert()
+    (d / "float.data").write_bytes(tfl)
+    graph = helper.make_graph([helper.make_node("Relu", ["a"], ["b"])], "g",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 2])])
+    onnx.save(helper.make_model(graph, producer_name="edgeport-test"), d / "relu.model")
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = os.fspath(d / "relu.ortfile")
+    so.add_session_config_entry("session.save_model_format", "ORT")
+    ort.InferenceSession(os.fspath(d / "relu.model"), so, providers=["CPUExecutionProvider"])
+    return d
+
+
+def test_keras_and_h5(models):
+    assert detect_format(models / "k.keras") == formats.KERAS
+    assert detect_format(models / "keras_named.bin") == formats.KERAS
+    assert detect_format(models / "legacy.h5") == formats.KERAS
+
+
+def test_savedmodel_folder(models):
+    assert detect_format(models / "sm") == formats.SAVEDMODEL
+
+
+def test_tflite_float(models):
+    assert detect_format(models / "float.data") == formats.TFLITE
+
+
+def test_onnx_and_ort(models):
+    assert detect_format(models / "relu.model") == formats.ONNX
+    assert detect_format(models / "relu.ortfile") == formats.ORT
+
+
+def test_coral_models():
+    if not CORAL.is_dir():
+        pytest.skip(f"Coral fixtures not found at {CORAL}")
+    assert detect_format(CORAL / "mobilenet_v1_0.25_128_quant.tflite") == formats.TFLITE_INT8
+    assert detect_format(CORAL / "mobilenet_v1_0.25_128_quant_edgetpu.tflite") == formats.EDGETPU
+
+
+def test_torch_formats(tmp_path):
+    torch = pytest.importorskip("torch")
+    m = torch.nn.Linear(3, 2)
+    torch.jit.save(torch.jit.script(m), tmp_path / "a.bin")
+    assert detect_format(tmp_path / "a.bin") == formats.TORCHSCRIPT
+    torch.export.save(torch.export.export(m, (torch.zeros(1, 3),)), tmp_path / "b.bin")
+    assert detect_format(tmp_path / "b.bin") == formats.TORCH_EXPORT
+    torch.save(m.state_dict(), tmp_path / "c.pt")
+    with pytest.raises(InputError, match="--torch-model"):
+        detect_format(tmp_path / "c.pt")
+
+
+def test_coreml_package(tmp_path):
+    pkg = tmp_path / "x.mlpackage"
+    pkg.mkdir()
+    (pkg / "Manifest.json").write_text("{}")
+    assert detect_format(pkg) == formats.COREML
+
+
+def test_garbage_empty_missing_and_folders(tmp_path):
+    (tmp_path / "junk.onnx").write_bytes(b"this is not a model at all" * 4)
+    with pytest.raises(ModelFormatError):
+        detect_format(tmp_path / "junk.onnx")
+    (tmp_path / "empty.tflite").write_bytes(b"")
+    with pytest.raises(ModelFormatError, match="empty"):
+        detect_format(tmp_path / "empty.tflite")
+    with pytest.raises(InputError, match="does not exist"):
+        detect_format(tmp_path / "nope.tflite")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(InputError, match="folder"):
+        detect_format(tmp_path / "plain")
+    (tmp_path / "z.zip").write_bytes(b"PK\x03\x04" + b"\0" * 40)
+    with pytest.raises(ModelFormatError):
+        detect_format(tmp_path / "z.zip")
+
+
+def test_truncated_tflite(models, tmp_path):
+    data = (models / "float.data").read_bytes()
+    (tmp_path / "cut.tflite").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ModelFormatError):
+        detect_format(tmp_path / "cut.tflite")
+
+
+def test_output_suffixes_are_distinct():
+    suffixes = list(formats.OUTPUT_SUFFIX.values())
+    assert len(set(suffixes)) == len(suffixes)
+    assert formats.OUTPUT_SUFFIX[formats.TFLITE_INT8] == "_int8.tflite"
