@@ -31,7 +31,10 @@ def _build(name, module, subparsers):
 
 
 def build_parser(only=None, prog="edgeport"):
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog=prog, description="edgeport: take a trained model to the edge and prove it still works there.",
+        epilog="exit codes: 0 success, 1 failure (e.g. a validation mismatch), 2 usage or input error. "
+               "'edgeport COMMAND --help' for each command.")
     parser.add_argument("--version", action="version", version=f"edgeport {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
