@@ -119,6 +119,7 @@ def run(args):
     from .validate import validate
 
     opts = options_from_args(args)
+    _quiet_frameworks()
     if not args.converted and not args.save_outputs:
         raise InputError("give at least one CONVERTED model to compare with SOURCE",
                          "or --save-outputs FILE to only record SOURCE's outputs on a device")
@@ -152,3 +153,13 @@ def _open(path, torch_model):
             return Artefact.open(path, TORCH_MODULE)
         raise
     return Artefact.open(path, fmt)
+
+
+def _quiet_frameworks():
+    """Framework loggers that warn about untested versions on every import."""
+    import logging
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for name in ("coremltools", "torchao", "torch", "tf2onnx", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)

@@ -86,7 +86,10 @@ def table(report):
             lines.append(f"  {'ok  ' if ok else 'FAIL'} {c}: {det}")
         lines.append(f"  => {r.summary_line()}")
     lines.append("")
-    lines.append("PASSED" if report.passed else
+    structural = [r.name for r in report.results if r.status == "structure-only"]
+    note = (f" (numbers NOT compared for {', '.join(structural)}: structure only)"
+            if structural else "")
+    lines.append(("PASSED" + note) if report.passed else
                  ("ERROR" if report.exit_code == 2 else "FAILED") + f": {report.summary_line()}")
     return "\n".join(lines)
 

@@ -4,7 +4,6 @@ PyTorch has no tensor names: inputs are named after the ExportedProgram's signat
 `input_N`, outputs `output_N`, and outputs are matched to the converted model's by position.
 """
 
-import importlib
 import os
 from collections import OrderedDict
 
@@ -48,50 +47,24 @@ class TorchRunner(Runner):
         elif not isinstance(m, torch.nn.Module) and callable(m) and getattr(m, "__code__", None) \
                 and m.__code__.co_argcount == 0:
             m = m()
-        if hasattr(m, "eval"):
-            m.eval()
+        if hasattr(m, "eval") and getattr(self, "_exported", None) is None:
+            m.eval()  # an ExportedProgram's module() is already traced in eval mode
         self.model = m
         self.info["runtime"] = f"torch {torch.__version__}"
 
     def _load(self, torch):
-        try:
-            loading = importlib.import_module("converters.torch_loading")
-        except ImportError:
-            loading = None
-        if self.format == "torch-export":
-            if loading and hasattr(loading, "load_exported_program"):
-                ep = loading.load_exported_program(self.path)
-            else:
-                ep = torch.export.load(self.path)
-            self._exported = ep
-            return ep.module()
-        if self.format == "torchscript":
-            if loading and hasattr(loading, "load_torchscript"):
-                try:
-                    return loading.load_torchscript(self.path, trust=True)
-                except TypeError:
-                    pass
-            try:
-                return torch.jit.load(self.path, map_location="cpu")
-            except Exception as e:
-                raise InputError(f"cannot load TorchScript {self.path}: {str(e).splitlines()[0]}") from None
-        if self.format == "torch-module":
-            if not self.factory:
-                raise InputError(f"{self.path} is a state dict: pass --torch-model module:factory")
-            mod_name, _, fn_name = self.factory.partition(":")
-            try:
-                factory = getattr(importlib.import_module(mod_name), fn_name or "model")
-            except (ImportError, AttributeError) as e:
-                raise InputError(f"cannot import --torch-model {self.factory}: {e}") from None
-            module = factory()
-            state = torch.load(self.path, map_location="cpu", weights_only=not self.trust_pickle)
-            if isinstance(state, dict) and "state_dict" in state:
-                state = state["state_dict"]
-            if isinstance(state, torch.nn.Module):
-                return state
-            module.load_state_dict(state)
-            return module
-        raise InputError(f"{self.path}: not a PyTorch format ({self.format})")
+        """Through converters.torch_loading (safe loading: pickles only with trust_pickle)."""
+        from types import SimpleNamespace
+
+        from converters.torch_loading import load_source
+
+        if self.format not in ("torchscript", "torch-export", "torch-module"):
+            raise InputError(f"{self.path}: not a PyTorch format ({self.format})")
+        art = SimpleNamespace(path=self.path, format=self.format)
+        opts = SimpleNamespace(torch_model=self.factory, trust_pickle=self.trust_pickle)
+        model, exported = load_source(art, opts)
+        self._exported = exported
+        return model
 
     def _deactivate(self):
         self.model = None
