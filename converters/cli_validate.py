@@ -46,6 +46,8 @@ def configure(p):
                    help="agreement mode: least fraction of samples with the same top-1 (default 0.8)")
     p.add_argument("--min-cosine", type=float, default=0.95,
                    help="agreement mode: least mean cosine similarity (default 0.95)")
+    p.add_argument("--max-scale-error", type=float, default=0.25,
+                   help="agreement mode: largest |norm(converted)/norm(source) - 1| (default 0.25)")
     p.add_argument("--report", metavar="FILE.json", help="write a JSON report")
     p.add_argument("--junit", metavar="FILE.xml", help="write a JUnit XML report")
     p.add_argument("--save-outputs", metavar="FILE", help="save every model's outputs (npz)")
@@ -86,7 +88,7 @@ def options_from_args(args):
     tol = Tolerances(atol=per_output(args.atol, float, "--atol", Tolerances.atol),
                      rtol=per_output(args.rtol, float, "--rtol", Tolerances.rtol),
                      check_stat=stat, quantile=args.quantile, top_k=args.top_k,
-                     min_top1=args.min_top1, min_cosine=args.min_cosine,
+                     min_top1=args.min_top1, min_cosine=args.min_cosine, max_scale_error=args.max_scale_error,
                      mode=None if args.mode == "auto" else args.mode)
     if args.top_k < 1:
         raise InputError("--top-k must be at least 1")

@@ -14,7 +14,8 @@ top-1 agreement and top-k overlap, and for every output the cosine similarity pe
 A pair of formats is judged in one of two modes:
   "numeric":   float vs float, the tolerance check above decides.
   "agreement": reduced precision (int8, Edge TPU, float16) vs float, judged by top-1
-               agreement (classifiers) and mean cosine similarity against thresholds.
+               agreement (classifiers), mean cosine similarity and the ratio of output
+               magnitudes (cosine alone cannot see outputs that are all scaled down).
 """
 
 from collections import OrderedDict, namedtuple
@@ -30,6 +31,7 @@ FLOAT_ATOL = 1e-4
 FLOAT_RTOL = 1e-3
 MIN_TOP1 = 0.8
 MIN_COSINE = 0.95
+MAX_SCALE_ERROR = 0.25
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Tolerances:
     top_k: int = 5
     min_top1: float = MIN_TOP1
     min_cosine: float = MIN_COSINE
+    max_scale_error: float = MAX_SCALE_ERROR   # |norm(converted) / norm(source) - 1|
     mode: str = None                 # None: chosen per pair of formats; "numeric" | "agreement"
 
     def for_output(self, name, what):
@@ -76,7 +79,7 @@ OutputResult = namedtuple("OutputResult", [
     "atol", "rtol", "check_stat",
     "max_abs", "mean_abs", "median_abs", "max_rel", "mean_rel", "median_rel",
     "required_atol", "required_rtol", "mismatched", "elements",
-    "cosine", "cosine_min", "is_classifier", "top1_agree", "top_k", "top_k_overlap", "samples",
+    "cosine", "cosine_min", "norm_ratio", "is_classifier", "top1_agree", "top_k", "top_k_overlap", "samples",
     "reason",
 ])
 OutputResult.__doc__ = "The comparison of one output over every sample."
@@ -172,6 +175,15 @@ def cosine_per_sample(reference, converted):
     return out
 
 
+def norm_ratio(reference, converted):
+    """Mean over samples of ||converted|| / ||reference||: 1.0 when magnitudes agree (cosine
+    cannot see a model whose outputs are all scaled down)."""
+    a = np.linalg.norm(reference.reshape(len(reference), -1).astype(np.float64), axis=1)
+    b = np.linalg.norm(converted.reshape(len(converted), -1).astype(np.float64), axis=1)
+    ratio = np.where(a == 0, np.where(b == 0, 1.0, np.inf), b / np.maximum(a, 1e-300))
+    return float(np.mean(ratio))
+
+
 def topk_agreement(reference, converted, k):
     """(top-1 agreements, mean top-k overlap in 0..1) over samples of class scores."""
     a = reference.reshape(len(reference), -1)
@@ -211,10 +223,11 @@ def compare_output(name, reference, converted, tolerances, mode="numeric", conve
                             max_rel=nan, mean_rel=nan, median_rel=nan, required_atol=nan,
                             required_rtol=nan, mismatched=int(converted.size),
                             elements=int(reference.size), cosine=nan, cosine_min=nan,
-                            is_classifier=False, top1_agree=None, top_k_overlap=None,
+                            norm_ratio=nan, is_classifier=False, top1_agree=None, top_k_overlap=None,
                             reason=note)
     ok, mismatched, stats = tolerance_check(reference, aligned, atol, rtol, stat, tolerances.quantile)
     cos = cosine_per_sample(reference, aligned)
+    ratio = norm_ratio(reference, aligned)
     is_cls = looks_like_classifier(reference.shape[1:]) if classifier is None else classifier
     top1 = overlap = None
     if is_cls:
@@ -226,6 +239,9 @@ def compare_output(name, reference, converted, tolerances, mode="numeric", conve
             reasons.append(f"top-1 agreement {top1}/{n} below {tolerances.min_top1:.0%}")
         if not float(np.mean(cos)) >= tolerances.min_cosine:
             reasons.append(f"cosine {float(np.mean(cos)):.4f} below {tolerances.min_cosine}")
+        if not abs(ratio - 1) <= tolerances.max_scale_error:
+            reasons.append(f"output magnitude {ratio:.3g}x the source's (allowed 1 +- "
+                           f"{tolerances.max_scale_error:g})")
         passed = not reasons
         reason = "; ".join(reasons)
     else:
@@ -237,7 +253,7 @@ def compare_output(name, reference, converted, tolerances, mode="numeric", conve
             f"{stat} rel error {stats['required_rtol']:.3g} > rtol {rtol:g}")
     return OutputResult(**base, passed=passed, **stats, mismatched=mismatched,
                         elements=int(reference.size), cosine=float(np.mean(cos)),
-                        cosine_min=float(np.min(cos)), is_classifier=bool(is_cls),
+                        cosine_min=float(np.min(cos)), norm_ratio=ratio, is_classifier=bool(is_cls),
                         top1_agree=top1, top_k_overlap=overlap, reason=reason)
 
 
@@ -330,7 +346,7 @@ def compare_runs(reference_outputs, converted_outputs, tolerances, mode="numeric
                     np.shape(reference_outputs[r])[1:]), note="", atol=nan, rtol=nan,
                 check_stat="", max_abs=nan, mean_abs=nan, median_abs=nan, max_rel=nan,
                 mean_rel=nan, median_rel=nan, required_atol=nan, required_rtol=nan, mismatched=0,
-                elements=0, cosine=nan, cosine_min=nan, is_classifier=False, top1_agree=None,
+                elements=0, cosine=nan, cosine_min=nan, norm_ratio=nan, is_classifier=False, top1_agree=None,
                 top_k=tolerances.top_k, top_k_overlap=None, samples=len(reference_outputs[r]),
                 reason="no matching output in the converted model"))
             continue

@@ -134,6 +134,7 @@ def junit_xml(report):
 def _case_text(o):
     parts = [f"max abs {_num(o.max_abs)}", f"mean abs {_num(o.mean_abs)}",
              f"max rel {_num(o.max_rel)}", f"cosine {_num(o.cosine, '.5f')}",
+             f"magnitude ratio {_num(o.norm_ratio, '.4g')}",
              f"required atol {_num(o.required_atol)} or rtol {_num(o.required_rtol)} "
              f"({o.check_stat})"]
     if o.top1_agree is not None:

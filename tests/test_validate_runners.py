@@ -34,7 +34,7 @@ def make_net():
 
 
 def color_keras():
-    """Keras NHWC classifier whose logits are the mean of each channel (red/green/blue)."""
+    """Keras NHWC classifier: logits = mean of relu(channel - 0.2), i.e. red/green/blue."""
     import keras
 
     inp = keras.Input((16, 16, 3), name="image")
@@ -43,7 +43,7 @@ def color_keras():
     out = keras.layers.Dense(3, name="logits")(x)
     m = keras.Model(inp, out)
     m.get_layer("conv").set_weights([np.eye(3, dtype=np.float32).reshape(1, 1, 3, 3),
-                                     np.zeros(3, np.float32)])
+                                     np.full(3, -0.2, np.float32)])
     m.get_layer("logits").set_weights([3 * np.eye(3, dtype=np.float32), np.zeros(3, np.float32)])
     return m
 
