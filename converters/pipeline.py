@@ -385,8 +385,10 @@ def convert_folder(folder, targets, options, outdir=None, force=False, validate=
             if on_result:
                 on_result(r)
             continue
-        todo.append(path)
-    work = [(p, targets, options, outdir, force, validate) for p in todo]
+        # Outputs this command made for an older source or other options are stale: redo them.
+        todo.append((path, force or prev is not None))
+    work = [(p, targets, options, outdir, redo, validate) for p, redo in todo]
+    todo = [p for p, _ in todo]
     if jobs > 1 and len(work) > 1:
         import concurrent.futures
         import multiprocessing
