@@ -25,7 +25,8 @@ def _build(name, module, subparsers):
     mod = importlib.import_module(module)
     p = subparsers.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    # SUPPRESS: no default here, or it would reset `edgeport --debug CMD` to False.
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     mod.configure(p)
     p.set_defaults(_run=mod.run)
 
