@@ -108,6 +108,22 @@ def detect_format(path):
                            ".pt2 and Core ML")
 
 
+def load_onnx(path, **kwargs):
+    """onnx.load, with a damaged file as ModelFormatError (not a protobuf DecodeError)."""
+    from edge.errors import MissingDependency
+
+    try:
+        import onnx
+    except ImportError:
+        raise MissingDependency("onnx", "convert", "reading an ONNX model") from None
+    try:
+        return onnx.load(os.fspath(path), **kwargs)
+    except Exception as e:  # DecodeError, or a missing external-data file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelFormatError(f"cannot read ONNX model {path}: {first}",
+                               "the file is truncated or damaged: export it again") from None
+
+
 def _looks_like_onnx(path, head):
     """ONNX is a protobuf ModelProto: field 1 (ir_version, varint) usually comes first."""
     if not head or head[0] != 0x08:

@@ -153,10 +153,8 @@ def onnx_to_coreml(source, output_path, options):
     except Exception as e:  # onnx2torch imports torchvision at import time
         raise EdgeportError(f"ONNX -> Core ML needs onnx2torch and torchvision, which do not import here "
                             f"({type(e).__name__}: {e})", ONNX_ALTERNATIVE) from None
-    import onnx
-
     ct = _ct()
-    model = onnx.load(os.fspath(source.path))
+    model = formats.load_onnx(source.path)
     graph_inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     if len(graph_inputs) != 1:
         raise InputError(f"{source.name} has {len(graph_inputs)} inputs; ONNX -> Core ML takes one")

@@ -43,7 +43,7 @@ def onnx_to_ort(source, output_path, options):
     stem = os.path.basename(os.fspath(output_path))[:-len(".ort")]
     work = tempfile.mkdtemp(prefix=".ort-", dir=out_dir)
     try:
-        model = onnx.load(os.fspath(source.path))
+        model = formats.load_onnx(source.path)
         block = options.extra.get("provenance")
         if block:  # ORT keeps metadata_props: stamp the ORT model with its own provenance
             from .metadata import set_onnx_props
