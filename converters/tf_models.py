@@ -7,7 +7,7 @@ coremltools all accept from Keras 3 without guessing.
 
 import os
 
-from edge.errors import EdgeportError, InputError, MissingDependency
+from edge.errors import InputError, MissingDependency, ModelFormatError
 
 from . import formats
 
@@ -30,11 +30,14 @@ def load_keras(path, options):
     try:
         return keras.models.load_model(os.fspath(path), compile=False,
                                        safe_mode=not getattr(options, "keras_unsafe", False))
-    except ValueError as e:
-        if "Lambda" in str(e) or "safe_mode" in str(e):
-            raise InputError(f"{os.path.basename(path)} holds a Lambda layer (arbitrary code)",
-                             "only load models you trust; then set keras_unsafe") from None
-        raise EdgeportError(f"cannot load Keras model {path}: {e}") from None
+    except Exception as e:  # a damaged file fails in zipfile, h5py, json or Keras itself
+        if isinstance(e, ValueError) and ("Lambda" in str(e) or "safe_mode" in str(e)):
+            raise InputError(f"{os.path.basename(path)} holds a Lambda layer (arbitrary code), "
+                             "refused in Keras safe mode",
+                             "only if you trust this file, pass --keras-unsafe") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelFormatError(f"cannot load Keras model {path}: {first}",
+                               "is the file complete? re-save or re-download it") from None
 
 
 class TFSource:
