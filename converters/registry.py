@@ -100,8 +100,11 @@ def plan_route(source, target):
                 tie += 1
                 heapq.heappush(queue, (cost + c.cost, tie, c.target, path + [c]))
     reachable = sorted(reachable_from(source))
-    raise InputError(f"no conversion route from {source} to {target}",
-                     f"from {source} edgeport reaches: {', '.join(reachable) or 'nothing'}")
+    hint = f"from {source} edgeport reaches: {', '.join(reachable) or 'nothing'}"
+    if source == "tflite" and target in ("tflite-int8", "edgetpu"):
+        hint = (f"a float TFLite model cannot be quantized here: convert the original model (Keras, "
+                f"SavedModel, PyTorch) with --to {target} --calibration DIR; " + hint)
+    raise InputError(f"no conversion route from {source} to {target}", hint)
 
 
 def reachable_from(source):
