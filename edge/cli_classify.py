@@ -55,6 +55,10 @@ def run(args):
     classifier = Classifier(interpreter, mean, std, layout=args.layout or spec.get("layout"))
     labels = read_labels(args.labels) if args.labels else {}
     warning = check_labels(labels, classifier.num_classes)
+    if labels and max(labels) + 1 not in (classifier.num_classes, classifier.num_classes - 1):
+        # Not the usual background-class offset: every name printed would be wrong.
+        raise InputError(f"{args.labels}: {warning}",
+                         "pass the labels file made for this model, or leave out -l to print class ids")
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
 
