@@ -1,0 +1,430 @@
+"""Bad inputs across every command (issue #7): one clear line, a documented exit code, no
+traceback, no partial output, inputs byte-for-byte unchanged.
+
+Each case runs in its own folder holding copies of every input (broken models, odd images,
+label files, stand-in compilers). The harness checks, for every case:
+  * the exit code (2 usage or input error, 1 failure, 0 for odd-but-valid inputs);
+  * exactly one `error: ...` line on stderr, matching the case's pattern (a case may expect
+    one `warning: ...` line instead);
+  * no `Traceback` anywhere in the output;
+  * the sha256 of every file in the folder is unchanged, and no file appeared in it other
+    than the case's expected outputs (so no partial or temp output is left behind).
+"""
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import struct
+import sys
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA, run_cli
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+CORAL = SHARED / "fixtures" / "coral"
+PY = sys.executable
+
+
+# -- inputs ----------------------------------------------------------------------------------
+def _png(size, color, mode="RGB"):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new(mode, size, color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _huge_png(width=20000, height=20000):
+    """A PNG header claiming 400 M pixels (with a tiny, incomplete body): a decompression bomb."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        chunk(b"IEND", b"")
+
+
+def _images():
+    """Odd images of known color: the tiny color models must still classify them right."""
+    import numpy as np
+    from PIL import Image
+
+    red, gray = (230, 20, 20), (128, 128, 128)
+    out = {}
+    # 16-bit grayscale PNG holding a mid gray (32896 / 65535 = 128 / 255).
+    im16 = Image.fromarray(np.full((20, 24), 32896, np.uint16))
+    buf = io.BytesIO()
+    im16.save(buf, "PNG")
+    out["gray16.png"] = buf.getvalue()
+    buf = io.BytesIO()
+    Image.new("RGB", (24, 20), red).convert("CMYK").save(buf, "JPEG", quality=95)
+    out["red_cmyk.jpg"] = buf.getvalue()
+    buf = io.BytesIO()
+    Image.new("RGB", (24, 20), red).convert("P", palette=Image.ADAPTIVE).save(buf, "PNG")
+    out["red_palette.png"] = buf.getvalue()
+    out["gray_l.png"] = _png((24, 20), 128, "L")
+    # RGBA: red where opaque, transparent elsewhere (composited on white -> still mostly red).
+    rgba = Image.new("RGBA", (24, 20), red + (255,))
+    rgba.paste((0, 0, 0, 0), (0, 0, 4, 4))
+    buf = io.BytesIO()
+    rgba.save(buf, "PNG")
+    out["red_rgba.png"] = buf.getvalue()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees
+    buf = io.BytesIO()
+    Image.new("RGB", (30, 12), red).save(buf, "JPEG", exif=exif.tobytes(), quality=95)
+    out["red_exif6.jpg"] = buf.getvalue()
+    out["red.png"] = _png((24, 20), red)
+    png = _png((64, 48), red)
+    out["truncated.png"] = png[: len(png) // 2]
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(buf, "JPEG")
+    out["truncated.jpg"] = buf.getvalue()[:600]
+    out["huge.png"] = _huge_png()
+    out["notes.png"] = b"these are my notes, not a picture\n"
+    return out
+
+
+def _flip(data, at, bit=0):
+    data = bytearray(data)
+    data[at] ^= 1 << bit
+    return bytes(data)
+
+
+def _onnx_model():
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 16, 16, 3])
+    y = helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 3])
+    graph = helper.make_graph([helper.make_node("ReduceMean", ["image"], ["m"], axes=[1, 2], keepdims=0),
+                               helper.make_node("Softmax", ["m"], ["probs"], axis=1)],
+                              "tiny", [x], [y])
+    model = helper.make_model(graph, producer_name="edgeport-tests",
+                              opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _ort_model(onnx_bytes, folder):
+    import onnxruntime as ort
+
+    (folder / "m.onnx").write_bytes(onnx_bytes)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.optimized_model_filepath = str(folder / "m.ort")
+    opts.add_session_config_entry("session.save_model_format", "ORT")
+    ort.InferenceSession(str(folder / "m.onnx"), opts, providers=["CPUExecutionProvider"])
+    return (folder / "m.ort").read_bytes()
+
+
+def _keras_zip(config=b'{"class_name": "Functional"}'):
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("metadata.json", b'{"keras_version": "3.0.0"}')
+        z.writestr("config.json", config)
+        z.writestr("model.weights.h5", b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    return buf.getvalue()
+
+
+STANDIN = """#!{python}
+# STAND-IN for edgetpu_compiler written by edgeport's bad-input tests: it misbehaves.
+import os, signal, sys, time
+args = sys.argv[1:]
+out_dir = args[args.index("--out_dir") + 1] if "--out_dir" in args else "."
+model = args[-1]
+stem = os.path.basename(model)[:-len(".tflite")]
+# A half-written output first: edgeport must never promote it.
+with open(os.path.join(out_dir, stem + "_edgetpu.tflite"), "wb") as f:
+    f.write(open(model, "rb").read()[:100])
+print("Edge TPU Compiler version 16.0.384591198", flush=True)
+if "{mode}" == "crash":
+    os.kill(os.getpid(), signal.SIGSEGV)
+if "{mode}" == "hang":
+    time.sleep(120)
+sys.exit(3)
+"""
+
+
+@pytest.fixture(scope="session")
+def inputs(tmp_path_factory):
+    """A folder of every input file the cases copy from."""
+    root = tmp_path_factory.mktemp("bad_inputs_src")
+    for name in ("float", "uint8", "int8"):
+        shutil.copy(DATA / f"color_{name}.tflite", root / f"color_{name}.tflite")
+    good = (DATA / "color_float.tflite").read_bytes()
+    files = {
+        "empty.tflite": b"",
+        "truncated.tflite": good[: len(good) // 2],
+        "bitflip.tflite": _flip(good, 1, 3),  # the root table offset now points past the end
+        "wordflip.tflite": good[:4] + good[4:8] + bytes([0xFF, 0xFF, 0xFF, 0x7F]) + good[12:],
+        "labels4.txt": b"red\ngreen\nblue\ngray\n",
+        "labels2.txt": b"red\ngreen\n",
+        "labels3.txt": b"red\ngreen\nblue\n",
+        "labels7.txt": b"red\ngreen\nblue\ngray\ncyan\nmagenta\nyellow\n",
+        "labels_latin1.txt": "rouge\nvert\nbleu\ngris\u00e9\n".encode("latin-1"),
+        "empty.onnx": b"",
+        "empty.ort": b"",
+        "empty.keras": b"",
+        "photo_named.tflite": _png((24, 20), (230, 20, 20)),
+        "image_named.onnx": _png((24, 20), (230, 20, 20)),
+        "model_named.jpg": good,
+        "not_a_folder": b"a file where a folder is expected\n",
+        "keras_bad_config.keras": _keras_zip(b'{"class_name": "Functional", "config": {"layers": [}'),
+    }
+    keras = _keras_zip()
+    files["model.keras"] = keras  # detected as Keras (never loaded by the cases using it)
+    files["truncated.keras"] = keras[: len(keras) // 2]
+    files["bitflip.keras"] = _flip(keras, len(keras) - 10, 5)  # end-of-central-directory damaged
+    files.update(_images())
+    try:
+        onnx_bytes = _onnx_model()
+        files["good.onnx"] = onnx_bytes
+        files["truncated.onnx"] = onnx_bytes[: len(onnx_bytes) // 2]
+        files["bitflip.onnx"] = _flip(onnx_bytes, len(onnx_bytes) // 2, 7)
+        ort_dir = tmp_path_factory.mktemp("ort")
+        ort_bytes = _ort_model(onnx_bytes, ort_dir)
+        # (not truncated.ort: that is the name `convert truncated.onnx --to ort` would write)
+        files["cut.ort"] = ort_bytes[: len(ort_bytes) // 2]
+        files["flipped.ort"] = _flip(ort_bytes, 0, 4)
+    except ImportError:
+        pass
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    (root / "empty_folder").mkdir()
+    (root / "labels_folder").mkdir()
+    (root / "model_folder.tflite").mkdir()
+    for mode in ("crash", "hang", "fail"):
+        b = root / f"bin_{mode}"
+        b.mkdir()
+        script = b / "edgetpu_compiler"
+        script.write_text(STANDIN.format(python=PY, mode=mode))
+        script.chmod(0o755)
+    (root / "bin_empty").mkdir()
+    if (CORAL / "mobilenet_v1_0.25_128_quant_edgetpu.tflite").is_file():
+        shutil.copy(CORAL / "split_concat_edgetpu.tflite", root / "compiled_edgetpu.tflite")
+        shutil.copy(CORAL / "mobilenet_v1_0.25_128_quant_edgetpu.tflite", root / "mobilenet_edgetpu.tflite")
+    return root
+
+
+# -- cases -----------------------------------------------------------------------------------
+@dataclass
+class Case:
+    id: str
+    argv: list                # "{w}" in an item is replaced by the case's folder
+    code: int
+    pattern: str              # regex the single error (or warning) line must match
+    outputs: tuple = ()       # names that may appear in the folder
+    env: dict = field(default_factory=dict)          # "{w}" replaced too
+    hide: tuple = ()          # modules made unimportable (a missing optional dependency)
+    needs: tuple = ()         # input files the case needs (skip when absent, e.g. no ../shared)
+    stdout: str = None        # regex stdout must match (exit-0 cases)
+    warning: bool = False     # expect one `warning:` line instead of an `error:` line
+    report: bool = False      # a report command (check, validate): the verdict is a stdout line
+
+
+C = Case
+CLASSIFY = ["classify", "-m", "{w}/color_float.tflite", "-c", "1", "-i"]
+CLASSIFY_L = ["classify", "-m", "{w}/color_float.tflite", "-c", "1", "-i", "{w}/red.png", "-l"]
+NO_TFLITE = ("ai_edge_litert", "ai_edge_litert.interpreter", "tflite_runtime",
+             "tflite_runtime.interpreter", "tensorflow")
+CONVERT_TPU = ["convert", "{w}/color_uint8.tflite", "--to", "edgetpu", "--compiler", "local",
+               "--no-validate"]
+
+CASES = [
+    # --- damaged TFLite models, every command that reads one
+    C("classify-empty-tflite", CLASSIFY[:2] + ["{w}/empty.tflite", "-i", "{w}/red.png"], 2,
+      r"empty|not a TFLite"),
+    C("classify-truncated-tflite", CLASSIFY[:2] + ["{w}/truncated.tflite", "-i", "{w}/red.png"], 2,
+      r"truncated or corrupt"),
+    C("classify-bitflip-tflite", CLASSIFY[:2] + ["{w}/bitflip.tflite", "-i", "{w}/red.png"], 2,
+      r"truncated or corrupt|corrupt"),
+    C("bench-truncated-tflite", ["bench", "{w}/truncated.tflite", "--runs", "1"], 2, r"truncated or corrupt"),
+    C("bench-bitflip-tflite", ["bench", "{w}/wordflip.tflite", "--runs", "1"], 2, r"corrupt"),
+    C("inspect-empty-tflite", ["inspect", "{w}/empty.tflite"], 2, r"empty"),
+    C("inspect-bitflip-tflite", ["inspect", "{w}/bitflip.tflite", "--edgetpu"], 2, r"corrupt"),
+    C("check-truncated-tflite", ["check", "{w}/truncated.tflite"], 2, r"truncated or corrupt"),
+    C("convert-truncated-tflite", ["convert", "{w}/truncated.tflite", "--to", "onnx"], 2,
+      r"truncated or corrupt"),
+    C("validate-truncated-converted", ["validate", "{w}/color_float.tflite", "{w}/truncated.tflite"], 2,
+      r"truncated or corrupt"),
+    # --- damaged ONNX / ORT / Keras
+    C("convert-empty-onnx", ["convert", "{w}/empty.onnx", "--to", "ort"], 2, r"empty"),
+    C("convert-truncated-onnx", ["convert", "{w}/truncated.onnx", "--to", "ort"], 2,
+      r"truncated\.onnx", needs=("truncated.onnx",)),
+    C("check-bitflip-onnx", ["check", "{w}/bitflip.onnx"], 2, r"bitflip\.onnx", needs=("bitflip.onnx",)),
+    C("bench-truncated-onnx", ["bench", "{w}/truncated.onnx", "--runs", "1"], 2, r"onnxruntime cannot load",
+      needs=("truncated.onnx",)),
+    C("bench-empty-ort", ["bench", "{w}/empty.ort", "--runs", "1"], 2, r"empty|cannot load"),
+    C("check-truncated-ort", ["check", "{w}/cut.ort"], 1, r"FAIL onnxruntime session", report=True,
+      needs=("cut.ort",)),
+    C("bench-bitflip-ort", ["bench", "{w}/flipped.ort", "--runs", "1"], 2, r"onnxruntime cannot load",
+      needs=("flipped.ort",)),
+    C("convert-empty-keras", ["convert", "{w}/empty.keras", "--to", "onnx"], 2, r"empty"),
+    C("convert-truncated-keras", ["convert", "{w}/truncated.keras", "--to", "tflite"], 2,
+      r"truncated or damaged|cannot"),
+    C("convert-bitflip-keras", ["convert", "{w}/bitflip.keras", "--to", "onnx"], 2, r"bitflip\.keras"),
+    C("convert-bad-config-keras", ["convert", "{w}/keras_bad_config.keras", "--to", "onnx"], 2,
+      r"keras_bad_config\.keras"),
+    # --- wrong extensions, folders and files swapped
+    C("convert-wrong-extension", ["convert", "{w}/image_named.onnx", "--to", "ort"], 2,
+      r"cannot tell what kind of model"),
+    C("classify-image-named-tflite", CLASSIFY[:2] + ["{w}/photo_named.tflite", "-i", "{w}/red.png"], 2,
+      r"not a TFLite model"),
+    C("classify-model-named-jpg", CLASSIFY + ["{w}/model_named.jpg"], 2, r"cannot read image"),
+    C("classify-model-is-folder", CLASSIFY[:2] + ["{w}/model_folder.tflite", "-i", "{w}/red.png"], 2,
+      r"folder"),
+    C("classify-image-folder-empty", CLASSIFY + ["{w}/empty_folder"], 2, r"holds no images"),
+    C("inspect-folder", ["inspect", "{w}/empty_folder"], 2, r"not a file|folder"),
+    C("bench-folder", ["bench", "{w}/empty_folder", "--runs", "1"], 2, r"not a file|folder"),
+    C("convert-folder-without-models", ["convert", "{w}/empty_folder", "--to", "onnx"], 2,
+      r"holds no model"),
+    C("convert-output-is-a-file", ["convert", "{w}/color_float.tflite", "--to", "onnx", "-o",
+                                   "{w}/not_a_folder"], 2, r"is a file|not a directory|cannot create"),
+    C("convert-missing-source", ["convert", "{w}/nowhere.onnx", "--to", "ort"], 2, r"does not exist"),
+    C("eval-images-is-a-file", ["eval", "{w}/color_float.tflite", "--images", "{w}/red.png",
+                                "--labels", "{w}/labels4.txt"], 2, r"red\.png"),
+    # --- usage errors
+    C("convert-unknown-target", ["convert", "{w}/color_float.tflite", "--to", "tensorrt"], 2,
+      r"unknown target format 'tensorrt'"),
+    C("classify-count-zero", CLASSIFY + ["{w}/red.png", "--count", "0"], 2, r"--count must be at least 1"),
+    # --- quantization and the Edge TPU
+    C("convert-float-tflite-to-edgetpu", ["convert", "{w}/color_float.tflite", "--to", "edgetpu"], 2,
+      r"no conversion route from tflite to edgetpu.*--calibration DIR"),
+    C("convert-keras-to-edgetpu-without-calibration", ["convert", "{w}/model.keras", "--to", "edgetpu"], 2,
+      r"needs --calibration DIR"),
+    C("convert-compiled-model-back", ["convert", "{w}/compiled_edgetpu.tflite", "--to", "onnx"],
+      2, r"no conversion route from edgetpu", needs=("compiled_edgetpu.tflite",)),
+    C("classify-compiled-without-tpu", CLASSIFY[:2] + ["{w}/mobilenet_edgetpu.tflite", "-i", "{w}/red.png"],
+      1, r"compiled for the Edge TPU.*(uncompiled|CPU)", needs=("mobilenet_edgetpu.tflite",)),
+    C("bench-compiled-without-tpu", ["bench", "{w}/compiled_edgetpu.tflite", "--runs", "1"], 1,
+      r"compiled for the Edge TPU", needs=("compiled_edgetpu.tflite",)),
+    C("validate-compiled-without-tpu", ["validate", "{w}/color_uint8.tflite", "{w}/compiled_edgetpu.tflite"],
+      2, r"compiled for the Edge TPU.*--save-outputs", report=True, needs=("compiled_edgetpu.tflite",)),
+    C("convert-compiler-missing", CONVERT_TPU, 1, r"no Edge TPU compiler|edgetpu_compiler",
+      env={"PATH": "{w}/bin_empty"}),
+    C("convert-compiler-crashes", CONVERT_TPU, 1, r"compiler|signal|SIGSEGV",
+      env={"PATH": "{w}/bin_crash"}),
+    C("convert-compiler-fails", CONVERT_TPU, 1, r"compiler", env={"PATH": "{w}/bin_fail"}),
+    C("convert-compiler-hangs", CONVERT_TPU + ["--timeout", "2"], 1, r"timed out|timeout",
+      env={"PATH": "{w}/bin_hang"}),
+    # --- images: odd but valid ones classify right; broken ones fail clearly
+    C("classify-16bit-png", CLASSIFY + ["{w}/gray16.png"], 0, "", stdout=r"RESULTS-+\n3: "),
+    C("classify-cmyk-jpeg", CLASSIFY + ["{w}/red_cmyk.jpg"], 0, "", stdout=r"RESULTS-+\n0: "),
+    C("classify-palette-png", CLASSIFY + ["{w}/red_palette.png"], 0, "", stdout=r"RESULTS-+\n0: "),
+    C("classify-grayscale-png", CLASSIFY + ["{w}/gray_l.png"], 0, "", stdout=r"RESULTS-+\n3: "),
+    C("classify-rgba-png", CLASSIFY + ["{w}/red_rgba.png"], 0, "", stdout=r"RESULTS-+\n0: "),
+    C("classify-exif-rotated-jpeg", CLASSIFY + ["{w}/red_exif6.jpg"], 0, "", stdout=r"RESULTS-+\n0: "),
+    C("classify-truncated-png", CLASSIFY + ["{w}/truncated.png"], 2, r"cannot read image .*truncated\.png"),
+    C("classify-truncated-jpeg", CLASSIFY + ["{w}/truncated.jpg"], 2, r"cannot read image .*truncated\.jpg"),
+    C("classify-huge-image", CLASSIFY + ["{w}/huge.png"], 2, r"more than \d+ pixels"),
+    C("classify-not-an-image", CLASSIFY + ["{w}/notes.png"], 2, r"cannot read image .*notes\.png"),
+    C("classify-missing-image", CLASSIFY + ["{w}/nowhere.png"], 2, r"does not exist"),
+    # --- label files
+    C("classify-labels-short", CLASSIFY_L + ["{w}/labels2.txt"], 2, r"2 labels .* 4 classes"),
+    C("classify-labels-long", CLASSIFY_L + ["{w}/labels7.txt"], 2, r"7 labels .* 4 classes"),
+    C("classify-labels-one-short", CLASSIFY_L + ["{w}/labels3.txt"], 0, r"background", warning=True,
+      stdout=r"RESULTS-+\nred: "),
+    C("classify-labels-folder", CLASSIFY_L + ["{w}/labels_folder"], 2, r"is a folder"),
+    C("classify-labels-not-utf8", CLASSIFY_L + ["{w}/labels_latin1.txt"], 2, r"not UTF-8"),
+    C("classify-labels-missing", CLASSIFY_L + ["{w}/nowhere.txt"], 2, r"cannot read labels file"),
+    # --- missing optional dependencies
+    C("bench-onnx-without-onnxruntime", ["bench", "{w}/good.onnx", "--runs", "1"], 2,
+      r"pip install 'edgeport\[convert\]'", hide=("onnxruntime",), needs=("good.onnx",)),
+    C("classify-without-tflite-runtime", CLASSIFY + ["{w}/red.png"], 2, r"no TFLite interpreter",
+      hide=NO_TFLITE),
+    C("bench-plot-without-matplotlib", ["bench", "{w}/color_float.tflite", "--runs", "1", "--plot",
+                                        "{w}/plot.png"], 2, r"pip install 'edgeport\[dev\]'",
+      hide=("matplotlib", "matplotlib.pyplot")),
+    C("convert-keras-without-tensorflow", ["convert", "{w}/keras_bad_config.keras", "--to", "onnx"], 2,
+      r"pip install 'edgeport\[convert\]'|keras_bad_config", hide=("tensorflow", "keras", "tf2onnx")),
+    C("check-onnx-without-onnx", ["check", "{w}/good.onnx"], 2, r"pip install 'edgeport\[",
+      hide=("onnx", "onnxruntime"), needs=("good.onnx",)),
+]
+
+
+def _unwritable_case():
+    # As root every folder is writable, so use one the kernel refuses to create files in.
+    target = "/proc/edgeport-no-such-dir/out" if os.geteuid() == 0 else "{w}/readonly/out"
+    return C("convert-unwritable-output", ["convert", "{w}/color_float.tflite", "--to", "onnx", "-o", target],
+             2, r"cannot create output folder|not writable")
+
+
+CASES.append(_unwritable_case())
+
+
+def _snapshot(folder):
+    """{relative path: sha256} of every file, plus every folder (hash None)."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for d in dirs:
+            out[os.path.relpath(os.path.join(root, d), folder) + "/"] = None
+        for f in files:
+            p = os.path.join(root, f)
+            if os.path.islink(p):
+                continue
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, folder)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+def test_the_table_is_big_enough():
+    assert len(CASES) >= 30
+    assert len({c.id for c in CASES}) == len(CASES)
+    commands = {c.argv[0] for c in CASES}
+    assert {"classify", "bench", "convert", "inspect", "check", "validate", "eval"} <= commands
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case, inputs, tmp_path, capsys, monkeypatch):
+    for name in case.needs:
+        if not (inputs / name).exists():
+            pytest.skip(f"{name} is not available here (Coral fixtures in ../shared, or onnx missing)")
+    w = tmp_path / "w"
+    shutil.copytree(inputs, w, symlinks=True)
+    if "readonly" in " ".join(case.argv):
+        (w / "readonly").mkdir(mode=0o500)
+    fill = lambda s: s.replace("{w}", str(w))  # noqa: E731
+    argv = [fill(a) for a in case.argv]
+    for k, v in case.env.items():
+        monkeypatch.setenv(k, fill(v))
+    for mod in case.hide:
+        monkeypatch.setitem(sys.modules, mod, None)
+    before = _snapshot(w)
+
+    code = run_cli(capsys, *argv)
+    code, out, err = code
+    report = f"\n$ edgeport {' '.join(argv)}\nexit {code}\nstdout:\n{out}\nstderr:\n{err}"
+
+    assert "Traceback" not in out + err, report
+    assert code == case.code, report
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    if case.report:
+        assert not errors or len(errors) == 1, report
+        lines = out.splitlines() + errors
+        assert any(re.search(case.pattern, line) for line in lines), \
+            f"no report line matches {case.pattern!r}" + report
+    elif case.code:
+        assert len(errors) == 1, report
+        assert re.search(case.pattern, errors[0]), f"the error line does not match {case.pattern!r}" + report
+        assert "internal error" not in errors[0], report
+    else:
+        assert not errors, report
+        if case.warning:
+            assert len(warnings) == 1 and re.search(case.pattern, warnings[0]), report
+    if case.stdout:
+        assert re.search(case.stdout, out), report
+
+    after = _snapshot(w)
+    changed = [p for p, h in before.items() if after.get(p, "gone") != h]
+    assert not changed, f"inputs changed or removed: {changed}" + report
+    new = sorted(set(after) - set(before) - set(case.outputs))
+    assert not new, f"unexpected new files: {new}" + report
