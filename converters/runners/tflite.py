@@ -1,6 +1,7 @@
 """TFLite runner (float, int8, Edge TPU), through `edge.interpreter.make_interpreter`, so the
 path validated is the one users run on the device."""
 
+import os
 from collections import OrderedDict
 
 import numpy as np
@@ -40,12 +41,12 @@ class TFLiteRunner(Runner):
         try:
             self.interpreter, info = make_interpreter(self.path, device=self.device,
                                                       runtime=self.runtime)
-        except EdgeTPUError as e:
+        except EdgeTPUError:
             raise NeedsEdgeTPU(
-                f"{self.path} is compiled for the Edge TPU and no Edge TPU is usable here "
-                f"({e.message})",
-                "run `edgeport validate ... --save-outputs FILE` on a device with an Edge TPU, "
-                "then pass --load-outputs FILE here") from None
+                f"{os.path.basename(self.path)} is compiled for the Edge TPU and no Edge TPU is "
+                "usable here, so its numbers cannot be computed on this machine",
+                "run `edgeport validate SOURCE MODEL_edgetpu.tflite --save-outputs FILE` on a device "
+                "with an Edge TPU, then pass --load-outputs FILE here") from None
         self.info.update(info)
         self._inputs = self.interpreter.get_input_details()
         self._outputs = self.interpreter.get_output_details()
