@@ -208,7 +208,14 @@ def check_op(model, graph, op, min_runtime_version=None):
         return [(NOT_SUPPORTED, f"{op.opcode} is not in the Edge TPU's supported-operations table")]
     problems = common_checks(ctx, spec, min_runtime_version)
     if not problems and spec.check is not None:
-        problems = list(spec.check(ctx) or [])
+        try:
+            problems = list(spec.check(ctx) or [])
+        except (IndexError, KeyError, ValueError, TypeError, struct.error):
+            # A damaged model (e.g. an op with fewer inputs than its kind has): fuzzing found it.
+            from edge.errors import ModelFormatError
+
+            raise ModelFormatError(f"{model.name}: op #{op.index} {op.opcode} has missing or "
+                                   "malformed inputs or options", "the model file is damaged") from None
     return problems
 
 
