@@ -281,6 +281,19 @@ def convert_model(src, targets, options, outdir=None, force=False, validate=True
                     {t: [source.format] + [c.target for c in r] for t, r in routes.items()})
     stem = stem_of(source.path)
     made = {source.format: source}
+    try:
+        _run_routes(source, routes, options, outdir, stem, made, force, validate, say, result)
+    except EdgeportError as e:
+        done = [os.path.basename(h["path"]) for h in result.hops]
+        if done:  # say what is there: the earlier hops' artefacts are complete and kept
+            e.message += f" [done before this failure, and kept: {', '.join(done)}]"
+        raise
+    if result.validation_failed:
+        result.exit_code = 1
+    return result
+
+
+def _run_routes(source, routes, options, outdir, stem, made, force, validate, say, result):
     for target, route in routes.items():
         if not route:
             say(f"{source.name} is already {target}: nothing to do")
@@ -312,9 +325,6 @@ def convert_model(src, targets, options, outdir=None, force=False, validate=True
             made[conv.target] = art
             result.hops.append(hop.as_dict())
             current = art
-    if result.validation_failed:
-        result.exit_code = 1
-    return result
 
 
 # -- folders -------------------------------------------------------------------------------
