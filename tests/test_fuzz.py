@@ -366,3 +366,24 @@ def test_fuzz_seeds_are_valid(model_seeds):
             p.write_bytes(data)
             assert load_image(p).mode == "RGB"
     print("\nfuzz inputs tried per target:", TRIED)
+
+
+REGRESSIONS = sorted((DATA / "fuzz_regressions").glob("*")) if (DATA / "fuzz_regressions").is_dir() else []
+
+
+@pytest.mark.parametrize("path", REGRESSIONS, ids=[p.name for p in REGRESSIONS])
+def test_fuzz_regressions(path, tmp_path):
+    """Inputs that once crashed a parser (found by this file or scripts/fuzz_atheris.py)."""
+    from converters.formats import detect_format
+    from edge.labels import read_labels
+    from edge.preprocess import load_image
+
+    data = path.read_bytes()
+    copy = tmp_path / path.name
+    copy.write_bytes(data)
+    _run("regression:detect", detect_format, copy)
+    if data[4:8] == b"TFL3":
+        _run("regression:tflite", _tflite_everything, data)
+        _run("regression:inspect", _inspect, copy)
+    _run("regression:labels", read_labels, copy)
+    _run("regression:image", load_image, copy)

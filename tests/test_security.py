@@ -1,0 +1,243 @@
+"""Nothing untrusted runs (issue #7): pickles, TorchScript, .pt2 and Keras Lambda layers are
+refused without an explicit opt-in, and the compiler container is locked down.
+
+The payloads are real: each would create a marker file when its code runs. The refusal
+tests check the marker never appears; the opt-in tests check it does (so the payloads are
+live and the refusal is what kept them from running).
+"""
+
+import os
+import sys
+
+import pytest
+
+from conftest import DATA, run_cli
+
+FACTORY = """
+import torch
+
+def build():
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+"""
+
+
+class _Payload:
+    """Unpickling this calls os.mkdir(marker): code from the file, run at load time."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+@pytest.fixture(scope="module")
+def torch_files(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    d = tmp_path_factory.mktemp("torch_sec")
+    (d / "nets.py").write_text(FACTORY)
+    sys.path.insert(0, str(d))
+    try:
+        import importlib
+
+        nets = importlib.import_module("nets")
+        model = nets.build().eval()
+    finally:
+        sys.path.remove(str(d))
+        sys.modules.pop("nets", None)
+    torch.save(model.state_dict(), d / "plain.pt")
+    # A checkpoint that looks like a state dict but carries a payload.
+    evil = dict(model.state_dict())
+    evil["_extra"] = _Payload(str(d / "PWNED_pickle"))
+    torch.save(evil, d / "evil.pt")
+    torch.jit.save(torch.jit.script(model), d / "net.torchscript.pt")
+    try:
+        ep = torch.export.export(model, (torch.zeros(1, 3, 2, 2),))
+        torch.export.save(ep, d / "net.pt2")
+    except Exception:  # torch.export unavailable: the .pt2 case skips
+        pass
+    return d
+
+
+def _files(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_state_dict_loads_with_weights_only(torch_files, tmp_path, capsys, monkeypatch):
+    """A plain state dict converts, and torch.load was called with weights_only=True."""
+    import torch
+
+    calls = []
+    real = torch.load
+
+    def spy(*a, **kw):
+        calls.append(kw.get("weights_only"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(torch, "load", spy)
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(capsys, "convert", torch_files / "plain.pt", "--torch-model",
+                                f"{torch_files / 'nets.py'}:build", "--input-shape", "1", "3", "2", "2",
+                                "--to", "onnx", "-o", out, "--no-validate")
+    assert code == 0, err
+    assert calls and all(c is True for c in calls), calls
+    assert (out / "plain.onnx").is_file()
+
+
+def test_full_pickle_refused_without_trust(torch_files, tmp_path, capsys):
+    marker = torch_files / "PWNED_pickle"
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(capsys, "convert", torch_files / "evil.pt", "--torch-model",
+                                f"{torch_files / 'nets.py'}:build", "--input-shape", "1", "3", "2", "2",
+                                "--to", "onnx", "-o", out)
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "--trust-pickle" in lines[0] and "code" in lines[0], err
+    assert "Traceback" not in err
+    assert not marker.exists(), "the pickle payload ran"
+    assert not out.exists() or _files(out) == []
+
+
+def test_full_pickle_payload_is_live(torch_files, tmp_path, capsys):
+    """With --trust-pickle the same file does run its code: the refusal above is what stops it."""
+    marker = torch_files / "PWNED_pickle"
+    run_cli(capsys, "convert", torch_files / "evil.pt", "--torch-model", f"{torch_files / 'nets.py'}:build",
+            "--input-shape", "1", "3", "2", "2", "--to", "onnx", "-o", tmp_path / "out", "--trust-pickle",
+            "--no-validate")
+    assert marker.exists()
+    os.rmdir(marker)
+
+
+@pytest.mark.parametrize("name, what", [("net.torchscript.pt", "TorchScript"), ("net.pt2", "torch.export")])
+@pytest.mark.parametrize("command", ["convert", "validate"])
+def test_torchscript_and_pt2_refused_before_loading(torch_files, tmp_path, capsys, monkeypatch, name, what,
+                                                   command):
+    import torch
+
+    if not (torch_files / name).exists():
+        pytest.skip(f"{name} could not be made with this torch")
+
+    def never(*a, **kw):
+        raise AssertionError("a full-pickle loader was called without --trust-pickle")
+
+    monkeypatch.setattr(torch.jit, "load", never)
+    monkeypatch.setattr(torch.export, "load", never)
+    out = tmp_path / "out"
+    if command == "convert":
+        argv = ["convert", torch_files / name, "--to", "onnx", "-o", out, "--input-shape", "1", "3", "2", "2"]
+    else:
+        out.mkdir()
+        argv = ["validate", torch_files / name, DATA / "color_float.tflite"]
+    code, stdout, err = run_cli(capsys, *argv)
+    text = stdout + err
+    assert code == 2, text
+    assert "Traceback" not in text and "a full-pickle loader was called" not in text, text
+    assert what in text and "--trust-pickle" in text and "arbitrary code" in text, text
+    assert _files(out) == [] if out.exists() else True
+
+
+def test_torchscript_loads_with_trust(torch_files, tmp_path, capsys):
+    code, stdout, err = run_cli(capsys, "convert", torch_files / "net.torchscript.pt", "--to", "onnx",
+                                "-o", tmp_path, "--input-shape", "1", "3", "2", "2", "--trust-pickle",
+                                "--no-validate")
+    assert code == 0, err
+    assert len(list(tmp_path.glob("net*.onnx"))) == 1, _files(tmp_path)
+
+
+# -- Keras Lambda layers -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def lambda_keras(tmp_path_factory):
+    pytest.importorskip("tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    d = tmp_path_factory.mktemp("keras_sec")
+    marker = d / "PWNED_lambda"
+    inp = keras.Input((4, 4, 3), batch_size=1, name="image")
+    # The Lambda's code touches the marker whenever it is traced or run.
+    body = f"lambda t: (__import__('pathlib').Path({str(marker)!r}).touch(), t * 2.0)[1]"
+    x = keras.layers.Lambda(eval(body))(inp)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(2)(x)
+    model = keras.Model(inp, out)
+    model.save(d / "lambda.keras")
+    model.save(d / "lambda.h5")
+    if marker.exists():
+        marker.unlink()
+    return d
+
+
+@pytest.mark.parametrize("name", ["lambda.keras", "lambda.h5"])
+def test_keras_lambda_refused_without_opt_in(lambda_keras, tmp_path, capsys, name):
+    marker = lambda_keras / "PWNED_lambda"
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(capsys, "convert", lambda_keras / name, "--to", "onnx", "-o", out)
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Lambda" in lines[0] and "--keras-unsafe" in lines[0], err
+    assert "Traceback" not in err
+    assert not marker.exists(), "the Lambda layer's code ran"
+    assert not out.exists() or _files(out) == []
+
+
+def test_keras_lambda_runs_with_opt_in(lambda_keras, tmp_path, capsys):
+    marker = lambda_keras / "PWNED_lambda"
+    code, stdout, err = run_cli(capsys, "convert", lambda_keras / "lambda.keras", "--to", "tflite", "-o",
+                                tmp_path, "--keras-unsafe", "--no-validate")
+    assert code == 0, err
+    assert marker.exists(), "--keras-unsafe should load (and trace) the Lambda layer"
+    assert (tmp_path / "lambda_float.tflite").is_file()
+    marker.unlink()
+
+
+# -- the compiler container ------------------------------------------------------------------
+def _flag_value(cmd, flag):
+    return [cmd[i + 1] for i, a in enumerate(cmd[:-1]) if a == flag]
+
+
+@pytest.mark.parametrize("engine", ["docker", "podman"])
+def test_container_is_locked_down(engine, tmp_path, capsys, monkeypatch):
+    """Run the real `convert --to edgetpu --compiler ENGINE` flow with the engine's process
+    calls captured (no Docker here): the command line must isolate the compiler."""
+    import shutil
+
+    from converters import compiler_backends as cb
+
+    src = tmp_path / "in" / "net.tflite"
+    src.parent.mkdir()
+    shutil.copy(DATA / "color_uint8.tflite", src)
+    captured = []
+
+    def fake_run(cmd, timeout, on_timeout=None, env=None):
+        captured.append(list(cmd))
+        return 1, "", "stand-in engine: not run", False, 0.0
+
+    monkeypatch.setattr(cb.ContainerBackend, "availability", lambda self: (True, self.engine))
+    monkeypatch.setattr(cb.ContainerBackend, "ensure_image", lambda self, progress=None: "edgeport/test:tag")
+    monkeypatch.setattr(cb, "_run", fake_run)
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(capsys, "convert", src, "--to", "edgetpu", "--compiler", engine, "-o", out,
+                                "--no-validate")
+    assert code == 1 and "Traceback" not in err, err  # the fake engine "failed"
+    runs = [c for c in captured if len(c) > 1 and c[1] == "run"]
+    assert len(runs) == 1, captured
+    cmd = runs[0]
+    assert cmd[0] == engine
+    assert "--rm" in cmd
+    assert _flag_value(cmd, "--network") == ["none"]
+    assert _flag_value(cmd, "--user") == [f"{os.getuid()}:{os.getgid()}"]
+    assert "--privileged" not in cmd and "--cap-add" not in cmd
+    volumes = _flag_value(cmd, "--volume") + _flag_value(cmd, "-v")
+    assert len(volumes) == 2, volumes
+    model_mounts = [v for v in volumes if v.endswith(":ro")]
+    out_mounts = [v for v in volumes if not v.endswith(":ro")]
+    assert len(model_mounts) == 1 and len(out_mounts) == 1, volumes
+    host_model = model_mounts[0].split(":")[0]
+    assert os.path.basename(host_model).endswith(".tflite"), "only the model file is mounted, read-only"
+    host_out = out_mounts[0].split(":")[0]
+    # the writable mount is a private temp folder for the output, not the user's folder
+    assert host_out not in (str(src.parent), str(tmp_path)), volumes
+    assert not os.path.exists(host_out) or os.path.realpath(host_out) != os.path.realpath(src.parent)
+    assert list(out.iterdir()) == [] if out.exists() else True
+    if engine == "podman":
+        assert _flag_value(cmd, "--userns") == ["keep-id"]
