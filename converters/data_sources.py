@@ -237,4 +237,7 @@ def resolve_preprocessing(spec, meta, images_given):
         warnings.warn("no preprocessing spec (mean/std) recorded for the model: using "
                       "mean 127.5, std 127.5", stacklevel=2)
     shape = _fixed_shape(meta.shape)
+    spec = dict(spec or {})
+    if meta.layout:  # the spec's layout is its own model's; this input's shape decides here
+        spec["layout"] = meta.layout
     return resolve_spec(spec, shape, meta.layout)

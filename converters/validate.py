@@ -61,6 +61,7 @@ class ModelResult:
     warnings: list = field(default_factory=list)
     mean_ms: float = None
     outputs_from: str = "run"        # "run" or "loaded:<file>"
+    error: object = None             # the load error, when status is ERROR
 
     @property
     def name(self):
@@ -146,7 +147,16 @@ def validate_pair(source, converted, options=None):
         vo.trust_pickle = bool(getattr(options, "trust_pickle", False))
         vo.keras_unsafe = bool(getattr(options, "keras_unsafe", False))
         vo.device = "cpu" if converted.format != formats.EDGETPU else "auto"
-    return validate(source, [converted], vo)
+    report = validate(source, [converted], vo)
+    from .runners.tflite import EdgeTPUUnavailable, NeedsEdgeTPU
+
+    err = report.results[0].error if report.results else None
+    if isinstance(err, NeedsEdgeTPU):
+        raise EdgeTPUUnavailable(
+            f"{converted.name} needs an Edge TPU to run and none is usable here",
+            f"on a device: edgeport validate {source.name} {converted.name} --save-outputs "
+            f"out.npz; then here: edgeport validate ... --load-outputs out.npz")
+    return report
 
 
 # -- the command's API -----------------------------------------------------------------------
@@ -192,6 +202,17 @@ def validate(source, converted, opts=None):
     report = ValidationReport(source={"path": source.path, "format": source.format})
     loaded = load_outputs(opts.load_outputs) if opts.load_outputs else None
 
+    shared_spec = opts.preprocessing or source.preprocessing or next(
+        (a.preprocessing for a in converted if a.preprocessing), None)
+    if source.format in formats.TORCH_FORMATS and not opts.input_shape and shared_spec:
+        from dataclasses import replace
+
+        from .runners.torch import _shape_from_metadata
+
+        # PyTorch has no input signature: the preprocessing spec (flags or sidecars) gives it
+        own = opts.preprocessing or source.preprocessing or {}
+        torch_spec = dict(shared_spec, layout=own.get("layout") or "NCHW")  # PyTorch is NCHW
+        opts = replace(opts, input_shape=_shape_from_metadata({"preprocessing": torch_spec}))
     src_runner = _make_runner(source, opts)
     src_runner.activate()
     try:
@@ -219,7 +240,7 @@ def validate(source, converted, opts=None):
                 if isinstance(e, NeedsEdgeTPU) and loaded is not None:
                     pending[id(r)] = "loaded"
                     continue
-                res.message = str(e)
+                res.message, res.error = str(e), e
                 continue
             pending[id(r)] = "run"
 
@@ -231,8 +252,6 @@ def validate(source, converted, opts=None):
         count = opts.samples or (DEFAULT_IMAGE_SAMPLES if images else DEFAULT_RANDOM_SAMPLES)
         if count < 1:
             raise InputError("--samples must be at least 1")
-        shared_spec = opts.preprocessing or source.preprocessing or next(
-            (a.preprocessing for a in converted if a.preprocessing), None)
         spec = None
         if ref_inputs:
             with _warnings.catch_warnings(record=True) as caught:

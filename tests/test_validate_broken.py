@@ -217,3 +217,22 @@ def test_edgetpu_needs_tpu_or_saved_outputs(tmp_path, capsys):
     device_file(bad, seed=0, scale=-1)
     code = main(["validate", str(src), str(tpu), "--samples", "3", "--load-outputs", str(bad)])
     assert code == 1, capsys.readouterr().out
+
+
+@pytest.mark.skipif(not CORAL.is_dir(), reason=f"shared fixtures not found at {CORAL}")
+def test_validate_pair_without_tpu_is_not_validated_rather_than_failed():
+    from converters.artefact import Artefact
+    from converters.options import ConvertOptions
+    from converters.runners.tflite import EdgeTPUUnavailable
+    from converters.validate import validate_pair
+    from edge.errors import MissingDependency
+    from edge.interpreter import list_edge_tpus
+
+    if list_edge_tpus():
+        pytest.skip("an Edge TPU is attached")
+    src = Artefact.open(str(CORAL / "mobilenet_v1_0.25_128_quant.tflite"))
+    tpu = Artefact.open(str(CORAL / "mobilenet_v1_0.25_128_quant_edgetpu.tflite"))
+    with pytest.raises(EdgeTPUUnavailable) as e:
+        validate_pair(src, tpu, ConvertOptions())
+    assert isinstance(e.value, MissingDependency)  # convert reports the hop as not validated
+    assert "--save-outputs" in str(e.value)

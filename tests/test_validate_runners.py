@@ -244,3 +244,16 @@ def test_save_and_load_outputs_checks_inputs(models, tmp_path, capsys):
     with pytest.raises(Exception) as e:
         lo.outputs_for(art, ["0" * 16])
     assert "other inputs" in str(e.value)
+
+
+def test_validate_pair_api_used_by_convert(models):
+    from converters.options import ConvertOptions
+    from converters.validate import validate_pair
+
+    src = Artefact.open(str(models["keras"]))
+    rep = validate_pair(src, Artefact.open(str(models["int8"])),
+                        ConvertOptions(calibration=str(models["images"])))
+    assert rep.passed is True
+    assert rep.summary_line().startswith("valid: top-1 12/12, cosine ")
+    rep = validate_pair(src, Artefact.open(str(models["tflite"])), ConvertOptions())
+    assert rep.passed and rep.results[0].comparison.outputs[0].samples == 10

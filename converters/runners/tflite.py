@@ -6,7 +6,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from edge.errors import EdgeTPUError, InputError
+from edge.errors import EdgeTPUError, InputError, MissingDependency
 from edge.tflite_model import TFLiteModel
 
 from .base import Runner, dequantize, tensor_meta
@@ -18,6 +18,15 @@ _NP = {"FLOAT32": np.float32, "FLOAT16": np.float16, "FLOAT64": np.float64, "INT
 
 class NeedsEdgeTPU(InputError):
     """A compiled model on a machine without an Edge TPU (exit 2 unless outputs are loaded)."""
+
+
+class EdgeTPUUnavailable(MissingDependency):
+    """Raised by validate_pair for a compiled model on a machine without an Edge TPU: like a
+    missing package, the hop is reported as not validated rather than as failed."""
+
+    def __init__(self, message, hint=None):
+        InputError.__init__(self, message, hint)
+        self.package, self.extra = "libedgetpu + an Edge TPU", None
 
 
 class TFLiteRunner(Runner):
