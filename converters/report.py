@@ -86,6 +86,9 @@ def table(report):
             lines.append(f"  {'ok  ' if ok else 'FAIL'} {c}: {det}")
         lines.append(f"  => {r.summary_line()}")
     lines.append("")
+    if not report.results:
+        lines.append("outputs recorded only: no converted model to compare")
+        return "\n".join(lines)
     structural = [r.name for r in report.results if r.status == "structure-only"]
     note = (f" (numbers NOT compared for {', '.join(structural)}: structure only)"
             if structural else "")
