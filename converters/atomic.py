@@ -61,6 +61,43 @@ def atomic_output(final_path, directory=False):
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def output_lock(final_path):
+    """Exclusive right to write `final_path` and its companions (sidecar, logs) until exit.
+
+    A second edgeport writing the same output waits here, so a model and its sidecar always
+    come from one run. The lock is flock() on a hidden `.NAME.lock` beside the output: the
+    kernel drops it when the process dies (a killed run never blocks the next one), and the
+    holder removes the file on exit (a waiter that wakes on a removed file retries).
+    Without fcntl (Windows) it does nothing: each file is still replaced whole.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    final_path = os.path.abspath(os.fspath(final_path))
+    folder = os.path.dirname(final_path)
+    check_writable_dir(folder)
+    lock = os.path.join(folder, f".{os.path.basename(final_path)}.lock")
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
+        os.close(fd)
+
+
 def _replace_dir(tmp, final_path):
     """Folders cannot be swapped atomically over an existing one: move the old aside first."""
     if os.path.lexists(final_path):
