@@ -28,7 +28,7 @@ from edge.sidecar import read_sidecar
 
 from . import formats
 from .artefact import Artefact, package_versions, provenance, sha256_of
-from .atomic import atomic_output, check_writable_dir, write_text_atomic
+from .atomic import atomic_output, check_writable_dir, output_lock, write_text_atomic
 from .registry import plan_route
 
 STATE_FILE = ".edgeport-convert.json"
@@ -314,14 +314,17 @@ def _run_routes(source, routes, options, outdir, stem, made, force, validate, sa
                 hop = Hop(art, conv.name, "kept")
                 say(f"{art.name} exists: kept (--force to convert again)")
             else:
-                say(f"{conv.name}: converting {current.name}")
-                art, seconds = _run_hop(current, conv, final, chain, options, say)
-                hop = Hop(art, conv.name, "converted", seconds)
-                if validate:
-                    say(f"validating {art.name} against {current.name}")
-                    hop.validation = _validate(current, art, options)
-                    art.metadata["validation"] = hop.validation
-                    art.write_sidecar()
+                # Locked from conversion to the last sidecar write: another edgeport writing
+                # the same output waits, so model, validation and sidecar are one run's.
+                with output_lock(final):
+                    say(f"{conv.name}: converting {current.name}")
+                    art, seconds = _run_hop(current, conv, final, chain, options, say)
+                    hop = Hop(art, conv.name, "converted", seconds)
+                    if validate:
+                        say(f"validating {art.name} against {current.name}")
+                        hop.validation = _validate(current, art, options)
+                        art.metadata["validation"] = hop.validation
+                        art.write_sidecar()
             made[conv.target] = art
             result.hops.append(hop.as_dict())
             current = art
