@@ -171,8 +171,31 @@ def load_source(source, options):
         return load_torchscript(source.path, options.trust_pickle), None
     if fmt == formats.TORCH_EXPORT:
         ep = load_exported_program(source.path, options.trust_pickle)
-        return ep.module(), ep
+        return program_module(ep), ep
     raise InputError(f"{source.path} is {fmt}, not a PyTorch model")
+
+
+def program_module(ep):
+    """An nn.Module running ExportedProgram `ep` that tolerates .eval()/.train().
+
+    `ep.module()` raises on train()/eval(), which torch.onnx.export and wrappers call; an
+    exported program is already in inference form, so the mode switch is a no-op here.
+    """
+    torch = import_torch()
+
+    class ExportedProgramModule(torch.nn.Module):
+        def __init__(self, gm):
+            super().__init__()
+            self.program = gm
+
+        def train(self, mode=True):
+            self.training = bool(mode)
+            return self
+
+        def forward(self, *args):
+            return self.program(*args)
+
+    return ExportedProgramModule(ep.module())
 
 
 def input_shape(options, source=None, exported=None):
