@@ -300,3 +300,18 @@ def test_int8_calibrated_on_coral_photos(work, tmp_path):
 
 def test_tiny_model_separates_its_classes(work):
     assert sorted(set(work["ref"].argmax(1))) == list(range(CLASSES)), "tiny model too weak for top-1 checks"
+
+
+def test_coreml_classifier_labels_are_read_and_validated(work, from_keras):
+    ct = pytest.importorskip("coremltools")
+    from converters.artefact import Artefact
+    from converters.runners.coreml import class_labels_of
+    from converters.validate import validate_pair
+
+    out, _, _ = from_keras
+    spec = ct.utils.load_spec(os.fspath(out / "tiny.mlpackage"))
+    assert class_labels_of(spec) == LABELS
+    report = validate_pair(Artefact.open(work["keras"]), Artefact.open(out / "tiny.mlpackage"), _opts(work))
+    checks = {c: ok for c, ok, _ in report.results[0].structure}
+    assert checks["classifier labels"] and all(checks.values()), report.results[0].structure
+    assert report.passed

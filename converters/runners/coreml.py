@@ -143,8 +143,38 @@ def class_labels_of(spec):
             if found:
                 return found
     if kind == "mlProgram" and spec.description.predictedFeatureName:
-        return None
+        return _mlprogram_class_labels(spec.mlProgram)
     return None
+
+
+def _mlprogram_class_labels(program):
+    """Labels of an ML program classifier: the `classes` argument of its `classify` op,
+    an immediate list of string (or int) scalars, or the name of a const op holding them."""
+    for function in program.functions.values():
+        for block in function.block_specializations.values():
+            consts = {op.outputs[0].name: op.attributes.get("val") for op in block.operations
+                      if op.type == "const" and op.outputs}
+            for op in block.operations:
+                if op.type != "classify" or "classes" not in op.inputs:
+                    continue
+                arg = op.inputs["classes"].arguments[0]
+                value = arg.value if arg.WhichOneof("binding") == "value" else consts.get(arg.name)
+                if value is not None:
+                    return _literal_strings(value)
+    return None
+
+
+def _literal_strings(value):
+    imm = value.immediateValue
+    if imm.WhichOneof("value") == "list":
+        return [s for v in imm.list.values for s in _literal_strings(v)]
+    t = imm.tensor
+    kind = t.WhichOneof("value")
+    if kind == "strings":
+        return list(t.strings.values)
+    if kind in ("ints", "longInts"):
+        return [str(x) for x in getattr(t, kind).values]
+    return []
 
 
 def is_image_input(runner, name):
