@@ -171,5 +171,15 @@ def plot(results, path):
     ax.set_title("edgeport bench")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    # Atomic: a temp file beside the target, renamed into place (no half-written PNG).
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}.png")
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise InputError(f"cannot write the plot {path}: {e.strerror}", "choose a writable path") from None
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
