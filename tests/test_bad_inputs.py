@@ -87,6 +87,7 @@ def _images():
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(buf, "JPEG")
     out["truncated.jpg"] = buf.getvalue()[:600]
     out["huge.png"] = _huge_png()
+    out["big.png"] = _huge_png(11000, 11000)  # 121 M pixels: over the limit, under Pillow's own
     out["notes.png"] = b"these are my notes, not a picture\n"
     return out
 
@@ -325,6 +326,7 @@ CASES = [
     C("classify-truncated-png", CLASSIFY + ["{w}/truncated.png"], 2, r"cannot read image .*truncated\.png"),
     C("classify-truncated-jpeg", CLASSIFY + ["{w}/truncated.jpg"], 2, r"cannot read image .*truncated\.jpg"),
     C("classify-huge-image", CLASSIFY + ["{w}/huge.png"], 2, r"more than \d+ pixels"),
+    C("classify-big-image", CLASSIFY + ["{w}/big.png"], 2, r"more than \d+ pixels"),
     C("classify-not-an-image", CLASSIFY + ["{w}/notes.png"], 2, r"cannot read image .*notes\.png"),
     C("classify-missing-image", CLASSIFY + ["{w}/nowhere.png"], 2, r"does not exist"),
     # --- label files
@@ -335,6 +337,10 @@ CASES = [
     C("classify-labels-folder", CLASSIFY_L + ["{w}/labels_folder"], 2, r"is a folder"),
     C("classify-labels-not-utf8", CLASSIFY_L + ["{w}/labels_latin1.txt"], 2, r"not UTF-8"),
     C("classify-labels-missing", CLASSIFY_L + ["{w}/nowhere.txt"], 2, r"cannot read labels file"),
+    C("bench-plot-into-missing-folder", ["bench", "{w}/color_float.tflite", "--runs", "1", "--plot",
+                                         "{w}/no_such_folder/plot.png"], 2, r"cannot write the plot"),
+    C("bench-plot-onto-a-folder", ["bench", "{w}/color_float.tflite", "--runs", "1", "--plot",
+                                   "{w}/empty_folder"], 2, r"cannot write the plot"),
     # --- missing optional dependencies
     C("bench-onnx-without-onnxruntime", ["bench", "{w}/good.onnx", "--runs", "1"], 2,
       r"pip install 'edgeport\[convert\]'", hide=("onnxruntime",), needs=("good.onnx",)),

@@ -387,3 +387,13 @@ def test_fuzz_regressions(path, tmp_path):
         _run("regression:inspect", _inspect, copy)
     _run("regression:labels", read_labels, copy)
     _run("regression:image", load_image, copy)
+
+
+def test_pixel_bomb_between_one_and_two_limits_is_refused():
+    """Found by scripts/fuzz_atheris.py: a GIF header claiming 2569 x 65529 pixels (1.7x the
+    limit) only made Pillow warn, then decode it all (12 s, 500 MB). It must be refused."""
+    from edge.errors import InputError
+    from edge.preprocess import load_image
+
+    with pytest.raises(InputError, match="more than"):
+        load_image(DATA / "fuzz_regressions" / "gif-168M-pixels-header.gif")
