@@ -120,6 +120,16 @@ class TFLiteModel:
         if not is_tflite(data):
             raise ModelFormatError(f"{name} is not a TFLite model (no 'TFL3' identifier)",
                                    "pass a .tflite flatbuffer")
+        try:
+            self._parse(data, name)
+        except ModelFormatError as e:  # name the file, and say what to do
+            if e.message.startswith(name):
+                raise
+            raise ModelFormatError(f"{name}: {e.message}", e.hint or
+                                   "the file is truncated or damaged: copy, download or convert it again"
+                                   ) from None
+
+    def _parse(self, data, name):
         root = _Table(data, _read(data, "<I", 0))
         self.version = root.scalar(0, "<I")
         self.description = root.string(3)
