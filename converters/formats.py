@@ -79,7 +79,7 @@ def detect_format(path):
     with open(path, "rb") as f:
         head = f.read(64)
     if not head:
-        raise ModelFormatError(f"{path} is empty")
+        raise ModelFormatError(f"{path} is empty", "was a download or copy interrupted? fetch it again")
     if is_tflite(head):
         return tflite_kind(TFLiteModel.load(path))
     if head[4:8] == b"ORTM":
