@@ -244,12 +244,12 @@ CASES = [
     C("classify-empty-tflite", CLASSIFY[:2] + ["{w}/empty.tflite", "-i", "{w}/red.png"], 2,
       r"empty|not a TFLite"),
     C("classify-truncated-tflite", CLASSIFY[:2] + ["{w}/truncated.tflite", "-i", "{w}/red.png"], 2,
-      r"truncated or corrupt"),
+      r"truncated\.tflite: truncated or corrupt.*download"),
     C("classify-bitflip-tflite", CLASSIFY[:2] + ["{w}/bitflip.tflite", "-i", "{w}/red.png"], 2,
       r"truncated or corrupt|corrupt"),
     C("bench-truncated-tflite", ["bench", "{w}/truncated.tflite", "--runs", "1"], 2, r"truncated or corrupt"),
-    C("bench-bitflip-tflite", ["bench", "{w}/wordflip.tflite", "--runs", "1"], 2, r"corrupt"),
-    C("inspect-empty-tflite", ["inspect", "{w}/empty.tflite"], 2, r"empty"),
+    C("bench-bitflip-tflite", ["bench", "{w}/wordflip.tflite", "--runs", "1"], 2, r"wordflip\.tflite: .*corrupt"),
+    C("inspect-empty-tflite", ["inspect", "{w}/empty.tflite"], 2, r"empty\.tflite is empty \(.*again"),
     C("inspect-bitflip-tflite", ["inspect", "{w}/bitflip.tflite", "--edgetpu"], 2, r"corrupt"),
     C("check-truncated-tflite", ["check", "{w}/truncated.tflite"], 2, r"truncated or corrupt"),
     C("convert-truncated-tflite", ["convert", "{w}/truncated.tflite", "--to", "onnx"], 2,
@@ -429,6 +429,7 @@ def test_bad_input(case, inputs, tmp_path, capsys, monkeypatch):
     if case.stdout:
         assert re.search(case.stdout, out), report
 
+    print(f"[{case.id}] exit {code}: {(errors + warnings + [''])[0]}")  # shown with pytest -rP
     after = _snapshot(w)
     changed = [p for p, h in before.items() if after.get(p, "gone") != h]
     assert not changed, f"inputs changed or removed: {changed}" + report
