@@ -435,3 +435,20 @@ def test_bad_input(case, inputs, tmp_path, capsys, monkeypatch):
     assert not changed, f"inputs changed or removed: {changed}" + report
     new = sorted(set(after) - set(before) - set(case.outputs))
     assert not new, f"unexpected new files: {new}" + report
+
+
+def test_exif_rotation_is_applied(inputs):
+    """The EXIF-rotated photo (30 x 12 stored, orientation 6) is turned upright: 12 x 30."""
+    from edge.preprocess import load_image
+
+    assert load_image(inputs / "red_exif6.jpg").size == (12, 30)
+
+
+def test_sixteen_bit_keeps_its_level(inputs):
+    """A 16-bit gray of 32896/65535 becomes 8-bit 128, not 255 (clipped) or 0 (truncated)."""
+    import numpy as np
+
+    from edge.preprocess import load_image
+
+    arr = np.asarray(load_image(inputs / "gray16.png"))
+    assert arr.shape[2] == 3 and np.all(arr == 128)

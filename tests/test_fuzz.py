@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"
 CORAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "coral"
 
-FUZZ_EXAMPLES = int(os.environ.get("EDGEPORT_FUZZ_EXAMPLES", "250"))
+FUZZ_EXAMPLES = int(os.environ.get("EDGEPORT_FUZZ_EXAMPLES", "1000"))
 # EDGEPORT_FUZZ_RANDOM=1 explores new inputs (local runs); CI replays the same ones.
 FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
                 derandomize=not os.environ.get("EDGEPORT_FUZZ_RANDOM"),
@@ -254,10 +254,17 @@ def _inspect(path):
     return format_text(d)
 
 
-@FUZZ
-@given(data=_lazy(tflite_seeds))
-def test_fuzz_tflite_reader(data):
-    _run("TFLiteModel", _tflite_everything, data)
+def test_fuzz_tflite_reader_and_inspector(tmp_path):
+    path = tmp_path / "model.tflite"
+
+    @FUZZ
+    @given(data=_lazy(tflite_seeds))
+    def check(data):
+        if _run("TFLiteModel", _tflite_everything, data) is not None:
+            path.write_bytes(data)
+            _run("inspect --edgetpu", _inspect, path)
+
+    check()
 
 
 def test_fuzz_detect_and_inspect(tmp_path, model_seeds):
