@@ -125,17 +125,19 @@ def main(argv):
         codes = [subprocess.call([sys.executable, __file__, t, *rest]) for t in ("tflite", "detect", "labels", "image")]
         return max(codes)
     corpus = [a for a in rest if not a.startswith("-")]
-    if not corpus:  # write the seeds to a fresh corpus folder
-        corpus = [tempfile.mkdtemp(prefix=f"edgeport-corpus-{name}-")]
-        for i, data in enumerate(_seed_files(name)):
-            Path(corpus[0], f"seed{i}").write_bytes(data)
     flags = [a for a in rest if a.startswith("-")]
     if not any(f.startswith("-max_len") for f in flags):
         flags.append("-max_len=70000")
     if not any(f.startswith("-timeout") for f in flags):
         flags.append("-timeout=10")  # an input taking > 10 s is a bug too (e.g. a pixel bomb)
-    with atheris.instrument_imports(include=["edge", "converters"]):
+    # Pillow's decoders are Python plugins: instrument them too, so image coverage guides.
+    include = ["edge", "converters"] + (["PIL"] if name == "image" else [])
+    with atheris.instrument_imports(include=include):
         target = make_target(name)
+        if not corpus:  # write the seeds to a fresh corpus folder (imports PIL: inside the block)
+            corpus = [tempfile.mkdtemp(prefix=f"edgeport-corpus-{name}-")]
+            for i, data in enumerate(_seed_files(name)):
+                Path(corpus[0], f"seed{i}").write_bytes(data)
     atheris.Setup([argv[0], *flags, *corpus], target)
     atheris.Fuzz()
 
