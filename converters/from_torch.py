@@ -135,7 +135,6 @@ def _write_float_tflite(source, options, path):
     import io
     import logging
 
-    torch = import_torch()
     litert_torch = _litert()
     model, ep, x = _load(source, options)
     if options.dynamic_batch:
@@ -160,7 +159,6 @@ def _write_float_tflite(source, options, path):
         raise EdgeportError(f"litert-torch could not convert {source.name}: "
                             f"{type(e).__name__}: {_first_line(e)}",
                             "the model may use an op torch.export or litert-torch does not support") from None
-    del torch
     return {"input_shape": list(sample[0].shape), "input_layout": "NHWC" if channel_last else None,
             "output_layout_changed": out_4d if channel_last else [], "channel_last": channel_last}
 
@@ -357,6 +355,9 @@ def _coreml_program(torch, module, x):
 
 
 def torch_to_coreml(source, output_path, options):
+    import contextlib
+    import io
+
     from .to_coreml import _classifier, _ct, _finish, deployment_target, image_input
 
     torch = import_torch()
@@ -382,9 +383,10 @@ def torch_to_coreml(source, output_path, options):
     inputs = [image] if image else [ct.TensorType(name="input", shape=shape)]
     try:
         program = _coreml_program(torch, module, x)
-        mlmodel = ct.convert(program, source="pytorch", convert_to="mlprogram", inputs=inputs,
-                             classifier_config=classifier,
-                             minimum_deployment_target=deployment_target(ct, options.coreml_target))
+        with contextlib.redirect_stderr(io.StringIO()):  # coremltools' progress bars
+            mlmodel = ct.convert(program, source="pytorch", convert_to="mlprogram", inputs=inputs,
+                                 classifier_config=classifier,
+                                 minimum_deployment_target=deployment_target(ct, options.coreml_target))
     except InputError:
         raise
     except Exception as e:

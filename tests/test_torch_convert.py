@@ -333,3 +333,16 @@ def test_convert_pipeline_torch_module_to_onnx_and_int8(tiny, tmp_path):
     assert int8.metadata["calibration"]["count"] > 0
     assert int8.metadata["preprocessing"]["layout"] == "NHWC"
     assert made[formats.ONNX]["validation"]["passed"] is True, made[formats.ONNX]["validation"]
+
+
+def test_per_channel_std_wrapper_is_exact(tiny):
+    """Core ML takes one image scale: the std[0] scale plus a per-channel factor equals the spec."""
+    mean, std = np.array([123.7, 116.3, 103.5]), np.array([58.4, 57.1, 57.4])
+    pixels = np.random.default_rng(0).uniform(0, 255, (1, 3, 32, 32))
+    wrapped = from_torch._ChannelScale.wrap(tiny["model"], [std[0] / s for s in std])
+    as_core_ml_feeds = torch.tensor((pixels - mean[None, :, None, None]) / std[0], dtype=torch.float32)
+    as_spec_says = torch.tensor((pixels - mean[None, :, None, None]) / std[None, :, None, None],
+                                dtype=torch.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(wrapped(as_core_ml_feeds).numpy(), tiny["model"](as_spec_says).numpy(),
+                                   atol=1e-5, rtol=1e-5)

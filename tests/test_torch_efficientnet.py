@@ -9,7 +9,6 @@ import collections
 import importlib.util
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("torch")
