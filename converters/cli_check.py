@@ -22,6 +22,10 @@ def configure(p):
     p.add_argument("model", help="the model to check")
     p.add_argument("--graph", action="store_true", help="print the graph (nodes, inputs, outputs)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow TorchScript / .pt2 / full pickles (they can run code from the file)")
+    p.add_argument("--keras-unsafe", action="store_true", help="allow Keras Lambda layers (runs code)")
+    p.add_argument("--input-shape", type=int, nargs="+", metavar="D", help="PyTorch: e.g. 1 3 224 224")
     p.add_argument("--runtime", choices=["ai_edge_litert", "tflite_runtime", "tensorflow"],
                    help="TFLite backend for the allocation check")
 
@@ -236,11 +240,12 @@ def check_coreml(path, c):
                            f"{', '.join(layer.input)} -> {', '.join(layer.output)}")
 
 
-def check_with_runner(path, fmt, c):
+def check_with_runner(path, fmt, c, trust_pickle=False, keras_unsafe=False, input_shape=None):
     from .artefact import Artefact
     from .runners import runner_for
 
-    r = runner_for(Artefact.open(path, fmt))
+    r = runner_for(Artefact.open(path, fmt), trust_pickle=trust_pickle, keras_unsafe=keras_unsafe,
+                   input_shape=tuple(input_shape) if input_shape else None)
     try:
         r.activate()
         ins = r.input_metadata()
@@ -254,7 +259,7 @@ def check_with_runner(path, fmt, c):
         c.add("outputs present", bool(outs), ", ".join(f"{m.name}{list(m.shape)}" for m in outs))
 
 
-def check(path, runtime=None):
+def check(path, runtime=None, trust_pickle=False, keras_unsafe=False, input_shape=None):
     """Checks for the model at `path` (InputError when it is not a model at all)."""
     from . import formats
 
@@ -270,14 +275,14 @@ def check(path, runtime=None):
     elif fmt == formats.COREML:
         check_coreml(path, c)
     else:
-        check_with_runner(path, fmt, c)
+        check_with_runner(path, fmt, c, trust_pickle, keras_unsafe, input_shape)
     return c
 
 
 def run(args):
     import json
 
-    c = check(args.model, args.runtime)
+    c = check(args.model, args.runtime, args.trust_pickle, args.keras_unsafe, args.input_shape)
     if args.json:
         out = {"model": args.model, "passed": c.passed, **c.info,
                "checks": [{"check": n, "ok": ok, "detail": d} for n, ok, d in c.items]}
