@@ -452,3 +452,15 @@ def test_sixteen_bit_keeps_its_level(inputs):
 
     arr = np.asarray(load_image(inputs / "gray16.png"))
     assert arr.shape[2] == 3 and np.all(arr == 128)
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_shows_the_traceback(inputs, where):
+    """--debug (before or after the command name) lets the exception through, with its traceback."""
+    from edge.errors import ModelFormatError
+    from edgeport.cli import main
+
+    argv = ["classify", "-m", str(inputs / "truncated.tflite"), "-i", str(inputs / "red.png")]
+    argv = ["--debug"] + argv if where == "before" else argv[:1] + ["--debug"] + argv[1:]
+    with pytest.raises(ModelFormatError):
+        main(argv)

@@ -136,6 +136,20 @@ def test_torchscript_and_pt2_refused_before_loading(torch_files, tmp_path, capsy
     assert _files(out) == [] if out.exists() else True
 
 
+def test_check_refuses_torchscript_and_its_hint_works(torch_files, capsys, monkeypatch):
+    """`check` refuses a TorchScript archive; the flags its message names are accepted."""
+    import torch
+
+    real_load = torch.jit.load
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **kw: pytest.fail("loaded without --trust-pickle"))
+    code, out, err = run_cli(capsys, "check", torch_files / "net.torchscript.pt")
+    assert code == 1 and "FAIL loads" in out and "--trust-pickle" in out, out + err
+    monkeypatch.setattr(torch.jit, "load", real_load)
+    code, out, err = run_cli(capsys, "check", torch_files / "net.torchscript.pt", "--trust-pickle",
+                             "--input-shape", "1", "3", "2", "2")
+    assert code == 0 and "PASSED" in out, out + err
+
+
 def test_torchscript_loads_with_trust(torch_files, tmp_path, capsys):
     code, stdout, err = run_cli(capsys, "convert", torch_files / "net.torchscript.pt", "--to", "onnx",
                                 "-o", tmp_path, "--input-shape", "1", "3", "2", "2", "--trust-pickle",
@@ -241,3 +255,9 @@ def test_container_is_locked_down(engine, tmp_path, capsys, monkeypatch):
     assert list(out.iterdir()) == [] if out.exists() else True
     if engine == "podman":
         assert _flag_value(cmd, "--userns") == ["keep-id"]
+
+
+def test_check_refuses_keras_lambda(lambda_keras, capsys):
+    code, out, err = run_cli(capsys, "check", lambda_keras / "lambda.keras")
+    assert code == 1 and "Lambda" in out and "--keras-unsafe" in out, out + err
+    assert not (lambda_keras / "PWNED_lambda").exists()
