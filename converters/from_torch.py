@@ -194,7 +194,11 @@ def bias_correct(float_bytes, cal):
     a bias tensor are left alone. Returns (new float bytes, number of ops corrected).
     """
     import numpy as np
-    from tensorflow.lite.tools import flatbuffer_utils as fu
+
+    try:
+        from tensorflow.lite.tools import flatbuffer_utils as fu
+    except ImportError:
+        raise MissingDependency("tensorflow", "convert", "full-integer TFLite quantization") from None
 
     model = fu.convert_bytearray_to_object(bytearray(float_bytes))
     g = model.subgraphs[0]
