@@ -177,6 +177,8 @@ def torch_to_tflite(source, output_path, options):
     meta = {"route": "litert-torch (torch.export -> TFLite), float32",
             "input_shape": facts["input_shape"], "versions": _versions("litert-torch"),
             "seconds_float": round(time.monotonic() - t0, 3)}
+    if options.dynamic_batch:
+        meta["dynamic_batch"] = "ignored: TFLite batch is static"
     if facts["input_layout"]:
         meta["input_layout"] = "NHWC (the PyTorch NCHW input, channel-last for TFLite)"
         meta["preprocessing"] = _tflite_preprocessing(source, options, facts)
