@@ -69,6 +69,22 @@ def load_image(path, channels=3):
                          "resize it before classifying") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise InputError(f"cannot read image {path}: {e}", "pass a JPEG, PNG or BMP file") from None
+    except Exception as e:  # Pillow's decoders on damaged files: TypeError, struct.error... (fuzzing)
+        raise InputError(f"cannot read image {path}: {type(e).__name__}: {e}",
+                         "the file is damaged: pass a JPEG, PNG or BMP file") from None
+    try:
+        return _to_mode(im, channels)
+    except (InputError, MemoryError):
+        raise
+    except Exception as e:
+        raise InputError(f"cannot convert image {path} (mode {im.mode}): {type(e).__name__}: {e}",
+                         "save it as 8-bit RGB or grayscale") from None
+
+
+def _to_mode(im, channels):
+    """A decoded image as 8-bit RGB (or L): 16-bit and float scaled, alpha composited on white."""
+    from PIL import Image
+
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im, dtype=np.float64)
         top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
