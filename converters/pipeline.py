@@ -22,7 +22,7 @@ import platform
 import sys
 import time
 
-from edge.errors import EdgeportError, InputError, MissingDependency
+from edge.errors import EdgeportError, InputError, MissingDependency, ModelFormatError
 from edge.sidecar import SUFFIX as SIDECAR_SUFFIX
 from edge.sidecar import read_sidecar
 
@@ -343,6 +343,10 @@ def find_models(folder):
             continue
         try:
             formats.detect_format(path)
+        except ModelFormatError:
+            # A damaged file named like a model is reported as failed, not silently skipped.
+            if not name.lower().endswith((".tflite", ".onnx", ".ort", ".keras", ".h5", ".pt2", ".mlmodel")):
+                continue
         except EdgeportError:
             continue
         out.append(path)
