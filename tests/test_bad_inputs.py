@@ -200,6 +200,10 @@ def inputs(tmp_path_factory):
     for name, data in files.items():
         (root / name).write_bytes(data)
     (root / "empty_folder").mkdir()
+    if "good.onnx" in files:  # a folder of models, two of them damaged
+        (root / "mixed").mkdir()
+        for name in ("good.onnx", "empty.onnx", "truncated.tflite"):
+            (root / "mixed" / name).write_bytes(files[name])
     (root / "labels_folder").mkdir()
     (root / "model_folder.tflite").mkdir()
     for mode in ("crash", "hang", "fail"):
@@ -274,6 +278,13 @@ CASES = [
     C("convert-bitflip-keras", ["convert", "{w}/bitflip.keras", "--to", "onnx"], 2, r"bitflip\.keras"),
     C("convert-bad-config-keras", ["convert", "{w}/keras_bad_config.keras", "--to", "onnx"], 2,
       r"keras_bad_config\.keras"),
+    C("convert-folder-with-damaged-models", ["convert", "{w}/mixed", "--to", "ort", "-o", "{w}/mixed_out",
+                                             "--no-validate"], 2,
+      r"empty\.onnx: FAILED: .*is empty|truncated\.tflite: FAILED: .*truncated or corrupt", report=True,
+      outputs=("mixed_out/", "mixed_out/good.ort", "mixed_out/good.ort.edgeport.json",
+               "mixed_out/good.required_operators.config", "mixed_out/.edgeport-convert.json"),
+      stdout=r"(?s)(?=.*empty\.onnx: FAILED)(?=.*truncated\.tflite: FAILED)(?=.*good\.ort)",
+      needs=("mixed",)),
     # --- wrong extensions, folders and files swapped
     C("convert-wrong-extension", ["convert", "{w}/image_named.onnx", "--to", "ort"], 2,
       r"cannot tell what kind of model"),
