@@ -261,3 +261,48 @@ def test_check_refuses_keras_lambda(lambda_keras, capsys):
     code, out, err = run_cli(capsys, "check", lambda_keras / "lambda.keras")
     assert code == 1 and "Lambda" in out and "--keras-unsafe" in out, out + err
     assert not (lambda_keras / "PWNED_lambda").exists()
+
+
+# -- ONNX external data: a model may not read files outside its own folder ----------------------
+@pytest.fixture(scope="module")
+def onnx_reaching_out(tmp_path_factory):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    d = tmp_path_factory.mktemp("onnx_ext")
+    (d / "secret.txt").write_text("host secret 0123456789abcdef\n")
+    (d / "inner").mkdir()
+    os.symlink(d / "secret.txt", d / "inner" / "link.bin")
+    made = {}
+    for name, location in (("traversal.onnx", "../secret.txt"), ("symlink.onnx", "link.bin")):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+        w = helper.make_tensor("w", TensorProto.FLOAT, [1, 4], [0, 0, 0, 0])
+        w.ClearField("float_data")
+        w.data_location = TensorProto.EXTERNAL
+        for k, v in (("location", location), ("offset", "0"), ("length", "16")):
+            e = w.external_data.add()
+            e.key, e.value = k, v
+        g = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", [x], [y], [w])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+        m.ir_version = 8
+        path = d / "inner" / name
+        path.write_bytes(m.SerializeToString())
+        made[name] = path
+    return made
+
+
+@pytest.mark.parametrize("name", ["traversal.onnx", "symlink.onnx"])
+@pytest.mark.parametrize("command", ["convert", "bench", "check"])
+def test_onnx_external_data_outside_the_model_folder_is_refused(onnx_reaching_out, tmp_path, capsys, name,
+                                                               command):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "out"
+    argv = {"convert": ["convert", onnx_reaching_out[name], "--to", "ort", "-o", out],
+            "bench": ["bench", onnx_reaching_out[name], "--runs", "1"],
+            "check": ["check", onnx_reaching_out[name]]}[command]
+    code, stdout, err = run_cli(capsys, *argv)
+    assert code in (1, 2), stdout + err
+    assert "outside" in stdout + err or "escapes" in stdout + err or "symbolic link" in stdout + err, stdout + err
+    assert "host secret" not in stdout + err and "Traceback" not in stdout + err
+    assert not out.exists() or [p.name for p in out.iterdir()] == []
