@@ -158,7 +158,10 @@ class TFLiteModel:
         deprecated = t.scalar(0, "<b")
         code = max(deprecated, t.scalar(3, "<i"))
         name = BUILTIN_OPS.get(code, f"UNKNOWN_{code}")
-        return name, t.scalar(2, "<i", 1), t.string(1)
+        custom = t.string(1)
+        if name == "CUSTOM" and not custom:  # the TFLite runtime refuses these too (fuzzing found one)
+            raise ModelFormatError("a CUSTOM operator code has no custom_code name")
+        return name, t.scalar(2, "<i", 1), custom
 
     def _subgraph(self, index, t):
         tensors = []
