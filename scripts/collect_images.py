@@ -1,6 +1,6 @@
 """Rebuild images/ from photos that ship inside PyPI packages (no download).
 
-    python scripts/collect_images.py      # needs scikit-image and matplotlib (the 'dev' extra)
+    python scripts/collect_images.py      # needs scikit-image, matplotlib, scikit-learn (the 'dev' extra)
 
 Each photo is resized so its longer side is at most 480 px and saved as JPEG (quality 92).
 Sources and licenses are listed in images/README.md.
@@ -35,9 +35,26 @@ def matplotlib_photos():
         return {"grace_hopper": np.asarray(Image.open(f).convert("RGB"))}
 
 
+def sklearn_photos():
+    """china.jpg and flower.jpg of scikit-learn (sklearn/datasets/images, CC BY 2.0)."""
+    from importlib import resources
+
+    folder = resources.files("sklearn.datasets") / "images"
+    out = {}
+    for name in ("china", "flower"):
+        with (folder / f"{name}.jpg").open("rb") as f:
+            out[name] = np.asarray(Image.open(f).convert("RGB"))
+    return out
+
+
+# Not taken, from the mahotas wheel (mahotas/demos/data): DepartmentStore.jpg is a "Where's
+# Wally" illustration with no license given, luispedro.jpg a portrait with no license of its
+# own (only the package's MIT line in its metadata), lena.jpg excluded on purpose.
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
-    photos = {**skimage_photos(), **matplotlib_photos()}
+    photos = {**skimage_photos(), **matplotlib_photos(), **sklearn_photos()}
     for name, arr in sorted(photos.items()):
         im = Image.fromarray(np.asarray(arr))
         im.thumbnail((MAX_SIDE, MAX_SIDE), Image.LANCZOS)
