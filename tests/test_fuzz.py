@@ -404,3 +404,18 @@ def test_pixel_bomb_between_one_and_two_limits_is_refused():
 
     with pytest.raises(InputError, match="more than"):
         load_image(DATA / "fuzz_regressions" / "gif-168M-pixels-header.gif")
+
+
+@pytest.mark.slow
+def test_atheris_bounded_run(tmp_path):
+    """A short coverage-guided run of scripts/fuzz_atheris.py over every target (seeded)."""
+    pytest.importorskip("atheris")
+    import subprocess
+    import sys
+
+    runs = max(1000, FUZZ_EXAMPLES * 3)
+    p = subprocess.run([sys.executable, str(REPO / "scripts" / "fuzz_atheris.py"), "all", f"-runs={runs}",
+                        "-seed=1"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    crashes = sorted(x.name for x in tmp_path.iterdir() if x.name.startswith(("crash-", "timeout-", "slow-")))
+    assert p.returncode == 0 and not crashes, (crashes, p.stderr[-3000:])
+    assert p.stderr.count(f"#{runs}\tDONE") == 4, p.stderr[-2000:]
