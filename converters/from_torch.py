@@ -322,23 +322,38 @@ def _greedy_rounding(hard, fixed, e, H, dw, sweeps):
     """
     torch = import_torch()
     hard = hard.clone()
-    if dw:
+    if dw:   # (C, K, K), K = kh * kw is small: update g directly
         g = torch.einsum("ck,ckj->cj", e, H)
         diag = torch.diagonal(H, dim1=1, dim2=2)
     else:
         g = e @ H
         diag = torch.diagonal(H).expand_as(hard)
+    n = hard.shape[1]
+    block = n if dw else 64
     for _ in range(sweeps):
         flips = 0
-        for i in range(hard.shape[1]):
-            d = 1 - 2 * hard[:, i]                  # +1: down -> up, -1: up -> down
-            flip = (2 * d * g[:, i] + diag[:, i] < -1e-12) & ~fixed[:, i]
-            if not bool(flip.any()):
-                continue
-            dd = torch.where(flip, d, torch.zeros_like(d))
-            hard[:, i] += dd
-            g += dd[:, None] * (H[:, i, :] if dw else H[i][None, :])
-            flips += int(flip.sum())
+        for b0 in range(0, n, block):   # lazy updates (as in GPTQ): g of the block first,
+            cols = slice(b0, min(n, b0 + block))      # the rest of g by one matmul after it
+            gb = g[:, cols] if dw else g[:, cols].clone()
+            hb = None if dw else H[cols, cols]
+            delta = torch.zeros_like(gb) if not dw else None
+            for j in range(gb.shape[1]):
+                i = b0 + j
+                d = 1 - 2 * hard[:, i]                  # +1: down -> up, -1: up -> down
+                flip = (2 * d * gb[:, j] + diag[:, i] < -1e-12) & ~fixed[:, i]
+                if not bool(flip.any()):
+                    continue
+                idx = flip.nonzero()[:, 0]
+                dd = d[idx]
+                hard[idx, i] += dd
+                flips += len(idx)
+                if dw:
+                    g[idx] += dd[:, None] * H[idx, i, :]
+                else:
+                    gb[idx] += dd[:, None] * hb[j][None, :]
+                    delta[idx, j] = dd
+            if not dw and bool(delta.any()):
+                g += delta @ H[cols, :]
         if not flips:
             break
     return hard
@@ -365,103 +380,85 @@ def adaround(model, inputs, sweeps=4, damp=0.01, max_rows=8192, seed=0, progress
     rounding. Returns a summary dict.
     """
     torch = import_torch()
-    layers = []
+    gen = torch.Generator().manual_seed(seed)
+    done, skipped, gains = [], [], []
 
-    def order(m, _i):
-        if m not in layers:
-            layers.append(m)
+    def pre_hook(layer, args):   # runs when the forward reaches `layer`: round it, then go on
+        if layer in done or layer in skipped:
+            return
+        with torch.no_grad():
+            ratio = _round_layer(layer, args[0], gen, max_rows, sweeps, damp)
+        (skipped if ratio is None else done).append(layer)
+        if ratio is not None:
+            gains.append(ratio)
+        if progress and (len(done) + len(skipped)) % 10 == 0:
+            progress(f"AdaRound: {len(done) + len(skipped)} layers")
 
-    handles = [m.register_forward_pre_hook(order) for m in model.modules()
+    handles = [m.register_forward_pre_hook(pre_hook) for m in model.modules()
                if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     batch = torch.cat(inputs, 0)
-    with torch.no_grad():
-        try:
-            model(batch[:1])
-        finally:
-            for h in handles:
-                h.remove()
-    gen = torch.Generator().manual_seed(seed)
-    done, kept, skipped, gain = 0, 0, 0, []
-
-    class _Stop(Exception):
-        pass
-
-    for li, layer in enumerate(layers):
-        captured = {}
-
-        def grab(m, i, o):
-            captured["x"], captured["y"] = i[0].detach(), o.detach()
-            raise _Stop
-
-        h = layer.register_forward_hook(grab)
-        try:
-            with torch.no_grad():
-                model(batch)
-        except _Stop:
-            pass
-        finally:
+    try:
+        with torch.no_grad():   # one pass: each layer sees the outputs of the rounded layers before it
+            model(batch)
+    finally:
+        for h in handles:
             h.remove()
-        if "x" not in captured:
-            skipped += 1
-            continue
-        w = layer.weight
-        scale, ws = _int8_grid(w)
-        with torch.no_grad():
-            got = _layer_rows(layer, captured["x"], gen, max_rows)
-            ok = got is not None
-            if ok:   # check the patches reproduce the layer's real output (padding, stride...)
-                rows, dw = got
-                probe = _layer_rows(layer, captured["x"][:1], torch.Generator().manual_seed(1), 10**9)[0]
-                wf = w.detach().double().reshape(w.shape[0], -1)
-                yp = (probe * wf.reshape(1, *wf.shape)).sum(-1) if dw else probe @ wf.T
-                y = captured["y"][:1].double()
-                if isinstance(layer, torch.nn.Linear):
-                    ref = y.reshape(-1, y.shape[-1])
-                else:
-                    ref = y.reshape(1, y.shape[1], -1).transpose(1, 2).reshape(-1, y.shape[1])
-                if layer.bias is not None:
-                    ref = ref - layer.bias.detach().double()
-                ok = yp.shape == ref.shape and torch.allclose(yp, ref, rtol=1e-3,
-                                                              atol=1e-4 * float(ref.abs().max()) + 1e-6)
-        if not ok:
-            skipped += 1
-            with torch.no_grad():
-                w.copy_((scale * ws.round().clamp(-127, 127)).reshape(w.shape).to(w.dtype))
-            continue
-        with torch.no_grad():
-            if dw:   # per channel (C, k, k)
-                H = torch.einsum("mci,mcj->cij", rows, rows) / rows.shape[0]
-                norm = torch.diagonal(H, dim1=1, dim2=2).mean(1).clamp_min(1e-12)
-                H = H / norm[:, None, None] + damp * torch.eye(H.shape[1], dtype=H.dtype)
-            else:
-                H = rows.T @ rows / rows.shape[0]
-                H = H / torch.diagonal(H).mean().clamp_min(1e-12) + damp * torch.eye(H.shape[0], dtype=H.dtype)
-            base = ws.double().floor()
-            fixed = torch.zeros_like(base, dtype=torch.bool)
-            fixed.scatter_(1, ws.abs().argmax(1, keepdim=True), True)
-            near = (ws.double().round() - base)    # 0/1: nearest rounding
-
-        def out_err(hh):   # sum over channels of e H e^T, e = rounding error in grid steps
-            e = base + hh - ws.double()
-            if dw:
-                return torch.einsum("ci,cij,cj->", e, H, e)
-            return ((e @ H) * e).sum()
-
-        hard = _greedy_rounding(near, fixed, base + near - ws.double(), H, dw, sweeps)
-        with torch.no_grad():
-            e_ada, e_near = float(out_err(hard)), float(out_err(near))
-            if e_ada > e_near:      # cannot happen (each flip lowers the error); kept as a guard
-                hard, kept = near, kept + 1
-            else:
-                done += 1
-            gain.append(min(e_ada, e_near) / max(e_near, 1e-30))
-            q = (base + hard).clamp(-127, 127).float()
-            w.copy_((scale.float() * q).reshape(w.shape).to(w.dtype))
-        if progress and (li + 1) % 10 == 0:
-            progress(f"AdaRound: {li + 1}/{len(layers)} layers")
-    return {"layers": len(layers), "adarounded": done, "nearest_better": kept, "skipped": skipped,
+    return {"layers": len(done) + len(skipped), "adarounded": len(done), "skipped": len(skipped),
             "sweeps": sweeps, "damp": damp, "images": int(batch.shape[0]),
-            "mean_output_error_vs_nearest": round(sum(gain) / max(1, len(gain)), 4)}
+            "mean_output_error_vs_nearest": round(sum(gains) / max(1, len(gains)), 4)}
+
+
+def _round_layer(layer, x, gen, max_rows, sweeps, damp):
+    """Round one layer's weights in place (see adaround); returns error / nearest's, or None
+    when the layer got nearest rounding because its patches do not reproduce its output."""
+    torch = import_torch()
+    w = layer.weight
+    scale, ws = _int8_grid(w)
+    got = _layer_rows(layer, x, gen, max_rows)
+    ok = got is not None
+    if ok:   # check the patches reproduce the layer's real output (padding, stride...)
+        rows, dw = got
+        probe = _layer_rows(layer, x[:1], torch.Generator().manual_seed(1), 10**9)[0]
+        wf = w.detach().double().reshape(w.shape[0], -1)
+        yp = (probe * wf.reshape(1, *wf.shape)).sum(-1) if dw else probe @ wf.T
+        y = layer.forward(x[:1]).double()        # .forward: no hooks
+        if isinstance(layer, torch.nn.Linear):
+            ref = y.reshape(-1, y.shape[-1])
+        else:
+            ref = y.reshape(1, y.shape[1], -1).transpose(1, 2).reshape(-1, y.shape[1])
+        if layer.bias is not None:
+            ref = ref - layer.bias.detach().double()
+        ok = yp.shape == ref.shape and torch.allclose(yp, ref, rtol=1e-3,
+                                                      atol=1e-4 * float(ref.abs().max()) + 1e-6)
+    if not ok:
+        w.copy_((scale * ws.round().clamp(-127, 127)).reshape(w.shape).to(w.dtype))
+        return None
+    if dw:   # per channel (C, k*k, k*k)
+        H = torch.einsum("mci,mcj->cij", rows, rows) / rows.shape[0]
+        norm = torch.diagonal(H, dim1=1, dim2=2).mean(1).clamp_min(1e-12)
+        H = H / norm[:, None, None] + damp * torch.eye(H.shape[1], dtype=H.dtype)
+    else:
+        H = rows.T @ rows / rows.shape[0]
+        H = H / torch.diagonal(H).mean().clamp_min(1e-12) + damp * torch.eye(H.shape[0], dtype=H.dtype)
+    wd = ws.double()
+    base = wd.floor()
+    fixed = torch.zeros_like(base, dtype=torch.bool)     # each channel's max |w| stays at +-127
+    fixed.scatter_(1, ws.abs().argmax(1, keepdim=True), True)
+    near = wd.round() - base                             # 0/1: nearest rounding
+
+    def out_err(hh):   # sum over channels of e H e^T, e = rounding error in grid steps
+        e = base + hh - wd
+        if dw:
+            return float(torch.einsum("ci,cij,cj->", e, H, e))
+        return float(((e @ H) * e).sum())
+
+    hard = _greedy_rounding(near, fixed, base + near - wd, H, dw, sweeps)
+    e_ada, e_near = out_err(hard), out_err(near)
+    if e_ada > e_near:      # cannot happen (each flip lowers the error); a guard
+        hard, e_ada = near, e_near
+    q = (base + hard).clamp(-127, 127).float()
+    w.copy_((scale.float() * q).reshape(w.shape).to(w.dtype))
+    return e_ada / max(e_near, 1e-30)
 
 
 def _quantize_tflite(float_bytes, cal, io_dtype, progress):

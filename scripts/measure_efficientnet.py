@@ -4,9 +4,10 @@ For each of torch-module -> onnx, tflite, tflite-int8, coreml: conversion time, 
 size, max abs difference of the logits against PyTorch, and top-1 agreement with PyTorch on
 real photos (images/*.jpg plus the Coral fixtures' three .bmp photos), listed per image.
 
-The int8 model is calibrated on images/ (18 photos): calibration and evaluation photos
-overlap. `--holdout` also quantizes on the first half of images/ only and reports agreement
-on the photos that calibration did not see.
+The int8 model is calibrated on images/ (20 photos): calibration and evaluation photos
+overlap. It is measured with the default AdaRound-style weight rounding and without it
+(`extra={"adaround": False}`). `--holdout` also quantizes on the first half of images/ only,
+with and without AdaRound, and reports agreement on the photos calibration did not see.
 
     python scripts/measure_efficientnet.py [--out DIR] [--holdout] [--json FILE]
 """
@@ -121,7 +122,7 @@ def main(argv=None):
     ap.add_argument("--out", help="folder for the artefacts (default: a temp folder)")
     ap.add_argument("--holdout", action="store_true", help="also calibrate on half the photos only")
     ap.add_argument("--no-bias-correction-run", action="store_true",
-                    help="skip the int8 run without bias correction (for comparison)")
+                    help="skip the int8 run without AdaRound and bias correction (for comparison)")
     ap.add_argument("--json", help="write the measurements to this JSON file")
     args = ap.parse_args(argv)
 
@@ -154,7 +155,7 @@ def main(argv=None):
             res.update(compare(ref, got, labels))
         else:
             res["note"] = "Core ML runs only on macOS: structure checked, numbers not compared here"
-        for k in ("ops", "calibration", "bias_correction", "opset", "io_dtype"):
+        for k in ("ops", "calibration", "bias_correction", "adaround", "opset", "io_dtype"):
             if meta.get(k) is not None:
                 res[k] = meta[k]
         results[name] = res
@@ -178,10 +179,15 @@ def main(argv=None):
     print(f"    int8 ops: {m['ops']}")
     print(f"    calibration: {m['calibration']['count']} photos from {m['calibration']['source']} "
           f"(evaluation photos overlap: every images/*.jpg is in both)")
+    if meta_ada := m.get("adaround"):
+        print(f"    AdaRound: {meta_ada}")
+    s, n, m = convert(from_torch.torch_to_tflite_int8, weights, out / "effnet_int8_noada.tflite",
+                      opts(extra={"adaround": False}))
+    record("tflite-int8, no AdaRound", s, n, m, run_tflite(out / "effnet_int8_noada.tflite", files))
     if not args.no_bias_correction_run:
         s, n, m = convert(from_torch.torch_to_tflite_int8, weights, out / "effnet_int8_nobc.tflite",
-                          opts(extra={"bias_correction": False}))
-        record("tflite-int8, no bias corr.", s, n, m, run_tflite(out / "effnet_int8_nobc.tflite", files))
+                          opts(extra={"bias_correction": False, "adaround": False}))
+        record("tflite-int8, no AdaRound/bias c.", s, n, m, run_tflite(out / "effnet_int8_nobc.tflite", files))
     if args.holdout:
         jpgs = sorted((REPO / "images").glob("*.jpg"))
         half = out / "calib_half"
@@ -191,13 +197,14 @@ def main(argv=None):
             if not target.exists():
                 os.symlink(f, target)
         unseen = [f for f in files if f.name not in {p.name for p in jpgs[: len(jpgs) // 2]}]
-        s, n, m = convert(from_torch.torch_to_tflite_int8, weights, out / "effnet_int8_half.tflite",
-                          opts(calibration=str(half)))
-        got = run_tflite(out / "effnet_int8_half.tflite", unseen)
         saved = dict(ref)
         ref.clear()
         ref.update({f: saved[f] for f in unseen})
-        record(f"tflite-int8 holdout ({len(unseen)} unseen)", s, n, m, got)
+        for tag, extra in (("", {}), (", no AdaRound", {"adaround": False})):
+            path = out / f"effnet_int8_half{'_noada' if extra else ''}.tflite"
+            s, n, m = convert(from_torch.torch_to_tflite_int8, weights, path,
+                              opts(calibration=str(half), extra=extra))
+            record(f"tflite-int8 holdout{tag} ({len(unseen)} unseen)", s, n, m, run_tflite(path, unseen))
         ref.clear()
         ref.update(saved)
         print(f"    calibrated on: {', '.join(f.name for f in jpgs[: len(jpgs) // 2])}")
