@@ -11,6 +11,8 @@ Routes:
     the engine behind TFLiteConverter's `representative_dataset` with the classic quantizer):
     int8 weights (per-channel) and activations, uint8 or int8 I/O through one QUANTIZE at each
     end, weights inline in the flatbuffer -- the model layout the Edge TPU compiler takes.
+    Before export the PyTorch weights are rounded on TFLite's int8 grid by an AdaRound-style
+    search on the calibration images (`adaround`; off with extra={"adaround": False}).
   * Core ML: `torch.jit.trace` -> coremltools (ML program), image input with scale/bias.
 
 TorchScript sources reach litert-torch through `torch._export.converter.TS2EPConverter`.

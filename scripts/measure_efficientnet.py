@@ -187,7 +187,8 @@ def main(argv=None):
     if not args.no_bias_correction_run:
         s, n, m = convert(from_torch.torch_to_tflite_int8, weights, out / "effnet_int8_nobc.tflite",
                           opts(extra={"bias_correction": False, "adaround": False}))
-        record("tflite-int8, no AdaRound/bias c.", s, n, m, run_tflite(out / "effnet_int8_nobc.tflite", files))
+        record("tflite-int8, no AdaRound/bias c.", s, n, m,
+               run_tflite(out / "effnet_int8_nobc.tflite", files))
     if args.holdout:
         jpgs = sorted((REPO / "images").glob("*.jpg"))
         half = out / "calib_half"
