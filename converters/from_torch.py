@@ -27,7 +27,7 @@ from edge.errors import EdgeportError, InputError, MissingDependency
 
 from . import formats
 from .registry import conversion
-from .torch_loading import import_torch, input_shape, load_source, program_module
+from .torch_loading import flatten_outputs, import_torch, input_shape, load_source, program_module
 
 DEFAULT_OPSET = 17
 
@@ -60,15 +60,7 @@ def _count_outputs(model, x):
     torch = import_torch()
     with torch.no_grad():
         y = model(x)
-    return len(_flatten(y)), y
-
-
-def _flatten(y):
-    if isinstance(y, dict):
-        return [t for v in y.values() for t in _flatten(v)]
-    if isinstance(y, (list, tuple)):
-        return [t for v in y for t in _flatten(v)]
-    return [y]
+    return len(flatten_outputs(y)), y
 
 
 def _is_nchw_image(shape):
@@ -150,7 +142,7 @@ def _write_float_tflite(source, options, path, prepare=None):
     shape = tuple(x.shape)
     channel_last = _is_nchw_image(shape)
     n_out, y = _count_outputs(module, x)
-    out_4d = [i for i, t in enumerate(_flatten(y)) if getattr(t, "ndim", 0) == 4]
+    out_4d = [i for i, t in enumerate(flatten_outputs(y)) if getattr(t, "ndim", 0) == 4]
     if channel_last:
         module = litert_torch.to_channel_last_io(module, args=[0], outputs=out_4d or None).eval()
         sample = (x.permute(0, 2, 3, 1).contiguous(),)
@@ -616,7 +608,7 @@ def torch_to_coreml(source, output_path, options):
             image_spec = dict(spec, std=[std[0]])
         image = image_input(ct, "image", shape, image_spec, layout)
     n_out, y = _count_outputs(model, x)
-    classes = int(_flatten(y)[0].shape[-1]) if n_out == 1 else None
+    classes = int(flatten_outputs(y)[0].shape[-1]) if n_out == 1 else None
     classifier, labels = _classifier(ct, options, classes)
     inputs = [image] if image else [ct.TensorType(name="input", shape=shape)]
     try:

@@ -102,8 +102,11 @@ def plan_route(source, target):
     reachable = sorted(reachable_from(source))
     hint = f"from {source} edgeport reaches: {', '.join(reachable) or 'nothing'}"
     if source == "tflite" and target in ("tflite-int8", "edgetpu"):
-        hint = (f"a float TFLite model cannot be quantized here: convert the original model (Keras, "
-                f"SavedModel, PyTorch) with --to {target} --calibration DIR; " + hint)
+        raise InputError(
+            f"model not quantized: the {target} target needs a full-integer TFLite model, and this "
+            "float TFLite model cannot be quantized without its original",
+            f"make one with: edgeport convert ORIGINAL_MODEL --to {target} --calibration IMAGES_DIR "
+            "(ORIGINAL_MODEL: the Keras, SavedModel or PyTorch model it came from)")
     raise InputError(f"no conversion route from {source} to {target}", hint)
 
 

@@ -233,3 +233,12 @@ def _exported_input_shape(ep):
         return tuple(int(d) for d in val.shape)
     except Exception:
         return None
+
+
+def flatten_outputs(y):
+    """A model's output (tensor, tuple, list or dict, nested) as a flat list of tensors."""
+    if isinstance(y, dict):
+        return [t for v in y.values() for t in flatten_outputs(v)]
+    if isinstance(y, (list, tuple)):
+        return [t for v in y for t in flatten_outputs(v)]
+    return [y]

@@ -11,6 +11,7 @@ import numpy as np
 
 from edge.errors import InputError, MissingDependency
 
+from ..torch_loading import flatten_outputs
 from .base import Runner, tensor_meta
 
 
@@ -103,16 +104,8 @@ class TorchRunner(Runner):
         xs = [torch.from_numpy(np.ascontiguousarray(feed[m.name])) for m in self.input_metadata()]
         with torch.no_grad():
             y = self.model(*xs)
-        ys = _flatten(y)
+        ys = flatten_outputs(y)
         return OrderedDict((f"output_{i}", t.detach().cpu().numpy()) for i, t in enumerate(ys))
-
-
-def _flatten(y):
-    if isinstance(y, dict):
-        return [t for v in y.values() for t in _flatten(v)]
-    if isinstance(y, (list, tuple)):
-        return [t for v in y for t in _flatten(v)]
-    return [y]
 
 
 def _np_dtype(torch_dtype):
