@@ -49,6 +49,15 @@ def top_k(scores, k=1, threshold=0.0):
     return [Class(int(i), float(scores[i])) for i in top_k_indices(scores, k) if scores[i] > threshold]
 
 
+def preprocessing_of(model_path, mean=None, std=None, layout=None):
+    """(mean, std, layout) for a model: the given values, else its sidecar's, else 128/128."""
+    from .sidecar import read_sidecar
+
+    spec = read_sidecar(model_path).get("preprocessing") or {}
+    return (mean or spec.get("mean", 128.0), std or spec.get("std", 128.0),
+            layout or spec.get("layout"))
+
+
 class Classifier:
     """One image-classification model on one interpreter: preprocess, invoke, top-k."""
 

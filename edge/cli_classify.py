@@ -33,26 +33,23 @@ def run(args):
     import json
     import sys
 
-    from .classify import Classifier
+    from .classify import Classifier, preprocessing_of
     from .errors import InputError
     from .interpreter import make_interpreter, split_model_device
     from .labels import check_labels, read_labels
     from .preprocess import list_images
-    from .sidecar import read_sidecar
 
     if args.count < 1:
         raise InputError("--count must be at least 1")
     if args.top_k < 1:
         raise InputError("--top_k must be at least 1")
     model_path, _ = split_model_device(args.model)
-    spec = read_sidecar(model_path).get("preprocessing") or {}
-    mean = args.input_mean or spec.get("mean", 128.0)
-    std = args.input_std or spec.get("std", 128.0)
+    mean, std, layout = preprocessing_of(model_path, args.input_mean, args.input_std, args.layout)
     images = list_images(args.input)
 
     interpreter, info = make_interpreter(args.model, device=args.device, runtime=args.runtime,
                                          num_threads=args.threads)
-    classifier = Classifier(interpreter, mean, std, layout=args.layout or spec.get("layout"))
+    classifier = Classifier(interpreter, mean, std, layout=layout)
     labels = read_labels(args.labels) if args.labels else {}
     warning = check_labels(labels, classifier.num_classes)
     if labels and max(labels) + 1 not in (classifier.num_classes, classifier.num_classes - 1):

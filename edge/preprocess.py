@@ -120,12 +120,20 @@ class Preprocessor:
             raise InputError("std must not be 0")
         dtype = spec.dtype
         self.raw = False
+        self.lut = None
         if dtype in (np.uint8, np.int8) and spec.scale > 0:
             info = np.iinfo(dtype)
             self.qmin, self.qmax = info.min, info.max
             # pycoral: feed uint8 raw when (mean, std) is the input's own quantization.
             self.raw = (dtype == np.uint8 and np.all(np.abs(spec.scale * self.std - 1) < 1e-5)
                         and np.all(np.abs(self.mean - spec.zero_point) < 1e-5))
+            if not self.raw:
+                # Pixels are 0..255: normalize + quantize once per value, then look it up
+                # (one table, or one per channel when mean/std differ by channel).
+                px = np.arange(256, dtype=np.float32)[:, None]
+                q = np.rint((px - self.mean) / self.std / spec.scale + spec.zero_point)
+                table = np.clip(q, self.qmin, self.qmax).astype(dtype)
+                self.lut = table[:, 0].copy() if table.shape[1] == 1 else table
         elif dtype in (np.uint8, np.int8):
             raise InputError(f"input '{spec.name}' is {dtype.name} but has no quantization parameters",
                              "classify cannot tell how to scale pixels for it")
@@ -156,11 +164,13 @@ class Preprocessor:
         spec = self.spec
         if self.raw:
             x = hwc
-        else:
-            x = (hwc.astype(np.float32) - self.mean) / self.std
-            if spec.scale > 0:
-                x = np.clip(np.rint(x / spec.scale + spec.zero_point), self.qmin, self.qmax)
-            x = x.astype(spec.dtype, copy=False)
+        elif self.lut is not None:
+            if self.lut.ndim == 1:
+                x = np.take(self.lut, hwc)
+            else:  # per channel: row = pixel value, column = channel
+                x = self.lut[hwc, np.arange(hwc.shape[-1])]
+        else:  # float input
+            x = ((hwc.astype(np.float32) - self.mean) / self.std).astype(spec.dtype, copy=False)
         if spec.layout == "NCHW":
             x = x.transpose(2, 0, 1)
         return x[None] if len(spec.shape) == 4 else x

@@ -39,12 +39,13 @@ def interleaved(a, b, runs, block=20):
 
 def classify_ratio(model, image, runs):
     sys.path.insert(0, REPO)
-    from edge.classify import Classifier
+    from edge.classify import Classifier, preprocessing_of
     from edge.interpreter import make_interpreter
     from edge.preprocess import load_image
 
     interpreter, info = make_interpreter(model)
-    clf = Classifier(interpreter)
+    mean, std, layout = preprocessing_of(model)  # what `classify` uses: the sidecar, else 128/128
+    clf = Classifier(interpreter, mean, std, layout)
     photo = load_image(image, clf.preprocess.spec.channels)
     at_size = clf.preprocess.array(photo)  # decoded, already at the model's size
     clf.classify(at_size)

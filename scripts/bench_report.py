@@ -111,7 +111,15 @@ def main(argv=None):
             f"{r1['first_inference_ms']:.1f} | {r1['median_ms']:.2f} | {r1['p90_ms']:.2f} | "
             f"{r1['p99_ms']:.2f} | {r2['median_ms']:.2f} | {r2['p90_ms']:.2f} | {r2['p99_ms']:.2f} | "
             f"{agreement} |")
-    lines += ["", f"![latency per artefact]({os.path.basename(png)})", ""]
+    lines += [
+        "", "Notes:", "",
+        "- The ORT artefact is built portable (no `--target-platform`), so ONNX Runtime's x86-only "
+        "layout optimizations (NCHWc) are not baked in and it runs slower here than the .onnx, which "
+        "gets them at load time. `edgeport convert model.onnx --to ort --target-platform amd64` "
+        "bakes them in for x86-64 hosts (then it matches the .onnx here); `arm` for ARM devices.",
+        "- int8 agreement is judged against PyTorch's top-1; the misses are photos where PyTorch's "
+        "own top two classes are nearly tied (see README, What is and is not tested).",
+        "", f"![latency per artefact]({os.path.basename(png)})", ""]
     with open(args.out + ".tmp", "w") as f:
         f.write("\n".join(lines))
     os.replace(args.out + ".tmp", args.out)

@@ -102,3 +102,17 @@ def test_list_images(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="holds no images"):
         list_images([str(tmp_path / "empty")])
+
+
+@pytest.mark.parametrize("dtype,scale,zp,mean,std", [
+    (np.int8, 1 / 128, -1, 127, 128), (np.uint8, 1 / 255, 0, 0, 1), (np.uint8, 0.02, 100, [120, 110, 100], [60, 55, 50]),
+    (np.int8, 0.05, 3, [10, 20, 30], [2, 3, 4]),
+])
+def test_lookup_table_matches_the_arithmetic(dtype, scale, zp, mean, std):
+    p = Preprocessor(spec(dtype, shape=(1, 4, 4, 3), scale=scale, zp=zp), mean, std)
+    px = np.random.default_rng(1).integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    want = np.rint((px - np.float32(mean)) / np.float32(std) / np.float32(scale) + zp)
+    info = np.iinfo(dtype)
+    want = np.clip(want, info.min, info.max).astype(dtype)[None]
+    got = p(px)
+    assert got.dtype == dtype and np.array_equal(got, want)
