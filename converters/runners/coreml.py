@@ -5,7 +5,6 @@ validation compares inputs, outputs, shapes, dtypes, metadata and classifier lab
 and says plainly that numbers were not compared.
 """
 
-import os
 import platform
 from collections import OrderedDict
 

@@ -9,18 +9,10 @@ from collections import OrderedDict
 
 import numpy as np
 
-from edge.errors import InputError, MissingDependency
+from edge.errors import InputError
 
-from ..torch_loading import flatten_outputs
+from ..torch_loading import flatten_outputs, import_torch
 from .base import Runner, tensor_meta
-
-
-def import_torch():
-    try:
-        import torch
-    except ImportError:
-        raise MissingDependency("torch", "torch", "running PyTorch models") from None
-    return torch
 
 
 class TorchRunner(Runner):
