@@ -7,20 +7,10 @@ import numpy as np
 
 from .errors import InputError
 from .preprocess import Preprocessor, input_spec
+from .tensors import dequantize
 
 Class = namedtuple("Class", ["id", "score"])
 Class.__doc__ = "One classification result: class id and score."
-
-
-def dequantize(values, scale, zero_point):
-    """Quantized integers to real numbers.
-
-    Args:
-      values: an integer array. scale, zero_point: the tensor's quantization.
-    Returns:
-      float32 array; int64 arithmetic avoids the overflow of uint8/int8 subtraction.
-    """
-    return (scale * (values.astype(np.int64) - zero_point)).astype(np.float32)
 
 
 def scores_of(output, detail):

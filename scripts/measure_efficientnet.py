@@ -57,26 +57,12 @@ def run_tflite(path, files):
 
     from converters.calibration import preprocess_image, resolve_spec
     from converters.reference_models import EFFICIENTNET_LITE0_PREPROCESSING
+    from edge.tensors import invoke_float
 
     spec = resolve_spec(dict(EFFICIENTNET_LITE0_PREPROCESSING, layout="NHWC"))
     it = Interpreter(model_path=str(path))
     it.allocate_tensors()
-    i, o = it.get_input_details()[0], it.get_output_details()[0]
-    out = {}
-    for f in files:
-        x = preprocess_image(str(f), spec)
-        if i["dtype"] != np.float32:
-            s, z = i["quantization"]
-            info = np.iinfo(i["dtype"])
-            x = np.clip(np.round(x / s + z), info.min, info.max).astype(i["dtype"])
-        it.set_tensor(i["index"], x)
-        it.invoke()
-        y = it.get_tensor(o["index"])[0]
-        if o["dtype"] != np.float32:
-            s, z = o["quantization"]
-            y = s * (y.astype(np.int64) - z)  # int64 avoids overflow
-        out[f] = y.astype(np.float32)
-    return out
+    return {f: invoke_float(it, preprocess_image(str(f), spec))[0][0] for f in files}
 
 
 def run_onnx(path, files):

@@ -113,21 +113,12 @@ def torch_out(model, x):
 def run_tflite(path, x_nhwc):
     from ai_edge_litert.interpreter import Interpreter
 
+    from edge.tensors import invoke_float
+
     it = Interpreter(model_path=str(path))
     it.allocate_tensors()
-    i, o = it.get_input_details()[0], it.get_output_details()[0]
-    x = x_nhwc
-    if i["dtype"] != np.float32:
-        s, z = i["quantization"]
-        info = np.iinfo(i["dtype"])
-        x = np.clip(np.round(x / s + z), info.min, info.max).astype(i["dtype"])
-    it.set_tensor(i["index"], x)
-    it.invoke()
-    y = it.get_tensor(o["index"])
-    if o["dtype"] != np.float32:
-        s, z = o["quantization"]
-        y = s * (y.astype(np.int64) - z)  # int64 avoids overflow
-    return y, i, o
+    (y,) = invoke_float(it, x_nhwc)
+    return y, it.get_input_details()[0], it.get_output_details()[0]
 
 
 # ------------------------------------------------------------------------- registry

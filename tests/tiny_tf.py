@@ -74,24 +74,13 @@ def run_tflite(path, x):
     """Outputs of a TFLite model (dequantized when its I/O is integer) for a float batch."""
     from ai_edge_litert.interpreter import Interpreter
 
+    from edge.tensors import invoke_float
+
     it = Interpreter(model_path=os.fspath(path))
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     it.resize_tensor_input(inp["index"], [1, *x.shape[1:]])
     it.allocate_tensors()
-    res = []
-    for sample in x:
-        s = sample[None]
-        if inp["dtype"] != np.float32:
-            scale, zp = inp["quantization"]
-            info = np.iinfo(inp["dtype"])
-            s = np.clip(np.rint(s / scale + zp), info.min, info.max).astype(inp["dtype"])
-        it.set_tensor(inp["index"], s)
-        it.invoke()
-        y = it.get_tensor(out["index"])
-        if out["dtype"] != np.float32:
-            scale, zp = out["quantization"]
-            y = scale * (y.astype(np.int64) - zp)  # int64: no overflow
-        res.append(y[0])
+    res = [invoke_float(it, sample[None])[0][0] for sample in x]
     return np.stack(res).astype(np.float32), inp, out
 
 

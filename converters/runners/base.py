@@ -10,7 +10,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from edge.classify import dequantize  # noqa: F401  (re-exported for runners)
+from edge.tensors import dequantize  # noqa: F401  (re-exported for runners)
 from edge.preprocess import guess_layout
 
 TensorMeta = namedtuple("TensorMeta", "name shape dtype scale zero_point layout")

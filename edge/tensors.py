@@ -1,0 +1,44 @@
+"""Tensors across the integer boundary: quantize, dequantize, and invoke a model on floats."""
+
+import numpy as np
+
+
+def dequantize(values, scale, zero_point):
+    """Quantized integers to real numbers.
+
+    Args:
+      values: an integer array. scale, zero_point: the tensor's quantization.
+    Returns:
+      float32 array; int64 arithmetic avoids the overflow of uint8/int8 subtraction.
+    """
+    return (scale * (values.astype(np.int64) - zero_point)).astype(np.float32)
+
+
+def quantize(values, scale, zero_point, dtype):
+    """Real numbers to a quantized integer `dtype`, rounded to nearest and clipped to its range."""
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(np.asarray(values) / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def _is_quantized(detail):
+    scale, _ = detail.get("quantization", (0.0, 0))
+    return np.issubdtype(np.dtype(detail["dtype"]), np.integer) and scale > 0
+
+
+def invoke_float(interpreter, *inputs):
+    """Run an allocated TFLite interpreter on float arrays; returns its outputs as floats.
+
+    Integer inputs are quantized with their own scale and zero point, integer outputs
+    dequantized, so a float model and its int8 twin are called the same way.
+    """
+    for detail, x in zip(interpreter.get_input_details(), inputs):
+        if _is_quantized(detail):
+            x = quantize(x, *detail["quantization"], detail["dtype"])
+        interpreter.set_tensor(detail["index"], np.asarray(x, dtype=detail["dtype"]))
+    interpreter.invoke()
+    outs = []
+    for detail in interpreter.get_output_details():
+        y = interpreter.get_tensor(detail["index"])
+        outs.append(dequantize(y, *detail["quantization"]) if _is_quantized(detail)
+                    else y.astype(np.float32, copy=False))
+    return outs
