@@ -68,10 +68,15 @@ class Artefact:
         return cls(os.fspath(path), fmt or detect_format(path), read_sidecar(path))
 
 
+def source_record(artefact):
+    """Who an artefact descends from: its recorded original, else itself (file, sha256, format)."""
+    return artefact.metadata.get("source") or {
+        "file": artefact.name, "sha256": sha256_of(artefact.path), "format": artefact.format}
+
+
 def provenance(source, target_format, route, options=None, versions=None):
     """The provenance block of a new artefact made from `source` (an Artefact)."""
-    first = source.metadata.get("source") or {
-        "file": source.name, "sha256": sha256_of(source.path), "format": source.format}
+    first = source_record(source)
     return {
         "source": first,
         "made_from": {"file": source.name, "format": source.format},

@@ -27,7 +27,7 @@ from edge.sidecar import SUFFIX as SIDECAR_SUFFIX
 from edge.sidecar import read_sidecar
 
 from . import formats
-from .artefact import Artefact, package_versions, provenance, sha256_of
+from .artefact import Artefact, package_versions, provenance, sha256_of, source_record
 from .atomic import atomic_output, check_writable_dir, output_lock, write_text_atomic
 from .registry import plan_route
 
@@ -160,12 +160,11 @@ def _labels_of(options, current):
     return current.labels
 
 
-def _metadata(current, conv, route, options, returned, seconds):
-    """The full metadata block of a new artefact (sidecar and embedded provenance)."""
+def _metadata(block, current, conv, options, returned, seconds):
+    """The full metadata block of a new artefact (sidecar and embedded provenance): the hop's
+    provenance `block`, plus what the conversion returned."""
     returned = dict(returned or {})
-    versions = _base_versions()
-    versions.update(returned.pop("versions", {}) or {})
-    md = provenance(current, conv.target, route, options_record(options), versions)
+    md = dict(block, versions={**block["versions"], **(returned.pop("versions", {}) or {})})
     pre = dict(current.preprocessing)
     pre.update(options.preprocessing or {})
     pre.update(returned.pop("preprocessing", None) or {})
@@ -251,7 +250,7 @@ def _run_hop(current, conv, final, route, options, progress):
             with _tool_output(options.quiet):
                 returned = conv.func(current, tmp, options) or {}
             seconds = time.perf_counter() - t0
-            md = _metadata(current, conv, route, options, returned, seconds)
+            md = _metadata(block, current, conv, options, returned, seconds)
             from . import metadata
 
             metadata.embed(tmp, fmt, md)
@@ -276,6 +275,7 @@ def convert_model(src, targets, options, outdir=None, force=False, validate=True
     check_writable_dir(outdir)
     routes = plan(source.format, targets)
     check_needs(routes, options)
+    source.metadata["source"] = source_record(source)  # hash the original once, not per hop
     say = progress or options.progress
     result = Result(os.path.abspath(source.path), source.format,
                     {t: [source.format] + [c.target for c in r] for t, r in routes.items()})
