@@ -103,26 +103,24 @@ def load_edgetpu_delegate(backend, spec=""):
     """Load libedgetpu through `backend`; raise EdgeTPUError saying why it failed."""
     options = {"device": spec} if spec else {}
     error = None
-    hook = sys.unraisablehook
     # A Delegate whose library failed to load complains from __del__; that noise is not news.
+    hook = sys.unraisablehook
     sys.unraisablehook = lambda u: None if "Delegate" in repr(u.object) else hook(u)
     try:
         return backend.load_delegate(EDGETPU_SHARED_LIB, options)
     except (ValueError, OSError, RuntimeError) as e:
         error = str(e)
     finally:
-        sys.unraisablehook = hook if error is None else sys.unraisablehook
-    try:
-        what = f"Edge TPU '{spec}'" if spec else "an Edge TPU"
-        raise EdgeTPUError(
-            f"Failed to load delegate from {EDGETPU_SHARED_LIB} for {what}: {error}",
-            "is a Coral device attached, libedgetpu installed and, for USB, the udev rule in place? "
-            "See the README's Raspberry Pi + Coral section")
-    finally:
-        import gc
+        if error is not None:  # the half-built Delegate is collected while the filter is on
+            import gc
 
-        gc.collect()
+            gc.collect()
         sys.unraisablehook = hook
+    what = f"Edge TPU '{spec}'" if spec else "an Edge TPU"
+    raise EdgeTPUError(
+        f"Failed to load delegate from {EDGETPU_SHARED_LIB} for {what}: {error}",
+        "is a Coral device attached, libedgetpu installed and, for USB, the udev rule in place? "
+        "See the README's Raspberry Pi + Coral section")
 
 
 def _uncompiled_twin(model_path):

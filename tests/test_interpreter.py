@@ -114,3 +114,15 @@ def test_compiled_model_without_tpu(coral):
 def test_unknown_custom_op_is_named(coral):
     with pytest.raises(InputError, match="PosenetDecoderOp"):
         it.make_interpreter(coral / "posenet_mobilenet_v1_075_353_481_16_quant_decoder.tflite")
+
+
+def test_failed_delegate_leaves_no_noise_on_stderr(tiny):
+    import subprocess
+    import sys
+
+    code = ("from edge import interpreter as it\n"
+            "try:\n it.load_edgetpu_delegate(it.load_backend(), 'usb')\n"
+            "except it.EdgeTPUError as e:\n print('caught')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "caught"
+    assert "Exception ignored" not in r.stderr and "Traceback" not in r.stderr, r.stderr
