@@ -1,4 +1,4 @@
-"""Classification on a TFLite interpreter: dequantize the output, take the top-k classes."""
+"""Classification on a TFLite interpreter: rank the output, take the top-k classes (dequantized)."""
 
 import time
 from collections import namedtuple
@@ -7,19 +7,9 @@ import numpy as np
 
 from .errors import InputError
 from .preprocess import Preprocessor, input_spec
-from .tensors import dequantize
 
 Class = namedtuple("Class", ["id", "score"])
 Class.__doc__ = "One classification result: class id and score."
-
-
-def scores_of(output, detail):
-    """The output tensor as a flat float vector of class scores."""
-    scores = output.reshape(-1)
-    scale, zero_point = detail.get("quantization", (0.0, 0))
-    if np.issubdtype(scores.dtype, np.integer) and scale:
-        return dequantize(scores, scale, zero_point)
-    return scores.astype(np.float32, copy=False)
 
 
 def top_k_indices(values, k):

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from edge.classify import Classifier, dequantize, top_k
+from edge.classify import Classifier, top_k
 from edge.interpreter import make_interpreter
+from edge.tensors import dequantize
 
 
 def test_dequantize_uses_int64():
