@@ -18,6 +18,7 @@ import numpy as np
 
 from edge.errors import InputError
 from edge.preprocess import InputSpec, Preprocessor, guess_layout, list_images, load_image
+from edge.tensors import quantize
 
 PIXELS = "pixels"
 VALUES = "values"
@@ -212,8 +213,7 @@ class DataSource:
             x = x.reshape(target)
         dt = np.dtype(m.dtype)
         if np.issubdtype(dt, np.integer) and m.scale and not np.issubdtype(x.dtype, np.integer):
-            info = np.iinfo(dt)
-            x = np.clip(np.rint(x / m.scale + m.zero_point), info.min, info.max)
+            x = quantize(x, m.scale, m.zero_point, dt)
         return np.ascontiguousarray(x.astype(dt, copy=False))
 
 
