@@ -12,7 +12,8 @@ then extracts with `dpkg-deb -x` (nothing is installed).
 Inclusion rule, fixed before looking at any model output and applied to every file of the
 chosen sources (no model is run to choose, filter or rank photos):
   * sources, chosen for license and for being object-centred photos: the gcompris activities
-    explore_farm_animals, explore_world_animals, erase and explore_world_music (each image's
+    explore_farm_animals, explore_world_animals, erase, explore_world_music and
+    explore_monuments (each image's
     author, license and origin are in the activity's README shipped in the same .rcc), and
     mate-backgrounds nature/ (authors and license in its debian/copyright);
   * every image there is taken unless it has transparency (a cut-out), its short side is
@@ -39,7 +40,10 @@ PACKAGES = {"gcompris-qt-data": "3.1-2", "mate-backgrounds": "1.26.0-1"}
 GCOMPRIS_RCC = "usr/share/gcompris-qt/rcc"
 # activity -> short name used in file names
 GCOMPRIS_ACTIVITIES = {"explore_farm_animals": "farm", "explore_world_animals": "world",
-                       "erase": "erase", "explore_world_music": "music"}
+                       "erase": "erase", "explore_world_music": "music",
+                       "explore_monuments": "monument"}
+# file names misspelled in a gcompris README: actual name -> name the README credits
+README_TYPOS = {"germany/aulaPalatina.webp": "germany/audaPalatina.webp"}
 MATE_DIR = "usr/share/backgrounds/mate"
 MATE_COPYRIGHT = "usr/share/doc/mate-backgrounds/copyright"
 MAX_SIDE, MIN_SHORT, QUALITY = 480, 200, 92
@@ -153,6 +157,10 @@ def gcompris_photos(root):
                 continue
             folder, fname = path.rsplit("/", 1)
             credit = readmes.get(folder, {}).get(fname)
+            if credit is None:   # a README one level up names files as "<subfolder>/<file>"
+                parent, sub = folder.rsplit("/", 1)
+                key = f"{sub}/{fname}"
+                credit = readmes.get(parent, {}).get(README_TYPOS.get(key, key))
             if not credit or not credit.get("license"):
                 die(f"no license for {rcc}:{path}")
             yield (f"gcompris_{short}_{Path(fname).stem}", raw,
@@ -187,11 +195,11 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     roots = {pkg: extracted(pkg, v, work) for pkg, v in PACKAGES.items()}
     seen = {f"images/{p.name}": dhash(Image.open(p)) for p in sorted((ROOT / "images").glob("*.jpg"))}
-    OUT.mkdir(parents=True, exist_ok=True)
-    for old in OUT.glob("*.jpg"):
-        old.unlink()
     rows, skipped = [], []
     sources = list(gcompris_photos(roots["gcompris-qt-data"])) + list(mate_photos(roots["mate-backgrounds"]))
+    OUT.mkdir(parents=True, exist_ok=True)
+    for old in OUT.glob("*.jpg"):   # only once every source has its license
+        old.unlink()
     for stem, raw, meta in sources:
         img = Image.open(io.BytesIO(raw))
         img.load()
@@ -237,7 +245,8 @@ redistributable per-file license and for object-centred content (by looking at t
 or drawing, object or scene; never by a model):
 
 * gcompris-qt-data 3.1-2, activities `explore_farm_animals`, `explore_world_animals`,
-  `erase` (animals) and `explore_world_music` (musicians and instruments). The images are
+  `erase` (animals), `explore_world_music` (musicians and instruments) and
+  `explore_monuments` (buildings and monuments). The images are
   inside Qt resource files `usr/share/gcompris-qt/rcc/<activity>.rcc`; the author, license
   and original (mostly Wikimedia Commons) of each image are given by the activity's
   `README` shipped in the same .rcc, and are copied below. (Debian's own copyright file for
@@ -253,9 +262,6 @@ GPL-2+ photos are separate works under the GPL, version 2 or later.
 FOOTER = """
 ## Looked at and left out
 
-* gcompris `explore_monuments` (49 building photos, PD/CC0/CC BY-SA): all would qualify, but
-  the source would add about 2.6 MB and take the folder well over its 4 MB budget; left out
-  whole (not in part, to keep the rule simple).
 * gcompris `clickgame` `sea1..6` (underwater scenes, PD/CC0): scenes rather than objects.
 * gcompris `lang` (Art4Apps word pictures, CC BY-SA 3.0): drawings, not photos.
 * gcompris `categorization` (objects, tools, monuments, fish; PD/CC0): cut-outs on a
