@@ -2,19 +2,21 @@
 
 For each of torch-module -> onnx, tflite, tflite-int8, coreml: conversion time, artefact
 size, max abs difference of the logits against PyTorch, and top-1 agreement with PyTorch on
-real photos (images/*.jpg plus the Coral fixtures' three .bmp photos), listed per image.
+real photos, listed per image, on two sets:
 
-The int8 model is calibrated on images/ (20 photos): calibration and evaluation photos
-overlap. It is measured with the default AdaRound-style weight rounding and without it
-(`extra={"adaround": False}`). `--holdout` also quantizes on the first half of images/ only,
-with and without AdaRound, and reports agreement on the photos calibration did not see.
+  * held-out: images/holdout/*.jpg (127 photos from Debian packages, never used for
+    calibration; see images/holdout/README.md for the inclusion rule);
+  * calibration: images/*.jpg (the 20 photos int8 is calibrated on) plus the Coral
+    fixtures' three .bmp photos when ../shared is present.
 
-    python scripts/measure_efficientnet.py [--out DIR] [--holdout] [--json FILE]
+The int8 model is measured with the default AdaRound-style weight rounding and without it
+(`extra={"adaround": False}`), and without AdaRound and bias correction.
+
+    python scripts/measure_efficientnet.py [--out DIR] [--json FILE]
 """
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -27,8 +29,13 @@ SHARED = REPO.parent / "shared"
 sys.path.insert(0, str(REPO))
 
 
+def holdout_photos():
+    """Held-out photos (images/holdout/*.jpg): calibration reads only the top level of images/."""
+    return sorted((REPO / "images" / "holdout").glob("*.jpg"))
+
+
 def photos():
-    """Evaluation photos: images/*.jpg, then the Coral fixtures' .bmp photos when present."""
+    """Calibration-set photos: images/*.jpg, then the Coral fixtures' .bmp photos when present."""
     files = sorted((REPO / "images").glob("*.jpg"))
     coral = SHARED / "fixtures" / "coral"
     if coral.is_dir():
@@ -77,6 +84,14 @@ def run_onnx(path, files):
     return {f: sess.run(None, {name: preprocess_image(str(f), spec)})[0][0] for f in files}
 
 
+def imagenet_labels():
+    """The 1000 ImageNet class names, index = class (labels/imagenet_labels.txt)."""
+    from edge.labels import read_labels
+
+    found = read_labels(str(REPO / "labels" / "imagenet_labels.txt"))
+    return [found.get(i, str(i)) for i in range(1000)]
+
+
 def compare(ref, got, labels):
     """Max abs diff, top-1 agreement, top-2 containment and a row per photo."""
     rows, agree, in_top2, diff = [], 0, 0, 0.0
@@ -106,7 +121,6 @@ def convert(fn, weights, out_path, options):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", help="folder for the artefacts (default: a temp folder)")
-    ap.add_argument("--holdout", action="store_true", help="also calibrate on half the photos only")
     ap.add_argument("--no-bias-correction-run", action="store_true",
                     help="skip the int8 run without AdaRound and bias correction (for comparison)")
     ap.add_argument("--json", help="write the measurements to this JSON file")
@@ -115,15 +129,16 @@ def main(argv=None):
     from converters import from_torch
     from converters.options import ConvertOptions
     from converters.reference_models import EFFICIENTNET_LITE0_PREPROCESSING, efficientnet_lite0_weights
-    from edge.labels import read_labels
 
-    labels_map = read_labels(str(REPO / "labels" / "imagenet_labels.txt"))
-    labels = [labels_map.get(i, str(i)) for i in range(1000)]
-    files = photos()
+    labels = imagenet_labels()
+    sets = {"held-out": holdout_photos(), "calibration": photos()}
+    files = [f for fs in sets.values() for f in fs]
     weights = efficientnet_lite0_weights()
     out = Path(args.out or tempfile.mkdtemp(prefix="effnet-"))
     out.mkdir(parents=True, exist_ok=True)
-    print(f"EfficientNet-Lite0, {len(files)} photos: {', '.join(f.name for f in files)}")
+    print(f"EfficientNet-Lite0 on {len(files)} photos: {len(sets['held-out'])} held out "
+          f"(images/holdout/), {len(sets['calibration'])} in the calibration set "
+          f"(images/*.jpg + Coral .bmp)")
     _, ref = pytorch_reference(files)
 
     def opts(**kw):
@@ -137,23 +152,23 @@ def main(argv=None):
 
     def record(name, seconds, size, meta, got):
         res = {"seconds": round(seconds, 1), "size": size}
-        if got is not None:
-            res.update(compare(ref, got, labels))
-        else:
-            res["note"] = "Core ML runs only on macOS: structure checked, numbers not compared here"
         for k in ("ops", "calibration", "bias_correction", "adaround", "opset", "io_dtype"):
             if meta.get(k) is not None:
                 res[k] = meta[k]
         results[name] = res
         line = f"{name:28s} {seconds:6.1f} s  {size / 1e6:6.2f} MB"
-        if got is not None:
-            line += (f"  max|diff| {res['max_abs_diff']:.3g}  top-1 {res['top1_agree']}/{res['n']}"
-                     f"  (int8/float top-1 within PyTorch top-2: {res['top2_contains']}/{res['n']})")
-        print(line, flush=True)
-        if got is not None:
-            for r in res["rows"]:
+        if got is None:
+            res["note"] = "Core ML runs only on macOS: structure checked, numbers not compared here"
+            print(line, flush=True)
+            return
+        res["photos"] = {k: compare({f: ref[f] for f in fs}, got, labels) for k, fs in sets.items()}
+        res["max_abs_diff"] = max(c["max_abs_diff"] for c in res["photos"].values())
+        print(line + f"  max|diff| {res['max_abs_diff']:.3g}  top-1 "
+              + ", ".join(f"{c['top1_agree']}/{c['n']} {k}" for k, c in res["photos"].items()), flush=True)
+        for k, c in res["photos"].items():
+            for r in c["rows"]:
                 if not r["same"]:
-                    print(f"    differs on {r['image']}: PyTorch {r['pytorch']!r} "
+                    print(f"    differs on {r['image']} ({k}): PyTorch {r['pytorch']!r} "
                           f"(margin {r['pytorch_margin']} logits) vs {r['artefact']!r}")
 
     s, n, m = convert(from_torch.torch_to_onnx, weights, out / "effnet.onnx", opts())
@@ -164,7 +179,7 @@ def main(argv=None):
     record("tflite-int8 (uint8 I/O)", s, n, m, run_tflite(out / "effnet_int8.tflite", files))
     print(f"    int8 ops: {m['ops']}")
     print(f"    calibration: {m['calibration']['count']} photos from {m['calibration']['source']} "
-          f"(evaluation photos overlap: every images/*.jpg is in both)")
+          "(the calibration set's images/*.jpg; no held-out photo)")
     if meta_ada := m.get("adaround"):
         print(f"    AdaRound: {meta_ada}")
     s, n, m = convert(from_torch.torch_to_tflite_int8, weights, out / "effnet_int8_noada.tflite",
@@ -175,26 +190,6 @@ def main(argv=None):
                           opts(extra={"bias_correction": False, "adaround": False}))
         record("tflite-int8, no AdaRound/bias c.", s, n, m,
                run_tflite(out / "effnet_int8_nobc.tflite", files))
-    if args.holdout:
-        jpgs = sorted((REPO / "images").glob("*.jpg"))
-        half = out / "calib_half"
-        half.mkdir(exist_ok=True)
-        for f in jpgs[: len(jpgs) // 2]:
-            target = half / f.name
-            if not target.exists():
-                os.symlink(f, target)
-        unseen = [f for f in files if f.name not in {p.name for p in jpgs[: len(jpgs) // 2]}]
-        saved = dict(ref)
-        ref.clear()
-        ref.update({f: saved[f] for f in unseen})
-        for tag, extra in (("", {}), (", no AdaRound", {"adaround": False})):
-            path = out / f"effnet_int8_half{'_noada' if extra else ''}.tflite"
-            s, n, m = convert(from_torch.torch_to_tflite_int8, weights, path,
-                              opts(calibration=str(half), extra=extra))
-            record(f"tflite-int8 holdout{tag} ({len(unseen)} unseen)", s, n, m, run_tflite(path, unseen))
-        ref.clear()
-        ref.update(saved)
-        print(f"    calibrated on: {', '.join(f.name for f in jpgs[: len(jpgs) // 2])}")
     s, n, m = convert(from_torch.torch_to_coreml, weights, out / "effnet.mlpackage",
                       opts(labels=str(REPO / "labels" / "imagenet_labels.txt")))
     record("coreml (mlprogram)", s, n, m, None)

