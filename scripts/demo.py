@@ -2,6 +2,7 @@
 
 1. Build the reference models (scripts/build_models.py): EfficientNet-Lite0 from PyTorch
    into ONNX, ORT, Core ML, TFLite float, TFLite int8 (and Edge TPU when a compiler runs here).
+   Each artefact is validated against PyTorch on images/ and on the held-out images/holdout/.
 2. Classify every photo in images/ with each artefact in its own runtime (PyTorch, ONNX
    Runtime, the edge TFLite interpreter; Core ML only on macOS) and print the top-1 label of
    each, the mean latency, and the top-1 agreement of every format with PyTorch.
@@ -76,7 +77,7 @@ def main():
           f"-i {os.path.relpath(photo, REPO)} -k 3")
     sys.stdout.flush()
     code = subprocess.call(cmd, stderr=subprocess.DEVNULL)
-    return 1 if code or not report.passed else 0
+    return 1 if code or not manifest["passed"] else 0
 
 
 if __name__ == "__main__":
