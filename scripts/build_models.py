@@ -124,21 +124,22 @@ def build(args, save_outputs=None):
     if args.holdout and os.path.isdir(args.holdout):
         held = validate_against_pytorch(src, artefacts, args.holdout, opts)
 
-    def result(rep, path):
-        r = next((r for r in rep.results if os.path.abspath(r.path) == os.path.abspath(path)), None) \
-            if rep else None
-        return {"passed": r.passed, "status": r.status, "summary": r.summary_line()} if r else None
+    def by_path(rep):
+        return {os.path.abspath(r.path): {"passed": r.passed, "status": r.status, "summary": r.summary_line()}
+                for r in (rep.results if rep else [])}
 
+    checked, checked_held = by_path(report), by_path(held)
     rows = []
     for a in artefacts:
+        path = os.path.abspath(a["path"])
         rows.append({
             "format": a["format"], "path": os.path.relpath(a["path"], REPO), "size": a["size"],
             "route": " -> ".join(json.load(open(a["path"] + ".edgeport.json")).get("route", []))
             if os.path.exists(a["path"] + ".edgeport.json") else a["conversion"],
             "conversion": a["conversion"], "status": a["status"], "seconds": a["seconds"],
             "validation_vs_previous_hop": a.get("validation"),
-            "validation_vs_pytorch": result(report, a["path"]),
-            "validation_vs_pytorch_holdout": result(held, a["path"]),
+            "validation_vs_pytorch": checked.get(path),
+            "validation_vs_pytorch_holdout": checked_held.get(path),
         })
     manifest = {
         "model": "EfficientNet-Lite0 (ImageNet-1k, 1000 classes)",
