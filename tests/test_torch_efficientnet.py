@@ -42,7 +42,6 @@ def run(tmp_path_factory):
     from converters import from_torch
     from converters.options import ConvertOptions
     from converters.reference_models import EFFICIENTNET_LITE0_PREPROCESSING, efficientnet_lite0_weights
-    from edge.labels import read_labels
 
     m = _measure()
     sets = {"held-out": m.holdout_photos(), "calibration": m.photos()}
@@ -50,7 +49,6 @@ def run(tmp_path_factory):
     files = sets["held-out"] + sets["calibration"]
     _, ref = m.pytorch_reference(files)
     out = tmp_path_factory.mktemp("effnet")
-    labels = read_labels(str(REPO / "labels" / "imagenet_labels.txt"))
     opts = ConvertOptions(torch_model="converters.reference_models:efficientnet_lite0",
                           preprocessing=dict(EFFICIENTNET_LITE0_PREPROCESSING), quiet=True,
                           calibration=str(REPO / "images"),
@@ -67,7 +65,7 @@ def run(tmp_path_factory):
     _, _, meta = m.convert(from_torch.torch_to_tflite_int8, w, out / "e_int8_noada.tflite", opts)
     res["int8_noada"] = (out / "e_int8_noada.tflite", meta)
     return {"m": m, "files": files, "sets": sets, "ref": ref, "res": res,
-            "labels": [labels.get(i, str(i)) for i in range(1000)]}
+            "labels": m.imagenet_labels()}
 
 
 def _compare(run, got, photos):
