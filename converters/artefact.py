@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from edge.sidecar import read_sidecar, sidecar_path
 
-from .atomic import write_text_atomic
+from converters.atomic import write_text_atomic
 
 
 def sha256_of(path, chunk=1 << 20):
@@ -63,7 +63,7 @@ class Artefact:
     @classmethod
     def open(cls, path, fmt=None):
         """An artefact for an existing model, with its sidecar's metadata when there is one."""
-        from .formats import detect_format
+        from converters.formats import detect_format
 
         return cls(os.fspath(path), fmt or detect_format(path), read_sidecar(path))
 
@@ -106,3 +106,17 @@ def package_versions(*names):
         except metadata.PackageNotFoundError:
             pass
     return out
+
+
+def open_model(path, torch_model=None):
+    """The Artefact for a model path; with `torch_model` an undetected file is a PyTorch state dict."""
+    from converters.formats import TORCH_MODULE, detect_format
+    from edge.errors import InputError
+
+    try:
+        fmt = detect_format(path)
+    except InputError:
+        if torch_model:
+            return Artefact.open(path, TORCH_MODULE)
+        raise
+    return Artefact.open(path, fmt)

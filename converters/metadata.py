@@ -21,7 +21,7 @@ def _dumps(block):
 
 def embed(path, fmt, block):
     """Write `block` (a JSON-able dict) into the model at `path` in place. True when done."""
-    from . import formats
+    from converters import formats
 
     if fmt == formats.ONNX:
         embed_onnx(path, block)
@@ -37,7 +37,7 @@ def embed(path, fmt, block):
 
 def read(path, fmt=None):
     """The provenance block embedded in the model at `path`, or None."""
-    from . import formats
+    from converters import formats
 
     fmt = fmt or formats.detect_format(path)
     if fmt == formats.ONNX:

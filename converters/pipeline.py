@@ -5,7 +5,7 @@
 Each hop is one registered conversion written through `atomic_output` to
 `<outdir>/<stem><formats.OUTPUT_SUFFIX[fmt]>`, stamped with provenance in the format's own
 metadata slot and in the sidecar `NAME.edgeport.json`, then (unless validate=False) checked
-against the artefact it was made from by `converters.validate.validate_pair`. Intermediates
+against the artefact it was made from by `converters.validation.validate.validate_pair`. Intermediates
 are artefacts too (`_int8.tflite` before `_edgetpu.tflite`) and are reused across targets.
 An existing output is kept unless `force`.
 
@@ -26,10 +26,10 @@ from edge.errors import EdgeportError, InputError, MissingDependency, ModelForma
 from edge.sidecar import SUFFIX as SIDECAR_SUFFIX
 from edge.sidecar import read_sidecar
 
-from . import formats
-from .artefact import Artefact, package_versions, provenance, sha256_of, source_record
-from .atomic import atomic_output, check_writable_dir, output_lock, write_text_atomic
-from .registry import plan_route
+from converters import formats
+from converters.artefact import Artefact, package_versions, provenance, sha256_of, source_record
+from converters.atomic import atomic_output, check_writable_dir, output_lock, write_text_atomic
+from converters.registry import plan_route
 
 STATE_FILE = ".edgeport-convert.json"
 
@@ -154,7 +154,7 @@ def _base_versions():
 
 def _labels_of(options, current):
     if options.labels:
-        from .to_coreml import label_list
+        from converters.routes.coremltools import label_list
 
         return label_list(options.labels)
     return current.labels
@@ -178,12 +178,12 @@ def _metadata(block, current, conv, options, returned, seconds):
 
 
 def _validate(source, converted, options):
-    """{'passed', 'summary'} from converters.validate, or a 'skipped' note."""
+    """{'passed', 'summary'} from converters.validation.validate, or a 'skipped' note."""
     try:
-        import converters.validate as validate
+        import converters.validation.validate as validate
     except ModuleNotFoundError as e:
-        if e.name == "converters.validate":
-            return {"passed": None, "summary": "not validated (converters.validate is not installed)"}
+        if e.name == "converters.validation.validate":
+            return {"passed": None, "summary": "not validated (converters.validation.validate is not installed)"}
         raise
     func = getattr(validate, "validate_pair", None)
     if func is None:
@@ -251,7 +251,7 @@ def _run_hop(current, conv, final, route, options, progress):
                 returned = conv.func(current, tmp, options) or {}
             seconds = time.perf_counter() - t0
             md = _metadata(block, current, conv, options, returned, seconds)
-            from . import metadata
+            from converters import metadata
 
             metadata.embed(tmp, fmt, md)
             for name in returned.get("companions") or ():

@@ -20,12 +20,12 @@ from edge.errors import InputError
 
 # Modules that register conversions (each imports nothing heavy at module level).
 CONVERSION_MODULES = (
-    "converters.to_onnx",       # TF SavedModel, Keras, TFLite -> ONNX (tf2onnx)
-    "converters.to_ort",        # ONNX -> ORT (onnxruntime.tools)
-    "converters.to_tflite",     # SavedModel, Keras -> TFLite float and full-int8
-    "converters.to_coreml",     # TF/Keras, ONNX -> Core ML
-    "converters.from_torch",    # PyTorch -> ONNX, TFLite float / full-int8, Core ML
-    "converters.edgetpu",       # full-int8 TFLite -> Edge TPU (edgetpu_compiler)
+    "converters.routes.tf2onnx",          # TF SavedModel, Keras, TFLite -> ONNX (tf2onnx)
+    "converters.routes.onnxruntime",      # ONNX -> ORT (onnxruntime.tools)
+    "converters.routes.tflite_converter", # SavedModel, Keras -> TFLite float and full-int8
+    "converters.routes.coremltools",      # TF/Keras, ONNX -> Core ML
+    "converters.routes.torch",            # PyTorch -> ONNX, TFLite float / full-int8, Core ML
+    "converters.edgetpu.compile",         # full-int8 TFLite -> Edge TPU (edgetpu_compiler)
 )
 
 

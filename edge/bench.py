@@ -10,7 +10,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .errors import InputError, MissingDependency
+from .errors import InputError, MissingDependency, first_line
 
 
 def latency_stats(seconds):
@@ -70,7 +70,7 @@ class _OnnxSession:
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:
-            raise InputError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from None
+            raise InputError(f"onnxruntime cannot load {path}: {first_line(e)}") from None
         self.info = {"runtime": f"onnxruntime {ort.__version__}", "device": "cpu", "model": str(path)}
         self.feeds = None
 

@@ -41,3 +41,33 @@ class MissingDependency(InputError):
 
 class EdgeTPUError(EdgeportError):
     """The Edge TPU is needed but cannot be used (no device, no libedgetpu)."""
+
+
+def first_line(error, limit=300):
+    """The first non-empty line of an exception's message, or its type name; never empty, never fails."""
+    try:
+        text = str(error)
+    except Exception:  # a broken __str__ must not hide the error itself
+        text = ""
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return type(error).__name__
+
+
+def require(module, extra, what=None, package=None):
+    """Import `module` (a dotted name) or raise MissingDependency naming the pip extra.
+
+    `package` is the pip name when it differs from the module's (ai-edge-litert, tensorflow-cpu).
+    Only a missing module becomes MissingDependency; an installed package that fails to import
+    for another reason raises as it is, since that is a broken install, not a missing extra.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        top = module.split(".")[0]
+        if e.name and e.name.split(".")[0] != top:
+            raise
+        raise MissingDependency(package or top, extra, what) from None

@@ -6,7 +6,7 @@ import re
 import sys
 from collections import namedtuple
 
-from .errors import EdgeTPUError, InputError, MissingDependency
+from .errors import EdgeTPUError, InputError, MissingDependency, first_line
 from .tflite_model import TFLiteModel
 
 # Tried in this order when --runtime is not given.
@@ -172,7 +172,7 @@ def make_interpreter(model_path, device="auto", runtime=None, num_threads=None):
             raise InputError(f"{model_path} needs custom op(s) {missing}, which runtime "
                              f"'{backend.name}' does not provide",
                              "register the op's kernel or use a model without it") from None
-        raise InputError(f"{backend.name} cannot load {model_path}: {text.splitlines()[0]}") from None
+        raise InputError(f"{backend.name} cannot load {model_path}: {first_line(e)}") from None
     info = {"runtime": backend.name, "device": used, "edgetpu_compiled": compiled,
             "model": str(model_path)}
     return interpreter, info

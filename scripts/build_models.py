@@ -69,7 +69,7 @@ def convert(src, targets, opts, out, force):
 def validate_against_pytorch(src, artefacts, images, opts, save_outputs=None):
     """Top-1 agreement etc. of every artefact against PyTorch on the photos of `images`."""
     from converters.artefact import Artefact
-    from converters.validate import ValidateOptions, validate
+    from converters.validation.validate import ValidateOptions, validate
 
     vo = ValidateOptions(inputs=images, samples=10_000, torch_model=opts.torch_model,
                          input_shape=opts.input_shape, preprocessing=opts.preprocessing,

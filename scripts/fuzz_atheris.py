@@ -61,7 +61,7 @@ def make_target(name):
     path = tmp.name
 
     if name == "tflite":
-        from converters.cli_inspect import describe, format_text
+        from converters.validation.inspect import describe, format_text
         from converters.formats import tflite_kind
         from edge.tflite_model import TFLiteModel
 

@@ -47,7 +47,7 @@ def pytorch_reference(files):
     """(model, {file: logits}) with the reference preprocessing (NCHW)."""
     import torch
 
-    from converters.calibration import preprocess_image, resolve_spec
+    from converters.quantize.calibration import preprocess_image, resolve_spec
     from converters.reference_models import EFFICIENTNET_LITE0_PREPROCESSING, efficientnet_lite0
 
     model = efficientnet_lite0()
@@ -62,7 +62,7 @@ def pytorch_reference(files):
 def run_tflite(path, files):
     from ai_edge_litert.interpreter import Interpreter
 
-    from converters.calibration import preprocess_image, resolve_spec
+    from converters.quantize.calibration import preprocess_image, resolve_spec
     from converters.reference_models import EFFICIENTNET_LITE0_PREPROCESSING
     from edge.tensors import invoke_float
 
@@ -75,7 +75,7 @@ def run_tflite(path, files):
 def run_onnx(path, files):
     import onnxruntime as ort
 
-    from converters.calibration import preprocess_image, resolve_spec
+    from converters.quantize.calibration import preprocess_image, resolve_spec
     from converters.reference_models import EFFICIENTNET_LITE0_PREPROCESSING
 
     spec = resolve_spec(EFFICIENTNET_LITE0_PREPROCESSING)
@@ -126,7 +126,7 @@ def main(argv=None):
     ap.add_argument("--json", help="write the measurements to this JSON file")
     args = ap.parse_args(argv)
 
-    from converters import from_torch
+    from converters.routes import torch as from_torch
     from converters.options import ConvertOptions
     from converters.reference_models import EFFICIENTNET_LITE0_PREPROCESSING, efficientnet_lite0_weights
 

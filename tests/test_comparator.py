@@ -5,7 +5,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from converters.comparator import (Tolerances, align, compare_output, compare_runs,
+from converters.validation.comparator import (Tolerances, align, compare_output, compare_runs,
                                    cosine_per_sample, match_names, norm_ratio, parse_per_output,
                                    tolerance_check, topk_agreement)
 

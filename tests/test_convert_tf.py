@@ -305,8 +305,8 @@ def test_tiny_model_separates_its_classes(work):
 def test_coreml_classifier_labels_are_read_and_validated(work, from_keras):
     ct = pytest.importorskip("coremltools")
     from converters.artefact import Artefact
-    from converters.runners.coreml import class_labels_of
-    from converters.validate import validate_pair
+    from converters.validation.runners.coreml import class_labels_of
+    from converters.validation.validate import validate_pair
 
     out, _, _ = from_keras
     spec = ct.utils.load_spec(os.fspath(out / "tiny.mlpackage"))

@@ -25,7 +25,7 @@ def coral():
 
 @pytest.mark.parametrize("stem", sorted(PAIRS))
 def test_prediction_agrees_with_compiled_pair(coral, stem):
-    from converters.edgetpu_analyzer import compare_with_compiled
+    from converters.edgetpu.analyzer import compare_with_compiled
 
     c = compare_with_compiled(coral / f"{stem}.tflite", coral / f"{stem}_edgetpu.tflite")
     print(json.dumps(c))   # predicted vs actual, per model (pytest -s shows it)
@@ -37,7 +37,7 @@ def test_prediction_agrees_with_compiled_pair(coral, stem):
 
 
 def test_compiled_posenet_boundary(coral):
-    from converters.edgetpu_analyzer import analyze_compiled
+    from converters.edgetpu.analyzer import analyze_compiled
 
     a = analyze_compiled(coral / "posenet_mobilenet_v1_075_353_481_16_quant_decoder_edgetpu.tflite")
     assert a["edgetpu_subgraphs"] == 1
@@ -50,14 +50,14 @@ def test_compiled_posenet_boundary(coral):
 
 
 def test_lstm_state_tensors_cross_the_boundary(coral):
-    from converters.edgetpu_analyzer import analyze_compiled
+    from converters.edgetpu.analyzer import analyze_compiled
 
     a = analyze_compiled(coral / "keras_lstm_mnist_ptq_edgetpu.tflite")
     assert sorted(b["dtype"] for b in a["boundary"] if b["direction"] == "in") == ["INT16", "INT8", "UINT8"]
 
 
 def test_prediction_on_compiled_model_is_refused(coral):
-    from converters.edgetpu_analyzer import predict_mapping
+    from converters.edgetpu.analyzer import predict_mapping
     from edge.errors import InputError
 
     with pytest.raises(InputError, match="already compiled"):
@@ -124,8 +124,8 @@ def _rows(pred):
 
 
 def test_float_op_in_one_branch_sends_only_its_descendants_to_the_cpu(synthetic):
-    from converters import edgetpu_ops as T
-    from converters.edgetpu_analyzer import predict_mapping
+    from converters.edgetpu import ops as T
+    from converters.edgetpu.analyzer import predict_mapping
     from edge.tflite_model import TFLiteModel
 
     model = TFLiteModel.load(synthetic["float_middle"])
@@ -150,8 +150,8 @@ def test_float_op_in_one_branch_sends_only_its_descendants_to_the_cpu(synthetic)
 
 
 def test_unsupported_first_op_is_a_cpu_prefix(synthetic):
-    from converters import edgetpu_ops as T
-    from converters.edgetpu_analyzer import predict_mapping
+    from converters.edgetpu import ops as T
+    from converters.edgetpu.analyzer import predict_mapping
 
     pred = predict_mapping(synthetic["float_io"])
     rows = _rows(pred)
@@ -162,9 +162,9 @@ def test_unsupported_first_op_is_a_cpu_prefix(synthetic):
 
 
 def test_dynamic_shape_is_predicted_and_refused_by_the_precheck(synthetic):
-    from converters import edgetpu_ops as T
-    from converters.edgetpu import precheck
-    from converters.edgetpu_analyzer import predict_mapping
+    from converters.edgetpu import ops as T
+    from converters.edgetpu.compile import precheck
+    from converters.edgetpu.analyzer import predict_mapping
     from edge.errors import InputError
     from edge.tflite_model import TFLiteModel
 
@@ -175,8 +175,8 @@ def test_dynamic_shape_is_predicted_and_refused_by_the_precheck(synthetic):
 
 
 def test_rank5_tensor_is_unsupported_rank(synthetic):
-    from converters import edgetpu_ops as T
-    from converters.edgetpu_analyzer import predict_mapping
+    from converters.edgetpu import ops as T
+    from converters.edgetpu.analyzer import predict_mapping
 
     pred = predict_mapping(synthetic["rank5"])
     rows = _rows(pred)
@@ -188,7 +188,7 @@ def test_rank5_tensor_is_unsupported_rank(synthetic):
 
 
 def test_min_runtime_version_leaves_newer_ops_on_cpu(coral):
-    from converters.edgetpu_analyzer import predict_mapping
+    from converters.edgetpu.analyzer import predict_mapping
 
     pred = predict_mapping(coral / "keras_lstm_mnist_ptq.tflite", min_runtime_version=12)
     assert pred["ops"][0]["op"] == "QUANTIZE" and pred["ops"][0]["segment"] == "prefix"
@@ -196,7 +196,7 @@ def test_min_runtime_version_leaves_newer_ops_on_cpu(coral):
 
 
 def test_op_table_is_registered_per_op():
-    from converters.edgetpu_ops import SUPPORTED_OPS, edgetpu_op
+    from converters.edgetpu.ops import SUPPORTED_OPS, edgetpu_op
 
     assert SUPPORTED_OPS["CONV_2D"].name == "Conv2d"
     assert SUPPORTED_OPS["UNIDIRECTIONAL_SEQUENCE_LSTM"].runtime == 14

@@ -4,7 +4,7 @@ The real Edge TPU compiler cannot run on the machines these tests were written o
 Debian package from Coral's apt repository, unreachable there; no container engine). So the
 tests write a stand-in: a Python script named `edgetpu_compiler`, put first on PATH in a
 tmp folder. It is NOT the compiler: it parses the real compiler's flags, prints stdout and
-writes `<stem>_edgetpu.log` in the real compiler's formats (see converters/edgetpu_log.py
+writes `<stem>_edgetpu.log` in the real compiler's formats (see converters/edgetpu/log.py
 for where those formats come from), and writes a TFLite whose builtin ops are replaced by
 one `edgetpu-custom-op` (custom ops stay outside, as the compiler does). It can be told to
 fail, hang, or write nothing / an empty file / a non-TFLite stub.
@@ -195,7 +195,7 @@ def _convert(src, outdir, **kw):
 # -- orchestration through the pipeline ---------------------------------------------------
 
 def test_convert_with_standin_writes_model_log_and_report(coral, standin, tmp_path):
-    from converters.edgetpu import format_report
+    from converters.edgetpu.compile import format_report
     from edge.tflite_model import TFLiteModel
 
     out = tmp_path / "out"
@@ -224,7 +224,7 @@ def test_convert_with_standin_writes_model_log_and_report(coral, standin, tmp_pa
 
 
 def test_convert_posenet_reports_the_cpu_custom_op(coral, standin, tmp_path):
-    from converters.edgetpu import compile_model, format_report
+    from converters.edgetpu.compile import compile_model, format_report
 
     report, files, log = compile_model(str(coral / POSENET), _options())
     assert (report["mapped"], report["total"]) == (37, 38)
@@ -241,7 +241,7 @@ def test_convert_posenet_reports_the_cpu_custom_op(coral, standin, tmp_path):
     ("stub", "not a valid TFLite model"),
 ])
 def test_compiler_failures_never_leave_an_output(coral, standin, tmp_path, mode, message):
-    from converters.compiler_backends import CompilerFailed
+    from converters.edgetpu.backends import CompilerFailed
 
     standin.mode(mode)
     out = tmp_path / "out"
@@ -252,7 +252,7 @@ def test_compiler_failures_never_leave_an_output(coral, standin, tmp_path, mode,
 
 
 def test_hanging_compiler_is_killed_with_its_children(coral, standin, tmp_path):
-    from converters.compiler_backends import CompilerFailed
+    from converters.edgetpu.backends import CompilerFailed
 
     standin.mode("hang")
     out = tmp_path / "out"
@@ -288,7 +288,7 @@ def test_num_segments_keeps_whole_model_and_writes_segments(coral, standin, tmp_
 
 
 def test_no_compiler_names_the_three_ways(coral, no_compiler, tmp_path):
-    from converters.compiler_backends import CompilerUnavailable
+    from converters.edgetpu.backends import CompilerUnavailable
 
     out = tmp_path / "out"
     with pytest.raises(CompilerUnavailable) as e:
@@ -301,7 +301,7 @@ def test_no_compiler_names_the_three_ways(coral, no_compiler, tmp_path):
 
 
 def test_float_model_is_refused_before_any_compiler_run(float_tflite, standin, tmp_path):
-    from converters.edgetpu import compile_model
+    from converters.edgetpu.compile import compile_model
     from edge.errors import InputError
 
     with pytest.raises(InputError) as e:
@@ -324,7 +324,7 @@ def float_tflite(tmp_path_factory):
 # -- container backends: real command lines ----------------------------------------------
 
 def test_container_command_lines(tmp_path, monkeypatch):
-    from converters import compiler_backends as cb
+    from converters.edgetpu import backends as cb
 
     model = tmp_path / "m.tflite"
     model.write_bytes(b"x")
@@ -346,7 +346,7 @@ def test_container_command_lines(tmp_path, monkeypatch):
 
 def test_docker_client_without_engine_is_not_available(tmp_path, monkeypatch):
     """A `docker` that cannot reach an engine (as on the machine these tests were written on)."""
-    from converters import compiler_backends as cb
+    from converters.edgetpu import backends as cb
 
     fake = tmp_path / "bin"
     fake.mkdir()

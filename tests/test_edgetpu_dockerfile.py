@@ -31,7 +31,7 @@ def instructions(text):
 
 @pytest.fixture(scope="module")
 def dockerfile():
-    from converters.compiler_backends import dockerfile_path
+    from converters.edgetpu.backends import dockerfile_path
 
     return Path(dockerfile_path()).read_text()
 
@@ -71,14 +71,14 @@ def test_non_root_models_folder_entrypoint(dockerfile):
 
 def test_repo_root_copy_is_the_packaged_file(dockerfile):
     root = REPO / "compiler" / "Dockerfile"
-    assert root.is_symlink() and root.resolve() == (REPO / "converters" / "compiler" / "Dockerfile").resolve()
+    assert root.is_symlink() and root.resolve() == (REPO / "converters" / "edgetpu" / "Dockerfile").resolve()
     assert root.read_text() == dockerfile
 
 
 def test_image_tag_follows_the_dockerfile_hash(dockerfile):
     import hashlib
 
-    from converters.compiler_backends import image_tag
+    from converters.edgetpu.backends import image_tag
 
     assert image_tag().endswith(":" + hashlib.sha256(dockerfile.encode()).hexdigest()[:12])
 
@@ -92,4 +92,4 @@ def test_wheel_ships_the_dockerfile(tmp_path):
         pytest.skip(f"could not build a wheel here: {p.stderr.strip().splitlines()[-1:]}")
     (wheel,) = tmp_path.glob("edgeport-*.whl")
     with zipfile.ZipFile(wheel) as z:
-        assert "converters/compiler/Dockerfile" in z.namelist()
+        assert "converters/edgetpu/Dockerfile" in z.namelist()

@@ -2,9 +2,9 @@
 
 import textwrap
 
-from converters.edgetpu_log import format_report, parse_compiler_output, parse_op_table
+from converters.edgetpu.log import format_report, parse_compiler_output, parse_op_table
 
-# Laid out as compiler 16 prints it (see converters/edgetpu_log.py for the public logs quoted).
+# Laid out as compiler 16 prints it (see converters/edgetpu/log.py for the public logs quoted).
 STDOUT_PARTIAL = textwrap.dedent("""\
     Edge TPU Compiler version 16.0.384591198
     Started a compilation timeout timer of 180 seconds.

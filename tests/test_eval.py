@@ -63,7 +63,7 @@ def test_table_and_labels_from_sidecar(setup, capsys):
 
 
 def test_class_matching_rules():
-    from converters.cli_eval import match_classes
+    from converters.validation.evaluate import match_classes
 
     labels = {0: "background", 1: "tench, Tinca tinca", 2: "great white shark", 3: "ice_bear"}
     got = match_classes(["Tinca_Tinca", "great-white-shark", "ICE BEAR", "1"], labels)

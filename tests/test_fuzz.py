@@ -2,7 +2,7 @@
 
 Targets: format detection (`converters.formats.detect_format`), the pure-python TFLite reader
 and what is built on it (`edge.tflite_model.TFLiteModel`, `formats.tflite_kind`, the inspector
-`converters.cli_inspect.describe` with its Edge TPU analysis), ONNX / ORT / zip header
+`converters.validation.inspect.describe` with its Edge TPU analysis), ONNX / ORT / zip header
 detection, label files (`edge.labels.read_labels`) and image loading
 (`edge.preprocess.load_image` then the preprocessing hot path).
 
@@ -248,7 +248,7 @@ def _tflite_everything(data):
 
 
 def _inspect(path):
-    from converters.cli_inspect import describe, format_text
+    from converters.validation.inspect import describe, format_text
 
     d = describe(str(path), edgetpu=True)
     return format_text(d)

@@ -105,7 +105,7 @@ def test_two_writers_of_one_output(two_sources, tmp_path):
 
 SLOW_VALIDATION = """
 import sys, time
-import converters.validate as v
+import converters.validation.validate as v
 real = v.validate_pair
 def slow(*a, **kw):
     print("validation started", file=sys.stderr, flush=True)

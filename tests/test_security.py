@@ -215,7 +215,7 @@ def test_container_is_locked_down(engine, tmp_path, capsys, monkeypatch):
     calls captured (no Docker here): the command line must isolate the compiler."""
     import shutil
 
-    from converters import compiler_backends as cb
+    from converters.edgetpu import backends as cb
 
     src = tmp_path / "in" / "net.tflite"
     src.parent.mkdir()

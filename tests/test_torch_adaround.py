@@ -16,7 +16,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("litert_torch")
 pytest.importorskip("tensorflow")
 
-from converters import formats, from_torch  # noqa: E402
+from converters import formats
+
+from converters.routes import torch as from_torch  # noqa: E402
 from converters.artefact import Artefact  # noqa: E402
 from converters.options import ConvertOptions  # noqa: E402
 from edge.tflite_model import TFLiteModel  # noqa: E402
@@ -57,7 +59,7 @@ def net(tmp_path_factory):
         pytest.skip(f"{IMAGES} (the bundled photos) is missing")
     d = tmp_path_factory.mktemp("adaround")
     (d / "net.py").write_text(NET)
-    from converters.torch_loading import import_factory
+    from converters.routes.torch_loading import import_factory
 
     torch.manual_seed(0)
     model = import_factory(f"{d / 'net.py'}:build")().eval()
@@ -91,7 +93,7 @@ def _int8_weights(path):
 
 
 def _calibration_nchw():
-    from converters.calibration import load_calibration
+    from converters.quantize.calibration import load_calibration
 
     cal = load_calibration(str(IMAGES), dict(SPEC, size=[32, 32], layout="NHWC"), count=COUNT,
                            input_shape=[1, 32, 32, 3], layout="NHWC")

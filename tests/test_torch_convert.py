@@ -16,7 +16,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("litert_torch")
 
-from converters import formats, from_torch  # noqa: E402
+from converters import formats
+
+from converters.routes import torch as from_torch  # noqa: E402
 from converters.artefact import Artefact  # noqa: E402
 from converters.options import ConvertOptions  # noqa: E402
 from converters.registry import load_registry, plan_route  # noqa: E402
@@ -62,7 +64,7 @@ def tiny(tmp_path_factory):
     """A folder with tinynet.py, its state dict, a TorchScript trace and a .pt2 program."""
     d = tmp_path_factory.mktemp("tiny_torch")
     (d / "tinynet.py").write_text(TINY_SOURCE)
-    from converters.torch_loading import import_factory
+    from converters.routes.torch_loading import import_factory
 
     torch.manual_seed(0)
     model = import_factory(f"{d / 'tinynet.py'}:build")().eval()
@@ -97,7 +99,7 @@ def options(**kw):
 
 def images(n=6, seed=1):
     """Real photos through the test spec, NCHW float32 (the PyTorch model's input)."""
-    from converters.calibration import load_calibration
+    from converters.quantize.calibration import load_calibration
 
     if not IMAGES.is_dir():
         pytest.skip(f"{IMAGES} (the bundled photos) is missing")

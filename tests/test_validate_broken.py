@@ -184,9 +184,9 @@ def test_edgetpu_needs_tpu_or_saved_outputs(tmp_path, capsys):
     # Outputs as a device would save them (`--save-outputs` next to a TPU). No TPU here, so
     # the file is written with the uncompiled model's outputs standing in for the device's.
     from converters.artefact import Artefact
-    from converters.data_sources import DataSource, fingerprint
-    from converters.runners import runner_for
-    from converters.validate import save_outputs
+    from converters.validation.data import DataSource, fingerprint
+    from converters.validation.runners import runner_for
+    from converters.validation.validate import save_outputs
 
     def device_file(path, seed, scale=1.0):
         r = runner_for(Artefact.open(str(src))).activate()
@@ -194,7 +194,7 @@ def test_edgetpu_needs_tpu_or_saved_outputs(tmp_path, capsys):
         ds = DataSource(metas, [metas], None, None, 3, seed)
         samples = ds.samples()
         outs = [r.infer(ds.feed(s, metas)) for s in samples]
-        from converters.comparator import stack_samples
+        from converters.validation.comparator import stack_samples
 
         stacked = stack_samples(outs)
         if scale != 1.0:  # a broken device result: scores scrambled
@@ -223,8 +223,8 @@ def test_edgetpu_needs_tpu_or_saved_outputs(tmp_path, capsys):
 def test_validate_pair_without_tpu_is_not_validated_rather_than_failed():
     from converters.artefact import Artefact
     from converters.options import ConvertOptions
-    from converters.runners.tflite import EdgeTPUUnavailable
-    from converters.validate import validate_pair
+    from converters.validation.runners.tflite import EdgeTPUUnavailable
+    from converters.validation.validate import validate_pair
     from edge.errors import MissingDependency
     from edge.interpreter import list_edge_tpus
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from converters.artefact import Artefact
-from converters.comparator import Tolerances
-from converters.validate import PASSED, STRUCTURAL, ValidateOptions, validate
+from converters.validation.comparator import Tolerances
+from converters.validation.validate import PASSED, STRUCTURAL, ValidateOptions, validate
 from edgeport.cli import main
 
 SPEC = {"size": [16, 16], "layout": "NHWC", "mean": [127.5], "std": [127.5]}
@@ -81,7 +81,7 @@ def tflite_from_keras(model, path, calibration=None):
 
 
 def calibration_arrays(flat):
-    from converters.calibration import load_calibration
+    from converters.quantize.calibration import load_calibration
 
     return list(load_calibration(str(flat), SPEC, count=100).arrays())
 
@@ -232,14 +232,14 @@ def test_save_and_load_outputs_checks_inputs(models, tmp_path, capsys):
     saved = tmp_path / "out.npz"
     assert main(["validate", str(models["keras"]), str(models["tflite"]),
                  "--save-outputs", str(saved), "--seed", "3"]) == 0
-    from converters.validate import load_outputs
+    from converters.validation.validate import load_outputs
 
     lo = load_outputs(str(saved))
     assert [m["file"] for m in lo.meta["models"]] == ["color.keras", "color_float.tflite"]
     assert len(lo.meta["fingerprints"]) == 10
     # the same inputs find the saved outputs; other inputs are refused
     art = Artefact.open(str(models["tflite"]))
-    from converters.data_sources import fingerprint  # noqa: F401
+    from converters.validation.data import fingerprint  # noqa: F401
 
     with pytest.raises(Exception) as e:
         lo.outputs_for(art, ["0" * 16])
@@ -248,7 +248,7 @@ def test_save_and_load_outputs_checks_inputs(models, tmp_path, capsys):
 
 def test_validate_pair_api_used_by_convert(models):
     from converters.options import ConvertOptions
-    from converters.validate import validate_pair
+    from converters.validation.validate import validate_pair
 
     src = Artefact.open(str(models["keras"]))
     rep = validate_pair(src, Artefact.open(str(models["int8"])),

@@ -64,7 +64,7 @@ def make_images(folder, n=12, seed=0):
 
 def image_batch(folder, mean=0.0, std=255.0):
     """The folder's images preprocessed like the converters do: (N, 16, 16, 3) float32."""
-    from converters.calibration import load_calibration
+    from converters.quantize.calibration import load_calibration
 
     cal = load_calibration(folder, {"mean": [mean], "std": [std], "size": [SIZE, SIZE]})
     return cal.stacked()

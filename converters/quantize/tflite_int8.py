@@ -1,0 +1,107 @@
+"""Full-integer TFLite from a float TFLite: bias correction and TensorFlow's calibrator.
+
+The engine behind TFLiteConverter's `representative_dataset` with the classic quantizer
+(`tensorflow.lite.python.optimize.calibrator`): int8 weights (per channel) and activations,
+uint8 or int8 I/O through one QUANTIZE at each end -- the layout the Edge TPU compiler takes.
+"""
+
+import collections
+
+from edge.errors import EdgeportError, MissingDependency, first_line
+
+
+def bias_correct(float_bytes, cal):
+    """Weight-rounding bias correction of a float TFLite before int8 quantization.
+
+    Rounding weights to int8 (symmetric, per output channel, scale = max|w| / 127, as the
+    TFLite quantizer does) shifts each conv/FC output channel by sum(dW * E[x]) on average
+    (Nagel et al. 2019, "Data-Free Quantization", bias correction). E[x] is the per-channel
+    mean of the op's input over the calibration images; the shift is subtracted from the
+    float bias, so the quantized model's expected outputs match the float ones. Ops without
+    a bias tensor are left alone. Returns (new float bytes, number of ops corrected).
+    """
+    import numpy as np
+
+    try:
+        from tensorflow.lite.tools import flatbuffer_utils as fu
+    except ImportError:
+        raise MissingDependency("tensorflow", "convert", "full-integer TFLite quantization") from None
+
+    model = fu.convert_bytearray_to_object(bytearray(float_bytes))
+    g = model.subgraphs[0]
+    ops = fu.schema_fb.BuiltinOperator
+    codes = [max(oc.builtinCode, oc.deprecatedBuiltinCode) for oc in model.operatorCodes]
+    kinds = (ops.CONV_2D, ops.DEPTHWISE_CONV_2D, ops.FULLY_CONNECTED)
+
+    def const(ti):
+        t = g.tensors[ti]
+        data = model.buffers[t.buffer].data if t.buffer < len(model.buffers) else None
+        if data is None or t.type != fu.schema_fb.TensorType.FLOAT32:
+            return None, None
+        return np.frombuffer(bytes(data), np.float32).reshape(t.shape), t.buffer
+
+    targets = []
+    for op in g.operators:
+        code = codes[op.opcodeIndex]
+        if code in kinds and len(op.inputs) > 2 and op.inputs[2] >= 0:
+            w, _ = const(op.inputs[1])
+            b, bbuf = const(op.inputs[2])
+            if w is not None and b is not None:
+                targets.append((code, op.inputs[0], w, b, bbuf))
+    if not targets:
+        return float_bytes, 0
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        from tensorflow.lite.python.interpreter import Interpreter
+    interp = Interpreter(model_content=float_bytes, experimental_preserve_all_tensors=True)
+    interp.allocate_tensors()
+    input_index = interp.get_input_details()[0]["index"]
+    sums, n = {}, 0
+    for x in cal.arrays():
+        interp.set_tensor(input_index, x)
+        interp.invoke()
+        n += 1
+        for _, xi, _, _, _ in targets:
+            v = interp.get_tensor(xi)
+            sums[xi] = sums.get(xi, 0) + v.reshape(-1, v.shape[-1]).astype(np.float64).mean(0)
+    for code, xi, w, b, bbuf in targets:
+        ex = sums[xi] / n
+        axis = 3 if code == ops.DEPTHWISE_CONV_2D else 0
+        reduce = tuple(i for i in range(w.ndim) if i != axis)
+        scale = np.abs(w).max(axis=reduce, keepdims=True) / 127.0
+        scale[scale == 0] = 1.0
+        dw = np.clip(np.round(w / scale), -127, 127) * scale - w
+        if code == ops.DEPTHWISE_CONV_2D:      # (1, kh, kw, C)
+            shift = dw.sum((0, 1, 2)) * ex
+        elif code == ops.CONV_2D:              # (O, kh, kw, I)
+            shift = (dw.sum((1, 2)) * ex[None, :]).sum(1)
+        else:                                  # FULLY_CONNECTED (O, I)
+            shift = (dw * ex[None, :]).sum(1)
+        model.buffers[bbuf].data = np.frombuffer((b - shift).astype(np.float32).tobytes(), np.uint8)
+    return bytes(fu.convert_object_to_bytearray(model)), len(targets)
+
+
+def quantize_tflite(float_bytes, cal, io_dtype, progress):
+    """Calibrate a float TFLite on `cal` and fully quantize it (int8, per-channel weights)."""
+    try:
+        import tensorflow as tf
+        from tensorflow.lite.python.optimize import calibrator as tfl_calibrator
+    except ImportError:
+        raise MissingDependency("tensorflow", "convert", "full-integer TFLite quantization") from None
+    io = tf.uint8 if io_dtype == "uint8" else tf.int8
+    try:
+        calib = tfl_calibrator.Calibrator(tfl_calibrator.add_intermediate_tensors(float_bytes))
+        progress(f"quantizing: calibrating on {len(cal)} images")
+        return calib.calibrate_and_quantize(cal.representative_dataset, io, io, False,
+                                            activations_type=tf.int8, bias_type=tf.int32)
+    except Exception as e:
+        raise EdgeportError(f"TFLite full-integer quantization failed: {type(e).__name__}: "
+                            f"{first_line(e)}",
+                            "an op without an int8 kernel cannot be fully quantized") from None
+
+
+def op_histogram(path):
+    from edge.tflite_model import TFLiteModel
+
+    return dict(sorted(collections.Counter(TFLiteModel.load(path).op_names()).items()))

@@ -1,0 +1,83 @@
+"""Top-1 / top-k accuracy of classifiers on a folder of labelled images (`edgeport eval`)."""
+
+def _norm(text):
+    import re
+
+    return re.sub(r"[\s_\-]+", " ", str(text).strip().lower()).strip()
+
+
+def match_classes(folders, labels):
+    """{folder name: class id} by label or synonym; raises InputError listing unmatched folders."""
+    from edge.errors import InputError
+
+    index = {}
+    for i, line in labels.items():
+        for syn in [line, *str(line).split(",")]:
+            index.setdefault(_norm(syn), i)
+    out, missing = {}, []
+    for f in folders:
+        key = _norm(f)
+        if key in index:
+            out[f] = index[key]
+        elif key.isdigit() and int(key) in labels:
+            out[f] = int(key)
+        else:
+            missing.append(f)
+    if missing:
+        raise InputError(f"class folder(s) {', '.join(missing[:10])} match no label",
+                         "name each folder after a label line (or one of its comma-separated synonyms)")
+    return out
+
+
+def dataset(root, limit=None):
+    """[(image path, folder name)] of a folder of class folders."""
+    import os
+
+    from edge.errors import InputError
+    from edge.preprocess import IMAGE_SUFFIXES
+
+    if not os.path.isdir(root):
+        raise InputError(f"--images {root} is not a folder")
+    folders = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))
+                     and not d.startswith("."))
+    if not folders:
+        raise InputError(f"{root} holds no class folders", "put each class's images in a folder named after it")
+    items = []
+    for d in folders:
+        files = sorted(f for f in os.listdir(os.path.join(root, d)) if f.lower().endswith(IMAGE_SUFFIXES))
+        items += [(os.path.join(root, d, f), d) for f in files[:limit]]
+    if not items:
+        raise InputError(f"the class folders of {root} hold no images")
+    return folders, items
+
+
+def evaluate(model_path, items, classes, k, opts):
+    """(top-1 hits, top-k hits, n, mean ms) of one model on [(image, folder)]."""
+    import numpy as np
+
+    from converters.artefact import open_model
+    from converters.validation.data import DataSource, resolve_preprocessing
+    from converters.validation.runners import runner_for
+    from converters.validation.runners.coreml import is_image_input
+
+    art = open_model(model_path, opts.torch_model)
+    r = runner_for(art, device=opts.device, torch_model=opts.torch_model,
+                   input_shape=tuple(opts.input_shape) if opts.input_shape else None)
+    r.activate()
+    try:
+        metas = r.input_metadata()
+        spec = resolve_preprocessing(dict(art.preprocessing, **(opts.pre or {})), metas[0], True)
+        source = DataSource(metas, [], spec, [p for p, _ in items], samples=len(items))
+        raw = {m.name for m in metas if is_image_input(r, m.name)}
+        top1 = topk = 0
+        for sample, (_, folder) in zip(source.samples(), items):
+            out = r.infer(source.feed(sample, metas, spec, raw))
+            scores = next(iter(out.values())).reshape(-1).astype(np.float64)
+            order = np.argsort(-scores, kind="stable")
+            want = classes[folder]
+            top1 += int(order[0] == want)
+            topk += int(want in order[:k])
+        ms = 1000.0 * float(np.mean(r.inference_times)) if r.inference_times else None
+        return top1, topk, len(items), ms
+    finally:
+        r.deactivate()

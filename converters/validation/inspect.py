@@ -1,0 +1,78 @@
+"""What a TFLite model holds, and what the Edge TPU would make of it (`edgeport inspect`)."""
+
+import json
+import os
+from collections import Counter
+
+
+def _tensor(t):
+    q = t.quantization
+    return {"name": t.name, "shape": list(t.shape),
+            "shape_signature": list(t.shape_signature) if t.shape_signature else None,
+            "dtype": t.dtype,
+            "quantization": ({"scale": q.scale[0] if len(q.scale) == 1 else q.scale,
+                              "zero_point": q.zero_point[0] if len(q.zero_point) == 1 else q.zero_point}
+                             if q else None)}
+
+
+def describe(path, edgetpu=False, min_runtime_version=None):
+    """The summary dict `inspect` prints."""
+    from edge.errors import InputError
+    from edge.tflite_model import TFLiteModel, is_tflite
+
+    from converters.edgetpu.analyzer import analyze_compiled, predict_mapping
+    from converters.formats import detect_format
+
+    if not os.path.isfile(path):
+        raise InputError(f"{path} does not exist or is not a file")
+    with open(path, "rb") as f:
+        if not is_tflite(f.read(8)):
+            fmt = detect_format(path)
+            raise InputError(f"{path} is a {fmt} model; inspect reads TFLite models",
+                             f"convert it first: edgeport convert {path} --to tflite")
+    model = TFLiteModel.load(path)
+    fmt = detect_format(path)
+    ops = Counter(model.op_names())
+    out = {
+        "model": path, "format": fmt, "size_bytes": os.path.getsize(path),
+        "subgraphs": len(model.subgraphs),
+        "inputs": [_tensor(t) for t in model.inputs()],
+        "outputs": [_tensor(t) for t in model.outputs()],
+        "op_counts": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "operators": len(model.main.operators),
+        "custom_ops": model.custom_ops(),
+    }
+    if "min_runtime_version" in model.metadata:
+        raw = model.metadata_bytes("min_runtime_version") or b""
+        out["min_tflite_runtime"] = raw.split(b"\0")[0].decode("ascii", "replace") or None
+    if model.is_edgetpu_compiled():
+        out["edgetpu_compiled"] = analyze_compiled(model)
+    elif edgetpu:
+        out["edgetpu_prediction"] = predict_mapping(model, min_runtime_version)
+    return out
+
+
+def _fmt_tensor(t):
+    q = t["quantization"]
+    qs = f"  q(scale={q['scale']}, zero_point={q['zero_point']})" if q and not isinstance(q["scale"], list) else (
+        "  q(per-channel)" if q else "")
+    sig = t["shape_signature"]
+    dyn = f" (signature {sig})" if sig and sig != t["shape"] else ""
+    return f"  {t['name']}: {t['dtype']}{t['shape']}{dyn}{qs}"
+
+
+def format_text(d):
+    from converters.edgetpu.analyzer import format_compiled, format_prediction
+
+    lines = [f"{d['model']}: {d['format']}, {d['size_bytes']:,} bytes, {d['operators']} ops"
+             + (f", {d['subgraphs']} subgraphs" if d["subgraphs"] > 1 else "")]
+    lines.append("inputs:")
+    lines += [_fmt_tensor(t) for t in d["inputs"]]
+    lines.append("outputs:")
+    lines += [_fmt_tensor(t) for t in d["outputs"]]
+    lines.append("ops: " + ", ".join(f"{k} x{v}" for k, v in d["op_counts"].items()))
+    if "edgetpu_compiled" in d:
+        lines.append(format_compiled(d["edgetpu_compiled"]))
+    if "edgetpu_prediction" in d:
+        lines.append(format_prediction(d["edgetpu_prediction"]))
+    return "\n".join(lines)

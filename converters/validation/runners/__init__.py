@@ -1,0 +1,44 @@
+"""Runners, one per runtime, with the same steps: activate, input metadata, infer, deactivate.
+
+`runner_for(artefact, ...)` picks the runner for an Artefact's format; frameworks are imported
+only when a runner is activated.
+"""
+
+from converters import formats
+
+from converters.validation.runners.base import Runner, TensorMeta, tensor_meta  # noqa: F401
+
+
+def runner_for(artefact, device="auto", runtime=None, torch_model=None, input_shape=None,
+               trust_pickle=False, keras_unsafe=False):
+    """The runner for `artefact` (a converters.artefact.Artefact)."""
+    fmt = artefact.format
+    meta = artefact.metadata
+    if fmt in (formats.TFLITE, formats.TFLITE_INT8, formats.EDGETPU):
+        from converters.validation.runners.tflite import TFLiteRunner
+
+        return TFLiteRunner(artefact.path, meta, device=device, runtime=runtime, fmt=fmt)
+    if fmt in (formats.ONNX, formats.ORT):
+        from converters.validation.runners.onnxrt import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(artefact.path, meta, fmt=fmt)
+    if fmt == formats.KERAS:
+        from converters.validation.runners.tf import KerasRunner
+
+        return KerasRunner(artefact.path, meta, unsafe=keras_unsafe)
+    if fmt == formats.SAVEDMODEL:
+        from converters.validation.runners.tf import SavedModelRunner
+
+        return SavedModelRunner(artefact.path, meta)
+    if fmt in formats.TORCH_FORMATS:
+        from converters.validation.runners.torch import TorchRunner
+
+        return TorchRunner(artefact.path, meta, fmt=fmt, factory=torch_model,
+                           input_shape=input_shape, trust_pickle=trust_pickle)
+    if fmt == formats.COREML:
+        from converters.validation.runners.coreml import CoreMLRunner
+
+        return CoreMLRunner(artefact.path, meta)
+    from edge.errors import InputError
+
+    raise InputError(f"no runner for format '{fmt}'")

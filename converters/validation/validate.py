@@ -1,0 +1,427 @@
+"""Validation: run a source and its converted models on the same inputs and compare outputs.
+
+    report = validate(source, [converted, ...], ValidateOptions(...))   # the CLI
+    report = validate_pair(source, converted, convert_options)          # after each hop
+    report.passed, report.summary_line(), report.to_dict()
+
+The pieces: runners (converters/validation/runners/), a data source (converters/validation/data.py), the
+comparator (converters/validation/comparator.py) and the report (converters/validation/report.py).
+"""
+
+import json
+import os
+import warnings as _warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.errors import EdgeportError, InputError, first_line
+
+from converters import formats
+from converters.validation.comparator import Tolerances, compare_runs, stack_samples
+from converters.validation.data import DataSource, fingerprint, image_files, resolve_preprocessing
+
+DEFAULT_RANDOM_SAMPLES = 10
+DEFAULT_IMAGE_SAMPLES = 20
+SAVED_OUTPUTS_VERSION = 1
+
+PASSED, FAILED, STRUCTURAL, ERROR = "passed", "failed", "structure-only", "error"
+
+
+@dataclass
+class ValidateOptions:
+    inputs: str = "random"           # "random" or a folder of images
+    samples: int = None              # default: 10 random samples, or up to 20 images
+    seed: int = 0
+    tolerances: Tolerances = field(default_factory=Tolerances)
+    preprocessing: dict = None       # overrides the sidecars' spec
+    save_outputs: str = None
+    load_outputs: str = None
+    device: str = "auto"             # TFLite device (auto, cpu, usb, ...)
+    runtime: str = None              # TFLite backend
+    torch_model: str = None
+    input_shape: tuple = None
+    trust_pickle: bool = False
+    keras_unsafe: bool = False
+    progress: object = None          # callable(str) or None
+
+
+@dataclass
+class ModelResult:
+    """One converted model against the source."""
+
+    path: str
+    format: str
+    status: str = ERROR
+    runner: dict = field(default_factory=dict)
+    comparison: object = None        # comparator.PairResult
+    structure: list = field(default_factory=list)   # (check, ok, detail) for structure-only
+    message: str = ""
+    warnings: list = field(default_factory=list)
+    mean_ms: float = None
+    outputs_from: str = "run"        # "run" or "loaded:<file>"
+    error: object = None             # the load error, when status is ERROR
+
+    @property
+    def name(self):
+        return os.path.basename(self.path.rstrip("/"))
+
+    @property
+    def passed(self):
+        return self.status in (PASSED, STRUCTURAL)
+
+    def summary_line(self):
+        """One line: 'valid: top-1 20/20, cosine 0.9993, max abs 0.012' or why not."""
+        if self.status == ERROR:
+            return f"not validated: {self.message}"
+        if self.status == STRUCTURAL:
+            bad = [f"{c}: {d}" for c, ok, d in self.structure if not ok]
+            return (f"structure matches ({len(self.structure)} checks); numbers NOT compared: "
+                    f"{self.message}") if not bad else "structure MISMATCH: " + "; ".join(bad)
+        cmp = self.comparison
+        if self.status == FAILED and not (cmp and cmp.outputs):
+            return f"MISMATCH: {self.message}"
+        parts = []
+        cls = [o for o in cmp.outputs if o.is_classifier and o.top1_agree is not None]
+        if cls:
+            o = cls[0]
+            parts.append(f"top-1 {o.top1_agree}/{o.samples}")
+        cos = [o.cosine for o in cmp.outputs if not np.isnan(o.cosine)]
+        if cos:
+            parts.append(f"cosine {min(cos):.4f}")
+        mabs = [o.max_abs for o in cmp.outputs if not np.isnan(o.max_abs)]
+        if mabs:
+            parts.append(f"max abs {max(mabs):.3g}")
+        stats = ", ".join(parts)
+        if self.status == PASSED:
+            return f"valid: {stats}"
+        reasons = "; ".join(f"'{o.name}': {o.reason}" for o in cmp.outputs if not o.passed)
+        return f"MISMATCH: {reasons}" + (f" ({stats})" if stats else "")
+
+
+@dataclass
+class ValidationReport:
+    source: dict
+    results: list = field(default_factory=list)
+    inputs: str = ""
+    warnings: list = field(default_factory=list)
+    source_ms: float = None
+
+    @property
+    def passed(self):
+        return bool(self.results) and all(r.passed for r in self.results)
+
+    @property
+    def exit_code(self):
+        if any(r.status == ERROR for r in self.results):
+            return 2
+        return 0 if self.passed else 1
+
+    def summary_line(self):
+        if len(self.results) == 1:
+            return self.results[0].summary_line()
+        ok = sum(r.passed for r in self.results)
+        return f"{ok}/{len(self.results)} models valid"
+
+    def to_dict(self):
+        from converters.validation.report import report_dict
+
+        return report_dict(self)
+
+
+# -- the pipeline's API ----------------------------------------------------------------------
+def validate_pair(source, converted, options=None):
+    """Validate one converted Artefact against its source Artefact, as `convert` does per hop.
+
+    `options` is a ConvertOptions: its calibration folder (if any) gives real images, else
+    seeded random inputs; preprocessing, torch_model, input_shape are taken from it.
+    Returns a ValidationReport (`.passed`, `.summary_line()`).
+    """
+    vo = ValidateOptions()
+    if options is not None:
+        vo.inputs = getattr(options, "calibration", None) or "random"
+        vo.preprocessing = getattr(options, "preprocessing", None)
+        vo.torch_model = getattr(options, "torch_model", None)
+        vo.input_shape = getattr(options, "input_shape", None)
+        vo.trust_pickle = bool(getattr(options, "trust_pickle", False))
+        vo.keras_unsafe = bool(getattr(options, "keras_unsafe", False))
+        vo.device = "cpu" if converted.format != formats.EDGETPU else "auto"
+    report = validate(source, [converted], vo)
+    from converters.validation.runners.tflite import EdgeTPUUnavailable, NeedsEdgeTPU
+
+    err = report.results[0].error if report.results else None
+    if isinstance(err, NeedsEdgeTPU):
+        raise EdgeTPUUnavailable(
+            f"{converted.name} needs an Edge TPU to run and none is usable here",
+            f"on a device: edgeport validate {source.name} {converted.name} --save-outputs "
+            f"out.npz; then here: edgeport validate ... --load-outputs out.npz")
+    return report
+
+
+# -- the command's API -----------------------------------------------------------------------
+def _make_runner(artefact, opts):
+    from converters.validation.runners import runner_for
+
+    return runner_for(artefact, device=opts.device, runtime=opts.runtime,
+                      torch_model=opts.torch_model, input_shape=opts.input_shape,
+                      trust_pickle=opts.trust_pickle, keras_unsafe=opts.keras_unsafe)
+
+
+def _run_all(runner, source, samples, spec_of):
+    """Outputs of every sample, stacked: OrderedDict name -> (S, ...)."""
+    from converters.validation.runners.coreml import is_image_input
+
+    metas = runner.input_metadata()
+    raw = {m.name for m in metas if is_image_input(runner, m.name)}
+    runs = []
+    for s in samples:
+        feed = source.feed(s, metas, spec_of(runner), raw)
+        try:
+            runs.append(runner.infer(feed))
+        except EdgeportError:
+            raise
+        except Exception as e:
+            raise InputError(f"{runner.name}: inference failed: {first_line(e)}") from None
+    return stack_samples(runs)
+
+
+def _mean_ms(runner):
+    t = runner.inference_times
+    return round(1000.0 * float(np.mean(t)), 3) if t else None
+
+
+def validate(source, converted, opts=None):
+    """Run `source` (Artefact) and each of `converted` (Artefacts) on the same inputs.
+
+    Load errors of the source raise InputError; those of a converted model are recorded in
+    its ModelResult (status ERROR) so the others are still validated.
+    """
+    opts = opts or ValidateOptions()
+    progress = opts.progress or (lambda m: None)
+    report = ValidationReport(source={"path": source.path, "format": source.format})
+    loaded = load_outputs(opts.load_outputs) if opts.load_outputs else None
+
+    shared_spec = opts.preprocessing or source.preprocessing or next(
+        (a.preprocessing for a in converted if a.preprocessing), None)
+    if source.format in formats.TORCH_FORMATS and not opts.input_shape and shared_spec:
+        from dataclasses import replace
+
+        from converters.validation.runners.torch import _shape_from_metadata
+
+        # PyTorch has no input signature: the preprocessing spec (flags or sidecars) gives it
+        own = opts.preprocessing or source.preprocessing or {}
+        torch_spec = dict(shared_spec, layout=own.get("layout") or "NCHW")  # PyTorch is NCHW
+        opts = replace(opts, input_shape=_shape_from_metadata({"preprocessing": torch_spec}))
+    src_runner = _make_runner(source, opts)
+    src_runner.activate()
+    try:
+        ref_inputs = src_runner.input_metadata()
+        runners, results = [], []
+        for art in converted:
+            res = ModelResult(art.path, art.format)
+            results.append(res)
+            try:
+                r = _make_runner(art, opts)
+                runners.append(r)
+            except EdgeportError as e:
+                res.message = str(e)
+                runners.append(None)
+        # activate the converted runners (a compiled model without a TPU may use saved outputs)
+        pending = {}
+        for art, r, res in zip(converted, runners, results):
+            if r is None:
+                continue
+            try:
+                r.activate()
+            except EdgeportError as e:
+                from converters.validation.runners.tflite import NeedsEdgeTPU
+
+                if isinstance(e, NeedsEdgeTPU) and loaded is not None:
+                    pending[id(r)] = "loaded"
+                    continue
+                res.message, res.error = str(e), e
+                continue
+            pending[id(r)] = "run"
+
+        # the inputs: images or seeded random values, shaped by the source
+        others = [r.input_metadata() for r in runners if r is not None and id(r) in pending]
+        images = None
+        if opts.inputs and opts.inputs != "random":
+            images = image_files(opts.inputs)
+        count = opts.samples or (DEFAULT_IMAGE_SAMPLES if images else DEFAULT_RANDOM_SAMPLES)
+        if count < 1:
+            raise InputError("--samples must be at least 1")
+        spec = None
+        if ref_inputs:
+            with _warnings.catch_warnings(record=True) as caught:
+                _warnings.simplefilter("always")
+                spec = resolve_preprocessing(shared_spec, ref_inputs[0], images is not None)
+            report.warnings.extend(str(w.message) for w in caught)
+        data = DataSource(ref_inputs, others, spec, images, count, opts.seed)
+        samples = data.samples()
+        report.inputs = data.description
+        prints = [fingerprint(s) for s in samples]
+        progress(f"validate: {data.description}")
+
+        def spec_of(runner):
+            own = (runner.metadata or {}).get("preprocessing")
+            if opts.preprocessing or not own:
+                return spec
+            return dict(spec or {}, **own)
+
+        ref_out = _run_all(src_runner, data, samples, spec_of)
+        report.source.update(src_runner.describe(), mean_ms=_mean_ms(src_runner))
+        saved = OrderedDict()
+        saved[source.path] = (source, ref_out)
+
+        for art, r, res in zip(converted, runners, results):
+            if r is None or id(r) not in pending:
+                continue
+            res.runner = r.describe()
+            try:
+                if pending[id(r)] == "loaded":
+                    out = loaded.outputs_for(art, prints)
+                    res.outputs_from = f"loaded:{os.path.basename(opts.load_outputs)}"
+                elif not r.numbers:
+                    _structural(src_runner, r, ref_out, art, source, res)
+                    continue
+                else:
+                    out = _run_all(r, data, samples, spec_of)
+                    res.mean_ms = _mean_ms(r)
+                    saved[art.path] = (art, out)
+            except EdgeportError as e:
+                res.message = str(e)
+                continue
+            finally:
+                r.deactivate()
+            mode = opts.tolerances.mode or (
+                "numeric" if src_runner.precision == "float" and r.precision == "float"
+                else "agreement")
+            labels = source.labels or art.labels
+            classifier = True if labels and len(ref_out) == 1 else None
+            res.comparison = compare_runs(ref_out, out, opts.tolerances, mode,
+                                          reference_synthetic=src_runner.synthetic_names,
+                                          converted_synthetic=r.synthetic_names,
+                                          classifier=classifier)
+            res.warnings.extend(res.comparison.warnings)
+            res.status = PASSED if res.comparison.passed else FAILED
+            if not res.comparison.outputs:
+                res.message = "no outputs to compare"
+        report.results = results
+        if opts.save_outputs:
+            save_outputs(opts.save_outputs, saved, prints, report.inputs, opts.seed)
+    finally:
+        src_runner.deactivate()
+    return report
+
+
+# -- structure-only comparison (Core ML on Linux) ---------------------------------------------
+def _structural(src_runner, runner, ref_out, art, source, res):
+    """Compare inputs, outputs, shapes, dtypes, metadata and labels without running."""
+    from converters.validation.comparator import align
+
+    checks = []
+    src_in = src_runner.input_metadata()
+    conv_in = runner.input_metadata()
+    checks.append(("input count", len(src_in) == len(conv_in), f"{len(src_in)} vs {len(conv_in)}"))
+    for a, b in zip(src_in, conv_in):
+        sa = tuple(1 if d is None else d for d in a.shape)
+        sb = tuple(1 if d is None else d for d in b.shape)
+        ok = align(np.zeros((1,) + sa), np.zeros((1,) + sb))[0] is not None
+        checks.append((f"input '{b.name}' shape", ok, f"{list(a.shape)} vs {list(b.shape)}"))
+    outs = runner.output_metadata() or []
+    array_outs = [o for o in outs if o.shape]
+    labels = runner.class_labels()
+    want = len(ref_out)
+    got = len(array_outs) if not labels else max(1, len(array_outs))
+    checks.append(("output count", got == want or (labels and want == 1),
+                   f"{want} vs {len(outs)}" + (" (classifier)" if labels else "")))
+    for (name, arr), o in zip(ref_out.items(), array_outs):
+        ref_shape = tuple(arr.shape[1:])
+        ok = align(np.zeros((1,) + ref_shape), np.zeros((1,) + tuple(o.shape)))[0] is not None \
+            or int(np.prod(ref_shape)) == int(np.prod(o.shape))
+        checks.append((f"output '{o.name}' shape", ok, f"{list(ref_shape)} vs {list(o.shape)}"))
+        checks.append((f"output '{o.name}' dtype", np.issubdtype(o.dtype, np.floating)
+                       == np.issubdtype(arr.dtype, np.floating), f"{arr.dtype} vs {o.dtype}"))
+    want_labels = source.labels or art.labels
+    if want_labels is not None and labels is not None:
+        wl = [str(x) for x in (want_labels if isinstance(want_labels, list) else
+                               [want_labels[k] for k in sorted(want_labels)]
+                               if isinstance(want_labels, dict) else [])]
+        checks.append(("classifier labels", not wl or wl == labels,
+                       f"{len(labels)} labels" + ("" if not wl or wl == labels else
+                                                   f", expected {len(wl)} from the sidecar")))
+    elif labels is not None:
+        n = int(np.prod(next(iter(ref_out.values())).shape[1:])) if ref_out else 0
+        checks.append(("classifier labels", n in (0, len(labels)),
+                       f"{len(labels)} labels for {n} source classes"))
+    md = runner.model_metadata()
+    checks.append(("metadata", True, ", ".join(f"{k}={v}" for k, v in md.items()
+                                                 if v and k != "user_defined") or "none"))
+    res.structure = checks
+    res.status = STRUCTURAL if all(ok for _, ok, _ in checks) else FAILED
+    res.message = ("Core ML models run only on macOS, so on this machine only the structure "
+                   "was checked")
+
+
+# -- saved outputs (Edge TPU on a device, compared elsewhere) --------------------------------
+def save_outputs(path, saved, prints, inputs, seed):
+    """Write every model's outputs with the inputs' fingerprints (npz, no pickles)."""
+    from converters.artefact import sha256_of
+    from converters.atomic import atomic_output
+
+    arrays = {}
+    meta = {"version": SAVED_OUTPUTS_VERSION, "fingerprints": prints, "inputs": inputs,
+            "seed": seed, "models": []}
+    for i, (p, (art, outs)) in enumerate(saved.items()):
+        names = list(outs)
+        meta["models"].append({"key": f"m{i}", "file": os.path.basename(p.rstrip("/")),
+                               "sha256": sha256_of(p), "format": art.format, "outputs": names})
+        for j, n in enumerate(names):
+            arrays[f"m{i}_o{j}"] = outs[n]
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+
+class LoadedOutputs:
+    def __init__(self, path, meta, arrays):
+        self.path, self.meta, self.arrays = path, meta, arrays
+
+    def outputs_for(self, artefact, prints):
+        """The saved outputs of `artefact`, checked against the current inputs' fingerprints."""
+        from converters.artefact import sha256_of
+
+        digest = sha256_of(artefact.path)
+        entry = next((m for m in self.meta["models"] if m["sha256"] == digest), None)
+        if entry is None:
+            names = ", ".join(m["file"] for m in self.meta["models"])
+            raise InputError(f"{self.path} holds no outputs of {artefact.name} (this exact file; "
+                             f"it has {names or 'none'})",
+                             "save them on the device with --save-outputs from the same model file")
+        saved = self.meta["fingerprints"]
+        if saved[: len(prints)] != prints:
+            raise InputError(f"the outputs in {self.path} were computed on other inputs "
+                             f"({self.meta.get('inputs')}) than this run ({len(prints)} samples)",
+                             "use the same --inputs, --samples and --seed as on the device")
+        n = len(prints)
+        return OrderedDict((name, self.arrays[f"{entry['key']}_o{j}"][:n])
+                           for j, name in enumerate(entry["outputs"]))
+
+
+def load_outputs(path):
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read saved outputs {path}: {e}",
+                         "pass a file written by --save-outputs") from None
+    if "__meta__" not in arrays:
+        raise InputError(f"{path} was not written by edgeport validate --save-outputs")
+    meta = json.loads(str(arrays.pop("__meta__")))
+    if meta.get("version") != SAVED_OUTPUTS_VERSION:
+        raise InputError(f"{path} has saved-outputs version {meta.get('version')}, "
+                         f"expected {SAVED_OUTPUTS_VERSION}")
+    return LoadedOutputs(path, meta, arrays)

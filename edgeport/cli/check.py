@@ -1,0 +1,61 @@
+"""`check`: is a model file well formed and loadable? (ONNX, ORT, TFLite, Core ML, TF, PyTorch)"""
+
+HELP = "check that a model is well formed and loads (onnx.checker, TFLite structure, ...)"
+
+
+DESCRIPTION = """Check a model without comparing it to anything:
+  ONNX     onnx.checker full check, strict shape inference, then an onnxruntime session
+  ORT      loads in onnxruntime
+  TFLite   structure (opcodes known, tensor indices in range, buffers in bounds, inputs and
+           outputs present, custom ops listed), then tensors allocated by the interpreter
+           (a model compiled for the Edge TPU is allocated only when an Edge TPU is attached)
+  Core ML  spec readable, inputs/outputs/metadata/labels (compiled and loaded on macOS)
+  Keras, SavedModel, TorchScript, .pt2: load and list inputs and outputs
+--graph prints the graph readably.
+
+exit status: 0 every check passed, 1 a check failed, 2 a usage or load error.
+
+examples:
+  edgeport check model.onnx --graph
+  edgeport check model_int8.tflite --json"""
+
+
+def configure(p):
+    p.add_argument("model", help="the model to check")
+    p.add_argument("--graph", action="store_true", help="print the graph (nodes, inputs, outputs)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow TorchScript / .pt2 / full pickles (they can run code from the file)")
+    p.add_argument("--keras-unsafe", action="store_true", help="allow Keras Lambda layers (runs code)")
+    p.add_argument("--input-shape", type=int, nargs="+", metavar="D", help="PyTorch: e.g. 1 3 224 224")
+    p.add_argument("--runtime", choices=["ai_edge_litert", "tflite_runtime", "tensorflow"],
+                   help="TFLite backend for the allocation check")
+
+
+def run(args):
+    import converters.validation.check as _lib
+
+    import json
+
+    c = _lib.check(args.model, args.runtime, args.trust_pickle, args.keras_unsafe, args.input_shape)
+    if args.json:
+        out = {"model": args.model, "passed": c.passed, **c.info,
+               "checks": [{"check": n, "ok": ok, "detail": d} for n, ok, d in c.items]}
+        if args.graph:
+            out["graph"] = c.graph
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        print(f"{args.model}: {c.info.get('format')}"
+              + "".join(f", {k} {v}" for k, v in c.info.items()
+                        if k in ("ir_version", "producer", "opsets", "nodes", "ops") and v != ""))
+        for n, ok, d in c.items:
+            print(f"  {'ok  ' if ok else 'FAIL'} {n}: {d}")
+        for k in ("custom_ops", "allocation", "note"):
+            if c.info.get(k):
+                print(f"  {k.replace('_', ' ')}: {c.info[k]}")
+        if args.graph:
+            print("graph:")
+            for line in c.graph:
+                print(f"  {line}")
+        print("PASSED" if c.passed else "FAILED")
+    return 0 if c.passed else 1

@@ -1,0 +1,76 @@
+"""`eval`: top-1 / top-k accuracy of several models on a folder of labelled images."""
+
+HELP = "top-1/top-k accuracy of models on images in one folder per class"
+
+
+DESCRIPTION = """Measure the accuracy of one or more classifiers (e.g. float vs int8 vs Edge TPU) on
+DIR, which holds one folder per class. Folder names are matched to the labels (from
+--labels or the models' sidecars) ignoring case, underscores, hyphens and spaces, and any
+comma-separated synonym on a label line ("tench, Tinca tinca"). Each image reaches every
+model through that model's own preprocessing spec.
+
+exit status: 0 done, 1 a model failed to run, 2 a usage or load error.
+
+example:
+  edgeport eval model.keras model_int8.tflite model_edgetpu.tflite --images val/ -k 5"""
+
+
+def configure(p):
+    p.add_argument("models", nargs="+", help="classifier models")
+    p.add_argument("--images", required=True, metavar="DIR", help="one sub-folder of images per class")
+    p.add_argument("--labels", help="labels file (default: the models' sidecar labels)")
+    p.add_argument("-k", "--top-k", type=int, default=5, help="K for top-k accuracy (default 5)")
+    p.add_argument("--limit", type=int, help="at most this many images per class")
+    p.add_argument("--size", type=int, nargs="+", metavar="H [W]", help="image input size")
+    p.add_argument("--mean", type=float, nargs="+", help="preprocessing mean, 0..255 units")
+    p.add_argument("--std", type=float, nargs="+", help="preprocessing std, 0..255 units")
+    p.add_argument("--device", default="auto", help="TFLite device: auto, cpu, usb, ...")
+    p.add_argument("--torch-model", metavar="MODULE:FACTORY", help="for PyTorch state dicts")
+    p.add_argument("--input-shape", type=int, nargs="+", metavar="D", help="input shape for PyTorch models")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+
+
+def run(args):
+    import converters.validation.evaluate as _lib
+
+    import json
+
+    from edge.errors import InputError
+    from edge.labels import read_labels
+
+    from converters.artefact import open_model
+
+    if args.top_k < 1:
+        raise InputError("--top-k must be at least 1")
+    args.pre = {}
+    if args.size:
+        args.pre["size"] = args.size * 2 if len(args.size) == 1 else args.size[:2]
+    if args.mean:
+        args.pre["mean"] = args.mean
+    if args.std:
+        args.pre["std"] = args.std
+    if args.labels:
+        labels = read_labels(args.labels)
+    else:
+        found = next((a.labels for a in (open_model(m, args.torch_model) for m in args.models) if a.labels), None)
+        if not found:
+            raise InputError("no labels: the models' sidecars have none", "pass --labels FILE")
+        labels = dict(enumerate(found)) if isinstance(found, list) else {int(k): v for k, v in found.items()}
+    folders, items = _lib.dataset(args.images, args.limit)
+    classes = _lib.match_classes(folders, labels)
+    rows = []
+    for m in args.models:
+        t1, tk, n, ms = _lib.evaluate(m, items, classes, args.top_k, args)
+        rows.append({"model": m, "images": n, "top1": t1 / n, f"top{args.top_k}": tk / n,
+                     "top1_hits": t1, "topk_hits": tk, "mean_ms": round(ms, 3) if ms else None})
+    if args.json:
+        print(json.dumps({"images": len(items), "classes": len(folders), "k": args.top_k,
+                          "models": rows}, indent=2))
+        return 0
+    print(f"{len(items)} images in {len(folders)} classes")
+    width = max(len("model"), *(len(r["model"]) for r in rows))
+    print(f"{'model'.ljust(width)}  top-1    top-{args.top_k}    ms/image")
+    for r in rows:
+        print(f"{r['model'].ljust(width)}  {r['top1']:6.1%}  {r[f'top{args.top_k}']:6.1%}  "
+              f"{r['mean_ms'] if r['mean_ms'] is not None else '-'}")
+    return 0

@@ -1,0 +1,38 @@
+"""`edgeport inspect MODEL`: what a TFLite model holds, and what the Edge TPU would make of it."""
+
+HELP = "describe a TFLite model (inputs, outputs, ops); --edgetpu predicts the Edge TPU mapping"
+
+
+DESCRIPTION = """\
+Describe a TFLite model without running it: format, inputs and outputs (shape, dtype,
+quantization), op counts. On a model compiled for the Edge TPU it lists the Edge TPU
+subgraphs, the ops outside them and the tensors at their boundary. With --edgetpu on a
+plain model it predicts, from Coral's documented op table and the compiler's one-partition
+rule, which ops the Edge TPU compiler would map and which would stay on the CPU, and why.
+
+examples:
+  edgeport inspect model_int8.tflite --edgetpu
+  edgeport inspect model_edgetpu.tflite --json
+"""
+
+
+def configure(p):
+    p.add_argument("model", help="a .tflite file")
+    p.add_argument("--edgetpu", action="store_true",
+                   help="predict the Edge TPU compiler's mapping (no compiler needed)")
+    p.add_argument("--min-runtime-version", type=int, default=None, metavar="N",
+                   help="with --edgetpu: leave ops that need a newer Edge TPU runtime on the CPU")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def run(args):
+    import json
+
+    import converters.validation.inspect as _lib
+
+    d = _lib.describe(args.model, args.edgetpu, args.min_runtime_version)
+    if args.json:
+        print(json.dumps(d, indent=2))
+    else:
+        print(_lib.format_text(d))
+    return 0
