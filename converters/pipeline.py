@@ -230,13 +230,14 @@ def _tool_output(quiet):
                 os.environ["TQDM_DISABLE"] = old_env
 
 
-def _quiet_loggers():
-    """Framework loggers that warn about untested versions on every import."""
+def quiet_frameworks():
+    """Silence framework loggers that warn about untested versions on every import (used by
+    `convert` before each hop and by `validate`)."""
     import logging
 
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for name in ("coremltools", "torchao", "torch", "tf2onnx", "absl", "ort_format_model"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _run_hop(current, conv, final, route, options, progress):
@@ -245,7 +246,7 @@ def _run_hop(current, conv, final, route, options, progress):
     options.extra["provenance"] = block
     t0 = time.perf_counter()
     try:
-        _quiet_loggers()
+        quiet_frameworks()
         with atomic_output(final) as tmp:
             with _tool_output(options.quiet):
                 returned = conv.func(current, tmp, options) or {}

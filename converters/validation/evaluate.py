@@ -51,8 +51,12 @@ def dataset(root, limit=None):
     return folders, items
 
 
-def evaluate(model_path, items, classes, k, opts):
-    """(top-1 hits, top-k hits, n, mean ms) of one model on [(image, folder)]."""
+def evaluate(model_path, items, classes, k, preprocessing=None, device="auto", runtime=None,
+             torch_model=None, input_shape=None, trust_pickle=False, keras_unsafe=False):
+    """(top-1 hits, top-k hits, n, mean ms) of one model on [(image, folder)].
+
+    `preprocessing` ({size, mean, std, layout}, any subset) overrides the model's own spec.
+    """
     import numpy as np
 
     from converters.artefact import open_model
@@ -60,13 +64,14 @@ def evaluate(model_path, items, classes, k, opts):
     from converters.validation.runners import runner_for
     from converters.validation.runners.coreml import is_image_input
 
-    art = open_model(model_path, opts.torch_model)
-    r = runner_for(art, device=opts.device, torch_model=opts.torch_model,
-                   input_shape=tuple(opts.input_shape) if opts.input_shape else None)
+    art = open_model(model_path, torch_model)
+    r = runner_for(art, device=device, runtime=runtime, torch_model=torch_model,
+                   input_shape=tuple(input_shape) if input_shape else None,
+                   trust_pickle=trust_pickle, keras_unsafe=keras_unsafe)
     r.activate()
     try:
         metas = r.input_metadata()
-        spec = resolve_preprocessing(dict(art.preprocessing, **(opts.pre or {})), metas[0], True)
+        spec = resolve_preprocessing(dict(art.preprocessing, **(preprocessing or {})), metas[0], True)
         source = DataSource(metas, [], spec, [p for p, _ in items], samples=len(items))
         raw = {m.name for m in metas if is_image_input(r, m.name)}
         top1 = topk = 0

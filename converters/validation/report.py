@@ -29,7 +29,7 @@ def _clean(x):
 def report_dict(report):
     models = []
     for r in report.results:
-        d = {"path": r.path, "format": r.format, "status": r.status, "passed": r.passed,
+        d = {"model": r.path, "format": r.format, "status": r.status, "passed": r.passed,
              "summary": r.summary_line(), "runner": r.runner, "mean_ms": r.mean_ms,
              "outputs_from": r.outputs_from, "warnings": r.warnings, "message": r.message}
         if r.comparison is not None:
@@ -39,8 +39,10 @@ def report_dict(report):
             d["numbers_compared"] = False
             d["structure"] = [{"check": c, "ok": ok, "detail": det} for c, ok, det in r.structure]
         models.append(d)
+    source = {"model": report.source.get("path"),
+              **{k: v for k, v in report.source.items() if k != "path"}}
     return _clean({"passed": report.passed, "exit_code": report.exit_code,
-                   "source": report.source, "inputs": report.inputs,
+                   "source": source, "inputs": report.inputs,
                    "warnings": report.warnings, "models": models})
 
 

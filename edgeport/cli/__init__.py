@@ -9,6 +9,7 @@ import importlib
 import sys
 
 from edgeport import __version__
+from edgeport.cli.args import Parser
 
 COMMANDS = {
     "classify": "edgeport.cli.classify",
@@ -32,7 +33,7 @@ def _build(name, module, subparsers):
 
 
 def build_parser(only=None, prog="edgeport"):
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=prog, description="edgeport: take a trained model to the edge and prove it still works there.",
         epilog="exit codes: 0 success, 1 failure (e.g. a validation mismatch), 2 usage or input error. "
                "'edgeport COMMAND --help' for each command.")
@@ -72,23 +73,34 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     first = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=first if first in COMMANDS else None)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error (already printed)
+        return _exit_code(e)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
     return run_parsed(args)
 
 
+def _exit_code(e):
+    return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+
+
 def _short_form(command):
     def entry(argv=None):
         argv = sys.argv[1:] if argv is None else list(argv)
         mod = importlib.import_module(COMMANDS[command])
-        parser = argparse.ArgumentParser(prog=command, description=getattr(mod, "DESCRIPTION", mod.HELP),
-                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser = Parser(prog=command, description=getattr(mod, "DESCRIPTION", mod.HELP),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
         parser.add_argument("--debug", action="store_true", help="show tracebacks")
         mod.configure(parser)
         parser.set_defaults(_run=mod.run)
-        return run_parsed(parser.parse_args(argv))
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:
+            return _exit_code(e)
+        return run_parsed(args)
 
     return entry
 

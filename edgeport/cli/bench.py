@@ -9,23 +9,23 @@ example:
 
 
 def configure(p):
+    from edgeport.cli.args import add_device, add_json, add_threads, non_negative_int, positive_int
+
     p.add_argument("models", nargs="+", metavar="MODEL", help=".tflite, .onnx or .ort files")
-    p.add_argument("--runs", type=int, default=100, help="timed runs (default 100)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed runs after the first (default 5)")
-    p.add_argument("--threads", type=int, nargs="+", default=[None],
-                   help="CPU threads; several values benchmark each (default: runtime's choice)")
-    p.add_argument("--device", default="auto", help="auto, cpu or an Edge TPU spec (TFLite only)")
-    p.add_argument("--runtime", choices=["ai_edge_litert", "tflite_runtime", "tensorflow"],
-                   help="force one TFLite backend")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--runs", type=positive_int, default=100, help="timed runs (integer >= 1; default 100)")
+    p.add_argument("--warmup", type=non_negative_int, default=5,
+                   help="untimed runs after the first (integer >= 0; default 5)")
+    add_threads(p, several=True)
+    add_device(p, device_help="auto, cpu or an Edge TPU spec (TFLite only)")
+    add_json(p)
     p.add_argument("--plot", metavar="FILE.png", help="write a latency plot (needs matplotlib)")
 
 
 def run(args):
-    import json
     import sys
 
     from edge.bench import benchmark, format_table, plot
+    from edgeport.cli.output import emit_json
 
     results = []
     for model in args.models:
@@ -37,9 +37,8 @@ def run(args):
     if args.plot:
         plot(results, args.plot)
     if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print(format_table(results))
-        if args.plot:
-            print(f"plot written to {args.plot}")
+        return emit_json("bench", 0, models=results, **({"plot": args.plot} if args.plot else {}))
+    print(format_table(results))
+    if args.plot:
+        print(f"plot written to {args.plot}")
     return 0

@@ -21,41 +21,39 @@ examples:
 
 
 def configure(p):
+    from edgeport.cli.args import add_device, add_input_shape, add_json, add_model_loading
+
     p.add_argument("model", help="the model to check")
     p.add_argument("--graph", action="store_true", help="print the graph (nodes, inputs, outputs)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow TorchScript / .pt2 / full pickles (they can run code from the file)")
-    p.add_argument("--keras-unsafe", action="store_true", help="allow Keras Lambda layers (runs code)")
-    p.add_argument("--input-shape", type=int, nargs="+", metavar="D", help="PyTorch: e.g. 1 3 224 224")
-    p.add_argument("--runtime", choices=["ai_edge_litert", "tflite_runtime", "tensorflow"],
-                   help="TFLite backend for the allocation check")
+    add_json(p)
+    add_model_loading(p, torch_model=False)
+    add_input_shape(p, "PyTorch: the input shape, e.g. 1 3 224 224")
+    add_device(p, device=False)
 
 
 def run(args):
     import converters.validation.check as _lib
+    from edgeport.cli.args import input_shape
+    from edgeport.cli.output import emit_json
 
-    import json
-
-    c = _lib.check(args.model, args.runtime, args.trust_pickle, args.keras_unsafe, args.input_shape)
+    c = _lib.check(args.model, args.runtime, args.trust_pickle, args.keras_unsafe, input_shape(args))
+    code = 0 if c.passed else 1
     if args.json:
-        out = {"model": args.model, "passed": c.passed, **c.info,
-               "checks": [{"check": n, "ok": ok, "detail": d} for n, ok, d in c.items]}
-        if args.graph:
-            out["graph"] = c.graph
-        print(json.dumps(out, indent=2, default=str))
-    else:
-        print(f"{args.model}: {c.info.get('format')}"
-              + "".join(f", {k} {v}" for k, v in c.info.items()
-                        if k in ("ir_version", "producer", "opsets", "nodes", "ops") and v != ""))
-        for n, ok, d in c.items:
-            print(f"  {'ok  ' if ok else 'FAIL'} {n}: {d}")
-        for k in ("custom_ops", "allocation", "note"):
-            if c.info.get(k):
-                print(f"  {k.replace('_', ' ')}: {c.info[k]}")
-        if args.graph:
-            print("graph:")
-            for line in c.graph:
-                print(f"  {line}")
-        print("PASSED" if c.passed else "FAILED")
-    return 0 if c.passed else 1
+        info = {k: v for k, v in c.info.items() if k != "model"}
+        return emit_json("check", code, model=args.model, passed=c.passed, **info,
+                         checks=[{"check": n, "ok": ok, "detail": d} for n, ok, d in c.items],
+                         **({"graph": c.graph} if args.graph else {}))
+    print(f"{args.model}: {c.info.get('format')}"
+          + "".join(f", {k} {v}" for k, v in c.info.items()
+                    if k in ("ir_version", "producer", "opsets", "nodes", "ops") and v != ""))
+    for n, ok, d in c.items:
+        print(f"  {'ok  ' if ok else 'FAIL'} {n}: {d}")
+    for k in ("custom_ops", "allocation", "note"):
+        if c.info.get(k):
+            print(f"  {k.replace('_', ' ')}: {c.info[k]}")
+    if args.graph:
+        print("graph:")
+        for line in c.graph:
+            print(f"  {line}")
+    print("PASSED" if c.passed else "FAILED")
+    return code

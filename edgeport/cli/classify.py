@@ -10,27 +10,27 @@ example:
 
 
 def configure(p):
+    from edgeport.cli.args import (add_device, add_json, add_preprocessing, add_threads, fraction,
+                                   positive_int)
+
     p.add_argument("-m", "--model", required=True, help="a .tflite model (MODEL@usb:0 picks a device)")
     p.add_argument("-i", "--input", required=True, nargs="+", metavar="IMAGE",
                    help="image files or folders of images")
     p.add_argument("-l", "--labels", help="labels file: one a line, or 'id label' lines")
-    p.add_argument("-k", "--top_k", "--top-k", type=int, default=1, help="max results (default 1)")
-    p.add_argument("-t", "--threshold", type=float, default=0.0, help="score threshold (default 0)")
-    p.add_argument("-c", "--count", type=int, default=5, help="inferences per image (default 5)")
-    p.add_argument("-a", "--input_mean", "--mean", type=float, nargs="+", default=None,
-                   help="mean, 0..255 units (default: sidecar, else 128)")
-    p.add_argument("-s", "--input_std", "--std", type=float, nargs="+", default=None,
-                   help="std, 0..255 units (default: sidecar, else 128)")
-    p.add_argument("--layout", choices=["NHWC", "NCHW"], help="override the guessed input layout")
-    p.add_argument("--device", default="auto", help="auto, cpu, usb, usb:N, pci, pci:N or :N")
-    p.add_argument("--runtime", choices=["ai_edge_litert", "tflite_runtime", "tensorflow"],
-                   help="force one TFLite backend (default: the first installed)")
-    p.add_argument("--threads", type=int, help="CPU threads for the interpreter")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("-k", "--top_k", "--top-k", type=positive_int, default=1,
+                   help="max results (integer >= 1; default 1)")
+    p.add_argument("-t", "--threshold", type=fraction, default=0.0,
+                   help="score threshold: results score above it (0..1, scores are probabilities; "
+                        "default 0)")
+    p.add_argument("-c", "--count", type=positive_int, default=5,
+                   help="inferences per image (integer >= 1; default 5)")
+    add_preprocessing(p, size=False, pycoral_flags=True)
+    add_device(p)
+    add_threads(p)
+    add_json(p)
 
 
 def run(args):
-    import json
     import sys
 
     from edge.classify import Classifier, preprocessing_of
@@ -38,13 +38,12 @@ def run(args):
     from edge.interpreter import make_interpreter, split_model_device
     from edge.labels import check_labels, read_labels
     from edge.preprocess import list_images
+    from edgeport.cli.args import preprocessing
+    from edgeport.cli.output import emit_json
 
-    if args.count < 1:
-        raise InputError("--count must be at least 1")
-    if args.top_k < 1:
-        raise InputError("--top_k must be at least 1")
     model_path, _ = split_model_device(args.model)
-    mean, std, layout = preprocessing_of(model_path, args.input_mean, args.input_std, args.layout)
+    pre = preprocessing(args)
+    mean, std, layout = preprocessing_of(model_path, pre.get("mean"), pre.get("std"), pre.get("layout"))
     images = list_images(args.input)
 
     interpreter, info = make_interpreter(args.model, device=args.device, runtime=args.runtime,
@@ -68,12 +67,11 @@ def run(args):
         results.append((path, times, classes))
 
     if args.json:
-        out = dict(info, preprocessing=classifier.preprocess.describe(), results=[
+        return emit_json("classify", 0, model=info["model"],
+                         **{k: v for k, v in info.items() if k != "model"}, preprocessing=classifier.preprocess.describe(), results=[
             {"image": p, "inference_ms": [round(t, 3) for t in ts],
              "classes": [{"id": c.id, "label": labels.get(c.id, str(c.id)), "score": round(c.score, 5)}
                          for c in cs]} for p, ts, cs in results])
-        print(json.dumps(out, indent=2))
-        return 0
     for path, times, classes in results:
         if len(results) > 1:
             print(f"==> {path} <==")

@@ -14,32 +14,30 @@ examples:
 
 
 def configure(p):
+    from edgeport.cli.args import (add_input_shape, add_json, add_model_loading, add_preprocessing,
+                                   positive_float, positive_int)
+
     p.add_argument("source", metavar="SRC", help="a model file or folder, or a folder of models")
     p.add_argument("--to", required=True, metavar="FMT[,FMT...]",
                    help="targets: onnx, ort, coreml, tflite, tflite-int8, edgetpu")
     p.add_argument("-o", "--output-dir", metavar="OUTDIR", help="where to write (default: beside the source)")
     p.add_argument("--force", action="store_true", help="convert again even when an output exists")
     p.add_argument("--quiet", action="store_true", help="no progress, only the result lines")
-    p.add_argument("--json", action="store_true", help="print one JSON object (implies --quiet)")
-    p.add_argument("--jobs", type=int, default=1, help="folder mode: models converted in parallel")
+    add_json(p, "print one JSON object (implies --quiet)")
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="folder mode: models converted in parallel (integer >= 1; default 1)")
     p.add_argument("--no-validate", action="store_true", help="do not check artefacts against their source")
     g = p.add_argument_group("model")
-    g.add_argument("--opset", type=int, help="ONNX opset (default 17)")
-    g.add_argument("--input-shape", type=int, nargs="+", metavar="N", help="e.g. 1 224 224 3")
+    g.add_argument("--opset", type=positive_int, help="ONNX opset (default 17)")
+    add_input_shape(g, "the model's input shape, e.g. 1 224 224 3 (PyTorch sources, dynamic inputs)")
     g.add_argument("--dynamic-batch", action="store_true", help="leave the batch dimension free")
-    g.add_argument("--torch-model", metavar="MODULE:FACTORY",
-                   help="PyTorch: a callable returning the nn.Module; SRC is its state dict")
-    g.add_argument("--trust-pickle", action="store_true", help="allow full pickles / TorchScript")
-    g.add_argument("--keras-unsafe", action="store_true", help="allow Keras Lambda layers (runs code)")
-    g = p.add_argument_group("preprocessing (pixels 0..255, input = (pixel - mean) / std)")
-    g.add_argument("--size", type=int, nargs="+", metavar="N", help="H W (or one number for square)")
-    g.add_argument("--mean", type=float, nargs="+", help="one value or one per channel")
-    g.add_argument("--std", type=float, nargs="+", help="one value or one per channel")
-    g.add_argument("--layout", choices=["NHWC", "NCHW"], help="image layout of the model's input")
+    add_model_loading(p)
+    g = add_preprocessing(p)
     g.add_argument("--labels", metavar="FILE", help="labels file (Core ML classifier, sidecar)")
     g = p.add_argument_group("full-int8 TFLite")
     g.add_argument("--calibration", metavar="DIR", help="folder of representative images")
-    g.add_argument("--calibration-count", type=int, default=100, help="images used (default 100)")
+    g.add_argument("--calibration-count", type=positive_int, default=100,
+                   help="images used (integer >= 1; default 100)")
     g.add_argument("--io-dtype", choices=["uint8", "int8"], default="uint8", help="input/output type")
     g = p.add_argument_group("ORT")
     g.add_argument("--ort-optimization", choices=["Fixed", "Runtime"], default="Fixed")
@@ -52,38 +50,20 @@ def configure(p):
     g.add_argument("--model-version")
     g = p.add_argument_group("Edge TPU")
     g.add_argument("--compiler", choices=["auto", "local", "docker", "podman"], default="auto")
-    g.add_argument("--min-runtime-version", type=int)
-    g.add_argument("--num-segments", type=int)
+    g.add_argument("--min-runtime-version", type=positive_int, help="integer >= 1")
+    g.add_argument("--num-segments", type=positive_int, help="integer >= 1")
     g.add_argument("--search-delegate", action="store_true")
-    g.add_argument("--timeout", type=float, default=600.0, help="compiler timeout in seconds")
+    g.add_argument("--timeout", type=positive_float, default=600.0,
+                   help="compiler timeout in seconds (> 0; default 600)")
 
 
 def options_from_args(args):
-    from edge.errors import InputError
-
     from converters.options import ConvertOptions
+    from edgeport.cli.args import input_shape, model_loading, preprocessing
 
-    pre = {}
-    if args.size:
-        if len(args.size) not in (1, 2) or min(args.size) < 1:
-            raise InputError("--size takes H W (or one number)")
-        pre["size"] = args.size * 2 if len(args.size) == 1 else list(args.size)
-    if args.mean:
-        pre["mean"] = list(args.mean)
-    if args.std:
-        if any(s == 0 for s in args.std):
-            raise InputError("--std must not be 0")
-        pre["std"] = list(args.std)
-    if args.layout:
-        pre["layout"] = args.layout
-    if args.jobs < 1:
-        raise InputError("--jobs must be at least 1")
-    if args.calibration_count < 1:
-        raise InputError("--calibration-count must be at least 1")
     return ConvertOptions(
-        torch_model=args.torch_model, trust_pickle=args.trust_pickle,
-        input_shape=tuple(args.input_shape) if args.input_shape else None,
-        dynamic_batch=args.dynamic_batch, opset=args.opset, preprocessing=pre or None,
+        **model_loading(args), input_shape=input_shape(args),
+        dynamic_batch=args.dynamic_batch, opset=args.opset, preprocessing=preprocessing(args) or None,
         labels=args.labels, calibration=args.calibration, calibration_count=args.calibration_count,
         io_dtype=args.io_dtype, ort_optimization=args.ort_optimization,
         target_platform=args.target_platform, coreml_target=args.coreml_target,
@@ -91,7 +71,7 @@ def options_from_args(args):
         version=args.model_version, compiler=args.compiler,
         min_runtime_version=args.min_runtime_version, num_segments=args.num_segments,
         search_delegate=args.search_delegate, timeout=args.timeout,
-        quiet=args.quiet or args.json, keras_unsafe=args.keras_unsafe)
+        quiet=args.quiet or args.json)
 
 
 def human_size(n):
@@ -128,12 +108,23 @@ def print_result(r, out):
         print("  validation FAILED: the artefacts are kept, check them before use", file=out)
 
 
+def json_model(r):
+    """A pipeline result dict in the JSON contract's key names (model, size_bytes, *_ms)."""
+    out = {"model": r["source"]}
+    out.update((k, v) for k, v in r.items() if k not in ("source", "artefacts"))
+    out["artefacts"] = [{"model": a["path"], "format": a["format"], "size_bytes": a["size"],
+                         "conversion": a["conversion"], "status": a["status"],
+                         "time_ms": round(a["seconds"] * 1000.0, 1), "validation": a["validation"]}
+                        for a in r.get("artefacts") or ()]
+    return out
+
+
 def run(args):
-    import json
     import os
     import sys
 
     from converters import pipeline
+    from edgeport.cli.output import emit_json
 
     options = options_from_args(args)
     targets = pipeline.parse_targets(args.to)
@@ -148,12 +139,13 @@ def run(args):
                                           validate, args.jobs, on_result=on_result)
         code = max([r.get("exit_code", 0) for r in results] or [0])
         if args.json:
-            print(json.dumps({"results": results, "exit_code": code}, indent=2, default=str))
+            return emit_json("convert", code, folder=os.path.abspath(src),
+                             models=[json_model(r) for r in results])
         return code
     result = pipeline.convert_model(src, targets, options, args.output_dir, args.force, validate)
     d = result.as_dict()
     if args.json:
-        print(json.dumps(d | {"exit_code": result.exit_code}, indent=2, default=str))
-    else:
-        print_result(d, sys.stdout)
+        return emit_json("convert", result.exit_code,
+                         models=[json_model(d | {"exit_code": result.exit_code})])
+    print_result(d, sys.stdout)
     return result.exit_code

@@ -16,39 +16,32 @@ example:
 
 
 def configure(p):
+    from edgeport.cli.args import (add_device, add_input_shape, add_json, add_model_loading,
+                                   add_preprocessing, positive_int)
+
     p.add_argument("models", nargs="+", help="classifier models")
     p.add_argument("--images", required=True, metavar="DIR", help="one sub-folder of images per class")
     p.add_argument("--labels", help="labels file (default: the models' sidecar labels)")
-    p.add_argument("-k", "--top-k", type=int, default=5, help="K for top-k accuracy (default 5)")
-    p.add_argument("--limit", type=int, help="at most this many images per class")
-    p.add_argument("--size", type=int, nargs="+", metavar="H [W]", help="image input size")
-    p.add_argument("--mean", type=float, nargs="+", help="preprocessing mean, 0..255 units")
-    p.add_argument("--std", type=float, nargs="+", help="preprocessing std, 0..255 units")
-    p.add_argument("--device", default="auto", help="TFLite device: auto, cpu, usb, ...")
-    p.add_argument("--torch-model", metavar="MODULE:FACTORY", help="for PyTorch state dicts")
-    p.add_argument("--input-shape", type=int, nargs="+", metavar="D", help="input shape for PyTorch models")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("-k", "--top-k", type=positive_int, default=5,
+                   help="K for top-k accuracy (integer >= 1; default 5)")
+    p.add_argument("--limit", type=positive_int, help="at most this many images per class (integer >= 1)")
+    add_preprocessing(p)
+    add_device(p)
+    add_model_loading(p)
+    add_input_shape(p, "input shape for PyTorch models, e.g. 1 3 224 224")
+    add_json(p, "print one JSON object instead of the table")
 
 
 def run(args):
     import converters.validation.evaluate as _lib
-
-    import json
-
+    from converters.artefact import open_model
     from edge.errors import InputError
     from edge.labels import read_labels
+    from edgeport.cli.args import input_shape, model_loading, preprocessing
+    from edgeport.cli.output import emit_json
 
-    from converters.artefact import open_model
-
-    if args.top_k < 1:
-        raise InputError("--top-k must be at least 1")
-    args.pre = {}
-    if args.size:
-        args.pre["size"] = args.size * 2 if len(args.size) == 1 else args.size[:2]
-    if args.mean:
-        args.pre["mean"] = args.mean
-    if args.std:
-        args.pre["std"] = args.std
+    pre = preprocessing(args)
+    loading = model_loading(args)
     if args.labels:
         labels = read_labels(args.labels)
     else:
@@ -60,13 +53,12 @@ def run(args):
     classes = _lib.match_classes(folders, labels)
     rows = []
     for m in args.models:
-        t1, tk, n, ms = _lib.evaluate(m, items, classes, args.top_k, args)
+        t1, tk, n, ms = _lib.evaluate(m, items, classes, args.top_k, preprocessing=pre, device=args.device,
+                                      runtime=args.runtime, input_shape=input_shape(args), **loading)
         rows.append({"model": m, "images": n, "top1": t1 / n, f"top{args.top_k}": tk / n,
                      "top1_hits": t1, "topk_hits": tk, "mean_ms": round(ms, 3) if ms else None})
     if args.json:
-        print(json.dumps({"images": len(items), "classes": len(folders), "k": args.top_k,
-                          "models": rows}, indent=2))
-        return 0
+        return emit_json("eval", 0, images=len(items), classes=len(folders), k=args.top_k, models=rows)
     print(f"{len(items)} images in {len(folders)} classes")
     width = max(len("model"), *(len(r["model"]) for r in rows))
     print(f"{'model'.ljust(width)}  top-1    top-{args.top_k}    ms/image")

@@ -17,22 +17,23 @@ examples:
 
 
 def configure(p):
+    from edgeport.cli.args import add_json, positive_int
+
     p.add_argument("model", help="a .tflite file")
     p.add_argument("--edgetpu", action="store_true",
                    help="predict the Edge TPU compiler's mapping (no compiler needed)")
-    p.add_argument("--min-runtime-version", type=int, default=None, metavar="N",
-                   help="with --edgetpu: leave ops that need a newer Edge TPU runtime on the CPU")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--min-runtime-version", type=positive_int, default=None, metavar="N",
+                   help="with --edgetpu: leave ops that need a newer Edge TPU runtime on the CPU "
+                        "(integer >= 1)")
+    add_json(p)
 
 
 def run(args):
-    import json
-
     import converters.validation.inspect as _lib
+    from edgeport.cli.output import emit_json
 
     d = _lib.describe(args.model, args.edgetpu, args.min_runtime_version)
     if args.json:
-        print(json.dumps(d, indent=2))
-    else:
-        print(_lib.format_text(d))
+        return emit_json("inspect", 0, **d)
+    print(_lib.format_text(d))
     return 0

@@ -1,0 +1,189 @@
+"""Argument groups every command shares, declared and validated once.
+
+Each `add_*` function adds one group of flags to a command's parser; the value types below
+refuse, at parse time, numbers that make no sense for a flag (NaN and infinity always; zero
+or negatives where the flag needs a positive value). A refused value is one `error:` line and
+exit status 2, like every other usage error. `preprocessing(args)` and `input_shape(args)`
+turn the parsed flags into the values the library takes, without changing `args`.
+
+Rules per flag (also in each flag's help):
+  --size, --input-shape, --threads, --runs, --count, --top-k ...   integers >= 1
+  --warmup, --seed                                                 integers >= 0
+  --std, --timeout                                                 finite numbers > 0
+  --mean                                                           any finite number
+  --atol, --rtol, --max-scale-error                                finite numbers >= 0
+  --quantile, --min-top1, classify --threshold                     finite numbers in [0, 1]
+  --min-cosine                                                     finite numbers in [-1, 1]
+"""
+
+import argparse
+import math
+
+TFLITE_RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+LAYOUTS = ("NHWC", "NCHW")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with edgeport's error convention: one `error: ...` line on stderr, exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+# -- value types -------------------------------------------------------------------------------
+def _typed(name, cast, check, rule):
+    """An argparse type: `cast` the text, then refuse values for which `check` is false."""
+
+    def parse(text):
+        try:
+            value = cast(text)
+        except (TypeError, ValueError):
+            kind = "an integer" if cast is int else "a number"
+            raise argparse.ArgumentTypeError(f"'{text}' is not {kind}; expected {rule}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"'{text}' is not a finite number; expected {rule}")
+        if not check(value):
+            raise argparse.ArgumentTypeError(f"'{text}' is out of range; expected {rule}")
+        return value
+
+    parse.__name__ = name  # argparse names the type in some messages
+    parse.rule = rule
+    return parse
+
+
+positive_int = _typed("positive_int", int, lambda v: v >= 1, "an integer >= 1")
+non_negative_int = _typed("non_negative_int", int, lambda v: v >= 0, "an integer >= 0")
+finite_float = _typed("finite_float", float, lambda v: True, "a finite number")
+positive_float = _typed("positive_float", float, lambda v: v > 0, "a finite number > 0")
+non_negative_float = _typed("non_negative_float", float, lambda v: v >= 0, "a finite number >= 0")
+fraction = _typed("fraction", float, lambda v: 0 <= v <= 1, "a finite number between 0 and 1")
+cosine = _typed("cosine", float, lambda v: -1 <= v <= 1, "a finite number between -1 and 1")
+
+
+def checked(value_type, flag):
+    """A plain function for values parsed after argparse (e.g. OUTPUT:VALUE pairs): the value,
+    or InputError naming `flag` and the rule."""
+    from edge.errors import InputError
+
+    def parse(text):
+        try:
+            return value_type(text)
+        except argparse.ArgumentTypeError as e:
+            raise InputError(f"argument {flag}: {e}") from None
+
+    return parse
+
+
+# -- groups ------------------------------------------------------------------------------------
+def add_json(p, what="print one JSON object instead of text"):
+    p.add_argument("--json", action="store_true",
+                   help=f"{what} (the envelope: command, edgeport_version, exit_code)")
+
+
+def add_preprocessing(p, size=True, layout=True, pycoral_flags=False):
+    """--size --mean --std --layout: how pixels become the model's input.
+
+    `pycoral_flags` adds classify_image.py's spellings -a/--input_mean and -s/--input_std.
+    """
+    g = p.add_argument_group("preprocessing (pixels 0..255, input = (pixel - mean) / std)")
+    if size:
+        g.add_argument("--size", type=positive_int, nargs="+", metavar="N",
+                       help="image input size: H W, or one number for a square (integers >= 1)")
+    mean = ["-a", "--input_mean", "--mean"] if pycoral_flags else ["--mean"]
+    std = ["-s", "--input_std", "--std"] if pycoral_flags else ["--std"]
+    g.add_argument(*mean, dest="mean", type=finite_float, nargs="+", metavar="M",
+                   help="mean, one value or one per channel, 0..255 units (any finite number; "
+                        "default: the model's sidecar" + (", else 128)" if pycoral_flags else ")"))
+    g.add_argument(*std, dest="std", type=positive_float, nargs="+", metavar="S",
+                   help="std, one value or one per channel, 0..255 units (finite, > 0; "
+                        "default: the model's sidecar" + (", else 128)" if pycoral_flags else ")"))
+    if layout:
+        g.add_argument("--layout", choices=LAYOUTS, help="image layout of the model's input "
+                                                         "(default: guessed from its shape)")
+    return g
+
+
+def preprocessing(args):
+    """The preprocessing dict {size: [h, w], mean: [..], std: [..], layout} of the flags given
+    (empty when none is). `args` is not changed."""
+    from edge.errors import InputError
+
+    pre = {}
+    size = getattr(args, "size", None)
+    if size:
+        if len(size) not in (1, 2):
+            raise InputError(f"--size takes H W or one number, not {len(size)} numbers")
+        pre["size"] = list(size) * 2 if len(size) == 1 else list(size)
+    for key in ("mean", "std"):
+        values = getattr(args, key, None)
+        if values:
+            if len(values) not in (1, 3, 4):
+                raise InputError(f"--{key} takes one value or one per channel (3 or 4), "
+                                 f"not {len(values)} values")
+            pre[key] = list(values)
+    if getattr(args, "layout", None):
+        pre["layout"] = args.layout
+    return pre
+
+
+def add_input_shape(p, what="the model's input shape (PyTorch sources), e.g. 1 3 224 224"):
+    p.add_argument("--input-shape", type=positive_int, nargs="+", metavar="D",
+                   help=f"{what} (integers >= 1)")
+
+
+def input_shape(args):
+    """The --input-shape tuple, or None."""
+    shape = getattr(args, "input_shape", None)
+    return tuple(shape) if shape else None
+
+
+def add_data(p):
+    """--inputs --samples --seed: the inputs a model is run on."""
+    g = p.add_argument_group("input data")
+    g.add_argument("--inputs", default="random", metavar="random|DIR",
+                   help="'random' (seeded) or a folder of images (default random)")
+    g.add_argument("--samples", type=positive_int,
+                   help="number of samples (integer >= 1; default 10 random / 20 images)")
+    g.add_argument("--seed", type=non_negative_int, default=0, help="random seed (integer >= 0; default 0)")
+    return g
+
+
+def add_device(p, device=True, runtime=True, device_help="auto, cpu, usb, usb:N, pci, pci:N or :N"):
+    """--device (the Edge TPU or the CPU) and --runtime (which TFLite interpreter)."""
+    if device:
+        p.add_argument("--device", default="auto", help=f"TFLite device: {device_help} (default auto)")
+    if runtime:
+        p.add_argument("--runtime", choices=TFLITE_RUNTIMES,
+                       help="force one TFLite backend (default: the first installed)")
+
+
+def add_model_loading(p, torch_model=True, trust_pickle=True, keras_unsafe=True):
+    """--torch-model --trust-pickle --keras-unsafe: how far to trust a model file."""
+    g = p.add_argument_group("loading models")
+    if torch_model:
+        g.add_argument("--torch-model", metavar="MODULE:FACTORY",
+                       help="PyTorch state dicts: a callable returning the nn.Module")
+    if trust_pickle:
+        g.add_argument("--trust-pickle", action="store_true",
+                       help="allow TorchScript / .pt2 / full pickles (they can run code from the file)")
+    if keras_unsafe:
+        g.add_argument("--keras-unsafe", action="store_true",
+                       help="allow Keras Lambda layers (they run code from the file)")
+    return g
+
+
+def model_loading(args):
+    """{torch_model, trust_pickle, keras_unsafe} as given (False/None for flags a command lacks)."""
+    return {"torch_model": getattr(args, "torch_model", None),
+            "trust_pickle": bool(getattr(args, "trust_pickle", False)),
+            "keras_unsafe": bool(getattr(args, "keras_unsafe", False))}
+
+
+def add_threads(p, several=False):
+    if several:
+        p.add_argument("--threads", type=positive_int, nargs="+", default=[None], metavar="N",
+                       help="CPU threads (integers >= 1); several values benchmark each "
+                            "(default: the runtime's choice)")
+    else:
+        p.add_argument("--threads", type=positive_int, metavar="N",
+                       help="CPU threads for the interpreter (integer >= 1; default: the runtime's choice)")
