@@ -306,7 +306,8 @@ CASES = [
     # --- usage errors
     C("convert-unknown-target", ["convert", "{w}/color_float.tflite", "--to", "tensorrt"], 2,
       r"unknown target format 'tensorrt'"),
-    C("classify-count-zero", CLASSIFY + ["{w}/red.png", "--count", "0"], 2, r"--count must be at least 1"),
+    C("classify-count-zero", CLASSIFY + ["{w}/red.png", "--count", "0"], 2,
+      r"argument -c/--count: '0' is out of range; expected an integer >= 1"),
     # --- quantization and the Edge TPU
     C("convert-float-tflite-to-edgetpu", ["convert", "{w}/color_float.tflite", "--to", "edgetpu"], 2,
       r"model not quantized.*edgeport convert ORIGINAL_MODEL --to edgetpu --calibration IMAGES_DIR"),
@@ -367,6 +368,76 @@ CASES = [
 ]
 
 
+# --- numbers out of range: zero, negative, NaN and infinity, per command and flag. Each is one
+# `error: argument FLAG: ...` line (or `error: --FLAG ...` for values checked after parsing).
+CLASSIFY_RED = CLASSIFY + ["{w}/red.png"]
+CONVERT_ONNX = ["convert", "{w}/color_float.tflite", "--to", "onnx"]
+VALIDATE = ["validate", "{w}/color_float.tflite", "{w}/color_int8.tflite"]
+EVAL = ["eval", "{w}/color_float.tflite", "--images", "{w}/empty_folder", "--labels", "{w}/labels4.txt"]
+NOT_FINITE = r"is not a finite number"
+OUT_OF_RANGE = r"is out of range"
+NUMBER_CASES = [
+    ("classify-mean-nan", CLASSIFY_RED + ["-a", "nan"], r"--mean: 'nan' " + NOT_FINITE),
+    ("classify-mean-inf", CLASSIFY_RED + ["--input_mean=-inf"], r"--mean: '-inf' " + NOT_FINITE),
+    ("classify-std-zero", CLASSIFY_RED + ["-s", "0"], r"--std: '0' " + OUT_OF_RANGE + r".*> 0"),
+    ("classify-std-negative", CLASSIFY_RED + ["--std", "-128"], r"--std: '-128' " + OUT_OF_RANGE),
+    ("classify-std-nan", CLASSIFY_RED + ["-s", "nan"], r"--std: 'nan' " + NOT_FINITE),
+    ("classify-std-inf", CLASSIFY_RED + ["-s", "inf"], r"--std: 'inf' " + NOT_FINITE),
+    ("classify-std-overflow", CLASSIFY_RED + ["-s", "1e400"], r"--std: '1e400' " + NOT_FINITE),
+    ("classify-threshold-nan", CLASSIFY_RED + ["-t", "nan"], r"--threshold: 'nan' " + NOT_FINITE),
+    ("classify-threshold-inf", CLASSIFY_RED + ["-t", "inf"], r"--threshold: 'inf' " + NOT_FINITE),
+    ("classify-threshold-negative", CLASSIFY_RED + ["-t", "-0.5"], r"--threshold: '-0.5' " + OUT_OF_RANGE),
+    ("classify-threshold-above-one", CLASSIFY_RED + ["-t", "1.5"], r"--threshold: '1.5' " + OUT_OF_RANGE),
+    ("classify-top-k-zero", CLASSIFY_RED + ["-k", "0"], r"--top_k/--top-k: '0' " + OUT_OF_RANGE),
+    ("classify-top-k-negative", CLASSIFY_RED + ["-k", "-3"], r"--top-k: '-3' " + OUT_OF_RANGE),
+    ("classify-threads-zero", CLASSIFY_RED + ["--threads", "0"], r"--threads: '0' " + OUT_OF_RANGE),
+    ("classify-mean-two-values", CLASSIFY_RED + ["-a", "1", "2"], r"--mean takes one value or one per channel"),
+    ("bench-runs-zero", ["bench", "{w}/color_float.tflite", "--runs", "0"], r"--runs: '0' " + OUT_OF_RANGE),
+    ("bench-runs-negative", ["bench", "{w}/color_float.tflite", "--runs", "-5"], r"--runs: '-5' " + OUT_OF_RANGE),
+    ("bench-warmup-negative", ["bench", "{w}/color_float.tflite", "--warmup", "-1"],
+     r"--warmup: '-1' .*integer >= 0"),
+    ("bench-threads-zero", ["bench", "{w}/color_float.tflite", "--threads", "1", "0"], r"--threads: '0' "),
+    ("bench-runs-nan", ["bench", "{w}/color_float.tflite", "--runs", "nan"], r"--runs: 'nan' is not an integer"),
+    ("convert-std-zero", CONVERT_ONNX + ["--std", "0"], r"--std: '0' " + OUT_OF_RANGE),
+    ("convert-std-negative", CONVERT_ONNX + ["--std", "127.5", "-1", "127.5"], r"--std: '-1' " + OUT_OF_RANGE),
+    ("convert-std-nan", CONVERT_ONNX + ["--std", "nan"], r"--std: 'nan' " + NOT_FINITE),
+    ("convert-mean-inf", CONVERT_ONNX + ["--mean", "inf"], r"--mean: 'inf' " + NOT_FINITE),
+    ("convert-size-zero", CONVERT_ONNX + ["--size", "0"], r"--size: '0' " + OUT_OF_RANGE),
+    ("convert-size-negative", CONVERT_ONNX + ["--size", "224", "-224"], r"--size: '-224' " + OUT_OF_RANGE),
+    ("convert-size-three-numbers", CONVERT_ONNX + ["--size", "2", "2", "2"], r"--size takes H W or one number"),
+    ("convert-jobs-zero", CONVERT_ONNX + ["--jobs", "0"], r"--jobs: '0' " + OUT_OF_RANGE),
+    ("convert-timeout-zero", CONVERT_ONNX + ["--timeout", "0"], r"--timeout: '0' " + OUT_OF_RANGE),
+    ("convert-timeout-nan", CONVERT_ONNX + ["--timeout", "nan"], r"--timeout: 'nan' " + NOT_FINITE),
+    ("convert-calibration-count-negative", CONVERT_ONNX + ["--calibration-count", "-1"],
+     r"--calibration-count: '-1' " + OUT_OF_RANGE),
+    ("convert-input-shape-zero", CONVERT_ONNX + ["--input-shape", "1", "0", "3"], r"--input-shape: '0' "),
+    ("validate-atol-nan", VALIDATE + ["--atol", "nan"], r"--atol: 'nan' " + NOT_FINITE),
+    ("validate-atol-negative-per-output", VALIDATE + ["--atol", "logits:-1"], r"--atol: '-1' " + OUT_OF_RANGE),
+    ("validate-rtol-inf", VALIDATE + ["--rtol", "inf"], r"--rtol: 'inf' " + NOT_FINITE),
+    ("validate-quantile-above-one", VALIDATE + ["--quantile", "2"], r"--quantile: '2' " + OUT_OF_RANGE),
+    ("validate-min-top1-nan", VALIDATE + ["--min-top1", "nan"], r"--min-top1: 'nan' " + NOT_FINITE),
+    ("validate-min-cosine-out-of-range", VALIDATE + ["--min-cosine", "1.5"], r"--min-cosine: '1.5' "),
+    ("validate-max-scale-error-negative", VALIDATE + ["--max-scale-error", "-0.1"], r"--max-scale-error: "),
+    ("validate-std-zero", VALIDATE + ["--std", "0"], r"--std: '0' " + OUT_OF_RANGE),
+    ("validate-mean-nan", VALIDATE + ["--mean", "nan"], r"--mean: 'nan' " + NOT_FINITE),
+    ("validate-size-negative", VALIDATE + ["--size", "-1"], r"--size: '-1' " + OUT_OF_RANGE),
+    ("validate-samples-zero", VALIDATE + ["--samples", "0"], r"--samples: '0' " + OUT_OF_RANGE),
+    ("validate-seed-negative", VALIDATE + ["--seed", "-1"], r"--seed: '-1' " + OUT_OF_RANGE),
+    ("validate-top-k-zero", VALIDATE + ["--top-k", "0"], r"--top-k: '0' " + OUT_OF_RANGE),
+    ("eval-std-zero", EVAL + ["--std", "0"], r"--std: '0' " + OUT_OF_RANGE),
+    ("eval-std-inf", EVAL + ["--std", "inf"], r"--std: 'inf' " + NOT_FINITE),
+    ("eval-mean-nan", EVAL + ["--mean", "nan"], r"--mean: 'nan' " + NOT_FINITE),
+    ("eval-size-zero", EVAL + ["--size", "0", "0"], r"--size: '0' " + OUT_OF_RANGE),
+    ("eval-top-k-zero", EVAL + ["-k", "0"], r"--top-k: '0' " + OUT_OF_RANGE),
+    ("eval-limit-negative", EVAL + ["--limit", "-2"], r"--limit: '-2' " + OUT_OF_RANGE),
+    ("inspect-min-runtime-version-zero", ["inspect", "{w}/color_float.tflite", "--edgetpu",
+                                          "--min-runtime-version", "0"], r"--min-runtime-version: '0' "),
+    ("check-input-shape-negative", ["check", "{w}/color_float.tflite", "--input-shape", "1", "-3"],
+     r"--input-shape: '-3' " + OUT_OF_RANGE),
+]
+CASES += [C(name, argv, 2, r"^error: (argument )?" + r".*" + pattern) for name, argv, pattern in NUMBER_CASES]
+
+
 def _unwritable_case():
     # As root every folder is writable, so use one the kernel refuses to create files in.
     target = "/proc/edgeport-no-such-dir/out" if os.geteuid() == 0 else "{w}/readonly/out"
@@ -393,7 +464,8 @@ def _snapshot(folder):
 
 
 def test_the_table_is_big_enough():
-    assert len(CASES) >= 30
+    assert len(CASES) >= 120
+    assert len(NUMBER_CASES) >= 50
     assert len({c.id for c in CASES}) == len(CASES)
     commands = {c.argv[0] for c in CASES}
     assert {"classify", "bench", "convert", "inspect", "check", "validate", "eval"} <= commands

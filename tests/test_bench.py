@@ -47,7 +47,9 @@ def test_bench_cli_json_threads_and_plot(capsys, tiny, tmp_path):
     code, out, _ = run_cli(capsys, "bench", tiny["float"], tiny["int8"], "--runs", "5", "--warmup", "1",
                            "--threads", "1", "2", "--json", "--plot", tmp_path / "p.png")
     assert code == 0
-    rows = json.loads(out)
+    doc = json.loads(out)
+    assert doc["command"] == "bench" and doc["exit_code"] == 0 and doc["plot"] == str(tmp_path / "p.png")
+    rows = doc["models"]
     assert [(r["model"].rsplit("/", 1)[1], r["threads"]) for r in rows] == [
         ("color_float.tflite", 1), ("color_float.tflite", 2), ("color_int8.tflite", 1), ("color_int8.tflite", 2)]
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -60,4 +62,6 @@ def test_bench_cli_table_and_errors(capsys, tiny, tmp_path):
     code, _, err = run_cli(capsys, "bench", tmp_path / "x.bin")
     assert code == 2 and "neither a TFLite nor an ONNX" in err
     code, _, err = run_cli(capsys, "bench", tiny["float"], "--runs", "0")
-    assert code == 2
+    assert code == 2 and err.startswith("error: argument --runs: '0' is out of range")
+    code, _, err = run_cli(capsys, "bench", tiny["float"], "--threads", "nan")
+    assert code == 2 and "--threads: 'nan' is not an integer" in err

@@ -56,6 +56,7 @@ def test_json_output_and_folder(capsys, tiny, color_images):
     code, out, _ = run_cli(capsys, "classify", "-m", tiny["int8"], "-i", color_images, "--json", "-c", "1")
     assert code == 0
     data = json.loads(out)
+    assert data["command"] == "classify" and data["exit_code"] == 0 and data["model"] == str(tiny["int8"])
     assert data["runtime"] == "ai_edge_litert" and data["device"] == "cpu"
     got = {r["image"].rsplit("/", 1)[1]: r["classes"][0]["id"] for r in data["results"]}
     assert got == {"blue.png": 2, "gray.png": 3, "green.png": 1, "red.png": 0}
@@ -70,6 +71,18 @@ def test_threshold_and_mean_std_flags(capsys, tiny, color_images):
     code, out2, _ = run_cli(capsys, "classify", "-m", tiny["float"], "-i", color_images / "red.png",
                             "-a", "0", "-s", "255", "-c", "1")
     assert code == 0 and out2.splitlines()[-1].startswith("0: ") and out2.splitlines()[-1] != out.splitlines()[-1]
+
+
+@pytest.mark.parametrize("flag,value", [("-a", "nan"), ("--mean", "inf"), ("-s", "nan"), ("-s", "inf"),
+                                        ("-s", "0"), ("--std", "-128"), ("-t", "nan"), ("-t", "inf"),
+                                        ("-t", "-1"), ("-t", "1.5"), ("-k", "0"), ("-c", "-1"),
+                                        ("--threads", "0")])
+def test_nan_inf_zero_and_negative_are_refused(capsys, tiny, color_images, flag, value):
+    """These gave empty results with exit 0 (NaN, inf) or odd ones: now one error line, exit 2."""
+    code, out, err = run_cli(capsys, "classify", "-m", tiny["float"], "-i", color_images / "red.png",
+                             "-c", "1", f"{flag}={value}")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: argument ") and f"'{value}'" in err
 
 
 def test_sidecar_preprocessing_is_used(capsys, tiny, color_images, tmp_path):

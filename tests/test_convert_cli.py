@@ -30,16 +30,19 @@ def test_json_route_artefacts_and_validation(src, tmp_path, capsys):
     code, out, err = run(capsys, src / "net.keras", "--to", "ort,tflite", "-o", tmp_path, "--json",
                          "--mean", "0", "--std", "255", "--labels", src / "labels.txt")
     assert code == 0, err
-    d = json.loads(out)  # stdout holds nothing but the JSON
+    doc = json.loads(out)  # stdout holds nothing but the JSON
+    assert doc["command"] == "convert" and doc["exit_code"] == 0 and "folder" not in doc
+    [d] = doc["models"]
+    assert d["model"] == str(src / "net.keras")
     assert d["routes"] == {"ort": ["keras", "onnx", "ort"], "tflite": ["keras", "tflite"]}
     arts = {a["format"]: a for a in d["artefacts"]}
     assert set(arts) == {"onnx", "ort", "tflite"}, "the ONNX intermediate is an artefact too"
     for fmt, a in arts.items():
-        assert os.path.getsize(a["path"]) == a["size"] > 0
-        assert os.path.exists(a["path"] + ".edgeport.json")
+        assert os.path.getsize(a["model"]) == a["size_bytes"] > 0 and a["time_ms"] > 0
+        assert os.path.exists(a["model"] + ".edgeport.json")
         v = a["validation"]
         assert v is not None and v["passed"] is not False, (fmt, v)
-    assert os.path.basename(arts["tflite"]["path"]) == "net_float.tflite"
+    assert os.path.basename(arts["tflite"]["model"]) == "net_float.tflite"
     assert (tmp_path / "net.required_operators.config").exists()
 
 
@@ -95,12 +98,14 @@ def test_folder_mode_parallel_and_skip_unchanged(src, tmp_path, capsys):
     args = (models, "--to", "tflite", "-o", out_dir, "--jobs", "2", "--no-validate", "--json")
     code, out, err = run(capsys, *args)
     assert code == 0, err
-    res = {os.path.basename(r["source"]): r for r in json.loads(out)["results"]}
+    doc = json.loads(out)
+    assert doc["command"] == "convert" and doc["exit_code"] == 0 and doc["folder"] == str(models)
+    res = {os.path.basename(r["model"]): r for r in doc["models"]}
     assert set(res) == {"a.keras", "b.keras"}
     assert all(r["status"] == "converted" for r in res.values())
     assert (out_dir / "a_float.tflite").exists() and (out_dir / "b_float.tflite").exists()
     code, out, _ = run(capsys, *args)
-    assert [r["status"] for r in json.loads(out)["results"]] == ["skipped", "skipped"]
+    assert [r["status"] for r in json.loads(out)["models"]] == ["skipped", "skipped"]
     # a changed source is converted again, an unchanged one is not
     from converters.artefact import sha256_of
 
@@ -108,12 +113,48 @@ def test_folder_mode_parallel_and_skip_unchanged(src, tmp_path, capsys):
     build_classifier(models / "b.keras")
     assert sha256_of(models / "b.keras") != before
     code, out, _ = run(capsys, *args)
-    assert [r["status"] for r in json.loads(out)["results"]] == ["skipped", "converted"]
+    assert [r["status"] for r in json.loads(out)["models"]] == ["skipped", "converted"]
     # --force converts everything; so does a changed option
     code, out, _ = run(capsys, *args, "--force")
-    assert [r["status"] for r in json.loads(out)["results"]] == ["converted", "converted"]
+    assert [r["status"] for r in json.loads(out)["models"]] == ["converted", "converted"]
     code, out, _ = run(capsys, models, "--to", "tflite", "-o", out_dir, "--no-validate", "--json",
                        "--opset", "15")
-    res = json.loads(out)["results"]
+    res = json.loads(out)["models"]
     assert [r["status"] for r in res] == ["converted", "converted"]
     assert [a["status"] for r in res for a in r["artefacts"]] == ["converted", "converted"]
+
+
+def _parse(*argv):
+    from edgeport.cli import build_parser
+
+    return build_parser(only="convert").parse_args(["convert", "m.keras", "--to", "onnx", *argv])
+
+
+def test_preprocessing_flags_make_one_dict_and_leave_args_alone():
+    from edgeport.cli.args import preprocessing
+    from edgeport.cli.convert import options_from_args
+
+    args = _parse("--size", "96", "--mean", "127.5", "--std", "127.5", "1", "2", "--layout", "NCHW")
+    before = dict(vars(args))
+    assert preprocessing(args) == {"size": [96, 96], "mean": [127.5], "std": [127.5, 1.0, 2.0],
+                                   "layout": "NCHW"}
+    assert options_from_args(args).preprocessing == preprocessing(args)
+    assert vars(args) == before, "preprocessing() must not rewrite args"
+    assert preprocessing(_parse()) == {} and options_from_args(_parse()).preprocessing is None
+    # a mean may be zero or negative; only NaN / inf are refused for it
+    assert preprocessing(_parse("--mean", "0", "-1", "-2.5"))["mean"] == [0.0, -1.0, -2.5]
+
+
+@pytest.mark.parametrize("flag,value", [("--std", "0"), ("--std", "-1"), ("--std", "nan"), ("--std", "inf"),
+                                        ("--mean", "nan"), ("--mean", "inf"), ("--size", "0"),
+                                        ("--size", "-3"), ("--jobs", "0"), ("--timeout", "0"),
+                                        ("--timeout", "nan"), ("--calibration-count", "0"),
+                                        ("--input-shape", "0"), ("--opset", "-1")])
+def test_out_of_range_numbers_are_usage_errors(capsys, flag, value, tmp_path):
+    from conftest import DATA, run_cli
+
+    code, out, err = run_cli(capsys, "convert", DATA / "color_float.tflite", "--to", "onnx", "-o", tmp_path,
+                             f"{flag}={value}")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith(f"error: argument {flag}: '{value}' ")
+    assert os.listdir(tmp_path) == []
