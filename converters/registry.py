@@ -7,6 +7,9 @@ Each conversion is one small function registered once as an edge (from_format, t
         ...write the model to output_path...
         return {"opset": 13}                           # metadata for the new artefact
 
+A function that converts several source formats the same way registers them at once, one
+edge per source: @conversion((formats.KERAS, formats.SAVEDMODEL), formats.ONNX).
+
 Modules holding conversions import their framework inside the function, never at the top,
 so loading the registry is cheap. Adding a conversion never touches a central switch: only
 the module list below names where conversions live.
@@ -48,13 +51,21 @@ _loaded = False
 
 
 def conversion(source, target, extra="convert", cost=1, needs=()):
-    """Decorator: register `func` as the conversion from `source` to `target`."""
+    """Decorator: register `func` as the conversion from `source` to `target`.
+
+    `source` is one format or a tuple of formats (one edge each, same extra, cost and needs).
+    """
+    sources = (source,) if isinstance(source, str) else tuple(source)
+    if not sources:
+        raise ValueError("a conversion needs at least one source format")
 
     def register(func):
-        key = (source, target)
-        if key in _REGISTRY and _REGISTRY[key].func is not func:
-            raise RuntimeError(f"two conversions registered for {source} -> {target}")
-        _REGISTRY[key] = Conversion(source, target, func, extra, cost, tuple(needs))
+        for src in sources:
+            key = (src, target)
+            if key in _REGISTRY and _REGISTRY[key].func is not func:
+                raise RuntimeError(f"two conversions registered for {src} -> {target}")
+        for src in sources:
+            _REGISTRY[(src, target)] = Conversion(src, target, func, extra, cost, tuple(needs))
         return func
 
     return register

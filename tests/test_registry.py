@@ -60,3 +60,28 @@ def test_two_functions_for_one_edge_is_an_error(fake_registry):
     fake_registry.conversion("a", "b")(lambda *a: 1)
     with pytest.raises(RuntimeError):
         fake_registry.conversion("a", "b")(lambda *a: 2)
+
+
+def test_one_function_for_several_sources(fake_registry):
+    r = fake_registry
+
+    @r.conversion(("a", "b"), "c", cost=2, needs=("calibration",))
+    def a_or_b_to_c(*args):
+        return args
+
+    regs = r.load_registry()
+    assert set(regs) == {("a", "c"), ("b", "c")}
+    assert all(c.func is a_or_b_to_c and c.cost == 2 and c.needs == ("calibration",) for c in regs.values())
+    assert [c.name for c in r.plan_route("b", "c")] == ["b -> c"]
+    with pytest.raises(RuntimeError, match="two conversions registered for b -> c"):
+        r.conversion(("d", "b"), "c")(lambda *a: None)
+    assert ("d", "c") not in r.load_registry(), "a refused registration registers none of its sources"
+
+
+def test_keras_and_savedmodel_share_one_function_per_target():
+    regs = registry.load_registry()
+    for target in (formats.ONNX, formats.TFLITE, formats.TFLITE_INT8, formats.COREML):
+        keras, saved = regs[(formats.KERAS, target)], regs[(formats.SAVEDMODEL, target)]
+        assert keras.func is saved.func, target
+    assert regs[(formats.TFLITE, formats.ONNX)].func is regs[(formats.TFLITE_INT8, formats.ONNX)].func
+    assert regs[(formats.TFLITE_INT8, formats.ONNX)].cost == 2

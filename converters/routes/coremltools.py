@@ -96,6 +96,7 @@ def _finish(ct, mlmodel, output_path, options, spec, labels, image):
     return meta
 
 
+@conversion((formats.KERAS, formats.SAVEDMODEL), formats.COREML)
 def tf_to_coreml(source, output_path, options):
     from converters.quantize.calibration import resolve_spec
     from converters.routes.tf_loading import load_tf_source
@@ -128,16 +129,6 @@ def tf_to_coreml(source, output_path, options):
     except Exception as e:
         raise EdgeportError(f"coremltools could not convert {source.name}: {type(e).__name__}: {e}") from None
     return _finish(ct, mlmodel, output_path, options, spec if image else (spec or None), labels, image)
-
-
-@conversion(formats.KERAS, formats.COREML)
-def keras_to_coreml(source, output_path, options):
-    return tf_to_coreml(source, output_path, options)
-
-
-@conversion(formats.SAVEDMODEL, formats.COREML)
-def savedmodel_to_coreml(source, output_path, options):
-    return tf_to_coreml(source, output_path, options)
 
 
 ONNX_ALTERNATIVE = ("coremltools has no ONNX frontend since version 6: convert the original Keras, "

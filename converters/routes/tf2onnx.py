@@ -76,6 +76,7 @@ def _save(model, output_path, opset):
             "outputs": [o.name for o in model.graph.output]}
 
 
+@conversion((formats.KERAS, formats.SAVEDMODEL), formats.ONNX)
 def tf_to_onnx(source, output_path, options):
     from converters.routes.tf_loading import load_tf_source
 
@@ -90,16 +91,8 @@ def tf_to_onnx(source, output_path, options):
     return _save(clean_names(model, src.output_names), output_path, opset)
 
 
-@conversion(formats.KERAS, formats.ONNX)
-def keras_to_onnx(source, output_path, options):
-    return tf_to_onnx(source, output_path, options)
-
-
-@conversion(formats.SAVEDMODEL, formats.ONNX)
-def savedmodel_to_onnx(source, output_path, options):
-    return tf_to_onnx(source, output_path, options)
-
-
+@conversion(formats.TFLITE, formats.ONNX)
+@conversion(formats.TFLITE_INT8, formats.ONNX, cost=2)
 def tflite_to_onnx(source, output_path, options):
     from edge.tflite_model import TFLiteModel
 
@@ -115,13 +108,3 @@ def tflite_to_onnx(source, output_path, options):
     except Exception as e:
         raise EdgeportError(f"tf2onnx could not convert {source.name}: {type(e).__name__}: {e}") from None
     return _save(clean_names(model), output_path, opset)
-
-
-@conversion(formats.TFLITE, formats.ONNX)
-def tflite_float_to_onnx(source, output_path, options):
-    return tflite_to_onnx(source, output_path, options)
-
-
-@conversion(formats.TFLITE_INT8, formats.ONNX, cost=2)
-def tflite_int8_to_onnx(source, output_path, options):
-    return tflite_to_onnx(source, output_path, options)

@@ -42,6 +42,7 @@ def _write(conv, output_path, source):
         f.write(data)
 
 
+@conversion((formats.KERAS, formats.SAVEDMODEL), formats.TFLITE)
 def tf_to_tflite_float(source, output_path, options):
     _, conv, src = _converter(source, options)
     options.progress(f"TFLite converter: {source.name} -> float")
@@ -49,16 +50,7 @@ def tf_to_tflite_float(source, output_path, options):
     return {"versions": _versions(), "quantization": "none"}
 
 
-@conversion(formats.KERAS, formats.TFLITE)
-def keras_to_tflite(source, output_path, options):
-    return tf_to_tflite_float(source, output_path, options)
-
-
-@conversion(formats.SAVEDMODEL, formats.TFLITE)
-def savedmodel_to_tflite(source, output_path, options):
-    return tf_to_tflite_float(source, output_path, options)
-
-
+@conversion((formats.KERAS, formats.SAVEDMODEL), formats.TFLITE_INT8, needs=("calibration",))
 def tf_to_tflite_int8(source, output_path, options):
     from converters.quantize.calibration import load_calibration
 
@@ -96,13 +88,3 @@ def tf_to_tflite_int8(source, output_path, options):
                             "the model uses an op without an int8 kernel")
     return {"versions": _versions(), "quantization": "full-int8", "io_dtype": io_dtype,
             "calibration": cal.summary(), "preprocessing": cal.spec}
-
-
-@conversion(formats.KERAS, formats.TFLITE_INT8, needs=("calibration",))
-def keras_to_tflite_int8(source, output_path, options):
-    return tf_to_tflite_int8(source, output_path, options)
-
-
-@conversion(formats.SAVEDMODEL, formats.TFLITE_INT8, needs=("calibration",))
-def savedmodel_to_tflite_int8(source, output_path, options):
-    return tf_to_tflite_int8(source, output_path, options)

@@ -331,8 +331,7 @@ def torch_to_coreml(source, output_path, options):
 
 # ------------------------------------------------------------------------- registrations
 
-for _src in formats.TORCH_FORMATS:
-    conversion(_src, formats.ONNX, extra="torch")(torch_to_onnx)
-    conversion(_src, formats.TFLITE, extra="torch")(torch_to_tflite)
-    conversion(_src, formats.TFLITE_INT8, extra="torch", needs=("calibration",))(torch_to_tflite_int8)
-    conversion(_src, formats.COREML, extra="torch")(torch_to_coreml)
+conversion(formats.TORCH_FORMATS, formats.ONNX, extra="torch")(torch_to_onnx)
+conversion(formats.TORCH_FORMATS, formats.TFLITE, extra="torch")(torch_to_tflite)
+conversion(formats.TORCH_FORMATS, formats.TFLITE_INT8, extra="torch", needs=("calibration",))(torch_to_tflite_int8)
+conversion(formats.TORCH_FORMATS, formats.COREML, extra="torch")(torch_to_coreml)
