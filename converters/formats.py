@@ -110,17 +110,13 @@ def detect_format(path):
 
 def load_onnx(path, **kwargs):
     """onnx.load, with a damaged file as ModelFormatError (not a protobuf DecodeError)."""
-    from edge.errors import MissingDependency
+    from edge.errors import first_line, require
 
-    try:
-        import onnx
-    except ImportError:
-        raise MissingDependency("onnx", "convert", "reading an ONNX model") from None
+    onnx = require("onnx", "convert", "reading an ONNX model")
     try:
         return onnx.load(os.fspath(path), **kwargs)
     except Exception as e:  # DecodeError, or a missing external-data file
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ModelFormatError(f"cannot read ONNX model {path}: {first}",
+        raise ModelFormatError(f"cannot read ONNX model {path}: {first_line(e)}",
                                "the file is truncated or damaged: export it again") from None
 
 

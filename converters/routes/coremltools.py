@@ -8,7 +8,7 @@ becomes a classifier.
 
 import os
 
-from edge.errors import EdgeportError, InputError, MissingDependency
+from edge.errors import EdgeportError, InputError, require
 
 from converters import formats
 from converters.registry import conversion
@@ -20,12 +20,9 @@ def _ct():
     import logging
     import warnings
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import coremltools as ct
-    except ImportError:
-        raise MissingDependency("coremltools", "convert", "conversion to Core ML") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ct = require("coremltools", "convert", "conversion to Core ML")
     logging.getLogger("coremltools").setLevel(logging.ERROR)
     return ct
 

@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 
-from edge.errors import EdgeportError, InputError, MissingDependency
+from edge.errors import EdgeportError, InputError, require
 
 from converters import formats
 from converters.registry import conversion
@@ -20,12 +20,7 @@ PLATFORMS = ("arm", "amd64")
 
 
 def _tools():
-    try:
-        import onnxruntime  # noqa: F401
-        from onnxruntime.tools import convert_onnx_models_to_ort as tool
-    except ImportError:
-        raise MissingDependency("onnxruntime", "convert", "conversion to ORT") from None
-    return tool
+    return require("onnxruntime.tools.convert_onnx_models_to_ort", "convert", "conversion to ORT")
 
 
 @conversion(formats.ONNX, formats.ORT)

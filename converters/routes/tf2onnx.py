@@ -7,7 +7,7 @@ is with tf2onnx 1.17, NumPy 2.4 and protobuf 7: no patch is applied.
 
 import os
 
-from edge.errors import EdgeportError, MissingDependency, first_line
+from edge.errors import EdgeportError, first_line, require
 
 from converters import formats
 from converters.registry import conversion
@@ -19,14 +19,10 @@ def _tf2onnx():
     from converters.routes.tf_loading import import_tf
 
     import_tf()
-    try:
-        import logging
+    import logging
 
-        import tf2onnx
-
-        logging.getLogger("tf2onnx").setLevel(logging.ERROR)
-    except ImportError:
-        raise MissingDependency("tf2onnx", "convert", "conversion to ONNX") from None
+    tf2onnx = require("tf2onnx", "convert", "conversion to ONNX")
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     return tf2onnx
 
 

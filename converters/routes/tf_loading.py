@@ -7,7 +7,7 @@ coremltools all accept from Keras 3 without guessing.
 
 import os
 
-from edge.errors import InputError, MissingDependency, ModelFormatError
+from edge.errors import InputError, ModelFormatError, first_line, require
 
 from converters import formats
 
@@ -15,11 +15,7 @@ from converters import formats
 def import_tf():
     """tensorflow, quietly (its C++ logging off unless the user asked for it)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        import tensorflow as tf
-    except ImportError:
-        raise MissingDependency("tensorflow-cpu", "convert", "converting a TF/Keras model") from None
-    return tf
+    return require("tensorflow", "convert", "converting a TF/Keras model", package="tensorflow-cpu")
 
 
 def load_keras(path, options):
@@ -35,8 +31,7 @@ def load_keras(path, options):
             raise InputError(f"{os.path.basename(path)} holds a Lambda layer (arbitrary code), "
                              "refused in Keras safe mode",
                              "only if you trust this file, pass --keras-unsafe") from None
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ModelFormatError(f"cannot load Keras model {path}: {first}",
+        raise ModelFormatError(f"cannot load Keras model {path}: {first_line(e)}",
                                "is the file complete? re-save or re-download it") from None
 
 

@@ -22,7 +22,7 @@ import os
 import tempfile
 import time
 
-from edge.errors import EdgeportError, InputError, MissingDependency, first_line
+from edge.errors import EdgeportError, InputError, first_line, require
 
 from converters import formats
 from converters.registry import conversion
@@ -95,11 +95,7 @@ def torch_to_onnx(source, output_path, options):
 # --------------------------------------------------------------------------------- TFLite
 
 def _litert():
-    try:
-        import litert_torch
-    except ImportError:
-        raise MissingDependency("litert-torch", "torch", "PyTorch -> TFLite") from None
-    return litert_torch
+    return require("litert_torch", "torch", "PyTorch -> TFLite", package="litert-torch")
 
 
 def _exportable(model, source, x):

@@ -11,7 +11,7 @@ import importlib.util
 import os
 import sys
 
-from edge.errors import InputError, MissingDependency, first_line
+from edge.errors import InputError, first_line, require
 
 from converters import formats
 
@@ -20,11 +20,7 @@ PICKLE_HINT = ("pass --trust-pickle only if you trust where the file came from; 
 
 
 def import_torch():
-    try:
-        import torch
-    except ImportError:
-        raise MissingDependency("torch", "torch", "reading PyTorch models") from None
-    return torch
+    return require("torch", "torch", "reading PyTorch models")
 
 
 def import_factory(spec):

@@ -19,12 +19,9 @@ class Checks:
 
 
 def check_onnx(path, c):
-    try:
-        import onnx
-    except ImportError:
-        from edge.errors import MissingDependency
+    from edge.errors import require
 
-        raise MissingDependency("onnx", "convert", "checking ONNX models") from None
+    onnx = require("onnx", "convert", "checking ONNX models")
     from edge.errors import InputError
 
     try:

@@ -10,7 +10,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from edge.errors import InputError, MissingDependency, first_line
+from edge.errors import InputError, first_line, require
 
 from converters.validation.runners.base import Runner, tensor_meta
 
@@ -19,11 +19,7 @@ _ARRAY_TYPES = {65568: np.float32, 65600: np.float64, 65552: np.float16, 131104:
 
 
 def import_coremltools():
-    try:
-        import coremltools
-    except ImportError:
-        raise MissingDependency("coremltools", "convert", "reading Core ML models") from None
-    return coremltools
+    return require("coremltools", "convert", "reading Core ML models")
 
 
 class CoreMLRunner(Runner):

@@ -4,7 +4,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from edge.errors import InputError, MissingDependency, first_line
+from edge.errors import InputError, first_line, require
 
 from converters.validation.runners.base import Runner, tensor_meta
 
@@ -16,11 +16,7 @@ _ORT_TYPES = {
 
 
 def import_ort():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise MissingDependency("onnxruntime", "convert", "running ONNX/ORT models") from None
-    return onnxruntime
+    return require("onnxruntime", "convert", "running ONNX/ORT models")
 
 
 class OnnxRuntimeRunner(Runner):
