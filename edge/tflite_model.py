@@ -117,6 +117,7 @@ class TFLiteModel:
     def __init__(self, data, name="<bytes>"):
         self.data = data
         self.name = name
+        self._operator_tables = {}  # subgraph index -> its operators' tables, read on first use
         if not is_tflite(data):
             raise ModelFormatError(f"{name} is not a TFLite model (no 'TFL3' identifier)",
                                    "pass a .tflite flatbuffer")
@@ -215,6 +216,29 @@ class TFLiteModel:
 
     def is_edgetpu_compiled(self):
         return EDGETPU_CUSTOM_OP in self.custom_ops()
+
+    @property
+    def buffer_count(self):
+        """How many buffers the model declares (a tensor's `buffer` must be below it)."""
+        return len(self._buffers)
+
+    def operator_options(self, subgraph_index, op_index, fields, defaults=None):
+        """Scalar fields of one operator's builtin options table, as {name: value}.
+
+        `fields` is {name: (slot, struct code)} with slots from TFLite's schema.fbs, e.g.
+        {"stride_w": (1, "<i")} for CONV_2D; an absent table or field gives its default
+        (`defaults.get(name, 0)`). Offsets are bounds-checked: ModelFormatError on a damaged file.
+        """
+        defaults = defaults or {}
+        if subgraph_index not in self._operator_tables:
+            root = _Table(self.data, _read(self.data, "<I", 0))
+            self._operator_tables[subgraph_index] = root.tables(2)[subgraph_index].tables(3)
+        options = self._operator_tables[subgraph_index][op_index].table(4)
+        out = {}
+        for name, (slot, code) in fields.items():
+            default = defaults.get(name, 0)
+            out[name] = options.scalar(slot, code, default) if options is not None else default
+        return out
 
     def buffer_data(self, index):
         """The bytes of buffer `index` (b'' when it holds none)."""

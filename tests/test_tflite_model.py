@@ -46,3 +46,24 @@ def test_folder_and_missing_file(tmp_path):
         TFLiteModel.load(tmp_path)
     with pytest.raises(ModelFormatError, match="cannot read"):
         TFLiteModel.load(tmp_path / "nope.tflite")
+
+
+def test_public_buffer_count_and_operator_options(tiny, coral):
+    """What converters read from a model goes through the public API (no _Table, _read, _buffers)."""
+    m = TFLiteModel.load(coral / "mobilenet_v1_0.25_128_quant.tflite")
+    assert m.buffer_count > max(t.buffer for t in m.main.tensors)
+    conv = {"stride_w": (1, "<i"), "stride_h": (2, "<i"), "fused_activation": (3, "<b"),
+            "dilation_w": (4, "<i")}
+    depthwise = dict(conv, fused_activation=(4, "<b"), dilation_w=(5, "<i"))
+    ops = m.main.operators
+    assert ops[0].opcode == "CONV_2D" and ops[1].opcode == "DEPTHWISE_CONV_2D"
+    # MobileNet v1: a stride-2 first convolution, then a stride-1 depthwise one, all ReLU6 (3)
+    assert m.operator_options(0, 0, conv, {"dilation_w": 1}) == {"stride_w": 2, "stride_h": 2, "fused_activation": 3,
+                                              "dilation_w": 1}
+    assert m.operator_options(0, 1, depthwise)["stride_w"] == 1
+    assert m.operator_options(0, 3, depthwise)["stride_w"] == 2
+    # a field the table does not hold takes its default
+    fc = TFLiteModel.load(tiny["float"])
+    assert fc.main.operators[1].opcode == "FULLY_CONNECTED"
+    assert fc.operator_options(0, 1, {"fused_activation": (0, "<b"), "absent": (30, "<i")},
+                               {"absent": 7}) == {"fused_activation": 0, "absent": 7}

@@ -71,13 +71,6 @@ def edgetpu_op(opcodes, name, runtime=10, limitations="", max_version=None):
 # ---------------------------------------------------------------------------------------
 # Reading what the op checks need from the flatbuffer: builtin options and constant data.
 
-def _operator_tables(model, subgraph_index):
-    from edge.tflite_model import _read, _Table
-
-    root = _Table(model.data, _read(model.data, "<I", 0))
-    return root.tables(2)[subgraph_index].tables(3)
-
-
 # Builtin options fields used by the checks: {opcode: {field name: (slot, struct code)}}.
 # Slots from tensorflow/lite/schema/schema.fbs.
 _OPTION_FIELDS = {
@@ -105,15 +98,7 @@ def read_options(model, subgraph_index, op_index, opcode):
     fields = _OPTION_FIELDS.get(opcode)
     if not fields:
         return {}
-    cache = model.__dict__.setdefault("_edgeport_operator_tables", {})
-    if subgraph_index not in cache:
-        cache[subgraph_index] = _operator_tables(model, subgraph_index)
-    opt = cache[subgraph_index][op_index].table(4)
-    out = {}
-    for name, (slot, code) in fields.items():
-        default = _OPTION_DEFAULTS.get(name, 0)
-        out[name] = opt.scalar(slot, code, default) if opt is not None else default
-    return out
+    return model.operator_options(subgraph_index, op_index, fields, _OPTION_DEFAULTS)
 
 
 @dataclass

@@ -109,7 +109,7 @@ def check_tflite(path, c, runtime=None):
     c.add("inputs present", bool(g.inputs), ", ".join(_tt(g.tensors[i]) for i in g.inputs))
     c.add("outputs present", bool(g.outputs), ", ".join(_tt(g.tensors[i]) for i in g.outputs))
     bad = []
-    nbuf = len(m._buffers)
+    nbuf = m.buffer_count
     for sg in m.subgraphs:
         for t in sg.tensors:
             if t.buffer >= nbuf:
