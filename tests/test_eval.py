@@ -41,8 +41,9 @@ def test_accuracy_table_of_several_models(setup, capsys):
                  "-k", "2", "--json"])
     assert code == 0
     data = json.loads(capsys.readouterr().out)
+    assert data["command"] == "eval" and data["exit_code"] == 0 and data["k"] == 2
     assert data["images"] == 9 and data["classes"] == 3
-    acc = {os.path.basename(r["model"]): (r["top1"], r["top2"]) for r in data["models"]}
+    acc = {os.path.basename(r["model"]): (r["top1"], r["topk"]) for r in data["models"]}
     assert acc["color.keras"] == (1.0, 1.0)
     assert acc["color_float.tflite"] == (1.0, 1.0)
     assert acc["color_int8.tflite"] == (1.0, 1.0)

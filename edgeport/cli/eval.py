@@ -55,7 +55,7 @@ def run(args):
     for m in args.models:
         t1, tk, n, ms = _lib.evaluate(m, items, classes, args.top_k, preprocessing=pre, device=args.device,
                                       runtime=args.runtime, input_shape=input_shape(args), **loading)
-        rows.append({"model": m, "images": n, "top1": t1 / n, f"top{args.top_k}": tk / n,
+        rows.append({"model": m, "images": n, "top1": t1 / n, "topk": tk / n,
                      "top1_hits": t1, "topk_hits": tk, "mean_ms": round(ms, 3) if ms else None})
     if args.json:
         return emit_json("eval", 0, images=len(items), classes=len(folders), k=args.top_k, models=rows)
@@ -63,6 +63,6 @@ def run(args):
     width = max(len("model"), *(len(r["model"]) for r in rows))
     print(f"{'model'.ljust(width)}  top-1    top-{args.top_k}    ms/image")
     for r in rows:
-        print(f"{r['model'].ljust(width)}  {r['top1']:6.1%}  {r[f'top{args.top_k}']:6.1%}  "
+        print(f"{r['model'].ljust(width)}  {r['top1']:6.1%}  {r['topk']:6.1%}  "
               f"{r['mean_ms'] if r['mean_ms'] is not None else '-'}")
     return 0
