@@ -150,9 +150,9 @@ def test_thresholds_are_settable(broken, capsys):
     code, text = _validate(d / "color.keras", d / "color_perturbed.tflite", "--atol", "1",
                            capsys=capsys)
     assert code == 0, text.out
-    # int8 is close but never exact: demanding a perfect cosine fails it
+    # int8 is close but never exact: demanding an exact output scale fails it
     code, text = _validate(d / "color.keras", d / "color_int8.tflite", "--inputs",
-                           broken["images"], "--min-cosine", "1", capsys=capsys)
+                           broken["images"], "--max-scale-error", "0", capsys=capsys)
     assert code == 1, text.out
     # a cosine above 1 cannot be met by any model: a usage error, not a validation failure
     code, text = _validate(d / "color.keras", d / "color_int8.tflite", "--min-cosine", "1.01",
