@@ -1,6 +1,6 @@
 """Full-integer TFLite -> Edge TPU: check the model, run edgetpu_compiler, report the mapping.
 
-The compiler runs through a backend of `compiler_backends` (local, docker, podman). Its
+The compiler runs through a backend of `backends` (local, docker, podman). Its
 result counts only when it exited 0 within the timeout and wrote a non-empty TFLite model
 holding an edgetpu-custom-op: a compiler that prints success but leaves a stub fails here.
 Beside the final model go the compiler's operation log (`<name>.log`) and a report JSON

@@ -1,6 +1,6 @@
 """The Edge TPU's supported-operations table as data, one registered check per op.
 
-Sources (read 2026-11, see also edgetpu_log.py for the status strings):
+Sources (read 2026-11, see also log.py for the status strings):
 - Coral, "TensorFlow models on the Edge TPU", sections "Model requirements" and
   "Supported operations" (https://coral.ai/docs/edgetpu/models-intro/): 8-bit tensors,
   sizes constant at compile time, tensors of rank <= 3 (or only the 3 innermost
