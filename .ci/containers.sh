@@ -5,17 +5,18 @@
 #   container tests skip with a reason.
 # - Builds the local base image once (no registry is reachable, so the base comes from
 #   debootstrap); an existing image is reused, so debootstrap (~2 min) runs once a machine.
-# - Exports what the engine needs on these machines: crun fails ("cgroups in hybrid mode not
-#   supported"), runc works; containers need lower rlimits than the host's
-#   ("setrlimit RLIMIT_NOFILE: Operation not permitted" otherwise).
+# - On these machines crun fails ("cgroups in hybrid mode not supported") and runc works, and
+#   containers need lower rlimits than the host's ("setrlimit RLIMIT_NOFILE: Operation not
+#   permitted" otherwise): the tests pass both (tests/test_edgetpu_container.py).
 #
 # The base holds python3 (Debian's package), which the tests' STAND-IN compiler needs.
 # Nothing here fetches anything but Debian's packages.
 
 EDGEPORT_TEST_BASE_IMAGE="${EDGEPORT_TEST_BASE_IMAGE:-localhost/edgeport-ci-base:bookworm}"
 export EDGEPORT_TEST_BASE_IMAGE
-export EDGEPORT_CONTAINER_RUNTIME="${EDGEPORT_CONTAINER_RUNTIME:-runc}"
-export EDGEPORT_CONTAINER_ULIMITS="${EDGEPORT_CONTAINER_ULIMITS:-nofile=1024:1024,nproc=1024:1024}"
+# The container tests pass `--container-runtime runc` (when runc is installed) and the
+# ulimits on the command line themselves; nothing else is exported, so the other tests see
+# edgeport's defaults.
 
 _edgeport_containers() {
   local need=()
@@ -47,7 +48,7 @@ _edgeport_containers() {
   root="$(mktemp -d /tmp/edgeport-base.XXXXXX)"
   echo "containers: building $EDGEPORT_TEST_BASE_IMAGE with debootstrap (once, ~2 min)"
   if debootstrap --variant=minbase --include=python3 bookworm "$root" >/tmp/edgeport-debootstrap.log 2>&1 &&
-     tar -C "$root" -c . | podman import --change 'CMD ["/bin/bash"]' - "$EDGEPORT_TEST_BASE_IMAGE" >/dev/null; then
+     tar -C "$root" -c . | podman import --quiet --change 'CMD ["/bin/bash"]' - "$EDGEPORT_TEST_BASE_IMAGE" >/dev/null; then
     echo "containers: base image built"
   else
     echo "containers: could not build the base image ($(tail -n 1 /tmp/edgeport-debootstrap.log)); container tests will skip"

@@ -106,12 +106,17 @@ def build_failure_line(text):
                 and not ln.startswith(("Error: building at STEP", "STEP ", "Step ", "+ ")):
             cause = ln
             break
+    command = next((ln[2:] for ln in reversed(lines) if ln.startswith("+ ")), None)   # `set -x` trace
     exit_code = next((m.group(1) for m in (re.search(r"exit (?:status|code):? (\d+)", ln) for ln in reversed(lines))
                       if m), None)
     parts = []
     if step:
-        cmd = step[1] if len(step[1]) <= 80 else step[1][:77] + "..."
-        parts.append(f"step {step[0]} ({cmd}) failed")
+        cmd = " ".join(step[1].split())
+        cmd = cmd if len(cmd) <= 60 else cmd[:57] + "..."
+        at = ""
+        if command:
+            at = f" at `{command if len(command) <= 100 else command[:97] + '...'}`"
+        parts.append(f"step {step[0]} ({cmd}) failed{at}")
     if cause:
         parts.append(cause)
     if exit_code:

@@ -116,7 +116,7 @@ def read_options(model, subgraph_index, op_index, opcode):
     opt = cache[subgraph_index][op_index].table(4)
     out = {}
     for name, (slot, code) in fields.items():
-        default = _OPTION_DEFAULTS.get(name, 0)
+        default = _OPTION_DEFAULTS.get(name, False if code == "<?" else 0)
         out[name] = opt.scalar(slot, code, default) if opt is not None else default
     return out
 
