@@ -31,7 +31,7 @@ _edgeport_containers() {
     echo "containers: installing ${need[*]} with apt-get"
     if ! { apt-get update -q >/tmp/edgeport-apt.log 2>&1 &&
            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-             podman runc debootstrap uidmap slirp4netns fuse-overlayfs >>/tmp/edgeport-apt.log 2>&1; }; then
+             podman runc debootstrap >>/tmp/edgeport-apt.log 2>&1; }; then
       echo "containers: apt-get failed ($(tail -n 1 /tmp/edgeport-apt.log)); container tests will skip"
       return 0
     fi
