@@ -68,7 +68,9 @@ print("probe done")
 
 
 def _podman(*args, timeout=600):
-    return subprocess.run(["podman", *_runtime_flags(), *args], capture_output=True, text=True, timeout=timeout)
+    """podman with the OCI runtime flag for commands that start containers (run, build)."""
+    flags = _runtime_flags() if args[0] in ("run", "build") else []
+    return subprocess.run(["podman", *flags, *args], capture_output=True, text=True, timeout=timeout)
 
 
 def _runtime():

@@ -182,7 +182,9 @@ KNOWN_DEPARTURES = [
                  "when the interpolation would lose precision)",
      "rule": "CPU when align_corners and an input side is 1 (nothing to align: the compiler "
              "refuses), or when a side grows more than RESIZE_MAX_FACTOR times (16x refused, 2x "
-             "mapped; the exact limit between is not published: 8 is the assumed one)"},
+             "mapped; the exact limit between is not published: 8 is the assumed one). The refusals "
+             "were observed on RESIZE_BILINEAR; RESIZE_NEAREST_NEIGHBOR, which has the same limitation "
+             "text in the table, is given the same rule without a refusal observed"},
     {"op": "FULLY_CONNECTED", "table": "'Output tensor is one-dimensional'",
      "compiler": "an output with more than one row (keep_num_dims on a [1, N, K] input, or a "
                  "[N, K] result with N > 1) is not mapped",
