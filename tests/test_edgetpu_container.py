@@ -252,11 +252,16 @@ def test_shipped_dockerfile_builds_until_coral_repository(engine, tmp_path):
     shutil.copyfile(MODEL, src)
     p = _cli("convert", src, "--to", "edgetpu", *_engine_flags(), "-o", tmp_path / "out", "--no-validate",
              env={"EDGEPORT_COMPILER_BASE_IMAGE": BASE}, timeout=1200)
+    if p.returncode == 0:     # Coral's repository was reachable: the real compiler ran
+        assert "ops mapped to the Edge TPU" in p.stdout + p.stderr, p.stdout + p.stderr
+        return
     assert p.returncode == 1, p.stdout + p.stderr
     errors = [ln for ln in p.stderr.splitlines() if "could not build the compiler image" in ln]
     assert len(errors) == 1, p.stderr
     line = errors[0]
     print(line)
+    if "failed at `curl" not in line and "failed at `apt-get" in line:
+        pytest.skip(f"Debian's mirror was not reachable from the build, so Coral's step was not reached: {line}")
     assert cb.image_tag() in line and re.search(r"step \d+/\d+ \(RUN set -eux; apt-get update;", line), line
     # the failure is at Coral's repository (Debian's packages came through), not earlier
     assert "failed at `curl -fsSL -o /tmp/coral-apt-key.gpg https://packages.cloud.google.com/" in line, line
