@@ -1,0 +1,17 @@
+"""The workstation side: conversions, quantization, the Edge TPU compiler and validation.
+
+Rooms (each package's own docstring says what lives there and what it may import):
+
+    converters/              registry + planner (registry, pipeline), formats, artefact,
+                             metadata, options, atomic writes, reference_models
+    converters/routes/       one module per conversion tool, each registering its edges
+    converters/quantize/     calibration data, AdaRound, bias correction, full-int8 TFLite
+    converters/edgetpu/      compile (the tflite-int8 -> edgetpu edge), compiler backends,
+                             the compiler's log, Coral's op table, the mapping predictor
+    converters/validation/   runners per runtime, data sources, comparator, reports,
+                             and the library behind `check`, `eval` and `inspect`
+
+The root modules may import edge/ and each other; `pipeline` alone reaches into routes/
+(through the registry) and validation/ (to validate each hop). Nothing here parses command
+lines: that is edgeport/cli/. tests/test_architecture.py holds these rules.
+"""

@@ -34,6 +34,10 @@ class ConvertOptions:
     num_segments: int = None
     search_delegate: bool = False
     timeout: float = 600.0
+    # container backends (else EDGEPORT_CONTAINER_RUNTIME / _ULIMITS, EDGEPORT_COMPILER_IMAGE)
+    container_runtime: str = None    # e.g. "runc"
+    container_ulimits: tuple = None  # e.g. ("nofile=1024:1024", "nproc=1024:1024")
+    compiler_image: str = None       # an existing image holding edgetpu_compiler
     # general
     quiet: bool = False
     keras_unsafe: bool = False       # allow Lambda layers (arbitrary code) in Keras models

@@ -99,8 +99,118 @@ def list_edge_tpus():
         return None
 
 
+# Run in a child process by probe_delegate: loads the delegate the way the parent would.
+_PROBE_CODE = r"""
+import importlib, json, sys
+path, name, lib, spec = json.loads(sys.argv[1])
+sys.path[:0] = [p for p in path if p not in sys.path]
+if name == "tensorflow":
+    load = importlib.import_module("tensorflow").lite.experimental.load_delegate
+else:
+    load = importlib.import_module(name + ".interpreter").load_delegate
+try:
+    load(lib, {"device": spec} if spec else {})
+except Exception as e:
+    print("EDGEPORT-PROBE-ERROR " + (str(e).strip().splitlines() or [type(e).__name__])[0])
+    sys.exit(3)
+print("EDGEPORT-PROBE-OK")
+"""
+PROBE_TIMEOUT = 120.0
+_probed = {}
+
+
+def _runtime_version(name):
+    from importlib import metadata
+
+    try:
+        return metadata.version(BACKEND_PACKAGES.get(name, name))
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _libedgetpu_package():
+    """'libedgetpu1-std 16.0' from dpkg where there is one (Debian, Raspberry Pi OS), else None."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("dpkg-query"):
+        return None
+    try:
+        p = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Version} ${Status}\\n",
+                            "libedgetpu1-std", "libedgetpu1-max"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = [ln.split()[:2] for ln in p.stdout.splitlines() if ln.endswith("installed") and "not-installed" not in ln]
+    return " ".join(found[0]) if found else None
+
+
+MISMATCH_HINT = (
+    "Coral's libedgetpu1-std/-max 16.0 is built against TensorFlow 2.5, and newer TFLite runtimes "
+    "are reported to crash loading it (google-coral/edgetpu issue 812). Install a libedgetpu built "
+    "for this runtime's TensorFlow version (the community builds of feranick/libedgetpu), or use "
+    "the TFLite runtime that library was built for; see the README's Raspberry Pi + Coral section")
+
+
+def probe_delegate(backend, spec="", timeout=None):
+    """Load the Edge TPU delegate in a child process first; None when that worked.
+
+    A library built for another TensorFlow can crash the process that loads it (a segfault,
+    which no `except` catches). The child takes the crash; this returns EdgeTPUError naming
+    the runtime, its version and the libedgetpu package, or the child's own load error.
+    Backends the child cannot import by name (tests' fakes) are not probed. Set
+    EDGEPORT_DELEGATE_PROBE=0 to skip the probe.
+    """
+    import json
+    import os
+    import signal
+    import subprocess
+
+    if backend.name not in BACKENDS or os.environ.get("EDGEPORT_DELEGATE_PROBE") == "0":
+        return None
+    key = (backend.name, spec)
+    if key in _probed:
+        return _probed[key]
+    arg = json.dumps([[p for p in sys.path if p], backend.name, EDGETPU_SHARED_LIB, spec])
+    what = f"Edge TPU '{spec}'" if spec else "an Edge TPU"
+    runtime = f"{backend.name} {_runtime_version(backend.name) or '(version unknown)'}"
+    try:
+        p = subprocess.run([sys.executable, "-c", _PROBE_CODE, arg], capture_output=True, text=True,
+                           timeout=timeout or PROBE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return EdgeTPUError(f"loading {EDGETPU_SHARED_LIB} for {what} with {runtime} did not finish within "
+                            f"{timeout or PROBE_TIMEOUT:g} s", "replug the accelerator; is another process using it?")
+    out = p.stdout.strip().splitlines()
+    if p.returncode == 0 and out and out[-1] == "EDGEPORT-PROBE-OK":
+        _probed[key] = None
+        return None
+    said = next((ln[len("EDGEPORT-PROBE-ERROR "):] for ln in out if ln.startswith("EDGEPORT-PROBE-ERROR ")), None)
+    if said is not None:
+        err = EdgeTPUError(f"Failed to load delegate from {EDGETPU_SHARED_LIB} for {what}: {said}",
+                           "is a Coral device attached, libedgetpu installed and, for USB, the udev rule in "
+                           "place? See the README's Raspberry Pi + Coral section")
+    elif p.returncode < 0:
+        try:
+            sig = signal.Signals(-p.returncode).name
+        except ValueError:
+            sig = f"signal {-p.returncode}"
+        lib = _libedgetpu_package() or EDGETPU_SHARED_LIB
+        err = EdgeTPUError(f"loading the Edge TPU delegate crashed a probe process ({sig}): {lib} does not "
+                           f"match the TFLite runtime {runtime}", MISMATCH_HINT)
+    else:
+        last = (p.stderr.strip().splitlines() or ["no output"])[-1]
+        err = EdgeTPUError(f"probing the Edge TPU delegate with {runtime} failed (exit {p.returncode}): {last}",
+                           MISMATCH_HINT if "undefined symbol" in last else None)
+    return err      # failures are not cached: the device may be plugged in before the next try
+
+
 def load_edgetpu_delegate(backend, spec=""):
-    """Load libedgetpu through `backend`; raise EdgeTPUError saying why it failed."""
+    """Load libedgetpu through `backend`; raise EdgeTPUError saying why it failed.
+
+    The load is probed in a child process first (probe_delegate), so a library that crashes
+    this runtime gives an error, not a segfault."""
+    problem = probe_delegate(backend, spec)
+    if problem is not None:
+        raise problem
     options = {"device": spec} if spec else {}
     error = None
     # A Delegate whose library failed to load complains from __del__; that noise is not news.

@@ -227,7 +227,8 @@ class TFLiteModel:
 
         `fields` is {name: (slot, struct code)} with slots from TFLite's schema.fbs, e.g.
         {"stride_w": (1, "<i")} for CONV_2D; an absent table or field gives its default
-        (`defaults.get(name, 0)`). Offsets are bounds-checked: ModelFormatError on a damaged file.
+        (`defaults.get(name)`, else False for a bool "<?" field and 0 for a number). Offsets are
+        bounds-checked: ModelFormatError on a damaged file.
         """
         defaults = defaults or {}
         if subgraph_index not in self._operator_tables:
@@ -236,7 +237,7 @@ class TFLiteModel:
         options = self._operator_tables[subgraph_index][op_index].table(4)
         out = {}
         for name, (slot, code) in fields.items():
-            default = defaults.get(name, 0)
+            default = defaults.get(name, False if code == "<?" else 0)
             out[name] = options.scalar(slot, code, default) if options is not None else default
         return out
 

@@ -1,11 +1,67 @@
-"""The layering rules: edge/ stays light and never reaches into converters/ or a framework."""
+"""The layering rules: which room may import which, and where the command line lives.
+
+edge/ stays light and never reaches into converters/ or a framework; each room of
+converters/ imports only the rooms its package docstring names; argparse lives in edgeport/.
+"""
 import ast
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 FORBIDDEN = ("converters", "tensorflow", "torch", "onnx", "coremltools", "tf2onnx", "keras")
+FRAMEWORKS = ("tensorflow", "torch", "onnx", "coremltools", "tf2onnx", "keras", "onnxruntime")
+
+# room -> the project rooms it may import (besides itself)
+ALLOWED = {
+    "edge": set(),
+    "converters": {"edge", "edgeport", "converters.routes", "converters.validation"},
+    "converters.quantize": {"edge", "converters"},
+    "converters.edgetpu": {"edge", "converters"},
+    "converters.routes": {"edge", "converters", "converters.quantize"},
+    "converters.validation": {"edge", "converters", "converters.routes", "converters.quantize",
+                              "converters.edgetpu"},
+    "edgeport": {"edge", "converters", "converters.routes", "converters.quantize",
+                 "converters.edgetpu", "converters.validation"},
+}
+# the only root modules that may reach into routes/ and validation/, or into edgeport/
+ROOT_REACH = {"converters.routes": {"pipeline"}, "converters.validation": {"pipeline"},
+              "edgeport": {"artefact", "pipeline"}}
+ROOMS = ("converters.routes", "converters.quantize", "converters.edgetpu", "converters.validation")
+
+
+def room_of(module):
+    for r in ROOMS:
+        if module == r or module.startswith(r + "."):
+            return r
+    return module.split(".")[0]
+
+
+def project_modules():
+    for top in ("edge", "converters", "edgeport"):
+        for path in sorted((REPO / top).rglob("*.py")):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            yield name, path
+
+
+def imports_of(path, package):
+    """Absolute names imported by the file (relative imports resolved against `package`)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                pkg = package.split(".")
+                pkg = pkg[: len(pkg) - node.level + 1]
+                base = ".".join(pkg + ([base] if base else []))
+            out.append(base)
+            out += [f"{base}.{a.name}" for a in node.names]
+    return out
 
 
 def test_edge_sources_import_nothing_forbidden():
@@ -17,9 +73,50 @@ def test_edge_sources_import_nothing_forbidden():
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 names = [node.module or ""]
-            bad += [f"{path.name}: {n}" for n in names if n.split(".")[0] in FORBIDDEN]
+            bad += [f"{path.name}: {n}" for n in names if n.split(".")[0] in FORBIDDEN + ("edgeport",)]
     # tensorflow is allowed only as the named last-resort interpreter backend, via importlib
     assert bad == []
+
+
+@pytest.mark.parametrize("room", sorted(ALLOWED))
+def test_each_room_imports_only_what_its_docstring_allows(room):
+    bad = []
+    for name, path in project_modules():
+        if room_of(name) != room:
+            continue
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for imported in imports_of(path, package):
+            if imported.split(".")[0] not in ("edge", "converters", "edgeport"):
+                continue
+            target = room_of(imported)
+            if target == room:
+                continue
+            if target not in ALLOWED[room]:
+                bad.append(f"{name} imports {imported}")
+            elif room == "converters" and target in ROOT_REACH and name.split(".")[-1] not in ROOT_REACH[target]:
+                bad.append(f"{name} imports {imported} (only {sorted(ROOT_REACH[target])} may)")
+            elif room != "edgeport" and target == "edgeport" and imported not in ("edgeport", "edgeport.__version__"):
+                bad.append(f"{name} imports {imported} (library code never reaches the command line)")
+    assert bad == []
+
+
+def test_every_room_says_what_it_may_import():
+    for room in ("edge", "converters") + ROOMS + ("edgeport.cli",):
+        init = REPO / room.replace(".", "/") / "__init__.py"
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        assert "import" in doc.lower() or "command line" in doc.lower(), f"{init}: docstring says nothing of its imports"
+
+
+def test_argparse_only_in_the_command_line_package():
+    bad = [name for name, path in project_modules()
+           if not name.startswith("edgeport") and "argparse" in imports_of(path, name)]
+    assert bad == []
+
+
+def test_device_commands_import_no_converters():
+    for cmd in ("classify", "bench"):
+        path = REPO / "edgeport" / "cli" / f"{cmd}.py"
+        assert not [i for i in imports_of(path, "edgeport.cli") if i.split(".")[0] == "converters"], cmd
 
 
 def test_import_edge_loads_no_framework():
@@ -29,10 +126,19 @@ def test_import_edge_loads_no_framework():
     assert out.strip() == "[]"
 
 
+def test_classify_help_loads_no_framework():
+    code = ("import sys, contextlib, io\nfrom edgeport.cli import classify_main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try:\n        classify_main(['--help'])\n    except SystemExit:\n        pass\n"
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({FRAMEWORKS!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_converters_modules_import_no_framework_at_top():
     code = ("import sys, importlib, pkgutil, converters\n"
-            "for m in pkgutil.iter_modules(converters.__path__):\n"
-            "    importlib.import_module('converters.' + m.name)\n"
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow','torch','onnx','coremltools','tf2onnx','keras','onnxruntime'}))")
+            "for m in pkgutil.walk_packages(converters.__path__, 'converters.'):\n"
+            "    importlib.import_module(m.name)\n"
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({FRAMEWORKS!r})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -214,7 +214,7 @@ def test_inspect_cli_text_and_json(coral, capsys):
                  "--edgetpu"]) == 0
     out = capsys.readouterr().out
     assert "tflite-int8" in out and "37 of 38 ops would map to the Edge TPU" in out
-    assert "#37 PosenetDecoderOp (suffix): Operation not supported" in out
+    assert "#37 PosenetDecoderOp (suffix): Operation is working on an unsupported data type" in out
     assert main(["inspect", str(coral / "posenet_mobilenet_v1_075_353_481_16_quant_decoder_edgetpu.tflite"),
                  "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
@@ -230,3 +230,151 @@ def test_inspect_rejects_non_tflite(tmp_path, capsys):
     f.write_bytes(b"\x08\x07\x12\x04test")
     assert main(["inspect", str(f)]) == 2
     assert "inspect reads TFLite models" in capsys.readouterr().err
+
+
+# -- issue 15: where compiler 16.0 departs from (or makes precise) Coral's table -------------
+
+def test_float_custom_op_reports_unsupported_data_type(coral):
+    """PosenetDecoderOp (float poses) is what the compiler calls an unsupported data type."""
+    from converters.edgetpu import ops as T
+    from converters.edgetpu.analyzer import predict_mapping
+
+    pred = predict_mapping(coral / "posenet_mobilenet_v1_075_353_481_16_quant_decoder.tflite")
+    cpu = [r for r in pred["ops"] if r["placement"] == "cpu"]
+    assert [(r["op"], r["status"]) for r in cpu] == [("PosenetDecoderOp", T.UNSUPPORTED_TYPE)]
+    assert "FLOAT32" in cpu[0]["details"][0]
+
+
+def _as_custom(data, opcode_name, custom_code):
+    """The model with every `opcode_name` op turned into the custom op `custom_code`."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as s
+
+    m = s.ModelT.InitFromObj(s.Model.GetRootAsModel(bytearray(data), 0))
+    code = getattr(s.BuiltinOperator, opcode_name)
+    for oc in m.operatorCodes:
+        if max(oc.builtinCode, oc.deprecatedBuiltinCode) == code:
+            oc.builtinCode = oc.deprecatedBuiltinCode = s.BuiltinOperator.CUSTOM
+            oc.customCode = custom_code
+    for op in m.subgraphs[0].operators:
+        op.builtinOptionsType, op.builtinOptions = 0, None
+    b = flatbuffers.Builder(1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+@pytest.fixture(scope="session")
+def rules(tmp_path_factory):
+    """One tiny int8 model per rule (sizes as in the compiled models the rules come from)."""
+    tf = pytest.importorskip("tensorflow")
+    folder = tmp_path_factory.mktemp("edgetpu-rules")
+    L = tf.keras.layers
+    out = {}
+
+    def resize(hw_in, hw_out, method="bilinear", align=False, ch=4):
+        x = tf.keras.Input((*hw_in, ch), batch_size=1)
+        y = L.Conv2D(ch, 1)(x)
+        if method == "bilinear":
+            y = L.Lambda(lambda t: tf.compat.v1.image.resize_bilinear(t, hw_out, align_corners=align))(y)
+        else:
+            y = L.Lambda(lambda t: tf.compat.v1.image.resize_nearest_neighbor(t, hw_out, align_corners=align))(y)
+        return _int8(tf.keras.Model(x, L.Conv2D(ch, 1)(y)), (1, *hw_in, ch))
+
+    out["resize_1_to_33_align"] = resize((1, 1), (33, 33), align=True)        # DeepLab image pooling
+    out["resize_33_to_513_align"] = resize((33, 33), (513, 513), align=True, ch=2)  # DeepLab output
+    out["resize_2x"] = resize((8, 8), (16, 16))                                # FPN / UpSampling2D
+    out["resize_nn_2x"] = resize((8, 8), (16, 16), method="nearest")
+    out["resize_nn_1_to_9_align"] = resize((1, 1), (9, 9), method="nearest", align=True)
+
+    x = tf.keras.Input((4, 4, 3), batch_size=1)
+    y = L.Lambda(lambda t: tf.tile(t, [1, 2, 1, 1]))(L.Conv2D(3, 1)(x))
+    out["tile"] = _int8(tf.keras.Model(x, L.Conv2D(3, 1)(y)), (1, 4, 4, 3))
+
+    x = tf.keras.Input((8,), batch_size=1)
+    out["fc_1d"] = _int8(tf.keras.Model(x, L.Dense(4)(L.Dense(6)(x))), (1, 8))
+    x = tf.keras.Input((4, 8), batch_size=1)                  # Dense on [1, 4, 8]: keep_num_dims
+    out["fc_rows"] = _int8(tf.keras.Model(x, L.Dense(6)(x)), (1, 4, 8))
+
+    # a float op in the middle (SIN), then made a custom op: a float custom op
+    x = tf.keras.Input((8, 8, 3), batch_size=1)
+    y = L.Conv2D(4, 1)(L.Lambda(tf.math.sin)(L.Conv2D(4, 1)(x)))
+    out["float_custom"] = _as_custom(_int8(tf.keras.Model(x, y), (1, 8, 8, 3), fallback=True),
+                                     "SIN", "MyFloatOp")
+    paths = {}
+    for name, data in out.items():
+        paths[name] = folder / f"{name}.tflite"
+        paths[name].write_bytes(data)
+    return paths
+
+
+def _placements(pred, opcode):
+    return [(r["placement"], r["status"]) for r in pred["ops"] if r["op"] == opcode]
+
+
+@pytest.mark.parametrize("name,expect_cpu", [
+    ("resize_1_to_33_align", True), ("resize_33_to_513_align", True), ("resize_2x", False),
+    ("resize_nn_2x", False), ("resize_nn_1_to_9_align", True)])
+def test_resize_size_limits(rules, name, expect_cpu):
+    from converters.edgetpu import ops as T
+    from converters.edgetpu.analyzer import predict_mapping
+
+    pred = predict_mapping(rules[name])
+    opcode = "RESIZE_NEAREST_NEIGHBOR" if "_nn_" in name else "RESIZE_BILINEAR"
+    rows = [r for r in pred["ops"] if r["op"] == opcode]
+    assert len(rows) == 1, pred["ops"]
+    if expect_cpu:
+        assert (rows[0]["placement"], rows[0]["status"]) == ("cpu", T.UNSPECIFIED), rows
+        assert "compiler 16.0" in rows[0]["details"][0]
+        # everything downstream of the resize stays on the CPU too
+        after = [r for r in pred["ops"] if r["index"] > rows[0]["index"]]
+        assert after and all(r["placement"] == "cpu" for r in after)
+    else:
+        assert pred["mapped"] == pred["total"], pred["ops"]
+
+
+def test_resize_options_are_read(rules):
+    from converters.edgetpu.ops import read_options
+    from edge.tflite_model import TFLiteModel
+
+    for name, opcode, align in (("resize_1_to_33_align", "RESIZE_BILINEAR", True),
+                                ("resize_2x", "RESIZE_BILINEAR", False),
+                                ("resize_nn_1_to_9_align", "RESIZE_NEAREST_NEIGHBOR", True)):
+        m = TFLiteModel.load(rules[name])
+        op = next(o for o in m.main.operators if o.opcode == opcode)
+        assert read_options(m, 0, op.index, opcode)["align_corners"] is align
+
+
+def test_tile_is_mapped_although_not_in_coral_table(rules):
+    from converters.edgetpu.analyzer import predict_mapping
+    from converters.edgetpu.ops import KNOWN_DEPARTURES
+
+    pred = predict_mapping(rules["tile"])
+    assert _placements(pred, "TILE") == [("edgetpu", "Mapped to Edge TPU")]
+    assert pred["mapped"] == pred["total"]
+    assert any(d["op"] == "TILE" and d["evidence"] for d in KNOWN_DEPARTURES)
+    # the op table's runtime column still applies
+    assert _placements(predict_mapping(rules["tile"], min_runtime_version=13), "TILE")[0][0] == "cpu"
+
+
+def test_fully_connected_output_must_be_one_dimensional(rules):
+    from converters.edgetpu import ops as T
+    from converters.edgetpu.analyzer import predict_mapping
+    from edge.tflite_model import TFLiteModel
+
+    pred = predict_mapping(rules["fc_1d"])
+    assert _placements(pred, "FULLY_CONNECTED") == [("edgetpu", T.MAPPED)] * 2
+    m = TFLiteModel.load(rules["fc_rows"])
+    fc = next(o for o in m.main.operators if o.opcode == "FULLY_CONNECTED")
+    out_shape = list(m.main.tensors[fc.outputs[0]].shape)
+    assert out_shape[-2] == 4, out_shape       # four rows, whatever the converter's keep_num_dims
+    rows = [r for r in predict_mapping(m)["ops"] if r["op"] == "FULLY_CONNECTED"]
+    assert [(r["placement"], r["status"]) for r in rows] == [("cpu", T.UNSPECIFIED)]
+    assert "not one-dimensional" in rows[0]["details"][0]
+
+
+def test_float_custom_op_in_a_tiny_model(rules):
+    from converters.edgetpu import ops as T
+    from converters.edgetpu.analyzer import predict_mapping
+
+    pred = predict_mapping(rules["float_custom"])
+    assert _placements(pred, "MyFloatOp") == [("cpu", T.UNSUPPORTED_TYPE)]

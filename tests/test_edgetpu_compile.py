@@ -62,7 +62,7 @@ if mode == "fail":
     sys.exit(1)
 print("Started a compilation timeout timer of %d seconds." % a.timeout_sec)
 
-import numpy as np
+# numpy is optional: the container test image (tests/test_edgetpu_container.py) has none
 from ai_edge_litert import schema_py_generated as s
 import flatbuffers
 
@@ -84,7 +84,7 @@ fused.inputs = list(g.inputs)
 cpu_inputs = [t for op in cpu for t in op.inputs]
 fused.outputs = [t for t in cpu_inputs if t not in g.inputs] + [t for t in g.outputs if t not in
                  [o for op in cpu for o in op.outputs]]
-fused.customOptions = np.frombuffer(b"stand-in, not Edge TPU code", dtype=np.uint8)
+fused.customOptions = list(b"stand-in, not Edge TPU code")
 g.operators = [fused] + cpu
 b = flatbuffers.Builder(1024)
 b.Finish(m.Pack(b), file_identifier=b"TFL3")
@@ -333,11 +333,12 @@ def test_container_command_lines(tmp_path, monkeypatch):
         cmd = b.run_command("edgeport/edgetpu-compiler:abc", str(model), str(tmp_path / "out"),
                             ["--show_operations"], "edgeport-compile-1")
         assert cmd[:4] == [engine, "run", "--rm", "--network"] and cmd[4] == "none"
-        assert f"{os.getuid()}:{os.getgid()}" == cmd[cmd.index("--user") + 1]
+        user = cmd[cmd.index("--user") + 1]
+        assert user == (f"{os.getuid()}:{os.getgid()}" if os.getuid() else "1000:1000") == b.user()
         vols = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--volume"]
         assert vols == [f"{model}:/models/in/m.tflite:ro", f"{tmp_path / 'out'}:/models/out:rw"]
         assert cmd[-3:] == ["--out_dir", "/models/out", "/models/in/m.tflite"]
-        assert ("--userns" in cmd) == (engine == "podman")
+        assert ("--userns" in cmd) == (engine == "podman" and os.getuid() != 0)
         build = b.build_command("edgeport/edgetpu-compiler:abc", "/ctx")
         assert build[:5] == [engine, "build", "--platform", "linux/amd64", "--tag"]
     assert cb.image_tag() == f"edgeport/edgetpu-compiler:{cb.dockerfile_hash()}"
@@ -398,3 +399,81 @@ def test_cli_convert_prints_report_with_standin(coral, standin, tmp_path):
     assert p.returncode == 0, p.stderr
     assert "31 of 31 ops mapped to the Edge TPU" in p.stdout + p.stderr
     assert (tmp_path / "x" / "mobilenet_v1_0.25_128_quant_edgetpu.tflite").is_file()
+
+
+# -- container settings (issue 15): runtime, ulimits, image, user ----------------------------
+
+def test_container_settings_from_environment_and_options(monkeypatch):
+    from converters.edgetpu import backends as cb
+    from edge.errors import InputError
+
+    for var in ("EDGEPORT_CONTAINER_RUNTIME", "EDGEPORT_CONTAINER_ULIMITS", "EDGEPORT_COMPILER_IMAGE",
+                "EDGEPORT_COMPILER_BASE_IMAGE", "EDGEPORT_CONTAINER_USER"):
+        monkeypatch.delenv(var, raising=False)
+    s = cb.container_settings(_options())
+    assert (s["runtime"], s["ulimits"], s["image"], s["user"]) == (None, [], None, "1000:1000")
+    monkeypatch.setenv("EDGEPORT_CONTAINER_RUNTIME", "runc")
+    monkeypatch.setenv("EDGEPORT_CONTAINER_ULIMITS", "nofile=1024:1024, nproc=1024:1024")
+    monkeypatch.setenv("EDGEPORT_COMPILER_IMAGE", "localhost/x:1")
+    s = cb.container_settings(None)
+    assert (s["runtime"], s["ulimits"], s["image"]) == ("runc", ["nofile=1024:1024", "nproc=1024:1024"],
+                                                        "localhost/x:1")
+    # options win over the environment
+    s = cb.container_settings(_options(container_runtime="crun", container_ulimits=("nofile=64:64",)))
+    assert (s["runtime"], s["ulimits"]) == ("crun", ["nofile=64:64"])
+    for bad in ({"container_ulimits": ("nofile=lots",)}, {"container_runtime": "runc; rm -rf /"},
+                {"compiler_image": "--privileged"}):
+        with pytest.raises(InputError):
+            cb.container_settings(_options(**bad))
+    monkeypatch.setenv("EDGEPORT_CONTAINER_USER", "0:0")
+    with pytest.raises(InputError, match="non-root"):
+        cb.container_settings(None)
+
+
+def test_container_command_lines_with_runtime_and_ulimits(tmp_path, monkeypatch):
+    from converters.edgetpu import backends as cb
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"x")
+    p = cb.ContainerBackend("podman", runtime="runc", ulimits=("nofile=1024:1024", "nproc=1024:1024"),
+                            base_image="localhost/base:1")
+    cmd = p.run_command("img:1", str(model), str(tmp_path / "out"), [], "edgeport-compile-1")
+    assert cmd[:4] == ["podman", "--runtime", "runc", "run"]        # podman: a global option
+    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--ulimit"] == ["nofile=1024:1024", "nproc=1024:1024"]
+    assert "--cap-drop" in cmd and "no-new-privileges" in cmd
+    build = p.build_command("img:1", "/ctx")
+    assert build[:4] == ["podman", "--runtime", "runc", "build"] and build[build.index("--from") + 1] == "localhost/base:1"
+    assert "--ulimit" in build
+    d = cb.ContainerBackend("docker", runtime="runc")
+    cmd = d.run_command("img:1", str(model), str(tmp_path / "out"), [], "edgeport-compile-1")
+    assert cmd[:2] == ["docker", "run"] and cmd[cmd.index("--runtime") + 1] == "runc"   # docker: a run option
+    with pytest.raises(cb.InputError, match="cannot replace"):
+        cb.ContainerBackend("docker", base_image="localhost/base:1").build_command("img:1", "/ctx")
+    # the caller's uid, or a non-root one for root
+    monkeypatch.setattr(cb.os, "getuid", lambda: 0)
+    assert p.user() == "1000:1000"
+    assert "--userns" not in p.run_command("img:1", str(model), str(tmp_path), [], "n")   # keep-id: rootless only
+    assert "runtime runc" in p.describe("img:1") and "user 1000:1000" in p.describe("img:1")
+
+
+BUILD_LOG = """\
+STEP 1/9: FROM localhost/edgeport-ci-base:bookworm
+STEP 2/9: ARG EDGETPU_COMPILER_VERSION=16.0
+STEP 4/9: RUN set -eux;     apt-get update;     apt-get install -y curl gnupg;     curl -fsSL -o /tmp/k.gpg https://packages.cloud.google.com/apt/doc/apt-key.gpg
++ apt-get update
+Get:1 http://deb.debian.org/debian bookworm InRelease [151 kB]
++ curl -fsSL -o /tmp/k.gpg https://packages.cloud.google.com/apt/doc/apt-key.gpg
+curl: (6) Could not resolve host: packages.cloud.google.com
+Error: building at STEP "RUN set -eux; apt-get update; ...": while running runtime: exit status 6
+"""
+
+
+def test_build_failure_is_one_line():
+    from converters.edgetpu.backends import build_failure_line
+
+    line = build_failure_line(BUILD_LOG)
+    assert "\n" not in line
+    assert line.startswith("step 4/9 (RUN set -eux; apt-get update;")
+    assert "failed at `curl -fsSL -o /tmp/k.gpg https://packages.cloud.google.com/apt/doc/apt-key.gpg`" in line
+    assert line.endswith("curl: (6) Could not resolve host: packages.cloud.google.com (exit 6)")
+    assert build_failure_line("") == "no output"

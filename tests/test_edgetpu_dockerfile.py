@@ -49,7 +49,8 @@ def test_coral_repo_with_signed_by_keyring(dockerfile):
     run = " ".join(a for i, a in instructions(dockerfile) if i == "RUN")
     assert not re.search(r"\bapt-key (add|adv)\b", run)   # the URL is apt-key.gpg; the tool is gone
     keyring = "/usr/share/keyrings/coral-edgetpu-archive-keyring.gpg"
-    assert f"gpg --dearmor -o {keyring}" in run
+    assert f"gpg --dearmor -o {keyring} /tmp/coral-apt-key.gpg" in run
+    assert "curl -fsSL -o /tmp/coral-apt-key.gpg" in run     # not piped: sh has no pipefail
     assert "https://packages.cloud.google.com/apt/doc/apt-key.gpg" in run
     assert (f"deb [signed-by={keyring}] https://packages.cloud.google.com/apt coral-edgetpu-stable main"
             in run)

@@ -102,8 +102,9 @@ def test_log_table_with_every_failure_status():
         "Tensor has unsupported rank (up to 3 innermost dimensions mapped)",
         "Operation version not supported",
     }
-    r = parse_compiler_output(STDOUT_PARTIAL, LOG_FAILURE_STATUSES)
-    assert (r["mapped"], r["total"]) == (5, 22)       # the log's table wins over stdout counts
+    r = parse_compiler_output("", LOG_FAILURE_STATUSES)
+    assert (r["mapped"], r["total"]) == (5, 22)       # no totals printed: the log's table counts
+    assert r["counts_from"] == "operation table"
     text = format_report(r)
     assert text.splitlines()[0].startswith("5 of 22 ops mapped to the Edge TPU")
     assert "FLOOR_MOD" in text and "Operation version not supported" in text
@@ -124,5 +125,34 @@ def test_all_mapped_without_cpu_counts():
 
 
 def test_show_operations_table_in_stdout():
-    r = parse_compiler_output(STDOUT_ALL_MAPPED + "\n" + LOG_FAILURE_STATUSES.split("\n", 4)[4])
+    r = parse_compiler_output(LOG_FAILURE_STATUSES.split("\n", 4)[4])
     assert r["total"] == 22 and len(r["operators"]) == 9
+
+
+def test_compiler_totals_win_over_the_table():
+    """The compiler's printed totals win when the table and the counts disagree."""
+    r = parse_compiler_output(STDOUT_PARTIAL, LOG_FAILURE_STATUSES)
+    assert (r["mapped"], r["total"]) == (264, 267) and r["counts_from"] == "compiler totals"
+    assert len(r["cpu_operators"]) == 6                # the table still names the CPU ops
+
+
+# stdout only (no log file), `-s` printing only the unmapped ops (issue 15: "0 of 3" before)
+STDOUT_SHOW_UNMAPPED_ONLY = STDOUT_PARTIAL.replace("267", "141").replace("264", "138") + textwrap.dedent("""
+    Operator                       Count      Status
+
+    CUSTOM                         1          Operation is working on an unsupported data type
+    DEQUANTIZE                     2          Operation is working on an unsupported data type
+    All other operators were mapped successfully
+""")
+
+
+def test_show_operations_listing_only_unmapped_ops_reports_compiler_totals():
+    r = parse_compiler_output(STDOUT_SHOW_UNMAPPED_ONLY)
+    assert [(o["op"], o["count"]) for o in r["operators"]] == [("CUSTOM", 1), ("DEQUANTIZE", 2)]
+    assert (r["mapped"], r["total"]) == (138, 141)
+    assert format_report(r).startswith("138 of 141 ops mapped to the Edge TPU")
+    # without the "will run on" counts (only the total printed), the CPU rows are subtracted
+    bare = "\n".join(ln for ln in STDOUT_SHOW_UNMAPPED_ONLY.splitlines()
+                     if not ln.startswith("Number of operations that will run"))
+    r = parse_compiler_output(bare)
+    assert (r["mapped"], r["total"]) == (138, 141)

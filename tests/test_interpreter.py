@@ -1,4 +1,5 @@
 import builtins
+import sys
 
 import pytest
 
@@ -126,3 +127,66 @@ def test_failed_delegate_leaves_no_noise_on_stderr(tiny):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "caught"
     assert "Exception ignored" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+# -- the delegate is probed in a child process first (issue 15) ------------------------------
+
+FAKE_RUNTIME = '''
+import os, signal
+MODE = {mode!r}
+
+def load_delegate(lib, options=None):
+    if MODE == "segfault":
+        os.kill(os.getpid(), signal.SIGSEGV)      # what an ABI-mismatched libedgetpu does
+    if MODE == "error":
+        raise ValueError("Failed to load delegate from " + lib + "\\nmore detail")
+    return "delegate:" + lib
+
+class Interpreter:
+    pass
+'''
+
+
+def _fake_tflite_runtime(tmp_path, monkeypatch, mode):
+    """A `tflite_runtime` package on sys.path whose load_delegate crashes, fails or works."""
+    pkg = tmp_path / mode / "tflite_runtime"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "interpreter.py").write_text(FAKE_RUNTIME.format(mode=mode))
+    monkeypatch.syspath_prepend(str(tmp_path / mode))
+    for name in ("tflite_runtime", "tflite_runtime.interpreter"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setattr(it, "_probed", {})
+    monkeypatch.delenv("EDGEPORT_DELEGATE_PROBE", raising=False)
+    return it.load_backend("tflite_runtime")
+
+
+def test_delegate_that_crashes_is_one_clear_error(tmp_path, monkeypatch):
+    backend = _fake_tflite_runtime(tmp_path, monkeypatch, "segfault")
+    monkeypatch.setattr(it, "_libedgetpu_package", lambda: "libedgetpu1-std 16.0")
+    with pytest.raises(EdgeTPUError) as e:       # the parent is still alive to raise it
+        it.load_edgetpu_delegate(backend, "usb")
+    text = str(e.value)
+    assert "crashed a probe process (SIGSEGV)" in text
+    assert "libedgetpu1-std 16.0 does not match the TFLite runtime tflite_runtime" in text
+    assert "issue 812" in text and "feranick/libedgetpu" in text
+
+
+def test_delegate_load_error_comes_from_the_probe(tmp_path, monkeypatch):
+    backend = _fake_tflite_runtime(tmp_path, monkeypatch, "error")
+    with pytest.raises(EdgeTPUError) as e:
+        it.load_edgetpu_delegate(backend, "usb:0")
+    assert str(e.value).startswith(f"Failed to load delegate from {it.EDGETPU_SHARED_LIB} for Edge TPU 'usb:0': "
+                                   f"Failed to load delegate from {it.EDGETPU_SHARED_LIB}")
+    assert "more detail" not in str(e.value)
+
+
+def test_delegate_that_loads_is_loaded_in_process_after_the_probe(tmp_path, monkeypatch):
+    backend = _fake_tflite_runtime(tmp_path, monkeypatch, "ok")
+    assert it.load_edgetpu_delegate(backend, "") == f"delegate:{it.EDGETPU_SHARED_LIB}"
+    assert it._probed == {("tflite_runtime", ""): None}
+    # the probe can be turned off; then the load happens in-process only
+    monkeypatch.setenv("EDGEPORT_DELEGATE_PROBE", "0")
+    monkeypatch.setattr(it, "_probed", {})
+    assert it.load_edgetpu_delegate(backend, "usb") == f"delegate:{it.EDGETPU_SHARED_LIB}"
+    assert it._probed == {}

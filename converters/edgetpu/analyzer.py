@@ -1,6 +1,6 @@
 """Predict the Edge TPU compiler's mapping of a TFLite model; describe a compiled one.
 
-The prediction applies the per-op table of `edgetpu_ops` and then the one-partition rule
+The prediction applies the per-op table of `ops` (converters/edgetpu/ops.py) and then the one-partition rule
 of Coral's "TensorFlow models on the Edge TPU" (section "Compiling"): the compiler makes
 one Edge TPU custom op; an unsupported op splits the graph, and every op that depends on
 it runs on the CPU too, even when supported (the log then says "More than one subgraph is

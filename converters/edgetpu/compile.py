@@ -1,6 +1,6 @@
 """Full-integer TFLite -> Edge TPU: check the model, run edgetpu_compiler, report the mapping.
 
-The compiler runs through a backend of `compiler_backends` (local, docker, podman). Its
+The compiler runs through a backend of `backends` (local, docker, podman). Its
 result counts only when it exited 0 within the timeout and wrote a non-empty TFLite model
 holding an edgetpu-custom-op: a compiler that prints success but leaves a stub fails here.
 Beside the final model go the compiler's operation log (`<name>.log`) and a report JSON
@@ -87,7 +87,7 @@ def compile_model(model_path, options, num_segments=None):
     from converters.edgetpu.analyzer import predict_mapping
 
     prediction = predict_mapping(model, options.min_runtime_version)
-    backend = select_backend(options.compiler or "auto")
+    backend = select_backend(options.compiler or "auto", options)
     flags = compiler_flags(options.min_runtime_version, num_segments if (num_segments or 1) > 1 else None,
                            options.search_delegate, options.timeout)
     with tempfile.TemporaryDirectory(prefix="edgeport-edgetpu-") as work:
@@ -98,8 +98,8 @@ def compile_model(model_path, options, num_segments=None):
         os.makedirs(tmp_out)
         staged = os.path.join(in_dir, f"{stem}.tflite")
         shutil.copyfile(model_path, staged)
-        options.progress(f"compiling {os.path.basename(model_path)} for the Edge TPU with {backend.name} "
-                         f"edgetpu_compiler (timeout {options.timeout:g} s)")
+        options.progress(f"compiling {os.path.basename(model_path)} for the Edge TPU with edgetpu_compiler "
+                         f"via {backend.describe()} (timeout {options.timeout:g} s)")
         result = backend.compile(staged, tmp_out, flags, options.timeout, progress=options.progress)
         log_file = os.path.join(tmp_out, f"{stem}_edgetpu.log")
         log_text = open(log_file, encoding="utf-8", errors="replace").read() if os.path.exists(log_file) else ""
@@ -107,6 +107,8 @@ def compile_model(model_path, options, num_segments=None):
         report.update({"backend": result.backend, "command": result.command, "returncode": result.returncode,
                        "seconds": round(result.seconds, 2), "timed_out": result.timed_out,
                        "prediction": {k: prediction[k] for k in ("mapped", "total", "cpu_ops")}})
+        if result.container:
+            report["container"] = result.container
         if result.timed_out:
             _fail(f"edgetpu_compiler did not finish within {options.timeout:g} s and was killed", report,
                   "raise --timeout, or try --search-delegate off / fewer --num-segments")
@@ -178,7 +180,7 @@ def tflite_int8_to_edgetpu(source, output_path, options):
         f.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
     companions.append(os.path.basename(report_path))
     return {"edgetpu": {k: report.get(k) for k in ("compiler_version", "mapped", "total", "edgetpu_subgraphs",
-                                                     "backend", "operators", "segments")
+                                                     "backend", "container", "operators", "segments")
                         if report.get(k) is not None},
             "edgetpu_report": os.path.basename(report_path),
             "companions": companions}

@@ -116,14 +116,28 @@ def parse_compiler_output(stdout, log_text=None):
             report["errors"].append(line)
     rows = parse_op_table(log_text) or parse_op_table(stdout)
     report["operators"] = rows
-    if rows:
-        report["mapped"] = sum(r["count"] for r in rows if r["mapped"])
-        report["total"] = sum(r["count"] for r in rows)
+    row_mapped = sum(r["count"] for r in rows if r["mapped"])
+    row_cpu = sum(r["count"] for r in rows if not r["mapped"])
+    total = report["total_operations"]
+    if total is not None:
+        # The compiler's own totals win over the table: with only stdout, `-s` may print just the
+        # unmapped ops and then "All other operators were mapped successfully" (issue 15:
+        # 3 rows, 138 of 141 mapped).
+        if report["ops_on_edgetpu"] is not None:
+            mapped = report["ops_on_edgetpu"]
+        elif report["ops_on_cpu"] is not None:
+            mapped = total - report["ops_on_cpu"]
+        else:   # v16 prints the two counts only when some ops are on the CPU
+            mapped = total - row_cpu
+        report["mapped"], report["total"] = mapped, total
+        report["counts_from"] = "compiler totals"
+    elif rows:
+        report["mapped"], report["total"] = row_mapped, row_mapped + row_cpu
+        report["counts_from"] = "operation table"
     else:
         report["mapped"] = report["ops_on_edgetpu"]
-        report["total"] = report["total_operations"]
-        if report["mapped"] is None and report["total"] is not None and report["ops_on_cpu"] is None:
-            report["mapped"] = report["total"]  # v16 prints the two counts only when some are on the CPU
+        report["total"] = None
+        report["counts_from"] = None
     report["cpu_operators"] = [r for r in rows if not r["mapped"]]
     return report
 

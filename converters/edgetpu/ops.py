@@ -1,6 +1,6 @@
 """The Edge TPU's supported-operations table as data, one registered check per op.
 
-Sources (read 2026-11, see also edgetpu_log.py for the status strings):
+Sources (read 2026-11, see also log.py for the status strings):
 - Coral, "TensorFlow models on the Edge TPU", sections "Model requirements" and
   "Supported operations" (https://coral.ai/docs/edgetpu/models-intro/): 8-bit tensors,
   sizes constant at compile time, tensors of rank <= 3 (or only the 3 innermost
@@ -16,6 +16,9 @@ Ground truth corrects the old tables: the Coral test model keras_lstm_mnist_ptq.
 compiler 16 (its `_edgetpu` twin holds one edgetpu-custom-op and nothing else), although
 early versions of the docs list neither LSTM nor Quantize. So both are supported here,
 int16 is allowed for an LSTM's state tensors, and QUANTIZE between 8-bit types is mapped.
+
+Where the compiler departs from Coral's table, the compiler wins: `KNOWN_DEPARTURES` lists
+each departure with its evidence, and the checks below implement them.
 
 Adding an op never touches a central switch: decorate its check with `@edgetpu_op`.
 A check gets an `OpContext` and returns a list of (status, detail) pairs; empty = mapped.
@@ -89,6 +92,8 @@ _OPTION_FIELDS = {
     "SPLIT": {"num_splits": (0, "<i")},
     "PACK": {"values_count": (0, "<i"), "axis": (1, "<i")},
     "UNIDIRECTIONAL_SEQUENCE_LSTM": {"time_major": (3, "<?")},
+    "RESIZE_BILINEAR": {"align_corners": (2, "<?"), "half_pixel_centers": (3, "<?")},
+    "RESIZE_NEAREST_NEIGHBOR": {"align_corners": (0, "<?"), "half_pixel_centers": (1, "<?")},
 }
 _OPTION_DEFAULTS = {"dilation_w": 1, "dilation_h": 1}
 
@@ -142,6 +147,42 @@ class OpContext:
 
 
 # ---------------------------------------------------------------------------------------
+# Where compiler 16.0 departs from (or makes precise) Coral's published table, with the
+# evidence. The table is documentation; the compiler is the truth.
+
+KNOWN_DEPARTURES = [
+    {"op": "TILE", "table": "not listed (so: not supported)", "compiler": "mapped by 16.0",
+     "evidence": "a Coral model compiled by edgetpu_compiler 16.0 (issue 15's set of ten compiled "
+                 "pairs) holds TILE inside its edgetpu-custom-op"},
+    {"op": "UNIDIRECTIONAL_SEQUENCE_LSTM, QUANTIZE", "table": "absent from early versions",
+     "compiler": "mapped by 16.0, with int16 LSTM state tensors",
+     "evidence": "Coral's keras_lstm_mnist_ptq.tflite and its _edgetpu twin (one edgetpu-custom-op)"},
+    {"op": "RESIZE_BILINEAR, RESIZE_NEAREST_NEIGHBOR",
+     "table": "'Depending on input/output size, this operation may not be mapped' (no sizes given)",
+     "compiler": "16.0 left on the CPU: 1x1 -> 33x33 and 33x33 -> 513x513, both align_corners "
+                 "(DeepLab v3 image pooling and final upsampling); mapped: 2x upsampling "
+                 "(e.g. YOLOv7-tiny's RESIZE_NEAREST_NEIGHBOR, log in WongKinYiu/yolov7 PR 1672; "
+                 "UpSampling2D 64 -> 128 in google-coral/edgetpu issue 31)",
+     "evidence": "issue 15 (compiled pairs); google-coral/edgetpu issue 31 (the compiler refuses "
+                 "when the interpolation would lose precision)",
+     "rule": "CPU when align_corners and an input side is 1 (nothing to align: the compiler "
+             "refuses), or when a side grows more than RESIZE_MAX_FACTOR times (16x refused, 2x "
+             "mapped; the exact limit between is not published: 8 is the assumed one). The refusals "
+             "were observed on RESIZE_BILINEAR; RESIZE_NEAREST_NEIGHBOR, which has the same limitation "
+             "text in the table, is given the same rule without a refusal observed"},
+    {"op": "FULLY_CONNECTED", "table": "'Output tensor is one-dimensional'",
+     "compiler": "an output with more than one row (keep_num_dims on a [1, N, K] input, or a "
+                 "[N, K] result with N > 1) is not mapped",
+     "evidence": "Coral's table (the rule was read but not checked before issue 15)"},
+    {"op": "CUSTOM (float)", "table": "custom ops run on the CPU",
+     "compiler": "'Operation is working on an unsupported data type' for a float custom op",
+     "evidence": "issue 15; the same status for a float custom op in maxbbraun/thermal-face#2"},
+]
+
+RESIZE_MAX_FACTOR = 8
+
+
+# ---------------------------------------------------------------------------------------
 # Checks every op goes through (the "model requirements" section).
 
 def effective_rank_ok(shape):
@@ -183,6 +224,11 @@ def check_op(model, graph, op, min_runtime_version=None):
     """[(status, detail)] for one op: empty when the tables say it maps to the Edge TPU."""
     ctx = OpContext(model, graph, op)
     if op.opcode == "CUSTOM":
+        floats = [ctx.tensor(i) for i in ctx.inputs() + list(op.outputs)
+                  if i >= 0 and ctx.tensor(i).dtype in ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")]
+        if floats:   # the compiler's status for a float custom op (KNOWN_DEPARTURES)
+            return [(UNSUPPORTED_TYPE, f"custom op '{op.custom_code}' works on {floats[0].dtype} "
+                                       f"tensor '{floats[0].name}'")]
         return [(NOT_SUPPORTED, f"custom op '{op.custom_code}' runs on the CPU")]
     if op.opcode == "DEQUANTIZE":
         # Real compiler 15 logs report DEQUANTIZE with this status rather than "not supported"
@@ -290,9 +336,16 @@ def _conv(ctx):
             limitations="Only the default format is supported for fully-connected weights. "
                         "Output tensor is one-dimensional.")
 def _fully_connected(ctx):
-    if ctx.options.get("weights_format", 0) != 0:
-        return [(UNSPECIFIED, "only the default weights format is supported")]
-    return []
+    o = ctx.options
+    problems = []
+    if o.get("weights_format", 0) != 0:
+        problems.append((UNSPECIFIED, "only the default weights format is supported"))
+    out = ctx.tensor(ctx.op.outputs[0]).shape
+    if any(d > 1 for d in list(out)[:-1]):
+        how = ("keep_num_dims keeps the input's outer dimensions" if o.get("keep_num_dims")
+               else "the input flattens to more than one row")
+        problems.append((UNSPECIFIED, f"output shape {list(out)} is not one-dimensional ({how})"))
+    return problems
 
 
 @edgetpu_op(["UNIDIRECTIONAL_SEQUENCE_LSTM", "LSTM"], "LSTM", runtime=14,
@@ -359,8 +412,32 @@ def _prelu(ctx):
             "3-dimensional tensor. Depending on input/output size, this operation may not be "
             "mapped to the Edge TPU to avoid loss in precision.")
 def _resize(ctx):
-    # The precision-driven refusal depends on sizes the docs do not give: not predicted.
-    return []
+    # Sizes from the tensors (NHWC); the refusals are those observed (KNOWN_DEPARTURES).
+    src, dst = ctx.first_input().shape, ctx.tensor(ctx.op.outputs[0]).shape
+    if len(src) != 4 or len(dst) != 4:
+        return []
+    align = bool(ctx.options.get("align_corners"))
+    problems = []
+    for axis, name in ((1, "height"), (2, "width")):
+        a, b = src[axis], dst[axis]
+        if b <= a:
+            continue                        # downscaling or same size: no refusal observed
+        if align and a == 1:
+            problems.append((UNSPECIFIED, f"align_corners with input {name} 1 ({a} -> {b}): "
+                                          "compiler 16.0 leaves this resize on the CPU"))
+            break
+        factor = (b - 1) / (a - 1) if align and a > 1 else b / a
+        if factor > RESIZE_MAX_FACTOR:
+            problems.append((UNSPECIFIED, f"{name} grows {factor:g}x ({a} -> {b}"
+                                          f"{', align_corners' if align else ''}); more than "
+                                          f"{RESIZE_MAX_FACTOR}x is left on the CPU by compiler 16.0"))
+            break
+    return problems
+
+
+@edgetpu_op(["TILE"], "Tile (not in Coral's table; mapped by compiler 16.0)", runtime=14)
+def _tile(ctx):
+    return []      # KNOWN_DEPARTURES: the compiler maps it although the table does not list it
 
 
 @edgetpu_op(["SOFTMAX"], "Softmax", limitations="Supports only 1-D input tensor with a max of "

@@ -2,6 +2,9 @@
 
 A command module defines HELP (one line), configure(parser) and run(args) -> exit code.
 Modules import nothing heavy at the top, so `edgeport X --help` starts in a blink.
+The command line lives here and only here: edge/ and converters/ expose library functions
+(edge.classify, edge.bench, converters.pipeline, converters.validation.*) that these
+modules call. `classify` and `bench` import nothing from converters/ (they run on a Pi).
 """
 
 import argparse

@@ -55,6 +55,12 @@ def configure(p):
     g.add_argument("--search-delegate", action="store_true")
     g.add_argument("--timeout", type=positive_float, default=600.0,
                    help="compiler timeout in seconds (> 0; default 600)")
+    g.add_argument("--container-runtime", metavar="NAME", help="OCI runtime for docker/podman, e.g. runc "
+                   "(default: $EDGEPORT_CONTAINER_RUNTIME, else the engine's)")
+    g.add_argument("--container-ulimit", metavar="NAME=SOFT:HARD", action="append",
+                   help="rlimit for the compiler container, repeatable (default: $EDGEPORT_CONTAINER_ULIMITS)")
+    g.add_argument("--compiler-image", metavar="IMAGE", help="run this existing image instead of building "
+                   "the shipped Dockerfile (default: $EDGEPORT_COMPILER_IMAGE)")
 
 
 def options_from_args(args):
@@ -71,6 +77,8 @@ def options_from_args(args):
         version=args.model_version, compiler=args.compiler,
         min_runtime_version=args.min_runtime_version, num_segments=args.num_segments,
         search_delegate=args.search_delegate, timeout=args.timeout,
+        container_runtime=args.container_runtime, compiler_image=args.compiler_image,
+        container_ulimits=tuple(args.container_ulimit) if args.container_ulimit else None,
         quiet=args.quiet or args.json)
 
 
