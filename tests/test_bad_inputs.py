@@ -386,8 +386,6 @@ NUMBER_CASES = [
     ("classify-std-overflow", CLASSIFY_RED + ["-s", "1e400"], r"--std: '1e400' " + NOT_FINITE),
     ("classify-threshold-nan", CLASSIFY_RED + ["-t", "nan"], r"--threshold: 'nan' " + NOT_FINITE),
     ("classify-threshold-inf", CLASSIFY_RED + ["-t", "inf"], r"--threshold: 'inf' " + NOT_FINITE),
-    ("classify-threshold-negative", CLASSIFY_RED + ["-t", "-0.5"], r"--threshold: '-0.5' " + OUT_OF_RANGE),
-    ("classify-threshold-above-one", CLASSIFY_RED + ["-t", "1.5"], r"--threshold: '1.5' " + OUT_OF_RANGE),
     ("classify-top-k-zero", CLASSIFY_RED + ["-k", "0"], r"--top_k/--top-k: '0' " + OUT_OF_RANGE),
     ("classify-top-k-negative", CLASSIFY_RED + ["-k", "-3"], r"--top-k: '-3' " + OUT_OF_RANGE),
     ("classify-threads-zero", CLASSIFY_RED + ["--threads", "0"], r"--threads: '0' " + OUT_OF_RANGE),

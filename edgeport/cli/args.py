@@ -10,9 +10,9 @@ Rules per flag (also in each flag's help):
   --size, --input-shape, --threads, --runs, --count, --top-k ...   integers >= 1
   --warmup, --seed                                                 integers >= 0
   --std, --timeout                                                 finite numbers > 0
-  --mean                                                           any finite number
+  --mean, classify --threshold                                     any finite number
   --atol, --rtol, --max-scale-error                                finite numbers >= 0
-  --quantile, --min-top1, classify --threshold                     finite numbers in [0, 1]
+  --quantile, --min-top1                                           finite numbers in [0, 1]
   --min-cosine                                                     finite numbers in [-1, 1]
 """
 

@@ -10,7 +10,7 @@ example:
 
 
 def configure(p):
-    from edgeport.cli.args import (add_device, add_json, add_preprocessing, add_threads, fraction,
+    from edgeport.cli.args import (add_device, add_json, add_preprocessing, add_threads, finite_float,
                                    positive_int)
 
     p.add_argument("-m", "--model", required=True, help="a .tflite model (MODEL@usb:0 picks a device)")
@@ -19,9 +19,9 @@ def configure(p):
     p.add_argument("-l", "--labels", help="labels file: one a line, or 'id label' lines")
     p.add_argument("-k", "--top_k", "--top-k", type=positive_int, default=1,
                    help="max results (integer >= 1; default 1)")
-    p.add_argument("-t", "--threshold", type=fraction, default=0.0,
-                   help="score threshold: results score above it (0..1, scores are probabilities; "
-                        "default 0)")
+    p.add_argument("-t", "--threshold", type=finite_float, default=0.0,
+                   help="score threshold: results score above it (any finite number: scores are the "
+                        "model's dequantized outputs, logits for many models; default 0)")
     p.add_argument("-c", "--count", type=positive_int, default=5,
                    help="inferences per image (integer >= 1; default 5)")
     add_preprocessing(p, size=False, pycoral_flags=True)
