@@ -45,6 +45,7 @@ class ValidateOptions:
     trust_pickle: bool = False
     keras_unsafe: bool = False
     progress: object = None          # callable(str) or None
+    input_overrides: object = None   # signature.InputOverrides: --input-shapes, --val-range, --data
 
 
 @dataclass
@@ -107,6 +108,20 @@ class ValidationReport:
     inputs: str = ""
     warnings: list = field(default_factory=list)
     source_ms: float = None
+    signature: object = None         # signature.Signature of the source's inputs, as run
+
+    @property
+    def placeholders(self):
+        return self.signature.placeholders if self.signature is not None else {}
+
+    def placeholder_note(self):
+        """'' or the words saying the verdict rests on shapes nobody chose."""
+        ph = self.placeholders
+        if not ph:
+            return ""
+        shapes = ", ".join(f"{n}:{s}" for n, s in ph.items())
+        return (f"on placeholder input shapes ({shapes}), not ones the model or you fixed; "
+                f"set them with --input-shapes")
 
     @property
     def passed(self):
@@ -120,9 +135,12 @@ class ValidationReport:
 
     def summary_line(self):
         if len(self.results) == 1:
-            return self.results[0].summary_line()
-        ok = sum(r.passed for r in self.results)
-        return f"{ok}/{len(self.results)} models valid"
+            line = self.results[0].summary_line()
+        else:
+            ok = sum(r.passed for r in self.results)
+            line = f"{ok}/{len(self.results)} models valid"
+        note = self.placeholder_note()
+        return f"{line} ({note})" if note else line
 
     def to_dict(self):
         from converters.validation.report import report_dict
@@ -146,6 +164,7 @@ def validate_pair(source, converted, options=None):
         vo.input_shape = getattr(options, "input_shape", None)
         vo.trust_pickle = bool(getattr(options, "trust_pickle", False))
         vo.keras_unsafe = bool(getattr(options, "keras_unsafe", False))
+        vo.input_overrides = getattr(options, "input_overrides", None)
         vo.device = "cpu" if converted.format != formats.EDGETPU else "auto"
     report = validate(source, [converted], vo)
     from converters.validation.runners.tflite import EdgeTPUUnavailable, NeedsEdgeTPU
@@ -250,15 +269,28 @@ def validate(source, converted, opts=None):
         if opts.inputs and opts.inputs != "random":
             images = image_files(opts.inputs)
         count = opts.samples or (DEFAULT_IMAGE_SAMPLES if images else DEFAULT_RANDOM_SAMPLES)
-        if count < 1:
+        if opts.input_overrides is not None and opts.input_overrides.data and not opts.samples:
+            count = None  # every sample of --data
+        if count is not None and count < 1:
             raise InputError("--samples must be at least 1")
+        # the signature: every open dimension fixed by the user, --data, or a named placeholder
+        from converters.validation.signature import resolve
+
+        size = (shared_spec or {}).get("size")
+        sig = resolve(ref_inputs, opts.input_overrides, image_size=size)
+        ref_inputs = sig.metas
+        report.signature = sig
+        report.warnings.extend(n for n in sig.notes if "placeholder" in n)
         spec = None
         if ref_inputs:
             with _warnings.catch_warnings(record=True) as caught:
                 _warnings.simplefilter("always")
                 spec = resolve_preprocessing(shared_spec, ref_inputs[0], images is not None)
             report.warnings.extend(str(w.message) for w in caught)
-        data = DataSource(ref_inputs, others, spec, images, count, opts.seed)
+        data = DataSource(ref_inputs, others, spec, images, count, opts.seed,
+                          overrides=opts.input_overrides)
+        for i, kind in enumerate(data.kinds):
+            sig.inputs[i].feed = "image" if kind == "pixels" else "data"
         samples = data.samples()
         report.inputs = data.description
         prints = [fingerprint(s) for s in samples]

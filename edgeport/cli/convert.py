@@ -56,6 +56,9 @@ def configure(p):
     g.add_argument("--num-segments", type=int)
     g.add_argument("--search-delegate", action="store_true")
     g.add_argument("--timeout", type=float, default=600.0, help="compiler timeout in seconds")
+    from edgeport.cli.inputs import add_input_args  # realworld: --input-shapes, --val-range, --data
+
+    add_input_args(p)
 
 
 def options_from_args(args):
@@ -136,6 +139,9 @@ def run(args):
     from converters import pipeline
 
     options = options_from_args(args)
+    from edgeport.cli.inputs import overrides_from_args
+
+    options.input_overrides = overrides_from_args(args)  # not a field: kept out of provenance
     targets = pipeline.parse_targets(args.to)
     validate = not args.no_validate
     src = args.source

@@ -65,6 +65,9 @@ def configure(p):
                    help="input shape for PyTorch sources, e.g. 1 3 224 224")
     p.add_argument("--trust-pickle", action="store_true", help="allow full pickles (trusted files only)")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+    from edgeport.cli.inputs import add_input_args  # realworld: --input-shapes, --val-range, --data
+
+    add_input_args(p)
 
 
 def options_from_args(args):
@@ -108,7 +111,14 @@ def options_from_args(args):
                            load_outputs=args.load_outputs, device=args.device,
                            runtime=args.runtime, torch_model=args.torch_model,
                            input_shape=tuple(args.input_shape) if args.input_shape else None,
-                           trust_pickle=args.trust_pickle)
+                           trust_pickle=args.trust_pickle,
+                           input_overrides=_overrides(args))
+
+
+def _overrides(args):
+    from edgeport.cli.inputs import overrides_from_args
+
+    return overrides_from_args(args)
 
 
 def run(args):
