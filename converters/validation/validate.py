@@ -190,19 +190,59 @@ def _make_runner(artefact, opts):
 def _run_all(runner, source, samples, spec_of):
     """Outputs of every sample, stacked: OrderedDict name -> (S, ...)."""
     from converters.validation.runners.coreml import is_image_input
+    from edge.tensors import dequantize
 
-    metas = runner.input_metadata()
+    borrowed_in, borrowed_out = getattr(runner, "borrowed_quantization", ({}, {}))
+    metas = [m._replace(scale=borrowed_in[m.name][0], zero_point=borrowed_in[m.name][1])
+             if m.name in borrowed_in else m for m in runner.input_metadata()]
     raw = {m.name for m in metas if is_image_input(runner, m.name)}
     runs = []
     for s in samples:
         feed = source.feed(s, metas, spec_of(runner), raw)
         try:
-            runs.append(runner.infer(feed))
+            out = runner.infer(feed)
         except EdgeportError:
             raise
         except Exception as e:
-            raise InputError(f"{runner.name}: inference failed: {first_line(e)}") from None
+            hint = None
+            if getattr(source, "signature_note", None):
+                hint = source.signature_note
+            raise InputError(f"{runner.name}: inference failed: {first_line(e)}", hint) from None
+        for name, (scale, zp) in borrowed_out.items():
+            if name in out and np.issubdtype(out[name].dtype, np.integer):
+                out[name] = dequantize(out[name], scale, zp)
+        runs.append(out)
     return stack_samples(runs)
+
+
+def borrow_quantization(src_runner, runner):
+    """Integer inputs/outputs of `runner` that carry no quantization parameters (tf2onnx keeps
+    a quantized TFLite's uint8 I/O as plain uint8) take the source's matching parameters, so
+    their values are quantized and dequantized as the source's are.
+
+    Returns ({input name: (scale, zp)}, {output name: (scale, zp)}) and sets it on the runner.
+    """
+    def pairs(src, conv):
+        if not src or not conv:
+            return {}
+        by_name = {m.name: m for m in src}
+        out = {}
+        for i, m in enumerate(conv):
+            if m.scale or not np.issubdtype(m.dtype, np.integer):
+                continue
+            ref = by_name.get(m.name) or (src[i] if i < len(src) and len(src) == len(conv) else None)
+            if ref is not None and ref.scale and np.dtype(ref.dtype) == np.dtype(m.dtype):
+                out[m.name] = (float(ref.scale), int(ref.zero_point))
+        return out
+
+    try:
+        src_out = src_runner.output_metadata()
+        conv_out = runner.output_metadata()
+    except Exception:
+        src_out = conv_out = None
+    found = (pairs(src_runner.input_metadata(), runner.input_metadata()), pairs(src_out, conv_out))
+    runner.borrowed_quantization = found
+    return found
 
 
 def _mean_ms(runner):
@@ -291,6 +331,8 @@ def validate(source, converted, opts=None):
                           overrides=opts.input_overrides)
         for i, kind in enumerate(data.kinds):
             sig.inputs[i].feed = "image" if kind == "pixels" else "data"
+        if sig.placeholders:
+            data.signature_note = report.placeholder_note()
         samples = data.samples()
         report.inputs = data.description
         prints = [fingerprint(s) for s in samples]
@@ -319,6 +361,12 @@ def validate(source, converted, opts=None):
                     _structural(src_runner, r, ref_out, art, source, res)
                     continue
                 else:
+                    bi, bo = borrow_quantization(src_runner, r)
+                    if bi or bo:
+                        res.warnings.append(
+                            "integer I/O without quantization parameters ("
+                            + ", ".join(list(bi) + [o for o in bo if o not in bi])
+                            + "): quantized and dequantized with the source's parameters")
                     out = _run_all(r, data, samples, spec_of)
                     res.mean_ms = _mean_ms(r)
                     saved[art.path] = (art, out)
