@@ -313,3 +313,42 @@ def data_samples(arr, shape):
     if arr.ndim == len(shape) + 1:
         return [arr[i] for i in range(arr.shape[0])]
     return [arr]
+
+
+def feeder(overrides=None, image_size=None):
+    """A feeder for edge.bench.benchmark: the inputs it runs, shaped by `resolve`.
+
+    Returns f(inputs, rng) -> ({name: array}, {name: 'AxBxC (from)'}, [notes]), with `inputs`
+    a list of (name, shape with None for open dims, dtype, scale, zero point).
+    """
+    from converters.validation.runners.base import tensor_meta
+
+    def feed(inputs, rng):
+        metas = [tensor_meta(n, [-1 if d is None else d for d in shape], dt, sc, zp)
+                 for n, shape, dt, sc, zp in inputs]
+        sig = resolve(metas, overrides, image_size=image_size)
+        feeds, shapes = {}, {}
+        ov = overrides or InputOverrides()
+        for m, s in zip(sig.metas, sig.inputs):
+            if ov.data and m.name in ov.data:
+                x = np.asarray(data_samples(ov.data[m.name], m.shape)[0]).astype(m.dtype)
+            else:
+                r = ov.range_for(m.name)
+                if r is not None and m.scale and np.issubdtype(m.dtype, np.integer):
+                    from edge.tensors import quantize
+
+                    x = quantize(rng.uniform(r[0], r[1], size=m.shape).astype(np.float32),
+                                 m.scale, m.zero_point, m.dtype)
+                elif r is not None:
+                    x = random_value(rng, m.shape, m.dtype, *r)
+                elif np.issubdtype(m.dtype, np.integer) and m.scale:
+                    info = np.iinfo(m.dtype)
+                    x = rng.integers(info.min, info.max + 1, size=m.shape).astype(m.dtype)
+                else:
+                    x = random_value(rng, m.shape, m.dtype)
+            feeds[m.name] = np.ascontiguousarray(x)
+            dims = "x".join(map(str, m.shape)) or "scalar"
+            shapes[m.name] = dims + ("" if s.shape_from == "model" else f" ({s.shape_from})")
+        return feeds, shapes, list(sig.notes)
+
+    return feed

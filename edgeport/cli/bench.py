@@ -19,6 +19,9 @@ def configure(p):
                    help="force one TFLite backend")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="write a latency plot (needs matplotlib)")
+    from edgeport.cli.inputs import add_input_args  # realworld: --input-shapes, --val-range, --data
+
+    add_input_args(p)
 
 
 def run(args):
@@ -26,14 +29,20 @@ def run(args):
     import sys
 
     from edge.bench import benchmark, format_table, plot
+    from converters.validation.signature import feeder
+    from edgeport.cli.inputs import overrides_from_args
 
+    feed = feeder(overrides_from_args(args))
     results = []
     for model in args.models:
         for threads in args.threads:
             if not args.json:
                 print(f"benchmarking {model} (threads={threads or 'default'}) ...", file=sys.stderr)
             results.append(benchmark(model, runs=args.runs, warmup=args.warmup, threads=threads,
-                                     device=args.device, runtime=args.runtime))
+                                     device=args.device, runtime=args.runtime, feeder=feed))
+            if not args.json:
+                for note in results[-1].get("input_notes", []):
+                    print(f"note: {note}", file=sys.stderr)
     if args.plot:
         plot(results, args.plot)
     if args.json:
