@@ -94,6 +94,17 @@ def parse_val_ranges(items):
     return out
 
 
+def parse_args(items):
+    """['sr=16000', 'flag=true'] -> {'sr': '16000', 'flag': 'true'} (cast by the runner)."""
+    out = {}
+    for item in items or ():
+        name, eq, value = str(item).partition("=")
+        if not eq or not name.strip():
+            raise InputError(f"--arg {item}: write it as NAME=VALUE, e.g. sr=16000")
+        out[name.strip()] = value.strip()
+    return out
+
+
 def load_data(path):
     """{input name: array} from an .npz file (no pickles)."""
     if not os.path.isfile(path):
@@ -116,14 +127,15 @@ class InputOverrides:
     ranges: dict = field(default_factory=dict)     # name (None: every input) -> (lo, hi)
     data: dict = None                              # name -> array (one sample, or a stack)
     data_path: str = None
+    args: dict = field(default_factory=dict)       # non-tensor forward arguments: name -> text
 
     @classmethod
-    def parse(cls, shapes=None, ranges=None, data=None):
+    def parse(cls, shapes=None, ranges=None, data=None, args=None):
         return cls(parse_input_shapes(shapes), parse_val_ranges(ranges),
-                   load_data(data) if data else None, data)
+                   load_data(data) if data else None, data, parse_args(args))
 
     def __bool__(self):
-        return bool(self.shapes or self.ranges or self.data)
+        return bool(self.shapes or self.ranges or self.data or self.args)
 
     def range_for(self, name):
         return self.ranges.get(name, self.ranges.get(None))

@@ -184,7 +184,8 @@ def _make_runner(artefact, opts):
 
     return runner_for(artefact, device=opts.device, runtime=opts.runtime,
                       torch_model=opts.torch_model, input_shape=opts.input_shape,
-                      trust_pickle=opts.trust_pickle, keras_unsafe=opts.keras_unsafe)
+                      trust_pickle=opts.trust_pickle, keras_unsafe=opts.keras_unsafe,
+                      overrides=opts.input_overrides)
 
 
 def _run_all(runner, source, samples, spec_of):

@@ -3,6 +3,7 @@
     --input-shapes name:[1,3,640,640] other:[1,512]   (a bare [..] for a single-input model)
     --val-range name:[lo,hi]                          (a bare [lo,hi] for every input)
     --data FILE.npz                                   (arrays keyed by input name)
+    --arg sr=16000                                    (TorchScript non-tensor arguments)
 
 add_input_args(p) adds them; overrides_from_args(args) returns a
 converters.validation.signature.InputOverrides (or None when none was given).
@@ -19,6 +20,8 @@ def add_input_args(p):
                    help="random values in [LO,HI] per input, e.g. sr:[16000,16000]")
     g.add_argument("--data", metavar="FILE.npz",
                    help="input arrays keyed by input name (one sample, or a stack along axis 0)")
+    g.add_argument("--arg", nargs="+", metavar="NAME=VALUE",
+                   help="TorchScript: a value for a non-tensor forward argument, e.g. sr=16000")
     return g
 
 
@@ -28,6 +31,7 @@ def overrides_from_args(args):
     shapes = getattr(args, "input_shapes", None)
     ranges = getattr(args, "val_range", None)
     data = getattr(args, "data", None)
-    if not (shapes or ranges or data):
+    values = getattr(args, "arg", None)
+    if not (shapes or ranges or data or values):
         return None
-    return InputOverrides.parse(shapes, ranges, data)
+    return InputOverrides.parse(shapes, ranges, data, values)
