@@ -58,6 +58,11 @@ def run(args):
                          "pass the labels file made for this model, or leave out -l to print class ids")
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    from edge.classify import class_vector_warning  # realworld: detectors, segmenters, ...
+
+    no_classes = class_vector_warning(interpreter)
+    if no_classes:
+        print(f"warning: {no_classes}", file=sys.stderr)
 
     results = []
     for path in images:
