@@ -31,15 +31,14 @@ EDGETPU_FLOAT = "refused: model not quantized"
 TF_IMAGE = {"onnx": VALIDATED, "ort": VALIDATED, "coreml": CORE_ML_ONNX}
 ONNX_ONLY = {"ort": VALIDATED, "coreml": CORE_ML_ONNX}
 NOT_TFLITE = "refused: inspect reads TFLite models"
+SPARSE = dict.fromkeys(("onnx", "ort", "coreml"), "refused: tf2onnx cannot convert op DENSIFY")
+MP_CUSTOM = dict.fromkeys(("onnx", "ort", "coreml"),
+                          "refused: uses custom ops (Convolution2DTransposeBias) that ONNX cannot")
 
 # name: (kind, input flags, expected outcomes {step: outcome}, {target: outcome})
 CASES = {
     "mp_face_detection_short": ("image", [], {}, TF_IMAGE),
-    "mp_face_detection_full_sparse": (
-        "image, sparse", [], {},
-        {"onnx": "refused: tf2onnx cannot convert op DENSIFY",
-         "ort": "refused: tf2onnx cannot convert op DENSIFY",
-         "coreml": "refused: tf2onnx cannot convert op DENSIFY"}),
+    "mp_face_detection_full_sparse": ("image, sparse", [], {}, SPARSE),
     "mp_face_landmark": ("image", [], {}, TF_IMAGE),
     "mp_face_landmark_attention": (
         "image, custom ops", [],
@@ -51,9 +50,9 @@ CASES = {
     "mp_hand_recrop": ("image", [], {}, TF_IMAGE),
     "mp_iris_landmark": ("image", [], {}, TF_IMAGE),
     "mp_palm_detection_lite": ("image", [], {}, TF_IMAGE),
-    "mp_pose_detection": ("image", [], {}, TF_IMAGE),
-    "mp_selfie_segmentation": ("image", [], {}, TF_IMAGE),
-    "mp_selfie_segmentation_landscape": ("image", [], {}, TF_IMAGE),
+    "mp_pose_detection": ("image, sparse", [], {}, SPARSE),
+    "mp_selfie_segmentation": ("image, MediaPipe custom op", [], {}, MP_CUSTOM),
+    "mp_selfie_segmentation_landscape": ("image, MediaPipe custom op", [], {}, MP_CUSTOM),
     "silero_vad_jit": (
         "audio, TorchScript, int argument",
         ["--input-shapes", "x:[1,512]", "--arg", "sr=16000", "--val-range", "x:[-0.5,0.5]",
