@@ -148,3 +148,36 @@ def test_bench_table_shows_input_shapes(vad_like, capsys):
     assert "input:1x16 (user)" in out and "sr:scalar" in out
     code, out, err = run_cli(capsys, "bench", vad_like, "--runs", "2", "--warmup", "0")
     assert code == 2 and "placeholder" in err and "--input-shapes" in err
+
+
+@pytest.fixture(scope="module")
+def two_arg_script(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+
+    class Gain(torch.nn.Module):
+        def forward(self, x, sr: int):
+            return x * float(sr) / 1000.0
+
+    path = tmp_path_factory.mktemp("ts") / "gain.pt"
+    torch.jit.script(Gain()).save(str(path))
+    return path
+
+
+def test_torchscript_forward_with_an_int_argument(two_arg_script, capsys):
+    p = two_arg_script
+    code, out, err = run_cli(capsys, "validate", p, p, "--trust-pickle", "--input-shapes",
+                             "x:[1,8]", "--arg", "sr=16000")
+    assert code == 0, out + err
+    assert "input x float32[1,8]" in out
+    code, out, err = run_cli(capsys, "validate", p, p, "--trust-pickle", "--input-shapes", "x:[1,8]")
+    assert code == 2 and "argument 'sr' (int)" in err and "--arg sr=VALUE" in err
+    code, out, err = run_cli(capsys, "validate", p, p, "--trust-pickle", "--arg", "sr=16000")
+    assert code == 2 and "argument 'x'" in err and "--input-shapes x:" in err
+    code, out, err = run_cli(capsys, "validate", p, p, "--trust-pickle", "--input-shapes", "x:[1,8]",
+                             "--arg", "sr=fast")
+    assert code == 2 and "takes a int value" in err
+    code, out, err = run_cli(capsys, "check", p, "--trust-pickle")
+    assert code == 0 and "forward(x: Tensor, sr: int)" in out
+    code, out, err = run_cli(capsys, "convert", p, "--to", "onnx", "--trust-pickle", "-o",
+                             p.parent / "out", "--input-shapes", "x:[1,8]")
+    assert code == 2 and "takes 2 arguments" in err

@@ -1,6 +1,6 @@
 """Is a model file well formed and loadable? Checks per format, used by `edgeport check`."""
 
-from edge.errors import first_line
+from edge.errors import InputError, first_line
 
 
 class Checks:
@@ -222,9 +222,20 @@ def check_with_runner(path, fmt, c, trust_pickle=False, keras_unsafe=False, inpu
                    input_shape=tuple(input_shape) if input_shape else None)
     try:
         r.activate()
-        ins = r.input_metadata()
     except Exception as e:
         c.add("loads", False, first_line(e))
+        return
+    try:
+        ins = r.input_metadata()
+    except InputError as e:
+        schema = r.forward_schema() if hasattr(r, "forward_schema") else None
+        if schema is None:
+            c.add("loads", False, first_line(e))
+            return
+        # TorchScript records no shapes: list the forward signature, the loaded module is fine
+        c.add("loads", True, r.info.get("runtime", fmt))
+        c.add("inputs present", True, f"forward{schema} (TorchScript records no shapes: give "
+              "them to validate/convert with --input-shapes NAME:[..], other arguments with --arg)")
         return
     c.add("loads", True, r.info.get("runtime", fmt))
     c.add("inputs present", bool(ins), ", ".join(f"{m.name} {m.dtype.name}{list(m.shape)}" for m in ins))

@@ -96,6 +96,13 @@ class TorchRunner(Runner):
         self._inputs = metas
         return metas
 
+    def forward_schema(self):
+        """'(x: Tensor, sr: int)' of a TorchScript module's forward, else None."""
+        try:
+            return _schema(list(self.model.forward.schema.arguments)[1:])
+        except Exception:
+            return None
+
     def _script_inputs(self):
         """The forward signature of a TorchScript module: one TensorMeta per tensor argument
         (shape from --input-shapes / --data / --input-shape), a value per other argument (from
@@ -185,7 +192,7 @@ def _cast(text, kind, name):
         if kind == "str":
             return str(text)
     except ValueError:
-        raise InputError(f"--arg {name}={text}: not a {kind}") from None
+        raise InputError(f"--arg {name}={text}: argument '{name}' takes a {kind} value") from None
     raise InputError(f"argument '{name}' has type {kind}, which --arg cannot give",
                      "wrap the module so that forward takes tensors and int/float/bool/str")
 
