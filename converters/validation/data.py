@@ -221,6 +221,12 @@ class DataSource:
         feed = {}
         for m, ref_i in zip(metas, match_inputs(self.reference, metas)):
             c = sample[ref_i]
+            ref = self.reference[ref_i]
+            if any(d is None for d in m.shape) and len(m.shape) == len(ref.shape):
+                # this runner's open dims take the resolved shape of the source's input
+                filled = tuple(r if d is None else d for d, r in zip(m.shape, ref.shape))
+                m = m._replace(shape=filled,
+                               layout=ref.layout if filled == tuple(ref.shape) else m.layout)
             if c.kind == PIXELS:
                 feed[m.name] = self._pixels_to(c.array, m, spec, m.name in raw_pixel_inputs)
             else:

@@ -147,7 +147,7 @@ class InputSignature:
     dtype: str
     model_shape: tuple               # None for an open dimension
     shape: tuple                     # the shape used
-    shape_from: str                  # model | user | data | placeholder | batch
+    shape_from: str                  # model | user | data | size | placeholder | batch
     scale: float = 0.0
     zero_point: int = 0
     feed: str = "data"               # image (pixels through preprocessing) | data
@@ -214,7 +214,7 @@ def _placeholder(meta, image_size):
             shape[i] = 1
         elif i in spatial:
             shape[i] = int(hw[0] if i == min(spatial) else hw[-1])
-            filled_other = True
+            filled_other = filled_other or not image_size  # --size / the sidecar's size is chosen
         else:
             shape[i] = PLACEHOLDER_OTHER
             filled_other = True
@@ -289,15 +289,25 @@ def resolve(metas, overrides=None, image_size=None, image_inputs=()):
             shape, src = tuple(m.shape), "model"
         else:
             shape, other = _placeholder(m, image_size)
-            src = "placeholder" if other else "batch"
+            src = "placeholder" if other else "size" if image_size and _is_image(m, m.shape) \
+                and any(d is None for d in m.shape[1:]) else "batch"
             if other:
                 notes.append(f"input '{m.name}' {_fmt(m.shape)} has open dimensions; ran it as "
                              f"{list(shape)} (a placeholder): set the real shape with "
                              f"--input-shapes {m.name}:[{','.join(map(str, shape))}]")
+            elif src == "size":
+                notes.append(f"input '{m.name}' {_fmt(m.shape)} has open dimensions; ran it as "
+                             f"{list(shape)} (the preprocessing size)")
             else:
                 notes.append(f"input '{m.name}' {_fmt(m.shape)} has an open batch dimension; "
                              f"ran it with batch 1")
-        out_metas.append(m._replace(shape=tuple(int(d) for d in shape)))
+        fixed = tuple(int(d) for d in shape)
+        layout = m.layout
+        if any(d is None for d in m.shape):  # the layout guessed on 1-filled dims may be wrong
+            from edge.preprocess import guess_layout
+
+            layout = _is_image(m._replace(layout=None), m.shape) or guess_layout(fixed)
+        out_metas.append(m._replace(shape=fixed, layout=layout))
         sigs.append(InputSignature(m.name, np.dtype(m.dtype).name, tuple(m.shape), tuple(shape),
                                    src, float(m.scale or 0.0), int(m.zero_point or 0),
                                    "image" if m.name in image_inputs else "data"))
