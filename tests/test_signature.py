@@ -181,3 +181,23 @@ def test_torchscript_forward_with_an_int_argument(two_arg_script, capsys):
     code, out, err = run_cli(capsys, "convert", p, "--to", "onnx", "--trust-pickle", "-o",
                              p.parent / "out", "--input-shapes", "x:[1,8]")
     assert code == 2 and "takes 2 arguments" in err
+
+
+def test_size_fills_open_nchw_image_dims(tmp_path, capsys):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from conftest import CORAL
+
+    if not CORAL.is_dir():
+        pytest.skip(f"shared Coral fixtures (photos) not found at {CORAL}")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    path = tmp_path / "nchw.onnx"
+    onnx.save(m, str(path))
+    code, out, err = run_cli(capsys, "validate", path, path, "--size", "48", "192", "--inputs", CORAL)
+    assert code == 0, out + err
+    assert "[1, 3, 48, 192] (size)" in out and "placeholder" not in out
