@@ -87,3 +87,27 @@ def test_classify_warns_on_a_detector(tmp_path, capsys):
     path.write_bytes(conv.convert())
     code, out, err = run_cli(capsys, "classify", "-m", path, "-i", CORAL / "grace_hopper.bmp")
     assert "no class-vector output" in err, err
+
+
+def test_classify_open_image_dims_need_a_shape(tmp_path, capsys):
+    tf = pytest.importorskip("tensorflow")
+    from conftest import CORAL
+
+    if not CORAL.is_dir():
+        pytest.skip(f"shared Coral fixtures (photos) not found at {CORAL}")
+
+    class Net(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
+        def __call__(self, x):
+            return tf.nn.softmax(tf.reduce_mean(x, axis=[1, 2]))
+
+    m = Net()
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([m.__call__.get_concrete_function()], m)
+    path = tmp_path / "open.tflite"
+    path.write_bytes(conv.convert())
+    code, out, err = run_cli(capsys, "classify", "-m", path, "-i", CORAL / "grace_hopper.bmp")
+    assert code == 2 and "open dimensions [1,?,?,3]" in err and "--input-shapes" in err
+    code, out, err = run_cli(capsys, "classify", "-m", path, "-i", CORAL / "grace_hopper.bmp",
+                             "--input-shapes", "[1,64,64,3]")
+    assert code == 0, err
+    assert "RESULTS" in out

@@ -1,5 +1,7 @@
 """Top-1 / top-k accuracy of classifiers on a folder of labelled images (`edgeport eval`)."""
 
+import os
+
 def _norm(text):
     import re
 
@@ -60,13 +62,24 @@ def evaluate(model_path, items, classes, k, opts):
     from converters.validation.runners import runner_for
     from converters.validation.runners.coreml import is_image_input
 
+    from converters.validation.signature import resolve
+
     art = open_model(model_path, opts.torch_model)
+    overrides = getattr(opts, "input_overrides", None)
     r = runner_for(art, device=opts.device, torch_model=opts.torch_model,
-                   input_shape=tuple(opts.input_shape) if opts.input_shape else None)
+                   input_shape=tuple(opts.input_shape) if opts.input_shape else None,
+                   overrides=overrides)
     r.activate()
     try:
-        metas = r.input_metadata()
-        spec = resolve_preprocessing(dict(art.preprocessing, **(opts.pre or {})), metas[0], True)
+        pre = dict(art.preprocessing, **(opts.pre or {}))
+        sig = resolve(r.input_metadata(), overrides, image_size=pre.get("size"))
+        metas = sig.metas
+        if sig.placeholders:  # accuracy on a size nobody chose: say so
+            import sys
+
+            for note in sig.notes:
+                print(f"warning: {os.path.basename(model_path)}: {note}", file=sys.stderr)
+        spec = resolve_preprocessing(pre, metas[0], True)
         source = DataSource(metas, [], spec, [p for p, _ in items], samples=len(items))
         raw = {m.name for m in metas if is_image_input(r, m.name)}
         top1 = topk = 0

@@ -27,6 +27,8 @@ def configure(p):
                    help="force one TFLite backend (default: the first installed)")
     p.add_argument("--threads", type=int, help="CPU threads for the interpreter")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--input-shapes", nargs=1, metavar="[D,..]",  # realworld: open image dims
+                   help="the input shape for a model with open dimensions, e.g. [1,224,224,3]")
 
 
 def run(args):
@@ -49,6 +51,21 @@ def run(args):
 
     interpreter, info = make_interpreter(args.model, device=args.device, runtime=args.runtime,
                                          num_threads=args.threads)
+    if getattr(args, "input_shapes", None):
+        from converters.validation.signature import parse_input_shapes
+
+        shapes = parse_input_shapes(args.input_shapes)
+        d = interpreter.get_input_details()[0]
+        shape = shapes.get(None) or shapes.get(d["name"])
+        if shape is None:
+            raise InputError(f"--input-shapes names no input of the model (its input: {d['name']})")
+        interpreter.resize_tensor_input(d["index"], list(shape))
+        try:
+            interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as e:
+            from edge.errors import first_line
+
+            raise InputError(f"the model does not take input shape {list(shape)}: {first_line(e)}") from None
     classifier = Classifier(interpreter, mean, std, layout=layout)
     labels = read_labels(args.labels) if args.labels else {}
     warning = check_labels(labels, classifier.num_classes)

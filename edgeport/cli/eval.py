@@ -28,6 +28,9 @@ def configure(p):
     p.add_argument("--torch-model", metavar="MODULE:FACTORY", help="for PyTorch state dicts")
     p.add_argument("--input-shape", type=int, nargs="+", metavar="D", help="input shape for PyTorch models")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    from edgeport.cli.inputs import add_input_args  # realworld: --input-shapes, --val-range, --data
+
+    add_input_args(p)
 
 
 def run(args):
@@ -56,6 +59,9 @@ def run(args):
         if not found:
             raise InputError("no labels: the models' sidecars have none", "pass --labels FILE")
         labels = dict(enumerate(found)) if isinstance(found, list) else {int(k): v for k, v in found.items()}
+    from edgeport.cli.inputs import overrides_from_args
+
+    args.input_overrides = overrides_from_args(args)
     folders, items = _lib.dataset(args.images, args.limit)
     classes = _lib.match_classes(folders, labels)
     rows = []
