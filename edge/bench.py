@@ -86,6 +86,7 @@ class _OnnxSession:
         if device not in (None, "auto", "cpu"):
             raise InputError(f"ONNX Runtime models run on the CPU here; --device {device} is for TFLite")
         opts = ort.SessionOptions()
+        opts.log_severity_level = 4  # its errors reach us as exceptions (one line each)
         if threads:
             opts.intra_op_num_threads = int(threads)
         try:
@@ -100,7 +101,9 @@ class _OnnxSession:
                "tensor(double)": np.float64, "tensor(bool)": np.bool_}
 
     def inputs(self):
-        return [(i.name, tuple(d if isinstance(d, int) and d > 0 else None for d in i.shape),
+        # open dims: None, or their symbolic name (str) when the model gives one
+        return [(i.name, tuple(d if (isinstance(d, int) and d > 0) or isinstance(d, str) else None
+                               for d in i.shape),
                  np.dtype(self._DTYPES.get(i.type, np.float32)), 0.0, 0)
                 for i in self.session.get_inputs()]
 
@@ -137,7 +140,8 @@ def benchmark(path, runs=100, warmup=5, threads=None, device="auto", runtime=Non
     """Benchmark one model; returns an ordered dict of figures (times in ms).
 
     `feeder(inputs, rng)` -> ({name: array}, {name: shape description}, [notes]) chooses the
-    inputs, with `inputs` a list of (name, shape with None for open dims, dtype, scale, zp);
+    inputs, with `inputs` a list of (name, shape with None or a symbolic name (str) for open
+    dims, dtype, scale, zp);
     without it every input gets random values of its fixed shape (open dims 1).
     """
     if runs < 1 or warmup < 0:

@@ -201,3 +201,19 @@ def test_size_fills_open_nchw_image_dims(tmp_path, capsys):
     code, out, err = run_cli(capsys, "validate", path, path, "--size", "48", "192", "--inputs", CORAL)
     assert code == 0, out + err
     assert "[1, 3, 48, 192] (size)" in out and "placeholder" not in out
+
+
+def test_named_dims_link_inputs():
+    metas = [tensor_meta("input", (-1, -1), np.float32), tensor_meta("state", (2, -1, 128), np.float32),
+             tensor_meta("sr", (), np.int64)]
+    names = {"input": ["batch", "samples"], "state": [None, "batch", None], "sr": []}
+    sig = resolve(metas, InputOverrides.parse(["input:[3,512]"]), dim_names=names)
+    assert [m.shape for m in sig.metas] == [(3, 512), (2, 3, 128), ()]
+    assert [s.shape_from for s in sig.inputs] == ["user", "linked", "model"]
+    assert sig.placeholders == {}
+    # a placeholder's made-up size carried to another input is still a placeholder
+    names = {"a": ["n", "t"], "b": ["n", "t"]}
+    sig = resolve([tensor_meta("a", (-1, -1), np.float32), tensor_meta("b", (-1, -1), np.float32)],
+                  dim_names=names)
+    assert [m.shape for m in sig.metas] == [(1, 32), (1, 32)]
+    assert set(sig.placeholders) == {"a", "b"}

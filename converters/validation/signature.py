@@ -147,7 +147,7 @@ class InputSignature:
     dtype: str
     model_shape: tuple               # None for an open dimension
     shape: tuple                     # the shape used
-    shape_from: str                  # model | user | data | size | placeholder | batch
+    shape_from: str                  # model | user | data | linked | size | placeholder | batch
     scale: float = 0.0
     zero_point: int = 0
     feed: str = "data"               # image (pixels through preprocessing) | data
@@ -242,13 +242,15 @@ def _compatible(shape, model_shape):
         m is None or m == s for s, m in zip(shape, model_shape))
 
 
-def resolve(metas, overrides=None, image_size=None, image_inputs=()):
+def resolve(metas, overrides=None, image_size=None, image_inputs=(), dim_names=None):
     """Fix every dimension of `metas` ([TensorMeta]) -> Signature.
 
     Args:
       overrides: InputOverrides (shapes, ranges, data) or None.
       image_size: (h, w) of the preprocessing spec, for open image dimensions.
       image_inputs: names of inputs fed images (the rest are fed data).
+      dim_names: {input: [symbolic name or None per dim]} (ONNX's dim_param): a name the
+        user's shapes or --data fix, fixes the same dimension of every other input.
     """
     ov = overrides or InputOverrides()
     names = [m.name for m in metas]
@@ -272,9 +274,51 @@ def resolve(metas, overrides=None, image_size=None, image_inputs=()):
     if unknown:
         raise InputError(f"--data {ov.data_path} has an array '{unknown[0]}' that is no input",
                          f"the model's inputs are: {', '.join(names)}")
+    dim_names = dim_names or {}
+    bound = {}  # symbolic dimension name -> size, from the user's shapes and --data
+    made_up = set()  # names bound to a placeholder size
+
+    def bind(m, shape, placeholder=False):
+        for i, (sym, d) in enumerate(zip(dim_names.get(m.name) or (), shape)):
+            if sym and sym not in bound:
+                bound[sym] = int(d)
+                if placeholder and i > 0 and m.shape[i] is None:
+                    made_up.add(sym)
+
+    for m in metas:  # what the user fixed binds the names first
+        if m.name in shapes and len(shapes[m.name]) == len(m.shape):
+            bind(m, shapes[m.name])
+        elif m.name in data:
+            try:
+                bind(m, _data_shape(data[m.name], m))
+            except InputError:
+                pass
     out_metas, sigs, notes = [], [], []
     for m in metas:
-        if m.name in shapes:
+        syms = dim_names.get(m.name) or ()
+        if m.name not in shapes and m.name not in data and any(
+                d is None and i < len(syms) and syms[i] in bound for i, d in enumerate(m.shape)):
+            linked = tuple(bound[syms[i]] if d is None and i < len(syms) and syms[i] in bound else d
+                           for i, d in enumerate(m.shape))
+            if all(d is not None for d in linked):  # every open dim named by another input
+                m_shape = linked
+                shapes[m.name] = m_shape
+                linked_from = True
+            else:
+                linked_from = False
+        else:
+            linked_from = False
+        if m.name in shapes and linked_from and any(
+                syms[i] in made_up for i, d in enumerate(m.shape) if d is None and i < len(syms)):
+            shape, src = shapes[m.name], "placeholder"
+            notes.append(f"input '{m.name}' {_fmt(m.shape)} shares open dimensions with a "
+                         f"placeholder; ran it as {list(shape)}: set the real shapes with "
+                         "--input-shapes")
+        elif m.name in shapes and linked_from:
+            shape, src = shapes[m.name], "linked"
+            notes.append(f"input '{m.name}' {_fmt(m.shape)}: its open dimensions are named like "
+                         f"those you set, ran it as {list(shape)}")
+        elif m.name in shapes:
             shape, src = shapes[m.name], "user"
             if not _compatible(shape, m.shape):
                 raise InputError(f"--input-shapes {m.name}:{list(shape)} does not fit the model's "
@@ -301,6 +345,7 @@ def resolve(metas, overrides=None, image_size=None, image_inputs=()):
             else:
                 notes.append(f"input '{m.name}' {_fmt(m.shape)} has an open batch dimension; "
                              f"ran it with batch 1")
+        bind(m, shape, src == "placeholder")  # a placeholder's names fill the same names elsewhere
         fixed = tuple(int(d) for d in shape)
         layout = m.layout
         if any(d is None for d in m.shape):  # the layout guessed on 1-filled dims may be wrong
@@ -346,9 +391,11 @@ def feeder(overrides=None, image_size=None):
     from converters.validation.runners.base import tensor_meta
 
     def feed(inputs, rng):
-        metas = [tensor_meta(n, [-1 if d is None else d for d in shape], dt, sc, zp)
+        metas = [tensor_meta(n, [d if isinstance(d, int) else -1 for d in shape], dt, sc, zp)
                  for n, shape, dt, sc, zp in inputs]
-        sig = resolve(metas, overrides, image_size=image_size)
+        names = {n: [d if isinstance(d, str) and d else None for d in shape]
+                 for n, shape, *_ in inputs}
+        sig = resolve(metas, overrides, image_size=image_size, dim_names=names)
         feeds, shapes = {}, {}
         ov = overrides or InputOverrides()
         for m, s in zip(sig.metas, sig.inputs):

@@ -318,7 +318,8 @@ def validate(source, converted, opts=None):
         from converters.validation.signature import resolve
 
         size = (shared_spec or {}).get("size")
-        sig = resolve(ref_inputs, opts.input_overrides, image_size=size)
+        sig = resolve(ref_inputs, opts.input_overrides, image_size=size,
+                      dim_names=src_runner.dim_names())
         ref_inputs = sig.metas
         report.signature = sig
         report.warnings.extend(n for n in sig.notes if "placeholder" in n)
