@@ -92,7 +92,8 @@ def options_from_args(args):
                      rtol=per_output(args.rtol, float, "--rtol", Tolerances.rtol),
                      check_stat=stat, quantile=args.quantile, top_k=args.top_k,
                      min_top1=args.min_top1, min_cosine=args.min_cosine, max_scale_error=args.max_scale_error,
-                     mode=None if args.mode == "auto" else args.mode)
+                     mode=None if args.mode == "auto" else args.mode,
+                     scale_atol=not args.atol)  # a given --atol is used as it is
     if args.top_k < 1:
         raise InputError("--top-k must be at least 1")
     if not 0 <= args.quantile <= 1:
