@@ -57,3 +57,14 @@ def test_coral_uint8_broken_onnx_fails(converted, capsys, tmp_path):
 
     rep = json.loads(text)
     assert rep["models"][0]["status"] == "failed"
+
+
+def test_coral_uint8_onnx_validates_on_photos(converted, capsys):
+    from conftest import CORAL
+
+    code, out = converted
+    capsys.readouterr()
+    onnx_path = out / MODEL.replace(".tflite", ".onnx")
+    code, text, err = run_cli(capsys, "validate", CORAL / MODEL, onnx_path, "--inputs", CORAL)
+    assert code == 0, text + err  # was: "input 'input' is uint8 but has no quantization parameters"
+    assert "3 images" in text and "top-1 3/3" in text
