@@ -10,7 +10,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .errors import InputError, first_line, require
+from .errors import InputError, MissingDependency, first_line, require
 
 
 def latency_stats(seconds):
@@ -48,9 +48,30 @@ class _TFLiteSession:
         self.interpreter, self.info = make_interpreter(path, device=device, runtime=runtime,
                                                        num_threads=threads)
 
-    def feed(self, rng):
+    def inputs(self):
+        """[(name, shape with None for open dims, dtype, scale, zero point)]"""
+        out = []
         for d in self.interpreter.get_input_details():
-            self.interpreter.set_tensor(d["index"], random_input(d["shape"], d["dtype"], rng))
+            sig = d.get("shape_signature")
+            shape = sig if sig is not None and len(sig) == len(d["shape"]) else d["shape"]
+            scale, zp = d.get("quantization", (0.0, 0))
+            out.append((d["name"], tuple(None if int(x) < 0 else int(x) for x in shape),
+                        np.dtype(d["dtype"]), scale, zp))
+        return out
+
+    def feed(self, rng, feeds=None):
+        it = self.interpreter
+        if feeds is not None:
+            for d in it.get_input_details():
+                x = feeds[d["name"]]
+                if tuple(x.shape) != tuple(d["shape"]):
+                    it.resize_tensor_input(d["index"], x.shape)
+            it.allocate_tensors()
+            for d in it.get_input_details():
+                it.set_tensor(d["index"], feeds[d["name"]].astype(d["dtype"], copy=False))
+            return
+        for d in it.get_input_details():
+            it.set_tensor(d["index"], random_input(d["shape"], d["dtype"], rng))
 
     def run(self):
         self.interpreter.invoke()
@@ -62,6 +83,7 @@ class _OnnxSession:
         if device not in (None, "auto", "cpu"):
             raise InputError(f"ONNX Runtime models run on the CPU here; --device {device} is for TFLite")
         opts = ort.SessionOptions()
+        opts.log_severity_level = 4  # its errors reach us as exceptions (one line each)
         if threads:
             opts.intra_op_num_threads = int(threads)
         try:
@@ -75,7 +97,17 @@ class _OnnxSession:
                "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float16)": np.float16,
                "tensor(double)": np.float64, "tensor(bool)": np.bool_}
 
-    def feed(self, rng):
+    def inputs(self):
+        # open dims: None, or their symbolic name (str) when the model gives one
+        return [(i.name, tuple(d if (isinstance(d, int) and d > 0) or isinstance(d, str) else None
+                               for d in i.shape),
+                 np.dtype(self._DTYPES.get(i.type, np.float32)), 0.0, 0)
+                for i in self.session.get_inputs()]
+
+    def feed(self, rng, feeds=None):
+        if feeds is not None:
+            self.feeds = feeds
+            return
         feeds = {}
         for i in self.session.get_inputs():
             shape = [d if isinstance(d, int) and d > 0 else 1 for d in i.shape]
@@ -100,17 +132,41 @@ def open_session(path, device="auto", runtime=None, threads=None):
     raise InputError(f"{path} is neither a TFLite nor an ONNX/ORT model", "bench takes .tflite, .onnx, .ort")
 
 
-def benchmark(path, runs=100, warmup=5, threads=None, device="auto", runtime=None, seed=0):
-    """Benchmark one model; returns an ordered dict of figures (times in ms)."""
+def benchmark(path, runs=100, warmup=5, threads=None, device="auto", runtime=None, seed=0,
+              feeder=None):
+    """Benchmark one model; returns an ordered dict of figures (times in ms).
+
+    `feeder(inputs, rng)` -> ({name: array}, {name: shape description}, [notes]) chooses the
+    inputs, with `inputs` a list of (name, shape with None or a symbolic name (str) for open
+    dims, dtype, scale, zp);
+    without it every input gets random values of its fixed shape (open dims 1).
+    """
     if runs < 1 or warmup < 0:
         raise InputError("--runs must be >= 1 and --warmup >= 0")
     t0 = time.perf_counter()
     session = open_session(path, device, runtime, threads)
     load_ms = (time.perf_counter() - t0) * 1000.0
-    session.feed(np.random.default_rng(seed))
-    t0 = time.perf_counter()
-    session.run()
-    first_ms = (time.perf_counter() - t0) * 1000.0
+    rng = np.random.default_rng(seed)
+    shapes, notes = None, []
+    try:
+        if feeder is not None:
+            feeds, shapes, notes = feeder(session.inputs(), rng)
+            session.feed(rng, feeds)
+        else:
+            session.feed(rng)
+        t0 = time.perf_counter()
+        session.run()
+        first_ms = (time.perf_counter() - t0) * 1000.0
+    except (InputError, MissingDependency):
+        raise
+    except Exception as e:  # the runtime refused these inputs
+        ran = ", ".join(f"{n}:{d}" for n, d in (shapes or {}).items())
+        placeholder = any("placeholder" in str(d) for d in (shapes or {}).values())
+        raise InputError(f"{os.path.basename(str(path))} does not run on inputs {ran or 'of its default shapes'}: "
+                         f"{first_line(e)}",
+                         "those shapes are placeholders for open dimensions: give the real ones "
+                         "with --input-shapes NAME:[..]" if placeholder else
+                         "check --input-shapes / --val-range / --data") from None
     for _ in range(warmup):
         session.run()
     times = []
@@ -121,11 +177,15 @@ def benchmark(path, runs=100, warmup=5, threads=None, device="auto", runtime=Non
     result = OrderedDict(model=str(path), runtime=session.info["runtime"], device=session.info["device"],
                          threads=threads, size_bytes=os.path.getsize(path), load_ms=load_ms,
                          first_inference_ms=first_ms, warmup=warmup)
+    if shapes is not None:
+        result["inputs"] = shapes
+        result["input_notes"] = notes
     result.update(latency_stats(times))
     return result
 
 
-COLUMNS = [("model", "model"), ("runtime", "runtime"), ("device", "device"), ("threads", "thr"),
+COLUMNS = [("model", "model"), ("inputs", "inputs"), ("runtime", "runtime"), ("device", "device"),
+           ("threads", "thr"),
            ("load_ms", "load ms"), ("first_inference_ms", "first ms"), ("min_ms", "min"),
            ("median_ms", "median"), ("p90_ms", "p90"), ("p99_ms", "p99"), ("max_ms", "max"),
            ("mean_ms", "mean"), ("std_ms", "std"), ("throughput_ips", "img/s")]
@@ -140,10 +200,12 @@ def format_table(results):
             v = r.get(key)
             if key == "model":
                 v = os.path.basename(str(v))
+            elif key == "inputs" and isinstance(v, dict):
+                v = " ".join(f"{n}:{d}" for n, d in v.items()) if len(v) > 1 else next(iter(v.values()), "-")
             row.append("-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v))
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.rjust(w) if i > 3 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    lines = ["  ".join(c.rjust(w) if i > 4 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

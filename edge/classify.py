@@ -82,3 +82,17 @@ class Classifier:
         interpreter.set_tensor(self._in, self.preprocess(hwc))
         interpreter.invoke()
         return self.classes(k, threshold)
+
+
+def class_vector_warning(interpreter):
+    """'' when the model's output is one class vector ([N] or [1, N]); else a warning saying
+    that the class ids printed index a flattened output that holds no classes."""
+    outs = interpreter.get_output_details()
+    described = ", ".join(f"{d['name']}{list(int(x) for x in d['shape'])}" for d in outs)
+    first = [int(x) for x in outs[0]["shape"]] if outs else []
+    big = [x for x in first if x > 1]
+    if len(outs) == 1 and len(big) <= 1:
+        return ""
+    return (f"the model has no class-vector output ({len(outs)} output(s): {described}); "
+            "the ids below index its first output flattened, which may not be classes "
+            "(a detector, landmark or segmentation model needs its own decoding)")

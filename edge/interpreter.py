@@ -272,9 +272,17 @@ def make_interpreter(model_path, device="auto", runtime=None, num_threads=None):
     kwargs = {"model_path": str(model_path), "experimental_delegates": delegates or None}
     if num_threads:
         kwargs["num_threads"] = int(num_threads)
+    allocated = True
     try:
         interpreter = backend.Interpreter(**kwargs)
-        interpreter.allocate_tensors()
+        try:
+            interpreter.allocate_tensors()
+        except (ValueError, RuntimeError):
+            # open input dimensions (shape_signature -1) may not allocate at their 1-sized
+            # default: the caller resizes the inputs to the shapes it runs, then allocates
+            if not _has_open_inputs(interpreter):
+                raise
+            allocated = False
     except (ValueError, RuntimeError) as e:
         text = str(e)
         if "unresolved custom op" in text or "custom op" in text.lower():
@@ -285,7 +293,17 @@ def make_interpreter(model_path, device="auto", runtime=None, num_threads=None):
         raise InputError(f"{backend.name} cannot load {model_path}: {first_line(e)}") from None
     info = {"runtime": backend.name, "device": used, "edgetpu_compiled": compiled,
             "model": str(model_path)}
+    if not allocated:
+        info["allocated"] = False
     return interpreter, info
+
+
+def _has_open_inputs(interpreter):
+    for d in interpreter.get_input_details():
+        sig = d.get("shape_signature")
+        if sig is not None and any(int(x) < 0 for x in sig):
+            return True
+    return False
 
 
 def _compiled_needs_tpu(model_path, why):

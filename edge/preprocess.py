@@ -32,6 +32,13 @@ def guess_layout(shape):
 def input_spec(detail, layout=None):
     """InputSpec from one entry of interpreter.get_input_details()."""
     shape = tuple(int(x) for x in detail["shape"])
+    sig = detail.get("shape_signature")
+    if sig is not None and len(sig) == len(shape) and any(
+            int(s) < 0 and d == 1 for s, d in list(zip(sig, shape))[1:]):
+        open_dims = "[" + ",".join("?" if int(s) < 0 else str(int(s)) for s in sig) + "]"
+        raise InputError(f"model input '{detail['name']}' has open dimensions {open_dims}; "
+                         "classify will not guess an image size for it",
+                         "give it one: --input-shapes [1,H,W,C] (or [1,C,H,W])")
     layout = layout or guess_layout(shape)
     if layout == "NHWC":
         _, h, w, c = shape

@@ -139,6 +139,7 @@ class TFLiteModel:
         self.metadata = {}
         for t in root.tables(6):
             self.metadata[t.string(0) or ""] = t.scalar(1, "<I")
+        self.sparse = set()  # (subgraph, tensor) of tensors stored sparse (Tensor.sparsity set)
         self.subgraphs = [self._subgraph(i, t) for i, t in enumerate(root.tables(2))]
         if not self.subgraphs:
             raise ModelFormatError(f"{name} has no subgraph")
@@ -167,6 +168,8 @@ class TFLiteModel:
     def _subgraph(self, index, t):
         tensors = []
         for i, tt in enumerate(t.tables(0)):
+            if tt.table(6) is not None:
+                self.sparse.add((index, i))
             q = tt.table(4)
             quant = None
             if q is not None:

@@ -145,3 +145,30 @@ def test_per_output_tolerances():
     out = OrderedDict(logits=np.full((1, 4), 0.25), feat=np.full((1, 4), 0.25))
     res = compare_runs(ref, out, Tolerances(atol={"": 1e-3, "logits": 0.3}, rtol=0.0))
     assert [o.passed for o in res.outputs] == [True, False]
+
+
+def test_default_atol_follows_float_rounding_of_the_output_magnitude():
+    """A faithful float conversion of an output in the hundreds differs by float
+    reassociation (here ~4.7e-4, as onnxruntime's ORT format gave an audio model): it passes
+    with the default tolerances; perturbed weights, swapped outputs and a wrong layout fail."""
+    from converters.validation.comparator import ROUNDING_ULPS, compare_output
+
+    rng = np.random.default_rng(0)
+    ref = (rng.standard_normal((4, 16, 32)) * 200).astype(np.float32)
+    ref[:, 0, :4] = 1e-3  # small values beside large ones: rtol cannot save them
+    faithful = ref + rng.uniform(-4.7e-4, 4.7e-4, ref.shape).astype(np.float32)
+    r = compare_output("mel", ref, faithful, Tolerances())
+    assert r.passed, r.reason
+    assert r.atol == pytest.approx(ROUNDING_ULPS * np.finfo(np.float32).eps * np.abs(ref).max())
+    assert "float32 ulps" in r.note
+    # an explicit atol is used as it is
+    assert not compare_output("mel", ref, faithful, Tolerances(atol=1e-4, scale_atol=False)).passed
+    perturbed = ref * (1 + 0.01 * rng.standard_normal(ref.shape)).astype(np.float32)
+    assert not compare_output("mel", ref, perturbed, Tolerances()).passed
+    swapped = ref[::-1].copy()
+    assert not compare_output("mel", ref, swapped, Tolerances()).passed
+    wrong_layout = ref.transpose(0, 2, 1).reshape(ref.shape)
+    assert not compare_output("mel", ref, wrong_layout, Tolerances()).passed
+    # small outputs keep the plain default atol
+    small = ref / 1e4
+    assert compare_output("x", small, small + 2e-4, Tolerances()).atol == Tolerances().atol

@@ -48,8 +48,29 @@ def _example(shape, seed=0):
 def _load(source, options):
     """(module, exported_or_None, example_input) for a PyTorch source artefact."""
     model, ep = load_source(source, options)
+    _single_tensor_forward(model, source, options)
     shape = input_shape(options, source, ep)
     return model, ep, _example(shape)
+
+
+def _single_tensor_forward(model, source, options):
+    """The PyTorch routes export forward(x) with one example tensor: a TorchScript forward
+    with other arguments is refused naming them; a single tensor's --input-shapes is used."""
+    try:
+        args = list(model.forward.schema.arguments)[1:]
+    except Exception:
+        return  # not TorchScript: nn.Module / ExportedProgram take their own path
+    sig = "(" + ", ".join(f"{a.name}: {a.type}" for a in args) + ")"
+    if len(args) != 1 or str(args[0].type) != "Tensor":
+        raise InputError(f"{source.name}: forward{sig} takes {len(args)} arguments; the PyTorch "
+                         "conversions export a forward that takes one tensor",
+                         "wrap the module in one whose forward(x) fixes the other arguments, "
+                         "script it, and convert that (validate runs it as it is: --arg NAME=VALUE)")
+    ov = getattr(options, "input_overrides", None)
+    shapes = dict(ov.shapes) if ov is not None else {}
+    shape = shapes.get(args[0].name) or shapes.get(None)
+    if shape and not options.input_shape:
+        options.input_shape = tuple(shape)
 
 
 def _count_outputs(model, x):

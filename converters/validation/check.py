@@ -1,6 +1,6 @@
 """Is a model file well formed and loadable? Checks per format, used by `edgeport check`."""
 
-from edge.errors import first_line
+from edge.errors import InputError, first_line
 
 
 class Checks:
@@ -110,7 +110,8 @@ def check_tflite(path, c, runtime=None):
     c.add("outputs present", bool(g.outputs), ", ".join(_tt(g.tensors[i]) for i in g.outputs))
     bad = []
     nbuf = m.buffer_count
-    for sg in m.subgraphs:
+    sparse = getattr(m, "sparse", set())
+    for si, sg in enumerate(m.subgraphs):
         for t in sg.tensors:
             if t.buffer >= nbuf:
                 bad.append(f"{t.name}: buffer {t.buffer} of {nbuf}")
@@ -120,11 +121,15 @@ def check_tflite(path, c, runtime=None):
             except EdgeportError as e:
                 bad.append(f"{t.name}: {e.message}")
                 continue
+            if (si, t.index) in sparse:  # stored compressed: smaller than its dense shape
+                continue
             if data and t.shape and all(d > 0 for d in t.shape):
                 need = _itemsize(t.dtype) * _prod(t.shape)
                 if need and len(data) < need:
                     bad.append(f"{t.name}: {len(data)} bytes for {need}")
-    c.add("buffers in bounds", not bad, "; ".join(bad[:5]) or f"{nbuf} buffers")
+    c.add("buffers in bounds", not bad, "; ".join(bad[:5]) or f"{nbuf} buffers"
+          + (f" ({len(sparse)} sparse tensors stored compressed, densified at load)"
+             if sparse else ""))
     custom = m.custom_ops()
     c.info["custom_ops"] = custom
     c.info["edgetpu_compiled"] = m.is_edgetpu_compiled()
@@ -214,9 +219,20 @@ def check_with_runner(path, fmt, c, trust_pickle=False, keras_unsafe=False, inpu
                    input_shape=tuple(input_shape) if input_shape else None)
     try:
         r.activate()
-        ins = r.input_metadata()
     except Exception as e:
         c.add("loads", False, first_line(e))
+        return
+    try:
+        ins = r.input_metadata()
+    except InputError as e:
+        schema = r.forward_schema() if hasattr(r, "forward_schema") else None
+        if schema is None:
+            c.add("loads", False, first_line(e))
+            return
+        # TorchScript records no shapes: list the forward signature, the loaded module is fine
+        c.add("loads", True, r.info.get("runtime", fmt))
+        c.add("inputs present", True, f"forward{schema} (TorchScript records no shapes: give "
+              "them to validate/convert with --input-shapes NAME:[..], other arguments with --arg)")
         return
     c.add("loads", True, r.info.get("runtime", fmt))
     c.add("inputs present", bool(ins), ", ".join(f"{m.name} {m.dtype.name}{list(m.shape)}" for m in ins))

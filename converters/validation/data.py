@@ -85,11 +85,19 @@ class DataSource:
       seed: random seed.
     """
 
-    def __init__(self, reference, others=(), spec=None, images=None, samples=8, seed=0):
+    def __init__(self, reference, others=(), spec=None, images=None, samples=8, seed=0,
+                 overrides=None):
         self.reference = list(reference)
         self.others = [list(o) for o in others]
         self.spec = spec
         self.images = list(images) if images else None
+        self.overrides = overrides
+        self.data = dict(overrides.data) if overrides is not None and overrides.data else {}
+        if samples is None:  # every sample of --data
+            from converters.validation.signature import data_samples
+
+            samples = max(len(data_samples(self.data[m.name], m.shape))
+                          for m in self.reference if m.name in self.data) if self.data else 8
         self.count = int(samples)
         self.seed = int(seed)
         self.kinds = [self._kind(i, m) for i, m in enumerate(self.reference)]
@@ -101,9 +109,20 @@ class DataSource:
     def description(self):
         if self.images is not None:
             return f"{min(len(self.images), self.count)} images"
-        return f"{self.count} random samples (seed {self.seed})"
+        if self.data:
+            path = os.path.basename(self.overrides.data_path or "--data")
+            rest = [m.name for m in self.reference if m.name not in self.data]
+            return (f"{self.count} samples from {path}"
+                    + (f" (random {', '.join(rest)}, seed {self.seed})" if rest else ""))
+        ranged = ""
+        if self.overrides is not None and self.overrides.ranges:
+            ranged = ", ranges " + ", ".join(f"{n or '*'}:[{lo:g},{hi:g}]"
+                                             for n, (lo, hi) in self.overrides.ranges.items())
+        return f"{self.count} random samples (seed {self.seed}{ranged})"
 
     def _kind(self, i, meta):
+        if meta.name in self.data:
+            return VALUES
         geo = _image_geometry(meta)
         if geo is None or geo[2] not in (1, 3):
             return VALUES
@@ -132,8 +151,20 @@ class DataSource:
         if self.images is not None:
             return [self._image_sample(p) for p in self.images[: self.count]]
         rng = np.random.default_rng(self.seed)
-        return [[self._random(rng, i, m) for i, m in enumerate(self.reference)]
-                for _ in range(self.count)]
+        out = [[self._random(rng, i, m) for i, m in enumerate(self.reference)]
+               for _ in range(self.count)]
+        if self.data:
+            from converters.validation.signature import data_samples
+
+            for i, m in enumerate(self.reference):
+                if m.name in self.data:
+                    given = data_samples(self.data[m.name], m.shape)
+                    for k, sample in enumerate(out):
+                        x = np.asarray(given[k % len(given)])
+                        if x.dtype == np.float64 and np.issubdtype(m.dtype, np.floating):
+                            x = x.astype(m.dtype)
+                        sample[i] = Canonical(VALUES, x, m.layout)
+        return out
 
     def _image_sample(self, path):
         out = []
@@ -157,6 +188,15 @@ class DataSource:
             return Canonical(PIXELS, rng.integers(0, 256, size=(h, w, c), dtype=np.uint8))
         shape = _fixed_shape(m.shape)
         dt = m.dtype
+        rng_range = self.overrides.range_for(m.name) if self.overrides is not None else None
+        if rng_range is not None:
+            from converters.validation.signature import random_value
+
+            lo, hi = rng_range
+            if np.issubdtype(dt, np.integer) and m.scale:  # a quantized input: real values
+                return Canonical(VALUES, rng.uniform(lo, hi, size=shape).astype(np.float32),
+                                 m.layout)
+            return Canonical(VALUES, random_value(rng, shape, dt, lo, hi), m.layout)
         if dt == np.bool_:
             return Canonical(VALUES, rng.integers(0, 2, size=shape).astype(bool), m.layout)
         if np.issubdtype(dt, np.integer) and not m.scale:
@@ -181,6 +221,12 @@ class DataSource:
         feed = {}
         for m, ref_i in zip(metas, match_inputs(self.reference, metas)):
             c = sample[ref_i]
+            ref = self.reference[ref_i]
+            if any(d is None for d in m.shape) and len(m.shape) == len(ref.shape):
+                # this runner's open dims take the resolved shape of the source's input
+                filled = tuple(r if d is None else d for d, r in zip(m.shape, ref.shape))
+                m = m._replace(shape=filled,
+                               layout=ref.layout if filled == tuple(ref.shape) else m.layout)
             if c.kind == PIXELS:
                 feed[m.name] = self._pixels_to(c.array, m, spec, m.name in raw_pixel_inputs)
             else:

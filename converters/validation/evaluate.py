@@ -1,5 +1,7 @@
 """Top-1 / top-k accuracy of classifiers on a folder of labelled images (`edgeport eval`)."""
 
+import os
+
 def _norm(text):
     import re
 
@@ -52,10 +54,12 @@ def dataset(root, limit=None):
 
 
 def evaluate(model_path, items, classes, k, preprocessing=None, device="auto", runtime=None,
-             torch_model=None, input_shape=None, trust_pickle=False, keras_unsafe=False):
+             torch_model=None, input_shape=None, trust_pickle=False, keras_unsafe=False,
+             overrides=None):
     """(top-1 hits, top-k hits, n, mean ms) of one model on [(image, folder)].
 
-    `preprocessing` ({size, mean, std, layout}, any subset) overrides the model's own spec.
+    `preprocessing` ({size, mean, std, layout}, any subset) overrides the model's own spec;
+    `overrides` (signature.InputOverrides) fixes open input dimensions.
     """
     import numpy as np
 
@@ -64,14 +68,23 @@ def evaluate(model_path, items, classes, k, preprocessing=None, device="auto", r
     from converters.validation.runners import runner_for
     from converters.validation.runners.coreml import is_image_input
 
+    from converters.validation.signature import resolve
+
     art = open_model(model_path, torch_model)
     r = runner_for(art, device=device, runtime=runtime, torch_model=torch_model,
                    input_shape=tuple(input_shape) if input_shape else None,
-                   trust_pickle=trust_pickle, keras_unsafe=keras_unsafe)
+                   trust_pickle=trust_pickle, keras_unsafe=keras_unsafe, overrides=overrides)
     r.activate()
     try:
-        metas = r.input_metadata()
-        spec = resolve_preprocessing(dict(art.preprocessing, **(preprocessing or {})), metas[0], True)
+        pre = dict(art.preprocessing, **(preprocessing or {}))
+        sig = resolve(r.input_metadata(), overrides, image_size=pre.get("size"))
+        metas = sig.metas
+        if sig.placeholders:  # accuracy on a size nobody chose: say so
+            import sys
+
+            for note in sig.notes:
+                print(f"warning: {os.path.basename(model_path)}: {note}", file=sys.stderr)
+        spec = resolve_preprocessing(pre, metas[0], True)
         source = DataSource(metas, [], spec, [p for p, _ in items], samples=len(items))
         raw = {m.name for m in metas if is_image_input(r, m.name)}
         top1 = topk = 0

@@ -28,8 +28,13 @@ def describe(path, edgetpu=False, min_runtime_version=None):
     with open(path, "rb") as f:
         if not is_tflite(f.read(8)):
             fmt = detect_format(path)
-            raise InputError(f"{path} is a {fmt} model; inspect reads TFLite models",
-                             f"convert it first: edgeport convert {path} --to tflite")
+            from converters.registry import reachable_from
+
+            hint = f"`edgeport check {path} --graph` lists its inputs, outputs and nodes"
+            to = [t for t in ("tflite", "tflite-int8") if t in reachable_from(fmt)]
+            if to:  # only a route that exists
+                hint += f"; or convert it first: edgeport convert {path} --to {to[0]}"
+            raise InputError(f"{path} is a {fmt} model; inspect reads TFLite models", hint)
     model = TFLiteModel.load(path)
     fmt = detect_format(path)
     ops = Counter(model.op_names())
@@ -47,9 +52,61 @@ def describe(path, edgetpu=False, min_runtime_version=None):
         out["min_tflite_runtime"] = raw.split(b"\0")[0].decode("ascii", "replace") or None
     if model.is_edgetpu_compiled():
         out["edgetpu_compiled"] = analyze_compiled(model)
+        if edgetpu:
+            out["edgetpu_verdict"] = "already compiled for the Edge TPU"
     elif edgetpu:
-        out["edgetpu_prediction"] = predict_mapping(model, min_runtime_version)
+        pred = predict_mapping(model, min_runtime_version)
+        out["edgetpu_prediction"] = pred
+        if not _quantized(model):
+            out["edgetpu_verdict"] = (
+                "not quantized: the Edge TPU runs only full-integer (int8/uint8) models; make "
+                "one from the original with --to tflite-int8 --calibration DIR")
+        else:
+            out["edgetpu_verdict"] = (f"{pred.get('mapped', 0)} of {pred.get('total', 0)} ops "
+                                      f"predicted on the Edge TPU")
     return out
+
+
+def _quantized(model):
+    """True when some operator computes in integers (an int8/uint8 non-constant output)."""
+    g = model.main
+    for op in g.operators:
+        for o in op.outputs:
+            if o >= 0 and g.tensors[o].dtype in ("INT8", "UINT8") and op.opcode != "DEQUANTIZE":
+                return True
+    return False
+
+
+def _fold(text, shown=4):
+    """Fold the per-op rows of a prediction that repeat the same op, segment and status."""
+    import re
+
+    rows, order, out = {}, [], []
+    pat = re.compile(r"^(\s+)#(\d+) (\S+) \(([^)]*)\): (.*?)(?: - (.*))?$")
+    for line in text.splitlines():
+        m = pat.match(line)
+        if not m:
+            if order:  # flush the rows gathered so far, keeping the block where it was
+                out += [_fold_row(k, rows[k], shown) for k in order]
+                rows, order = {}, []
+            out.append(line)
+            continue
+        key = (m.group(1), m.group(3), m.group(4), m.group(5))
+        if key not in rows:
+            rows[key] = []
+            order.append(key)
+        rows[key].append((m.group(2), m.group(6)))
+    out += [_fold_row(k, rows[k], shown) for k in order]
+    return "\n".join(out)
+
+
+def _fold_row(key, items, shown):
+    indent, op, segment, status = key
+    idx = ", ".join("#" + i for i, _ in items[:shown]) + (", ..." if len(items) > shown else "")
+    detail = next((d for _, d in items if d), None)
+    more = f" x{len(items)}" if len(items) > 1 else ""
+    return (f"{indent}{idx} {op}{more} ({segment}): {status}"
+            + (f" - {detail}" + (" (first of them)" if len(items) > 1 else "") if detail else ""))
 
 
 def _fmt_tensor(t):
@@ -66,6 +123,8 @@ def format_text(d):
 
     lines = [f"{d['model']}: {d['format']}, {d['size_bytes']:,} bytes, {d['operators']} ops"
              + (f", {d['subgraphs']} subgraphs" if d["subgraphs"] > 1 else "")]
+    if d.get("edgetpu_verdict"):
+        lines.append(f"Edge TPU: {d['edgetpu_verdict']}")
     lines.append("inputs:")
     lines += [_fmt_tensor(t) for t in d["inputs"]]
     lines.append("outputs:")
@@ -74,5 +133,5 @@ def format_text(d):
     if "edgetpu_compiled" in d:
         lines.append(format_compiled(d["edgetpu_compiled"]))
     if "edgetpu_prediction" in d:
-        lines.append(format_prediction(d["edgetpu_prediction"]))
+        lines.append(_fold(format_prediction(d["edgetpu_prediction"])))
     return "\n".join(lines)

@@ -41,8 +41,12 @@ def report_dict(report):
         models.append(d)
     source = {"model": report.source.get("path"),
               **{k: v for k, v in report.source.items() if k != "path"}}
+    sig = getattr(report, "signature", None)
     return _clean({"passed": report.passed, "exit_code": report.exit_code,
                    "source": source, "inputs": report.inputs,
+                   "input_signature": sig.to_dict() if sig is not None else None,
+                   "placeholder_shapes": report.placeholders,
+                   "verdict_note": report.placeholder_note() or None,
                    "warnings": report.warnings, "models": models})
 
 
@@ -55,6 +59,9 @@ def table(report):
     lines = [f"source: {report.source.get('path')} ({report.source.get('format')})"
              + (f", {report.source['mean_ms']} ms/inference" if report.source.get("mean_ms") else ""),
              f"inputs: {report.inputs}"]
+    sig = getattr(report, "signature", None)
+    if sig is not None:
+        lines += [f"  input {s.describe()}" for s in sig.inputs]
     lines += [f"warning: {w}" for w in report.warnings]
     for r in report.results:
         lines.append("")
@@ -94,6 +101,8 @@ def table(report):
     structural = [r.name for r in report.results if r.status == "structure-only"]
     note = (f" (numbers NOT compared for {', '.join(structural)}: structure only)"
             if structural else "")
+    if report.placeholder_note():
+        note += f" ({report.placeholder_note()})"
     lines.append(("PASSED" + note) if report.passed else
                  ("ERROR" if report.exit_code == 2 else "FAILED") + f": {report.summary_line()}")
     return "\n".join(lines)

@@ -45,6 +45,7 @@ class ValidateOptions:
     trust_pickle: bool = False
     keras_unsafe: bool = False
     progress: object = None          # callable(str) or None
+    input_overrides: object = None   # signature.InputOverrides: --input-shapes, --val-range, --data
 
 
 @dataclass
@@ -107,6 +108,20 @@ class ValidationReport:
     inputs: str = ""
     warnings: list = field(default_factory=list)
     source_ms: float = None
+    signature: object = None         # signature.Signature of the source's inputs, as run
+
+    @property
+    def placeholders(self):
+        return self.signature.placeholders if self.signature is not None else {}
+
+    def placeholder_note(self):
+        """'' or the words saying the verdict rests on shapes nobody chose."""
+        ph = self.placeholders
+        if not ph:
+            return ""
+        shapes = ", ".join(f"{n}:{s}" for n, s in ph.items())
+        return (f"on placeholder input shapes ({shapes}), not ones the model or you fixed; "
+                f"set them with --input-shapes")
 
     @property
     def passed(self):
@@ -120,9 +135,12 @@ class ValidationReport:
 
     def summary_line(self):
         if len(self.results) == 1:
-            return self.results[0].summary_line()
-        ok = sum(r.passed for r in self.results)
-        return f"{ok}/{len(self.results)} models valid"
+            line = self.results[0].summary_line()
+        else:
+            ok = sum(r.passed for r in self.results)
+            line = f"{ok}/{len(self.results)} models valid"
+        note = self.placeholder_note()
+        return f"{line} ({note})" if note else line
 
     def to_dict(self):
         from converters.validation.report import report_dict
@@ -146,6 +164,7 @@ def validate_pair(source, converted, options=None):
         vo.input_shape = getattr(options, "input_shape", None)
         vo.trust_pickle = bool(getattr(options, "trust_pickle", False))
         vo.keras_unsafe = bool(getattr(options, "keras_unsafe", False))
+        vo.input_overrides = getattr(options, "input_overrides", None)
         vo.device = "cpu" if converted.format != formats.EDGETPU else "auto"
     report = validate(source, [converted], vo)
     from converters.validation.runners.tflite import EdgeTPUUnavailable, NeedsEdgeTPU
@@ -165,25 +184,66 @@ def _make_runner(artefact, opts):
 
     return runner_for(artefact, device=opts.device, runtime=opts.runtime,
                       torch_model=opts.torch_model, input_shape=opts.input_shape,
-                      trust_pickle=opts.trust_pickle, keras_unsafe=opts.keras_unsafe)
+                      trust_pickle=opts.trust_pickle, keras_unsafe=opts.keras_unsafe,
+                      overrides=opts.input_overrides)
 
 
 def _run_all(runner, source, samples, spec_of):
     """Outputs of every sample, stacked: OrderedDict name -> (S, ...)."""
     from converters.validation.runners.coreml import is_image_input
+    from edge.tensors import dequantize
 
-    metas = runner.input_metadata()
+    borrowed_in, borrowed_out = getattr(runner, "borrowed_quantization", ({}, {}))
+    metas = [m._replace(scale=borrowed_in[m.name][0], zero_point=borrowed_in[m.name][1])
+             if m.name in borrowed_in else m for m in runner.input_metadata()]
     raw = {m.name for m in metas if is_image_input(runner, m.name)}
     runs = []
     for s in samples:
         feed = source.feed(s, metas, spec_of(runner), raw)
         try:
-            runs.append(runner.infer(feed))
+            out = runner.infer(feed)
         except EdgeportError:
             raise
         except Exception as e:
-            raise InputError(f"{runner.name}: inference failed: {first_line(e)}") from None
+            hint = None
+            if getattr(source, "signature_note", None):
+                hint = source.signature_note
+            raise InputError(f"{runner.name}: inference failed: {first_line(e)}", hint) from None
+        for name, (scale, zp) in borrowed_out.items():
+            if name in out and np.issubdtype(out[name].dtype, np.integer):
+                out[name] = dequantize(out[name], scale, zp)
+        runs.append(out)
     return stack_samples(runs)
+
+
+def borrow_quantization(src_runner, runner):
+    """Integer inputs/outputs of `runner` that carry no quantization parameters (tf2onnx keeps
+    a quantized TFLite's uint8 I/O as plain uint8) take the source's matching parameters, so
+    their values are quantized and dequantized as the source's are.
+
+    Returns ({input name: (scale, zp)}, {output name: (scale, zp)}) and sets it on the runner.
+    """
+    def pairs(src, conv):
+        if not src or not conv:
+            return {}
+        by_name = {m.name: m for m in src}
+        out = {}
+        for i, m in enumerate(conv):
+            if m.scale or not np.issubdtype(m.dtype, np.integer):
+                continue
+            ref = by_name.get(m.name) or (src[i] if i < len(src) and len(src) == len(conv) else None)
+            if ref is not None and ref.scale and np.dtype(ref.dtype) == np.dtype(m.dtype):
+                out[m.name] = (float(ref.scale), int(ref.zero_point))
+        return out
+
+    try:
+        src_out = src_runner.output_metadata()
+        conv_out = runner.output_metadata()
+    except Exception:
+        src_out = conv_out = None
+    found = (pairs(src_runner.input_metadata(), runner.input_metadata()), pairs(src_out, conv_out))
+    runner.borrowed_quantization = found
+    return found
 
 
 def _mean_ms(runner):
@@ -250,15 +310,31 @@ def validate(source, converted, opts=None):
         if opts.inputs and opts.inputs != "random":
             images = image_files(opts.inputs)
         count = opts.samples or (DEFAULT_IMAGE_SAMPLES if images else DEFAULT_RANDOM_SAMPLES)
-        if count < 1:
+        if opts.input_overrides is not None and opts.input_overrides.data and not opts.samples:
+            count = None  # every sample of --data
+        if count is not None and count < 1:
             raise InputError("--samples must be at least 1")
+        # the signature: every open dimension fixed by the user, --data, or a named placeholder
+        from converters.validation.signature import resolve
+
+        size = (shared_spec or {}).get("size")
+        sig = resolve(ref_inputs, opts.input_overrides, image_size=size,
+                      dim_names=src_runner.dim_names())
+        ref_inputs = sig.metas
+        report.signature = sig
+        report.warnings.extend(n for n in sig.notes if "placeholder" in n)
         spec = None
         if ref_inputs:
             with _warnings.catch_warnings(record=True) as caught:
                 _warnings.simplefilter("always")
                 spec = resolve_preprocessing(shared_spec, ref_inputs[0], images is not None)
             report.warnings.extend(str(w.message) for w in caught)
-        data = DataSource(ref_inputs, others, spec, images, count, opts.seed)
+        data = DataSource(ref_inputs, others, spec, images, count, opts.seed,
+                          overrides=opts.input_overrides)
+        for i, kind in enumerate(data.kinds):
+            sig.inputs[i].feed = "image" if kind == "pixels" else "data"
+        if sig.placeholders:
+            data.signature_note = report.placeholder_note()
         samples = data.samples()
         report.inputs = data.description
         prints = [fingerprint(s) for s in samples]
@@ -287,6 +363,12 @@ def validate(source, converted, opts=None):
                     _structural(src_runner, r, ref_out, art, source, res)
                     continue
                 else:
+                    bi, bo = borrow_quantization(src_runner, r)
+                    if bi or bo:
+                        res.warnings.append(
+                            "integer I/O without quantization parameters ("
+                            + ", ".join(list(bi) + [o for o in bo if o not in bi])
+                            + "): quantized and dequantized with the source's parameters")
                     out = _run_all(r, data, samples, spec_of)
                     res.mean_ms = _mean_ms(r)
                     saved[art.path] = (art, out)

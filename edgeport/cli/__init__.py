@@ -4,7 +4,8 @@ A command module defines HELP (one line), configure(parser) and run(args) -> exi
 Modules import nothing heavy at the top, so `edgeport X --help` starts in a blink.
 The command line lives here and only here: edge/ and converters/ expose library functions
 (edge.classify, edge.bench, converters.pipeline, converters.validation.*) that these
-modules call. `classify` and `bench` import nothing from converters/ (they run on a Pi).
+modules call. `classify` and `bench` take from converters/ only the numpy-only input
+signature (converters.validation.signature): they run on a Pi.
 """
 
 import argparse

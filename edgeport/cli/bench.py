@@ -19,21 +19,30 @@ def configure(p):
     add_device(p, device_help="auto, cpu or an Edge TPU spec (TFLite only)")
     add_json(p)
     p.add_argument("--plot", metavar="FILE.png", help="write a latency plot (needs matplotlib)")
+    from edgeport.cli.inputs import add_input_args  # realworld: --input-shapes, --val-range, --data
+
+    add_input_args(p)
 
 
 def run(args):
     import sys
 
     from edge.bench import benchmark, format_table, plot
+    from converters.validation.signature import feeder
+    from edgeport.cli.inputs import overrides_from_args
     from edgeport.cli.output import emit_json
 
+    feed = feeder(overrides_from_args(args))
     results = []
     for model in args.models:
         for threads in args.threads:
             if not args.json:
                 print(f"benchmarking {model} (threads={threads or 'default'}) ...", file=sys.stderr)
             results.append(benchmark(model, runs=args.runs, warmup=args.warmup, threads=threads,
-                                     device=args.device, runtime=args.runtime))
+                                     device=args.device, runtime=args.runtime, feeder=feed))
+            if not args.json:
+                for note in results[-1].get("input_notes", []):
+                    print(f"note: {note}", file=sys.stderr)
     if args.plot:
         plot(results, args.plot)
     if args.json:

@@ -28,6 +28,8 @@ def configure(p):
     add_device(p)
     add_threads(p)
     add_json(p)
+    p.add_argument("--input-shapes", nargs=1, metavar="[D,..]",  # open image dimensions
+                   help="the input shape for a model with open dimensions, e.g. [1,224,224,3]")
 
 
 def run(args):
@@ -48,6 +50,21 @@ def run(args):
 
     interpreter, info = make_interpreter(args.model, device=args.device, runtime=args.runtime,
                                          num_threads=args.threads)
+    if getattr(args, "input_shapes", None):
+        from converters.validation.signature import parse_input_shapes
+
+        shapes = parse_input_shapes(args.input_shapes)
+        d = interpreter.get_input_details()[0]
+        shape = shapes.get(None) or shapes.get(d["name"])
+        if shape is None:
+            raise InputError(f"--input-shapes names no input of the model (its input: {d['name']})")
+        interpreter.resize_tensor_input(d["index"], list(shape))
+        try:
+            interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as e:
+            from edge.errors import first_line
+
+            raise InputError(f"the model does not take input shape {list(shape)}: {first_line(e)}") from None
     classifier = Classifier(interpreter, mean, std, layout=layout)
     labels = read_labels(args.labels) if args.labels else {}
     warning = check_labels(labels, classifier.num_classes)
@@ -57,6 +74,11 @@ def run(args):
                          "pass the labels file made for this model, or leave out -l to print class ids")
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    from edge.classify import class_vector_warning  # realworld: detectors, segmenters, ...
+
+    no_classes = class_vector_warning(interpreter)
+    if no_classes:
+        print(f"warning: {no_classes}", file=sys.stderr)
 
     results = []
     for path in images:

@@ -61,6 +61,9 @@ def configure(p):
                    help="rlimit for the compiler container, repeatable (default: $EDGEPORT_CONTAINER_ULIMITS)")
     g.add_argument("--compiler-image", metavar="IMAGE", help="run this existing image instead of building "
                    "the shipped Dockerfile (default: $EDGEPORT_COMPILER_IMAGE)")
+    from edgeport.cli.inputs import add_input_args  # --input-shapes, --val-range, --data
+
+    add_input_args(p)
 
 
 def options_from_args(args):
@@ -135,6 +138,9 @@ def run(args):
     from edgeport.cli.output import emit_json
 
     options = options_from_args(args)
+    from edgeport.cli.inputs import overrides_from_args
+
+    options.input_overrides = overrides_from_args(args)  # not a field: kept out of provenance
     targets = pipeline.parse_targets(args.to)
     validate = not args.no_validate
     src = args.source

@@ -18,6 +18,7 @@ example:
 def configure(p):
     from edgeport.cli.args import (add_device, add_input_shape, add_json, add_model_loading,
                                    add_preprocessing, positive_int)
+    from edgeport.cli.inputs import add_input_args
 
     p.add_argument("models", nargs="+", help="classifier models")
     p.add_argument("--images", required=True, metavar="DIR", help="one sub-folder of images per class")
@@ -29,6 +30,7 @@ def configure(p):
     add_device(p)
     add_model_loading(p)
     add_input_shape(p, "input shape for PyTorch models, e.g. 1 3 224 224")
+    add_input_args(p)
     add_json(p, "print one JSON object instead of the table")
 
 
@@ -38,6 +40,7 @@ def run(args):
     from edge.errors import InputError
     from edge.labels import read_labels
     from edgeport.cli.args import input_shape, model_loading, preprocessing
+    from edgeport.cli.inputs import overrides_from_args
     from edgeport.cli.output import emit_json
 
     pre = preprocessing(args)
@@ -49,12 +52,14 @@ def run(args):
         if not found:
             raise InputError("no labels: the models' sidecars have none", "pass --labels FILE")
         labels = dict(enumerate(found)) if isinstance(found, list) else {int(k): v for k, v in found.items()}
+    overrides = overrides_from_args(args)
     folders, items = _lib.dataset(args.images, args.limit)
     classes = _lib.match_classes(folders, labels)
     rows = []
     for m in args.models:
         t1, tk, n, ms = _lib.evaluate(m, items, classes, args.top_k, preprocessing=pre, device=args.device,
-                                      runtime=args.runtime, input_shape=input_shape(args), **loading)
+                                      runtime=args.runtime, input_shape=input_shape(args),
+                                      overrides=overrides, **loading)
         rows.append({"model": m, "images": n, "top1": t1 / n, "topk": tk / n,
                      "top1_hits": t1, "topk_hits": tk, "mean_ms": round(ms, 3) if ms else None})
     if args.json:

@@ -27,6 +27,7 @@ examples:
 def configure(p):
     from edgeport.cli.args import (add_data, add_device, add_input_shape, add_json, add_model_loading,
                                    add_preprocessing, cosine, fraction, non_negative_float, positive_int)
+    from edgeport.cli.inputs import add_input_args
 
     p.add_argument("source", help="the source model")
     p.add_argument("converted", nargs="*", help="converted models to compare with it")
@@ -60,12 +61,14 @@ def configure(p):
     add_device(p)
     add_model_loading(p)
     add_input_shape(p, "input shape for PyTorch sources, e.g. 1 3 224 224")
+    add_input_args(p)
     add_json(p, "print the JSON report instead of the table")
 
 
 def options_from_args(args):
     """ValidateOptions from parsed arguments (InputError on bad values)."""
     from edge.errors import InputError
+    from edgeport.cli.inputs import overrides_from_args
     from edgeport.cli.args import checked, input_shape, model_loading, non_negative_float, preprocessing
 
     from converters.validation.comparator import STATS, Tolerances, parse_per_output
@@ -86,11 +89,13 @@ def options_from_args(args):
                      rtol=per_output(args.rtol, checked(non_negative_float, "--rtol"), "--rtol", Tolerances.rtol),
                      check_stat=stat, quantile=args.quantile, top_k=args.top_k,
                      min_top1=args.min_top1, min_cosine=args.min_cosine, max_scale_error=args.max_scale_error,
-                     mode=None if args.mode == "auto" else args.mode)
+                     mode=None if args.mode == "auto" else args.mode,
+                     scale_atol=not args.atol)  # a given --atol is used as it is
     return ValidateOptions(inputs=args.inputs, samples=args.samples, seed=args.seed, tolerances=tol,
                            preprocessing=preprocessing(args) or None, save_outputs=args.save_outputs,
                            load_outputs=args.load_outputs, device=args.device, runtime=args.runtime,
-                           input_shape=input_shape(args), **model_loading(args))
+                           input_shape=input_shape(args), input_overrides=overrides_from_args(args),
+                           **model_loading(args))
 
 
 def run(args):

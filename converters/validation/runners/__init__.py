@@ -10,7 +10,7 @@ from converters.validation.runners.base import Runner, TensorMeta, tensor_meta  
 
 
 def runner_for(artefact, device="auto", runtime=None, torch_model=None, input_shape=None,
-               trust_pickle=False, keras_unsafe=False):
+               trust_pickle=False, keras_unsafe=False, overrides=None):
     """The runner for `artefact` (a converters.artefact.Artefact)."""
     fmt = artefact.format
     meta = artefact.metadata
@@ -34,7 +34,8 @@ def runner_for(artefact, device="auto", runtime=None, torch_model=None, input_sh
         from converters.validation.runners.torch import TorchRunner
 
         return TorchRunner(artefact.path, meta, fmt=fmt, factory=torch_model,
-                           input_shape=input_shape, trust_pickle=trust_pickle)
+                           input_shape=input_shape, trust_pickle=trust_pickle,
+                           overrides=overrides)
     if fmt == formats.COREML:
         from converters.validation.runners.coreml import CoreMLRunner
 

@@ -82,6 +82,10 @@ class Runner:
         """[TensorMeta] of the outputs when known without running, else None."""
         return None
 
+    def dim_names(self):
+        """{input name: [symbolic name or None per dimension]} (ONNX dim_param), or {}."""
+        return {}
+
     def infer(self, feed):
         """{input name: array} -> OrderedDict {output name: float or int array}."""
         start = time.perf_counter()

@@ -35,7 +35,7 @@ class OnnxRuntimeRunner(Runner):
         s = self._session_arg
         if s is None:
             opts = ort.SessionOptions()
-            opts.log_severity_level = 3
+            opts.log_severity_level = 4  # errors reach us as exceptions: one line, not two
             try:
                 s = ort.InferenceSession(self.path, sess_options=opts,
                                          providers=["CPUExecutionProvider"])
@@ -59,6 +59,10 @@ class OnnxRuntimeRunner(Runner):
     def input_metadata(self):
         return [tensor_meta(i.name, i.shape, _ORT_TYPES.get(i.type, np.float32))
                 for i in self.session.get_inputs()]
+
+    def dim_names(self):
+        return {i.name: [d if isinstance(d, str) and d else None for d in i.shape]
+                for i in self.session.get_inputs()}
 
     def output_metadata(self):
         return [tensor_meta(o.name, o.shape, _ORT_TYPES.get(o.type, np.float32))

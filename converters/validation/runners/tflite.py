@@ -56,6 +56,7 @@ class TFLiteRunner(Runner):
                 "usable here, so its numbers cannot be computed on this machine",
                 "run `edgeport validate SOURCE MODEL_edgetpu.tflite --save-outputs FILE` on a device "
                 "with an Edge TPU, then pass --load-outputs FILE here") from None
+        self._allocated = info.pop("allocated", True)
         self.info.update(info)
         self._inputs = self.interpreter.get_input_details()
         self._outputs = self.interpreter.get_output_details()
@@ -87,13 +88,19 @@ class TFLiteRunner(Runner):
 
     def _infer(self, feed):
         it = self.interpreter
+        resized = not self._allocated
         for d in self._inputs:
             x = np.asarray(feed[d["name"]])
             if tuple(x.shape) != tuple(d["shape"]):
                 it.resize_tensor_input(d["index"], x.shape)
-                it.allocate_tensors()
-                self._inputs = it.get_input_details()
-                self._outputs = it.get_output_details()
+                resized = True
+        if resized:  # every input resized first, then one allocation
+            it.allocate_tensors()
+            self._allocated = True
+            self._inputs = it.get_input_details()
+            self._outputs = it.get_output_details()
+        for d in self._inputs:
+            x = np.asarray(feed[d["name"]])
             it.set_tensor(d["index"], x.astype(d["dtype"], copy=False))
         it.invoke()
         out = OrderedDict()

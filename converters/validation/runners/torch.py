@@ -22,8 +22,11 @@ class TorchRunner(Runner):
     synthetic_names = True
 
     def __init__(self, path, metadata=None, fmt="torchscript", model=None, factory=None,
-                 input_shape=None, trust_pickle=False):
+                 input_shape=None, trust_pickle=False, overrides=None):
         super().__init__(path, metadata)
+        self.overrides = overrides        # signature.InputOverrides (shapes, --data, --arg)
+        self._constants = {}              # non-tensor forward arguments: name -> value
+        self._order = None                # forward's arguments in order (tensors and constants)
         self.format = fmt
         self._model_arg = model
         self.factory = factory
@@ -80,6 +83,8 @@ class TorchRunner(Runner):
                     metas.append(tensor_meta(name, shape, _np_dtype(val.dtype)))
             except Exception:
                 metas = []
+        if not metas and ep is None:
+            metas = self._script_inputs()
         if not metas:
             shape = self.input_shape or _shape_from_metadata(self.metadata)
             if not shape:
@@ -91,13 +96,105 @@ class TorchRunner(Runner):
         self._inputs = metas
         return metas
 
+    def forward_schema(self):
+        """'(x: Tensor, sr: int)' of a TorchScript module's forward, else None."""
+        try:
+            return _schema(list(self.model.forward.schema.arguments)[1:])
+        except Exception:
+            return None
+
+    def _script_inputs(self):
+        """The forward signature of a TorchScript module: one TensorMeta per tensor argument
+        (shape from --input-shapes / --data / --input-shape), a value per other argument (from
+        --arg NAME=VALUE, else its default); [] when the signature cannot be read or has a
+        single tensor argument (the historical single-input path)."""
+        try:
+            args = list(self.model.forward.schema.arguments)[1:]  # without self
+        except Exception:
+            return []
+        if not args:
+            return []
+        ov = self.overrides
+        shapes = dict(ov.shapes) if ov is not None else {}
+        data = (ov.data or {}) if ov is not None else {}
+        values = dict(getattr(ov, "args", None) or {}) if ov is not None else {}
+        tensors = [a for a in args if str(a.type) == "Tensor"]
+        if len(args) == 1 and tensors:
+            return []
+        metas, order = [], []
+        for a in args:
+            kind = str(a.type)
+            if kind == "Tensor":
+                shape = shapes.get(a.name) or (shapes.get(None) if len(tensors) == 1 else None)
+                dtype = np.float32
+                if shape is None and a.name in data:
+                    from converters.validation.signature import data_samples
+
+                    arr = np.asarray(data[a.name])
+                    shape, dtype = data_samples(arr, arr.shape)[0].shape, arr.dtype
+                if shape is None and len(tensors) == 1 and self.input_shape:
+                    shape = self.input_shape
+                if shape is None:
+                    raise InputError(f"the shape of argument '{a.name}' of "
+                                     f"{os.path.basename(self.path)}'s forward{_schema(args)} is "
+                                     "unknown (TorchScript records no shapes)",
+                                     f"pass --input-shapes {a.name}:[...]")
+                metas.append(tensor_meta(a.name, tuple(shape), dtype))
+                order.append(("tensor", a.name))
+                continue
+            if a.name in values:
+                value = _cast(values[a.name], kind, a.name)
+            elif a.has_default_value():
+                value = a.default_value
+            else:
+                raise InputError(f"argument '{a.name}' ({kind}) of {os.path.basename(self.path)}'s "
+                                 f"forward{_schema(args)} needs a value",
+                                 f"pass --arg {a.name}=VALUE")
+            self._constants[a.name] = value
+            order.append(("const", a.name))
+        self._order = order
+        self.info["forward"] = _schema(args)
+        return metas
+
     def _infer(self, feed):
         torch = import_torch()
+        if self._order is not None:
+            self.input_metadata()
+            xs = [torch.from_numpy(np.ascontiguousarray(feed[n])) if k == "tensor"
+                  else self._constants[n] for k, n in self._order]
+            with torch.no_grad():
+                y = self.model(*xs)
+            ys = flatten_outputs(y)
+            return OrderedDict((f"output_{i}", t.detach().cpu().numpy()) for i, t in enumerate(ys))
         xs = [torch.from_numpy(np.ascontiguousarray(feed[m.name])) for m in self.input_metadata()]
         with torch.no_grad():
             y = self.model(*xs)
         ys = flatten_outputs(y)
         return OrderedDict((f"output_{i}", t.detach().cpu().numpy()) for i, t in enumerate(ys))
+
+
+def _schema(args):
+    return "(" + ", ".join(f"{a.name}: {a.type}" for a in args) + ")"
+
+
+def _cast(text, kind, name):
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "bool":
+            if str(text).lower() in ("1", "true", "yes"):
+                return True
+            if str(text).lower() in ("0", "false", "no"):
+                return False
+            raise ValueError(text)
+        if kind == "str":
+            return str(text)
+    except ValueError:
+        raise InputError(f"--arg {name}={text}: argument '{name}' takes a {kind} value") from None
+    raise InputError(f"argument '{name}' has type {kind}, which --arg cannot give",
+                     "wrap the module so that forward takes tensors and int/float/bool/str")
 
 
 def _np_dtype(torch_dtype):

@@ -1,0 +1,423 @@
+"""A model's input signature, and the shapes, ranges and data the user gives for it.
+
+    ov = InputOverrides.parse(shapes=["x:[1,3,640,640]", "sr:[]"], ranges=["sr:[16000,16000]"],
+                              data="audio.npz")
+    sig = resolve(runner.input_metadata(), ov)   # -> Signature
+    sig.metas            # [TensorMeta] with every dimension fixed (what the run uses)
+    sig.inputs           # [InputSignature]: name, dtype, model shape, used shape, where from
+    sig.placeholders     # {name: shape} of inputs run on shapes nobody chose
+    sig.notes            # one line per open dimension filled, saying how to set it
+
+Polygraphy's conventions: `--input-shapes name:[1,3,640,640] other:[1,512]` (a bare shape
+for a single-input model), `--val-range name:[lo,hi]` (a bare range for every input),
+`--data FILE.npz` (arrays keyed by input name; an array with one more dimension than the
+input is a stack of samples). No open dimension silently becomes 1: a dimension the user
+did not set and the model left open is filled from --data, else by a placeholder (batch 1,
+image height/width from the preprocessing size or 224, anything else 32), and the
+signature says so; a verdict on placeholder shapes says so too.
+"""
+
+import os
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.errors import InputError
+
+PLACEHOLDER_IMAGE = 224
+PLACEHOLDER_OTHER = 32
+
+_SHAPE = re.compile(r"^\[\s*(-?\d+\s*(,\s*-?\d+\s*)*)?\]$")
+
+
+def parse_shape(text):
+    """'[1,3,224,224]', '1x3x224x224', '1,3,224,224' or '[]' (a scalar) -> tuple of ints."""
+    t = str(text).strip()
+    if t in ("[]", "()", "scalar"):
+        return ()
+    if not t.startswith("["):
+        t = "[" + t.replace("x", ",") + "]"
+    t = t.replace("(", "[").replace(")", "]")
+    if not _SHAPE.match(t):
+        raise InputError(f"cannot read the shape '{text}'",
+                         "write it as [1,3,224,224] (or [] for a scalar)")
+    dims = tuple(int(d) for d in t.strip("[]").split(",") if d.strip())
+    if any(d < 1 for d in dims):
+        raise InputError(f"shape '{text}' has a dimension below 1", "give every dimension a size")
+    return dims
+
+
+def _split_named(item):
+    """'name:[..]' -> ('name', '[..]'); '[..]' -> (None, '[..]'). Names may contain ':'."""
+    s = str(item).strip()
+    i = s.rfind(":[")
+    if i < 0:
+        i = s.rfind(":(")
+    if i < 0 and ":" in s and not s.startswith("["):
+        i = s.rfind(":")
+    if i > 0:
+        return s[:i], s[i + 1:]
+    return None, s
+
+
+def parse_input_shapes(items):
+    """['x:[1,3,640,640]', 'sr:[]'] or ['[1,3,640,640]'] -> {name or None: shape}."""
+    out = {}
+    for item in items or ():
+        for part in _split_items(item):
+            name, text = _split_named(part)
+            out[name] = parse_shape(text)
+    return out
+
+
+def _split_items(item):
+    """One argument may hold several 'name:[..]' separated by spaces."""
+    return [p for p in re.split(r"(?<=\])\s+", str(item).strip()) if p]
+
+
+def parse_val_ranges(items):
+    """['x:[0,1]', '[-1,1]'] -> {name or None: (lo, hi)}."""
+    out = {}
+    for item in items or ():
+        for part in _split_items(item):
+            name, text = _split_named(part)
+            t = text.strip().strip("[]()")
+            try:
+                lo, hi = (float(v) for v in t.split(","))
+            except ValueError:
+                raise InputError(f"cannot read the value range '{part}'",
+                                 "write it as name:[lo,hi], e.g. x:[0,1]") from None
+            if hi < lo:
+                raise InputError(f"value range '{part}' has hi below lo")
+            out[name] = (lo, hi)
+    return out
+
+
+def parse_args(items):
+    """['sr=16000', 'flag=true'] -> {'sr': '16000', 'flag': 'true'} (cast by the runner)."""
+    out = {}
+    for item in items or ():
+        name, eq, value = str(item).partition("=")
+        if not eq or not name.strip():
+            raise InputError(f"--arg {item}: write it as NAME=VALUE, e.g. sr=16000")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def load_data(path):
+    """{input name: array} from an .npz file (no pickles)."""
+    if not os.path.isfile(path):
+        raise InputError(f"--data {path} is not a file", "pass an .npz of arrays keyed by input name")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not hasattr(z, "files"):
+                raise ValueError("not an .npz archive")
+            return {k: np.asarray(z[k]) for k in z.files}
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read --data {path}: {e}",
+                         "write it with numpy.savez(path, input_name=array, ...)") from None
+
+
+@dataclass
+class InputOverrides:
+    """What the user said about the inputs: shapes, value ranges, data."""
+
+    shapes: dict = field(default_factory=dict)     # name (None: the only input) -> shape
+    ranges: dict = field(default_factory=dict)     # name (None: every input) -> (lo, hi)
+    data: dict = None                              # name -> array (one sample, or a stack)
+    data_path: str = None
+    args: dict = field(default_factory=dict)       # non-tensor forward arguments: name -> text
+
+    @classmethod
+    def parse(cls, shapes=None, ranges=None, data=None, args=None):
+        return cls(parse_input_shapes(shapes), parse_val_ranges(ranges),
+                   load_data(data) if data else None, data, parse_args(args))
+
+    def __bool__(self):
+        return bool(self.shapes or self.ranges or self.data or self.args)
+
+    def range_for(self, name):
+        return self.ranges.get(name, self.ranges.get(None))
+
+
+@dataclass
+class InputSignature:
+    name: str
+    dtype: str
+    model_shape: tuple               # None for an open dimension
+    shape: tuple                     # the shape used
+    shape_from: str                  # model | user | data | linked | size | placeholder | batch
+    scale: float = 0.0
+    zero_point: int = 0
+    feed: str = "data"               # image (pixels through preprocessing) | data
+
+    def to_dict(self):
+        return {"name": self.name, "dtype": self.dtype,
+                "model_shape": [d if d is not None else None for d in self.model_shape],
+                "shape": list(self.shape), "shape_from": self.shape_from,
+                "quantization": ({"scale": self.scale, "zero_point": self.zero_point}
+                                 if self.scale else None), "feed": self.feed}
+
+    def describe(self):
+        ms = "[" + ",".join("?" if d is None else str(d) for d in self.model_shape) + "]"
+        q = f" q(scale {self.scale:.4g}, zp {self.zero_point})" if self.scale else ""
+        used = "" if self.shape_from == "model" else f" -> {list(self.shape)} ({self.shape_from})"
+        return f"{self.name} {self.dtype}{ms}{q} {self.feed}{used}"
+
+
+@dataclass
+class Signature:
+    metas: list
+    inputs: list
+    notes: list = field(default_factory=list)
+
+    @property
+    def placeholders(self):
+        return {s.name: list(s.shape) for s in self.inputs if s.shape_from == "placeholder"}
+
+    @property
+    def shapes(self):
+        return {s.name: list(s.shape) for s in self.inputs}
+
+    def to_dict(self):
+        return {"inputs": [s.to_dict() for s in self.inputs], "placeholders": self.placeholders,
+                "notes": list(self.notes)}
+
+
+def _is_image(meta, shape):
+    """'NHWC' or 'NCHW' when a 4-D input looks like an image (1 or 3 channels), else None."""
+    if len(shape) != 4:
+        return None
+    c_first, c_last = shape[1] in (1, 3), shape[3] in (1, 3)
+    if c_first and not c_last:
+        return "NCHW"
+    if c_last and not c_first:
+        return "NHWC"
+    if c_first and c_last:
+        return meta.layout if meta.layout in ("NHWC", "NCHW") else "NHWC"
+    return None
+
+
+def _placeholder(meta, image_size):
+    """The shape of an input with open dimensions when nobody chose one, and whether any
+    dimension other than a leading batch was filled."""
+    shape = list(meta.shape)
+    layout = _is_image(meta, shape)
+    spatial = {1, 2} if layout == "NHWC" else {2, 3} if layout == "NCHW" else set()
+    hw = list(image_size or (PLACEHOLDER_IMAGE, PLACEHOLDER_IMAGE))
+    filled_other = False
+    for i, d in enumerate(shape):
+        if d is not None:
+            continue
+        if i == 0 and len(shape) > 1:
+            shape[i] = 1
+        elif i in spatial:
+            shape[i] = int(hw[0] if i == min(spatial) else hw[-1])
+            filled_other = filled_other or not image_size  # --size / the sidecar's size is chosen
+        else:
+            shape[i] = PLACEHOLDER_OTHER
+            filled_other = True
+    return tuple(shape), filled_other
+
+
+def _data_shape(arr, meta):
+    """The shape of one sample of `arr` for an input of rank len(meta.shape)."""
+    rank = len(meta.shape)
+    if arr.ndim == rank + 1:
+        return tuple(arr.shape[1:])
+    if arr.ndim == rank:
+        return tuple(arr.shape)
+    raise InputError(f"--data array '{meta.name}' has shape {list(arr.shape)}, but the input "
+                     f"has {rank} dimensions {_fmt(meta.shape)}",
+                     "give one sample, or a stack of samples along a new first axis")
+
+
+def _fmt(shape):
+    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _compatible(shape, model_shape):
+    return len(shape) == len(model_shape) and all(
+        m is None or m == s for s, m in zip(shape, model_shape))
+
+
+def resolve(metas, overrides=None, image_size=None, image_inputs=(), dim_names=None):
+    """Fix every dimension of `metas` ([TensorMeta]) -> Signature.
+
+    Args:
+      overrides: InputOverrides (shapes, ranges, data) or None.
+      image_size: (h, w) of the preprocessing spec, for open image dimensions.
+      image_inputs: names of inputs fed images (the rest are fed data).
+      dim_names: {input: [symbolic name or None per dim]} (ONNX's dim_param): a name the
+        user's shapes or --data fix, fixes the same dimension of every other input.
+    """
+    ov = overrides or InputOverrides()
+    names = [m.name for m in metas]
+    shapes = dict(ov.shapes)
+    if None in shapes:
+        if len(metas) != 1:
+            raise InputError(f"a bare --input-shapes {_fmt(shapes[None])} fits a single-input "
+                             f"model; this one has {len(metas)} inputs ({', '.join(names)})",
+                             "name each: --input-shapes " + " ".join(f"{n}:[...]" for n in names))
+        shapes[names[0]] = shapes.pop(None)
+    unknown = [n for n in shapes if n not in names]
+    if unknown:
+        raise InputError(f"--input-shapes names no input '{unknown[0]}'",
+                         f"the model's inputs are: {', '.join(names)}")
+    unknown = [n for n in ov.ranges if n is not None and n not in names]
+    if unknown:
+        raise InputError(f"--val-range names no input '{unknown[0]}'",
+                         f"the model's inputs are: {', '.join(names)}")
+    data = ov.data or {}
+    unknown = [n for n in data if n not in names]
+    if unknown:
+        raise InputError(f"--data {ov.data_path} has an array '{unknown[0]}' that is no input",
+                         f"the model's inputs are: {', '.join(names)}")
+    dim_names = dim_names or {}
+    bound = {}  # symbolic dimension name -> size, from the user's shapes and --data
+    made_up = set()  # names bound to a placeholder size
+
+    def bind(m, shape, placeholder=False):
+        for i, (sym, d) in enumerate(zip(dim_names.get(m.name) or (), shape)):
+            if sym and sym not in bound:
+                bound[sym] = int(d)
+                if placeholder and i > 0 and m.shape[i] is None:
+                    made_up.add(sym)
+
+    for m in metas:  # what the user fixed binds the names first
+        if m.name in shapes and len(shapes[m.name]) == len(m.shape):
+            bind(m, shapes[m.name])
+        elif m.name in data:
+            try:
+                bind(m, _data_shape(data[m.name], m))
+            except InputError:
+                pass
+    out_metas, sigs, notes = [], [], []
+    for m in metas:
+        syms = dim_names.get(m.name) or ()
+        if m.name not in shapes and m.name not in data and any(
+                d is None and i < len(syms) and syms[i] in bound for i, d in enumerate(m.shape)):
+            linked = tuple(bound[syms[i]] if d is None and i < len(syms) and syms[i] in bound else d
+                           for i, d in enumerate(m.shape))
+            if all(d is not None for d in linked):  # every open dim named by another input
+                m_shape = linked
+                shapes[m.name] = m_shape
+                linked_from = True
+            else:
+                linked_from = False
+        else:
+            linked_from = False
+        if m.name in shapes and linked_from and any(
+                syms[i] in made_up for i, d in enumerate(m.shape) if d is None and i < len(syms)):
+            shape, src = shapes[m.name], "placeholder"
+            notes.append(f"input '{m.name}' {_fmt(m.shape)} shares open dimensions with a "
+                         f"placeholder; ran it as {list(shape)}: set the real shapes with "
+                         "--input-shapes")
+        elif m.name in shapes and linked_from:
+            shape, src = shapes[m.name], "linked"
+            notes.append(f"input '{m.name}' {_fmt(m.shape)}: its open dimensions are named like "
+                         f"those you set, ran it as {list(shape)}")
+        elif m.name in shapes:
+            shape, src = shapes[m.name], "user"
+            if not _compatible(shape, m.shape):
+                raise InputError(f"--input-shapes {m.name}:{list(shape)} does not fit the model's "
+                                 f"input {_fmt(m.shape)}",
+                                 "keep the fixed dimensions and set only the open ones (?)")
+        elif m.name in data:
+            shape, src = _data_shape(data[m.name], m), "data"
+            if not _compatible(shape, m.shape):
+                raise InputError(f"--data array '{m.name}' has sample shape {list(shape)}, which "
+                                 f"does not fit the model's input {_fmt(m.shape)}")
+        elif all(d is not None for d in m.shape):
+            shape, src = tuple(m.shape), "model"
+        else:
+            shape, other = _placeholder(m, image_size)
+            src = "placeholder" if other else "size" if image_size and _is_image(m, m.shape) \
+                and any(d is None for d in m.shape[1:]) else "batch"
+            if other:
+                notes.append(f"input '{m.name}' {_fmt(m.shape)} has open dimensions; ran it as "
+                             f"{list(shape)} (a placeholder): set the real shape with "
+                             f"--input-shapes {m.name}:[{','.join(map(str, shape))}]")
+            elif src == "size":
+                notes.append(f"input '{m.name}' {_fmt(m.shape)} has open dimensions; ran it as "
+                             f"{list(shape)} (the preprocessing size)")
+            else:
+                notes.append(f"input '{m.name}' {_fmt(m.shape)} has an open batch dimension; "
+                             f"ran it with batch 1")
+        bind(m, shape, src == "placeholder")  # a placeholder's names fill the same names elsewhere
+        fixed = tuple(int(d) for d in shape)
+        layout = m.layout
+        if any(d is None for d in m.shape):  # the layout guessed on 1-filled dims may be wrong
+            from edge.preprocess import guess_layout
+
+            layout = _is_image(m._replace(layout=None), m.shape) or guess_layout(fixed)
+        out_metas.append(m._replace(shape=fixed, layout=layout))
+        sigs.append(InputSignature(m.name, np.dtype(m.dtype).name, tuple(m.shape), tuple(shape),
+                                   src, float(m.scale or 0.0), int(m.zero_point or 0),
+                                   "image" if m.name in image_inputs else "data"))
+    return Signature(out_metas, sigs, notes)
+
+
+def random_value(rng, shape, dtype, lo=None, hi=None):
+    """A random array of `dtype` in [lo, hi] (inclusive for integers); defaults by dtype:
+    bool 0/1, integers 0..9, floats [0, 1)."""
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return rng.integers(0, 2, size=shape).astype(bool)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        a = int(max(info.min, np.floor(lo))) if lo is not None else 0
+        b = int(min(info.max, np.floor(hi))) if hi is not None else 9
+        return rng.integers(a, b + 1, size=shape).astype(dtype)
+    a = 0.0 if lo is None else lo
+    b = 1.0 if hi is None else hi
+    return rng.uniform(a, b, size=shape).astype(dtype)
+
+
+def data_samples(arr, shape):
+    """The samples of a --data array for an input of sample shape `shape`: a list."""
+    if arr.ndim == len(shape) + 1:
+        return [arr[i] for i in range(arr.shape[0])]
+    return [arr]
+
+
+def feeder(overrides=None, image_size=None):
+    """A feeder for edge.bench.benchmark: the inputs it runs, shaped by `resolve`.
+
+    Returns f(inputs, rng) -> ({name: array}, {name: 'AxBxC (from)'}, [notes]), with `inputs`
+    a list of (name, shape with None for open dims, dtype, scale, zero point).
+    """
+    from converters.validation.runners.base import tensor_meta
+
+    def feed(inputs, rng):
+        metas = [tensor_meta(n, [d if isinstance(d, int) else -1 for d in shape], dt, sc, zp)
+                 for n, shape, dt, sc, zp in inputs]
+        names = {n: [d if isinstance(d, str) and d else None for d in shape]
+                 for n, shape, *_ in inputs}
+        sig = resolve(metas, overrides, image_size=image_size, dim_names=names)
+        feeds, shapes = {}, {}
+        ov = overrides or InputOverrides()
+        for m, s in zip(sig.metas, sig.inputs):
+            if ov.data and m.name in ov.data:
+                x = np.asarray(data_samples(ov.data[m.name], m.shape)[0]).astype(m.dtype)
+            else:
+                r = ov.range_for(m.name)
+                if r is not None and m.scale and np.issubdtype(m.dtype, np.integer):
+                    from edge.tensors import quantize
+
+                    x = quantize(rng.uniform(r[0], r[1], size=m.shape).astype(np.float32),
+                                 m.scale, m.zero_point, m.dtype)
+                elif r is not None:
+                    x = random_value(rng, m.shape, m.dtype, *r)
+                elif np.issubdtype(m.dtype, np.integer) and m.scale:
+                    info = np.iinfo(m.dtype)
+                    x = rng.integers(info.min, info.max + 1, size=m.shape).astype(m.dtype)
+                else:
+                    x = random_value(rng, m.shape, m.dtype)
+            feeds[m.name] = np.ascontiguousarray(x)
+            dims = "x".join(map(str, m.shape)) or "scalar"
+            shapes[m.name] = dims + ("" if s.shape_from == "model" else f" ({s.shape_from})")
+        return feeds, shapes, list(sig.notes)
+
+    return feed

@@ -1,0 +1,37 @@
+"""The model-input flags shared by validate, bench, check and convert (Polygraphy's spelling):
+
+    --input-shapes name:[1,3,640,640] other:[1,512]   (a bare [..] for a single-input model)
+    --val-range name:[lo,hi]                          (a bare [lo,hi] for every input)
+    --data FILE.npz                                   (arrays keyed by input name)
+    --arg sr=16000                                    (TorchScript non-tensor arguments)
+
+add_input_args(p) adds them; overrides_from_args(args) returns a
+converters.validation.signature.InputOverrides (or None when none was given).
+"""
+
+
+def add_input_args(p):
+    g = p.add_argument_group(
+        "model inputs (open dimensions are never silently 1: set them here, or the run says "
+        "which placeholder it used)")
+    g.add_argument("--input-shapes", nargs="+", metavar="[NAME:][D,..]",
+                   help="shape per input, e.g. x:[1,3,640,640] sr:[] (bare [..] for one input)")
+    g.add_argument("--val-range", nargs="+", metavar="[NAME:][LO,HI]",
+                   help="random values in [LO,HI] per input, e.g. sr:[16000,16000]")
+    g.add_argument("--data", metavar="FILE.npz",
+                   help="input arrays keyed by input name (one sample, or a stack along axis 0)")
+    g.add_argument("--arg", nargs="+", metavar="NAME=VALUE",
+                   help="TorchScript: a value for a non-tensor forward argument, e.g. sr=16000")
+    return g
+
+
+def overrides_from_args(args):
+    from converters.validation.signature import InputOverrides
+
+    shapes = getattr(args, "input_shapes", None)
+    ranges = getattr(args, "val_range", None)
+    data = getattr(args, "data", None)
+    values = getattr(args, "arg", None)
+    if not (shapes or ranges or data or values):
+        return None
+    return InputOverrides.parse(shapes, ranges, data, values)
