@@ -18,6 +18,15 @@ import numpy as np
 
 KERNELS = {}
 
+# Ops whose every output value is one of their inputs' values (or a constant argument of the
+# same type): on float16 inputs their results are float16 values already, so the executor
+# skips rounding them.
+VALUE_PRESERVING = frozenset((
+    "relu", "relu6", "clip", "threshold", "pad", "max_pool", "reshape", "transpose", "concat",
+    "slice_by_index", "slice_by_size", "squeeze", "expand_dims", "gather", "gather_along_axis",
+    "split", "stack", "tile", "identity", "flatten2d", "reduce_max", "reduce_min", "select",
+    "maximum", "minimum", "upsample_nearest_neighbor"))
+
 
 def kernel(*names):
     def register(fn):
@@ -350,9 +359,11 @@ def conv(a, op):
         mult = co // c
         xr = np.repeat(x, mult, axis=1) if mult > 1 else x
         out = np.zeros((n, co) + tuple(out_sp), np.float32)
+        tmp = np.empty_like(out)
         bshape = (1, co) + (1,) * len(ks)
         for idx, view in _windows(xr, ks, strides, dil, out_sp):
-            out += w[(slice(None), 0) + idx].reshape(bshape) * view
+            np.multiply(view, w[(slice(None), 0) + idx].reshape(bshape), out=tmp)
+            out += tmp
     else:
         cg, og = c // groups, co // groups
         parts = []
