@@ -94,6 +94,8 @@ class ModelResult:
         if mabs:
             parts.append(f"max abs {max(mabs):.3g}")
         stats = ", ".join(parts)
+        if (self.runner or {}).get("note"):
+            stats += f" ({self.runner['note']})"   # e.g. the Core ML reference executor
         if self.status == PASSED:
             return f"valid: {stats}"
         reasons = "; ".join(f"'{o.name}': {o.reason}" for o in cmp.outputs if not o.passed)
@@ -300,7 +302,8 @@ def validate(source, converted, opts=None):
                 else "agreement")
             labels = source.labels or art.labels
             classifier = True if labels and len(ref_out) == 1 else None
-            res.comparison = compare_runs(ref_out, out, opts.tolerances, mode,
+            res.comparison = compare_runs(ref_out, out, _runner_tolerances(opts.tolerances, r),
+                                          mode,
                                           reference_synthetic=src_runner.synthetic_names,
                                           converted_synthetic=r.synthetic_names,
                                           classifier=classifier)
@@ -314,6 +317,17 @@ def validate(source, converted, opts=None):
     finally:
         src_runner.deactivate()
     return report
+
+
+def _runner_tolerances(tolerances, runner):
+    """The runner's own defaults (the Core ML executor's for float16 programs) for every
+    tolerance the user left at its default."""
+    from dataclasses import fields, replace
+
+    own = getattr(runner, "tolerance_defaults", None) or {}
+    defaults = {f.name: f.default for f in fields(Tolerances) if f.name in own}
+    changed = {k: v for k, v in own.items() if getattr(tolerances, k) == defaults.get(k)}
+    return replace(tolerances, **changed) if changed else tolerances
 
 
 # -- structure-only comparison (Core ML on Linux) ---------------------------------------------
@@ -361,8 +375,8 @@ def _structural(src_runner, runner, ref_out, art, source, res):
                                                  if v and k != "user_defined") or "none"))
     res.structure = checks
     res.status = STRUCTURAL if all(ok for _, ok, _ in checks) else FAILED
-    res.message = ("Core ML models run only on macOS, so on this machine only the structure "
-                   "was checked")
+    res.message = getattr(runner, "structure_reason", None) or (
+        "Core ML models run only on macOS, so on this machine only the structure was checked")
 
 
 # -- saved outputs (Edge TPU on a device, compared elsewhere) --------------------------------
