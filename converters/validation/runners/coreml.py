@@ -75,7 +75,7 @@ class CoreMLRunner(Runner):
         if self.use_runtime:
             self.info["runtime"] = f"Core ML (coremltools {ct.__version__})"
         elif self.numbers:
-            self.info["runtime"] = f"Core ML reference executor (numpy; coremltools {ct.__version__})"
+            self.info["runtime"] = f"Core ML ref. executor (numpy; coremltools {ct.__version__})"
             self.info["note"] = EXECUTOR_NOTE
         else:
             self.info["runtime"] = f"coremltools {ct.__version__} (structure only on this OS)"
