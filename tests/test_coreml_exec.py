@@ -260,6 +260,57 @@ def test_executor_agrees_with_core_ml_runtime(classifier):
     assert cos >= 0.999 and int(np.argmax(a)) == int(np.argmax(b))
 
 
+def test_grayscale_image_input(tmp_path):
+    """GRAYSCALE: one channel as fed, or RGB pixels reduced with BT.601 luma; then the
+    program's scale and bias."""
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten()).eval()
+    gray = ct.ImageType(name="image", shape=(1, 1, 32, 32), scale=1 / 255.0, bias=-0.5,
+                        color_layout=ct.colorlayout.GRAYSCALE)
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+        ml = ct.convert(torch.jit.trace(net, x), convert_to="mlprogram", inputs=[gray],
+                        compute_precision=ct.precision.FLOAT32,
+                        minimum_deployment_target=ct.target.iOS15)
+    ml.save(str(tmp_path / "g.mlpackage"))
+    ex = MLProgramExecutor.load(tmp_path / "g.mlpackage")
+    rgb = np.random.default_rng(2).integers(0, 256, (1, 3, 32, 32)).astype(np.float32)
+    luma = np.clip(np.rint(np.tensordot([0.299, 0.587, 0.114], rgb, axes=([0], [1]))), 0, 255)
+    with torch.no_grad():
+        ref = net(torch.from_numpy((luma[:, None] / 255.0 - 0.5).astype(np.float32))).numpy()
+    (from_rgb,) = ex.run({"image": rgb}).values()
+    (from_gray,) = ex.run({"image": luma[:, None]}).values()
+    np.testing.assert_allclose(from_rgb, ref, atol=1e-5)
+    np.testing.assert_array_equal(from_rgb, from_gray)
+
+
+def test_keras_route_program_validates(tmp_path):
+    """The Keras route's op set (NHWC transposes, silu, matmul for Dense, pools, concat)."""
+    keras = pytest.importorskip("keras")
+    from converters.routes.coremltools import keras_to_coreml
+
+    inp = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same")(inp)
+    x = keras.layers.ReLU(6.0)(keras.layers.BatchNormalization()(x))
+    y = keras.layers.DepthwiseConv2D(3, padding="same", activation="swish")(x)
+    x = keras.layers.Add()([x, keras.layers.Conv2D(8, 1, activation="sigmoid")(y)])
+    x = keras.layers.Concatenate()([keras.layers.MaxPooling2D(2)(x),
+                                    keras.layers.AveragePooling2D(2)(x)])
+    x = keras.layers.Dense(16, activation="tanh")(keras.layers.GlobalAveragePooling2D()(x))
+    x = keras.layers.Flatten()(keras.layers.Reshape((4, 4))(x))
+    keras.Model(inp, keras.layers.Dense(5, activation="softmax")(x)).save(tmp_path / "m.keras")
+    src = Artefact.open(str(tmp_path / "m.keras"))
+    spec = {"mean": [127.5], "std": [127.5], "layout": "NHWC", "size": [16, 16]}
+    keras_to_coreml(src, str(tmp_path / "m.mlpackage"), ConvertOptions(preprocessing=spec, quiet=True))
+    ex = MLProgramExecutor.load(tmp_path / "m.mlpackage")
+    assert {"silu", "matmul", "transpose", "max_pool", "avg_pool", "concat"} <= set(ex.op_counts)
+    rep = validate(src, [Artefact.open(str(tmp_path / "m.mlpackage"))],
+                   ValidateOptions(samples=6, preprocessing=spec))
+    (r,) = rep.results
+    assert r.status == PASSED and rep.exit_code == 0, r.summary_line()
+    assert r.comparison.outputs[0].cosine >= 0.999
+
+
 # -- EfficientNet-Lite0 (slow) ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -182,8 +182,8 @@ class CoreMLRunner(Runner):
             if isinstance(v, dict):
                 if not labels:
                     continue
-                v = [v[type(next(iter(v)))(label)] if not isinstance(next(iter(v)), str)
-                     else v[label] for label in labels]
+                by_text = {str(k): p for k, p in v.items()}   # int64 labels too
+                v = [by_text[label] for label in labels]
             out[m.name] = np.asarray(v, np.float32)
         return out
 
