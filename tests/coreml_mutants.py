@@ -122,3 +122,26 @@ def perturb_weights(src, dst, layer=0, relative=1.0, seed=0):
     data[data_offset:data_offset + size] = (w + noise).astype(np_type).tobytes()
     path.write_bytes(bytes(data))
     return dst
+
+
+def swap_labels(src, dst, i=0, j=1):
+    """The classifier's labels i and j exchanged (the probabilities stay where they are)."""
+    dst = _copy(src, dst)
+    spec = _spec(dst)
+    for op in _ops(spec):
+        if op.type != "classify":
+            continue
+        arg = op.inputs["classes"].arguments[0]
+        value = arg.value if arg.WhichOneof("binding") == "value" else \
+            _const(spec, arg.name).attributes["val"]
+        imm = value.immediateValue
+        if imm.WhichOneof("value") == "list":
+            items = list(imm.list.values)
+            a, b = (items[k].immediateValue.tensor.strings.values for k in (i, j))
+            a[0], b[0] = b[0], a[0]
+        else:
+            v = imm.tensor.strings.values
+            v[i], v[j] = v[j], v[i]
+        _save(spec, dst)
+        return dst
+    raise LookupError("no classify op")

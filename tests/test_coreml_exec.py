@@ -222,7 +222,23 @@ def test_common_core_ml_errors_fail_validation(classifier, mutant, tmp_path):
     assert "MISMATCH" in r.summary_line()
 
 
-def test_op_without_kernel_is_structure_only(tmp_path, monkeypatch):
+def test_classifier_with_swapped_labels_fails(classifier, tmp_path):
+    """Same numbers, other class names: the labels are checked against the source's."""
+    dst = mutants.swap_labels(classifier["pkg"], tmp_path / "labels.mlpackage")
+    assert MLProgramExecutor.load(dst).labels()[:2] == ["class1", "class0"]
+    src = Artefact(classifier["src"].path, formats.TORCH_MODULE,
+                   {"preprocessing": SPEC, "labels": [f"class{i}" for i in range(5)]})
+    vo = ValidateOptions(samples=4, torch_model=classifier["factory"], input_shape=SHAPE,
+                         preprocessing=dict(SPEC))
+    rep = validate(src, [Artefact.open(str(dst))], vo)
+    (r,) = rep.results
+    assert r.status == FAILED and rep.exit_code == 1, r.summary_line()
+    assert "classifier labels" in r.summary_line() and "other order" in r.summary_line()
+    rep = validate(src, [Artefact.open(str(classifier["pkg"]))], vo)
+    assert rep.results[0].status == PASSED, rep.results[0].summary_line()
+
+
+def test_op_without_kernel_is_structure_only(tmp_path):
     class Cum(torch.nn.Module):
         def forward(self, x):
             return torch.cumsum(x, dim=1) * 2
