@@ -26,7 +26,6 @@ This is the Core ML reference executor, not the Core ML runtime.
 """
 
 import os
-import time
 from collections import OrderedDict
 
 import numpy as np
@@ -294,16 +293,3 @@ class _one_blas_thread:
     def __exit__(self, *exc):
         if self._limit is not None:
             self._limit.restore_original_limits()
-
-
-def benchmark(path, feed, repeat=5):
-    """(load seconds, [seconds per run]) for `path` on `feed`."""
-    t0 = time.perf_counter()
-    ex = MLProgramExecutor.load(path)
-    load_s = time.perf_counter() - t0
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        ex.run(feed)
-        times.append(time.perf_counter() - t)
-    return ex, load_s, times
