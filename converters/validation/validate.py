@@ -94,13 +94,12 @@ class ModelResult:
         if mabs:
             parts.append(f"max abs {max(mabs):.3g}")
         stats = ", ".join(parts)
-        if (self.runner or {}).get("note"):
-            stats += f" ({self.runner['note']})"   # e.g. the Core ML reference executor
+        note = (self.runner or {}).get("note")   # e.g. the Core ML reference executor
         if self.status == PASSED:
-            return f"valid: {stats}"
+            return f"valid: {stats}" + (f" ({note})" if note else "")
         reasons = "; ".join([f"'{o.name}': {o.reason}" for o in cmp.outputs if not o.passed]
                             + ([self.message] if self.message else []))
-        return f"MISMATCH: {reasons}" + (f" ({stats})" if stats else "")
+        return f"MISMATCH: {reasons}" + (f" ({stats})" if stats else "") + (f"; {note}" if note else "")
 
 
 @dataclass
