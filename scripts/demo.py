@@ -4,7 +4,8 @@
    into ONNX, ORT, Core ML, TFLite float, TFLite int8 (and Edge TPU when a compiler runs here).
    Each artefact is validated against PyTorch on images/ and on the held-out images/holdout/.
 2. Classify every photo in images/ with each artefact in its own runtime (PyTorch, ONNX
-   Runtime, the edge TFLite interpreter; Core ML only on macOS) and print the top-1 label of
+   Runtime, the edge TFLite interpreter; Core ML on macOS, elsewhere the Core ML reference
+   executor) and print the top-1 label of
    each, the mean latency, and the top-1 agreement of every format with PyTorch.
 3. Run `classify` (the device command) on the int8 model for one photo, as a user would.
 """

@@ -312,6 +312,10 @@ def test_coreml_classifier_labels_are_read_and_validated(work, from_keras):
     spec = ct.utils.load_spec(os.fspath(out / "tiny.mlpackage"))
     assert class_labels_of(spec) == LABELS
     report = validate_pair(Artefact.open(work["keras"]), Artefact.open(out / "tiny.mlpackage"), _opts(work))
-    checks = {c: ok for c, ok, _ in report.results[0].structure}
-    assert checks["classifier labels"] and all(checks.values()), report.results[0].structure
+    (r,) = report.results
+    if r.structure:   # on macOS without a runtime, or a program the executor cannot run
+        checks = {c: ok for c, ok, _ in r.structure}
+        assert checks["classifier labels"] and all(checks.values()), r.structure
+    else:             # numbers (Core ML, or its reference executor); labels checked too
+        assert r.comparison.outputs and r.comparison.passed, r.summary_line()
     assert report.passed

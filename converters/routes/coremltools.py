@@ -1,9 +1,9 @@
 """TF/Keras (and ONNX, through onnx2torch) -> Core ML `.mlpackage` (ML program).
 
-coremltools converts on Linux; running the result needs macOS, so off macOS a Core ML
-artefact can only be checked structurally. An image input gets Core ML's scale and bias
-from the preprocessing spec (input = pixel / std - mean / std); with `--labels` the model
-becomes a classifier.
+coremltools converts on Linux; Core ML itself runs only on macOS, so off macOS a Core ML
+artefact is run by the Core ML reference executor (converters/validation/mil/). An image
+input gets Core ML's scale and bias from the preprocessing spec (input = pixel / std -
+mean / std); with `--labels` the model becomes a classifier.
 """
 
 import os

@@ -197,7 +197,9 @@ def check_coreml(path, c):
     c.info["metadata"] = r.model_metadata()
     c.info["type"] = r.spec.WhichOneof("Type")
     if not r.numbers:
-        c.info["note"] = "Core ML models compile and run only on macOS: structure checked only"
+        c.info["note"] = r.structure_reason or "structure checked only"
+    elif r.info.get("note"):
+        c.info["note"] = r.info["note"]   # the Core ML reference executor, off macOS
     if r.spec.WhichOneof("Type") == "mlProgram":
         for fname, fn in r.spec.mlProgram.functions.items():
             for spec_name, block in fn.block_specializations.items():

@@ -95,10 +95,12 @@ class ModelResult:
         if mabs:
             parts.append(f"max abs {max(mabs):.3g}")
         stats = ", ".join(parts)
+        note = (self.runner or {}).get("note")   # e.g. the Core ML reference executor
         if self.status == PASSED:
-            return f"valid: {stats}"
-        reasons = "; ".join(f"'{o.name}': {o.reason}" for o in cmp.outputs if not o.passed)
-        return f"MISMATCH: {reasons}" + (f" ({stats})" if stats else "")
+            return f"valid: {stats}" + (f" ({note})" if note else "")
+        reasons = "; ".join([f"'{o.name}': {o.reason}" for o in cmp.outputs if not o.passed]
+                            + ([self.message] if self.message else []))
+        return f"MISMATCH: {reasons}" + (f" ({stats})" if stats else "") + (f"; {note}" if note else "")
 
 
 @dataclass
@@ -382,12 +384,17 @@ def validate(source, converted, opts=None):
                 else "agreement")
             labels = source.labels or art.labels
             classifier = True if labels and len(ref_out) == 1 else None
-            res.comparison = compare_runs(ref_out, out, opts.tolerances, mode,
+            res.comparison = compare_runs(ref_out, out, _runner_tolerances(opts.tolerances, r),
+                                          mode,
                                           reference_synthetic=src_runner.synthetic_names,
                                           converted_synthetic=r.synthetic_names,
                                           classifier=classifier)
             res.warnings.extend(res.comparison.warnings)
             res.status = PASSED if res.comparison.passed else FAILED
+            label_check = _classifier_label_check(r, source, art, ref_out)
+            if label_check and not label_check[1]:
+                res.status = FAILED   # numbers match, but the classifier names other classes
+                res.message = f"classifier labels: {label_check[2]}"
             if not res.comparison.outputs:
                 res.message = "no outputs to compare"
         report.results = results
@@ -396,6 +403,37 @@ def validate(source, converted, opts=None):
     finally:
         src_runner.deactivate()
     return report
+
+
+def _classifier_label_check(runner, source, art, ref_out):
+    """("classifier labels", ok, detail) for a runner whose model carries class labels (Core
+    ML), against the source's or the sidecar's labels; None when it carries none."""
+    labels = runner.class_labels() if hasattr(runner, "class_labels") else None
+    if labels is None:
+        return None
+    want_labels = source.labels or art.labels
+    if want_labels is not None:
+        wl = [str(x) for x in (want_labels if isinstance(want_labels, list) else
+                               [want_labels[k] for k in sorted(want_labels)]
+                               if isinstance(want_labels, dict) else [])]
+        return ("classifier labels", not wl or wl == labels,
+                f"{len(labels)} labels" + ("" if not wl or wl == labels else
+                                            f", expected {len(wl)} from the sidecar"
+                                            + (" (same labels, other order)"
+                                               if sorted(wl) == sorted(labels) else "")))
+    n = int(np.prod(next(iter(ref_out.values())).shape[1:])) if ref_out else 0
+    return ("classifier labels", n in (0, len(labels)), f"{len(labels)} labels for {n} source classes")
+
+
+def _runner_tolerances(tolerances, runner):
+    """The runner's own defaults (the Core ML executor's for float16 programs) for every
+    tolerance the user left at its default."""
+    from dataclasses import fields, replace
+
+    own = getattr(runner, "tolerance_defaults", None) or {}
+    defaults = {f.name: f.default for f in fields(Tolerances) if f.name in own}
+    changed = {k: v for k, v in own.items() if getattr(tolerances, k) == defaults.get(k)}
+    return replace(tolerances, **changed) if changed else tolerances
 
 
 # -- structure-only comparison (Core ML on Linux) ---------------------------------------------
@@ -426,25 +464,16 @@ def _structural(src_runner, runner, ref_out, art, source, res):
         checks.append((f"output '{o.name}' shape", ok, f"{list(ref_shape)} vs {list(o.shape)}"))
         checks.append((f"output '{o.name}' dtype", np.issubdtype(o.dtype, np.floating)
                        == np.issubdtype(arr.dtype, np.floating), f"{arr.dtype} vs {o.dtype}"))
-    want_labels = source.labels or art.labels
-    if want_labels is not None and labels is not None:
-        wl = [str(x) for x in (want_labels if isinstance(want_labels, list) else
-                               [want_labels[k] for k in sorted(want_labels)]
-                               if isinstance(want_labels, dict) else [])]
-        checks.append(("classifier labels", not wl or wl == labels,
-                       f"{len(labels)} labels" + ("" if not wl or wl == labels else
-                                                   f", expected {len(wl)} from the sidecar")))
-    elif labels is not None:
-        n = int(np.prod(next(iter(ref_out.values())).shape[1:])) if ref_out else 0
-        checks.append(("classifier labels", n in (0, len(labels)),
-                       f"{len(labels)} labels for {n} source classes"))
+    label_check = _classifier_label_check(runner, source, art, ref_out)
+    if label_check:
+        checks.append(label_check)
     md = runner.model_metadata()
     checks.append(("metadata", True, ", ".join(f"{k}={v}" for k, v in md.items()
                                                  if v and k != "user_defined") or "none"))
     res.structure = checks
     res.status = STRUCTURAL if all(ok for _, ok, _ in checks) else FAILED
-    res.message = ("Core ML models run only on macOS, so on this machine only the structure "
-                   "was checked")
+    res.message = getattr(runner, "structure_reason", None) or (
+        "Core ML models run only on macOS, so on this machine only the structure was checked")
 
 
 # -- saved outputs (Edge TPU on a device, compared elsewhere) --------------------------------

@@ -9,7 +9,9 @@ it exceeds both --atol and --rtol under the chosen --check-stat.
 
 Float vs float is judged by tolerances; int8 / Edge TPU / float16 vs float by top-1
 agreement (--min-top1) and cosine similarity (--min-cosine). Core ML is run on macOS; on
-other systems only its structure is compared and the report says so.
+other systems an ML program runs in the Core ML reference executor (numpy, not the Core ML
+runtime: the report says so), and a program with an op it has no kernel for is compared by
+structure only.
 
 An Edge TPU-compiled model needs an Edge TPU. Without one, run on the device:
   edgeport validate model_int8.tflite model_edgetpu.tflite --save-outputs tpu.npz

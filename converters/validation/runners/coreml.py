@@ -1,8 +1,14 @@
-"""Core ML runner: numbers through coremltools on macOS; on Linux only the structure.
+"""Core ML runner: numbers through Core ML on macOS, through the reference executor elsewhere.
 
-On Linux coremltools can read a model's spec but cannot run it, so `numbers` is False and
-validation compares inputs, outputs, shapes, dtypes, metadata and classifier labels only,
-and says plainly that numbers were not compared.
+On macOS the model runs in Core ML itself (coremltools' MLModel, CPU only). Elsewhere Core ML
+cannot run, and an ML program runs in edgeport's numpy reference executor
+(converters/validation/mil/): the Core ML reference executor, not the Core ML runtime, and
+the runner says so. A program with an op the executor has no kernel for (or a neural network
+model, which the executor does not run) falls back to the structure-only check: inputs,
+outputs, shapes, dtypes, metadata and classifier labels, with the reason.
+
+A classifier's outputs are returned as one array: the probabilities in label order, under the
+name of the probabilities output (the predicted label is the array's argmax).
 """
 
 import platform
@@ -10,7 +16,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from edge.errors import InputError, first_line, require
+from edge.errors import EdgeportError, InputError, first_line, require
 
 from converters.validation.runners.base import Runner, tensor_meta
 
@@ -22,30 +28,85 @@ def import_coremltools():
     return require("coremltools", "convert", "reading Core ML models")
 
 
+EXECUTOR_NOTE = "Core ML reference executor, not the Core ML runtime"
+# float16 programs against a float32 source: each op rounds to float16 (relative step 2**-11),
+# which over a network leaves cosine similarity above 0.9999 and the output norm within 1%;
+# a wrong weight, scale, bias or channel order leaves far more.
+FP16_TOLERANCES = {"min_cosine": 0.999, "max_scale_error": 0.02}
+
+
 class CoreMLRunner(Runner):
     format = "coreml"
 
-    def __init__(self, path, metadata=None):
+    def __init__(self, path, metadata=None, backend="auto"):
+        """backend: "auto" (Core ML on macOS, the reference executor elsewhere), "runtime"
+        or "executor"."""
         super().__init__(path, metadata)
-        self.numbers = platform.system() == "Darwin"
+        if backend not in ("auto", "runtime", "executor"):
+            raise InputError(f"unknown Core ML backend {backend}")
+        self.backend = backend
+        self.use_runtime = backend == "runtime" or (backend == "auto" and
+                                                    platform.system() == "Darwin")
+        self.numbers = True
+        self.structure_reason = None
+        self.tolerance_defaults = {}
         self.spec = None
         self.mlmodel = None
+        self.executor = None
 
     def _activate(self):
         ct = import_coremltools()
         try:
-            if self.numbers:
+            if self.use_runtime:
                 self.mlmodel = ct.models.MLModel(self.path, compute_units=ct.ComputeUnit.CPU_ONLY)
                 self.spec = self.mlmodel.get_spec()
             else:
                 self.spec = ct.utils.load_spec(self.path)
         except Exception as e:
             raise InputError(f"coremltools cannot read {self.path}: {first_line(e)}") from None
-        self.info["runtime"] = f"coremltools {ct.__version__}" + ("" if self.numbers else
-                                                                 " (structure only on this OS)")
+        self._load_executor()
+        if self.executor is not None and self.executor.computes_in_fp16:
+            self.precision = "reduced"
+            self.tolerance_defaults = dict(FP16_TOLERANCES)
+        if self.use_runtime:
+            self.info["runtime"] = f"Core ML (coremltools {ct.__version__})"
+        elif self.numbers:
+            self.info["runtime"] = f"Core ML ref. executor (numpy; coremltools {ct.__version__})"
+            self.info["note"] = EXECUTOR_NOTE
+        else:
+            self.info["runtime"] = f"coremltools {ct.__version__} (structure only on this OS)"
+            self.info["note"] = self.structure_reason
+
+    def _load_executor(self):
+        """The reference executor; off macOS a program it cannot run means structure only."""
+        from converters.validation.mil.executor import MLProgramExecutor, UnsupportedProgram
+
+        reason = None
+        try:
+            self.executor = MLProgramExecutor.load(self.path, self.spec)
+            if not self.use_runtime:
+                self.executor.run(self._zeros_feed())   # op forms a kernel does not cover
+        except UnsupportedProgram as e:
+            reason = f"structure only: {e}"
+        except EdgeportError:
+            raise
+        except Exception as e:
+            reason = f"structure only: the reference executor cannot run it: {first_line(e)}"
+        if reason:
+            self.executor = None
+            if not self.use_runtime:
+                self.numbers = False
+                self.structure_reason = reason
+
+    def _zeros_feed(self):
+        feed = {}
+        for m in self.input_metadata():
+            feed[m.name] = np.zeros(tuple(1 if d is None else d for d in m.shape), m.dtype)
+        return feed
 
     def _deactivate(self):
         self.mlmodel = None
+        self.executor = None
 
     @staticmethod
     def _feature(f):
@@ -91,8 +152,9 @@ class CoreMLRunner(Runner):
 
     def _infer(self, feed):
         if not self.numbers:
-            raise InputError("Core ML models run only on macOS; on this OS only their structure "
-                             "is checked")
+            raise InputError(f"{self.name}: {self.structure_reason}")
+        if not self.use_runtime:
+            return self.executor.run(feed)
         from PIL import Image
 
         kinds = self.input_kinds()
@@ -106,12 +168,19 @@ class CoreMLRunner(Runner):
             else:
                 inputs[m.name] = x
         res = self.mlmodel.predict(inputs)
+        d = self.spec.description
+        labels = self.class_labels()
         out = OrderedDict()
         for m in self.output_metadata():
             v = res[m.name]
+            if m.name == d.predictedFeatureName:
+                continue   # the label: the probabilities' argmax
             if isinstance(v, dict):
-                continue
-            out[m.name] = np.asarray(v)
+                if not labels:
+                    continue
+                by_text = {str(k): p for k, p in v.items()}   # int64 labels too
+                v = [by_text[label] for label in labels]
+            out[m.name] = np.asarray(v, np.float32)
         return out
 
 
