@@ -15,14 +15,20 @@ def sha256_of(path, chunk=1 << 20):
     """sha256 of a file, or of a folder's files (names and contents, in sorted order)."""
     h = hashlib.sha256()
     if os.path.isdir(path):
-        for root, dirs, files in os.walk(path):
+        for root, dirs, files in os.walk(path):  # os.walk does not follow linked folders
             dirs.sort()
             for name in sorted(files):
                 full = os.path.join(root, name)
+                if os.path.islink(full):
+                    h.update(os.path.relpath(full, path).encode() + b" -> " +
+                             os.fsencode(os.readlink(full)))
+                    continue
                 h.update(os.path.relpath(full, path).encode())
                 h.update(sha256_of(full).encode())
         return h.hexdigest()
-    with open(path, "rb") as f:
+    from edge.files import open_input
+
+    with open_input(path, "file", "model") as f:  # a FIFO or device never hangs the hash
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()

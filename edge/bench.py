@@ -91,10 +91,11 @@ class _OnnxSession:
 
 def open_session(path, device="auto", runtime=None, threads=None):
     """A benchmarkable session for a .tflite, .onnx or .ort model."""
-    if not os.path.isfile(path):
-        raise InputError(f"model {path} does not exist" if not os.path.exists(path)
-                         else f"{path} is not a file")
-    with open(path, "rb") as f:
+    from .files import open_input
+    from .interpreter import check_threads
+
+    threads = check_threads(threads)
+    with open_input(path, "model", "model") as f:  # a regular file of bounded size only
         head = f.read(8)
     if head[4:8] == b"TFL3":
         return _TFLiteSession(path, device, runtime, threads)
@@ -153,7 +154,17 @@ def format_table(results):
 
 
 def plot(results, path):
-    """Write a PNG box plot of median/p90/p99 per model; needs matplotlib."""
+    """Write a PNG box plot of median/p90/p99 per model; needs matplotlib.
+
+    `path` must be a regular file or not exist: a device node, FIFO or link is refused."""
+    from .files import check_output, is_no_space, no_space
+
+    if os.path.isdir(path):
+        raise InputError(f"cannot write the plot {path}: it is a folder", "choose a writable path")
+    try:
+        check_output(path, "plot")
+    except InputError as e:
+        raise InputError(f"cannot write the plot: {e.message}", e.hint) from None
     try:
         import matplotlib
 
@@ -176,8 +187,11 @@ def plot(results, path):
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}.png")
     try:
         fig.savefig(tmp, dpi=120)
+        check_output(path, "plot")  # again: it may have been swapped for a link meanwhile
         os.replace(tmp, path)
     except OSError as e:
+        if is_no_space(e):
+            raise no_space(path) from None
         raise InputError(f"cannot write the plot {path}: {e.strerror}", "choose a writable path") from None
     finally:
         plt.close(fig)

@@ -144,13 +144,13 @@ class TFLiteModel:
 
     @classmethod
     def load(cls, path):
+        from .errors import InputError
+        from .files import read_input
+
         try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except IsADirectoryError:
-            raise ModelFormatError(f"{path} is a folder, not a TFLite file") from None
-        except OSError as e:
-            raise ModelFormatError(f"cannot read {path}: {e.strerror}") from None
+            data = read_input(path, "model", "model")  # a regular file of bounded size only
+        except InputError as e:
+            raise ModelFormatError(e.message, e.hint) from None
         return cls(data, str(path))
 
     @staticmethod
