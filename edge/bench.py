@@ -49,7 +49,10 @@ class _TFLiteSession:
                                                        num_threads=threads)
 
     def feed(self, rng):
+        from .files import check_tensor_size
+
         for d in self.interpreter.get_input_details():
+            check_tensor_size(self.info["model"], d["name"], d["shape"], np.dtype(d["dtype"]).itemsize)
             self.interpreter.set_tensor(d["index"], random_input(d["shape"], d["dtype"], rng))
 
     def run(self):
@@ -79,9 +82,13 @@ class _OnnxSession:
                "tensor(double)": np.float64, "tensor(bool)": np.bool_}
 
     def feed(self, rng):
+        from .files import check_tensor_size
+
         feeds = {}
         for i in self.session.get_inputs():
             shape = [d if isinstance(d, int) and d > 0 else 1 for d in i.shape]
+            dtype = np.dtype(self._DTYPES.get(i.type, np.float32))
+            check_tensor_size(self.info["model"], i.name, shape, dtype.itemsize)
             feeds[i.name] = random_input(shape, self._DTYPES.get(i.type, np.float32), rng)
         self.feeds = feeds
 

@@ -27,6 +27,7 @@ LIMITS = {
     "sidecar": 16 * MB,
     "json": 64 * MB,
     "manifest": 1 * MB,
+    "tensor": 4 * GB,       # one tensor of a model: shape x element size
 }
 
 
@@ -108,7 +109,7 @@ def _check_stat(st, p, what, kind, allow_dir=False):
     if st.st_size > limit:
         raise InputError(f"{what} {_display(p)} is {human_bytes(st.st_size)}, more than the "
                          f"{human_bytes(limit)} edgeport reads for a {kind}",
-                         f"is it the right file? (EDGEPORT_MAX_{kind.upper()}_BYTES raises the limit)")
+                         f"is it the right file? EDGEPORT_MAX_{kind.upper()}_BYTES raises the limit")
     return st
 
 
@@ -180,6 +181,26 @@ def same_file(a, b):
         return os.path.samefile(a, b)
     except OSError:
         return os.path.realpath(a) == os.path.realpath(b)
+
+
+def tensor_bytes(shape, itemsize):
+    """Bytes of a tensor of `shape` (unknown dims count as 1), as a Python int (no overflow)."""
+    n = int(itemsize)
+    for d in shape:
+        d = 1 if d is None or (isinstance(d, int) and d < 0) else d
+        n *= int(d) if isinstance(d, int) else 1
+    return n
+
+
+def check_tensor_size(model, name, shape, itemsize, err=InputError):
+    """`err` (InputError by default) when one tensor would need more than the tensor limit."""
+    need = tensor_bytes(shape, itemsize)
+    limit = limit_of("tensor")
+    if need > limit:
+        raise err(f"{_display(model)}: tensor {printable(name)!s} of shape {list(shape)} needs "
+                  f"{human_bytes(need)}, more than the {human_bytes(limit)} edgeport allows",
+                  "the model is damaged, or not meant for a device; EDGEPORT_MAX_TENSOR_BYTES raises the limit")
+    return need
 
 
 class NoSpace(EdgeportError):

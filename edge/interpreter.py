@@ -153,8 +153,8 @@ def check_threads(threads):
     except (ImportError, OSError, ValueError, AttributeError):
         pass
     if not 1 <= n <= top:
-        raise InputError(f"--threads {n} is out of range", f"pass 1..{top} (this machine has "
-                         f"{os.cpu_count() or 1} CPUs)")
+        raise InputError(f"--threads {n} is out of range",
+                         f"pass 1..{top}; this machine has {os.cpu_count() or 1} CPUs")
     return n
 
 

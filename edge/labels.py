@@ -27,7 +27,7 @@ def read_labels(path, encoding="utf-8"):
         text = data.decode("utf-8-sig" if encoding.lower().replace("_", "-") == "utf-8" else encoding)
     except (UnicodeDecodeError, LookupError):
         raise InputError(f"labels file {printable(path)} is not UTF-8 text", "pass a text file") from None
-    lines = [printable(line.strip()) for line in text.splitlines()]
+    lines = [line.strip() for line in text.splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     pairs = [_PAIR.split(line, maxsplit=1) for line in lines]
@@ -40,9 +40,9 @@ def read_labels(path, encoding="utf-8"):
             if i in out:
                 raise InputError(f"labels file {printable(path)} gives id {i} twice (lines {where[i]} and {n})",
                                  "give each class id once")
-            out[i], where[i] = p[1].strip(), n
+            out[i], where[i] = printable(p[1].strip()), n
         return out
-    return {i: line for i, line in enumerate(lines)}
+    return {i: printable(line) for i, line in enumerate(lines)}
 
 
 def check_labels(labels, num_classes):

@@ -36,20 +36,34 @@ class CoreMLRunner(Runner):
         self.mlmodel = None
 
     def _activate(self):
+        from converters.artefact import PackageCopy
+
         ct = import_coremltools()
+        # Read from a checked private copy: coremltools rewrites a package's Manifest.json and
+        # follows the paths it names; the user's package is never opened for writing.
+        copy = PackageCopy(self.path)
         try:
             if self.numbers:
-                self.mlmodel = ct.models.MLModel(self.path, compute_units=ct.ComputeUnit.CPU_ONLY)
+                self.mlmodel = ct.models.MLModel(copy.path, compute_units=ct.ComputeUnit.CPU_ONLY)
                 self.spec = self.mlmodel.get_spec()
             else:
-                self.spec = ct.utils.load_spec(self.path)
+                self.spec = ct.utils.load_spec(copy.path)
         except Exception as e:
+            copy.close()
             raise InputError(f"coremltools cannot read {self.path}: {first_line(e)}") from None
+        if self.numbers:
+            self._copy = copy  # the compiled model may read its weights lazily: kept until deactivate
+        else:
+            copy.close()
         self.info["runtime"] = f"coremltools {ct.__version__}" + ("" if self.numbers else
                                                                  " (structure only on this OS)")
 
     def _deactivate(self):
         self.mlmodel = None
+        copy = getattr(self, "_copy", None)
+        if copy is not None:
+            copy.close()
+            self._copy = None
 
     @staticmethod
     def _feature(f):
