@@ -30,7 +30,8 @@ from converters import formats
 from converters.artefact import Artefact, package_versions, provenance, sha256_of, source_record
 from converters.atomic import (atomic_output, check_writable_dir, output_lock, sweep_stale,
                                terminate_as_interrupt, write_text_atomic)
-from edge.files import check_path_text, read_input, same_file
+from edge.files import check_output, check_output_dir, check_path_text, read_input, same_file
+from edge.sidecar import sidecar_path
 from converters.registry import plan_route
 
 STATE_FILE = ".edgeport-convert.json"
@@ -263,10 +264,10 @@ def _run_hop(current, conv, final, route, options, progress, validate=False):
                 progress(f"validating {os.path.basename(final)} against {current.name}")
                 md["validation"] = _validate(current, Artefact(tmp, fmt, md), options)
             md[ARTEFACT_SHA] = sha256_of(tmp)
+            Artefact(final, fmt, md).write_sidecar()
             for name in returned.get("companions") or ():
                 os.replace(os.path.join(os.path.dirname(tmp), name),
                            os.path.join(os.path.dirname(final), name))
-            Artefact(final, fmt, md).write_sidecar()
     finally:
         options.extra.pop("provenance", None)
     return Artefact(final, fmt, md), seconds
@@ -400,6 +401,9 @@ def _run_routes(source, routes, options, outdir, stem, made, force, validate, sa
             else:
                 if decision == "redo":
                     say(f"{detail}: converting again")
+                # Before any work: never a device, FIFO or link (a package may be a folder).
+                (check_output_dir if final.endswith(".mlpackage") else check_output)(final)
+                check_output(str(sidecar_path(final)), "sidecar")
                 # Locked from conversion to the sidecar write: another edgeport writing the
                 # same output waits, so model, validation and sidecar are one run's.
                 with output_lock(final):

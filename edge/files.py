@@ -79,7 +79,8 @@ def check_path_text(path, what="path"):
     if isinstance(p, bytes):
         p = os.fsdecode(p)
     if not p:
-        raise InputError(f"the {what} is empty", f"pass a {what}")
+        what = what if what.endswith(("path", "folder")) else f"{what} path"
+        raise InputError(f"the {what} is empty", "pass a file name")
     if "\0" in p:
         raise InputError(f"the {what} {_display(p)} contains a NUL byte")
     return p
