@@ -94,7 +94,7 @@ def check_input(path, what="file", kind="model", allow_dir=False):
     except FileNotFoundError:
         if os.path.islink(p):
             raise InputError(f"{what} {_display(p)} is a symbolic link to nothing") from None
-        raise InputError(f"{what} {_display(p)} does not exist") from None
+        raise InputError(f"cannot read {what} {_display(p)}: it does not exist") from None
     except OSError as e:
         raise InputError(f"cannot read {what} {_display(p)}: {e.strerror}") from None
     return _check_stat(st, p, what, kind, allow_dir)

@@ -549,7 +549,7 @@ CASES += [
     C("classify-empty-model-path", CLASSIFY[:2] + ["", "-i", "{w}/red.png"], 2, r"the model path is empty"),
     C("convert-empty-source-path", ["convert", "", "--to", "onnx"], 2, r"empty"),
     C("classify-model-path-not-utf8", CLASSIFY[:2] + [os.fsdecode(b"{w}/m\xff.tflite"), "-i", "{w}/red.png"],
-      2, r"m\\udcff\.tflite does not exist"),
+      2, r"m\\udcff\.tflite: it does not exist"),
     C("convert-opset-0", ["convert", "{w}/color_float.tflite", "--to", "onnx", "--opset", "0"], 2,
       r"--opset 0 is not an ONNX opset"),
     C("convert-failed-leaves-no-new-output-folder", ["convert", "{w}/model.keras", "--to", "edgetpu", "-o",
