@@ -168,10 +168,7 @@ def plot(results, path):
 
     if os.path.isdir(path):
         raise InputError(f"cannot write the plot {path}: it is a folder", "choose a writable path")
-    try:
-        check_output(path, "plot")
-    except InputError as e:
-        raise InputError(f"cannot write the plot: {e.message}", e.hint) from None
+    check_output(path, "plot")  # "the plot X exists and is a FIFO: ..." (exit 2)
     try:
         import matplotlib
 

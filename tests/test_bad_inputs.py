@@ -471,7 +471,7 @@ def _image_folder(w):
 
 BENCH = ["bench", "{w}/color_float.tflite", "--runs", "1"]
 VALIDATE = ["validate", "{w}/color_float.tflite", "{w}/color_float.tflite", "--samples", "1"]
-PLOT_REFUSED = r"cannot write the plot.*(FIFO|device|symbolic link).*only replaces regular files"
+PLOT_REFUSED = r"the plot .* exists and is (a FIFO|a character device|a symbolic link).*only replaces regular files"
 OUT_REFUSED = r"exists and is (a FIFO|a character device|a symbolic link).*only replaces regular files"
 DAMAGED = [("huge", r"tensor .* needs 24\.0 GB"), ("zero", r"damaged: tensor .* dimension of 0"),
            ("noout", r"damaged: the main subgraph has no outputs"),
