@@ -431,7 +431,10 @@ def _fifo(*names):
 
 def _chardev(name):
     def make(w):
-        os.mknod(w / name, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # like /dev/null
+        try:
+            os.mknod(w / name, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # like /dev/null
+        except PermissionError:
+            pytest.skip("mknod is not allowed here (no CAP_MKNOD)")
     return make
 
 
