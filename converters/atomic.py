@@ -8,9 +8,12 @@ complete file, so the last one wins whole.
 import contextlib
 import os
 import shutil
+import signal
 import tempfile
+import threading
 
 from edge.errors import InputError
+from edge.files import check_output, check_output_dir, is_no_space, no_space
 
 
 def _remove(path):
@@ -41,22 +44,39 @@ def atomic_output(final_path, directory=False):
     is deleted and `final_path` is untouched.
     """
     final_path = os.path.abspath(os.fspath(final_path))
+    # Only a regular file (or, for folder outputs, a real folder) is ever replaced: never a
+    # device node, a FIFO or a symbolic link (os.replace would swap the node itself).
+    folder_output = directory or final_path.endswith((".mlpackage", ".mlmodelc"))
+    (check_output_dir if folder_output else check_output)(final_path)
     folder = os.path.dirname(final_path)
     check_writable_dir(folder)
     base = os.path.basename(final_path)
-    tmp_dir = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=folder)
+    sweep_stale(final_path)
+    try:
+        tmp_dir = tempfile.mkdtemp(prefix=f".{base}.tmp-{os.getpid()}-", dir=folder)
+    except OSError as e:
+        if is_no_space(e):
+            raise no_space(final_path) from None
+        raise
     # Keep the real name inside the temp folder: tools that derive names from it stay happy.
     tmp = os.path.join(tmp_dir, base)
     try:
-        yield tmp
-        if not os.path.exists(tmp):
-            raise RuntimeError(f"the conversion wrote no output for {base}")
-        if directory or os.path.isdir(tmp):
-            _replace_dir(tmp, final_path)
-        else:
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, final_path)
+        try:
+            yield tmp
+            if not os.path.exists(tmp):
+                raise RuntimeError(f"the conversion wrote no output for {base}")
+            if directory or os.path.isdir(tmp):
+                check_output_dir(final_path)
+                _replace_dir(tmp, final_path)
+            else:
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+                check_output(final_path)  # checked again: it may have appeared meanwhile
+                os.replace(tmp, final_path)
+        except Exception as e:
+            if is_no_space(e):
+                raise no_space(final_path) from None
+            raise
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
@@ -79,9 +99,14 @@ def output_lock(final_path):
     final_path = os.path.abspath(os.fspath(final_path))
     folder = os.path.dirname(final_path)
     check_writable_dir(folder)
-    lock = os.path.join(folder, f".{os.path.basename(final_path)}.lock")
+    lock = _lock_path(final_path)
+    sweep_stale(final_path)
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:  # O_NOFOLLOW: a symbolic link planted under the lock's name is never followed
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        except OSError as e:
+            raise InputError(f"cannot create the lock file {lock}: {e.strerror}",
+                             "remove it if it is not a regular file") from None
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             same = os.stat(lock).st_ino == os.fstat(fd).st_ino
@@ -90,6 +115,9 @@ def output_lock(final_path):
         if same:
             break
         os.close(fd)
+    with contextlib.suppress(OSError):  # who holds it, for people looking at the folder
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
     try:
         yield
     finally:
@@ -123,3 +151,99 @@ def write_bytes_atomic(path, data):
 
 def write_text_atomic(path, text):
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def _lock_path(final_path):
+    return os.path.join(os.path.dirname(final_path), f".{os.path.basename(final_path)}.lock")
+
+
+def _pid_alive(pid):
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale(final_path):
+    """Remove `.NAME.tmp-PID-*` temps whose writer is gone, and an unheld `.NAME.lock`.
+
+    A run killed by SIGKILL (or a power cut) cannot clean up; any later run touching the same
+    output does. A temp is stale when its PID is no longer running; the lock when nobody holds
+    its flock (the kernel drops that when the holder dies). Never fails.
+    """
+    final_path = os.path.abspath(os.fspath(final_path))
+    folder, base = os.path.dirname(final_path), os.path.basename(final_path)
+    prefix = f".{base}.tmp-"
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        pid = name[len(prefix):].split("-", 1)[0]
+        if not pid.isdigit() or _pid_alive(int(pid)):
+            continue  # an older edgeport's temp (no PID) or a live writer's: left alone
+        path = os.path.join(folder, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    _sweep_lock(_lock_path(final_path))
+
+
+def _sweep_lock(lock):
+    try:
+        import fcntl
+    except ImportError:
+        return
+    try:
+        fd = os.open(lock, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return  # held by a live run
+        try:
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                os.unlink(lock)
+        except OSError:
+            pass
+    finally:
+        os.close(fd)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: temps removed, locks released; the CLI exits 143."""
+
+    exit_code = 143
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """While inside, SIGTERM raises Terminated (a KeyboardInterrupt) in the main thread, so the
+    same cleanup as for Ctrl-C runs (atomic temps deleted, locks released). Elsewhere: no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated("terminated (SIGTERM)")
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)

@@ -65,9 +65,10 @@ def _zip_names(path):
 
 def detect_format(path):
     """The format of the model at `path`, from its content. Raises InputError/ModelFormatError."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise InputError(f"{path} does not exist")
+    from edge.files import check_input, check_path_text, open_input
+
+    path = check_path_text(path, "model path")
+    check_input(path, "model", "model", allow_dir=True)  # regular file or folder, size bounded
     if os.path.isdir(path):
         names = set(os.listdir(path))
         if "saved_model.pb" in names or "saved_model.pbtxt" in names:
@@ -76,7 +77,7 @@ def detect_format(path):
             return COREML
         raise InputError(f"{path} is a folder but not a TF SavedModel or Core ML package",
                          "pass a model file, or a folder holding saved_model.pb")
-    with open(path, "rb") as f:
+    with open_input(path, "model", "model") as f:
         head = f.read(64)
     if not head:
         raise ModelFormatError(f"{path} is empty", "was a download or copy interrupted? fetch it again")

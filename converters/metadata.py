@@ -148,7 +148,10 @@ def embed_tflite(path, block):
 def _coreml_spec(path):
     import coremltools as ct
 
-    return ct.utils.load_spec(os.fspath(path))
+    from converters.artefact import PackageCopy
+
+    with PackageCopy(path) as copy:  # never the user's package: coremltools writes to it
+        return ct.utils.load_spec(copy.path)
 
 
 def set_coreml_fields(mlmodel, block, options=None):

@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass, field
 
+MIN_OPSET, MAX_OPSET = 7, 23   # tf2onnx and torch.onnx write these; 0 used to become 17 silently
+
 
 @dataclass
 class ConvertOptions:
@@ -42,6 +44,19 @@ class ConvertOptions:
     quiet: bool = False
     keras_unsafe: bool = False       # allow Lambda layers (arbitrary code) in Keras models
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        from edge.errors import InputError
+
+        if self.opset is not None and not (isinstance(self.opset, int) and MIN_OPSET <= self.opset <= MAX_OPSET):
+            raise InputError(f"--opset {self.opset} is not an ONNX opset edgeport can write",
+                             f"pass {MIN_OPSET}..{MAX_OPSET}, or leave it out for 17")
+        for name in ("calibration_count", "num_segments", "min_runtime_version"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.timeout is not None and not 0 < self.timeout < float("inf"):
+            raise InputError("--timeout must be a positive number of seconds")
 
     def progress(self, message):
         if not self.quiet:

@@ -28,7 +28,10 @@ from edge.sidecar import read_sidecar
 
 from converters import formats
 from converters.artefact import Artefact, package_versions, provenance, sha256_of, source_record
-from converters.atomic import atomic_output, check_writable_dir, output_lock, write_text_atomic
+from converters.atomic import (atomic_output, check_writable_dir, output_lock, sweep_stale,
+                               terminate_as_interrupt, write_text_atomic)
+from edge.files import check_output, check_output_dir, check_path_text, read_input, same_file
+from edge.sidecar import sidecar_path
 from converters.registry import plan_route
 
 STATE_FILE = ".edgeport-convert.json"
@@ -122,7 +125,7 @@ def options_record(options):
 
 
 def open_source(path, options):
-    path = os.fspath(path)
+    path = check_path_text(path, "model path")
     if options.torch_model:
         if not os.path.exists(path):
             raise InputError(f"{path} does not exist")
@@ -240,7 +243,10 @@ def quiet_frameworks():
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _run_hop(current, conv, final, route, options, progress):
+def _run_hop(current, conv, final, route, options, progress, validate=False):
+    """Convert, stamp and (with `validate`) validate one hop while it is still a hidden temp;
+    only then write its sidecar and rename it to `final`. A kill, a full disk or a crash at
+    any point before leaves nothing under the final name, so nothing unvalidated is kept."""
     fmt = conv.target
     block = provenance(current, fmt, route, options_record(options), _base_versions())
     options.extra["provenance"] = block
@@ -255,14 +261,49 @@ def _run_hop(current, conv, final, route, options, progress):
             from converters import metadata
 
             metadata.embed(tmp, fmt, md)
+            if validate:
+                progress(f"validating {os.path.basename(final)} against {current.name}")
+                md["validation"] = _validate(current, Artefact(tmp, fmt, md), options)
+            md[ARTEFACT_SHA] = sha256_of(tmp)
+            Artefact(final, fmt, md).write_sidecar()
             for name in returned.get("companions") or ():
                 os.replace(os.path.join(os.path.dirname(tmp), name),
                            os.path.join(os.path.dirname(final), name))
     finally:
         options.extra.pop("provenance", None)
-    art = Artefact(final, fmt, md)
-    art.write_sidecar()
-    return art, seconds
+    return Artefact(final, fmt, md), seconds
+
+
+# The sidecar records the sha256 of the artefact it describes: a file changed or replaced
+# after edgeport wrote it is never mistaken for edgeport's own.
+ARTEFACT_SHA = "artefact_sha256"
+
+
+def _reuse(final, fmt, current, options):
+    """('keep', Artefact) when `final` is this hop's artefact from an earlier run (its sidecar
+    names this source's sha256, these options, and the file's own sha256); ('redo', why) when
+    it is edgeport's artefact of another source or other options; InputError when edgeport did
+    not make it (no sidecar, or a file changed since), since replacing it could lose data."""
+    name = os.path.basename(final)
+    side = read_sidecar(final)
+    if not side.get("made_from") or not isinstance(side.get("source"), dict):
+        raise InputError(f"{name} exists but edgeport did not make it (no provenance sidecar "
+                         f"{name}{SIDECAR_SUFFIX}); it is not reused as an intermediate",
+                         "--force replaces it, or -o writes elsewhere")
+    recorded = side.get(ARTEFACT_SHA)
+    if recorded is None or recorded != sha256_of(final):
+        raise InputError(f"{name} exists but is not the file its sidecar describes "
+                         "(changed or replaced since edgeport wrote it)",
+                         "--force replaces it, or -o writes elsewhere")
+    want = provenance(current, fmt, [], options_record(options))
+    if side["source"].get("sha256") != want["source"].get("sha256"):
+        return "redo", f"{name} was made from another source"
+    if (side.get("made_from") or {}).get("format") != current.format:
+        return "redo", f"{name} was made from a {side['made_from'].get('format')} model"
+    if json.loads(json.dumps(side.get("options") or {}, sort_keys=True, default=str)) != \
+            json.loads(json.dumps(want["options"], sort_keys=True, default=str)):
+        return "redo", f"{name} was made with other options"
+    return "keep", Artefact(final, fmt, side)
 
 
 def convert_model(src, targets, options, outdir=None, force=False, validate=True, progress=None):
@@ -272,7 +313,38 @@ def convert_model(src, targets, options, outdir=None, force=False, validate=True
     """
     targets = parse_targets(targets)
     source = open_source(src, options)
-    outdir = os.path.abspath(outdir or os.path.dirname(os.path.abspath(source.path)))
+    outdir = os.path.abspath(check_path_text(outdir, "output folder") if outdir is not None
+                             else os.path.dirname(os.path.abspath(source.path)))
+    created = _missing_folders(outdir)
+    try:
+        with terminate_as_interrupt():
+            return _convert_model(source, targets, options, outdir, force, validate, progress)
+    except BaseException:
+        _remove_if_empty(created)  # a failed run leaves no empty -o folder it created
+        raise
+
+
+def _missing_folders(path):
+    """The folders of `path` that do not exist yet, deepest first."""
+    out = []
+    while path and not os.path.lexists(path):
+        out.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return out
+
+
+def _remove_if_empty(folders):
+    for f in folders:
+        try:
+            os.rmdir(f)
+        except OSError:
+            break
+
+
+def _convert_model(source, targets, options, outdir, force, validate, progress):
     check_writable_dir(outdir)
     routes = plan(source.format, targets)
     check_needs(routes, options)
@@ -307,25 +379,39 @@ def _run_routes(source, routes, options, outdir, stem, made, force, validate, sa
                 current = made[conv.target]
                 continue
             final = output_path(outdir, stem, conv.target)
-            if os.path.abspath(final) == os.path.abspath(source.path):
+            # The real file, not the spelling: a symlinked folder or a hard link is the source too.
+            if os.path.abspath(final) == os.path.abspath(source.path) or \
+                    (os.path.lexists(final) and same_file(final, source.path)):
                 raise InputError(f"the {conv.target} output would overwrite the source {final}",
                                  "choose another folder with -o")
-            if os.path.exists(final) and not force:
-                art = Artefact.open(final, conv.target)
+            decision = None
+            if os.path.lexists(final) and not force:
+                sweep_stale(final)
+                decision, detail = _reuse(final, conv.target, current, options)
+            if decision == "keep":
+                art = detail
                 hop = Hop(art, conv.name, "kept")
                 say(f"{art.name} exists: kept (--force to convert again)")
+                if validate and not isinstance(art.metadata.get("validation"), dict):
+                    # Made by a run with --no-validate (or an older edgeport): validate it now.
+                    with output_lock(final):
+                        say(f"validating {art.name} against {current.name} (never validated)")
+                        art.metadata["validation"] = _validate(current, art, options)
+                        art.write_sidecar()
+                hop.validation = art.metadata.get("validation") if validate else None
             else:
-                # Locked from conversion to the last sidecar write: another edgeport writing
-                # the same output waits, so model, validation and sidecar are one run's.
+                if decision == "redo":
+                    say(f"{detail}: converting again")
+                # Before any work: never a device, FIFO or link (a package may be a folder).
+                (check_output_dir if final.endswith(".mlpackage") else check_output)(final)
+                check_output(str(sidecar_path(final)), "sidecar")
+                # Locked from conversion to the sidecar write: another edgeport writing the
+                # same output waits, so model, validation and sidecar are one run's.
                 with output_lock(final):
                     say(f"{conv.name}: converting {current.name}")
-                    art, seconds = _run_hop(current, conv, final, chain, options, say)
+                    art, seconds = _run_hop(current, conv, final, chain, options, say, validate)
                     hop = Hop(art, conv.name, "converted", seconds)
-                    if validate:
-                        say(f"validating {art.name} against {current.name}")
-                        hop.validation = _validate(current, art, options)
-                        art.metadata["validation"] = hop.validation
-                        art.write_sidecar()
+                    hop.validation = art.metadata.get("validation")
             made[conv.target] = art
             result.hops.append(hop.as_dict())
             current = art
@@ -377,17 +463,29 @@ def convert_folder(folder, targets, options, outdir=None, force=False, validate=
                    on_result=None):
     """Convert every model of `folder`; returns a list of result dicts (in source order)."""
     targets = parse_targets(targets)
-    folder = os.path.abspath(folder)
+    folder = os.path.abspath(check_path_text(folder, "folder"))
     outdir = os.path.abspath(outdir or folder)
+    created = _missing_folders(outdir)
+    try:
+        with terminate_as_interrupt():
+            results = _convert_folder(folder, targets, options, outdir, force, validate, jobs, on_result)
+    except BaseException:
+        _remove_if_empty(created)
+        raise
+    return results
+
+
+def _convert_folder(folder, targets, options, outdir, force, validate, jobs, on_result):
     check_writable_dir(outdir)
     models = find_models(folder)
     if not models:
         raise InputError(f"folder {folder} holds no model edgeport can read")
     state_path = os.path.join(outdir, STATE_FILE)
     try:
-        with open(state_path, encoding="utf-8") as f:
-            state = json.load(f)
-    except (OSError, ValueError):
+        state = json.loads(read_input(state_path, "state file", "json").decode("utf-8"))
+    except (EdgeportError, ValueError, RecursionError):
+        state = {}
+    if not isinstance(state, dict) or not all(isinstance(v, dict) for v in state.values()):
         state = {}
     results, todo, keys = {}, [], {}
     for path in models:

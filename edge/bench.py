@@ -60,10 +60,13 @@ class _TFLiteSession:
         return out
 
     def feed(self, rng, feeds=None):
+        from .files import check_tensor_size
+
         it = self.interpreter
         if feeds is not None:
             for d in it.get_input_details():
                 x = feeds[d["name"]]
+                check_tensor_size(self.info["model"], d["name"], x.shape, np.dtype(d["dtype"]).itemsize)
                 if tuple(x.shape) != tuple(d["shape"]):
                     it.resize_tensor_input(d["index"], x.shape)
             it.allocate_tensors()
@@ -71,6 +74,7 @@ class _TFLiteSession:
                 it.set_tensor(d["index"], feeds[d["name"]].astype(d["dtype"], copy=False))
             return
         for d in it.get_input_details():
+            check_tensor_size(self.info["model"], d["name"], d["shape"], np.dtype(d["dtype"]).itemsize)
             it.set_tensor(d["index"], random_input(d["shape"], d["dtype"], rng))
 
     def run(self):
@@ -108,9 +112,13 @@ class _OnnxSession:
         if feeds is not None:
             self.feeds = feeds
             return
+        from .files import check_tensor_size
+
         feeds = {}
         for i in self.session.get_inputs():
             shape = [d if isinstance(d, int) and d > 0 else 1 for d in i.shape]
+            dtype = np.dtype(self._DTYPES.get(i.type, np.float32))
+            check_tensor_size(self.info["model"], i.name, shape, dtype.itemsize)
             feeds[i.name] = random_input(shape, self._DTYPES.get(i.type, np.float32), rng)
         self.feeds = feeds
 
@@ -120,10 +128,11 @@ class _OnnxSession:
 
 def open_session(path, device="auto", runtime=None, threads=None):
     """A benchmarkable session for a .tflite, .onnx or .ort model."""
-    if not os.path.isfile(path):
-        raise InputError(f"model {path} does not exist" if not os.path.exists(path)
-                         else f"{path} is not a file")
-    with open(path, "rb") as f:
+    from .files import open_input
+    from .interpreter import check_threads
+
+    threads = check_threads(threads)
+    with open_input(path, "model", "model") as f:  # a regular file of bounded size only
         head = f.read(8)
     if head[4:8] == b"TFL3":
         return _TFLiteSession(path, device, runtime, threads)
@@ -150,6 +159,10 @@ def benchmark(path, runs=100, warmup=5, threads=None, device="auto", runtime=Non
     shapes, notes = None, []
     try:
         if feeder is not None:
+            from .files import check_tensor_size
+
+            for name, shape, dtype, *_ in session.inputs():  # before anything is allocated
+                check_tensor_size(path, name, [d if isinstance(d, int) else 1 for d in shape], dtype.itemsize)
             feeds, shapes, notes = feeder(session.inputs(), rng)
             session.feed(rng, feeds)
         else:
@@ -212,7 +225,14 @@ def format_table(results):
 
 
 def plot(results, path):
-    """Write a PNG box plot of median/p90/p99 per model; needs matplotlib."""
+    """Write a PNG box plot of median/p90/p99 per model; needs matplotlib.
+
+    `path` must be a regular file or not exist: a device node, FIFO or link is refused."""
+    from .files import check_output, is_no_space, no_space
+
+    if os.path.isdir(path):
+        raise InputError(f"cannot write the plot {path}: it is a folder", "choose a writable path")
+    check_output(path, "plot")  # "the plot X exists and is a FIFO: ..." (exit 2)
     require("matplotlib", "dev", "--plot").use("Agg")
     plt = require("matplotlib.pyplot", "dev", "--plot")
     labels = [f"{os.path.basename(r['model'])}\n{r['runtime'].split()[0]} t={r['threads'] or '-'}" for r in results]
@@ -230,8 +250,11 @@ def plot(results, path):
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}.png")
     try:
         fig.savefig(tmp, dpi=120)
+        check_output(path, "plot")  # again: it may have been swapped for a link meanwhile
         os.replace(tmp, path)
     except OSError as e:
+        if is_no_space(e):
+            raise no_space(path) from None
         raise InputError(f"cannot write the plot {path}: {e.strerror}", "choose a writable path") from None
     finally:
         plt.close(fig)

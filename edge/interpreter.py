@@ -1,6 +1,7 @@
 """Interpreter factory: pick a TFLite backend, parse Edge TPU device strings, load the delegate."""
 
 import importlib
+import os
 import platform
 import re
 import sys
@@ -240,6 +241,33 @@ def _uncompiled_twin(model_path):
     return None
 
 
+MAX_THREADS = 256
+
+
+def check_threads(threads):
+    """None, or a thread count in 1..max(MAX_THREADS... bounded by the process limit): more
+    threads than the system lets a process start used to crash the runtime (SIGSEGV)."""
+    if threads is None:
+        return None
+    try:
+        n = int(threads)
+    except (TypeError, ValueError):
+        raise InputError(f"--threads {threads!r} is not a number") from None
+    top = MAX_THREADS
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+        if 0 < soft != resource.RLIM_INFINITY:
+            top = min(top, max(1, soft // 2))
+    except (ImportError, OSError, ValueError, AttributeError):
+        pass
+    if not 1 <= n <= top:
+        raise InputError(f"--threads {n} is out of range",
+                         f"pass 1..{top}; this machine has {os.cpu_count() or 1} CPUs")
+    return n
+
+
 def make_interpreter(model_path, device="auto", runtime=None, num_threads=None):
     """Build an allocated interpreter for `model_path` on the device asked for.
 
@@ -248,6 +276,7 @@ def make_interpreter(model_path, device="auto", runtime=None, num_threads=None):
     EdgeTPUError naming the uncompiled model to use on the CPU instead.
     """
     model_path, at_device = split_model_device(model_path)
+    num_threads = check_threads(num_threads)
     dev = parse_device(at_device or device)
     model = TFLiteModel.load(model_path)
     compiled = model.is_edgetpu_compiled()

@@ -3,28 +3,46 @@
 import re
 
 from .errors import InputError
+from .files import printable, read_input
 
 _PAIR = re.compile(r"[:\s]+")
 
 
 def read_labels(path, encoding="utf-8"):
-    """Return {id: label}. Accepts both common forms, as pycoral's read_label_file does."""
+    """Return {id: label}. Accepts both common forms, as pycoral's read_label_file does.
+
+    The file must be a regular file (at most 16 MB); a UTF-8 byte order mark is dropped;
+    control characters (NUL, terminal escapes) are shown escaped, never printed raw; an id
+    given twice is an error (a class would be left unlabelled or mislabelled).
+    """
     try:
-        with open(path, "r", encoding=encoding) as f:
-            lines = f.readlines()
-    except IsADirectoryError:
-        raise InputError(f"labels file {path} is a folder", "pass a text file") from None
-    except OSError as e:
-        raise InputError(f"cannot read labels file {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"labels file {path} is not UTF-8 text", "pass a text file") from None
-    lines = [line.strip() for line in lines]
+        data = read_input(path, "labels file", "labels")
+    except InputError as e:
+        if "is a folder" in e.message:
+            raise InputError(f"labels file {printable(path)} is a folder", "pass a text file") from None
+        if "does not exist" in e.message:
+            raise InputError(f"cannot read labels file {printable(path)}: No such file or directory") from None
+        raise
+    try:
+        text = data.decode("utf-8-sig" if encoding.lower().replace("_", "-") == "utf-8" else encoding)
+    except (UnicodeDecodeError, LookupError):
+        raise InputError(f"labels file {printable(path)} is not UTF-8 text", "pass a text file") from None
+    lines = [line.strip() for line in text.splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     pairs = [_PAIR.split(line, maxsplit=1) for line in lines]
     if lines and all(len(p) == 2 and p[0].isdigit() for p in pairs if p[0]):
-        return {int(p[0]): p[1].strip() for p in pairs if p[0]}
-    return {i: line for i, line in enumerate(lines)}
+        out, where = {}, {}
+        for n, p in enumerate(pairs, 1):
+            if not p[0]:
+                continue
+            i = int(p[0])
+            if i in out:
+                raise InputError(f"labels file {printable(path)} gives id {i} twice (lines {where[i]} and {n})",
+                                 "give each class id once")
+            out[i], where[i] = printable(p[1].strip()), n
+        return out
+    return {i: printable(line) for i, line in enumerate(lines)}
 
 
 def check_labels(labels, num_classes):
@@ -34,6 +52,9 @@ def check_labels(labels, num_classes):
     top = max(labels) + 1
     if top == num_classes:
         return None
+    if len(labels) != top:  # ids with gaps: some classes have no label
+        return (f"the labels file has {len(labels)} labels with ids up to {top - 1}, "
+                f"and the model has {num_classes} classes")
     if top == num_classes - 1:
         return (f"the labels file has {top} labels for {num_classes} classes: "
                 "the model probably has a background class 0; ids are used as they are")

@@ -58,15 +58,20 @@ def load_image(path, channels=3):
     """Decode an image file into a PIL image in RGB (or L for one channel), upright per EXIF."""
     from PIL import Image, ImageOps
 
+    from .files import check_input, open_input
+
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    check_input(path, "image", "image")  # a regular file of bounded size: never a FIFO or device
     try:
         with warnings.catch_warnings():
             # Pillow only warns between MAX_PIXELS and twice that, then decodes it all (a 168 M
             # pixel GIF header took 12 s and 500 MB in fuzzing): refuse those too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with open_input(path, "image", "image") as f, Image.open(f) as im:
                 im.load()
                 im = ImageOps.exif_transpose(im)
+    except InputError:
+        raise
     except IsADirectoryError:
         raise InputError(f"{path} is a folder, not an image") from None
     except FileNotFoundError:
@@ -192,14 +197,50 @@ def list_images(paths):
     """Expand files and folders (non-recursive, sorted) into a list of image paths."""
     import os
 
-    out = []
+    out = ImageList()
     for p in paths:
         if os.path.isdir(p):
-            found = sorted(os.path.join(p, n) for n in os.listdir(p)
-                           if n.lower().endswith(IMAGE_SUFFIXES))
+            found = image_files(p)
             if not found:
                 raise InputError(f"folder {p} holds no images", f"expected files ending in {', '.join(IMAGE_SUFFIXES[:4])}...")
             out.extend(found)
+            out.from_folder.update(found)
         else:
             out.append(p)
+    return out
+
+
+class ImageList(list):
+    """Image paths; `from_folder` holds those found in a folder (an unreadable one is skipped
+    with a warning, while a file named on the command line that cannot be read is an error)."""
+
+    def __init__(self, *a):
+        super().__init__(*a)
+        self.from_folder = set()
+
+
+def image_files(folder, warn=None):
+    """Sorted image files of `folder` (not recursive): hidden names (`.x`, macOS `._x.jpg`) left
+    out; entries that are not regular files (a dangling link, a FIFO) named in a warning, skipped."""
+    import os
+    import stat
+    import sys
+
+    from .files import printable
+
+    warn = warn or (lambda m: print(f"warning: {m}", file=sys.stderr))
+    out = []
+    for n in sorted(os.listdir(folder)):
+        if n.startswith(".") or not n.lower().endswith(IMAGE_SUFFIXES):
+            continue
+        path = os.path.join(folder, n)
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as e:
+            warn(f"skipped {printable(path)}: {e.strerror}")
+            continue
+        if not stat.S_ISREG(mode):
+            warn(f"skipped {printable(path)}: not a regular file")
+            continue
+        out.append(path)
     return out

@@ -14,6 +14,9 @@ from .errors import ModelFormatError
 from .tflite_schema import BUILTIN_OPS, TENSOR_TYPES
 
 FILE_IDENTIFIER = b"TFL3"
+_ITEMSIZE = {"float32": 4, "float16": 2, "int32": 4, "uint8": 1, "int64": 8, "bool": 1, "int16": 2,
+             "int8": 1, "float64": 8, "uint32": 4, "uint16": 2, "uint64": 8, "complex64": 8,
+             "complex128": 16, "int4": 1, "bfloat16": 2}
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 
 Quantization = namedtuple("Quantization", "scale zero_point quantized_dimension")
@@ -143,16 +146,43 @@ class TFLiteModel:
         self.subgraphs = [self._subgraph(i, t) for i, t in enumerate(root.tables(2))]
         if not self.subgraphs:
             raise ModelFormatError(f"{name} has no subgraph")
+        self._check_sizes(data)
+
+    def _check_sizes(self, data):
+        """Refuse what would crash or exhaust a runtime: a main graph without outputs, a zero or
+        negative dimension in an input or output, a tensor of absurd size, a buffer past the end."""
+        from .files import check_tensor_size
+
+        main = self.subgraphs[0]
+        if not main.outputs:
+            raise ModelFormatError("damaged: the main subgraph has no outputs")
+        for i in (*main.inputs, *main.outputs):
+            if i < 0:
+                continue
+            t = main.tensors[i]
+            if any(d == 0 for d in t.shape) or any(d < -1 for d in t.shape):
+                raise ModelFormatError(f"damaged: tensor '{t.name}' has shape {list(t.shape)} "
+                                       "(a dimension of 0 or below)")
+        for g in self.subgraphs:
+            for t in g.tensors:
+                if any(d < -1 for d in t.shape):
+                    raise ModelFormatError(f"damaged: tensor '{t.name}' has shape {list(t.shape)}")
+                check_tensor_size(self.name, t.name, t.shape, _ITEMSIZE.get(str(t.dtype).lower(), 8), ModelFormatError)
+        for i, b in enumerate(self._buffers):
+            offset, size = b.scalar(1, "<Q"), b.scalar(2, "<Q")
+            if size > 1 and (offset <= 1 or offset + size > len(data)):
+                raise ModelFormatError(f"damaged: buffer {i} claims {size} bytes at offset {offset}, "
+                                       f"beyond the file's {len(data)} bytes")
 
     @classmethod
     def load(cls, path):
+        from .errors import InputError
+        from .files import read_input
+
         try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except IsADirectoryError:
-            raise ModelFormatError(f"{path} is a folder, not a TFLite file") from None
-        except OSError as e:
-            raise ModelFormatError(f"cannot read {path}: {e.strerror}") from None
+            data = read_input(path, "model", "model")  # a regular file of bounded size only
+        except InputError as e:
+            raise ModelFormatError(e.message, e.hint) from None
         return cls(data, str(path))
 
     @staticmethod

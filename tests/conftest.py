@@ -44,3 +44,17 @@ def run_cli(capsys, *argv):
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The bad-input suite counts its cases in its own output (issue 14)."""
+    counts = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for rep in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(rep, "nodeid", "")
+            if "test_bad_inputs.py::test_bad_input[" in nodeid and getattr(rep, "when", "call") in ("call", "setup"):
+                if outcome == "passed" and rep.when != "call":
+                    continue
+                counts[outcome] = counts.get(outcome, 0) + 1
+    if counts:
+        terminalreporter.write_line("bad-input cases: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))

@@ -16,6 +16,7 @@ import io
 import os
 import re
 import shutil
+import stat
 import struct
 import sys
 import zlib
@@ -98,8 +99,16 @@ def _flip(data, at, bit=0):
     return bytes(data)
 
 
-def _onnx_model():
+def _onnx_model(dims=None):
     from onnx import TensorProto, helper
+
+    if dims:  # one Relu over an input of the given (absurd) shape
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)
+        graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "big", [x], [y])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        model.ir_version = 8
+        return model.SerializeToString()
 
     x = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 16, 16, 3])
     y = helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 3])
@@ -110,6 +119,44 @@ def _onnx_model():
                               opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     return model.SerializeToString()
+
+
+def _damaged_tflite():
+    """color_float.tflite rewritten with the official flatbuffers object API, one defect each."""
+    try:
+        import flatbuffers
+        import numpy as np
+
+        from converters.metadata import _tflite_schema
+
+        schema = _tflite_schema()
+    except Exception:
+        return {}
+    good = (DATA / "color_float.tflite").read_bytes()
+
+    def mutate(fn):
+        m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(good), 0))
+        fn(m)
+        b = flatbuffers.Builder(len(good) + 1024)
+        b.Finish(m.Pack(b), file_identifier=b"TFL3")
+        return bytes(b.Output())
+
+    def input_shape(shape):
+        def fn(m):
+            g = m.subgraphs[0]
+            g.tensors[g.inputs[0]].shape = np.array(shape, np.int32)
+        return fn
+
+    def no_outputs(m):
+        m.subgraphs[0].outputs = np.array([], np.int32)
+
+    def far_buffer(m):
+        b = next(b for b in m.buffers if b.data is not None and len(b.data))
+        b.data, b.offset, b.size = None, 1, 10 ** 12
+
+    return {"huge.tflite": mutate(input_shape([1, 46341, 46341, 3])),
+            "zero.tflite": mutate(input_shape([1, 0, 8, 3])),
+            "noout.tflite": mutate(no_outputs), "bigbuf.tflite": mutate(far_buffer)}
 
 
 def _ort_model(onnx_bytes, folder):
@@ -171,6 +218,9 @@ def inputs(tmp_path_factory):
         "labels3.txt": b"red\ngreen\nblue\n",
         "labels7.txt": b"red\ngreen\nblue\ngray\ncyan\nmagenta\nyellow\n",
         "labels_latin1.txt": "rouge\nvert\nbleu\ngris\u00e9\n".encode("latin-1"),
+        "labels_dup.txt": b"0 red\n1 green\n1 blue\n3 gray\n",
+        "labels_bom.txt": "\ufeffred\ngreen\nblue\ngray\n".encode("utf-8"),
+        "labels_esc.txt": b"r\x1b[2Jed\x00\ngreen\nblue\ngray\n",
         "empty.onnx": b"",
         "empty.ort": b"",
         "empty.keras": b"",
@@ -195,8 +245,10 @@ def inputs(tmp_path_factory):
         # (not truncated.ort: that is the name `convert truncated.onnx --to ort` would write)
         files["cut.ort"] = ort_bytes[: len(ort_bytes) // 2]
         files["flipped.ort"] = _flip(ort_bytes, 0, 4)
+        files["big.onnx"] = _onnx_model(dims=[1, 2 ** 40])
     except ImportError:
         pass
+    files.update(_damaged_tflite())
     for name, data in files.items():
         (root / name).write_bytes(data)
     (root / "empty_folder").mkdir()
@@ -233,6 +285,8 @@ class Case:
     stdout: str = None        # regex stdout must match (exit-0 cases)
     warning: bool = False     # expect one `warning:` line instead of an `error:` line
     report: bool = False      # a report command (check, validate): the verdict is a stdout line
+    setup: object = None      # callable(w): makes what cannot be copied (FIFOs, devices, sparse files)
+    root: bool = False        # needs root (mknod)
 
 
 C = Case
@@ -436,6 +490,147 @@ NUMBER_CASES = [
 CASES += [C(name, argv, 2, r"^error: (argument )?" + r".*" + pattern) for name, argv, pattern in NUMBER_CASES]
 
 
+# -- issue 14: files that are not regular files, damaged or huge models, odd sidecars/labels ----
+def _fifo(*names):
+    def make(w):
+        for n in names:
+            os.mkfifo(w / n)
+    return make
+
+
+def _chardev(name):
+    def make(w):
+        try:
+            os.mknod(w / name, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # like /dev/null
+        except PermissionError:
+            pytest.skip("mknod is not allowed here (no CAP_MKNOD)")
+    return make
+
+
+def _link(name, target):
+    def make(w):
+        os.symlink(target, w / name)
+    return make
+
+
+def _sparse(name, size=40 << 30):
+    def make(w):
+        with open(w / name, "wb") as f:
+            f.write((DATA / "color_float.tflite").read_bytes())
+            f.truncate(size)
+    return make
+
+
+def _sidecar(model, text):
+    def make(w):
+        (w / (model + ".edgeport.json")).write_bytes(text if isinstance(text, bytes) else text.encode())
+    return make
+
+
+def _both(*makers):
+    def make(w):
+        for m in makers:
+            m(w)
+    return make
+
+
+def _image_folder(w):
+    (w / "photos").mkdir()
+    shutil.copy(w / "red.png", w / "photos" / "red.png")
+    (w / "photos" / "._red.png").write_bytes(b"\0\5\26\7AppleDouble metadata, not an image")
+    os.symlink("gone.png", w / "photos" / "dangling.png")
+
+
+BENCH = ["bench", "{w}/color_float.tflite", "--runs", "1"]
+VALIDATE_SELF = ["validate", "{w}/color_float.tflite", "{w}/color_float.tflite", "--samples", "1"]
+PLOT_REFUSED = r"the plot .* exists and is (a FIFO|a character device|a symbolic link).*only replaces regular files"
+OUT_REFUSED = r"exists and is (a FIFO|a character device|a symbolic link).*only replaces regular files"
+DAMAGED = [("huge", r"tensor .* needs 24\.0 GB"), ("zero", r"damaged: tensor .* dimension of 0"),
+           ("noout", r"damaged: the main subgraph has no outputs"),
+           ("bigbuf", r"damaged: buffer \d+ claims 1000000000000 bytes at offset 1")]
+CASES += [
+    # 1. outputs: a device node, FIFO or symbolic link under an output name is refused, not replaced
+    C("bench-plot-onto-a-device", BENCH + ["--plot", "{w}/dev"], 2, PLOT_REFUSED, setup=_chardev("dev"),
+      root=True),
+    C("bench-plot-onto-a-fifo", BENCH + ["--plot", "{w}/pipe"], 2, PLOT_REFUSED, setup=_fifo("pipe")),
+    C("bench-plot-onto-a-symlink", BENCH + ["--plot", "{w}/link.png"], 2, PLOT_REFUSED,
+      setup=_link("link.png", "labels4.txt")),
+    C("validate-junit-onto-a-fifo", VALIDATE_SELF + ["--junit", "{w}/pipe"], 2, OUT_REFUSED, setup=_fifo("pipe")),
+    C("validate-junit-onto-a-device", VALIDATE_SELF + ["--junit", "{w}/dev"], 2, OUT_REFUSED,
+      setup=_chardev("dev"), root=True),
+    C("validate-report-onto-a-symlink", VALIDATE_SELF + ["--report", "{w}/r.json"], 2, OUT_REFUSED,
+      setup=_link("r.json", "labels4.txt")),
+    C("validate-save-outputs-onto-a-fifo", ["validate", "{w}/color_float.tflite", "--samples", "1",
+                                            "--save-outputs", "{w}/pipe"], 2, OUT_REFUSED, setup=_fifo("pipe")),
+    C("convert-model-output-is-a-symlink", ["convert", "{w}/good.onnx", "--to", "ort", "--no-validate", "--force"], 2,
+      OUT_REFUSED, setup=_link("good.ort", "labels4.txt"), needs=("good.onnx",)),
+    C("convert-sidecar-output-is-a-fifo", ["convert", "{w}/good.onnx", "--to", "ort", "--no-validate"], 2,
+      OUT_REFUSED, setup=_fifo("good.ort.edgeport.json"), needs=("good.onnx",)),
+    # 6. inputs that are not regular files never hang and never fill memory
+    C("classify-model-is-a-fifo", CLASSIFY[:2] + ["{w}/pipe.tflite", "-i", "{w}/red.png"], 2,
+      r"is a FIFO.*not a regular file", setup=_fifo("pipe.tflite")),
+    C("classify-model-is-dev-zero", CLASSIFY[:2] + ["/dev/zero", "-i", "{w}/red.png"], 2,
+      r"/dev/zero is a character device"),
+    C("classify-image-is-a-fifo", CLASSIFY + ["{w}/pipe.png"], 2, r"is a FIFO", setup=_fifo("pipe.png")),
+    C("classify-labels-is-a-fifo", CLASSIFY_L + ["{w}/pipe.txt"], 2, r"is a FIFO", setup=_fifo("pipe.txt")),
+    C("classify-labels-is-dev-zero", CLASSIFY_L + ["/dev/zero"], 2, r"character device"),
+    C("classify-sidecar-is-a-fifo", CLASSIFY + ["{w}/red.png"], 0, r"sidecar .* ignored: .*FIFO",
+      warning=True, stdout=r"RESULTS-+\n0: ", setup=_fifo("color_float.tflite.edgeport.json")),
+    C("check-model-is-a-fifo", ["check", "{w}/pipe.onnx"], 2, r"is a FIFO", setup=_fifo("pipe.onnx")),
+    C("convert-source-is-a-fifo", ["convert", "{w}/pipe.onnx", "--to", "ort"], 2, r"is a FIFO",
+      setup=_fifo("pipe.onnx")),
+    C("bench-model-is-dev-zero", ["bench", "/dev/zero", "--runs", "1"], 2, r"character device"),
+    # 7. damaged or huge models: exit 2 saying what is wrong, never "internal error"
+    *[C(f"{cmd}-damaged-{name}", argv, 2, pat)
+      for name, pat in DAMAGED
+      for cmd, argv in (("classify", CLASSIFY[:2] + [f"{{w}}/{name}.tflite", "-i", "{w}/red.png"]),
+                        ("bench", ["bench", f"{{w}}/{name}.tflite", "--runs", "1"]),
+                        ("check", ["check", f"{{w}}/{name}.tflite"]))],
+    C("classify-sparse-40gb-tflite", CLASSIFY[:2] + ["{w}/sparse.tflite", "-i", "{w}/red.png"], 2,
+      r"sparse\.tflite is 40\.0 GB, more than", setup=_sparse("sparse.tflite")),
+    C("check-sparse-40gb-tflite", ["check", "{w}/sparse.tflite"], 2, r"40\.0 GB", setup=_sparse("sparse.tflite")),
+    C("bench-onnx-input-of-2-to-the-40", ["bench", "{w}/big.onnx", "--runs", "1"], 2,
+      r"tensor x of shape \[1, 1099511627776\] needs", needs=("big.onnx",)),
+    # 8. thread counts beyond what the system allows
+    C("bench-threads-100000", BENCH + ["--threads", "100000"], 2, r"--threads 100000 is out of range"),
+    C("classify-threads-100000", CLASSIFY + ["{w}/red.png", "--threads", "100000"], 2, r"out of range"),
+    C("classify-threads-0", CLASSIFY + ["{w}/red.png", "--threads", "0"], 2, r"out of range"),
+    # 9. damaged sidecars: one warning naming the file, then as if there were none
+    *[C(f"classify-sidecar-{n}", CLASSIFY + ["{w}/red.png"], 0, r"sidecar .*color_float\.tflite\.edgeport\.json "
+        r"ignored: .*" + pat, warning=True, stdout=r"RESULTS-+\n0: ", setup=_sidecar("color_float.tflite", text))
+      for n, text, pat in (
+          ("preprocessing-list", '{"preprocessing": ["a"]}', r"'preprocessing' is not an object"),
+          ("deep-nesting", "[" * 100000 + "]" * 100000, r"nested too deeply|not valid JSON"),
+          ("route-number", '{"route": 5}', r"'route' is not a list"),
+          ("mean-text", '{"preprocessing": {"mean": "abc"}}', r"mean"),
+          ("mean-nan", '{"preprocessing": {"mean": NaN}}', r"mean"),
+          ("std-zero", '{"preprocessing": {"std": 0}}', r"std"),
+          ("not-json", b"\xff\xfe{", r"not valid JSON"),
+          ("labels-number", '{"labels": 3}', r"'labels'"))],
+    C("classify-sidecar-is-dev-zero-link", CLASSIFY + ["{w}/red.png"], 0, r"ignored: .*character device",
+      warning=True, stdout=r"RESULTS-+\n0: ", setup=_link("color_float.tflite.edgeport.json", "/dev/zero")),
+    # 11. labels: duplicate ids, a byte order mark, control characters
+    C("classify-labels-duplicate-ids", CLASSIFY_L + ["{w}/labels_dup.txt"], 2, r"gives id 1 twice \(lines 2 and 3\)"),
+    C("classify-labels-bom", CLASSIFY_L + ["{w}/labels_bom.txt"], 0, "", stdout=r"RESULTS-+\nred: "),
+    C("classify-labels-escapes", CLASSIFY_L + ["{w}/labels_esc.txt"], 0, "",
+      stdout=r"RESULTS-+\nr\\x1b\[2Jed\\x00: "),
+    # 12. image folders: hidden files skipped, unreadable entries reported one by one
+    C("classify-folder-hidden-and-dangling", CLASSIFY + ["{w}/photos"], 0, r"skipped .*dangling\.png",
+      warning=True, stdout=r"RESULTS-+\n0: ", setup=_image_folder),
+    # 13. arguments
+    C("classify-empty-model-path", CLASSIFY[:2] + ["", "-i", "{w}/red.png"], 2, r"the model path is empty"),
+    C("convert-empty-source-path", ["convert", "", "--to", "onnx"], 2, r"empty"),
+    C("classify-model-path-not-utf8", CLASSIFY[:2] + [os.fsdecode(b"{w}/m\xff.tflite"), "-i", "{w}/red.png"],
+      2, r"m\\udcff\.tflite: it does not exist"),
+    C("convert-opset-0", ["convert", "{w}/color_float.tflite", "--to", "onnx", "--opset", "0"], 2,
+      r"--opset(: '0' is out of range| 0 is not an ONNX opset)"),
+    C("convert-opset-99", ["convert", "{w}/color_float.tflite", "--to", "onnx", "--opset", "99"], 2,
+      r"--opset 99 is not an ONNX opset"),
+    C("convert-failed-leaves-no-new-output-folder", ["convert", "{w}/model.keras", "--to", "edgetpu", "-o",
+                                                     "{w}/new/deeper"], 2, r"needs --calibration DIR"),
+]
+
+
 def _unwritable_case():
     # As root every folder is writable, so use one the kernel refuses to create files in.
     target = "/proc/edgeport-no-such-dir/out" if os.geteuid() == 0 else "{w}/readonly/out"
@@ -447,14 +642,25 @@ CASES.append(_unwritable_case())
 
 
 def _snapshot(folder):
-    """{relative path: sha256} of every file, plus every folder (hash None)."""
+    """{relative path: sha256} of every file, plus every folder (hash None); a symbolic link by
+    its target, a FIFO or device by its kind (never opened: that could hang or never end)."""
     out = {}
     for root, dirs, files in os.walk(folder):
         for d in dirs:
-            out[os.path.relpath(os.path.join(root, d), folder) + "/"] = None
+            p = os.path.join(root, d)
+            out[os.path.relpath(p, folder) + ("/" if not os.path.islink(p) else "")] = \
+                ("link", os.readlink(p)) if os.path.islink(p) else None
         for f in files:
             p = os.path.join(root, f)
-            if os.path.islink(p):
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                out[os.path.relpath(p, folder)] = ("link", os.readlink(p))
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                out[os.path.relpath(p, folder)] = ("node", stat.S_IFMT(st.st_mode), st.st_rdev)
+                continue
+            if st.st_size > 1 << 30:  # a sparse test file: its size and time are enough
+                out[os.path.relpath(p, folder)] = ("big", st.st_size, st.st_mtime_ns)
                 continue
             with open(p, "rb") as fh:
                 out[os.path.relpath(p, folder)] = hashlib.sha256(fh.read()).hexdigest()
@@ -462,6 +668,7 @@ def _snapshot(folder):
 
 
 def test_the_table_is_big_enough():
+    print(f"bad-input cases: {len(CASES)}")  # conftest also prints the run's count at the end
     assert len(CASES) >= 120
     assert len(NUMBER_CASES) >= 50
     assert len({c.id for c in CASES}) == len(CASES)
@@ -474,8 +681,12 @@ def test_bad_input(case, inputs, tmp_path, capsys, monkeypatch):
     for name in case.needs:
         if not (inputs / name).exists():
             pytest.skip(f"{name} is not available here (Coral fixtures in ../shared, or onnx missing)")
+    if case.root and os.geteuid() != 0:
+        pytest.skip("needs root (mknod)")
     w = tmp_path / "w"
     shutil.copytree(inputs, w, symlinks=True)
+    if case.setup:
+        case.setup(w)
     if "readonly" in " ".join(case.argv):
         (w / "readonly").mkdir(mode=0o500)
     fill = lambda s: s.replace("{w}", str(w))  # noqa: E731

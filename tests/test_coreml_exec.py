@@ -303,7 +303,7 @@ def test_grayscale_image_input(tmp_path):
 def test_keras_route_program_validates(tmp_path):
     """The Keras route's op set (NHWC transposes, silu, matmul for Dense, pools, concat)."""
     keras = pytest.importorskip("keras")
-    from converters.routes.coremltools import keras_to_coreml
+    from converters.routes.coremltools import tf_to_coreml as keras_to_coreml
 
     inp = keras.Input((16, 16, 3), name="image")
     x = keras.layers.Conv2D(8, 3, strides=2, padding="same")(inp)

@@ -239,3 +239,207 @@ def test_killed_conversion_leaves_nothing_that_looks_finished(two_sources, tmp_p
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert _run_ort(out / "net.ort") == 1.0
+
+
+# -- issue 14: stale or unrelated artefacts never trusted; SIGTERM, full disks, stale temps ---
+def _convert(capsys, *argv):
+    from conftest import run_cli
+
+    return run_cli(capsys, "convert", *argv)
+
+
+def test_unrelated_file_is_not_reused_as_an_intermediate(tmp_path, capsys):
+    """An m.ort that edgeport did not make (no sidecar) is neither kept nor replaced."""
+    _onnx_adding(tmp_path / "m.onnx", 1.0)
+    _onnx_adding(tmp_path / "other.onnx", 5.0)
+    (tmp_path / "m.ort").write_bytes((tmp_path / "other.onnx").read_bytes())
+    before = _sha(tmp_path / "m.ort")
+    code, out, err = _convert(capsys, tmp_path / "m.onnx", "--to", "ort", "--no-validate")
+    assert code == 2, err
+    assert "m.ort exists but edgeport did not make it" in err and "kept" not in err
+    assert _sha(tmp_path / "m.ort") == before
+
+
+def test_artefact_of_another_source_is_rebuilt(tmp_path, capsys):
+    """Same file name, a different source: the old artefact is converted again, not kept."""
+    src, out = tmp_path / "net.onnx", tmp_path / "out"
+    _onnx_adding(src, 1.0)
+    code, _, err = _convert(capsys, src, "--to", "ort", "-o", out, "--no-validate")
+    assert code == 0, err
+    assert _run_ort(out / "net.ort") == 1.0
+    _onnx_adding(src, 3.0)  # the user changed the model
+    code, _, err = _convert(capsys, src, "--to", "ort", "-o", out, "--no-validate")
+    assert code == 0, err
+    assert "made from another source: converting again" in err
+    assert _run_ort(out / "net.ort") == 3.0
+    code, _, err = _convert(capsys, src, "--to", "ort", "-o", out, "--no-validate", "--opset", "14")
+    assert code == 0 and "made with other options: converting again" in err, err
+    code, _, err = _convert(capsys, src, "--to", "ort", "-o", out, "--no-validate", "--opset", "14")
+    assert code == 0 and "exists: kept" in err, err
+
+
+def test_changed_artefact_is_not_trusted(tmp_path, capsys):
+    """The sidecar records the artefact's own sha256: a file replaced under it is not kept."""
+    src, out = tmp_path / "net.onnx", tmp_path / "out"
+    _onnx_adding(src, 1.0)
+    assert _convert(capsys, src, "--to", "ort", "-o", out, "--no-validate")[0] == 0
+    _onnx_adding(tmp_path / "x.onnx", 9.0)
+    (out / "net.ort").write_bytes((tmp_path / "x.onnx").read_bytes())
+    code, _, err = _convert(capsys, src, "--to", "ort", "-o", out, "--no-validate")
+    assert code == 2 and "not the file its sidecar describes" in err, err
+
+
+def test_crash_during_validation_leaves_nothing_under_the_final_name(tmp_path, capsys, monkeypatch):
+    """Validation runs on the hidden temp: a crash (or kill, or full disk) there leaves no
+    model and no sidecar, so no rerun can say 'exists: kept' about an unvalidated file."""
+    import converters.pipeline as pipeline
+
+    src, out = tmp_path / "net.onnx", tmp_path / "out"
+    _onnx_adding(src, 1.0)
+
+    def crash(*a, **k):
+        raise RuntimeError("validator crashed")
+
+    monkeypatch.setattr(pipeline, "_validate", crash)
+    code, _, err = _convert(capsys, src, "--to", "ort", "-o", out)
+    assert code == 1 and "validator crashed" in err
+    assert _visible(out) == [] if out.exists() else True
+    monkeypatch.undo()
+    code, stdout, err = _convert(capsys, src, "--to", "ort", "-o", out, "--json")
+    assert code == 0, err
+    hop = json.loads(stdout)["models"][0]["artefacts"][0]
+    assert hop["status"] == "converted" and hop["validation"]["passed"] is True
+
+
+def test_never_validated_artefact_is_validated_on_rerun(tmp_path, capsys):
+    src, out = tmp_path / "net.onnx", tmp_path / "out"
+    _onnx_adding(src, 1.0)
+    assert _convert(capsys, src, "--to", "ort", "-o", out, "--no-validate")[0] == 0
+    assert "validation" not in json.loads((out / "net.ort.edgeport.json").read_text())
+    code, stdout, err = _convert(capsys, src, "--to", "ort", "-o", out, "--json")
+    assert code == 0, err
+    hop = json.loads(stdout)["models"][0]["artefacts"][0]
+    assert hop["status"] == "kept" and hop["validation"]["passed"] is True
+    assert json.loads((out / "net.ort.edgeport.json").read_text())["validation"]["passed"] is True
+
+
+def test_source_is_not_overwritten_through_a_symlinked_folder(tmp_path, capsys):
+    """An ONNX model named net.ort, converted --to ort into its own folder spelled another way."""
+    real = tmp_path / "real"
+    real.mkdir()
+    _onnx_adding(real / "net.ort", 1.0)
+    (tmp_path / "link").symlink_to("real")
+    before = _sha(real / "net.ort")
+    code, _, err = _convert(capsys, tmp_path / "link" / "net.ort", "--to", "ort", "-o", real, "--force",
+                            "--no-validate")
+    assert code == 2 and "would overwrite the source" in err, err
+    assert _sha(real / "net.ort") == before
+    os.link(real / "net.ort", tmp_path / "hard.ort")  # a hard link is the same file too
+    code, _, err = _convert(capsys, tmp_path / "hard.ort", "--to", "ort", "-o", real, "--force",
+                            "--no-validate")
+    assert code == 0 or "overwrite" in err
+    assert _sha(real / "net.ort") == before
+
+
+def test_full_disk_says_no_space_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    """ENOSPC while the output is written: 'no space left writing X', exit 1, nothing partial."""
+    import errno
+
+    import converters.atomic as atomic
+
+    src, out = tmp_path / "net.onnx", tmp_path / "out"
+    _onnx_adding(src, 1.0)
+    out.mkdir()
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    code, _, err = _convert(capsys, src, "--to", "ort", "-o", out, "--no-validate")
+    monkeypatch.setattr(atomic.os, "fsync", real_fsync)
+    assert code == 1, err
+    assert "no space left writing" in err and "net.ort" in err and "internal error" not in err
+    assert os.listdir(out) == []
+
+
+def test_full_tmpfs(tmp_path, capsys):
+    """The same on a real 64 KB tmpfs (root only): the disk fills while ORT writes."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        src = tmp_path / "net.onnx"
+        _onnx_adding(src, 1.0)
+        with open(mnt / "filler", "wb") as f:  # leave less room than the model needs
+            try:
+                f.write(b"\0" * (64 << 10))
+            except OSError:
+                pass
+        os.truncate(mnt / "filler", os.path.getsize(mnt / "filler") - 512)
+        code, _, err = _convert(capsys, src, "--to", "ort", "-o", mnt, "--no-validate")
+        assert code == 1, err
+        assert "no space left writing" in err, err
+        assert sorted(os.listdir(mnt)) == ["filler"]
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_sigterm_cleans_up_like_sigint(two_sources, tmp_path):
+    src = two_sources / "a" / "net.onnx"
+    out = tmp_path / "out"
+    proc = subprocess.Popen(EDGEPORT + ["convert", str(src), "--to", "ort", "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if "converting" in line:
+                break
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.returncode == 0:
+        pytest.skip("the conversion finished before SIGTERM arrived")
+    assert proc.returncode == 143, rest
+    assert "interrupted" in rest
+    # No .net.ort.lock, no .net.ort.tmp-*, and not even the -o folder this run created.
+    assert not out.exists() or os.listdir(out) == [], os.listdir(out)
+
+
+def test_stale_temps_and_locks_are_swept(two_sources, tmp_path, capsys):
+    """Temps of a dead writer (its PID in the name) and an unheld lock go on the next run,
+    even one that only keeps the existing output; a live writer's temp is left alone."""
+    src, out = two_sources / "a" / "net.onnx", tmp_path / "out"
+    assert _convert(capsys, src, "--to", "ort", "-o", out, "--no-validate")[0] == 0
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / f".net.ort.tmp-{dead.pid}-abc").mkdir()
+    (out / f".net.ort.tmp-{dead.pid}-abc" / "net.ort").write_bytes(b"half")
+    (out / ".net.ort.lock").write_text(f"{dead.pid}\n")
+    live = out / f".net.ort.tmp-{os.getpid()}-xyz"
+    live.mkdir()
+    code, _, err = _convert(capsys, src, "--to", "ort", "-o", out, "--no-validate")
+    assert code == 0 and "exists: kept" in err, err
+    left = sorted(n for n in os.listdir(out) if n.startswith("."))
+    assert left == [live.name], left
+
+
+def test_killed_compile_work_folder_is_swept(tmp_path):
+    """A compile killed with SIGKILL cannot remove its /tmp work folder; the next one does."""
+    from converters.edgetpu.compile import WORK_PREFIX, sweep_stale_work_dirs
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"{WORK_PREFIX}{dead.pid}-abc"
+    (stale / "out").mkdir(parents=True)
+    mine = tmp_path / f"{WORK_PREFIX}{os.getpid()}-def"
+    mine.mkdir()
+    sweep_stale_work_dirs(str(tmp_path))
+    assert not stale.exists() and mine.exists()

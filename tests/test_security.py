@@ -307,3 +307,78 @@ def test_onnx_external_data_outside_the_model_folder_is_refused(onnx_reaching_ou
     assert "outside" in stdout + err or "escapes" in stdout + err or "symbolic link" in stdout + err, stdout + err
     assert "host secret" not in stdout + err and "Traceback" not in stdout + err
     assert not out.exists() or [p.name for p in out.iterdir()] == []
+
+
+# -- issue 14: Core ML packages are read, never written, and never reach outside themselves --
+def _package_files(root):
+    import hashlib
+
+    out = {}
+    for folder, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(folder, f)
+            out[os.path.relpath(p, root)] = (os.readlink(p) if os.path.islink(p)
+                                             else hashlib.sha256(open(p, "rb").read()).hexdigest())
+    return out
+
+
+@pytest.fixture
+def mlpackage(tmp_path):
+    """A copy of the committed tiny Core ML package (relu over [1, 4]), Manifest.json compacted
+    the way another tool might write it (coremltools rewrites it in its own format)."""
+    import json
+    import shutil
+
+    pytest.importorskip("coremltools")
+    pkg = tmp_path / "tiny.mlpackage"
+    shutil.copytree(DATA / "tiny.mlpackage", pkg)
+    manifest = json.loads((pkg / "Manifest.json").read_text())
+    (pkg / "Manifest.json").write_text(json.dumps(manifest, separators=(",", ":")))
+    return pkg, manifest
+
+
+def test_reading_a_package_does_not_modify_it(mlpackage, capsys):
+    pkg, _ = mlpackage
+    before = _package_files(pkg)
+    code, out, err = run_cli(capsys, "check", pkg)
+    assert code == 0, out + err
+    assert _package_files(pkg) == before  # Manifest.json byte for byte
+
+
+def test_manifest_path_outside_the_package_is_refused(mlpackage, tmp_path, capsys):
+    import json
+
+    pkg, manifest = mlpackage
+    secret = tmp_path / "secret.mlmodel"
+    secret.write_bytes((pkg / "Data" / "com.apple.CoreML" / "model.mlmodel").read_bytes())
+    root = manifest["rootModelIdentifier"]
+    manifest["itemInfoEntries"][root]["path"] = "../../../secret.mlmodel"
+    (pkg / "Manifest.json").write_text(json.dumps(manifest))
+    before = _package_files(pkg)
+    code, out, err = run_cli(capsys, "check", pkg)
+    assert code != 0
+    assert "outside the package: refused" in out + err
+    assert "outputs present" not in out  # the model outside was not read
+    assert _package_files(pkg) == before
+
+
+def test_symlink_out_of_the_package_is_refused(mlpackage, tmp_path, capsys):
+    pkg, _ = mlpackage
+    inner = pkg / "Data" / "com.apple.CoreML" / "model.mlmodel"
+    outside = tmp_path / "outside.mlmodel"
+    inner.rename(outside)
+    inner.symlink_to(outside)
+    code, out, err = run_cli(capsys, "check", pkg)
+    assert code != 0
+    assert "holds a symbolic link" in out + err
+    assert inner.is_symlink() and outside.is_file()
+
+
+def test_package_copy_is_removed(mlpackage):
+    from converters.artefact import PackageCopy
+
+    pkg, _ = mlpackage
+    with PackageCopy(pkg) as copy:
+        assert os.path.isfile(os.path.join(copy.path, "Manifest.json"))
+        assert not copy.path.startswith(str(pkg))
+    assert not os.path.exists(copy.path)

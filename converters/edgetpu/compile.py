@@ -75,6 +75,35 @@ def _fail(message, report, hint=None):
     raise err
 
 
+WORK_PREFIX = "edgeport-edgetpu-"
+
+
+def sweep_stale_work_dirs(root=None):
+    """Remove `edgeport-edgetpu-PID-*` work folders (in the temp folder) whose process is gone:
+    a compile killed with SIGKILL cannot remove its own. Never fails."""
+    root = root or tempfile.gettempdir()
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(WORK_PREFIX):
+            continue
+        pid = name[len(WORK_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        path = os.path.join(root, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def compile_model(model_path, options, num_segments=None):
     """Run the compiler on `model_path`; returns (report, {file name: bytes}, operation log text).
 
@@ -90,7 +119,9 @@ def compile_model(model_path, options, num_segments=None):
     backend = select_backend(options.compiler or "auto", options)
     flags = compiler_flags(options.min_runtime_version, num_segments if (num_segments or 1) > 1 else None,
                            options.search_delegate, options.timeout)
-    with tempfile.TemporaryDirectory(prefix="edgeport-edgetpu-") as work:
+    sweep_stale_work_dirs()
+    # The PID in the name lets a later run remove this folder if this process is SIGKILLed.
+    with tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{os.getpid()}-") as work:
         # The compiler sees a copy with a plain name (safe in a mount spec; the input stays untouched).
         stem = re.sub(r"[^A-Za-z0-9_.-]", "_", _stem(model_path)) or "model"
         in_dir, tmp_out = os.path.join(work, "in"), os.path.join(work, "out")

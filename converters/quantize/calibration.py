@@ -85,8 +85,9 @@ def list_calibration_images(folder, count=None):
     if not os.path.isdir(folder):
         raise InputError(f"calibration folder {folder} does not exist or is not a folder",
                          "pass --calibration DIR with representative images")
-    files = sorted(os.path.join(folder, n) for n in os.listdir(folder)
-                   if n.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(folder, n)))
+    from edge.preprocess import image_files
+
+    files = image_files(folder)  # hidden and non-regular entries left out
     if not files:
         raise InputError(f"calibration folder {folder} holds no images",
                          f"put representative images ({', '.join(IMAGE_SUFFIXES[:4])}...) in it; "

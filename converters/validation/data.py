@@ -45,8 +45,12 @@ def fingerprint(sample):
     return h.hexdigest()[:16]
 
 
-def _fixed_shape(shape, fallback=1):
-    return tuple(fallback if d is None else int(d) for d in shape)
+def _fixed_shape(shape, fallback=1, name="input"):
+    from edge.files import check_tensor_size
+
+    out = tuple(fallback if d is None or (isinstance(d, int) and d < 0) else int(d) for d in shape)
+    check_tensor_size("model", name, out, 8)  # no 8 TB random input for a damaged shape
+    return out
 
 
 def _image_geometry(meta):
@@ -186,7 +190,7 @@ class DataSource:
         if self.kinds[i] == PIXELS:
             h, w, c = self._pixels_size(m)
             return Canonical(PIXELS, rng.integers(0, 256, size=(h, w, c), dtype=np.uint8))
-        shape = _fixed_shape(m.shape)
+        shape = _fixed_shape(m.shape, name=m.name)
         dt = m.dtype
         rng_range = self.overrides.range_for(m.name) if self.overrides is not None else None
         if rng_range is not None:
@@ -236,7 +240,7 @@ class DataSource:
     @staticmethod
     def _pixels_to(hwc, m, spec, raw):
         h, w, c = hwc.shape
-        shape = _fixed_shape(m.shape)
+        shape = _fixed_shape(m.shape, name=m.name)
         layout = m.layout or guess_layout(shape) or "NHWC"
         if raw:
             x = hwc.astype(np.float32).transpose(2, 0, 1)[None]

@@ -36,7 +36,6 @@ def dataset(root, limit=None):
     import os
 
     from edge.errors import InputError
-    from edge.preprocess import IMAGE_SUFFIXES
 
     if not os.path.isdir(root):
         raise InputError(f"--images {root} is not a folder")
@@ -46,8 +45,10 @@ def dataset(root, limit=None):
         raise InputError(f"{root} holds no class folders", "put each class's images in a folder named after it")
     items = []
     for d in folders:
-        files = sorted(f for f in os.listdir(os.path.join(root, d)) if f.lower().endswith(IMAGE_SUFFIXES))
-        items += [(os.path.join(root, d, f), d) for f in files[:limit]]
+        from edge.preprocess import image_files
+
+        files = image_files(os.path.join(root, d))  # hidden and non-regular entries left out
+        items += [(f, d) for f in files[:limit]]
     if not items:
         raise InputError(f"the class folders of {root} hold no images")
     return folders, items

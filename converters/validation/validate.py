@@ -523,6 +523,9 @@ class LoadedOutputs:
 
 
 def load_outputs(path):
+    from edge.files import check_input
+
+    check_input(path, "saved outputs", "model")  # a regular file of bounded size, never a FIFO
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

@@ -60,9 +60,9 @@ def run_parsed(args):
             raise
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # SIGTERM too (converters.atomic.Terminated): exit 143
+        print("interrupted" if not str(e) else f"interrupted: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
     except BrokenPipeError:
         return 1
     except Exception as e:  # a bug: still one line unless --debug

@@ -82,12 +82,21 @@ def run(args):
 
     results = []
     for path in images:
-        tensor = classifier.preprocess(classifier.preprocess.load(path))
+        try:
+            pixels = classifier.preprocess.load(path)
+        except InputError as e:  # one unreadable image of a folder: say so, go on with the rest
+            if path not in getattr(images, "from_folder", ()):
+                raise
+            print(f"warning: skipped {e}", file=sys.stderr)
+            continue
+        tensor = classifier.preprocess(pixels)
         classifier.set_input(tensor)
         times = [classifier.invoke() * 1000.0 for _ in range(args.count)]
         classes = classifier.classes(args.top_k, args.threshold)
         results.append((path, times, classes))
 
+    if not results:
+        raise InputError("no image could be read", "see the warnings above")
     if args.json:
         return emit_json("classify", 0, model=info["model"],
                          **{k: v for k, v in info.items() if k != "model"}, preprocessing=classifier.preprocess.describe(), results=[

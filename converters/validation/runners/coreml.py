@@ -55,16 +55,27 @@ class CoreMLRunner(Runner):
         self.executor = None
 
     def _activate(self):
+        from converters.artefact import PackageCopy
+
         ct = import_coremltools()
+        # Read from a checked private copy: coremltools rewrites a package's Manifest.json and
+        # follows the paths it names; the user's package is never opened for writing.
+        copy = PackageCopy(self.path)
         try:
             if self.use_runtime:
-                self.mlmodel = ct.models.MLModel(self.path, compute_units=ct.ComputeUnit.CPU_ONLY)
+                self.mlmodel = ct.models.MLModel(copy.path, compute_units=ct.ComputeUnit.CPU_ONLY)
                 self.spec = self.mlmodel.get_spec()
             else:
-                self.spec = ct.utils.load_spec(self.path)
+                self.spec = ct.utils.load_spec(copy.path)
         except Exception as e:
+            copy.close()
             raise InputError(f"coremltools cannot read {self.path}: {first_line(e)}") from None
-        self._load_executor()
+        self._copy = copy  # weights may be read lazily: the private copy lives until deactivate
+        try:
+            self._load_executor(copy.path)
+        except BaseException:
+            self._deactivate()
+            raise
         if self.executor is not None and self.executor.computes_in_fp16:
             self.precision = "reduced"
             self.tolerance_defaults = dict(FP16_TOLERANCES)
@@ -77,13 +88,13 @@ class CoreMLRunner(Runner):
             self.info["runtime"] = f"coremltools {ct.__version__} (structure only on this OS)"
             self.info["note"] = self.structure_reason
 
-    def _load_executor(self):
+    def _load_executor(self, path):
         """The reference executor; off macOS a program it cannot run means structure only."""
         from converters.validation.mil.executor import MLProgramExecutor, UnsupportedProgram
 
         reason = None
         try:
-            self.executor = MLProgramExecutor.load(self.path, self.spec)
+            self.executor = MLProgramExecutor.load(path, self.spec)
             if not self.use_runtime:
                 self.executor.run(self._zeros_feed())   # op forms a kernel does not cover
         except UnsupportedProgram as e:
@@ -107,6 +118,10 @@ class CoreMLRunner(Runner):
     def _deactivate(self):
         self.mlmodel = None
         self.executor = None
+        copy = getattr(self, "_copy", None)
+        if copy is not None:
+            copy.close()
+            self._copy = None
 
     @staticmethod
     def _feature(f):
