@@ -54,7 +54,11 @@ def bias_correct(float_bytes, cal):
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         from tensorflow.lite.python.interpreter import Interpreter
-    interp = Interpreter(model_content=float_bytes, experimental_preserve_all_tensors=True)
+    import warnings
+
+    with warnings.catch_warnings():   # "preserve_all_tensors is for debugging": it is what we need
+        warnings.simplefilter("ignore")
+        interp = Interpreter(model_content=float_bytes, experimental_preserve_all_tensors=True)
     interp.allocate_tensors()
     input_index = interp.get_input_details()[0]["index"]
     sums, n = {}, 0
