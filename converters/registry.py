@@ -24,7 +24,8 @@ CONVERSION_MODULES = (
     "converters.routes.onnxruntime",      # ONNX -> ORT (onnxruntime.tools)
     "converters.routes.tflite_converter", # SavedModel, Keras -> TFLite float and full-int8
     "converters.routes.tflite_quantizer", # float TFLite -> full-int8 (TFLite calibrator)
-    "converters.routes.coremltools",      # TF/Keras, ONNX -> Core ML
+    "converters.routes.coremltools",      # TF/Keras, ONNX -> Core ML (onnx2coreml)
+    "converters.routes.onnx2tf",          # ONNX -> TFLite float (onnx2tf, in its own toolenv)
     "converters.routes.torch",            # PyTorch -> ONNX, TFLite float / full-int8, Core ML
     "converters.edgetpu.compile",         # full-int8 TFLite -> Edge TPU (edgetpu_compiler)
 )
