@@ -254,6 +254,25 @@ def remove(name):
     return gone
 
 
+def _held(lock):
+    """True when another process holds the build lock `lock` right now."""
+    try:
+        import fcntl
+    except ImportError:
+        return os.path.exists(lock)
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)            # closing drops a lock we may have taken
+    return False
+
+
 def info(name):
     """What `edgeport toolenv` shows: where, whether built, what is in it, how to rebuild."""
     env = env_for(name)
@@ -266,7 +285,9 @@ def info(name):
         others = [os.path.join(root, e) for e in sorted(os.listdir(root))
                   if e.startswith(env.tool.name + "-") and os.path.join(root, e) != env.path
                   and not e.endswith(".lock") and not e.startswith(".")]
+    lock = os.path.join(os.path.dirname(env.path), f".{os.path.basename(env.path)}.lock")
     return {"tool": name, "what": env.tool.what, "path": env.path, "ready": bool(m),
+            "building": not m and _held(lock),
             "python": env.python_version, "interpreter": python_for_envs(),
             "requirements": os.path.join(HERE, f"{name}.txt"), "pins": pins,
             "installed": (m or {}).get("packages"), "created": (m or {}).get("created"),
