@@ -15,6 +15,20 @@ def _tensor(t):
                              if q else None)}
 
 
+def convert_hint(path, fmt):
+    """How to get a TFLite model from a `fmt` model at `path`: a command only when one plans."""
+    from edge.errors import InputError
+
+    from converters.registry import plan_route, reachable_from
+
+    try:
+        plan_route(fmt, "tflite")
+    except InputError:
+        reach = ", ".join(sorted(reachable_from(fmt))) or "nothing"
+        return f"edgeport has no route from {fmt} to TFLite (from {fmt} it reaches: {reach})"
+    return f"convert it first: edgeport convert {path} --to tflite"
+
+
 def describe(path, edgetpu=False, min_runtime_version=None):
     """The summary dict `inspect` prints."""
     from edge.errors import InputError
@@ -28,8 +42,7 @@ def describe(path, edgetpu=False, min_runtime_version=None):
     with open(path, "rb") as f:
         if not is_tflite(f.read(8)):
             fmt = detect_format(path)
-            raise InputError(f"{path} is a {fmt} model; inspect reads TFLite models",
-                             f"convert it first: edgeport convert {path} --to tflite")
+            raise InputError(f"{path} is a {fmt} model; inspect reads TFLite models", convert_hint(path, fmt))
     model = TFLiteModel.load(path)
     fmt = detect_format(path)
     ops = Counter(model.op_names())
