@@ -316,3 +316,35 @@ def test_real_onnx2tf_tiny_to_float_and_int8(onnx_dir, tmp_path, colors):
     side = json.loads((tmp_path / "tiny_free_int8.tflite.edgeport.json").read_text())
     assert side["preprocessing"]["layout"] == "NHWC" and side["route"] == ["onnx", "tflite", "tflite-int8"]
     assert toolenv.info("onnx2tf")["ready"]
+
+
+# -- the README's support matrix lists exactly the routes the registry plans --------------
+README_ROWS = {
+    "PyTorch module factory + state dict": ["torch-module"],
+    "TorchScript, torch.export `.pt2` (`--trust-pickle`)": ["torchscript", "torch-export"],
+    "Keras `.keras`/`.h5`, TF SavedModel": ["keras", "savedmodel"],
+    "TFLite float": ["tflite"],
+    "TFLite full-int8": ["tflite-int8"],
+    "ONNX": ["onnx"],
+}
+
+
+def test_readme_support_matrix_matches_the_registry():
+    text = (REPO / "README.md").read_text()
+    start = text.index("| from \\ to |")
+    lines = text[start:].split("\n\n")[0].splitlines()
+    head = [c.strip() for c in lines[0].strip("|").split("|")][1:]
+    targets = [pipeline.parse_targets(h.split()[0])[0] for h in head]
+    seen = set()
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[0] in README_ROWS, f"unknown README row {cells[0]!r}"
+        seen.add(cells[0])
+        for fmt in README_ROWS[cells[0]]:
+            for target, cell in zip(targets, cells[1:]):
+                try:
+                    planned = bool(registry.plan_route(fmt, target))
+                except InputError:
+                    planned = False
+                assert planned == (cell != "-"), f"README says {cell!r} for {fmt} -> {target}"
+    assert seen == set(README_ROWS)
