@@ -77,7 +77,9 @@ def tflite_to_tflite_int8(source, output_path, options):
     if list(cal.tensors[0].shape) != shape:
         raise InputError(f"calibration tensors have shape {list(cal.tensors[0].shape)}, the model's "
                          f"input is {shape}", "check --size and --layout")
+    times = {"load_images": round(time.monotonic() - t0, 1)}
     corrected = 0
+    t = time.monotonic()
     if extra.get("bias_correction", True):
         options.progress(f"bias correction: measuring conv/FC inputs on {len(cal)} images")
         try:
@@ -87,7 +89,10 @@ def tflite_to_tflite_int8(source, output_path, options):
         except Exception as e:
             raise EdgeportError(f"cannot run {source.name} for bias correction: {type(e).__name__}: "
                                 f"{first_line(e)}") from None
+    times["bias_correction"] = round(time.monotonic() - t, 1)   # includes importing TensorFlow
+    t = time.monotonic()
     quantized = quantize_tflite(float_bytes, cal, io_dtype, options.progress)
+    times["calibrate_and_quantize"] = round(time.monotonic() - t, 1)
     with open(output_path, "wb") as f:
         f.write(quantized)
     ops = op_histogram(output_path)
@@ -100,4 +105,4 @@ def tflite_to_tflite_int8(source, output_path, options):
             "quantization": "full-int8", "io_dtype": io_dtype, "input_shape": shape,
             "preprocessing": spec_out, "calibration": cal.summary(), "ops": ops,
             "bias_correction": {"ops": corrected, "images": len(cal)} if corrected else None,
-            "seconds_quantize": round(time.monotonic() - t0, 3), "versions": _versions()}
+            "seconds_steps": times, "versions": _versions()}
