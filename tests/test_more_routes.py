@@ -348,3 +348,39 @@ def test_readme_support_matrix_matches_the_registry():
                     planned = False
                 assert planned == (cell != "-"), f"README says {cell!r} for {fmt} -> {target}"
     assert seen == set(README_ROWS)
+
+
+# -- a non-classifier (a segmentation-like feature map): cosine and scale decide ------------
+@pytest.fixture(scope="module")
+def feature_map_run(tmp_path_factory, colors):
+    import tensorflow as tf
+
+    out = tmp_path_factory.mktemp("fmap")
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((16, 16, 3), batch_size=1, name="image")
+    x = tf.keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    y = tf.keras.layers.Conv2D(4, 1, name="mask")(x)
+    conv = tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inp, y))
+    (out / "fmap.tflite").write_bytes(conv.convert())
+    opts = ConvertOptions(calibration=str(colors), preprocessing={"mean": [128], "std": [128]}, quiet=True)
+    return out, opts, pipeline.convert_model(out / "fmap.tflite", ["tflite-int8"], opts, outdir=out)
+
+
+def test_feature_map_model_judged_by_cosine_and_scale(feature_map_run):
+    from tensorflow.lite.tools import flatbuffer_utils as fu
+
+    from converters.artefact import Artefact
+    from converters.validation.validate import validate_pair
+
+    out, opts, r = feature_map_run
+    v = r.hops[0]["validation"]
+    assert v["passed"] is True and "top-1" not in v["summary"] and "cosine" in v["summary"], v
+    model = fu.read_model(str(out / "fmap_int8.tflite"))
+    g = model.subgraphs[0]
+    convs = [op for op in g.operators if model.operatorCodes[op.opcodeIndex].builtinCode == 3]
+    buf = model.buffers[g.tensors[convs[-1].inputs[1]].buffer]       # the last conv's weights
+    buf.data = (-np.frombuffer(bytes(buf.data), np.int8).clip(-127)).astype(np.int8).view(np.uint8)
+    fu.write_model(model, str(out / "broken.tflite"))
+    bad = validate_pair(Artefact.open(out / "fmap.tflite"), Artefact(str(out / "broken.tflite"), "tflite-int8", {}),
+                        opts)
+    assert not bad.passed and "cosine" in bad.summary_line()
