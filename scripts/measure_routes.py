@@ -135,6 +135,53 @@ def coreml_facts(path):
             "provenance": "edgeport_provenance" in d.metadata.userDefined}
 
 
+def float_tflite_corpus(specs, work, images, holdout):
+    """Each PATH:MEAN:STD float TFLite quantized on `images`, validated against the float model
+    on `holdout`, and its Edge TPU mapping predicted (no compiler needed)."""
+    from converters import pipeline
+    from converters.edgetpu.analyzer import predict_mapping
+    from converters.options import ConvertOptions
+
+    rows = []
+    for spec in specs:
+        path, mean, std = spec.rsplit(":", 2)
+        name = os.path.basename(path)
+        d = os.path.join(work, "corpus", os.path.splitext(name)[0])
+        os.makedirs(d, exist_ok=True)
+        src = shutil.copyfile(path, os.path.join(d, name))
+        row = {"model": name, "mean": float(mean), "std": float(std)}
+        opts = ConvertOptions(preprocessing={"mean": [float(mean)], "std": [float(std)]},
+                              calibration=images, calibration_count=100, quiet=True)
+        try:
+            r = pipeline.convert_model(src, ["tflite-int8"], opts, outdir=d, force=True)
+        except Exception as e:
+            row["error"] = f"{type(e).__name__}: {e}"
+            rows.append(row)
+            say(json.dumps(row))
+            continue
+        q = r.hops[0]["path"]
+        with open(q + ".edgeport.json") as fh:
+            conv = json.load(fh)["conversion"]
+        from converters.artefact import Artefact
+        from converters.validation.data import image_files
+        from converters.validation.validate import ValidateOptions, validate
+
+        vo = ValidateOptions(inputs=holdout, samples=len(image_files(holdout)),
+                             preprocessing={"mean": [float(mean)], "std": [float(std)]})
+        rep = validate(Artefact.open(src), [Artefact.open(q)], vo)
+        pred = predict_mapping(q)
+        row.update(seconds=round(r.hops[0]["seconds"], 1), float16_folded=conv.get("float16_weights_folded"),
+                   bias_corrected=(conv.get("bias_correction") or {}).get("ops"),
+                   validation_calibration=r.hops[0]["validation"]["summary"],
+                   validation_holdout=rep.results[0].summary_line(), passed=rep.passed,
+                   edgetpu_mapped=pred["mapped"], edgetpu_total=pred["total"],
+                   edgetpu_fraction=round(pred["mapped"] / pred["total"], 3),
+                   cpu_ops=sorted(set(pred["cpu_ops"])))
+        rows.append(row)
+        say(json.dumps(row))
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", required=True)
@@ -144,8 +191,14 @@ def main(argv=None):
     ap.add_argument("--holdout", default=os.path.join(REPO, "images", "holdout"))
     ap.add_argument("--labels", default=os.path.join(REPO, "labels", "imagenet_labels.txt"))
     ap.add_argument("--only", nargs="+", choices=["tflite-int8", "onnx-tflite", "onnx-int8", "onnx-coreml"])
+    ap.add_argument("--float-tflite", nargs="+", metavar="PATH:MEAN:STD", default=[],
+                    help="more float TFLite models to quantize on --images and map (e.g. MediaPipe's)")
     a = ap.parse_args(argv)
     os.makedirs(a.work, exist_ok=True)
+    if a.float_tflite and not a.only:
+        print(json.dumps({"float_tflite_corpus": float_tflite_corpus(a.float_tflite, a.work, a.images,
+                                                                     a.holdout)}, indent=2, default=float))
+        return 0
     onnx_ref, tflite_ref = a.onnx, a.tflite
     if not (onnx_ref and tflite_ref):
         say("making the reference ONNX and float TFLite from the PyTorch weights")

@@ -56,7 +56,8 @@ def tflite_to_tflite_int8(source, output_path, options):
     from edge.tflite_model import TFLiteModel
 
     from converters.quantize.calibration import load_calibration
-    from converters.quantize.tflite_int8 import bias_correct, op_histogram, quantize_tflite
+    from converters.quantize.tflite_int8 import (bias_correct, fold_float16_weights, op_histogram,
+                                                 quantize_tflite)
 
     io_dtype = (options.io_dtype or "uint8").lower()
     if io_dtype not in ("uint8", "int8"):
@@ -78,8 +79,11 @@ def tflite_to_tflite_int8(source, output_path, options):
         raise InputError(f"calibration tensors have shape {list(cal.tensors[0].shape)}, the model's "
                          f"input is {shape}", "check --size and --layout")
     times = {"load_images": round(time.monotonic() - t0, 1)}
-    corrected = 0
     t = time.monotonic()
+    float_bytes, folded = fold_float16_weights(float_bytes)
+    if folded:
+        options.progress(f"float16 weights: {folded} DEQUANTIZE ops folded into float32 constants")
+    corrected = 0
     if extra.get("bias_correction", True):
         options.progress(f"bias correction: measuring conv/FC inputs on {len(cal)} images")
         try:
@@ -105,4 +109,4 @@ def tflite_to_tflite_int8(source, output_path, options):
             "quantization": "full-int8", "io_dtype": io_dtype, "input_shape": shape,
             "preprocessing": spec_out, "calibration": cal.summary(), "ops": ops,
             "bias_correction": {"ops": corrected, "images": len(cal)} if corrected else None,
-            "seconds_steps": times, "versions": _versions()}
+            "float16_weights_folded": folded or None, "seconds_steps": times, "versions": _versions()}
