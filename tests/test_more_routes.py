@@ -362,6 +362,9 @@ def feature_map_run(tmp_path_factory, colors):
     y = tf.keras.layers.Conv2D(4, 1, name="mask")(x)
     conv = tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inp, y))
     (out / "fmap.tflite").write_bytes(conv.convert())
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]          # float16 weights + DEQUANTIZE, as
+    conv.target_spec.supported_types = [tf.float16]          # MediaPipe ships its models
+    (out / "fmap_fp16.tflite").write_bytes(conv.convert())
     opts = ConvertOptions(calibration=str(colors), preprocessing={"mean": [128], "std": [128]}, quiet=True)
     return out, opts, pipeline.convert_model(out / "fmap.tflite", ["tflite-int8"], opts, outdir=out)
 
@@ -384,3 +387,16 @@ def test_feature_map_model_judged_by_cosine_and_scale(feature_map_run):
     bad = validate_pair(Artefact.open(out / "fmap.tflite"), Artefact(str(out / "broken.tflite"), "tflite-int8", {}),
                         opts)
     assert not bad.passed and "cosine" in bad.summary_line()
+
+
+def test_float16_weights_are_folded_then_quantized(feature_map_run):
+    from edge.tflite_model import TFLiteModel
+
+    out, opts, _ = feature_map_run
+    assert "DEQUANTIZE" in TFLiteModel.load(out / "fmap_fp16.tflite").op_names()
+    r = pipeline.convert_model(out / "fmap_fp16.tflite", ["tflite-int8"], opts, outdir=out)
+    assert r.hops[0]["validation"]["passed"] is True, r.hops[0]["validation"]
+    side = json.loads((out / "fmap_fp16_int8.tflite.edgeport.json").read_text())
+    assert side["conversion"]["float16_weights_folded"] == 4          # 2 weights + 2 biases
+    assert side["conversion"]["bias_correction"]["ops"] == 2
+    assert "DEQUANTIZE" not in TFLiteModel.load(out / "fmap_fp16_int8.tflite").op_names()
