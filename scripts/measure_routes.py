@@ -34,6 +34,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 MEAN, STD = [127.0], [128.0]
 
 
+def cpu_seconds():
+    """CPU time of this process and its finished children (onnx2tf runs as a child): a
+    measure the other jobs of a shared machine disturb far less than wall-clock time."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def say(msg):
     print(msg, file=sys.stderr, flush=True)
 
@@ -71,16 +80,16 @@ def holdout_compare(source, converted, holdout):
             "passed": res.passed, "summary": res.summary_line()}
 
 
-def convert(src, targets, outdir, images, labels=None):
+def convert(src, targets, outdir, images, labels=None, validate=True):
     from converters import pipeline
     from converters.options import ConvertOptions
 
     opts = ConvertOptions(preprocessing={"mean": MEAN, "std": STD}, calibration=images,
                           calibration_count=100, labels=labels, quiet=True,
                           description="EfficientNet-Lite0 (ImageNet)", author="edgeport")
-    t = time.monotonic()
-    r = pipeline.convert_model(src, targets, opts, outdir=outdir, force=True)
-    return r, time.monotonic() - t
+    c = cpu_seconds()
+    r = pipeline.convert_model(src, targets, opts, outdir=outdir, force=True, validate=validate)
+    return r, cpu_seconds() - c
 
 
 def by_hand_calibrator(float_tflite, images):
@@ -92,9 +101,9 @@ def by_hand_calibrator(float_tflite, images):
                            input_shape=(1, 224, 224, 3))
     with open(float_tflite, "rb") as f:
         data = f.read()
-    t = time.monotonic()
+    t, c = time.monotonic(), cpu_seconds()
     quantize_tflite(data, cal, "uint8", lambda m: None)
-    return time.monotonic() - t
+    return time.monotonic() - t, cpu_seconds() - c
 
 
 def by_hand_onnx2tf(onnx_path, work, images):
@@ -109,19 +118,19 @@ def by_hand_onnx2tf(onnx_path, work, images):
     shutil.copyfile(onnx_path, os.path.join(d, "m.onnx"))
     environ = dict(os.environ, PATH=env.bin + os.pathsep + os.environ["PATH"])
     environ.pop("PYTHONPATH", None)
-    t = time.monotonic()
+    t, c = time.monotonic(), cpu_seconds()
     subprocess.run([os.path.join(env.bin, "onnx2tf"), "-i", "m.onnx", "-o", "out", "-coion", "-n"],
                    cwd=d, env=environ, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.monotonic() - t
+    return time.monotonic() - t, cpu_seconds() - c
 
 
 def by_hand_onnx2coreml(onnx_path, work):
     import onnx2coreml
 
-    t = time.monotonic()
+    t, c = time.monotonic(), cpu_seconds()
     m = onnx2coreml.convert(onnx_path)
     m.save(os.path.join(work, "byhand.mlpackage"))
-    return time.monotonic() - t
+    return time.monotonic() - t, cpu_seconds() - c
 
 
 def coreml_facts(path):
@@ -133,6 +142,30 @@ def coreml_facts(path):
             "classifier": d.predictedFeatureName == "classLabel",
             "author": d.metadata.author, "description": d.metadata.shortDescription,
             "provenance": "edgeport_provenance" in d.metadata.userDefined}
+
+
+def timing(a, onnx_src, tfl_src):
+    """Each new route (no validation) beside the upstream tool run by hand, same model, one
+    after the other, frameworks imported first: wall-clock and CPU seconds."""
+    import onnx2coreml  # noqa: F401  (warm imports: neither side pays them)
+    import tensorflow  # noqa: F401
+    import coremltools  # noqa: F401
+
+    rows = {}
+    d = os.path.join(a.work, "timing")
+    for key, src, target, by_hand in (
+            ("tflite -> tflite-int8", tfl_src, "tflite-int8", lambda: by_hand_calibrator(tfl_src, a.images)),
+            ("onnx -> tflite", onnx_src, "tflite", lambda: by_hand_onnx2tf(onnx_src, a.work, a.images)),
+            ("onnx -> coreml", onnx_src, "coreml", lambda: by_hand_onnx2coreml(onnx_src, a.work))):
+        t = time.monotonic()
+        r, cpu = convert(src, [target], d, a.images, labels=a.labels if target == "coreml" else None,
+                         validate=False)
+        wall = time.monotonic() - t
+        hw, hc = by_hand()
+        rows[key] = {"route_wall_s": round(wall, 1), "route_cpu_s": round(cpu, 1),
+                     "by_hand_wall_s": round(hw, 1), "by_hand_cpu_s": round(hc, 1)}
+        say(f"{key}: {json.dumps(rows[key])}")
+    return rows
 
 
 def float_tflite_corpus(specs, work, images, holdout):
@@ -190,7 +223,8 @@ def main(argv=None):
     ap.add_argument("--images", default=os.path.join(REPO, "images"))
     ap.add_argument("--holdout", default=os.path.join(REPO, "images", "holdout"))
     ap.add_argument("--labels", default=os.path.join(REPO, "labels", "imagenet_labels.txt"))
-    ap.add_argument("--only", nargs="+", choices=["tflite-int8", "onnx-tflite", "onnx-int8", "onnx-coreml"])
+    ap.add_argument("--only", nargs="+",
+                    choices=["tflite-int8", "onnx-tflite", "onnx-int8", "onnx-coreml", "timing"])
     ap.add_argument("--float-tflite", nargs="+", metavar="PATH:MEAN:STD", default=[],
                     help="more float TFLite models to quantize on --images and map (e.g. MediaPipe's)")
     a = ap.parse_args(argv)
@@ -207,8 +241,10 @@ def main(argv=None):
     os.makedirs(src, exist_ok=True)
     onnx_src = shutil.copyfile(onnx_ref, os.path.join(src, "efficientnet_lite0.onnx"))
     tfl_src = shutil.copyfile(tflite_ref, os.path.join(src, "efficientnet_lite0.tflite"))
-    only = set(a.only or ["tflite-int8", "onnx-tflite", "onnx-int8", "onnx-coreml"])
+    only = set(a.only or ["tflite-int8", "onnx-tflite", "onnx-int8", "onnx-coreml", "timing"])
     out = {}
+    if "timing" in only:
+        out["timing"] = timing(a, onnx_src, tfl_src)
 
     if "tflite-int8" in only:
         say("1. float TFLite -> int8")
@@ -216,7 +252,6 @@ def main(argv=None):
         r, sec = convert(tfl_src, ["tflite-int8"], d, a.images)
         q = os.path.join(d, "efficientnet_lite0_int8.tflite")
         out["tflite_to_int8"] = {"route": r.routes["tflite-int8"], "seconds_route": round(r.hops[0]["seconds"], 1),
-                                 "seconds_by_hand_calibrator": round(by_hand_calibrator(tfl_src, a.images), 1),
                                  "validation": r.hops[0]["validation"]["summary"],
                                  "holdout_vs_float": holdout_compare(tfl_src, q, a.holdout)}
         say(json.dumps(out["tflite_to_int8"]))
@@ -230,8 +265,6 @@ def main(argv=None):
         out["onnx_to_tflite"] = {"route": r.routes["tflite"], "seconds_route": round(hops["tflite"]["seconds"], 1),
                                  "validation": hops["tflite"]["validation"]["summary"],
                                  "holdout_vs_onnxruntime": holdout_compare(onnx_src, f, a.holdout)}
-        if "onnx-tflite" in only:
-            out["onnx_to_tflite"]["seconds_by_hand_onnx2tf"] = round(by_hand_onnx2tf(onnx_src, a.work, a.images), 1)
         say(json.dumps(out["onnx_to_tflite"]))
         if "onnx-int8" in only:
             q = os.path.join(d, "efficientnet_lite0_int8.tflite")
@@ -250,7 +283,6 @@ def main(argv=None):
             side = json.load(fh)
         facts["labels"] = len(side.get("labels") or [])
         out["onnx_to_coreml"] = {"route": r.routes["coreml"], "seconds_route": round(r.hops[0]["seconds"], 1),
-                                 "seconds_by_hand_onnx2coreml": round(by_hand_onnx2coreml(onnx_src, a.work), 1),
                                  "validation": r.hops[0]["validation"]["summary"], "model": facts}
         say(json.dumps(out["onnx_to_coreml"]))
     print(json.dumps(out, indent=2, default=float))
