@@ -10,6 +10,8 @@ Rooms (each package's own docstring says what lives there and what it may import
                              the compiler's log, Coral's op table, the mapping predictor
     converters/validation/   runners per runtime, data sources, comparator, reports,
                              and the library behind `check`, `eval` and `inspect`
+    converters/toolenv/      isolated environments for tools whose pins clash with ours
+                             (onnx2tf), built on first use from pinned requirements
 
 The root modules may import edge/ and each other; `pipeline` alone reaches into routes/
 (through the registry) and validation/ (to validate each hop). Nothing here parses command

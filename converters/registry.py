@@ -26,7 +26,9 @@ CONVERSION_MODULES = (
     "converters.routes.tf2onnx",          # TF SavedModel, Keras, TFLite -> ONNX (tf2onnx)
     "converters.routes.onnxruntime",      # ONNX -> ORT (onnxruntime.tools)
     "converters.routes.tflite_converter", # SavedModel, Keras -> TFLite float and full-int8
-    "converters.routes.coremltools",      # TF/Keras, ONNX -> Core ML
+    "converters.routes.tflite_quantizer", # float TFLite -> full-int8 (TFLite calibrator)
+    "converters.routes.coremltools",      # TF/Keras, ONNX -> Core ML (onnx2coreml)
+    "converters.routes.onnx2tf",          # ONNX -> TFLite float (onnx2tf, in its own toolenv)
     "converters.routes.torch",            # PyTorch -> ONNX, TFLite float / full-int8, Core ML
     "converters.edgetpu.compile",         # full-int8 TFLite -> Edge TPU (edgetpu_compiler)
 )
@@ -112,12 +114,6 @@ def plan_route(source, target):
                 heapq.heappush(queue, (cost + c.cost, tie, c.target, path + [c]))
     reachable = sorted(reachable_from(source))
     hint = f"from {source} edgeport reaches: {', '.join(reachable) or 'nothing'}"
-    if source == "tflite" and target in ("tflite-int8", "edgetpu"):
-        raise InputError(
-            f"model not quantized: the {target} target needs a full-integer TFLite model, and this "
-            "float TFLite model cannot be quantized without its original",
-            f"make one with: edgeport convert ORIGINAL_MODEL --to {target} --calibration IMAGES_DIR "
-            "(ORIGINAL_MODEL: the Keras, SavedModel or PyTorch model it came from)")
     raise InputError(f"no conversion route from {source} to {target}", hint)
 
 

@@ -20,16 +20,18 @@ ALLOWED = {
     "converters": {"edge", "edgeport", "converters.routes", "converters.validation"},
     "converters.quantize": {"edge", "converters"},
     "converters.edgetpu": {"edge", "converters"},
-    "converters.routes": {"edge", "converters", "converters.quantize"},
+    "converters.routes": {"edge", "converters", "converters.quantize", "converters.toolenv"},
+    "converters.toolenv": {"edge", "converters"},
     "converters.validation": {"edge", "converters", "converters.routes", "converters.quantize",
                               "converters.edgetpu"},
     "edgeport": {"edge", "converters", "converters.routes", "converters.quantize",
-                 "converters.edgetpu", "converters.validation"},
+                 "converters.edgetpu", "converters.validation", "converters.toolenv"},
 }
 # the only root modules that may reach into routes/ and validation/, or into edgeport/
 ROOT_REACH = {"converters.routes": {"pipeline"}, "converters.validation": {"pipeline"},
               "edgeport": {"artefact", "pipeline"}}
-ROOMS = ("converters.routes", "converters.quantize", "converters.edgetpu", "converters.validation")
+ROOMS = ("converters.routes", "converters.quantize", "converters.edgetpu", "converters.validation",
+         "converters.toolenv")
 
 
 def room_of(module):
@@ -153,3 +155,13 @@ def test_converters_modules_import_no_framework_at_top():
             f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({FRAMEWORKS!r})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_every_package_is_installed():
+    """pyproject's package list names every folder with an __init__.py (a wheel would miss it)."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts) for top in ("edge", "converters", "edgeport")
+             for p in (REPO / top).rglob("__init__.py")}
+    assert found - listed == set()

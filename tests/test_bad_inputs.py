@@ -364,7 +364,7 @@ CASES = [
       r"argument -c/--count: '0' is out of range; expected an integer >= 1"),
     # --- quantization and the Edge TPU
     C("convert-float-tflite-to-edgetpu", ["convert", "{w}/color_float.tflite", "--to", "edgetpu"], 2,
-      r"model not quantized.*edgeport convert ORIGINAL_MODEL --to edgetpu --calibration IMAGES_DIR"),
+      r"tflite -> tflite-int8 \(for --to edgetpu\) needs --calibration DIR"),
     C("convert-keras-to-edgetpu-without-calibration", ["convert", "{w}/model.keras", "--to", "edgetpu"], 2,
       r"needs --calibration DIR"),
     C("convert-compiled-model-back", ["convert", "{w}/compiled_edgetpu.tflite", "--to", "onnx"],

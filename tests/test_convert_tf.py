@@ -234,12 +234,12 @@ def test_tflite_int8_to_onnx(work, from_keras, tmp_path):
 
 
 # -- ONNX -> Core ML ------------------------------------------------------------------------
-def test_onnx_to_coreml_works_or_names_the_alternative(work, from_keras, tmp_path):
+def test_onnx_to_coreml_works_or_names_what_to_install(work, from_keras, tmp_path):
     out, _, _ = from_keras
     src = tmp_path / "m.onnx"
     shutil.copy(out / "tiny.onnx", src)
     try:
-        import onnx2torch  # noqa: F401
+        import onnx2coreml  # noqa: F401
         available = True
     except Exception:
         available = False
@@ -249,7 +249,7 @@ def test_onnx_to_coreml_works_or_names_the_alternative(work, from_keras, tmp_pat
     else:
         with pytest.raises(EdgeportError) as e:
             convert_model(src, "coreml", _opts(work), validate=False)
-        assert "onnx2torch" in str(e.value) and "--to coreml" in str(e.value)
+        assert "onnx2coreml" in str(e.value) and "pip install" in str(e.value)
         assert not (tmp_path / "m.mlpackage").exists()
         assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]
 

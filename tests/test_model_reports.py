@@ -46,8 +46,11 @@ def test_inspect_non_tflite_suggests_only_existing_routes(tmp_path, capsys):
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     code, out, err = run_cli(capsys, "inspect", path)
     assert code == 2
-    assert "--to tflite" not in err  # there is no ONNX -> TFLite route
+    from converters.registry import plan_route
+
     assert "edgeport check" in err
+    # the suggested route is one that plans (ONNX -> TFLite exists, through onnx2tf)
+    assert "--to tflite" in err and plan_route("onnx", "tflite")
 
 
 def test_class_vector_warning():

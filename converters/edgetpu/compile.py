@@ -24,9 +24,9 @@ from converters.registry import conversion
 
 FLOATS = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")
 INT8_HINT = ("the Edge TPU needs a full-integer model: make one with `edgeport convert SOURCE "
-             "--to tflite-int8 --calibration IMAGES_DIR` (SOURCE = the Keras, SavedModel or "
-             "PyTorch model this TFLite came from), or go straight there with `edgeport convert "
-             "SOURCE --to edgetpu --calibration IMAGES_DIR`")
+             "--to tflite-int8 --calibration IMAGES_DIR` (SOURCE = this float TFLite, or the Keras, "
+             "SavedModel, ONNX or PyTorch model it came from), or go straight there with `edgeport "
+             "convert SOURCE --to edgetpu --calibration IMAGES_DIR`")
 
 
 def precheck(model):

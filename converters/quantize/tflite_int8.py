@@ -7,7 +7,54 @@ uint8 or int8 I/O through one QUANTIZE at each end -- the layout the Edge TPU co
 
 import collections
 
-from edge.errors import EdgeportError, first_line, require
+from edge.errors import EdgeportError, MissingDependency, first_line, require
+
+
+def fold_float16_weights(float_bytes):
+    """Float16 weights (FLOAT16 constants behind DEQUANTIZE ops, as MediaPipe and TFLite's
+    float16 quantization ship them) turned into float32 constants, the DEQUANTIZE ops removed.
+
+    The calibrator quantizes float32 weights; a DEQUANTIZE of a float16 constant in front of a
+    conv would otherwise stay float. Returns (new bytes, number of DEQUANTIZE ops folded).
+    """
+    import numpy as np
+
+    try:
+        from tensorflow.lite.tools import flatbuffer_utils as fu
+    except ImportError:
+        raise MissingDependency("tensorflow", "convert", "full-integer TFLite quantization") from None
+
+    model = fu.convert_bytearray_to_object(bytearray(float_bytes))
+    schema = fu.schema_fb
+    codes = [max(oc.builtinCode, oc.deprecatedBuiltinCode) for oc in model.operatorCodes]
+    folded = 0
+    for g in model.subgraphs:
+        keep = []
+        for op in g.operators:
+            if codes[op.opcodeIndex] == schema.BuiltinOperator.DEQUANTIZE and len(op.inputs) == 1:
+                src, dst = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+                data = model.buffers[src.buffer].data if 0 < src.buffer < len(model.buffers) else None
+                if (src.type == schema.TensorType.FLOAT16 and data is not None and len(data)
+                        and dst.type == schema.TensorType.FLOAT32 and op.outputs[0] not in g.outputs):
+                    values = np.frombuffer(bytes(data), np.float16).astype(np.float32)
+                    buf = schema.BufferT()
+                    buf.data = np.frombuffer(values.tobytes(), np.uint8)
+                    model.buffers.append(buf)
+                    dst.buffer = len(model.buffers) - 1
+                    folded += 1
+                    continue
+            keep.append(op)
+        g.operators = keep
+    if not folded:
+        return float_bytes, 0
+    # drop operator codes no op uses any more (a DEQUANTIZE v2 entry alone fails the calibrator)
+    used = sorted({op.opcodeIndex for g in model.subgraphs for op in g.operators})
+    remap = {old: new for new, old in enumerate(used)}
+    model.operatorCodes = [model.operatorCodes[i] for i in used]
+    for g in model.subgraphs:
+        for op in g.operators:
+            op.opcodeIndex = remap[op.opcodeIndex]
+    return bytes(fu.convert_object_to_bytearray(model)), folded
 
 
 def bias_correct(float_bytes, cal):
@@ -51,7 +98,11 @@ def bias_correct(float_bytes, cal):
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         from tensorflow.lite.python.interpreter import Interpreter
-    interp = Interpreter(model_content=float_bytes, experimental_preserve_all_tensors=True)
+    import warnings
+
+    with warnings.catch_warnings():   # "preserve_all_tensors is for debugging": it is what we need
+        warnings.simplefilter("ignore")
+        interp = Interpreter(model_content=float_bytes, experimental_preserve_all_tensors=True)
     interp.allocate_tensors()
     input_index = interp.get_input_details()[0]["index"]
     sums, n = {}, 0

@@ -8,7 +8,7 @@
     torch.py             PyTorch -> ONNX, TFLite float and full-int8, Core ML
     tf_loading.py, torch_loading.py   how sources of those frameworks are opened
 
-May import: edge/, the converters root, converters.quantize. Never validation/ or edgetpu/
+May import: edge/, the converters root, converters.quantize, converters.toolenv. Never validation/ or edgetpu/
 (a route writes one artefact; checking it is the pipeline's job), never edgeport/.
 Frameworks are imported inside functions only.
 """

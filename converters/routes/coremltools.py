@@ -1,4 +1,4 @@
-"""TF/Keras (and ONNX, through onnx2torch) -> Core ML `.mlpackage` (ML program).
+"""TF/Keras and ONNX (through onnx2coreml) -> Core ML `.mlpackage` (ML program).
 
 coremltools converts on Linux; Core ML itself runs only on macOS, so off macOS a Core ML
 artefact is run by the Core ML reference executor (converters/validation/mil/). An image
@@ -8,7 +8,7 @@ mean / std); with `--labels` the model becomes a classifier.
 
 import os
 
-from edge.errors import EdgeportError, InputError, require
+from edge.errors import EdgeportError, InputError, MissingDependency, require
 
 from converters import formats
 from converters.registry import conversion
@@ -128,45 +128,106 @@ def tf_to_coreml(source, output_path, options):
     return _finish(ct, mlmodel, output_path, options, spec if image else (spec or None), labels, image)
 
 
-ONNX_ALTERNATIVE = ("coremltools has no ONNX frontend since version 6: convert the original Keras, "
-                    "SavedModel or PyTorch model with --to coreml instead")
+ONNX2COREML = "onnx2coreml==1.1.0"
 
 
-@conversion(formats.ONNX, formats.COREML, cost=3)
-def onnx_to_coreml(source, output_path, options):
-    """ONNX -> PyTorch (onnx2torch) -> TorchScript trace -> Core ML."""
+def _onnx2coreml():
+    """The onnx2coreml module, or one line saying what to install."""
+    import sys
+
+    if sys.version_info < (3, 11):
+        raise MissingDependency("onnx2coreml", "convert",
+                                f"ONNX -> Core ML (onnx2coreml needs Python 3.11 or newer; this is "
+                                f"{sys.version_info.major}.{sys.version_info.minor})")
     try:
-        import onnx2torch
-        import torch
-    except Exception as e:  # onnx2torch imports torchvision at import time
-        raise EdgeportError(f"ONNX -> Core ML needs onnx2torch and torchvision, which do not import here "
-                            f"({type(e).__name__}: {e})", ONNX_ALTERNATIVE) from None
+        import onnx2coreml
+    except ImportError:
+        raise MissingDependency("onnx2coreml", "convert", "ONNX -> Core ML") from None
+    return onnx2coreml
+
+
+def _static_onnx(model, options, name):
+    """`model` with every input dimension fixed (a free batch becomes 1, or --input-shape)."""
+    init = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in init]
+    if len(inputs) != 1:
+        raise InputError(f"{name} has {len(inputs)} inputs; ONNX -> Core ML here takes one")
+    dims = inputs[0].type.tensor_type.shape.dim
+    want = list(options.input_shape) if options.input_shape else None
+    if want is not None and len(want) != len(dims):
+        raise InputError(f"--input-shape {want} has {len(want)} dimensions, {name}'s input has {len(dims)}")
+    shape = []
+    for k, d in enumerate(dims):
+        if want is not None:
+            d.Clear()
+            d.dim_value = int(want[k])
+        elif not (d.HasField("dim_value") and d.dim_value > 0):
+            if k != 0:
+                raise InputError(f"{name}'s input '{inputs[0].name}' has a free dimension {k} "
+                                 f"({d.dim_param or '?'})", "fix it with --input-shape N ...")
+            d.Clear()
+            d.dim_value = 1
+        shape.append(int(d.dim_value))
+    return inputs[0].name, shape
+
+
+def _onnx_classes(model):
+    outs = list(model.graph.output)
+    if len(outs) != 1:
+        return None
+    dims = outs[0].type.tensor_type.shape.dim
+    return int(dims[-1].dim_value) if dims and dims[-1].dim_value > 0 else None
+
+
+@conversion(formats.ONNX, formats.COREML)
+def onnx_to_coreml(source, output_path, options):
+    """ONNX -> MIL program (onnx2coreml, built on coremltools' MIL builder) -> ML program.
+
+    onnx2coreml lowers the ONNX graph to a MIL program; coremltools then serializes it with
+    the same image input (scale/bias from the preprocessing spec), classifier labels and
+    metadata as the other Core ML routes.
+    """
+    import contextlib
+    import io
+
+    from edge.errors import first_line
+
+    o2c = _onnx2coreml()
     ct = _ct()
     model = formats.load_onnx(source.path)
-    graph_inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
-    if len(graph_inputs) != 1:
-        raise InputError(f"{source.name} has {len(graph_inputs)} inputs; ONNX -> Core ML takes one")
-    dims = [d.dim_value or 1 for d in graph_inputs[0].type.tensor_type.shape.dim]
-    try:
-        module = onnx2torch.convert(model).eval()
-        example = torch.zeros(dims)
-        with torch.no_grad():
-            traced = torch.jit.trace(module, example)
-            out = module(example)
-    except Exception as e:
-        raise EdgeportError(f"onnx2torch could not convert {source.name}: {type(e).__name__}: {e}",
-                            ONNX_ALTERNATIVE) from None
+    name, shape = _static_onnx(model, options, source.name)
+    target = deployment_target(ct, options.coreml_target)
     spec = dict(source.preprocessing)
     spec.update(options.preprocessing or {})
-    layout = spec.get("layout") or ("NCHW" if len(dims) == 4 and dims[1] in (1, 3) else "NHWC")
-    image = image_input(ct, graph_inputs[0].name, dims, spec, layout) if len(dims) == 4 else None
-    inputs = [image] if image else [ct.TensorType(name=graph_inputs[0].name, shape=tuple(dims))]
-    classifier, labels = _classifier(ct, options, int(out.shape[-1]) if hasattr(out, "shape") else None)
+    image = None
+    if len(shape) == 4 and spec.get("mean") is not None and spec.get("std") is not None:
+        from converters.quantize.calibration import resolve_spec
+
+        layout = spec.get("layout") or ("NCHW" if shape[1] in (1, 3) and shape[-1] not in (1, 3) else "NHWC")
+        spec = resolve_spec(spec, tuple(shape), layout=layout)
+        image = image_input(ct, name, shape, spec, layout)
+    classifier, labels = _classifier(ct, options, _onnx_classes(model))
+    options.progress(f"onnx2coreml: {source.name} -> ML program ({target.name})")
     try:
-        mlmodel = ct.convert(traced, source="pytorch", convert_to="mlprogram", inputs=inputs,
-                             classifier_config=classifier,
-                             minimum_deployment_target=deployment_target(ct, options.coreml_target))
+        with contextlib.redirect_stderr(io.StringIO()):   # coremltools' progress bars
+            program = o2c.Converter().to_mil(model, target=target)
+            mlmodel = ct.convert(program, convert_to="mlprogram", inputs=[image] if image else None,
+                                 classifier_config=classifier, minimum_deployment_target=target)
+    except o2c.UnsupportedOpError as e:
+        raise EdgeportError(f"onnx2coreml cannot convert {source.name}: {first_line(e)}",
+                            "convert the model's original (Keras, SavedModel, PyTorch) with --to coreml"
+                            ) from None
     except Exception as e:
-        raise EdgeportError(f"coremltools could not convert {source.name}: {type(e).__name__}: {e}",
-                            ONNX_ALTERNATIVE) from None
-    return _finish(ct, mlmodel, output_path, options, spec or None, labels, image)
+        raise EdgeportError(f"onnx2coreml could not convert {source.name}: {type(e).__name__}: "
+                            f"{first_line(e)}") from None
+    meta = _finish(ct, mlmodel, output_path, options, spec or None, labels, image)
+    meta["versions"] = {**meta.get("versions", {}), **_package_versions("onnx2coreml", "onnx")}
+    meta["route"] = "onnx2coreml (ONNX -> MIL program) -> coremltools (mlprogram)"
+    meta["input_shape"] = shape
+    return meta
+
+
+def _package_versions(*names):
+    from converters.artefact import package_versions
+
+    return package_versions(*names)

@@ -15,6 +15,20 @@ def _tensor(t):
                              if q else None)}
 
 
+def convert_hint(path, fmt):
+    """How to get a TFLite model from a `fmt` model at `path`: a command only when one plans."""
+    from edge.errors import InputError
+
+    from converters.registry import plan_route, reachable_from
+
+    try:
+        plan_route(fmt, "tflite")
+    except InputError:
+        reach = ", ".join(sorted(reachable_from(fmt))) or "nothing"
+        return f"edgeport has no route from {fmt} to TFLite (from {fmt} it reaches: {reach})"
+    return f"convert it first: edgeport convert {path} --to tflite"
+
+
 def describe(path, edgetpu=False, min_runtime_version=None):
     """The summary dict `inspect` prints."""
     from edge.errors import InputError
@@ -28,12 +42,8 @@ def describe(path, edgetpu=False, min_runtime_version=None):
     with open(path, "rb") as f:
         if not is_tflite(f.read(8)):
             fmt = detect_format(path)
-            from converters.registry import reachable_from
-
-            hint = f"`edgeport check {path} --graph` lists its inputs, outputs and nodes"
-            to = [t for t in ("tflite", "tflite-int8") if t in reachable_from(fmt)]
-            if to:  # only a route that exists
-                hint += f"; or convert it first: edgeport convert {path} --to {to[0]}"
+            hint = (f"`edgeport check {path} --graph` lists its inputs, outputs and nodes; or "
+                    + convert_hint(path, fmt))
             raise InputError(f"{path} is a {fmt} model; inspect reads TFLite models", hint)
     model = TFLiteModel.load(path)
     fmt = detect_format(path)

@@ -23,6 +23,7 @@ COMMANDS = {
     "validate": "edgeport.cli.validate",
     "check": "edgeport.cli.check",
     "eval": "edgeport.cli.eval",
+    "toolenv": "edgeport.cli.toolenv",
 }
 
 

@@ -5,12 +5,16 @@ DESCRIPTION = """Convert a model (TFLite, ONNX, SavedModel, Keras, TorchScript, 
 state dict with --torch-model) to one or more formats. The route is planned over the
 registered conversions; each artefact is written atomically beside the source (or in -o),
 stamped with provenance (in the model and in NAME.edgeport.json) and validated against the
-model it was made from. Full-int8 TFLite needs --calibration DIR (real images).
+model it was made from. Full-int8 TFLite needs --calibration DIR (real images); a float
+TFLite is quantized on them itself. ONNX -> TFLite runs onnx2tf from its own environment
+(built on first use; see `edgeport toolenv`).
 
 examples:
   convert net.keras --to onnx,ort,tflite
   convert net.keras --to tflite-int8 --calibration images/ --size 224 224 --mean 127.5 --std 127.5
-  convert models/ --to onnx --jobs 2 -o out/"""
+  convert models/ --to onnx --jobs 2 -o out/
+  convert float.tflite --to edgetpu --calibration images/ --size 224 224 --mean 127 --std 128
+  convert net.onnx --to tflite-int8,coreml --calibration images/ --mean 127 --std 128 --labels labels.txt"""
 
 
 def configure(p):

@@ -1,0 +1,163 @@
+"""ONNX -> TFLite float through onnx2tf, run in its own environment (converters/toolenv).
+
+onnx2tf (PINTO0309, MIT; what Ultralytics exports TFLite with) rewrites an ONNX graph as
+TensorFlow ops and converts that to TFLite. An NCHW image model comes out taking NHWC
+images (onnx2tf moves the layout through the whole graph instead of adding a TRANSPOSE at
+the input), so a device feeds it the TFLite way; the sidecar records the new layout. From
+the float TFLite, `tflite -> tflite-int8 -> edgetpu` takes it on.
+
+onnx2tf pins TensorFlow 2.19, NumPy 1.26 and onnx 1.19, which clash with edgeport's, so it
+runs as a subprocess of the environment `converters.toolenv` builds from pinned
+requirements on first use. Two things it needs that a plain `pip install` does not give:
+`onnxsim` on PATH (the environment's bin folder goes first on PATH) and a file
+`calibration_image_sample_data_20x128x128x3_float32.npy` in its working folder (test
+images it otherwise downloads from GitHub): edgeport writes it from real photos (the
+calibration folder, or the repository's images/) into the temporary working folder.
+"""
+
+import os
+import shutil
+import tempfile
+import time
+
+from edge.errors import EdgeportError, InputError
+
+from converters import formats
+from converters.registry import conversion
+
+SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+SAMPLE_COUNT = 20
+REPO_IMAGES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                           "images")
+DEFAULT_TIMEOUT = 1800.0
+
+
+def sample_images(folders, path, count=SAMPLE_COUNT):
+    """Write onnx2tf's test-image file: `count` photos, 128x128 RGB, float32 in 0..1 (NHWC).
+
+    Photos come from the first of `folders` holding images, cycled when there are fewer than
+    `count`. Returns the list of files used. InputError when no folder holds an image.
+    """
+    import numpy as np
+    from PIL import Image
+
+    from edge.preprocess import IMAGE_SUFFIXES, load_image
+
+    files = []
+    for folder in folders:
+        if folder and os.path.isdir(folder):
+            files = sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                           if n.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(folder, n)))
+            if files:
+                break
+    if not files:
+        raise InputError("onnx2tf needs a few sample photos and none were found",
+                         "pass --calibration DIR (a folder of images)")
+    used = [files[i % len(files)] for i in range(count)]
+    arrays = []
+    for f in used:
+        im = load_image(f, 3)
+        if im.size != (128, 128):
+            im = im.resize((128, 128), Image.LANCZOS)
+        arrays.append(np.asarray(im, dtype=np.float32) / 255.0)
+    with open(path, "wb") as fh:
+        np.save(fh, np.stack(arrays).astype(np.float32))
+    return used
+
+
+def onnx_inputs(model):
+    """[(name, [dim or None, ...])] of the graph inputs that are not initializers."""
+    init = {t.name for t in model.graph.initializer}
+    out = []
+    for i in model.graph.input:
+        if i.name in init:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                for d in i.type.tensor_type.shape.dim]
+        out.append((i.name, dims))
+    return out
+
+
+def is_nchw_image(dims):
+    return len(dims) == 4 and dims[1] in (1, 3) and dims[3] not in (1, 3)
+
+
+def _tool_versions(env):
+    keep = ("onnx2tf", "tensorflow", "onnx", "onnxruntime", "onnxsim", "numpy")
+    out = {}
+    for line in (env.manifest() or {}).get("packages") or []:
+        name, _, version = line.partition("==")
+        if name.lower() in keep:
+            out[f"toolenv:{name.lower()}"] = version
+    return out
+
+
+@conversion(formats.ONNX, formats.TFLITE, extra="convert")
+def onnx_to_tflite(source, output_path, options):
+    from converters import toolenv
+    from edge.tflite_model import TFLiteModel
+
+    model = formats.load_onnx(source.path, load_external_data=False)
+    inputs = onnx_inputs(model)
+    if not inputs:
+        raise InputError(f"{source.name} has no inputs")
+    args = []
+    if options.input_shape:
+        if len(inputs) != 1:
+            raise InputError("--input-shape fixes one input; this model has several")
+        shape = [int(d) for d in options.input_shape]
+        if len(shape) != len(inputs[0][1]):
+            raise InputError(f"--input-shape {shape} has {len(shape)} dimensions, "
+                             f"{source.name}'s input has {len(inputs[0][1])}")
+        args += ["-ois", f"{inputs[0][0]}:{','.join(map(str, shape))}"]
+        inputs = [(inputs[0][0], shape)]
+    else:
+        for name, dims in inputs:
+            if any(d is None for d in dims[1:]):
+                raise InputError(f"{source.name}'s input '{name}' has free dimensions {dims}",
+                                 "fix them with --input-shape N ... (TFLite and the Edge TPU need "
+                                 "static shapes)")
+        if any(dims and dims[0] is None for _, dims in inputs):
+            args += ["-b", "1"]            # a free batch becomes 1 (the Edge TPU needs it static)
+            inputs = [(n, [1] + d[1:]) for n, d in inputs]
+    if options.dynamic_batch:
+        options.progress("TFLite: --dynamic-batch is ignored, the batch stays static (Edge TPU needs it)")
+    env = toolenv.ensure("onnx2tf", options.progress)
+    t0 = time.monotonic()
+    stem = os.path.splitext(os.path.basename(source.path))[0]
+    logs = os.path.join(env.path, "logs")
+    os.makedirs(logs, exist_ok=True)
+    log_path = os.path.join(logs, f"{stem}.log")
+    with tempfile.TemporaryDirectory(prefix="edgeport-onnx2tf-") as work:
+        sample_images([options.calibration, REPO_IMAGES], os.path.join(work, SAMPLE_FILE))
+        src = os.path.join(work, "model.onnx")
+        try:
+            os.link(source.path, src)
+        except OSError:
+            shutil.copyfile(source.path, src)
+        out_dir = os.path.join(work, "out")
+        options.progress(f"onnx2tf: {source.name} -> TFLite float (in {env.path})")
+        toolenv.run(env, ["-i", src, "-o", out_dir, "-coion", "-n"] + args, cwd=work,
+                    timeout=options.timeout if options.timeout and options.timeout > DEFAULT_TIMEOUT
+                    else DEFAULT_TIMEOUT, log_path=log_path)
+        produced = os.path.join(out_dir, "model_float32.tflite")
+        if not os.path.isfile(produced) or os.path.getsize(produced) == 0:
+            raise EdgeportError(f"onnx2tf exited 0 but wrote no float32 TFLite model for {source.name}",
+                                f"its output is in {log_path}")
+        shutil.copyfile(produced, output_path)
+    seconds = time.monotonic() - t0
+    tfl = TFLiteModel.load(output_path)
+    tfl_inputs = [list(t.shape) for t in tfl.inputs()]
+    meta = {"route": "onnx2tf (ONNX -> TensorFlow -> TFLite float32), in its own environment",
+            "toolenv": env.path, "input_shape": tfl_inputs[0] if len(tfl_inputs) == 1 else tfl_inputs,
+            "onnx_input_shape": inputs[0][1] if len(inputs) == 1 else [d for _, d in inputs],
+            "seconds_onnx2tf": round(seconds, 3), "versions": _tool_versions(env)}
+    if len(inputs) == 1 and is_nchw_image(inputs[0][1]):
+        n, c, h, w = inputs[0][1]
+        if tfl_inputs and tfl_inputs[0] == [n, h, w, c]:
+            meta["input_layout"] = "NHWC (the ONNX NCHW input, channel-last for TFLite)"
+            spec = dict(source.preprocessing or {})
+            spec.update(options.preprocessing or {})
+            spec["layout"] = "NHWC"
+            meta["preprocessing"] = spec
+    return meta
