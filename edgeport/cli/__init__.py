@@ -18,6 +18,7 @@ COMMANDS = {
     "validate": "edgeport.cli.validate",
     "check": "edgeport.cli.check",
     "eval": "edgeport.cli.eval",
+    "manifest": "edgeport.cli.manifest",
 }
 
 

@@ -10,7 +10,8 @@ model it was made from. Full-int8 TFLite needs --calibration DIR (real images).
 examples:
   convert net.keras --to onnx,ort,tflite
   convert net.keras --to tflite-int8 --calibration images/ --size 224 224 --mean 127.5 --std 127.5
-  convert models/ --to onnx --jobs 2 -o out/"""
+  convert models/ --to onnx --jobs 2 -o out/
+  convert models/ --to onnx,tflite --shard 2/8 -o out/   (runner 2 of 8; see `manifest merge`)"""
 
 
 def configure(p):
@@ -23,6 +24,9 @@ def configure(p):
     p.add_argument("--json", action="store_true", help="print one JSON object (implies --quiet)")
     p.add_argument("--jobs", type=int, default=1, help="folder mode: models converted in parallel")
     p.add_argument("--no-validate", action="store_true", help="do not check artefacts against their source")
+    p.add_argument("--shard", metavar="K/N",
+                   help="folder mode: convert only shard K of N (K from 1; by model content hash) "
+                        "and write OUTDIR/edgeport-manifest.shard-K-of-N.json")
     g = p.add_argument_group("model")
     g.add_argument("--opset", type=int, help="ONNX opset (default 17)")
     g.add_argument("--input-shape", type=int, nargs="+", metavar="N", help="e.g. 1 224 224 3")
@@ -142,13 +146,32 @@ def run(args):
     is_folder = (os.path.isdir(src) and not args.torch_model
                  and not os.path.exists(os.path.join(src, "saved_model.pb"))
                  and not src.rstrip("/").endswith(".mlpackage"))
+    shard = None
+    if getattr(args, "shard", None):
+        from edge.errors import InputError
+
+        from converters.manifest import parse_shard
+
+        shard = parse_shard(args.shard)
+        if not is_folder:
+            raise InputError("--shard needs a folder of models as SRC")
     if is_folder:
         on_result = None if args.json else (lambda r: print_result(r, sys.stdout))
-        results = pipeline.convert_folder(src, targets, options, args.output_dir, args.force,
-                                          validate, args.jobs, on_result=on_result)
+        manifest = None
+        if shard:
+            from converters.manifest import convert_shard
+
+            results, manifest = convert_shard(src, targets, options, *shard, args.output_dir, args.force,
+                                              validate, args.jobs, on_result=on_result)
+        else:
+            results = pipeline.convert_folder(src, targets, options, args.output_dir, args.force,
+                                              validate, args.jobs, on_result=on_result)
         code = max([r.get("exit_code", 0) for r in results] or [0])
         if args.json:
-            print(json.dumps({"results": results, "exit_code": code}, indent=2, default=str))
+            extra = {"manifest": manifest} if manifest else {}
+            print(json.dumps({"results": results, "exit_code": code} | extra, indent=2, default=str))
+        elif manifest:
+            print(f"shard {shard[0]}/{shard[1]}: {len(results)} models; manifest: {manifest}")
         return code
     result = pipeline.convert_model(src, targets, options, args.output_dir, args.force, validate)
     d = result.as_dict()
