@@ -335,6 +335,7 @@ def runtime(rows, runs):
     from edge.bench import benchmark
 
     out = []
+    load = [os.getloadavg()[0]] if hasattr(os, "getloadavg") else []
     for row in rows:
         if not row["ok"] or row["format"] not in ("tflite", "tflite-int8", "onnx", "ort"):
             continue
@@ -344,7 +345,8 @@ def runtime(rows, runs):
                         "runtime": r["runtime"], "threads": threads, "median_ms": r["median_ms"],
                         "p90_ms": r["p90_ms"], "load_ms": r["load_ms"]})
             say(f"bench: {out[-1]['artefact']} x{threads}: {r['median_ms']:.2f} ms")
-    return out
+            load += [os.getloadavg()[0]] if hasattr(os, "getloadavg") else []
+    return out, load
 
 
 # -- the report --------------------------------------------------------------------------------
@@ -387,15 +389,16 @@ def render(report):
     ed = next((r for r in int8 if r["tool"] == "edgeport"), None)
     L += ["", "## int8 fidelity", "",
           "Top-1 agreement with the float PyTorch source, and max / mean absolute logit error, per photo set.", "",
-          "| quantizer | " + " | ".join(f"top-1 {k}" for k in sets) + " | "
+          "| quantizer | full int8 | " + " | ".join(f"top-1 {k}" for k in sets) + " | "
           + " | ".join(f"logit error {k} (max / mean)" for k in sets) + " |",
-          "|---|" + "---:|" * (2 * len(sets))]
+          "|---|---|" + "---:|" * (2 * len(sets))]
     for r in int8:
-        L.append(f"| {r['tool']} | " + " | ".join(_f(r, k) for k in sets) + " | "
+        full = {True: "yes", False: "no", None: "-"}[r.get("full_int8")]
+        L.append(f"| {r['tool']} | {full} | " + " | ".join(_f(r, k) for k in sets) + " | "
                  + " | ".join(_err(r, k) for k in sets) + " |")
     for r in rows:
         if r["format"] == "tflite-int8" and not r["ok"]:
-            L.append(f"| {r['tool']} | failed: {r['error']} |" + " |" * (2 * len(sets) - 1))
+            L.append(f"| {r['tool']} | failed: {r['error']} |" + " |" * (2 * len(sets)))
     verdicts = []
     if ed and "holdout" in sets:
         e = ed["fidelity"]["holdout"]
@@ -407,13 +410,17 @@ def render(report):
             cmp = (f"{d} more for edgeport" if d > 0 else f"{-d} more for {r['tool']}" if d < 0
                    else "the same count")
             ratio = f" ({p['mean_abs'] / e['mean_abs']:.2f}x)" if e["mean_abs"] else ""
+            tag = " (not full-integer)" if r.get("full_int8") is False else ""
             verdicts.append(f"edgeport agrees with PyTorch on {e['agree']}/{e['n']} held-out photos, "
-                            f"{r['tool']} on {p['agree']}/{p['n']}: {cmp}; mean logit error "
+                            f"{r['tool']}{tag} on {p['agree']}/{p['n']}: {cmp}; mean logit error "
                             f"{e['mean_abs']:.4f} vs {p['mean_abs']:.4f}{ratio}.")
     L += [""] + [f"- {t}" for t in verdicts]
     L += ["", "## Runtime", "",
           f"Median and p90 of {report['runs']} timed runs after 5 warm-up runs (edge.bench, the code behind "
-          "`edgeport bench`), seeded random inputs.", "",
+          "`edgeport bench`), seeded random inputs."
+          + (f" The machine's 1-minute load average during these runs: {min(report['load_1min']):.1f} to "
+             f"{max(report['load_1min']):.1f} on {os.cpu_count()} cores: absolute times are inflated by other "
+             "jobs; compare rows." if report.get("load_1min") else ""), "",
           "| artefact | tool | runtime | threads | median ms | p90 ms | load ms |", "|---|---|---|---:|---:|---:|---:|"]
     for b in bench:
         L.append(f"| {b['artefact']} | {b['tool']} | {b['runtime']} | {b['threads']} | {b['median_ms']:.2f} | "
@@ -475,10 +482,11 @@ def main(argv=None):
     rows = make_artefacts(src, work, os.path.abspath(args.images), log)
     sets = photo_sets(args.images, args.holdout)
     fidelity(rows, sets)
-    bench = runtime(rows, args.runs)
+    bench, load = runtime(rows, args.runs)
     report = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "versions": versions(), "photo_sets": {k: len(v) for k, v in sets.items()},
               "runs": args.runs, "conversions": rows, "runtime": bench,
+              "load_1min": [round(x, 1) for x in load],
               "seconds": round(time.perf_counter() - t0, 1)}
     for r in rows:
         if r.get("path"):
