@@ -419,8 +419,10 @@ def render(report):
           f"Median and p90 of {report['runs']} timed runs after 5 warm-up runs (edge.bench, the code behind "
           "`edgeport bench`), seeded random inputs."
           + (f" The machine's 1-minute load average during these runs: {min(report['load_1min']):.1f} to "
-             f"{max(report['load_1min']):.1f} on {os.cpu_count()} cores: absolute times are inflated by other "
-             "jobs; compare rows." if report.get("load_1min") else ""), "",
+             f"{max(report['load_1min']):.1f} on {os.cpu_count()} cores." if report.get("load_1min") else "")
+          + " On a machine shared with other jobs these latencies are inflated (2 threads often lose to 1 "
+          "when other processes hold the cores) and their order can change from run to run: read them "
+          "as an upper bound, and the fidelity tables above as the result.", "",
           "| artefact | tool | runtime | threads | median ms | p90 ms | load ms |", "|---|---|---|---:|---:|---:|---:|"]
     for b in bench:
         L.append(f"| {b['artefact']} | {b['tool']} | {b['runtime']} | {b['threads']} | {b['median_ms']:.2f} | "
