@@ -269,3 +269,19 @@ def test_merge_bad_inputs_exit_2(tmp_path, capsys):
     for path in (tmp_path / "junk.json", tmp_path / "other.json", tmp_path / "absent.json", tmp_path):
         code, out, err = run_cli(capsys, "manifest", "merge", path)
         assert code == 2 and err.startswith("error: ") and "Traceback" not in err, (path, err)
+
+
+def test_shards_sharing_one_output_folder_keep_each_others_state(zoo, tmp_path, capsys):
+    """Two shards run into one folder (one machine): neither drops the other's skip records."""
+    out = tmp_path / "shared_out"
+    for k in (1, 2):
+        code, _, err = run_cli(capsys, "convert", zoo, "--to", "ort", "--shard", f"{k}/2", "-o", out, "--quiet")
+        assert code == 0, err
+    state = json.loads((out / ".edgeport-convert.json").read_text())
+    assert sorted(state) == sorted(p.name for p in zoo.glob("*.onnx"))
+    for k in (1, 2):
+        code, stdout, err = run_cli(capsys, "convert", zoo, "--to", "ort", "--shard", f"{k}/2", "-o", out,
+                                    "--quiet", "--json")
+        assert {r["status"] for r in json.loads(stdout)["results"]} == {"skipped"}
+    code, stdout, _ = run_cli(capsys, "manifest", "merge", *sorted(out.glob("edgeport-manifest.*.json")))
+    assert code == 0 and "7 models in 2 of 2 shards: complete" in stdout
