@@ -447,8 +447,14 @@ def _skip_key(path, targets, options, outdir, force):
 
 
 def _one(args):
-    """Worker: convert one source, never raise (a Result as a dict)."""
-    src, targets, options, outdir, force, validate = args
+    """Worker: convert one source, never raise (a Result as a dict, with its time in ms)."""
+    t0 = time.perf_counter()
+    r = _convert_one(*args)
+    r["ms"] = round(1000 * (time.perf_counter() - t0), 1)
+    return r
+
+
+def _convert_one(src, targets, options, outdir, force, validate):
     try:
         r = convert_model(src, targets, options, outdir, force, validate)
         return r.as_dict() | {"exit_code": r.exit_code}
@@ -460,36 +466,39 @@ def _one(args):
 
 
 def convert_folder(folder, targets, options, outdir=None, force=False, validate=True, jobs=1,
-                   on_result=None):
-    """Convert every model of `folder`; returns a list of result dicts (in source order)."""
+                   on_result=None, select=None):
+    """Convert every model of `folder`; returns a list of result dicts (in source order).
+
+    `select({path: sha256})` -> paths, when given, picks the models to convert (a shard:
+    see converters/manifest.py); the others are left alone, their state entries kept.
+    """
     targets = parse_targets(targets)
     folder = os.path.abspath(check_path_text(folder, "folder"))
     outdir = os.path.abspath(outdir or folder)
     created = _missing_folders(outdir)
     try:
         with terminate_as_interrupt():
-            results = _convert_folder(folder, targets, options, outdir, force, validate, jobs, on_result)
+            results = _convert_folder(folder, targets, options, outdir, force, validate, jobs, on_result,
+                                      select)
     except BaseException:
         _remove_if_empty(created)
         raise
     return results
 
 
-def _convert_folder(folder, targets, options, outdir, force, validate, jobs, on_result):
+def _convert_folder(folder, targets, options, outdir, force, validate, jobs, on_result, select=None):
     check_writable_dir(outdir)
     models = find_models(folder)
     if not models:
         raise InputError(f"folder {folder} holds no model edgeport can read")
+    shas = {path: sha256_of(path) for path in models}
+    if select is not None:
+        models = list(select(shas))
     state_path = os.path.join(outdir, STATE_FILE)
-    try:
-        state = json.loads(read_input(state_path, "state file", "json").decode("utf-8"))
-    except (EdgeportError, ValueError, RecursionError):
-        state = {}
-    if not isinstance(state, dict) or not all(isinstance(v, dict) for v in state.values()):
-        state = {}
+    state = _read_state(state_path)
     results, todo, keys = {}, [], {}
     for path in models:
-        sha = sha256_of(path)
+        sha = shas[path]
         key = _skip_key(path, targets, options, outdir, force)
         keys[path] = (sha, key)
         prev = state.get(os.path.basename(path))
@@ -523,14 +532,31 @@ def _convert_folder(folder, targets, options, outdir, force, validate, jobs, on_
             results[w[0]] = r
             if on_result:
                 on_result(r)
-    for path in todo:
-        r = results[path]
-        if r["status"] == "converted" and r["exit_code"] == 0:
-            sha, key = keys[path]
-            state[os.path.basename(path)] = {"sha256": sha, "options": key, "format": r["format"],
-                                             "routes": r["routes"],
-                                             "outputs": [h["path"] for h in r["artefacts"]]}
-        else:
-            state.pop(os.path.basename(path), None)
-    write_text_atomic(state_path, json.dumps(state, indent=2, sort_keys=True) + "\n")
+    # Re-read under a lock and change only this run's entries: shards sharing an output
+    # folder on one machine must not drop each other's records.
+    with output_lock(state_path):
+        state = _read_state(state_path)
+        for path in todo:
+            r = results[path]
+            if r["status"] == "converted" and r["exit_code"] == 0:
+                sha, key = keys[path]
+                state[os.path.basename(path)] = {"sha256": sha, "options": key, "format": r["format"],
+                                                 "routes": r["routes"],
+                                                 "outputs": [h["path"] for h in r["artefacts"]]}
+            else:
+                state.pop(os.path.basename(path), None)
+        write_text_atomic(state_path, json.dumps(state, indent=2, sort_keys=True) + "\n")
     return [results[p] for p in models]
+
+
+def _read_state(path):
+    """The folder's skip state; anything damaged or not a regular file counts as none."""
+    if not os.path.exists(path):
+        return {}
+    try:
+        state = json.loads(read_input(path, "state file", "json").decode("utf-8"))
+    except (EdgeportError, ValueError, RecursionError):
+        return {}
+    if not isinstance(state, dict) or not all(isinstance(v, dict) for v in state.values()):
+        return {}
+    return state

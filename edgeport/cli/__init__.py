@@ -24,6 +24,7 @@ COMMANDS = {
     "check": "edgeport.cli.check",
     "eval": "edgeport.cli.eval",
     "toolenv": "edgeport.cli.toolenv",
+    "manifest": "edgeport.cli.manifest",
 }
 
 

@@ -14,7 +14,8 @@ examples:
   convert net.keras --to tflite-int8 --calibration images/ --size 224 224 --mean 127.5 --std 127.5
   convert models/ --to onnx --jobs 2 -o out/
   convert float.tflite --to edgetpu --calibration images/ --size 224 224 --mean 127 --std 128
-  convert net.onnx --to tflite-int8,coreml --calibration images/ --mean 127 --std 128 --labels labels.txt"""
+  convert net.onnx --to tflite-int8,coreml --calibration images/ --mean 127 --std 128 --labels labels.txt
+  convert models/ --to onnx,tflite --shard 2/8 -o out/   (runner 2 of 8; see `manifest merge`)"""
 
 
 def configure(p):
@@ -31,6 +32,9 @@ def configure(p):
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="folder mode: models converted in parallel (integer >= 1; default 1)")
     p.add_argument("--no-validate", action="store_true", help="do not check artefacts against their source")
+    p.add_argument("--shard", metavar="K/N",
+                   help="folder mode: convert only shard K of N (K from 1; by model content hash) "
+                        "and write OUTDIR/edgeport-manifest.shard-K-of-N.json")
     g = p.add_argument_group("model")
     g.add_argument("--opset", type=positive_int, help="ONNX opset (default 17)")
     add_input_shape(g, "the model's input shape, e.g. 1 224 224 3 (PyTorch sources, dynamic inputs)")
@@ -126,7 +130,9 @@ def print_result(r, out):
 def json_model(r):
     """A pipeline result dict in the JSON contract's key names (model, size_bytes, *_ms)."""
     out = {"model": r["source"]}
-    out.update((k, v) for k, v in r.items() if k not in ("source", "artefacts"))
+    out.update((k, v) for k, v in r.items() if k not in ("source", "artefacts", "ms"))
+    out["time_ms"] = round(r["ms"] if "ms" in r else  # a folder's per-model wall time, else the hops'
+                           1000.0 * sum(a.get("seconds") or 0.0 for a in r.get("artefacts") or ()), 1)
     out["artefacts"] = [{"model": a["path"], "format": a["format"], "size_bytes": a["size"],
                          "conversion": a["conversion"], "status": a["status"],
                          "time_ms": round(a["seconds"] * 1000.0, 1), "validation": a["validation"]}
@@ -151,14 +157,33 @@ def run(args):
     is_folder = (os.path.isdir(src) and not args.torch_model
                  and not os.path.exists(os.path.join(src, "saved_model.pb"))
                  and not src.rstrip("/").endswith(".mlpackage"))
+    shard = None
+    if getattr(args, "shard", None):
+        from edge.errors import InputError
+
+        from converters.manifest import parse_shard
+
+        shard = parse_shard(args.shard)
+        if not is_folder:
+            raise InputError("--shard needs a folder of models as SRC")
     if is_folder:
         on_result = None if args.json else (lambda r: print_result(r, sys.stdout))
-        results = pipeline.convert_folder(src, targets, options, args.output_dir, args.force,
-                                          validate, args.jobs, on_result=on_result)
+        manifest = None
+        if shard:
+            from converters.manifest import convert_shard
+
+            results, manifest = convert_shard(src, targets, options, *shard, args.output_dir, args.force,
+                                              validate, args.jobs, on_result=on_result)
+        else:
+            results = pipeline.convert_folder(src, targets, options, args.output_dir, args.force,
+                                              validate, args.jobs, on_result=on_result)
         code = max([r.get("exit_code", 0) for r in results] or [0])
         if args.json:
+            extra = {"manifest": manifest} if manifest else {}
             return emit_json("convert", code, folder=os.path.abspath(src),
-                             models=[json_model(r) for r in results])
+                             models=[json_model(r) for r in results], **extra)
+        elif manifest:
+            print(f"shard {shard[0]}/{shard[1]}: {len(results)} models; manifest: {manifest}")
         return code
     result = pipeline.convert_model(src, targets, options, args.output_dir, args.force, validate)
     d = result.as_dict()
