@@ -169,6 +169,24 @@ def _pid_alive(pid):
     return True
 
 
+def orphans(folder, prefix):
+    """Paths in `folder` named `PREFIX<PID>-...` whose process is no longer running.
+
+    Names without a PID (an older edgeport's) and those of live processes are left out.
+    """
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        if name.startswith(prefix):
+            pid = name[len(prefix):].split("-", 1)[0]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                out.append(os.path.join(folder, name))
+    return out
+
+
 def sweep_stale(final_path):
     """Remove `.NAME.tmp-PID-*` temps whose writer is gone, and an unheld `.NAME.lock`.
 
@@ -178,18 +196,7 @@ def sweep_stale(final_path):
     """
     final_path = os.path.abspath(os.fspath(final_path))
     folder, base = os.path.dirname(final_path), os.path.basename(final_path)
-    prefix = f".{base}.tmp-"
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return
-    for name in names:
-        if not name.startswith(prefix):
-            continue
-        pid = name[len(prefix):].split("-", 1)[0]
-        if not pid.isdigit() or _pid_alive(int(pid)):
-            continue  # an older edgeport's temp (no PID) or a live writer's: left alone
-        path = os.path.join(folder, name)
+    for path in orphans(folder, f".{base}.tmp-"):
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
         else:

@@ -81,25 +81,9 @@ WORK_PREFIX = "edgeport-edgetpu-"
 def sweep_stale_work_dirs(root=None):
     """Remove `edgeport-edgetpu-PID-*` work folders (in the temp folder) whose process is gone:
     a compile killed with SIGKILL cannot remove its own. Never fails."""
-    root = root or tempfile.gettempdir()
-    try:
-        names = os.listdir(root)
-    except OSError:
-        return
-    for name in names:
-        if not name.startswith(WORK_PREFIX):
-            continue
-        pid = name[len(WORK_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-            continue  # still running
-        except ProcessLookupError:
-            pass
-        except OSError:
-            continue
-        path = os.path.join(root, name)
+    from converters.atomic import orphans
+
+    for path in orphans(root or tempfile.gettempdir(), WORK_PREFIX):
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
 
