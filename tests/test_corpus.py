@@ -170,11 +170,32 @@ def _step(outcomes, times, name, fn):
     times[name] = time.perf_counter() - t0
 
 
+# Routes added after this table was measured (issue 13): ONNX -> TFLite through onnx2tf (about a
+# minute a model, in its own environment), ONNX -> Core ML through onnx2coreml, and float
+# TFLite -> full-int8. The corpus has not been run through them yet, so the targets they lead
+# to are left out here, by name, and said in the README's "Tested on" section; they are tested
+# on tiny models and EfficientNet-Lite0 (tests/test_more_routes.py, test_routes_efficientnet.py).
+NOT_YET_IN_THE_CORPUS = {("onnx", "tflite"), ("onnx", "coreml"), ("tflite", "tflite-int8")}
+
+
+def corpus_targets(fmt):
+    """The targets the route table offers from `fmt` over routes this table was measured on."""
+    from converters.registry import plan_route, reachable_from
+
+    return [t for t in reachable_from(fmt)
+            if not {(c.source, c.target) for c in plan_route(fmt, t)} & NOT_YET_IN_THE_CORPUS]
+
+
+def test_new_routes_left_out_of_the_corpus_exist():
+    """The exclusion above names real routes; when one is removed, this list must shrink too."""
+    from converters.registry import load_registry
+
+    assert NOT_YET_IN_THE_CORPUS <= set(load_registry())
+
+
 def run_model(name, path, workdir):
     """{step: outcome} and {step: seconds} for one corpus model."""
     from converters import formats
-    from converters.registry import reachable_from
-
     kind, args, _, _ = CASES[name]
     outcomes, times = {}, {}
 
@@ -194,20 +215,20 @@ def run_model(name, path, workdir):
     fmt = formats.detect_format(str(path))
     order = ["onnx", "ort", "tflite", "tflite-int8", "coreml", "edgetpu"]
     made = []
-    for target in sorted(reachable_from(fmt), key=order.index):
+    for target in sorted(corpus_targets(fmt), key=order.index):
         def convert(target=target):
             code, out, err = _cli("convert", path, "--to", target, "-o", workdir, "--json",
                                   *_flags(args, "convert"))
             if code != 0:
                 return _refusal(code, out, err)
-            result = json.loads(out)
+            result = json.loads(out)["models"][0]  # the JSON contract: one entry per model
             final = [a for a in result["artefacts"] if a["format"] == target]
             bad = [a for a in result["artefacts"] if (a.get("validation") or {}).get("passed") is False]
             if bad:
                 return "FAILED: " + bad[0]["validation"]["summary"]
             if final and final[0]["status"] in ("converted", "kept"):
-                if final[0]["path"] not in made:
-                    made.append(final[0]["path"])
+                if final[0]["model"] not in made:
+                    made.append(final[0]["model"])
                 return VALIDATED
             return f"no {target} artefact: {out[-200:]}"
 
