@@ -87,7 +87,7 @@ def outcome_of(result, artefacts):
     checks = [a.get("validation") or {} for a in artefacts]
     bad = [a for a, v in zip(artefacts, checks) if v.get("passed") is False]
     if bad or result.get("validation_failed"):
-        names = ", ".join(os.path.basename(a["path"]) for a in bad) or "an artefact"
+        names = ", ".join(os.path.basename(a["model"]) for a in bad) or "an artefact"
         summary = next((v.get("summary") for v in checks if v.get("passed") is False), None)
         return "failed", f"validation failed for {names}" + (f": {summary}" if summary else "")
     if artefacts and all(v.get("passed") is True for v in checks):
@@ -253,7 +253,7 @@ def merge_manifests(paths):
     c = counts(models)
     failed_shards = sorted({m["shard"] for m in models if m["outcome"] in ("refused", "failed")})
     return {"schema": SCHEMA.replace("manifest/", "merged-manifest/"), "n": n,
-            "shards": [{"k": d["shard"]["k"], "n": d["shard"]["n"], "path": p, "counts": d.get("counts"),
+            "shards": [{"k": d["shard"]["k"], "n": d["shard"]["n"], "manifest": p, "counts": d.get("counts"),
                         "wall_ms": d.get("wall_ms"), "host": d.get("host")}
                        for p, d in sorted(loaded, key=lambda x: x[1]["shard"]["k"])],
             "missing_shards": missing, "failed_shards": failed_shards,

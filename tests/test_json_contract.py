@@ -11,14 +11,15 @@ import os
 import shutil
 
 import pytest
-from conftest import run_cli
+from conftest import DATA, run_cli
 
 from edgeport import __version__
 
 ENVELOPE = ["command", "edgeport_version", "exit_code"]
 # Names the contract replaced: a model path is `model`, a size `size_bytes`, a time `*_ms`.
 FORBIDDEN = {"path", "file", "filename", "size", "bytes", "seconds", "secs", "time", "duration"}
-MULTI_MODEL = {"bench", "convert", "validate", "eval"}
+MULTI_MODEL = {"bench", "convert", "validate", "eval", "manifest"}
+NO_MODEL = {"toolenv"}  # about tool environments, not models
 
 
 def _no_nan(text):
@@ -55,7 +56,9 @@ def check_contract(command, code, out):
             assert all(v is None or isinstance(v, (int, float)) for v in values), f"{command}: {where}"
         if key == "model":
             assert isinstance(value, str) and value, f"{command}: {where}"
-    if command in MULTI_MODEL:
+    if command in NO_MODEL:
+        pass
+    elif command in MULTI_MODEL:
         assert isinstance(doc["models"], list) and doc["models"], doc
         assert all(isinstance(m.get("model"), str) for m in doc["models"])
     else:
@@ -168,3 +171,22 @@ def test_emit_json_refuses_to_overwrite_the_envelope():
     with pytest.raises(ValueError):
         envelope("bench", 0, edgeport_version="9.9")
     assert envelope("bench", 1, t_ms=float("nan"))["t_ms"] is None
+
+
+def test_manifest_merge(capsys, tmp_path):
+    import shutil
+
+    folder = tmp_path / "zoo"
+    folder.mkdir()
+    shutil.copy(DATA / "color_float.tflite", folder / "a.tflite")
+    code, out, err = run_cli(capsys, "convert", folder, "--to", "onnx", "--shard", "1/1", "-o", tmp_path / "out",
+                             "--quiet")
+    assert code == 0, err
+    manifests = sorted((tmp_path / "out").glob("edgeport-manifest.shard-*.json"))
+    code, doc = run_json(capsys, "manifest", "merge", *manifests)
+    assert code == 0 and doc["models"][0]["model"] == "a.tflite"
+
+
+def test_toolenv(capsys):
+    code, doc = run_json(capsys, "toolenv")
+    assert code == 0 and all("folder" in d for d in doc["toolenvs"])

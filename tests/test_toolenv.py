@@ -160,7 +160,7 @@ def test_unknown_tool():
 def test_cli_shows_builds_and_removes(fake, capsys):
     code, out, _ = run_cli(capsys, "toolenv", "fake", "--json")
     d = json.loads(out)["toolenvs"][0]
-    assert code == 0 and d["ready"] is False and d["path"].startswith(toolenv.root_dir())
+    assert code == 0 and d["ready"] is False and d["folder"].startswith(toolenv.root_dir())
     assert d["rebuild"] == "edgeport toolenv fake --rebuild"
     code, out, err = run_cli(capsys, "toolenv", "fake", "--build")
     assert code == 0 and "status:       ready" in out and "installed:    fakepkg==1.0" in out

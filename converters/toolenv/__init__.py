@@ -288,7 +288,7 @@ def info(name):
                   if e.startswith(env.tool.name + "-") and os.path.join(root, e) != env.path
                   and not e.endswith(".lock") and not e.startswith(".")]
     lock = os.path.join(os.path.dirname(env.path), f".{os.path.basename(env.path)}.lock")
-    return {"tool": name, "what": env.tool.what, "path": env.path, "ready": bool(m),
+    return {"tool": name, "what": env.tool.what, "folder": env.path, "ready": bool(m),
             "building": not m and _held(lock),
             "python": env.python_version, "interpreter": python_for_envs(),
             "requirements": os.path.join(HERE, f"{name}.txt"), "pins": pins,

@@ -38,8 +38,11 @@ def run(args):
         if os.path.isdir(args.output):
             raise InputError(f"-o {args.output} is a folder", "give a file name, e.g. -o merged.json")
         write_text_atomic(args.output, json.dumps(merged, indent=2) + "\n")
+    code = 0 if merged["passed"] else 1
     if args.json:
-        print(json.dumps(merged, indent=2))
+        from edgeport.cli.output import emit_json
+
+        return emit_json("manifest", code, **merged)
     else:
         print(summary_table(merged))
         if args.output:
@@ -52,4 +55,4 @@ def run(args):
         else:
             verdict = f"every shard present, {bad} model{'s' * (bad > 1)} refused or failed"
         print(f"{len(merged['models'])} models in {len(merged['shards'])} of {merged['n']} shards: {verdict}")
-    return 0 if merged["passed"] else 1
+    return code

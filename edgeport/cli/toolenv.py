@@ -27,7 +27,7 @@ def configure(p):
 
 def format_info(d, packages=True):
     lines = [f"{d['tool']}: {d['what']}",
-             f"  path:         {d['path']}",
+             f"  path:         {d['folder']}",
              f"  status:       " + (f"ready (built {d['created']} in {d['build_seconds']} s)" if d["ready"]
                                     else "being built (by another edgeport)" if d.get("building")
                                     else "not built (the first conversion that needs it builds it, "
@@ -44,7 +44,6 @@ def format_info(d, packages=True):
 
 
 def run(args):
-    import json
     import sys
 
     from converters import toolenv
@@ -61,8 +60,9 @@ def run(args):
             toolenv.ensure(n, say, rebuild=args.rebuild)
     infos = [toolenv.info(n) for n in names]
     if args.json:
-        print(json.dumps({"toolenvs": infos, "removed": removed}, indent=2))
-        return 0
+        from edgeport.cli.output import emit_json
+
+        return emit_json("toolenv", 0, toolenvs=infos, removed=removed)
     for p in removed:
         print(f"removed {p}")
     print("\n".join(format_info(d, packages=bool(args.tool)) for d in infos))
