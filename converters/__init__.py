@@ -3,7 +3,8 @@
 Rooms (each package's own docstring says what lives there and what it may import):
 
     converters/              registry + planner (registry, pipeline), formats, artefact,
-                             metadata, options, atomic writes, reference_models
+                             metadata, options, atomic writes, reference_models,
+                             manifest (shard manifests for `convert --shard` and their merge)
     converters/routes/       one module per conversion tool, each registering its edges
     converters/quantize/     calibration data, AdaRound, bias correction, full-int8 TFLite
     converters/edgetpu/      compile (the tflite-int8 -> edgetpu edge), compiler backends,

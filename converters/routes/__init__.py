@@ -4,7 +4,9 @@
     tf2onnx.py           Keras, SavedModel, TFLite -> ONNX
     tflite_converter.py  Keras, SavedModel -> TFLite float and full-int8 (TFLiteConverter)
     onnxruntime.py       ONNX -> ORT
-    coremltools.py       Keras, SavedModel, ONNX -> Core ML
+    onnx2tf.py           ONNX -> TFLite float (onnx2tf, run in its own environment: converters/toolenv)
+    tflite_quantizer.py  float TFLite -> full-int8 TFLite (calibrated, bias-corrected)
+    coremltools.py       Keras, SavedModel -> Core ML (coremltools), ONNX -> Core ML (onnx2coreml)
     torch.py             PyTorch -> ONNX, TFLite float and full-int8, Core ML
     tf_loading.py, torch_loading.py   how sources of those frameworks are opened
 

@@ -267,7 +267,7 @@ class MLProgramExecutor:
         return out
 
     def labels(self):
-        from converters.validation.runners.coreml import class_labels_of
+        from converters.validation.mil.labels import class_labels_of
 
         return class_labels_of(self.spec)
 
