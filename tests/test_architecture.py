@@ -66,6 +66,13 @@ def imports_of(path, package):
     return out
 
 
+def frameworks_loaded_by(code):
+    """The frameworks in sys.modules after a fresh interpreter runs `code`."""
+    code += f"\nimport sys\nprint(sorted({{m.split('.')[0] for m in sys.modules}} & set({FRAMEWORKS!r})))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return out.strip()
+
+
 def test_edge_sources_import_nothing_forbidden():
     bad = []
     for path in sorted((REPO / "edge").glob("*.py")):
@@ -126,10 +133,7 @@ def test_device_commands_import_no_converters(cmd):
     allowed = DEVICE_COMMANDS[cmd]
     assert {i for i in used if not any(i == a or i.startswith(a + ".") for a in allowed)} == set()
     for module in allowed:  # and those import nothing but numpy and edge/ at the top
-        code = (f"import sys, {module}\n"
-                f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({FRAMEWORKS!r})))")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-        assert out.strip() == "[]", module
+        assert frameworks_loaded_by(f"import {module}") == "[]", module
 
 
 def test_import_edge_loads_no_framework():
@@ -140,21 +144,16 @@ def test_import_edge_loads_no_framework():
 
 
 def test_classify_help_loads_no_framework():
-    code = ("import sys, contextlib, io\nfrom edgeport.cli import classify_main\n"
-            "with contextlib.redirect_stdout(io.StringIO()):\n"
-            "    try:\n        classify_main(['--help'])\n    except SystemExit:\n        pass\n"
-            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({FRAMEWORKS!r})))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert frameworks_loaded_by("import contextlib, io\nfrom edgeport.cli import classify_main\n"
+                                "with contextlib.redirect_stdout(io.StringIO()):\n"
+                                "    try:\n        classify_main(['--help'])\n"
+                                "    except SystemExit:\n        pass") == "[]"
 
 
 def test_converters_modules_import_no_framework_at_top():
-    code = ("import sys, importlib, pkgutil, converters\n"
-            "for m in pkgutil.walk_packages(converters.__path__, 'converters.'):\n"
-            "    importlib.import_module(m.name)\n"
-            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({FRAMEWORKS!r})))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert frameworks_loaded_by("import importlib, pkgutil, converters\n"
+                                "for m in pkgutil.walk_packages(converters.__path__, 'converters.'):\n"
+                                "    importlib.import_module(m.name)") == "[]"
 
 
 def test_every_package_is_installed():
