@@ -406,7 +406,7 @@ CASES = [
     C("bench-plot-into-missing-folder", ["bench", "{w}/color_float.tflite", "--runs", "1", "--plot",
                                          "{w}/no_such_folder/plot.png"], 2, r"cannot write the plot"),
     C("bench-plot-onto-a-folder", ["bench", "{w}/color_float.tflite", "--runs", "1", "--plot",
-                                   "{w}/empty_folder"], 2, r"cannot write the plot"),
+                                   "{w}/empty_folder"], 2, r"the plot .*empty_folder exists and is a folder"),
     # --- missing optional dependencies
     C("bench-onnx-without-onnxruntime", ["bench", "{w}/good.onnx", "--runs", "1"], 2,
       r"pip install 'edgeport\[convert\]'", hide=("onnxruntime",), needs=("good.onnx",)),

@@ -32,6 +32,10 @@ def run(args):
     from edgeport.cli.inputs import overrides_from_args
     from edgeport.cli.output import emit_json
 
+    if args.plot:  # refused before any model runs, not after
+        from edge.files import check_output
+
+        check_output(args.plot, "plot")
     feed = feeder(overrides_from_args(args))
     results = []
     for model in args.models:
