@@ -115,6 +115,11 @@ def run(args):
     if not args.converted and not args.save_outputs:
         raise InputError("give at least one CONVERTED model to compare with SOURCE",
                          "or --save-outputs FILE to only record SOURCE's outputs on a device")
+    from edge.files import check_output
+
+    for path, what in ((args.report, "report"), (args.junit, "JUnit report"), (args.save_outputs, "outputs")):
+        if path:  # refused before anything runs, not after
+            check_output(path, what)
     source = open_model(args.source, args.torch_model)
     converted = [open_model(p, None) for p in args.converted]
     report = validate(source, converted, opts)
