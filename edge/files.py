@@ -148,8 +148,8 @@ def read_input(path, what="file", kind="model"):
     return data
 
 
-def check_output(path, what="output"):
-    """InputError unless `path` does not exist or is a regular file (not a link, device, FIFO)."""
+def _check_replaceable(path, what, allowed, kinds):
+    """`path` (checked as text) when it does not exist or its lstat mode passes `allowed`."""
     p = check_path_text(path, f"{what} path")
     try:
         st = os.lstat(p)
@@ -157,23 +157,21 @@ def check_output(path, what="output"):
         return p
     except NotADirectoryError:
         raise InputError(f"cannot write the {what} {_display(p)}: a parent is not a folder") from None
-    if stat.S_ISREG(st.st_mode):
+    if allowed(st.st_mode):
         return p
     raise InputError(f"the {what} {_display(p)} exists and is {kind_of(st.st_mode)}: edgeport "
-                     "only replaces regular files", "choose another path, or remove it first")
+                     f"only replaces {kinds}", "choose another path, or remove it first")
+
+
+def check_output(path, what="output"):
+    """InputError unless `path` does not exist or is a regular file (not a link, device, FIFO)."""
+    return _check_replaceable(path, what, stat.S_ISREG, "regular files")
 
 
 def check_output_dir(path, what="output"):
     """Like check_output, for outputs that are folders (a .mlpackage): a real folder or absent."""
-    p = check_path_text(path, f"{what} path")
-    try:
-        st = os.lstat(p)
-    except FileNotFoundError:
-        return p
-    if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
-        return p
-    raise InputError(f"the {what} {_display(p)} exists and is {kind_of(st.st_mode)}: edgeport "
-                     "only replaces regular files and folders", "choose another path, or remove it first")
+    return _check_replaceable(path, what, lambda m: stat.S_ISDIR(m) or stat.S_ISREG(m),
+                              "regular files and folders")
 
 
 def same_file(a, b):

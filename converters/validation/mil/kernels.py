@@ -431,17 +431,22 @@ def avg_pool(a, op):
 
 
 # -- normalization ---------------------------------------------------------------------------
+def _normalized(x, mean, var, a, shape=None):
+    """(x - mean) / sqrt(var + epsilon), then times gamma and plus beta (reshaped to `shape`)."""
+    out = (x - mean) / np.sqrt(var + np.float32(a.get("epsilon") or 1e-5))
+    for name, apply in (("gamma", np.multiply), ("beta", np.add)):
+        if a.get(name) is not None:
+            v = _f(a[name])
+            out = apply(out, v.reshape(shape) if shape is not None else v)
+    return out
+
+
 @kernel("batch_norm")
 def batch_norm(a, op):
     x = _f(a["x"])
     shape = (1, -1) + (1,) * (x.ndim - 2)
     mean, var = _f(a["mean"]).reshape(shape), _f(a["variance"]).reshape(shape)
-    out = (x - mean) / np.sqrt(var + np.float32(a.get("epsilon") or 1e-5))
-    if a.get("gamma") is not None:
-        out = out * _f(a["gamma"]).reshape(shape)
-    if a.get("beta") is not None:
-        out = out + _f(a["beta"]).reshape(shape)
-    return out
+    return _normalized(x, mean, var, a, shape)
 
 
 @kernel("instance_norm")
@@ -450,13 +455,7 @@ def instance_norm(a, op):
     axes = tuple(range(2, x.ndim))
     mean = x.mean(axis=axes, keepdims=True)
     var = x.var(axis=axes, keepdims=True)
-    out = (x - mean) / np.sqrt(var + np.float32(a.get("epsilon") or 1e-5))
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    if a.get("gamma") is not None:
-        out = out * _f(a["gamma"]).reshape(shape)
-    if a.get("beta") is not None:
-        out = out + _f(a["beta"]).reshape(shape)
-    return out
+    return _normalized(x, mean, var, a, (1, -1) + (1,) * (x.ndim - 2))
 
 
 @kernel("layer_norm")
@@ -465,12 +464,7 @@ def layer_norm(a, op):
     axes = tuple(_ints(a["axes"])) if a.get("axes") is not None else tuple(range(x.ndim))
     mean = x.mean(axis=axes, keepdims=True)
     var = x.var(axis=axes, keepdims=True)
-    out = (x - mean) / np.sqrt(var + np.float32(a.get("epsilon") or 1e-5))
-    if a.get("gamma") is not None:
-        out = out * _f(a["gamma"])
-    if a.get("beta") is not None:
-        out = out + _f(a["beta"])
-    return out
+    return _normalized(x, mean, var, a)
 
 
 @kernel("l2_norm")
