@@ -63,7 +63,7 @@ def bias_correct(float_bytes, cal):
     Rounding weights to int8 (symmetric, per output channel, scale = max|w| / 127, as the
     TFLite quantizer does) shifts each conv/FC output channel by sum(dW * E[x]) on average
     (Nagel et al. 2019, "Data-Free Quantization", bias correction). E[x] is the per-channel
-    mean of the op's input over the calibration images; the shift is subtracted from the
+    mean of the op's input over the calibration samples (images or --data arrays); the shift is subtracted from the
     float bias, so the quantized model's expected outputs match the float ones. Ops without
     a bias tensor are left alone. Returns (new float bytes, number of ops corrected).
     """
@@ -104,10 +104,16 @@ def bias_correct(float_bytes, cal):
         warnings.simplefilter("ignore")
         interp = Interpreter(model_content=float_bytes, experimental_preserve_all_tensors=True)
     interp.allocate_tensors()
-    input_index = interp.get_input_details()[0]["index"]
+    details = interp.get_input_details()
     sums, n = {}, 0
-    for x in cal.arrays():
-        interp.set_tensor(input_index, x)
+    for sample in cal.representative_dataset():   # one array per input, in the model's order
+        if any(tuple(d["shape"]) != x.shape for d, x in zip(details, sample)):
+            for d, x in zip(details, sample):      # open dimensions (a [-1, -1] signature)
+                interp.resize_tensor_input(d["index"], x.shape)
+            interp.allocate_tensors()
+            details = interp.get_input_details()
+        for d, x in zip(details, sample):
+            interp.set_tensor(d["index"], x)
         interp.invoke()
         n += 1
         for _, xi, _, _, _ in targets:
@@ -138,7 +144,7 @@ def quantize_tflite(float_bytes, cal, io_dtype, progress):
     io = tf.uint8 if io_dtype == "uint8" else tf.int8
     try:
         calib = tfl_calibrator.Calibrator(tfl_calibrator.add_intermediate_tensors(float_bytes))
-        progress(f"quantizing: calibrating on {len(cal)} images")
+        progress(f"quantizing: calibrating on {len(cal)} {cal.unit}")
         return calib.calibrate_and_quantize(cal.representative_dataset, io, io, False,
                                             activations_type=tf.int8, bias_type=tf.int32)
     except Exception as e:

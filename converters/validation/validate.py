@@ -154,8 +154,10 @@ class ValidationReport:
 def validate_pair(source, converted, options=None):
     """Validate one converted Artefact against its source Artefact, as `convert` does per hop.
 
-    `options` is a ConvertOptions: its calibration folder (if any) gives real images, else
-    seeded random inputs; preprocessing, torch_model, input_shape are taken from it.
+    `options` is a ConvertOptions: its calibration folder (if any) gives real images, its
+    --data arrays (`input_overrides`, else `calibration_data`) every sample of that file, else
+    seeded random inputs; preprocessing, torch_model, input_shape are taken from it. A model
+    quantized on --data arrays is so validated on the same kind of data.
     Returns a ValidationReport (`.passed`, `.summary_line()`).
     """
     vo = ValidateOptions()
@@ -167,6 +169,10 @@ def validate_pair(source, converted, options=None):
         vo.trust_pickle = bool(getattr(options, "trust_pickle", False))
         vo.keras_unsafe = bool(getattr(options, "keras_unsafe", False))
         vo.input_overrides = getattr(options, "input_overrides", None)
+        if vo.input_overrides is None and getattr(options, "calibration_data", None):
+            from converters.validation.signature import InputOverrides
+
+            vo.input_overrides = InputOverrides.parse(data=options.calibration_data)
         vo.device = "cpu" if converted.format != formats.EDGETPU else "auto"
     report = validate(source, [converted], vo)
     from converters.validation.runners.tflite import EdgeTPUUnavailable, NeedsEdgeTPU
