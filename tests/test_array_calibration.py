@@ -70,7 +70,14 @@ def models(tmp_path_factory):
     z = tf.keras.layers.Dense(3, name="out")(h)
     (out / "two.tflite").write_bytes(_tflite(tf.keras.Model([a, b], z)))
 
+    o = tf.keras.Input((None, 4), name="frames")      # open batch and length: signature [-1, -1, 4]
+    k = tf.keras.layers.Conv1D(8, 3, activation="relu")(o)
+    k = tf.keras.layers.GlobalMaxPooling1D()(k)
+    (out / "open.tflite").write_bytes(_tflite(tf.keras.Model(o, tf.keras.layers.Dense(2)(k))))
+
     rng = np.random.default_rng(0)
+    np.savez(out / "open.npz", **{_input_names(out / "open.tflite")[0]:
+                                  rng.normal(0, 1, (12, 1, 32, 4)).astype(np.float32)})
     name = _input_names(out / "audio.tflite")[0]
     np.savez(out / "audio.npz", **{name: _signal(rng, 24)})
     np.savez(out / "audio_x1000.npz", **{name: _signal(np.random.default_rng(0), 24, 1000.0)})
@@ -225,3 +232,33 @@ def test_images_for_a_non_image_model_name_data(models, tmp_path, capsys, color_
                               "--calibration", color_images, "-o", tmp_path, "--quiet")
     line = _one_error_line(err)
     assert code == 2 and "not an image" in line and "--data FILE.npz" in line, line
+
+
+def test_open_input_dimensions_take_the_samples_shape(models, tmp_path):
+    """A [-1, -1, 4] input is quantized at the shape of the --data samples, and the int8
+    model is static (the Edge TPU compiler needs it); the sidecar says what was fixed."""
+    out, *_ = models
+    opts = ConvertOptions(calibration_data=str(out / "open.npz"), quiet=True)
+    r = pipeline.convert_model(out / "open.tflite", ["tflite-int8"], opts, outdir=tmp_path)
+    assert r.hops[0]["validation"]["passed"] is True, r.hops[0]["validation"]
+    side = json.loads((tmp_path / "open_int8.tflite.edgeport.json").read_text())
+    (name, fixed), = side["conversion"]["input_shapes_fixed"].items()
+    assert fixed == {"signature": [-1, -1, 4], "shape": [1, 32, 4]}
+    from edge.tflite_model import TFLiteModel
+
+    t = TFLiteModel.load(tmp_path / "open_int8.tflite").inputs()[0]
+    assert list(t.shape) == [1, 32, 4] and (t.shape_signature is None or -1 not in list(t.shape_signature))
+
+
+def test_an_int8_model_that_crashes_the_runtime_is_not_kept(models, tmp_path, monkeypatch, capsys):
+    """ai-edge-litert's XNNPack delegate kills the process on some int8 models (openWakeWord's
+    melspectrogram): the model is tried in a child process first, and a crash is one line."""
+    from converters.quantize import tflite_int8
+
+    out, *_ = models
+    monkeypatch.setattr(tflite_int8, "_PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    code, text, err = run_cli(capsys, "convert", out / "open.tflite", "--to", "tflite-int8", "--data",
+                              out / "open.npz", "-o", tmp_path, "--quiet")
+    line = _one_error_line(err)
+    assert code == 1 and "crashed (SIGSEGV)" in line and "not kept" in line, line
+    assert not (tmp_path / "open_int8.tflite").exists()

@@ -110,8 +110,8 @@ def load_samples(model, source, options):
 def tflite_to_tflite_int8(source, output_path, options):
     from edge.tflite_model import TFLiteModel
 
-    from converters.quantize.tflite_int8 import (bias_correct, fold_float16_weights, op_histogram,
-                                                 quantize_tflite)
+    from converters.quantize.tflite_int8 import (bias_correct, crash_probe, fold_float16_weights,
+                                                 freeze_open_shapes, op_histogram, quantize_tflite)
 
     io_dtype = (options.io_dtype or "uint8").lower()
     if io_dtype not in ("uint8", "int8"):
@@ -131,6 +131,16 @@ def tflite_to_tflite_int8(source, output_path, options):
     float_bytes, folded = fold_float16_weights(float_bytes)
     if folded:
         options.progress(f"float16 weights: {folded} DEQUANTIZE ops folded into float32 constants")
+    try:
+        float_bytes, frozen = freeze_open_shapes(float_bytes, cal)
+    except EdgeportError:
+        raise
+    except Exception as e:
+        raise EdgeportError(f"cannot run {source.name} on the calibration samples' shapes: "
+                            f"{type(e).__name__}: {first_line(e)}") from None
+    if frozen:
+        options.progress("open input dimensions fixed to the calibration samples' shapes: " + ", ".join(
+            f"{n} {old} -> {new}" for n, (old, new) in frozen.items()))
     corrected = 0
     if extra.get("bias_correction", True):
         options.progress(f"bias correction: measuring conv/FC inputs on {len(cal)} {cal.unit}")
@@ -151,9 +161,16 @@ def tflite_to_tflite_int8(source, output_path, options):
     if formats.detect_format(output_path) != formats.TFLITE_INT8:
         raise EdgeportError(f"{source.name} did not quantize to full integer: some ops stay float "
                             f"(ops: {ops})", "the Edge TPU needs every op in int8")
+    crash = crash_probe(output_path)
+    if crash:
+        raise EdgeportError(f"the full-int8 model made from {source.name} is not kept: {crash}",
+                            "a crash in the TFLite runtime's CPU kernels (for openWakeWord's "
+                            "melspectrogram, ai-edge-litert's XNNPack delegate), so the model cannot be "
+                            "validated here")
     return {"route": "float TFLite -> bias correction -> TFLite post-training calibrator + quantizer "
                      "(tensorflow.lite.python.optimize.calibrator, per-channel int8 weights)",
             "quantization": "full-int8", "io_dtype": io_dtype, "input_shape": shape,
             "preprocessing": spec_out, "calibration": cal.summary(), "ops": ops,
             "bias_correction": {"ops": corrected, cal.unit: len(cal)} if corrected else None,
-            "float16_weights_folded": folded or None, "seconds_steps": times, "versions": _versions()}
+            "float16_weights_folded": folded or None,
+            "input_shapes_fixed": {n: {"signature": o, "shape": v} for n, (o, v) in frozen.items()} or None, "seconds_steps": times, "versions": _versions()}
