@@ -193,7 +193,7 @@ def test_bad_data_is_one_line_naming_the_input(models, tmp_path, capsys):
     src = tmp_path / "audio.tflite"
     shutil.copyfile(out / "audio.tflite", src)
     cases = {
-        "key": ({"audio": np.zeros((2, 1, SAMPLES), np.float32)}, ["'audio' that is no input", name]),
+        "key": ({"speech": np.zeros((2, 1, SAMPLES), np.float32)}, ["'speech' that is no input", name]),
         "shape": ({name: np.zeros((2, 1, 640), np.float32)},
                   [f"'{name}' has samples of shape [1, 640]", f"float32[1,{SAMPLES}]"]),
         "rank": ({name: np.zeros((2, 2, 1, SAMPLES), np.float32)}, ["has shape [2, 2, 1, 1280]"]),
@@ -262,3 +262,48 @@ def test_an_int8_model_that_crashes_the_runtime_is_not_kept(models, tmp_path, mo
     line = _one_error_line(err)
     assert code == 1 and "crashed (SIGSEGV)" in line and "not kept" in line, line
     assert not (tmp_path / "open_int8.tflite").exists()
+
+
+def test_a_key_without_tensorflows_mangling_names_the_input(models, tmp_path, capsys):
+    """'audio' feeds 'serving_default_audio:0' (how the TFLite converter and onnx2tf name
+    inputs), in calibration and in validation alike: one file serves an ONNX model and the
+    TFLite made from it."""
+    from converters.quantize.calibration import data_for_inputs
+
+    names = ["serving_default_audio:0", "serving_default_sr:0"]
+    assert list(data_for_inputs({"audio": 1, "serving_default_sr:0": 2}, names)) == names
+    assert list(data_for_inputs({"speech": 1}, names)) == ["speech"]           # refused later
+    out, name, *_ = models
+    npz = tmp_path / "bare.npz"
+    np.savez(npz, audio=np.load(out / "audio.npz")[name])
+    opts = ConvertOptions(calibration_data=str(npz), quiet=True)
+    r = pipeline.convert_model(out / "audio.tflite", ["tflite-int8"], opts, outdir=tmp_path)
+    assert r.hops[0]["validation"]["passed"] is True, r.hops[0]["validation"]
+    code, text, err = run_cli(capsys, "validate", out / "audio.tflite", tmp_path / "audio_int8.tflite",
+                              "--data", npz)
+    assert code == 0 and "24 samples from bare.npz" in text, text + err
+
+
+@pytest.mark.slow
+def test_onnx_to_int8_through_onnx2tf_on_arrays(tmp_path):
+    """net.onnx --to tflite-int8 --data: onnx -> tflite (onnx2tf) -> tflite-int8, both hops
+    validated on the arrays keyed by the ONNX input name."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (64, 16)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (16, 3)).astype(np.float32), "w2")]
+    nodes = [helper.make_node("MatMul", ["audio", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["scores"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("audio", TensorProto.FLOAT, [1, 64])],
+                          [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 3])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(tmp_path / "net.onnx"))
+    np.savez(tmp_path / "calib.npz", audio=rng.normal(0, 1, (40, 1, 64)).astype(np.float32))
+    opts = ConvertOptions(calibration_data=str(tmp_path / "calib.npz"))
+    r = pipeline.convert_model(tmp_path / "net.onnx", ["tflite-int8"], opts, outdir=tmp_path / "out")
+    assert r.routes["tflite-int8"] == ["onnx", "tflite", "tflite-int8"]
+    for hop in r.hops:
+        assert hop["validation"]["passed"] is True and hop["validation"]["inputs"] == "40 samples from calib.npz", hop

@@ -17,7 +17,8 @@ random data: a folder without images is an error.
 
 Arrays (`load_array_calibration`, for audio, sensor or embedding models; the float TFLite
 quantizer takes them): the `--data` file of validation, with the same contract
-(`converters.validation.signature`): arrays keyed by input name, one sample, or a stack of
+(`converters.validation.signature`): arrays keyed by input name (or by the name without
+TensorFlow's `serving_default_` and `:0`, `data_for_inputs`), one sample, or a stack of
 samples along a new axis 0. Every input gets its own array; shapes (open dimensions aside)
 and dtypes must fit the model's inputs. The ArrayCalibration it returns has the interface
 above: `.arrays()` and `.tensors` give the first input's samples, `.representative_dataset`
@@ -212,6 +213,29 @@ def data_samples(arr, shape):
     return [arr]
 
 
+def _bare_name(name):
+    """A TensorFlow-made input name without its signature mangling: 'serving_default_x:0' -> 'x'."""
+    n = str(name)
+    if n.startswith("serving_default_"):
+        n = n[len("serving_default_"):]
+    head, colon, tail = n.rpartition(":")
+    return head if colon and tail.isdigit() else n
+
+
+def data_for_inputs(data, names):
+    """`data` ({key: array}, from --data) keyed by the model's input names. A key that is no
+    input name is taken for the input whose name it is without TensorFlow's mangling ('audio'
+    for 'serving_default_audio:0', as the TFLite converter and onnx2tf name inputs), so one
+    file serves an ONNX model and the TFLite made from it; other keys are left for the caller
+    to refuse."""
+    out = {}
+    for key, value in data.items():
+        hits = [n for n in names if _bare_name(n) == key] if key not in names else []
+        target = hits[0] if len(hits) == 1 and hits[0] not in data else key
+        out[target] = value
+    return out
+
+
 class ArrayCalibration:
     """Calibration samples from an .npz of input arrays (`--data`), checked against the model.
 
@@ -294,9 +318,9 @@ def load_array_calibration(path, inputs, count=None, progress=None):
         raise InputError("calibration from arrays needs --data FILE.npz",
                          "arrays keyed by input name; edgeport never calibrates on random data")
     path = os.fspath(path)
-    data = load_data(path)
-    base = os.path.basename(path)
     names = [n for n, _, _ in inputs]
+    data = data_for_inputs(load_data(path), names)
+    base = os.path.basename(path)
     wants = ", ".join(_input_text(n, s, d).replace("input ", "", 1) for n, s, d in inputs)
     unknown = [k for k in data if k not in names]
     if unknown:

@@ -12,7 +12,7 @@ import json
 import os
 import warnings as _warnings
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -273,8 +273,6 @@ def validate(source, converted, opts=None):
     shared_spec = opts.preprocessing or source.preprocessing or next(
         (a.preprocessing for a in converted if a.preprocessing), None)
     if source.format in formats.TORCH_FORMATS and not opts.input_shape and shared_spec:
-        from dataclasses import replace
-
         from converters.validation.runners.torch import _shape_from_metadata
 
         # PyTorch has no input signature: the preprocessing spec (flags or sidecars) gives it
@@ -285,6 +283,12 @@ def validate(source, converted, opts=None):
     src_runner.activate()
     try:
         ref_inputs = src_runner.input_metadata()
+        ov = opts.input_overrides
+        if ov is not None and ov.data:  # 'audio' feeds 'serving_default_audio:0' (onnx2tf, TF)
+            from converters.quantize.calibration import data_for_inputs
+
+            opts = replace(opts, input_overrides=replace(
+                ov, data=data_for_inputs(ov.data, [m.name for m in ref_inputs])))
         runners, results = [], []
         for art in converted:
             res = ModelResult(art.path, art.format)
