@@ -127,7 +127,20 @@ def preprocess_image(path, spec):
     return np.ascontiguousarray(x[None], dtype=np.float32)
 
 
-class CalibrationSet:
+class _Samples:
+    """What every calibration set shares: `.tensors` (the first input's samples), len, arrays()."""
+
+    tensors = ()
+
+    def __len__(self):
+        return len(self.tensors)
+
+    def arrays(self):
+        """Yield the first (for images, the only) input's samples, float32 with batch 1."""
+        yield from self.tensors
+
+
+class CalibrationSet(_Samples):
     """Preprocessed calibration images, loaded once (small: count x H x W x C floats)."""
 
     unit = "images"                         # what one sample is, for progress lines
@@ -136,14 +149,7 @@ class CalibrationSet:
         self.folder = os.fspath(folder)
         self.files = list(files)
         self.spec = spec
-        self.tensors = tensors
-
-    def __len__(self):
-        return len(self.tensors)
-
-    def arrays(self):
-        """Yield each sample as a float32 array with batch 1, in the spec's layout."""
-        yield from self.tensors
+        self.tensors = tensors              # float32 (1, H, W, C) or (1, C, H, W), the spec's layout
 
     def representative_dataset(self):
         """A generator for tf.lite.TFLiteConverter.representative_dataset (one input)."""
@@ -236,7 +242,7 @@ def data_for_inputs(data, names):
     return out
 
 
-class ArrayCalibration:
+class ArrayCalibration(_Samples):
     """Calibration samples from an .npz of input arrays (`--data`), checked against the model.
 
     `samples` is a list with one entry per sample: a list of arrays, one per model input, in
@@ -252,13 +258,6 @@ class ArrayCalibration:
         self.samples = samples
         self.spec = {}                      # no preprocessing: the arrays are the inputs
         self.tensors = [s[0] for s in samples]
-
-    def __len__(self):
-        return len(self.samples)
-
-    def arrays(self):
-        """Yield the first input's samples (a one-input model's inputs)."""
-        yield from self.tensors
 
     def representative_dataset(self):
         """A generator for TFLite's calibrator: one list per sample, an array per input."""

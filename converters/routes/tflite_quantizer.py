@@ -105,6 +105,17 @@ def load_samples(model, source, options):
     return cal, shapes[0] if len(shapes) == 1 else shapes, None
 
 
+def _run_float(step, float_bytes, cal, source, what):
+    """`step(float_bytes, cal)`, which runs the float model: its failure is one EdgeportError."""
+    try:
+        return step(float_bytes, cal)
+    except EdgeportError:
+        raise
+    except Exception as e:
+        raise EdgeportError(f"cannot run {source.name} {what}: {type(e).__name__}: "
+                            f"{first_line(e)}") from None
+
+
 @conversion(formats.TFLITE, formats.TFLITE_INT8, extra="convert",
             needs=(("calibration", "calibration_data"),))   # photos or arrays
 def tflite_to_tflite_int8(source, output_path, options):
@@ -131,26 +142,15 @@ def tflite_to_tflite_int8(source, output_path, options):
     float_bytes, folded = fold_float16_weights(float_bytes)
     if folded:
         options.progress(f"float16 weights: {folded} DEQUANTIZE ops folded into float32 constants")
-    try:
-        float_bytes, frozen = freeze_open_shapes(float_bytes, cal)
-    except EdgeportError:
-        raise
-    except Exception as e:
-        raise EdgeportError(f"cannot run {source.name} on the calibration samples' shapes: "
-                            f"{type(e).__name__}: {first_line(e)}") from None
+    float_bytes, frozen = _run_float(freeze_open_shapes, float_bytes, cal, source,
+                                     "on the calibration samples' shapes")
     if frozen:
         options.progress("open input dimensions fixed to the calibration samples' shapes: " + ", ".join(
             f"{n} {old} -> {new}" for n, (old, new) in frozen.items()))
     corrected = 0
     if extra.get("bias_correction", True):
         options.progress(f"bias correction: measuring conv/FC inputs on {len(cal)} {cal.unit}")
-        try:
-            float_bytes, corrected = bias_correct(float_bytes, cal)
-        except EdgeportError:
-            raise
-        except Exception as e:
-            raise EdgeportError(f"cannot run {source.name} for bias correction: {type(e).__name__}: "
-                                f"{first_line(e)}") from None
+        float_bytes, corrected = _run_float(bias_correct, float_bytes, cal, source, "for bias correction")
     times["bias_correction"] = round(time.monotonic() - t, 1)   # includes importing TensorFlow
     t = time.monotonic()
     quantized = quantize_tflite(float_bytes, cal, io_dtype, options.progress)
