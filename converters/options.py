@@ -19,6 +19,7 @@ class ConvertOptions:
     labels: str = None               # path to a labels file
     # full-int8 TFLite
     calibration: str = None          # folder of images
+    calibration_data: str = None     # or an .npz of input arrays (--data), for non-image models
     calibration_count: int = 100
     io_dtype: str = "uint8"          # uint8 | int8
     # ORT

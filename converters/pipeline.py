@@ -39,6 +39,7 @@ STATE_FILE = ".edgeport-convert.json"
 # What to pass when a conversion's `needs` option is missing.
 NEED_FLAGS = {
     "calibration": "--calibration DIR (a folder of representative images)",
+    "calibration_data": "--data FILE.npz (representative input arrays, keyed by input name)",
     "torch_model": "--torch-model module:factory",
     "labels": "--labels FILE",
     "preprocessing": "--size/--mean/--std",
@@ -141,12 +142,12 @@ def plan(source_format, targets):
 def check_needs(routes, options):
     for target, route in routes.items():
         for c in route:
-            for need in c.needs:
-                if not getattr(options, need, None):
-                    flag = NEED_FLAGS.get(need, "--" + need.replace("_", "-"))
-                    raise InputError(f"{c.name} (for --to {target}) needs {flag}",
-                                     "edgeport never calibrates on random data" if need == "calibration"
-                                     else None)
+            for need in c.missing(options):
+                names = (need,) if isinstance(need, str) else need
+                flag = " or ".join(NEED_FLAGS.get(n, "--" + n.replace("_", "-")) for n in names)
+                raise InputError(f"{c.name} (for --to {target}) needs {flag}",
+                                 "edgeport never calibrates on random data" if "calibration" in names
+                                 else None)
 
 
 def _base_versions():
@@ -197,7 +198,7 @@ def _validate(source, converted, options):
         return {"passed": None, "summary": f"not validated: {e}"}
     except EdgeportError as e:
         return {"passed": False, "summary": f"validation failed to run: {e}"}
-    return {"passed": bool(report.passed), "summary": report.summary_line()}
+    return {"passed": bool(report.passed), "summary": report.summary_line(), "inputs": report.inputs}
 
 
 @contextlib.contextmanager

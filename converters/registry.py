@@ -41,7 +41,14 @@ class Conversion:
     func: object = field(compare=False)
     extra: str = "convert"          # the pip extra whose packages this conversion needs
     cost: int = 1                   # the planner prefers cheaper routes
-    needs: tuple = ()               # option names that must be set, e.g. ("calibration",)
+    needs: tuple = ()               # option names that must be set, e.g. ("calibration",); an
+                                    # entry that is a tuple is met by any one of its options
+
+    def missing(self, options):
+        """The entries of `needs` that `options` leaves unset (each a name or a tuple of names)."""
+        return [need for need in self.needs
+                if not any(getattr(options, n, None) for n in
+                           ((need,) if isinstance(need, str) else need))]
 
     @property
     def name(self):

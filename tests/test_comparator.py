@@ -99,6 +99,21 @@ def test_cosine_topk_and_magnitude():
     assert norm_ratio(np.array([[3.0, 4.0]]), np.array([[6.0, 8.0]])) == pytest.approx(2.0)
 
 
+def test_one_score_per_sample_is_compared_across_samples():
+    """A wake-word score ([1, 1] per sample): int8 turns scores below its step (1/256) into 0,
+    which per-sample cosine would call a total mismatch; across the samples it agrees, and
+    scores that no longer follow the source still fail."""
+    rng = np.random.default_rng(0)
+    ref = np.concatenate([rng.uniform(0, 0.003, 90), rng.uniform(0.6, 1.0, 10)]).reshape(100, 1, 1)
+    int8 = np.round(ref * 256) / 256
+    ok = compare_output("score", ref, int8, Tolerances(), "agreement")
+    assert ok.passed and ok.cosine > 0.99 and "one value per sample" in ok.note, ok.reason
+    shuffled = compare_output("score", ref, int8[rng.permutation(100)], Tolerances(), "agreement")
+    assert not shuffled.passed and "cosine" in shuffled.reason
+    quiet = compare_output("score", ref, int8 * 0.5, Tolerances(), "agreement")
+    assert not quiet.passed and "magnitude" in quiet.reason
+
+
 def test_agreement_mode_uses_top1_cosine_and_magnitude():
     rng = np.random.default_rng(0)
     ref = rng.normal(size=(20, 1, 10))

@@ -44,7 +44,8 @@ def onnx_dir(tmp_path_factory):
 def test_float_tflite_plans_to_the_edge_tpu():
     assert [c.name for c in registry.plan_route("tflite", "edgetpu")] == [
         "tflite -> tflite-int8", "tflite-int8 -> edgetpu"]
-    assert registry.load_registry()[("tflite", "tflite-int8")].needs == ("calibration",)
+    # photos (--calibration DIR) or arrays (--data FILE.npz): tests/test_array_calibration.py
+    assert registry.load_registry()[("tflite", "tflite-int8")].needs == (("calibration", "calibration_data"),)
 
 
 def test_onnx_plans_to_tflite_int8_edgetpu_and_coreml():
@@ -184,7 +185,7 @@ def test_int8_rejects_non_image_and_quantized_inputs(tmp_path, colors):
     opts = ConvertOptions(calibration=str(colors), quiet=True)
     with pytest.raises(InputError, match="already .*quantized"):
         tflite_to_tflite_int8(Artefact(str(DATA / "color_uint8.tflite"), "tflite", {}), tmp_path / "o", opts)
-    with pytest.raises(InputError, match="needs calibration images"):
+    with pytest.raises(InputError, match="needs calibration samples"):
         tflite_to_tflite_int8(Artefact(str(DATA / "color_float.tflite"), "tflite", {}), tmp_path / "o",
                               ConvertOptions(quiet=True))
 

@@ -1,4 +1,5 @@
-"""Calibration data for full-integer quantization: real images through a preprocessing spec.
+"""Calibration data for full-integer quantization: real images through a preprocessing spec,
+or the user's own input arrays (`--data FILE.npz`) for models that take no image.
 
 Contract (shared by every quantizing converter, TF and PyTorch):
 
@@ -13,6 +14,16 @@ Contract (shared by every quantizing converter, TF and PyTorch):
 Images are decoded with `edge.preprocess.load_image` and resized with the same LANCZOS filter
 the device uses, so calibration sees what the device will feed. There is no fallback to
 random data: a folder without images is an error.
+
+Arrays (`load_array_calibration`, for audio, sensor or embedding models; the float TFLite
+quantizer takes them): the `--data` file of validation, with the same contract
+(`converters.validation.signature`): arrays keyed by input name (or by the name without
+TensorFlow's `serving_default_` and `:0`, `data_for_inputs`), one sample, or a stack of
+samples along a new axis 0. Every input gets its own array; shapes (open dimensions aside)
+and dtypes must fit the model's inputs. The ArrayCalibration it returns has the interface
+above: `.arrays()` and `.tensors` give the first input's samples, `.representative_dataset`
+yields one list per sample with an array per input (in the model's input order), and
+`.summary()` records the file, its sha256, the sample count and each input's shape.
 """
 
 import hashlib
@@ -116,21 +127,29 @@ def preprocess_image(path, spec):
     return np.ascontiguousarray(x[None], dtype=np.float32)
 
 
-class CalibrationSet:
-    """Preprocessed calibration images, loaded once (small: count x H x W x C floats)."""
+class _Samples:
+    """What every calibration set shares: `.tensors` (the first input's samples), len, arrays()."""
 
-    def __init__(self, folder, files, spec, tensors):
-        self.folder = os.fspath(folder)
-        self.files = list(files)
-        self.spec = spec
-        self.tensors = tensors
+    tensors = ()
 
     def __len__(self):
         return len(self.tensors)
 
     def arrays(self):
-        """Yield each sample as a float32 array with batch 1, in the spec's layout."""
+        """Yield the first (for images, the only) input's samples, float32 with batch 1."""
         yield from self.tensors
+
+
+class CalibrationSet(_Samples):
+    """Preprocessed calibration images, loaded once (small: count x H x W x C floats)."""
+
+    unit = "images"                         # what one sample is, for progress lines
+
+    def __init__(self, folder, files, spec, tensors):
+        self.folder = os.fspath(folder)
+        self.files = list(files)
+        self.spec = spec
+        self.tensors = tensors              # float32 (1, H, W, C) or (1, C, H, W), the spec's layout
 
     def representative_dataset(self):
         """A generator for tf.lite.TFLiteConverter.representative_dataset (one input)."""
@@ -177,3 +196,165 @@ def load_calibration(folder, spec, count=100, input_shape=None, layout=None, pro
         if progress and (i == n or i % step == 0):
             progress(f"calibration: {i}/{n} images loaded")
     return CalibrationSet(folder, files, spec, tensors)
+
+
+def load_data(path):
+    """{input name: array} from an .npz file (no pickles)."""
+    if not os.path.isfile(path):
+        raise InputError(f"--data {path} is not a file", "pass an .npz of arrays keyed by input name")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not hasattr(z, "files"):
+                raise ValueError("not an .npz archive")
+            return {k: np.asarray(z[k]) for k in z.files}
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read --data {path}: {e}",
+                         "write it with numpy.savez(path, input_name=array, ...)") from None
+
+
+def data_samples(arr, shape):
+    """The samples of a --data array for an input of sample shape `shape`: a list."""
+    if arr.ndim == len(shape) + 1:
+        return [arr[i] for i in range(arr.shape[0])]
+    return [arr]
+
+
+def _bare_name(name):
+    """A TensorFlow-made input name without its signature mangling: 'serving_default_x:0' -> 'x'."""
+    n = str(name)
+    if n.startswith("serving_default_"):
+        n = n[len("serving_default_"):]
+    head, colon, tail = n.rpartition(":")
+    return head if colon and tail.isdigit() else n
+
+
+def data_for_inputs(data, names):
+    """`data` ({key: array}, from --data) keyed by the model's input names. A key that is no
+    input name is taken for the input whose name it is without TensorFlow's mangling ('audio'
+    for 'serving_default_audio:0', as the TFLite converter and onnx2tf name inputs), so one
+    file serves an ONNX model and the TFLite made from it; other keys are left for the caller
+    to refuse."""
+    out = {}
+    for key, value in data.items():
+        hits = [n for n in names if _bare_name(n) == key] if key not in names else []
+        target = hits[0] if len(hits) == 1 and hits[0] not in data else key
+        out[target] = value
+    return out
+
+
+class ArrayCalibration(_Samples):
+    """Calibration samples from an .npz of input arrays (`--data`), checked against the model.
+
+    `samples` is a list with one entry per sample: a list of arrays, one per model input, in
+    the model's input order, each shaped like that input (batch included).
+    """
+
+    unit = "samples"
+
+    def __init__(self, path, sha256, inputs, samples):
+        self.path = os.fspath(path)
+        self.sha256 = sha256
+        self.inputs = list(inputs)          # [(name, shape with None for open dims, dtype)]
+        self.samples = samples
+        self.spec = {}                      # no preprocessing: the arrays are the inputs
+        self.tensors = [s[0] for s in samples]
+
+    def representative_dataset(self):
+        """A generator for TFLite's calibrator: one list per sample, an array per input."""
+        for s in self.samples:
+            yield list(s)
+
+    def summary(self):
+        """What to record in provenance: the file, its hash, how many samples, which shapes."""
+        first = self.samples[0]
+        return {"kind": "arrays", "source": os.path.abspath(self.path),
+                "file": os.path.basename(self.path), "sha256": self.sha256, "count": len(self),
+                "inputs": {name: {"shape": list(x.shape), "dtype": x.dtype.name}
+                           for (name, _, _), x in zip(self.inputs, first)}}
+
+
+def _shape_text(shape):
+    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _input_text(name, shape, dtype):
+    return f"input '{name}' takes {np.dtype(dtype).name}{_shape_text(shape)}"
+
+
+def _check_dtype(arr, name, shape, dtype, path):
+    """`arr` as `dtype`: any float array feeds a float input; other inputs take their own dtype."""
+    want = np.dtype(dtype)
+    if np.issubdtype(want, np.floating) and np.issubdtype(arr.dtype, np.floating):
+        out = arr.astype(want, copy=False)
+        if not np.all(np.isfinite(out)):
+            raise InputError(f"--data {os.path.basename(path)}: array '{name}' holds NaN or infinity "
+                             f"(or values beyond {want.name})", "calibrate on finite values only")
+        return out
+    if arr.dtype == want:
+        return arr
+    raise InputError(f"--data {os.path.basename(path)}: array '{name}' is {arr.dtype.name}, "
+                     f"{_input_text(name, shape, dtype)}",
+                     f"convert it, e.g. numpy.savez(..., {name}=x.astype(numpy.{want.name}))"
+                     if name.isidentifier() else f"convert it to {want.name}")
+
+
+def load_array_calibration(path, inputs, count=None, progress=None):
+    """Calibration samples for a model's inputs from an .npz (`--data`), checked one by one.
+
+    Args:
+      path: the .npz file (arrays keyed by input name; no pickles).
+      inputs: [(name, shape with None for open dimensions, numpy dtype)] of the model's inputs.
+      count: at most this many samples (the first ones); None for all.
+      progress: callable(str) or None.
+    Returns:
+      ArrayCalibration. InputError (one line, naming the input, what it takes and what the
+      file holds) for an unknown key, a missing input, a wrong shape or dtype, NaN/infinity,
+      or stacks of different lengths.
+    """
+    from converters.artefact import sha256_of
+
+    if not path:
+        raise InputError("calibration from arrays needs --data FILE.npz",
+                         "arrays keyed by input name; edgeport never calibrates on random data")
+    path = os.fspath(path)
+    names = [n for n, _, _ in inputs]
+    data = data_for_inputs(load_data(path), names)
+    base = os.path.basename(path)
+    wants = ", ".join(_input_text(n, s, d).replace("input ", "", 1) for n, s, d in inputs)
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise InputError(f"--data {base} has an array '{unknown[0]}' that is no input of the model",
+                         f"key the arrays by input name: {wants}")
+    per_input = []
+    for name, shape, dtype in inputs:
+        if name not in data:
+            raise InputError(f"--data {base} has no array for {_input_text(name, shape, dtype)}",
+                             f"every input needs its own array: {wants}")
+        arr = data[name]
+        if arr.ndim not in (len(shape), len(shape) + 1):
+            raise InputError(f"--data {base}: array '{name}' has shape {list(arr.shape)}, "
+                             f"{_input_text(name, shape, dtype)}",
+                             "give one sample, or a stack of samples along a new first axis")
+        arr = _check_dtype(arr, name, shape, dtype, path)
+        samples = data_samples(arr, shape)
+        got = list(samples[0].shape)
+        if len(got) != len(shape) or any(d is not None and d != g for d, g in zip(shape, got)):
+            raise InputError(f"--data {base}: array '{name}' has samples of shape {got} "
+                             f"(array {list(arr.shape)}), {_input_text(name, shape, dtype)}",
+                             "one sample, or a stack of samples along a new first axis")
+        per_input.append(samples)
+    lengths = {len(s) for s in per_input if len(s) > 1}
+    if len(lengths) > 1:
+        raise InputError(f"--data {base}: the inputs' stacks hold different numbers of samples "
+                         f"({', '.join(f'{n}: {len(s)}' for n, s in zip(names, per_input))})",
+                         "give every input the same number of samples (or one sample to reuse)")
+    n = max(len(s) for s in per_input)
+    if count is not None:
+        if count < 1:
+            raise InputError("--calibration-count must be at least 1")
+        n = min(n, count)
+    samples = [[np.ascontiguousarray(s[i % len(s)]) for s in per_input] for i in range(n)]
+    if progress:
+        progress(f"calibration: {n} samples from {base} "
+                 f"({', '.join(f'{nm}: {list(x.shape)}' for nm, x in zip(names, samples[0]))})")
+    return ArrayCalibration(path, sha256_of(path), inputs, samples)

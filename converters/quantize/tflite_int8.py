@@ -57,13 +57,66 @@ def fold_float16_weights(float_bytes):
     return bytes(fu.convert_object_to_bytearray(model)), folded
 
 
+def freeze_open_shapes(float_bytes, cal):
+    """Open input dimensions (a [-1, -1] signature) fixed to the calibration samples' shapes.
+
+    Every tensor of the main graph gets the shape it has when the float model runs on the
+    first sample, and loses its open signature: a static model, as the Edge TPU compiler
+    needs, and one the int8 kernels can allocate (ai-edge-litert crashes allocating some
+    quantized models resized from a [1, 1] default). Returns (new bytes, {input: [old
+    signature, new shape]}), or the bytes unchanged and {} when no input is open, or when the
+    model has control flow (several subgraphs), which is left as it is.
+    """
+    import numpy as np
+
+    fu = require("tensorflow.lite.tools.flatbuffer_utils", "convert", "full-integer TFLite quantization")
+    model = fu.convert_bytearray_to_object(bytearray(float_bytes))
+    g = model.subgraphs[0]
+    sample = next(iter(cal.representative_dataset()))
+    opened = {}
+    for ti, x in zip(g.inputs, sample):
+        t = g.tensors[ti]
+        sig = list(t.shapeSignature) if t.shapeSignature is not None else list(t.shape)
+        if any(d < 0 for d in sig):
+            opened[t.name.decode() if isinstance(t.name, bytes) else t.name] = [
+                [int(d) for d in sig], [int(d) for d in x.shape]]
+    if not opened or len(model.subgraphs) > 1:
+        return float_bytes, {}
+    interp = _interpreter(float_bytes)
+    for d, x in zip(interp.get_input_details(), sample):
+        interp.resize_tensor_input(d["index"], x.shape)
+    interp.allocate_tensors()
+    for d, x in zip(interp.get_input_details(), sample):
+        interp.set_tensor(d["index"], x)
+    interp.invoke()
+    for d in interp.get_tensor_details():
+        i = d["index"]
+        if i < len(g.tensors):
+            g.tensors[i].shape = np.asarray(d["shape"], np.int32)
+            g.tensors[i].shapeSignature = None
+    return bytes(fu.convert_object_to_bytearray(model)), opened
+
+
+def _interpreter(model_bytes):
+    """A float TFLite interpreter that keeps every intermediate tensor (not yet allocated)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        from tensorflow.lite.python.interpreter import Interpreter
+    import warnings
+
+    with warnings.catch_warnings():   # "preserve_all_tensors is for debugging": it is what we need
+        warnings.simplefilter("ignore")
+        return Interpreter(model_content=model_bytes, experimental_preserve_all_tensors=True)
+
+
 def bias_correct(float_bytes, cal):
     """Weight-rounding bias correction of a float TFLite before int8 quantization.
 
     Rounding weights to int8 (symmetric, per output channel, scale = max|w| / 127, as the
     TFLite quantizer does) shifts each conv/FC output channel by sum(dW * E[x]) on average
     (Nagel et al. 2019, "Data-Free Quantization", bias correction). E[x] is the per-channel
-    mean of the op's input over the calibration images; the shift is subtracted from the
+    mean of the op's input over the calibration samples (images or --data arrays); the shift is subtracted from the
     float bias, so the quantized model's expected outputs match the float ones. Ops without
     a bias tensor are left alone. Returns (new float bytes, number of ops corrected).
     """
@@ -94,20 +147,19 @@ def bias_correct(float_bytes, cal):
                 targets.append((code, op.inputs[0], w, b, bbuf))
     if not targets:
         return float_bytes, 0
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        from tensorflow.lite.python.interpreter import Interpreter
-    import warnings
-
-    with warnings.catch_warnings():   # "preserve_all_tensors is for debugging": it is what we need
-        warnings.simplefilter("ignore")
-        interp = Interpreter(model_content=float_bytes, experimental_preserve_all_tensors=True)
-    interp.allocate_tensors()
-    input_index = interp.get_input_details()[0]["index"]
-    sums, n = {}, 0
-    for x in cal.arrays():
-        interp.set_tensor(input_index, x)
+    interp = _interpreter(float_bytes)
+    details = interp.get_input_details()
+    sums, n, allocated = {}, 0, None
+    for sample in cal.representative_dataset():   # one array per input, in the model's order
+        shapes = [x.shape for x in sample]
+        if shapes != allocated:   # open dimensions ([-1, -1]) take the samples' shapes, set
+            for d, x in zip(details, sample):      # before allocating (XNNPack cannot reshape)
+                if tuple(d["shape"]) != x.shape:
+                    interp.resize_tensor_input(d["index"], x.shape)
+            interp.allocate_tensors()
+            details, allocated = interp.get_input_details(), shapes
+        for d, x in zip(details, sample):
+            interp.set_tensor(d["index"], x)
         interp.invoke()
         n += 1
         for _, xi, _, _, _ in targets:
@@ -138,12 +190,15 @@ def quantize_tflite(float_bytes, cal, io_dtype, progress):
     io = tf.uint8 if io_dtype == "uint8" else tf.int8
     try:
         calib = tfl_calibrator.Calibrator(tfl_calibrator.add_intermediate_tensors(float_bytes))
-        progress(f"quantizing: calibrating on {len(cal)} images")
+        progress(f"quantizing: calibrating on {len(cal)} {cal.unit}")
         return calib.calibrate_and_quantize(cal.representative_dataset, io, io, False,
                                             activations_type=tf.int8, bias_type=tf.int32)
     except Exception as e:
-        raise EdgeportError(f"TFLite full-integer quantization failed: {type(e).__name__}: "
-                            f"{first_line(e)}",
+        text = first_line(e)
+        raise EdgeportError(f"TFLite full-integer quantization failed: {type(e).__name__}: {text}",
+                            "the model has control flow (IF/WHILE subgraphs), whose tensors TFLite's "
+                            "calibrator does not record; quantize its original, or a float model "
+                            "without control flow" if "dynamic tensors" in text else
                             "an op without an int8 kernel cannot be fully quantized") from None
 
 
@@ -151,3 +206,43 @@ def op_histogram(path):
     from edge.tflite_model import TFLiteModel
 
     return dict(sorted(collections.Counter(TFLiteModel.load(path).op_names()).items()))
+
+
+_PROBE = """
+import sys
+import numpy as np
+try:
+    from ai_edge_litert.interpreter import Interpreter
+except ImportError:
+    from tensorflow.lite.python.interpreter import Interpreter
+it = Interpreter(model_path=sys.argv[1])
+it.allocate_tensors()
+for d in it.get_input_details():
+    it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+it.invoke()
+"""
+
+
+def crash_probe(path, timeout=300):
+    """None when the TFLite runtime loads and runs `path` in a child process, else why not.
+
+    An int8 model can crash the runtime outright (ai-edge-litert's XNNPack delegate dies with
+    SIGSEGV allocating openWakeWord's quantized melspectrogram model): tried in a child first,
+    so that the process validating it next is not killed without a word.
+    """
+    import signal
+    import subprocess
+    import sys
+
+    try:
+        r = subprocess.run([sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True,
+                           timeout=timeout, env=dict(__import__("os").environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    except subprocess.TimeoutExpired:
+        return f"the TFLite runtime did not finish one inference in {timeout} s"
+    if r.returncode < 0:
+        try:
+            name = signal.Signals(-r.returncode).name
+        except ValueError:
+            name = f"signal {-r.returncode}"
+        return f"the TFLite runtime crashed ({name}) loading and running it"
+    return None

@@ -246,8 +246,17 @@ def compare_output(name, reference, converted, tolerances, mode="numeric", conve
                             norm_ratio=nan, is_classifier=False, top1_agree=None, top_k_overlap=None,
                             reason=note)
     ok, mismatched, stats = tolerance_check(reference, aligned, atol, rtol, stat, tolerances.quantile)
-    cos = cosine_per_sample(reference, aligned)
-    ratio = norm_ratio(reference, aligned)
+    if reference.size == len(reference) > 1:
+        # one value per sample (a detector's score): a scalar's cosine is only its sign, and a
+        # score below the int8 step (1/256) becoming 0 would count as cosine 0 and magnitude 0;
+        # the samples' values are compared as one vector instead
+        cos = cosine_per_sample(reference.reshape(1, -1), aligned.reshape(1, -1))
+        ratio = norm_ratio(reference.reshape(1, -1), aligned.reshape(1, -1))
+        base["note"] = "; ".join(x for x in (base["note"], "one value per sample: cosine and "
+                                             "magnitude over all samples' values") if x)
+    else:
+        cos = cosine_per_sample(reference, aligned)
+        ratio = norm_ratio(reference, aligned)
     is_cls = looks_like_classifier(reference.shape[1:]) if classifier is None else classifier
     top1 = overlap = None
     if is_cls:

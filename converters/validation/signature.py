@@ -25,6 +25,10 @@ import numpy as np
 
 from edge.errors import InputError
 
+# The --data contract (reading the .npz, splitting a stack into samples) is shared with
+# full-int8 calibration from arrays, so it lives beside the calibration loaders.
+from converters.quantize.calibration import data_samples, load_data  # noqa: F401
+
 PLACEHOLDER_IMAGE = 224
 PLACEHOLDER_OTHER = 32
 
@@ -103,20 +107,6 @@ def parse_args(items):
             raise InputError(f"--arg {item}: write it as NAME=VALUE, e.g. sr=16000")
         out[name.strip()] = value.strip()
     return out
-
-
-def load_data(path):
-    """{input name: array} from an .npz file (no pickles)."""
-    if not os.path.isfile(path):
-        raise InputError(f"--data {path} is not a file", "pass an .npz of arrays keyed by input name")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if not hasattr(z, "files"):
-                raise ValueError("not an .npz archive")
-            return {k: np.asarray(z[k]) for k in z.files}
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read --data {path}: {e}",
-                         "write it with numpy.savez(path, input_name=array, ...)") from None
 
 
 @dataclass
@@ -373,13 +363,6 @@ def random_value(rng, shape, dtype, lo=None, hi=None):
     a = 0.0 if lo is None else lo
     b = 1.0 if hi is None else hi
     return rng.uniform(a, b, size=shape).astype(dtype)
-
-
-def data_samples(arr, shape):
-    """The samples of a --data array for an input of sample shape `shape`: a list."""
-    if arr.ndim == len(shape) + 1:
-        return [arr[i] for i in range(arr.shape[0])]
-    return [arr]
 
 
 def feeder(overrides=None, image_size=None):

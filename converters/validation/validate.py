@@ -12,7 +12,7 @@ import json
 import os
 import warnings as _warnings
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -154,8 +154,10 @@ class ValidationReport:
 def validate_pair(source, converted, options=None):
     """Validate one converted Artefact against its source Artefact, as `convert` does per hop.
 
-    `options` is a ConvertOptions: its calibration folder (if any) gives real images, else
-    seeded random inputs; preprocessing, torch_model, input_shape are taken from it.
+    `options` is a ConvertOptions: its calibration folder (if any) gives real images, its
+    --data arrays (`input_overrides`, else `calibration_data`) every sample of that file, else
+    seeded random inputs; preprocessing, torch_model, input_shape are taken from it. A model
+    quantized on --data arrays is so validated on the same kind of data.
     Returns a ValidationReport (`.passed`, `.summary_line()`).
     """
     vo = ValidateOptions()
@@ -167,6 +169,10 @@ def validate_pair(source, converted, options=None):
         vo.trust_pickle = bool(getattr(options, "trust_pickle", False))
         vo.keras_unsafe = bool(getattr(options, "keras_unsafe", False))
         vo.input_overrides = getattr(options, "input_overrides", None)
+        if vo.input_overrides is None and getattr(options, "calibration_data", None):
+            from converters.validation.signature import InputOverrides
+
+            vo.input_overrides = InputOverrides.parse(data=options.calibration_data)
         vo.device = "cpu" if converted.format != formats.EDGETPU else "auto"
     report = validate(source, [converted], vo)
     from converters.validation.runners.tflite import EdgeTPUUnavailable, NeedsEdgeTPU
@@ -267,8 +273,6 @@ def validate(source, converted, opts=None):
     shared_spec = opts.preprocessing or source.preprocessing or next(
         (a.preprocessing for a in converted if a.preprocessing), None)
     if source.format in formats.TORCH_FORMATS and not opts.input_shape and shared_spec:
-        from dataclasses import replace
-
         from converters.validation.runners.torch import _shape_from_metadata
 
         # PyTorch has no input signature: the preprocessing spec (flags or sidecars) gives it
@@ -279,6 +283,12 @@ def validate(source, converted, opts=None):
     src_runner.activate()
     try:
         ref_inputs = src_runner.input_metadata()
+        ov = opts.input_overrides
+        if ov is not None and ov.data:  # 'audio' feeds 'serving_default_audio:0' (onnx2tf, TF)
+            from converters.quantize.calibration import data_for_inputs
+
+            opts = replace(opts, input_overrides=replace(
+                ov, data=data_for_inputs(ov.data, [m.name for m in ref_inputs])))
         runners, results = [], []
         for art in converted:
             res = ModelResult(art.path, art.format)

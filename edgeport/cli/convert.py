@@ -5,15 +5,19 @@ DESCRIPTION = """Convert a model (TFLite, ONNX, SavedModel, Keras, TorchScript, 
 state dict with --torch-model) to one or more formats. The route is planned over the
 registered conversions; each artefact is written atomically beside the source (or in -o),
 stamped with provenance (in the model and in NAME.edgeport.json) and validated against the
-model it was made from. Full-int8 TFLite needs --calibration DIR (real images); a float
-TFLite is quantized on them itself. ONNX -> TFLite runs onnx2tf from its own environment
-(built on first use; see `edgeport toolenv`).
+model it was made from. Full-int8 TFLite needs calibration samples: --calibration DIR (real
+images), or, for a float TFLite (or an ONNX model, through onnx2tf) that takes no image
+(audio, sensors, embeddings, several inputs), --data FILE.npz (representative input arrays
+keyed by input name, a stack of samples along axis 0); the int8 model is then validated on
+those arrays. ONNX -> TFLite runs onnx2tf from its own environment (built on first use; see
+`edgeport toolenv`).
 
 examples:
   convert net.keras --to onnx,ort,tflite
   convert net.keras --to tflite-int8 --calibration images/ --size 224 224 --mean 127.5 --std 127.5
   convert models/ --to onnx --jobs 2 -o out/
   convert float.tflite --to edgetpu --calibration images/ --size 224 224 --mean 127 --std 128
+  convert float.tflite --to tflite-int8 --data calib.npz   (audio etc.: arrays, not images)
   convert net.onnx --to tflite-int8,coreml --calibration images/ --mean 127 --std 128 --labels labels.txt
   convert models/ --to onnx,tflite --shard 2/8 -o out/   (runner 2 of 8; see `manifest merge`)"""
 
@@ -42,10 +46,11 @@ def configure(p):
     add_model_loading(p)
     g = add_preprocessing(p)
     g.add_argument("--labels", metavar="FILE", help="labels file (Core ML classifier, sidecar)")
-    g = p.add_argument_group("full-int8 TFLite")
+    g = p.add_argument_group("full-int8 TFLite (calibration: --calibration DIR, or --data FILE.npz "
+                             "for a float TFLite or ONNX model without an image input)")
     g.add_argument("--calibration", metavar="DIR", help="folder of representative images")
     g.add_argument("--calibration-count", type=positive_int, default=100,
-                   help="images used (integer >= 1; default 100)")
+                   help="images (or --data samples) used (integer >= 1; default 100)")
     g.add_argument("--io-dtype", choices=["uint8", "int8"], default="uint8", help="input/output type")
     g = p.add_argument_group("ORT")
     g.add_argument("--ort-optimization", choices=["Fixed", "Runtime"], default="Fixed")
@@ -81,7 +86,8 @@ def options_from_args(args):
     return ConvertOptions(
         **model_loading(args), input_shape=input_shape(args),
         dynamic_batch=args.dynamic_batch, opset=args.opset, preprocessing=preprocessing(args) or None,
-        labels=args.labels, calibration=args.calibration, calibration_count=args.calibration_count,
+        labels=args.labels, calibration=args.calibration, calibration_data=args.data,
+        calibration_count=args.calibration_count,
         io_dtype=args.io_dtype, ort_optimization=args.ort_optimization,
         target_platform=args.target_platform, coreml_target=args.coreml_target,
         author=args.author, license=args.license, description=args.description,
@@ -115,7 +121,8 @@ def print_result(r, out):
         v = a.get("validation")
         if v:
             mark = {True: "ok", False: "FAILED", None: "-"}[v.get("passed")]
-            line += f"  validation {mark}: {v.get('summary')}"
+            on = f" (on {v['inputs']})" if " from " in (v.get("inputs") or "") else ""  # --data
+            line += f"  validation {mark}{on}: {v.get('summary')}"
         print(line, file=out)
         if a["format"] == "edgetpu" and a["status"] == "converted":  # the compiler's op report
             from converters.edgetpu.compile import report_for_artefact

@@ -19,7 +19,8 @@ def add_input_args(p):
     g.add_argument("--val-range", nargs="+", metavar="[NAME:][LO,HI]",
                    help="random values in [LO,HI] per input, e.g. sr:[16000,16000]")
     g.add_argument("--data", metavar="FILE.npz",
-                   help="input arrays keyed by input name (one sample, or a stack along axis 0)")
+                   help="input arrays keyed by input name (one sample, or a stack along axis 0); "
+                        "convert also calibrates full-int8 TFLite on them")
     g.add_argument("--arg", nargs="+", metavar="NAME=VALUE",
                    help="TorchScript: a value for a non-tensor forward argument, e.g. sr=16000")
     return g
