@@ -122,7 +122,28 @@ def options_record(options):
     d = dataclasses.asdict(options)
     for k in _NOT_RECORDED:
         d.pop(k, None)
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if v not in (None, False)}
+    out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if v not in (None, False)}
+    digest = calibration_digest(options)
+    if digest:
+        out["calibration_sha256"] = digest
+    return out
+
+
+def calibration_digest(options):
+    """sha256 of what calibration reads (the --data file; the folder's top-level images), so
+    an earlier artefact is not kept when the calibration set changed under the same name."""
+    h, seen = hashlib.sha256(), False
+    data, folder = options.calibration_data, options.calibration
+    if data and os.path.isfile(data):
+        h.update(b"data:" + sha256_of(data).encode())
+        seen = True
+    if folder and os.path.isdir(folder):
+        from edge.preprocess import image_files
+
+        for path in image_files(folder, warn=lambda m: None):
+            h.update(os.path.basename(path).encode() + b":" + sha256_of(path).encode())
+            seen = True
+    return h.hexdigest() if seen else None
 
 
 def open_source(path, options):

@@ -278,6 +278,34 @@ def test_artefact_of_another_source_is_rebuilt(tmp_path, capsys):
     assert code == 0 and "exists: kept" in err, err
 
 
+def test_changed_calibration_set_is_not_kept(tmp_path, capsys):
+    """The options record carries a digest of the calibration images and the --data file, so
+    the same folder or file name with other contents converts again instead of being kept."""
+    import shutil
+
+    import numpy as np
+
+    src, out, cal = tmp_path / "net.onnx", tmp_path / "out", tmp_path / "cal"
+    _onnx_adding(src, 1.0)
+    cal.mkdir()
+    photos = sorted((Path(__file__).resolve().parents[1] / "images").glob("*.jpg"))[:2]
+    shutil.copy(photos[0], cal / "a.jpg")
+    data = tmp_path / "cal.npz"
+    np.savez(data, x=np.zeros((2, 4), np.float32))
+    flags = ("--to", "ort", "-o", out, "--no-validate", "--calibration", cal, "--data", data)
+    assert _convert(capsys, src, *flags)[0] == 0
+    code, _, err = _convert(capsys, src, *flags)
+    assert code == 0 and "exists: kept" in err, err
+    shutil.copy(photos[1], cal / "a.jpg")          # same name, another photo
+    code, _, err = _convert(capsys, src, *flags)
+    assert code == 0 and "made with other options: converting again" in err, err
+    np.savez(data, x=np.ones((2, 4), np.float32))  # same file name, other arrays
+    code, _, err = _convert(capsys, src, *flags)
+    assert code == 0 and "made with other options: converting again" in err, err
+    code, _, err = _convert(capsys, src, *flags)
+    assert code == 0 and "exists: kept" in err, err
+
+
 def test_changed_artefact_is_not_trusted(tmp_path, capsys):
     """The sidecar records the artefact's own sha256: a file replaced under it is not kept."""
     src, out = tmp_path / "net.onnx", tmp_path / "out"
