@@ -9,7 +9,6 @@ and blue swapped) fail with exit 1. A slow test does the same on EfficientNet-Li
 import contextlib
 import io
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -27,40 +26,13 @@ from converters.validation.mil.executor import MLProgramExecutor, UnsupportedPro
 from converters.validation.runners.coreml import EXECUTOR_NOTE, CoreMLRunner  # noqa: E402
 from converters.validation.validate import FAILED, PASSED, STRUCTURAL, ValidateOptions, validate  # noqa: E402
 
+from tiny_torch import SOURCE  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO / "images"
 SHAPE = (1, 3, 32, 32)
 SPEC = {"mean": [127.5], "std": [127.5], "size": [32, 32], "layout": "NCHW"}
 
-NET_SOURCE = textwrap.dedent('''
-    import torch
-    import torch.nn.functional as F
-
-    class Net(torch.nn.Module):
-        """conv-BN-ReLU6, depthwise, pointwise, residual, global mean, linear: a tiny
-        EfficientNet-Lite."""
-
-        def __init__(self, classes=5):
-            super().__init__()
-            self.c1 = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False)
-            self.b1 = torch.nn.BatchNorm2d(8)
-            self.dw = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
-            self.pw = torch.nn.Conv2d(8, 8, 1)
-            self.fc = torch.nn.Linear(8, classes)
-
-        def forward(self, x):
-            x = F.relu6(self.b1(self.c1(x)))
-            x = x + self.pw(F.relu6(self.dw(x)))
-            return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-    def build():
-        torch.manual_seed(0)
-        m = Net()
-        with torch.no_grad():
-            m.b1.running_mean.uniform_(-0.5, 0.5)
-            m.b1.running_var.uniform_(0.5, 2.0)
-        return m
-''')
 
 
 class ManyOps(torch.nn.Module):
@@ -151,11 +123,11 @@ def classifier(tmp_path_factory):
     from converters.routes import torch as from_torch
 
     d = tmp_path_factory.mktemp("coreml_exec")
-    (d / "net.py").write_text(NET_SOURCE)
+    (d / "net.py").write_text(SOURCE)
     (d / "labels.txt").write_text("\n".join(f"class{i}" for i in range(5)) + "\n")
     from converters.routes.torch_loading import import_factory
 
-    factory = f"{d / 'net.py'}:build"
+    factory = f"{d / 'net.py'}:build_with_bn_stats"
     torch.save(import_factory(factory)().state_dict(), d / "weights.pt")
     src = Artefact(str(d / "weights.pt"), formats.TORCH_MODULE, {"preprocessing": SPEC})
     opts = ConvertOptions(torch_model=factory, input_shape=SHAPE, preprocessing=dict(SPEC),

@@ -7,7 +7,6 @@ labels, metadata) is checked instead.
 
 import collections
 import os
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -25,45 +24,20 @@ from converters.registry import load_registry, plan_route  # noqa: E402
 from edge.errors import InputError  # noqa: E402
 from edge.tflite_model import TFLiteModel  # noqa: E402
 
+from tiny_torch import SOURCE  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO / "images"
 SHAPE = (1, 3, 32, 32)
 SPEC = {"mean": [127.5], "std": [127.5]}
 
-TINY_SOURCE = textwrap.dedent('''
-    import torch
-    import torch.nn.functional as F
-
-    class Tiny(torch.nn.Module):
-        """conv-BN-ReLU6, depthwise conv, 1x1 conv, residual add, global mean, linear."""
-
-        def __init__(self, classes=5):
-            super().__init__()
-            self.c1 = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False)
-            self.b1 = torch.nn.BatchNorm2d(8)
-            self.dw = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
-            self.pw = torch.nn.Conv2d(8, 8, 1)
-            self.fc = torch.nn.Linear(8, classes)
-
-        def forward(self, x):
-            x = F.relu6(self.b1(self.c1(x)))
-            y = F.relu6(self.dw(x))
-            x = x + self.pw(y)
-            return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-    def build():
-        return Tiny()
-
-    def not_a_module():
-        return 42
-''')
 
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """A folder with tinynet.py, its state dict, a TorchScript trace and a .pt2 program."""
     d = tmp_path_factory.mktemp("tiny_torch")
-    (d / "tinynet.py").write_text(TINY_SOURCE)
+    (d / "tinynet.py").write_text(SOURCE)
     from converters.routes.torch_loading import import_factory
 
     torch.manual_seed(0)
