@@ -33,6 +33,7 @@ it refuses several tensors. An exporter's failure is one line: its reason, the T
 line it points at, and the module attributes a forward assigns (state kept between calls).
 """
 
+import contextlib
 import os
 import tempfile
 import time
@@ -209,7 +210,7 @@ def torch_to_onnx(source, output_path, options):
     import warnings
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _native_output_discarded():
             warnings.simplefilter("ignore")
             torch.onnx.export(fwd.module, fwd.examples, os.fspath(output_path), opset_version=opset,
                               input_names=input_names, output_names=output_names,
@@ -222,6 +223,31 @@ def torch_to_onnx(source, output_path, options):
             "dynamic_batch": bool(options.dynamic_batch),
             "exporter": "torch.onnx.export (TorchScript-based, dynamo=False)",
             "versions": _versions("onnx")}
+
+
+@contextlib.contextmanager
+def _native_output_discarded():
+    """torch.onnx.export writes the whole TorchScript graph to the native stderr when a pass
+    fails ("Torch IR graph at exception"); its error is reported in one line instead."""
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        os.close(saved[0])
+        os.close(saved[1])
 
 
 def _reason(error, model):
@@ -274,7 +300,6 @@ def _write_float_tflite(source, options, path, prepare=None):
 
     `prepare(model, fwd)`, when given, may change the loaded model (in place) before export.
     """
-    import contextlib
     import io
     import logging
 
@@ -440,7 +465,6 @@ def _coreml_program(torch, module, examples):
 
 
 def torch_to_coreml(source, output_path, options):
-    import contextlib
     import io
 
     from converters.routes.coremltools import _classifier, _ct, _finish, deployment_target, image_input
