@@ -251,16 +251,28 @@ def _native_output_discarded():
 
 
 def _reason(error, model):
-    """One line for an exporter's failure: the error's first line, the TorchScript source line
-    it points at (when it quotes one), and the module attributes the forward assigns (state
-    kept between calls, which no exported model carries)."""
+    """One line for an exporter's failure: the error's first line, its underlying cause (a
+    chained exception's message), the TorchScript source line it points at, where an assertion
+    without a message failed, and the module attributes the forward assigns (state kept
+    between calls, which no exported model carries)."""
     import re
+    import traceback
 
-    text = str(error)
-    line = first_line(error)
-    line = line.split(" [Caused by")[0].strip()
-    out = f"{type(error).__name__}: {line}"
-    lines = text.splitlines()
+    line = first_line(error).split(" [Caused by")[0].strip()
+    out = f"{type(error).__name__}: {line}" if line != type(error).__name__ else line
+    cause, seen = error, {id(error)}
+    while (cause.__cause__ or cause.__context__) is not None and id(cause.__cause__ or cause.__context__) not in seen:
+        cause = cause.__cause__ or cause.__context__
+        seen.add(id(cause))
+    if cause is not error and first_line(cause) not in (line, type(cause).__name__):
+        out += f": {first_line(cause)}"
+    if str(error).strip() == "":
+        frames = traceback.extract_tb(error.__traceback__)
+        if frames:
+            f = frames[-1]
+            where = os.path.splitext(f.filename.split("site-packages" + os.sep)[-1])[0].replace(os.sep, ".")
+            out += f" in {where}.{f.name}" + (f": `{f.line.strip()}`" if f.line else "")
+    lines = str(error).splitlines()
     for i, t in enumerate(lines):
         if "<--- HERE" in t and i > 0 and lines[i - 1].strip():
             out += f" (at `{lines[i - 1].strip()}`)"
