@@ -108,14 +108,14 @@ def test_swapped_inputs_fail_validation(models, capsys, tmp_path):
 
 def test_int_argument_fixed_by_arg(models, capsys):
     out = models / "rate_out"
-    code, o, err = run_cli(capsys, "convert", models / "rate.jit", "--to", "onnx,tflite",
+    code, o, err = run_cli(capsys, "convert", models / "rate.jit", "--to", "onnx,ort,tflite",
                            "--trust-pickle", "-o", out, "--input-shapes", "x:[1,8]", "--arg", "sr=4000",
                            "--json")
     assert code == 0, o + err
     report = json.loads(o)
     arts = report["models"][0]["artefacts"] if "models" in report else report["artefacts"]
     assert all(a["validation"]["passed"] for a in arts), arts
-    assert all(a["fixed_arguments"] == {"sr": 4000} for a in arts), arts
+    assert len(arts) == 3 and all(a["fixed_arguments"] == {"sr": 4000} for a in arts), arts
     assert onnx_inputs(out / "rate.jit.onnx") == [("x", [1, 8])]
     assert sidecar(out / "rate.jit.onnx")["fixed_arguments"] == {"sr": 4000}
     assert sidecar(out / "rate.jit_float.tflite")["fixed_arguments"] == {"sr": 4000}
