@@ -60,9 +60,13 @@ class Hop:
     validation: dict = None
 
     def as_dict(self):
-        return {"path": self.artefact.path, "format": self.artefact.format,
-                "size": self.artefact.size(), "conversion": self.conversion, "status": self.status,
-                "seconds": round(self.seconds, 3), "validation": self.validation}
+        out = {"path": self.artefact.path, "format": self.artefact.format,
+               "size": self.artefact.size(), "conversion": self.conversion, "status": self.status,
+               "seconds": round(self.seconds, 3), "validation": self.validation}
+        fixed = (self.artefact.metadata or {}).get("fixed_arguments")
+        if fixed:
+            out["fixed_arguments"] = fixed
+        return out
 
 
 @dataclasses.dataclass
@@ -197,6 +201,10 @@ def _metadata(block, current, conv, options, returned, seconds):
     md["labels"] = returned.pop("labels", None) or _labels_of(options, current)
     md["calibration"] = returned.pop("calibration", None) or current.metadata.get("calibration")
     md["opset"] = returned.pop("opset", None) or current.metadata.get("opset")
+    # non-tensor forward arguments fixed by --arg (PyTorch routes); kept by the hops after
+    fixed = returned.pop("fixed_arguments", None) or current.metadata.get("fixed_arguments")
+    if fixed:
+        md["fixed_arguments"] = fixed
     returned.pop("companions", None)
     md["conversion"] = {"name": conv.name, "seconds": round(seconds, 3), **returned}
     return md

@@ -180,7 +180,10 @@ def test_torchscript_forward_with_an_int_argument(two_arg_script, capsys):
     assert code == 0 and "forward(x: Tensor, sr: int)" in out
     code, out, err = run_cli(capsys, "convert", p, "--to", "onnx", "--trust-pickle", "-o",
                              p.parent / "out", "--input-shapes", "x:[1,8]")
-    assert code == 2 and "takes 2 arguments" in err
+    assert code == 2 and "argument 'sr' (int)" in err and "--arg sr=VALUE" in err
+    code, out, err = run_cli(capsys, "convert", p, "--to", "onnx", "--trust-pickle", "-o",
+                             p.parent / "out", "--input-shapes", "x:[1,8]", "--arg", "sr=16000")
+    assert code == 0 and "validation ok" in out and "(sr=16000 fixed)" in out, out + err
 
 
 def test_size_fills_open_nchw_image_dims(tmp_path, capsys):

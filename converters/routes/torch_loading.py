@@ -218,15 +218,27 @@ def input_shape(options, source=None, exported=None):
 
 
 def _exported_input_shape(ep):
+    inputs = exported_inputs(ep)
+    if not inputs or len(inputs) != 1 or any(d is None for d in inputs[0][1]):
+        return None
+    return inputs[0][1]
+
+
+def exported_inputs(ep):
+    """[(name, shape with None for a symbolic dimension, numpy dtype)] of a .pt2's user
+    inputs, in order; None when the graph signature cannot be read."""
     try:
+        import numpy as np
         from torch.export.graph_signature import InputKind
 
         users = [s.arg.name for s in ep.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
         nodes = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
-        if len(users) != 1:
-            return None
-        val = nodes[users[0]].meta.get("val")
-        return tuple(int(d) for d in val.shape)
+        out = []
+        for name in users:
+            val = nodes[name].meta.get("val")
+            shape = tuple(int(d) if str(d).isdigit() else None for d in val.shape)
+            out.append((name, shape, np.dtype(str(val.dtype).replace("torch.", ""))))
+        return out
     except Exception:
         return None
 
@@ -238,3 +250,153 @@ def flatten_outputs(y):
     if isinstance(y, (list, tuple)):
         return [t for v in y for t in flatten_outputs(v)]
     return [y]
+
+
+# -- forward signatures: several tensors, and non-tensor arguments fixed by --arg -------------
+
+def script_arguments(model):
+    """A TorchScript module's forward arguments (schema Arguments, without self), else None."""
+    try:
+        return list(model.forward.schema.arguments)[1:]
+    except Exception:
+        return None
+
+
+def schema_text(args):
+    """'(x: Tensor, sr: int)'."""
+    return "(" + ", ".join(f"{a.name}: {a.type}" for a in args) + ")"
+
+
+def cast_argument(text, kind, name):
+    """The --arg text for a forward argument of TorchScript type `kind` (int/float/bool/str)."""
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "bool":
+            if str(text).lower() in ("1", "true", "yes"):
+                return True
+            if str(text).lower() in ("0", "false", "no"):
+                return False
+            raise ValueError(text)
+        if kind == "str":
+            return str(text)
+    except ValueError:
+        raise InputError(f"--arg {name}={text}: argument '{name}' takes a {kind} value") from None
+    raise InputError(f"argument '{name}' has type {kind}, which --arg cannot give",
+                     "wrap the module so that forward takes tensors and int/float/bool/str")
+
+
+def plan_script_call(args, overrides, model_name, single_shape=None):
+    """How to call a TorchScript forward with arguments `args` (script_arguments).
+
+    Each tensor argument takes its shape from --input-shapes NAME:[..] (a bare shape when it
+    is the only tensor), else from its --data array, else `single_shape` when it is the only
+    tensor; TorchScript records no shapes, so a tensor left without one is an InputError
+    naming the flag. Each other argument takes --arg NAME=VALUE, else its default, else an
+    InputError naming the argument.
+
+    Returns (tensors [(name, shape, numpy dtype)], fixed {name: value}, order [(kind, name)]
+    with kind "tensor" or "const", in the forward's order).
+    """
+    import numpy as np
+
+    shapes = dict(overrides.shapes) if overrides is not None else {}
+    data = (overrides.data or {}) if overrides is not None else {}
+    values = dict(getattr(overrides, "args", None) or {}) if overrides is not None else {}
+    n_tensors = sum(str(a.type) == "Tensor" for a in args)
+    sig = schema_text(args)
+    unknown = [n for n in values if n not in {a.name for a in args}]
+    if unknown:
+        raise InputError(f"--arg {unknown[0]}: {model_name}'s forward{sig} has no argument "
+                         f"'{unknown[0]}'")
+    tensors, fixed, order = [], {}, []
+    for a in args:
+        kind = str(a.type)
+        if kind == "Tensor":
+            shape = shapes.get(a.name) or (shapes.get(None) if n_tensors == 1 else None)
+            dtype = np.dtype(np.float32)
+            if shape is None and a.name in data:
+                arr = np.asarray(data[a.name])
+                shape, dtype = arr.shape, arr.dtype
+            if shape is None and n_tensors == 1 and single_shape:
+                shape = single_shape
+            if shape is None:
+                raise InputError(f"the shape of argument '{a.name}' of {model_name}'s forward{sig} "
+                                 "is unknown (TorchScript records no shapes)",
+                                 f"pass --input-shapes {a.name}:[...]")
+            tensors.append((a.name, tuple(int(d) for d in shape), dtype))
+            order.append(("tensor", a.name))
+            continue
+        if a.name in values:
+            fixed[a.name] = cast_argument(values[a.name], kind, a.name)
+        elif a.has_default_value():
+            fixed[a.name] = a.default_value
+        else:
+            raise InputError(f"argument '{a.name}' ({kind}) of {model_name}'s forward{sig} "
+                             "needs a value", f"pass --arg {a.name}=VALUE")
+        order.append(("const", a.name))
+    return tensors, fixed, order
+
+
+def state_attributes(model):
+    """Names of module attributes a TorchScript forward assigns (state kept between calls)."""
+    try:
+        torch = import_torch()
+        graph = model.forward.graph.copy()
+        torch._C._jit_pass_inline(graph)
+    except Exception:
+        return []
+    found = set()
+
+    def walk(block):
+        for node in block.nodes():
+            if node.kind() == "prim::SetAttr":
+                found.add(node.s("name"))
+            for b in node.blocks():
+                walk(b)
+
+    walk(graph)
+    return sorted(found)
+
+
+def fix_script_arguments(model, order, fixed):
+    """A scripted module whose forward takes the tensors of `order` only and calls `model`
+    (a ScriptModule) with the values of `fixed` in place of the other arguments.
+
+    TorchScript compiles from source, so the wrapper's source is written to a temporary
+    file and scripted from there; its control flow and `model`'s are kept (tracing would
+    bake in one path), then `torch.jit.freeze` folds the fixed values where it can.
+    """
+    import importlib.util
+    import tempfile
+
+    torch = import_torch()
+    for kind, name in order:
+        if not name.isidentifier():
+            raise InputError(f"forward argument '{name}' is not a Python name")
+        if kind == "const" and not isinstance(fixed[name], (bool, int, float, str)):
+            raise InputError(f"argument '{name}' = {fixed[name]!r} cannot be fixed in a wrapper")
+    params = ", ".join(f"{n}: torch.Tensor" for k, n in order if k == "tensor")
+    call = ", ".join(n if k == "tensor" else repr(fixed[n]) for k, n in order)
+    src = ("import torch\n\n\nclass FixedArguments(torch.nn.Module):\n"
+           "    def __init__(self, inner):\n        super().__init__()\n        self.inner = inner\n\n"
+           f"    def forward(self, {params}):\n        return self.inner({call})\n")
+    name = "_edgeport_fixed_arguments"
+    with tempfile.TemporaryDirectory(prefix="edgeport-fixed-") as tmp:
+        path = os.path.join(tmp, name + ".py")
+        with open(path, "w") as f:
+            f.write(src)
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+            wrapper = torch.jit.script(module.FixedArguments(model).eval())
+        finally:
+            sys.modules.pop(name, None)
+    try:  # inline and fold the fixed values (`if sr == 16000:` keeps one branch)
+        return torch.jit.freeze(wrapper)
+    except Exception:
+        return wrapper

@@ -118,6 +118,8 @@ def print_result(r, out):
     for a in r["artefacts"]:
         when = f"{a['seconds']:.1f} s" if a["status"] == "converted" else a["status"]
         line = f"  {a['path']}  {a['format']}  {human_size(a['size'])}  {when}"
+        if a.get("fixed_arguments"):
+            line += "  (" + ", ".join(f"{k}={v}" for k, v in a["fixed_arguments"].items()) + " fixed)"
         v = a.get("validation")
         if v:
             mark = {True: "ok", False: "FAILED", None: "-"}[v.get("passed")]
@@ -142,7 +144,8 @@ def json_model(r):
                            1000.0 * sum(a.get("seconds") or 0.0 for a in r.get("artefacts") or ()), 1)
     out["artefacts"] = [{"model": a["path"], "format": a["format"], "size_bytes": a["size"],
                          "conversion": a["conversion"], "status": a["status"],
-                         "time_ms": round(a["seconds"] * 1000.0, 1), "validation": a["validation"]}
+                         "time_ms": round(a["seconds"] * 1000.0, 1), "validation": a["validation"],
+                         **({"fixed_arguments": a["fixed_arguments"]} if a.get("fixed_arguments") else {})}
                         for a in r.get("artefacts") or ()]
     return out
 

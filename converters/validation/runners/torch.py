@@ -11,7 +11,8 @@ import numpy as np
 
 from edge.errors import InputError
 
-from converters.routes.torch_loading import flatten_outputs, import_torch
+from converters.routes.torch_loading import (exported_inputs, flatten_outputs, import_torch,
+                                             plan_script_call, schema_text, script_arguments)
 from converters.validation.runners.base import Runner, tensor_meta
 
 
@@ -71,18 +72,7 @@ class TorchRunner(Runner):
         ep = getattr(self, "_exported", None)
         metas = []
         if ep is not None:
-            try:
-                from torch.export.graph_signature import InputKind
-
-                user = [s.arg.name for s in ep.graph_signature.input_specs
-                        if s.kind == InputKind.USER_INPUT]
-                nodes = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
-                for name in user:
-                    val = nodes[name].meta.get("val")
-                    shape = tuple(int(d) if str(d).isdigit() else None for d in val.shape)
-                    metas.append(tensor_meta(name, shape, _np_dtype(val.dtype)))
-            except Exception:
-                metas = []
+            metas = [tensor_meta(name, shape, dtype) for name, shape, dtype in exported_inputs(ep) or ()]
         if not metas and ep is None:
             metas = self._script_inputs()
         if not metas:
@@ -98,63 +88,23 @@ class TorchRunner(Runner):
 
     def forward_schema(self):
         """'(x: Tensor, sr: int)' of a TorchScript module's forward, else None."""
-        try:
-            return _schema(list(self.model.forward.schema.arguments)[1:])
-        except Exception:
-            return None
+        args = script_arguments(self.model)
+        return schema_text(args) if args is not None else None
 
     def _script_inputs(self):
         """The forward signature of a TorchScript module: one TensorMeta per tensor argument
         (shape from --input-shapes / --data / --input-shape), a value per other argument (from
         --arg NAME=VALUE, else its default); [] when the signature cannot be read or has a
         single tensor argument (the historical single-input path)."""
-        try:
-            args = list(self.model.forward.schema.arguments)[1:]  # without self
-        except Exception:
+        args = script_arguments(self.model)
+        if not args or (len(args) == 1 and str(args[0].type) == "Tensor"):
             return []
-        if not args:
-            return []
-        ov = self.overrides
-        shapes = dict(ov.shapes) if ov is not None else {}
-        data = (ov.data or {}) if ov is not None else {}
-        values = dict(getattr(ov, "args", None) or {}) if ov is not None else {}
-        tensors = [a for a in args if str(a.type) == "Tensor"]
-        if len(args) == 1 and tensors:
-            return []
-        metas, order = [], []
-        for a in args:
-            kind = str(a.type)
-            if kind == "Tensor":
-                shape = shapes.get(a.name) or (shapes.get(None) if len(tensors) == 1 else None)
-                dtype = np.float32
-                if shape is None and a.name in data:
-                    from converters.validation.signature import data_samples
-
-                    arr = np.asarray(data[a.name])
-                    shape, dtype = data_samples(arr, arr.shape)[0].shape, arr.dtype
-                if shape is None and len(tensors) == 1 and self.input_shape:
-                    shape = self.input_shape
-                if shape is None:
-                    raise InputError(f"the shape of argument '{a.name}' of "
-                                     f"{os.path.basename(self.path)}'s forward{_schema(args)} is "
-                                     "unknown (TorchScript records no shapes)",
-                                     f"pass --input-shapes {a.name}:[...]")
-                metas.append(tensor_meta(a.name, tuple(shape), dtype))
-                order.append(("tensor", a.name))
-                continue
-            if a.name in values:
-                value = _cast(values[a.name], kind, a.name)
-            elif a.has_default_value():
-                value = a.default_value
-            else:
-                raise InputError(f"argument '{a.name}' ({kind}) of {os.path.basename(self.path)}'s "
-                                 f"forward{_schema(args)} needs a value",
-                                 f"pass --arg {a.name}=VALUE")
-            self._constants[a.name] = value
-            order.append(("const", a.name))
-        self._order = order
-        self.info["forward"] = _schema(args)
-        return metas
+        tensors, self._constants, self._order = plan_script_call(
+            args, self.overrides, os.path.basename(self.path), self.input_shape)
+        self.info["forward"] = schema_text(args)
+        if self._constants:
+            self.info["fixed_arguments"] = dict(self._constants)
+        return [tensor_meta(name, shape, dtype) for name, shape, dtype in tensors]
 
     def _infer(self, feed):
         torch = import_torch()
@@ -171,34 +121,6 @@ class TorchRunner(Runner):
             y = self.model(*xs)
         ys = flatten_outputs(y)
         return OrderedDict((f"output_{i}", t.detach().cpu().numpy()) for i, t in enumerate(ys))
-
-
-def _schema(args):
-    return "(" + ", ".join(f"{a.name}: {a.type}" for a in args) + ")"
-
-
-def _cast(text, kind, name):
-    try:
-        if kind == "int":
-            return int(text)
-        if kind == "float":
-            return float(text)
-        if kind == "bool":
-            if str(text).lower() in ("1", "true", "yes"):
-                return True
-            if str(text).lower() in ("0", "false", "no"):
-                return False
-            raise ValueError(text)
-        if kind == "str":
-            return str(text)
-    except ValueError:
-        raise InputError(f"--arg {name}={text}: argument '{name}' takes a {kind} value") from None
-    raise InputError(f"argument '{name}' has type {kind}, which --arg cannot give",
-                     "wrap the module so that forward takes tensors and int/float/bool/str")
-
-
-def _np_dtype(torch_dtype):
-    return np.dtype(str(torch_dtype).replace("torch.", ""))
 
 
 def _shape_from_metadata(metadata):
