@@ -130,6 +130,10 @@ def options_record(options):
     digest = calibration_digest(options)
     if digest:
         out["calibration_sha256"] = digest
+    given = getattr(options, "input_overrides", None)   # --input-shapes and --arg shape the export
+    if given is not None and (given.shapes or given.args):
+        out["inputs"] = {"shapes": {str(k): list(v) for k, v in sorted(given.shapes.items(), key=str)},
+                         "args": dict(sorted(given.args.items()))}
     return out
 
 

@@ -306,6 +306,20 @@ def test_changed_calibration_set_is_not_kept(tmp_path, capsys):
     assert code == 0 and "exists: kept" in err, err
 
 
+def test_other_input_shapes_or_args_are_not_kept(tmp_path, capsys):
+    """--input-shapes and --arg shape an export, so an artefact made with others is redone."""
+    src, out = tmp_path / "net.onnx", tmp_path / "out"
+    _onnx_adding(src, 1.0)
+    base = ("--to", "ort", "-o", out, "--no-validate")
+    assert _convert(capsys, src, *base, "--arg", "sr=16000")[0] == 0
+    code, _, err = _convert(capsys, src, *base, "--arg", "sr=16000")
+    assert code == 0 and "exists: kept" in err, err
+    code, _, err = _convert(capsys, src, *base, "--arg", "sr=8000")
+    assert code == 0 and "made with other options: converting again" in err, err
+    code, _, err = _convert(capsys, src, *base, "--arg", "sr=8000", "--input-shapes", "[1,8]")
+    assert code == 0 and "made with other options: converting again" in err, err
+
+
 def test_changed_artefact_is_not_trusted(tmp_path, capsys):
     """The sidecar records the artefact's own sha256: a file replaced under it is not kept."""
     src, out = tmp_path / "net.onnx", tmp_path / "out"

@@ -160,7 +160,7 @@ def run(args):
     options = options_from_args(args)
     from edgeport.cli.inputs import overrides_from_args
 
-    options.input_overrides = overrides_from_args(args)  # not a field: kept out of provenance
+    options.input_overrides = overrides_from_args(args)  # shapes and --arg values: in options_record
     targets = pipeline.parse_targets(args.to)
     validate = not args.no_validate
     src = args.source
