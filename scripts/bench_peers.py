@@ -43,6 +43,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -200,8 +201,16 @@ def _onnx2tf(src, out_dir, extra, log):
     try:
         sample_images([REPO_IMAGES], os.path.join(work, SAMPLE_FILE))
         shutil.copyfile(src, os.path.join(work, "model.onnx"))
-        toolenv.run(env, ["-i", "model.onnx", "-o", out_dir, "-n"] + list(extra), cwd=work, timeout=3600,
-                    log_path=log)
+        try:
+            toolenv.run(env, ["-i", "model.onnx", "-o", out_dir, "-n"] + list(extra), cwd=work, timeout=3600,
+                        log_path=log)
+        except Exception as e:   # one line for the report: the tool's last exception and its message
+            lines = open(log, encoding="utf-8", errors="replace").read().splitlines() if os.path.exists(log) else []
+            at = max((i for i, ln in enumerate(lines) if re.match(r"^[A-Za-z_.]*(Error|Exception)\b.*:", ln)),
+                     default=None)
+            why = " ".join(ln.strip() for ln in lines[at:at + 2]) if at is not None else str(e)
+            print(f"error: onnx2tf failed: {why[:400]}", file=sys.stderr)
+            raise SystemExit(1) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -438,8 +447,10 @@ def jobs_onnx(name, src, work, images):
     ]
 
 
-def make_artefacts(name, src, work, images, log, cache, fresh):
-    """Every conversion of one model; returns its rows with times and paths (reusing `cache`)."""
+def make_artefacts(name, src, work, images, log, cache, fresh, only=None, cache_path=None):
+    """Every conversion of one model; returns its rows with times and paths (reusing `cache`).
+    `only`: run only the tools whose name contains one of these words (the others are reused
+    when recorded, left out otherwise)."""
     for d in ("edgeport", "peers"):
         os.makedirs(os.path.join(work, d), exist_ok=True)
     m = MODELS[name]
@@ -454,6 +465,8 @@ def make_artefacts(name, src, work, images, log, cache, fresh):
             say(f"{name}: {kind} with {tool}: recorded at {old['measured']}, reused")
             seconds, ok, err = old["seconds_own"], True, None
             measured, load = old["measured"], old.get("load_1min")
+        elif only and not any(w.lower() in tool.lower() for w in only):
+            continue
         else:
             say(f"{name}: converting {kind} with {tool}")
             if os.path.exists(out):
@@ -480,6 +493,8 @@ def make_artefacts(name, src, work, images, log, cache, fresh):
                "measured": measured, "load_1min": load}
         rows.append(row)
         cache[key] = dict(row, path=os.path.relpath(out, work) if ok else None)
+        if cache_path:                    # recorded as soon as measured: another run may reuse it
+            save_cache(cache_path, {key: cache[key]})
         say(f"  {'ok' if ok else 'FAILED'} in {total:.1f} s" + ("" if ok else f": {err}"))
     return rows
 
@@ -861,6 +876,10 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=15, help="runtime: interleaved rounds (default 15)")
     ap.add_argument("--per-round", type=int, default=5, help="runtime: invokes per row and round (default 5)")
     ap.add_argument("--render", metavar="JSON", help="only rewrite --out from a saved peers.json")
+    ap.add_argument("--tools", nargs="+", metavar="WORD",
+                    help="convert only with the tools whose name contains one of these words")
+    ap.add_argument("--convert-only", action="store_true",
+                    help="record the conversions, measure nothing, write no report")
     args = ap.parse_args(argv)
     if args.step:
         STEPS[args.step[0]](*args.step[1:])
@@ -900,8 +919,10 @@ def main(argv=None):
             if not os.path.exists(src):
                 say(f"{name}: {src} is missing (python scripts/fetch_corpus.py fetches the corpus); skipped")
                 continue
-        rows = make_artefacts(name, src, mwork, images, os.path.join(mwork, "tools.log"), cache, args.fresh)
-        save_cache(cache_path, {k: v for k, v in cache.items() if k.startswith(name + "|")})
+        rows = make_artefacts(name, src, mwork, images, os.path.join(mwork, "tools.log"), cache, args.fresh,
+                              args.tools, cache_path)
+        if args.convert_only:
+            continue
         inputs = model_inputs(name, sets)
         fidelity(name, rows, inputs, reference(name, src, inputs))
         first = inputs["holdout"][0] if "holdout" in inputs else next(iter(inputs.values()))[0]
@@ -912,6 +933,8 @@ def main(argv=None):
                 r["path"] = os.path.relpath(r["path"], mwork)
         report["models"][name] = {"source": os.path.basename(src), "conversions": rows, "runtime": bench}
         load.append(round(os.getloadavg()[0], 2))
+    if args.convert_only:
+        return 0
     report["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     report["load_1min"] = load
     report["seconds"] = round(time.perf_counter() - t0, 1)
