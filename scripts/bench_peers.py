@@ -1,7 +1,12 @@
 """Peers report: edgeport beside the upstream tools a user would run instead, one run, one machine.
 
     python scripts/bench_peers.py [--model NAME ...] [--work DIR] [--fresh] [--out docs/peers.md]
-                                  [--rounds 15] [--per-round 5]
+                                  [--rounds 15] [--per-round 5] [--tools WORD ...] [--convert-only]
+
+With no options it makes the whole report (about an hour on 2 busy cores, less when --work
+holds recorded conversions). --model picks models (efficientnet_lite0, mp_face_landmark,
+ppocr_mobile_v2_cls, ppocr_v4_rec); --tools WORD and --convert-only record some conversions
+only (several such runs may share one --work at once), for a later full run to reuse.
 
 For each model it makes every artefact twice, with edgeport and with the upstream tool run
 directly, each in a fresh process so each time includes its imports:
