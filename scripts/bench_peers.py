@@ -37,9 +37,10 @@ error and cosine for every model; and times each model's artefacts on each local
 (LiteRT at 1 and 2 threads, ONNX Runtime with the .onnx and the .ort at 1 and 2 threads),
 interleaved in rounds on one real photo so that a load change hits every runtime alike.
 
-Conversions are recorded in WORK/conversions.json; a later run with the same --work reuses a
-recorded successful conversion whose artefact is still there (the report says when the
-conversions were measured); failed ones are tried again; --fresh redoes them all. Writes docs/peers.md and docs/peers.json. The Edge TPU compiler cannot
+Conversions are recorded in WORK/conversions.json as soon as measured; a later run with the same
+--work reuses a recorded conversion with the same command (and its artefact still there; a
+recorded failure is reused as a failure) -- the report says when the conversions were measured;
+--tools WORD redoes the matching ones, --fresh redoes them all. Writes docs/peers.md and docs/peers.json. The Edge TPU compiler cannot
 run here, so no Edge TPU figures.
 """
 
@@ -213,7 +214,7 @@ def _onnx2tf(src, out_dir, extra, log):
             lines = open(log, encoding="utf-8", errors="replace").read().splitlines() if os.path.exists(log) else []
             at = max((i for i, ln in enumerate(lines) if re.match(r"^[A-Za-z_.]*(Error|Exception)\b.*:", ln)),
                      default=None)
-            why = " ".join(ln.strip() for ln in lines[at:at + 2]) if at is not None else str(e)
+            why = " ".join([ln.strip() for ln in lines[at:] if ln.strip()][:2]) if at is not None else str(e)
             print(f"error: onnx2tf failed: {why[:400]}", file=sys.stderr)
             raise SystemExit(1) from None
     finally:
@@ -465,12 +466,13 @@ def make_artefacts(name, src, work, images, log, cache, fresh, only=None, cache_
     for kind, tool, argv, out, plus, note in jobs:
         key = f"{name}|{kind}|{tool}"
         old = cache.get(key)
-        if not fresh and old and old["ok"] and os.path.exists(os.path.join(work, old["path"])) \
-                and old.get("argv") == argv:
+        picked = only and any(w.lower() in tool.lower() for w in only)
+        if not fresh and not picked and old and old.get("argv") == argv \
+                and (not old["ok"] or os.path.exists(os.path.join(work, old["path"]))):
             say(f"{name}: {kind} with {tool}: recorded at {old['measured']}, reused")
-            seconds, ok, err = old["seconds_own"], True, None
+            seconds, ok, err = old["seconds_own"], old["ok"], old.get("error")
             measured, load = old["measured"], old.get("load_1min")
-        elif only and not any(w.lower() in tool.lower() for w in only):
+        elif only and not picked:
             continue
         else:
             say(f"{name}: converting {kind} with {tool}")

@@ -87,7 +87,9 @@ def test_recorded_conversions_are_reused_and_failures_redone(peers, tmp_path, mo
     rows = peers.make_artefacts("tiny", "src", str(tmp_path), "images", str(tmp_path / "log"), cache, False)
     assert [r["ok"] for r in rows] == [True, False] and rows[1]["seconds"] == 2.0   # b's chain includes a
     rows = peers.make_artefacts("tiny", "src", str(tmp_path), "images", str(tmp_path / "log"), cache, False)
-    assert calls == ["ok.onnx", "bad.ort", "bad.ort"]      # the recorded success reused, the failure redone
-    assert rows[0]["measured"] == cache["tiny|onnx|a"]["measured"]
+    assert calls == ["ok.onnx", "bad.ort"]                 # both recorded: reused, the failure as a failure
+    assert rows[0]["measured"] == cache["tiny|onnx|a"]["measured"] and rows[1]["error"] == "error: no"
+    rows = peers.make_artefacts("tiny", "src", str(tmp_path), "images", str(tmp_path / "log"), {}, False, ["b"])
+    assert calls[-1] == "bad.ort" and [r["tool"] for r in rows] == ["b"]    # --tools: only b, redone
     peers.make_artefacts("tiny", "src", str(tmp_path), "images", str(tmp_path / "log"), cache, True)
     assert calls[-2:] == ["ok.onnx", "bad.ort"]            # --fresh redoes everything
