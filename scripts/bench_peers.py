@@ -812,6 +812,9 @@ def render(report):
          f"({v.get('machine')}, shared with other jobs: compare rows of this report, not reports of "
          "different days)."
          + (f" Conversions measured from {measured[0]} to {measured[-1]}." if measured else "")
+         + (" Measured model by model (`--model NAME`) in " + str(len(report["merged_from"])) + " runs, "
+            "joined with `--merge`; each model's conversions, fidelity and runtime come from one run."
+            if report.get("merged_from") else "")
          + " Models: " + ", ".join(f"`{n}`" for n in names) + ". Photo sets: "
          + "; ".join(f"`{k}` = {SET_WORDS.get(k, k)}, {n} photos" for k, n in sets.items()) + ".", "",
          "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if k != "machine") + ".", "",
@@ -855,6 +858,28 @@ def render(report):
     return "\n".join(L)
 
 
+def merge_reports(paths):
+    """One report from the peers.json of runs made model by model (same machine, same photos):
+    models in MODELS order, each run's versions kept when they differ."""
+    reports = []
+    for p in paths:
+        with open(p) as f:
+            reports.append(json.load(f))
+    out = {"versions": reports[0]["versions"], "photo_sets": reports[0]["photo_sets"], "models": {},
+           "created": max(r["created"] for r in reports), "merged_from": [], "load_1min": [],
+           "seconds": round(sum(r.get("seconds", 0) for r in reports), 1)}
+    for r in reports:
+        if r["photo_sets"] != out["photo_sets"]:
+            raise SystemExit(f"error: the reports were made on different photos: {r['photo_sets']}")
+        for k, v in r["versions"].items():
+            out["versions"].setdefault(k, v)
+        out["models"].update(r["models"])
+        out["load_1min"] += r.get("load_1min", [])
+        out["merged_from"].append({"created": r["created"], "models": list(r["models"])})
+    out["models"] = {n: out["models"][n] for n in MODELS if n in out["models"]}
+    return out
+
+
 def save_cache(path, entries):
     """Merge `entries` into the recorded conversions (another run may have added other models')."""
     cache = {}
@@ -883,6 +908,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=15, help="runtime: interleaved rounds (default 15)")
     ap.add_argument("--per-round", type=int, default=5, help="runtime: invokes per row and round (default 5)")
     ap.add_argument("--render", metavar="JSON", help="only rewrite --out from a saved peers.json")
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="join the reports of runs made with --model (their peers.json files) into --out")
     ap.add_argument("--tools", nargs="+", metavar="WORD",
                     help="convert only with the tools whose name contains one of these words")
     ap.add_argument("--convert-only", action="store_true",
@@ -890,6 +917,15 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.step:
         STEPS[args.step[0]](*args.step[1:])
+        return 0
+    if args.merge:
+        report = merge_reports(args.merge)
+        with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
+            json.dump(report, f, indent=2)
+        text = render(report)
+        with open(args.out, "w") as f:
+            f.write(text)
+        print(text)
         return 0
     if args.render:
         with open(args.render) as f:

@@ -93,3 +93,22 @@ def test_recorded_conversions_are_reused_and_failures_redone(peers, tmp_path, mo
     assert calls[-1] == "bad.ort" and [r["tool"] for r in rows] == ["b"]    # --tools: only b, redone
     peers.make_artefacts("tiny", "src", str(tmp_path), "images", str(tmp_path / "log"), cache, True)
     assert calls[-2:] == ["ok.onnx", "bad.ort"]            # --fresh redoes everything
+
+
+def test_merge_joins_model_runs_in_model_order(peers, tmp_path):
+    def rep(name, created):
+        return {"created": created, "versions": {"machine": "x", name: "1"}, "photo_sets": {"holdout": 5},
+                "seconds": 10, "load_1min": [1.0], "models": {name: {"conversions": [], "runtime": None}}}
+
+    names = list(peers.MODELS)
+    for i, n in enumerate((names[1], names[0])):
+        (tmp_path / f"{i}.json").write_text(json.dumps(rep(n, f"2026-01-0{i + 1}")))
+    out = peers.merge_reports([str(tmp_path / "0.json"), str(tmp_path / "1.json")])
+    assert list(out["models"]) == names[:2] and out["created"] == "2026-01-02" and out["seconds"] == 20
+    assert set(out["versions"]) == {"machine", names[0], names[1]} and len(out["merged_from"]) == 2
+    assert "joined with `--merge`" in peers.render(out)
+    bad = rep(names[2], "2026-01-03")
+    bad["photo_sets"] = {"holdout": 4}
+    (tmp_path / "2.json").write_text(json.dumps(bad))
+    with pytest.raises(SystemExit):
+        peers.merge_reports([str(tmp_path / "0.json"), str(tmp_path / "2.json")])
