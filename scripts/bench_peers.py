@@ -723,7 +723,7 @@ def render_model(name, rep, sets):
          f"model's preprocessing (resized to {m['spec']['size'][0]}x{m['spec']['size'][1]}, "
          f"(pixel - {m['spec']['mean'][0]:g}) / {m['spec']['std'][0]:g})."
          + ("" if cls else " Not a classifier: the figures are max / mean absolute error and the lowest "
-            "per-photo cosine of the output vector; top-1 is the arg-max of that vector, for information."), ""]
+            "per-photo cosine of the output vector."), ""]
     if m["source"] != "pytorch":
         L[-2] += (" No photos of faces or text are in the repository, so these are the repository's photos "
                   "(animals, buildings, objects) as the model would receive them: real pixels, not "
