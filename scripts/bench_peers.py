@@ -780,7 +780,7 @@ def render_model(name, rep, sets):
     b = rep.get("runtime")
     if b:
         fastest = b["rows"][b["fastest"]]
-        others = sorted((o for i, o in enumerate(b["rows"]) if i != b["fastest"]), key=lambda o: o["ratio_to_fastest"])
+        others = sorted((o for i, o in enumerate(b["rows"]) if i != b["fastest"]), key=lambda o: o["median_ms"])
         L += ["", "### Runtime", "",
               f"edgeport's artefacts, interleaved: {b['rounds']} rounds, each running every row below "
               f"{b['per_round']} times in turn (order rotated each round) after {b['warmup']} warm-up runs, on "
@@ -796,7 +796,9 @@ def render_model(name, rep, sets):
         if others:
             L += ["", f"Fastest: {fastest['runtime']} at {fastest['threads']} thread(s), {fastest['median_ms']:.2f} ms; "
                   f"the next, {others[0]['runtime']} at {others[0]['threads']} thread(s), takes "
-                  f"{others[0]['ratio_to_fastest']:.2f}x as long in the same rounds; the slowest, "
+                  f"{others[0]['ratio_to_fastest']:.2f}x as long in the same rounds"
+                  + (" (within noise: the rounds do not separate the two)"
+                     if others[0]["ratio_to_fastest"] < 1.05 else "") + "; the slowest, "
                   f"{others[-1]['runtime']} at {others[-1]['threads']} thread(s), {others[-1]['ratio_to_fastest']:.2f}x."]
     return L + [""]
 
@@ -813,7 +815,8 @@ def render(report):
          "different days)."
          + (f" Conversions measured from {measured[0]} to {measured[-1]}." if measured else "")
          + (" Measured model by model (`--model NAME`) in " + str(len(report["merged_from"])) + " runs, "
-            "joined with `--merge`; each model's conversions, fidelity and runtime come from one run."
+            "joined with `--merge`: each model's fidelity and runtime come from one run, its conversions "
+            "(times, artefacts) from the runs recorded in the work folder's conversions.json."
             if report.get("merged_from") else "")
          + " Models: " + ", ".join(f"`{n}`" for n in names) + ". Photo sets: "
          + "; ".join(f"`{k}` = {SET_WORDS.get(k, k)}, {n} photos" for k, n in sets.items()) + ".", "",
@@ -842,7 +845,8 @@ def render(report):
                 f = r["fidelity"]["holdout"]
                 fi = "" if r.get("full_int8") is not False else ", not full-int8"
                 return ((f"top-1 {f['agree']}/{f['n']}, " if cls else "")
-                        + f"mean err {f['mean_abs']:.3g}, max {f['max_abs']:.3g}{fi}")
+                        + f"mean err {f['mean_abs']:.3g}, max {f['max_abs']:.3g}"
+                        + ("" if cls else f", min cosine {f['min_cosine']:.4f}") + fi)
 
             ok = [p for p in peers if p["ok"] and p.get("fidelity")]
             best = (max(ok, key=lambda p: (p["fidelity"]["holdout"]["agree"], -p["fidelity"]["holdout"]["mean_abs"]))
