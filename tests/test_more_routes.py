@@ -288,6 +288,38 @@ def test_onnx_to_tflite_tool_failure_is_one_line(fake_onnx2tf, onnx_dir, tmp_pat
     assert not (tmp_path / "tiny_float.tflite").exists()
 
 
+def test_onnx_names_tensorflow_refuses_are_renamed(tmp_path):
+    """paddle2onnx names nodes and tensors 'Conv@0'; onnx2tf fails on them ("not a valid scope
+    name"), so the route renames them: same graph, same outputs, only TF-safe names."""
+    import onnx
+    import onnxruntime as ort
+
+    from converters.routes.onnx2tf import _TF_NAME, tf_safe_names
+
+    tiny_onnx.build(tmp_path / "m.onnx")
+    m = onnx.load(tmp_path / "m.onnx")
+    keep_io = [i.name for i in m.graph.input], [o.name for o in m.graph.output]
+    inner = {x for n in m.graph.node for x in n.output} - set(keep_io[1])
+    mapping = {x: f"{x}@{i}" for i, x in enumerate(sorted(inner))}
+    for i, n in enumerate(m.graph.node):
+        n.name = f"Op@{i}"
+        n.input[:] = [mapping.get(x, x) for x in n.input]
+        n.output[:] = [mapping.get(x, x) for x in n.output]
+    onnx.save(m, tmp_path / "at.onnx")
+    assert tf_safe_names(m) == len(m.graph.node) + len(mapping)
+    assert all(_TF_NAME.match(n.name) for n in m.graph.node)
+    assert all(_TF_NAME.match(x) for n in m.graph.node for x in list(n.input) + list(n.output))
+    assert ([i.name for i in m.graph.input], [o.name for o in m.graph.output]) == keep_io
+    onnx.checker.check_model(m)
+    onnx.save(m, tmp_path / "safe.onnx")
+    name = keep_io[0][0]
+    shape = [d.dim_value or 1 for d in m.graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    a = ort.InferenceSession(str(tmp_path / "at.onnx")).run(None, {name: x})[0]
+    b = ort.InferenceSession(str(tmp_path / "safe.onnx")).run(None, {name: x})[0]
+    np.testing.assert_array_equal(a, b)
+
+
 def test_onnx_to_tflite_free_spatial_dims_need_input_shape(tmp_path, fake_onnx2tf):
     import onnx
 

@@ -16,6 +16,7 @@ calibration folder, or the repository's images/) into the temporary working fold
 """
 
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -78,6 +79,58 @@ def onnx_inputs(model):
     return out
 
 
+_TF_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
+
+
+def tf_safe_names(model):
+    """Rename the nodes and tensors whose names TensorFlow refuses as scope names (paddle2onnx
+    writes 'Conv@0', 'Add@14'; onnx2tf then fails with "'Softmax@0' is not a valid scope name").
+    Other characters become '_', keeping every name unique; names already valid are kept (graph
+    inputs and outputs usually are). Main graph only. Returns how many names changed."""
+    g = model.graph
+    used = {n.name for n in g.node}
+    used.update(x for n in g.node for x in list(n.input) + list(n.output))
+    used.update(t.name for t in g.initializer)
+    renames = {}
+
+    def fix(name):
+        if not name or _TF_NAME.match(name):
+            return name
+        if name not in renames:
+            base = re.sub(r"[^A-Za-z0-9_.\\/>-]", "_", name)
+            base = base if re.match(r"[A-Za-z0-9.]", base) else "t" + base
+            new, i = base, 1
+            while new in used:
+                new, i = f"{base}_{i}", i + 1
+            used.add(new)
+            renames[name] = new
+        return renames[name]
+
+    for n in g.node:
+        n.name = fix(n.name)
+        n.input[:] = [fix(x) for x in n.input]
+        n.output[:] = [fix(x) for x in n.output]
+    for coll in (g.input, g.output, g.value_info, g.initializer):
+        for t in coll:
+            t.name = fix(t.name)
+    return len(renames)
+
+
+def _save_beside(model, original, path):
+    """Save `model` (loaded without its external data) as `path`, with the external data files it
+    names copied beside it from the original's folder."""
+    import onnx
+
+    for t in model.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            loc = next((e.value for e in t.external_data if e.key == "location"), None)
+            dst = os.path.join(os.path.dirname(path), loc or "")
+            if loc and not os.path.exists(dst):
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                shutil.copyfile(os.path.join(os.path.dirname(os.path.abspath(original)), loc), dst)
+    onnx.save(model, path)
+
+
 def is_nchw_image(dims):
     return len(dims) == 4 and dims[1] in (1, 3) and dims[3] not in (1, 3)
 
@@ -131,10 +184,15 @@ def onnx_to_tflite(source, output_path, options):
     with tempfile.TemporaryDirectory(prefix="edgeport-onnx2tf-") as work:
         sample_images([options.calibration, REPO_IMAGES], os.path.join(work, SAMPLE_FILE))
         src = os.path.join(work, "model.onnx")
-        try:
-            os.link(source.path, src)
-        except OSError:
-            shutil.copyfile(source.path, src)
+        renamed = tf_safe_names(model)
+        if renamed:
+            options.progress(f"onnx2tf: {renamed} node/tensor names TensorFlow refuses renamed (e.g. 'Conv@0')")
+            _save_beside(model, source.path, src)
+        else:
+            try:
+                os.link(source.path, src)
+            except OSError:
+                shutil.copyfile(source.path, src)
         out_dir = os.path.join(work, "out")
         options.progress(f"onnx2tf: {source.name} -> TFLite float (in {env.path})")
         toolenv.run(env, ["-i", src, "-o", out_dir, "-coion", "-n"] + args, cwd=work,
