@@ -47,7 +47,10 @@ def onnx_to_ort(source, output_path, options):
         onnx_copy = os.path.join(work, stem + ".onnx")
         onnx.save(model, onnx_copy)
         options.progress(f"onnxruntime.tools: {style} optimization"
-                         + (f", target platform {platform}" if platform else ""))
+                         + (f", target platform {platform}" if platform else
+                            ", platform-neutral (no --target-platform: the .ort lacks the "
+                            "layout optimizations ONNX Runtime applies to the .onnx at load "
+                            "time; on x86 here it ran 2.6x slower than with amd64)"))
         log = io.StringIO()
         try:
             with contextlib.redirect_stdout(log):

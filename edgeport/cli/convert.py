@@ -54,7 +54,10 @@ def configure(p):
     g.add_argument("--io-dtype", choices=["uint8", "int8"], default="uint8", help="input/output type")
     g = p.add_argument_group("ORT")
     g.add_argument("--ort-optimization", choices=["Fixed", "Runtime"], default="Fixed")
-    g.add_argument("--target-platform", choices=["arm", "amd64"])
+    g.add_argument("--target-platform", choices=["arm", "amd64"],
+                   help="ORT: bake in the layout optimizations of the CPU the .ort will run on "
+                        "(arm: Raspberry Pi, phones; amd64: x86). Without it the .ort is "
+                        "platform-neutral, and ORT format cannot add them at load time")
     g = p.add_argument_group("Core ML")
     g.add_argument("--coreml-target", metavar="TARGET", help="minimum deployment target, e.g. iOS16")
     g.add_argument("--author")
