@@ -146,31 +146,6 @@ def _onnx2coreml():
     return onnx2coreml
 
 
-def _static_onnx(model, options, name):
-    """`model` with every input dimension fixed (a free batch becomes 1, or --input-shape)."""
-    init = {t.name for t in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in init]
-    if len(inputs) != 1:
-        raise InputError(f"{name} has {len(inputs)} inputs; ONNX -> Core ML here takes one")
-    dims = inputs[0].type.tensor_type.shape.dim
-    want = list(options.input_shape) if options.input_shape else None
-    if want is not None and len(want) != len(dims):
-        raise InputError(f"--input-shape {want} has {len(want)} dimensions, {name}'s input has {len(dims)}")
-    shape = []
-    for k, d in enumerate(dims):
-        if want is not None:
-            d.Clear()
-            d.dim_value = int(want[k])
-        elif not (d.HasField("dim_value") and d.dim_value > 0):
-            if k != 0:
-                raise InputError(f"{name}'s input '{inputs[0].name}' has a free dimension {k} "
-                                 f"({d.dim_param or '?'})", "fix it with --input-shape N ...")
-            d.Clear()
-            d.dim_value = 1
-        shape.append(int(d.dim_value))
-    return inputs[0].name, shape
-
-
 def _onnx_classes(model):
     outs = list(model.graph.output)
     if len(outs) != 1:
@@ -194,13 +169,17 @@ def onnx_to_coreml(source, output_path, options):
 
     o2c = _onnx2coreml()
     ct = _ct()
+    from converters.routes.onnx_inputs import fix_shapes, static_shapes
+
     model = formats.load_onnx(source.path)
-    name, shape = _static_onnx(model, options, source.name)
+    fixed = static_shapes(model, options, source.name)
+    fix_shapes(model, fixed)
+    name, shape = fixed[0][0], fixed[0][1]
     target = deployment_target(ct, options.coreml_target)
     spec = dict(source.preprocessing)
     spec.update(options.preprocessing or {})
     image = None
-    if len(shape) == 4 and spec.get("mean") is not None and spec.get("std") is not None:
+    if len(fixed) == 1 and len(shape) == 4 and spec.get("mean") is not None and spec.get("std") is not None:
         from converters.quantize.calibration import resolve_spec
 
         layout = spec.get("layout") or ("NCHW" if shape[1] in (1, 3) and shape[-1] not in (1, 3) else "NHWC")
@@ -223,7 +202,7 @@ def onnx_to_coreml(source, output_path, options):
     meta = _finish(ct, mlmodel, output_path, options, spec or None, labels, image)
     meta["versions"] = {**meta.get("versions", {}), **_package_versions("onnx2coreml", "onnx")}
     meta["route"] = "onnx2coreml (ONNX -> MIL program) -> coremltools (mlprogram)"
-    meta["input_shape"] = shape
+    meta["input_shape"] = shape if len(fixed) == 1 else {n: dims for n, dims, _ in fixed}
     return meta
 
 

@@ -16,6 +16,7 @@ calibration folder, or the repository's images/) into the temporary working fold
 """
 
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -65,17 +66,36 @@ def sample_images(folders, path, count=SAMPLE_COUNT):
     return used
 
 
-def onnx_inputs(model):
-    """[(name, [dim or None, ...])] of the graph inputs that are not initializers."""
-    init = {t.name for t in model.graph.initializer}
-    out = []
-    for i in model.graph.input:
-        if i.name in init:
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-                for d in i.type.tensor_type.shape.dim]
-        out.append((i.name, dims))
-    return out
+# TensorFlow's name-scope rule: onnx2tf names each TF op after its ONNX node, and a node named
+# like PaddlePaddle's exports ("Softmax@0") stops it with "is not a valid scope name".
+_SCOPE_CHAR = re.compile(r"[^A-Za-z0-9_.\\/>-]")
+
+
+def scope_safe_node_names(model):
+    """Rename (in place) the nodes of `model` whose names TensorFlow refuses as scope names,
+    in every subgraph; returns how many were renamed. Tensor names are left alone."""
+    nodes = []
+
+    def walk(graph):
+        for n in graph.node:
+            nodes.append(n)
+            for a in n.attribute:
+                for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    walk(g)
+
+    walk(model.graph)
+    taken = {n.name for n in nodes}
+    renamed = 0
+    for n in nodes:
+        if n.name and (_SCOPE_CHAR.search(n.name) or n.name[0] in "_/>-"):
+            base = "n" + _SCOPE_CHAR.sub("_", n.name) if n.name[0] in "_/>-" else _SCOPE_CHAR.sub("_", n.name)
+            new, k = base, 1
+            while new in taken:
+                new, k = f"{base}_{k}", k + 1
+            taken.add(new)
+            n.name = new
+            renamed += 1
+    return renamed
 
 
 def is_nchw_image(dims):
@@ -97,29 +117,16 @@ def onnx_to_tflite(source, output_path, options):
     from converters import toolenv
     from edge.tflite_model import TFLiteModel
 
+    from converters.routes.onnx_inputs import static_shapes
+
     model = formats.load_onnx(source.path, load_external_data=False)
-    inputs = onnx_inputs(model)
-    if not inputs:
-        raise InputError(f"{source.name} has no inputs")
+    fixed = static_shapes(model, options, source.name)
+    inputs = [(n, dims) for n, dims, _ in fixed]
     args = []
-    if options.input_shape:
-        if len(inputs) != 1:
-            raise InputError("--input-shape fixes one input; this model has several")
-        shape = [int(d) for d in options.input_shape]
-        if len(shape) != len(inputs[0][1]):
-            raise InputError(f"--input-shape {shape} has {len(shape)} dimensions, "
-                             f"{source.name}'s input has {len(inputs[0][1])}")
-        args += ["-ois", f"{inputs[0][0]}:{','.join(map(str, shape))}"]
-        inputs = [(inputs[0][0], shape)]
-    else:
-        for name, dims in inputs:
-            if any(d is None for d in dims[1:]):
-                raise InputError(f"{source.name}'s input '{name}' has free dimensions {dims}",
-                                 "fix them with --input-shape N ... (TFLite and the Edge TPU need "
-                                 "static shapes)")
-        if any(dims and dims[0] is None for _, dims in inputs):
-            args += ["-b", "1"]            # a free batch becomes 1 (the Edge TPU needs it static)
-            inputs = [(n, [1] + d[1:]) for n, d in inputs]
+    if any(how == "user" for _, _, how in fixed):
+        args += ["-ois"] + [f"{n}:{','.join(map(str, dims))}" for n, dims in inputs if dims]
+    elif any(how == "batch" for _, _, how in fixed):
+        args += ["-b", "1"]            # a free batch becomes 1 (the Edge TPU needs it static)
     if options.dynamic_batch:
         options.progress("TFLite: --dynamic-batch is ignored, the batch stays static (Edge TPU needs it)")
     env = toolenv.ensure("onnx2tf", options.progress)
@@ -131,10 +138,17 @@ def onnx_to_tflite(source, output_path, options):
     with tempfile.TemporaryDirectory(prefix="edgeport-onnx2tf-") as work:
         sample_images([options.calibration, REPO_IMAGES], os.path.join(work, SAMPLE_FILE))
         src = os.path.join(work, "model.onnx")
-        try:
-            os.link(source.path, src)
-        except OSError:
-            shutil.copyfile(source.path, src)
+        if scope_safe_node_names(model):   # renamed: onnx2tf gets the renamed copy
+            model = formats.load_onnx(source.path)
+            scope_safe_node_names(model)
+            import onnx
+
+            onnx.save(model, src)
+        else:
+            try:
+                os.link(source.path, src)
+            except OSError:
+                shutil.copyfile(source.path, src)
         out_dir = os.path.join(work, "out")
         options.progress(f"onnx2tf: {source.name} -> TFLite float (in {env.path})")
         toolenv.run(env, ["-i", src, "-o", out_dir, "-coion", "-n"] + args, cwd=work,
