@@ -287,6 +287,74 @@ def test_onnx_to_tflite_tool_failure_is_one_line(fake_onnx2tf, onnx_dir, tmp_pat
     assert not (tmp_path / "tiny_float.tflite").exists()
 
 
+@pytest.mark.skipif(os.name == "nt", reason="the fake onnx2tf is a POSIX shell script")
+def test_each_target_succeeds_or_fails_on_its_own(fake_onnx2tf, onnx_dir, tmp_path, monkeypatch, colors, capsys):
+    """`--to ort,tflite,tflite-int8,edgetpu` makes ORT though onnx2tf fails; the failed hop is
+    run once, and each target it blocks says why in one line; exit 1, the worst reason."""
+    monkeypatch.setenv("FAKE_TFLITE", str(tmp_path / "missing.tflite"))
+    calls = []
+    real = toolenv.run
+    monkeypatch.setattr(toolenv, "run", lambda *a, **k: calls.append(a) or real(*a, **k))
+    code, out, _ = run_cli(capsys, "convert", onnx_dir / "tiny.onnx", "--to", "ort,tflite,tflite-int8,edgetpu",
+                           "--calibration", colors, "-o", tmp_path / "out", "--json")
+    m = json.loads(out)["models"][0]
+    assert code == 1 and m["exit_code"] == 1 and len(calls) == 1
+    assert [a["format"] for a in m["artefacts"]] == ["ort"] and (tmp_path / "out" / "tiny.ort").exists()
+    assert sorted(m["refused"]) == ["edgetpu", "tflite", "tflite-int8"]
+    assert all("onnx2tf" in why and "\n" not in why for why in m["refused"].values())
+    # No target made: one error line, and the JSON still gives each target its reason.
+    code, out, err = run_cli(capsys, "convert", onnx_dir / "tiny.onnx", "--to", "tflite,coreml", "--json",
+                             "--input-shapes", "[1,3,16,16,1]", "-o", tmp_path / "out")
+    m = json.loads(out)["models"][0]
+    assert code == 2 and m["status"] == "failed" and sorted(m["refused"]) == ["coreml", "tflite"]
+    assert err.count("error: ") == 1 and len(calls) == 1
+    # A target that cannot be planned (here: no calibration images) is refused before any work.
+    code, out, _ = run_cli(capsys, "convert", onnx_dir / "tiny.onnx", "--to", "ort,edgetpu",
+                           "-o", tmp_path / "out2")
+    assert code == 2 and (tmp_path / "out2" / "tiny.ort").exists() and not calls[1:]
+    assert "--to edgetpu: not made: tflite -> tflite-int8 (for --to edgetpu) needs --calibration DIR" in out
+
+
+def test_onnx_routes_take_input_shapes_by_name_and_follow_linked_dims():
+    """onnx2tf and onnx2coreml fix every input from --input-shapes (by name, or bare for one
+    input); a dimension named like one the user fixed follows it; a free batch becomes 1."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from converters.routes.onnx_inputs import static_shapes
+    from converters.validation.signature import InputOverrides
+
+    g = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"], name="Softmax@0"),
+         helper.make_node("Identity", ["state"], ["s"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "samples"]),
+         helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", 128]),
+         helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "samples"]),
+         helper.make_tensor_value_info("s", TensorProto.FLOAT, [2, "batch", 128])])
+    model = helper.make_model(g)
+
+    def shapes(**kw):
+        opts = ConvertOptions(quiet=True)
+        opts.input_overrides = InputOverrides.parse(**kw)
+        return [(n, d) for n, d, _ in static_shapes(model, opts, "m.onnx")]
+
+    assert shapes(shapes=["x:[3,512]"]) == [("x", [3, 512]), ("state", [2, 3, 128]), ("sr", [])]
+    with pytest.raises(InputError, match=r"input 'x' has an open dimension 1 \(samples\).*--input-shapes x:"):
+        shapes()
+    with pytest.raises(InputError, match="a bare input shape fixes one input; m.onnx has 3"):
+        shapes(shapes=["[1,512]"])
+    with pytest.raises(InputError, match="names y, which m.onnx does not have"):
+        shapes(shapes=["y:[1,512]"])
+    with pytest.raises(InputError, match="has 3 dimensions, m.onnx's input has 2"):
+        shapes(shapes=["x:[1,2,3]"])
+    from converters.routes.onnx2tf import scope_safe_node_names
+
+    assert scope_safe_node_names(model) == 1 and model.graph.node[0].name == "Softmax_0"
+    onnx.checker.check_model(model)
+    assert scope_safe_node_names(model) == 0
+
+
 def test_onnx_to_tflite_free_spatial_dims_need_input_shape(tmp_path, fake_onnx2tf):
     import onnx
 

@@ -123,6 +123,8 @@ def print_result(r, out):
             text = report_for_artefact(a["path"])
             if text:
                 print("\n".join("    " + t for t in text.splitlines()), file=out)
+    for target, why in (r.get("refused") or {}).items():
+        print(f"--to {target}: not made: {why}", file=out)
     if r.get("validation_failed"):
         print("  validation FAILED: the artefacts are kept, check them before use", file=out)
 
@@ -145,6 +147,7 @@ def run(args):
     import sys
 
     from converters import pipeline
+    from edge.errors import EdgeportError
     from edgeport.cli.output import emit_json
 
     options = options_from_args(args)
@@ -185,7 +188,15 @@ def run(args):
         elif manifest:
             print(f"shard {shard[0]}/{shard[1]}: {len(results)} models; manifest: {manifest}")
         return code
-    result = pipeline.convert_model(src, targets, options, args.output_dir, args.force, validate)
+    try:
+        result = pipeline.convert_model(src, targets, options, args.output_dir, args.force, validate)
+    except EdgeportError as e:
+        if not (args.json and len(targets) > 1 and getattr(e, "refused", None)):
+            raise
+        # No target made: the JSON still gives each target's own reason (as folder mode does).
+        print(f"error: {e}", file=sys.stderr)
+        failed = pipeline.Result(os.path.abspath(src), status="failed", error=str(e), refused=e.refused)
+        return emit_json("convert", e.exit_code, models=[json_model(failed.as_dict() | {"exit_code": e.exit_code})])
     d = result.as_dict()
     if args.json:
         return emit_json("convert", result.exit_code,
