@@ -240,6 +240,7 @@ cp calibration_image_sample_data_20x128x128x3_float32.npy "$FAKE_RECORD/" || { e
 command -v onnxsim > /dev/null || { echo "ERROR: onnxsim not on PATH"; exit 1; }
 while [ $# -gt 0 ]; do case "$1" in -i) IN="$2"; shift;; -o) OUT="$2"; shift;; esac; shift; done
 mkdir -p "$OUT" && cp "$FAKE_TFLITE" "$OUT/$(basename "$IN" .onnx)_float32.tflite"
+echo "simplified" > "$IN"    # as onnx2tf's onnxsim step does: input and output are one file
 """
 
 
@@ -264,7 +265,9 @@ def fake_onnx2tf(tmp_path, monkeypatch):
 @pytest.mark.skipif(os.name == "nt", reason="the fake onnx2tf is a POSIX shell script")
 def test_onnx_to_tflite_plumbing(fake_onnx2tf, onnx_dir, tmp_path, colors):
     opts = ConvertOptions(preprocessing={"mean": [128], "std": [128]}, calibration=str(colors), quiet=True)
+    before = (onnx_dir / "tiny_free.onnx").read_bytes()
     r = pipeline.convert_model(onnx_dir / "tiny_free.onnx", ["tflite"], opts, outdir=tmp_path)
+    assert (onnx_dir / "tiny_free.onnx").read_bytes() == before     # onnx2tf rewrote its copy only
     hop = r.hops[0]
     assert hop["validation"]["passed"] is True, hop["validation"]     # NCHW ONNX vs NHWC TFLite
     args = (fake_onnx2tf / "args").read_text().split()

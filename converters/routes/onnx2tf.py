@@ -138,6 +138,8 @@ def onnx_to_tflite(source, output_path, options):
     with tempfile.TemporaryDirectory(prefix="edgeport-onnx2tf-") as work:
         sample_images([options.calibration, REPO_IMAGES], os.path.join(work, SAMPLE_FILE))
         src = os.path.join(work, "model.onnx")
+        # A copy, never a link: onnx2tf runs onnxsim with the same file as input and output,
+        # which rewrites a hard-linked source in place.
         if scope_safe_node_names(model):   # renamed: onnx2tf gets the renamed copy
             model = formats.load_onnx(source.path)
             scope_safe_node_names(model)
@@ -145,10 +147,7 @@ def onnx_to_tflite(source, output_path, options):
 
             onnx.save(model, src)
         else:
-            try:
-                os.link(source.path, src)
-            except OSError:
-                shutil.copyfile(source.path, src)
+            shutil.copyfile(source.path, src)
         out_dir = os.path.join(work, "out")
         options.progress(f"onnx2tf: {source.name} -> TFLite float (in {env.path})")
         toolenv.run(env, ["-i", src, "-o", out_dir, "-coion", "-n"] + args, cwd=work,
