@@ -358,6 +358,23 @@ def test_onnx_routes_take_input_shapes_by_name_and_follow_linked_dims():
     assert scope_safe_node_names(model) == 0
 
 
+def test_onnx2tf_failure_names_the_node_and_what_tensorflow_refused(tmp_path):
+    from converters.routes.onnx2tf import failed_node
+
+    tiny_onnx.build(tmp_path / "m.onnx")
+    model = formats.load_onnx(str(tmp_path / "m.onnx"))
+    node = model.graph.node[0]
+    log = tmp_path / "log"
+    log.write_text("\x1b[31mERROR:\x1b[0m The trace log is below.\nTraceback (most recent call last):\n"
+                   "ValueError: Exception encountered when calling layer \"tf.nn.convolution\" (type TFOpLambda).\n\n"
+                   "Depth of output (258) is not a multiple of the number of groups (576) for '{{node x}} = Conv2D'\n"
+                   f"\x1b[31mERROR:\x1b[0m onnx_op_name: {node.name}\n")
+    assert failed_node(log, model) == (f"node {node.name} ({node.op_type}): ValueError: Depth of output (258) "
+                                       "is not a multiple of the number of groups (576)")
+    log.write_text("Traceback\nRuntimeError: something else\n")
+    assert failed_node(log, model) is None
+
+
 def test_onnx_to_tflite_free_spatial_dims_need_input_shape(tmp_path, fake_onnx2tf):
     import onnx
 

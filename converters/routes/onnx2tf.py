@@ -98,6 +98,43 @@ def scope_safe_node_names(model):
     return renamed
 
 
+def failed_node(log_path, model):
+    """'node NAME (OP): cause' from onnx2tf's log of a failed run, or None when it names no node.
+
+    onnx2tf ends a failed conversion with `onnx_op_name: NAME`; the cause is the last
+    exception in its trace (for a Keras layer, the line under "Exception encountered when
+    calling layer", which says what TensorFlow refused)."""
+    try:
+        with open(log_path, encoding="utf-8", errors="replace") as f:
+            lines = [re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", ln).strip() for ln in f]
+    except OSError:
+        return None
+    names = [ln.split("onnx_op_name:", 1)[1].strip() for ln in lines if "onnx_op_name:" in ln]
+    if not names:
+        return None
+    cause = None
+    for k, ln in enumerate(lines):
+        if re.match(r"^[A-Za-z_.]*(Error|Exception): ", ln):
+            cause = ln
+            if "Exception encountered when calling layer" in ln:
+                nxt = next((x for x in lines[k + 1:] if x), "")
+                cause = f"{ln.split(':', 1)[0]}: {nxt}"
+    ops = {}
+
+    def walk(graph):
+        for n in graph.node:
+            ops.setdefault(n.name, n.op_type)
+            for a in n.attribute:
+                for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    walk(g)
+
+    walk(model.graph)
+    node = names[-1]
+    op = f" ({ops[node]})" if node in ops else ""
+    cause = re.sub(r" for '\{\{node .*$", "", cause or "see the log")   # TensorFlow's node dump
+    return f"node {node}{op}: {cause[:300]}"
+
+
 def is_nchw_image(dims):
     return len(dims) == 4 and dims[1] in (1, 3) and dims[3] not in (1, 3)
 
@@ -150,9 +187,16 @@ def onnx_to_tflite(source, output_path, options):
             shutil.copyfile(source.path, src)
         out_dir = os.path.join(work, "out")
         options.progress(f"onnx2tf: {source.name} -> TFLite float (in {env.path})")
-        toolenv.run(env, ["-i", src, "-o", out_dir, "-coion", "-n"] + args, cwd=work,
-                    timeout=options.timeout if options.timeout and options.timeout > DEFAULT_TIMEOUT
-                    else DEFAULT_TIMEOUT, log_path=log_path)
+        try:
+            toolenv.run(env, ["-i", src, "-o", out_dir, "-coion", "-n"] + args, cwd=work,
+                        timeout=options.timeout if options.timeout and options.timeout > DEFAULT_TIMEOUT
+                        else DEFAULT_TIMEOUT, log_path=log_path)
+        except EdgeportError as e:
+            where = failed_node(log_path, model)
+            if where is None:
+                raise
+            raise EdgeportError(f"onnx2tf cannot convert {source.name}: {where}",
+                                f"the full output is in {log_path}") from None
         produced = os.path.join(out_dir, "model_float32.tflite")
         if not os.path.isfile(produced) or os.path.getsize(produced) == 0:
             raise EdgeportError(f"onnx2tf exited 0 but wrote no float32 TFLite model for {source.name}",
