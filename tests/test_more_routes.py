@@ -214,6 +214,28 @@ def test_onnx_to_coreml_with_image_input_labels_and_metadata(onnx_dir, tmp_path)
     assert side["labels"] == tiny_onnx.LABELS and side["conversion"]["input_shape"] == [1, 3, 16, 16]
 
 
+def test_onnx_to_coreml_folds_constants_and_names_missing_ops(tmp_path):
+    pytest.importorskip("onnx2coreml")
+    import onnx
+    from onnx import TensorProto, helper
+
+    def model(op):
+        g = helper.make_graph(
+            [helper.make_node("Constant", [], ["c"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [2.0])),
+             helper.make_node("Constant", [], ["k"], value_float=3.0),
+             helper.make_node("Mul", ["x", "c"], ["m"]), helper.make_node(op, ["m", "k"], ["y"], name="last")],
+            "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    onnx.save(model("Add"), tmp_path / "ok.onnx")
+    r = pipeline.convert_model(tmp_path / "ok.onnx", ["coreml"], ConvertOptions(quiet=True), outdir=tmp_path)
+    assert r.hops[0]["validation"]["passed"] is True, r.hops[0]["validation"]
+    onnx.save(model("BitShift"), tmp_path / "bad.onnx")
+    with pytest.raises(EdgeportError, match=r"no Core ML lowering in onnx2coreml: BitShift \(node last\) \(convert"):
+        pipeline.convert_model(tmp_path / "bad.onnx", ["coreml"], ConvertOptions(quiet=True), outdir=tmp_path)
+
+
 def test_onnx_to_coreml_missing_or_old_python_says_what_to_install(monkeypatch, onnx_dir, tmp_path):
     from converters.artefact import Artefact
     from converters.routes import coremltools as route

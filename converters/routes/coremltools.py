@@ -146,6 +146,36 @@ def _onnx2coreml():
     return onnx2coreml
 
 
+def constants_as_initializers(model):
+    """Move the main graph's Constant nodes into initializers (in place; onnx2coreml has no
+    lowering for Constant, exporters emit them freely). Returns how many were moved."""
+    from onnx import helper, numpy_helper
+
+    keep, moved = [], 0
+    for n in model.graph.node:
+        attrs = {a.name: a for a in n.attribute}
+        if n.op_type != "Constant" or n.domain not in ("", "ai.onnx") or len(attrs) != 1:
+            keep.append(n)
+            continue
+        (key, a), = attrs.items()
+        value = helper.get_attribute_value(a)
+        if key == "value":
+            t = value
+        elif key in ("value_float", "value_floats", "value_int", "value_ints"):
+            import numpy as np
+
+            t = numpy_helper.from_array(np.asarray(value, np.float32 if "float" in key else np.int64))
+        else:                       # sparse_value, strings: left to the converter
+            keep.append(n)
+            continue
+        t.name = n.output[0]
+        model.graph.initializer.append(t)
+        moved += 1
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    return moved
+
+
 def _onnx_classes(model):
     outs = list(model.graph.output)
     if len(outs) != 1:
@@ -174,6 +204,7 @@ def onnx_to_coreml(source, output_path, options):
     model = formats.load_onnx(source.path)
     fixed = static_shapes(model, options, source.name)
     fix_shapes(model, fixed)
+    constants_as_initializers(model)
     name, shape = fixed[0][0], fixed[0][1]
     target = deployment_target(ct, options.coreml_target)
     spec = dict(source.preprocessing)
@@ -193,7 +224,12 @@ def onnx_to_coreml(source, output_path, options):
             mlmodel = ct.convert(program, convert_to="mlprogram", inputs=[image] if image else None,
                                  classifier_config=classifier, minimum_deployment_target=target)
     except o2c.UnsupportedOpError as e:
-        raise EdgeportError(f"onnx2coreml cannot convert {source.name}: {first_line(e)}",
+        missing = getattr(e, "missing", None) or {}
+        what = ("ops with no Core ML lowering in onnx2coreml: " + "; ".join(
+            f"{op} (node {', '.join(nodes[:2])}{', ...' if len(nodes) > 2 else ''})"
+            for op, nodes in sorted(missing.items(), key=lambda kv: (kv[0] == "Constant", kv[0])))
+        ) if missing else first_line(e)   # Constants left are inside subgraphs (If, Loop branches)
+        raise EdgeportError(f"onnx2coreml cannot convert {source.name}: {what}",
                             "convert the model's original (Keras, SavedModel, PyTorch) with --to coreml"
                             ) from None
     except Exception as e:
