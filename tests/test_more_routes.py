@@ -510,3 +510,42 @@ def test_float16_weights_are_folded_then_quantized(feature_map_run):
     assert side["conversion"]["float16_weights_folded"] == 4          # 2 weights + 2 biases
     assert side["conversion"]["bias_correction"]["ops"] == 2
     assert "DEQUANTIZE" not in TFLiteModel.load(out / "fmap_fp16_int8.tflite").op_names()
+
+
+def test_relu_0_to_1_is_split_for_the_quantizer(tmp_path, colors):
+    """onnx2tf turns Clip(0, 1) into RELU_0_TO_1, which TFLite's quantizer refuses; the route
+    rewrites it as RELU + MINIMUM(1) (the same values) and the model quantizes and validates."""
+    import tensorflow as tf
+
+    from converters.quantize.tflite_int8 import op_histogram, split_relu_0_to_1
+    from edge.interpreter import make_interpreter
+
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((16, 16, 3), batch_size=1, name="image")
+    x = tf.keras.layers.Conv2D(8, 3, padding="same")(tf.keras.layers.ReLU(max_value=6.0)(inp))
+    y = tf.keras.layers.Conv2D(4, 1)(x)
+    data = tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inp, y)).convert()
+    from tensorflow.lite.tools import flatbuffer_utils as fu    # TensorFlow writes RELU6 here;
+
+    m = fu.convert_bytearray_to_object(bytearray(data))         # onnx2tf writes RELU_0_TO_1
+    for oc in m.operatorCodes:
+        if max(oc.builtinCode, oc.deprecatedBuiltinCode) == fu.schema_fb.BuiltinOperator.RELU6:
+            oc.builtinCode, oc.deprecatedBuiltinCode = fu.schema_fb.BuiltinOperator.RELU_0_TO_1, 127
+    data = bytes(fu.convert_object_to_bytearray(m))
+    (tmp_path / "clip.tflite").write_bytes(data)
+    assert "RELU_0_TO_1" in op_histogram(tmp_path / "clip.tflite")
+    split, n = split_relu_0_to_1(data)
+    (tmp_path / "split.tflite").write_bytes(split)
+    ops = op_histogram(tmp_path / "split.tflite")
+    assert n == 1 and "RELU_0_TO_1" not in ops and ops["RELU"] == 1 and ops["MINIMUM"] == 1
+    x = np.random.default_rng(0).normal(0, 2, (1, 16, 16, 3)).astype(np.float32)
+    outs = []
+    for p in ("clip.tflite", "split.tflite"):
+        it, _ = make_interpreter(str(tmp_path / p), device="cpu")
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+        it.invoke()
+        outs.append(it.get_tensor(it.get_output_details()[0]["index"]))
+    np.testing.assert_array_equal(outs[0], outs[1])
+    opts = ConvertOptions(calibration=str(colors), preprocessing={"mean": [128], "std": [128]}, quiet=True)
+    r = pipeline.convert_model(tmp_path / "clip.tflite", ["tflite-int8"], opts, outdir=tmp_path)
+    assert r.hops[0]["validation"]["passed"] is True, r.hops[0]["validation"]

@@ -57,7 +57,7 @@ def tflite_to_tflite_int8(source, output_path, options):
 
     from converters.quantize.calibration import load_calibration
     from converters.quantize.tflite_int8 import (bias_correct, fold_float16_weights, op_histogram,
-                                                 quantize_tflite)
+                                                 quantize_tflite, split_relu_0_to_1)
 
     io_dtype = (options.io_dtype or "uint8").lower()
     if io_dtype not in ("uint8", "int8"):
@@ -83,6 +83,9 @@ def tflite_to_tflite_int8(source, output_path, options):
     float_bytes, folded = fold_float16_weights(float_bytes)
     if folded:
         options.progress(f"float16 weights: {folded} DEQUANTIZE ops folded into float32 constants")
+    float_bytes, relu01 = split_relu_0_to_1(float_bytes)
+    if relu01:
+        options.progress(f"RELU_0_TO_1: {relu01} ops rewritten as RELU + MINIMUM(1) for the quantizer")
     corrected = 0
     if extra.get("bias_correction", True):
         options.progress(f"bias correction: measuring conv/FC inputs on {len(cal)} images")
@@ -109,4 +112,5 @@ def tflite_to_tflite_int8(source, output_path, options):
             "quantization": "full-int8", "io_dtype": io_dtype, "input_shape": shape,
             "preprocessing": spec_out, "calibration": cal.summary(), "ops": ops,
             "bias_correction": {"ops": corrected, "images": len(cal)} if corrected else None,
-            "float16_weights_folded": folded or None, "seconds_steps": times, "versions": _versions()}
+            "float16_weights_folded": folded or None, "relu_0_to_1_split": relu01 or None,
+            "seconds_steps": times, "versions": _versions()}
