@@ -187,6 +187,15 @@ def test_int8_rejects_non_image_and_quantized_inputs(tmp_path, colors):
     with pytest.raises(InputError, match="needs calibration images"):
         tflite_to_tflite_int8(Artefact(str(DATA / "color_float.tflite"), "tflite", {}), tmp_path / "o",
                               ConvertOptions(quiet=True))
+    from tensorflow.lite.tools import flatbuffer_utils as fu   # a MediaPipe-style custom op
+
+    m = fu.read_model(str(DATA / "color_float.tflite"))
+    m.operatorCodes[0].builtinCode = m.operatorCodes[0].deprecatedBuiltinCode = fu.schema_fb.BuiltinOperator.CUSTOM
+    m.operatorCodes[0].customCode = b"Convolution2DTransposeBias"
+    fu.write_model(m, str(tmp_path / "custom.tflite"))
+    with pytest.raises(EdgeportError, match=r"^custom.tflite uses custom ops \(Convolution2DTransposeBias\) that "
+                                            "TFLite's calibrator cannot run"):
+        tflite_to_tflite_int8(Artefact(str(tmp_path / "custom.tflite"), "tflite", {}), tmp_path / "o", opts)
 
 
 # -- ONNX -> Core ML ---------------------------------------------------------------------------

@@ -69,6 +69,11 @@ def tflite_to_tflite_int8(source, output_path, options):
     with open(source.path, "rb") as f:
         float_bytes = f.read()
     model = TFLiteModel(float_bytes, source.name)
+    custom = model.custom_ops()
+    if custom:   # TFLite's calibrator runs the model with the built-in ops only
+        raise EdgeportError(f"{source.name} uses custom ops ({', '.join(custom)}) that TFLite's calibrator "
+                            "cannot run or quantize", "quantize the model's original (Keras, SavedModel, "
+                            "PyTorch) instead")
     spec = dict(source.preprocessing or {})
     spec.update(options.preprocessing or {})
     shape, layout = image_input(model, source.name, spec)
