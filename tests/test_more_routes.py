@@ -245,6 +245,29 @@ def test_onnx_to_coreml_folds_constants_and_names_missing_ops(tmp_path):
         pipeline.convert_model(tmp_path / "bad.onnx", ["coreml"], ConvertOptions(quiet=True), outdir=tmp_path)
 
 
+def test_coreml_precision_float32_keeps_values_float16_cannot_hold(tmp_path):
+    """A power spectrum of raw audio overflows float16 (inf, then NaN): validation fails the
+    default float16 program, and --coreml-precision float32 makes one that validates."""
+    pytest.importorskip("onnx2coreml")
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Mul", ["x", "x"], ["p"]), helper.make_node("ReduceSum", ["p"], ["s"]),
+                           helper.make_node("Log", ["s"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "power.onnx")
+    from converters.validation.signature import InputOverrides
+
+    verdicts = {}
+    for precision in ("float16", "float32"):
+        opts = ConvertOptions(quiet=True, coreml_precision=precision)
+        opts.input_overrides = InputOverrides.parse(ranges=["[-30000,30000]"])
+        r = pipeline.convert_model(tmp_path / "power.onnx", ["coreml"], opts, outdir=tmp_path / precision)
+        verdicts[precision] = r.hops[0]["validation"]["passed"]
+    assert verdicts == {"float16": False, "float32": True}
+
+
 def test_onnx_to_coreml_missing_or_old_python_says_what_to_install(monkeypatch, onnx_dir, tmp_path):
     from converters.artefact import Artefact
     from converters.routes import coremltools as route

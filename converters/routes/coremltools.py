@@ -78,6 +78,13 @@ def _classifier(ct, options, num_classes=None):
     return ct.ClassifierConfig(labels), labels
 
 
+def compute_precision(ct, options):
+    """The ML program's compute precision: float16 (coremltools' default, what the Neural Engine
+    runs) or float32 (--coreml-precision float32: models whose values exceed float16's range,
+    such as a power spectrum of raw audio)."""
+    return ct.precision.FLOAT32 if options.coreml_precision == "float32" else ct.precision.FLOAT16
+
+
 def _finish(ct, mlmodel, output_path, options, spec, labels, image):
     from converters.artefact import package_versions
     from converters.metadata import set_coreml_fields
@@ -85,7 +92,8 @@ def _finish(ct, mlmodel, output_path, options, spec, labels, image):
     set_coreml_fields(mlmodel, options.extra.get("provenance"), options)
     mlmodel.save(os.fspath(output_path))
     meta = {"versions": package_versions("coremltools"), "coreml_target": options.coreml_target or DEFAULT_TARGET,
-            "coreml_input": "image" if image else "tensor"}
+            "coreml_input": "image" if image else "tensor",
+            "coreml_precision": options.coreml_precision or "float16"}
     if labels:
         meta["labels"] = labels
     if spec:
@@ -122,6 +130,7 @@ def tf_to_coreml(source, output_path, options):
     try:
         mlmodel = ct.convert([src.concrete()], source="tensorflow", convert_to="mlprogram",
                              inputs=inputs, classifier_config=classifier,
+                             compute_precision=compute_precision(ct, options),
                              minimum_deployment_target=target)
     except Exception as e:
         raise EdgeportError(f"coremltools could not convert {source.name}: {type(e).__name__}: {e}") from None
@@ -222,7 +231,7 @@ def onnx_to_coreml(source, output_path, options):
         with contextlib.redirect_stderr(io.StringIO()):   # coremltools' progress bars
             program = o2c.Converter().to_mil(model, target=target)
             mlmodel = ct.convert(program, convert_to="mlprogram", inputs=[image] if image else None,
-                                 classifier_config=classifier, minimum_deployment_target=target)
+                                 classifier_config=classifier, compute_precision=compute_precision(ct, options), minimum_deployment_target=target)
     except o2c.UnsupportedOpError as e:
         missing = getattr(e, "missing", None) or {}
         what = ("ops with no Core ML lowering in onnx2coreml: " + "; ".join(

@@ -52,6 +52,9 @@ def configure(p):
     g.add_argument("--target-platform", choices=["arm", "amd64"])
     g = p.add_argument_group("Core ML")
     g.add_argument("--coreml-target", metavar="TARGET", help="minimum deployment target, e.g. iOS16")
+    g.add_argument("--coreml-precision", choices=["float16", "float32"],
+                   help="compute precision of the ML program (default float16; float32 for models whose "
+                        "values overflow float16)")
     g.add_argument("--author")
     g.add_argument("--license")
     g.add_argument("--description")
@@ -84,6 +87,7 @@ def options_from_args(args):
         labels=args.labels, calibration=args.calibration, calibration_count=args.calibration_count,
         io_dtype=args.io_dtype, ort_optimization=args.ort_optimization,
         target_platform=args.target_platform, coreml_target=args.coreml_target,
+        coreml_precision=args.coreml_precision,
         author=args.author, license=args.license, description=args.description,
         version=args.model_version, compiler=args.compiler,
         min_runtime_version=args.min_runtime_version, num_segments=args.num_segments,
