@@ -16,6 +16,7 @@ sources whose sha256 and options match the last run (state in `.edgeport-convert
 """
 
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import json
@@ -193,6 +194,24 @@ def _metadata(block, current, conv, options, returned, seconds):
     return md
 
 
+def _hop_options(current, options, intermediate):
+    """The options that validate a hop from `current`. The user's --input-shapes name the
+    original model's inputs; a TFLite intermediate made in this run (onnx2tf's, channel-last)
+    has every input fixed already, in its own layout, so the shapes are left out for it."""
+    ov = getattr(options, "input_overrides", None)
+    if not (intermediate and ov is not None and ov.shapes and current.format in (formats.TFLITE,
+                                                                                  formats.TFLITE_INT8)):
+        return options
+    from edge.tflite_model import TFLiteModel
+
+    inputs = TFLiteModel.load(current.path).inputs()
+    if any(t.shape_signature is not None and any(int(d) < 0 for d in t.shape_signature) for t in inputs):
+        return options
+    hop = copy.copy(options)
+    hop.input_overrides = dataclasses.replace(ov, shapes={})
+    return hop
+
+
 def _validate(source, converted, options):
     """{'passed', 'summary'} from converters.validation.validate, or a 'skipped' note."""
     try:
@@ -256,7 +275,7 @@ def quiet_frameworks():
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _run_hop(current, conv, final, route, options, progress, validate=False):
+def _run_hop(current, conv, final, route, options, progress, validate=False, intermediate=False):
     """Convert, stamp and (with `validate`) validate one hop while it is still a hidden temp;
     only then write its sidecar and rename it to `final`. A kill, a full disk or a crash at
     any point before leaves nothing under the final name, so nothing unvalidated is kept."""
@@ -276,7 +295,8 @@ def _run_hop(current, conv, final, route, options, progress, validate=False):
             metadata.embed(tmp, fmt, md)
             if validate:
                 progress(f"validating {os.path.basename(final)} against {current.name}")
-                md["validation"] = _validate(current, Artefact(tmp, fmt, md), options)
+                md["validation"] = _validate(current, Artefact(tmp, fmt, md),
+                                             _hop_options(current, options, intermediate))
             md[ARTEFACT_SHA] = sha256_of(tmp)
             Artefact(final, fmt, md).write_sidecar()
             for name in returned.get("companions") or ():
@@ -441,7 +461,8 @@ def _run_one_hop(source, current, conv, chain, options, outdir, stem, made, forc
             # Made by a run with --no-validate (or an older edgeport): validate it now.
             with output_lock(final):
                 say(f"validating {art.name} against {current.name} (never validated)")
-                art.metadata["validation"] = _validate(current, art, options)
+                art.metadata["validation"] = _validate(current, art,
+                                                       _hop_options(current, options, current is not source))
                 art.write_sidecar()
         hop.validation = art.metadata.get("validation") if validate else None
     else:
@@ -454,7 +475,8 @@ def _run_one_hop(source, current, conv, chain, options, outdir, stem, made, forc
         # same output waits, so model, validation and sidecar are one run's.
         with output_lock(final):
             say(f"{conv.name}: converting {current.name}")
-            art, seconds = _run_hop(current, conv, final, chain, options, say, validate)
+            art, seconds = _run_hop(current, conv, final, chain, options, say, validate,
+                                    intermediate=current is not source)
             hop = Hop(art, conv.name, "converted", seconds)
             hop.validation = art.metadata.get("validation")
     made[conv.target] = art

@@ -336,6 +336,21 @@ def test_onnx_to_tflite_plumbing(fake_onnx2tf, onnx_dir, tmp_path, colors):
 
 
 @pytest.mark.skipif(os.name == "nt", reason="the fake onnx2tf is a POSIX shell script")
+def test_onnx_shapes_do_not_bind_the_channel_last_intermediate(fake_onnx2tf, onnx_dir, tmp_path, colors):
+    """`--input-shapes x:[1,3,16,16]` names the ONNX input; the TFLite that onnx2tf makes takes
+    [1,16,16,3], so its int8 hop is validated on the TFLite's own fixed shape."""
+    from converters.validation.signature import InputOverrides
+
+    opts = ConvertOptions(preprocessing={"mean": [128], "std": [128]}, calibration=str(colors), quiet=True)
+    import onnx
+
+    name = onnx.load(onnx_dir / "tiny_free.onnx").graph.input[0].name
+    opts.input_overrides = InputOverrides.parse(shapes=[f"{name}:[1,3,16,16]"])
+    r = pipeline.convert_model(onnx_dir / "tiny_free.onnx", ["tflite-int8"], opts, outdir=tmp_path)
+    assert [h["validation"]["passed"] for h in r.hops] == [True, True], [h["validation"] for h in r.hops]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the fake onnx2tf is a POSIX shell script")
 def test_onnx_to_tflite_tool_failure_is_one_line(fake_onnx2tf, onnx_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_TFLITE", str(tmp_path / "missing.tflite"))
     with pytest.raises(EdgeportError) as e:
