@@ -58,6 +58,16 @@ CALL_ONCE = dict.fromkeys(("onnx", "ort", "coreml", "tflite"), "refused: tf2onnx
 IF_CORE_ML = "refused: no Core ML lowering in onnx2coreml: If"
 SILERO_ONNX = {**ONNX_FLOAT, **NO_DATA, "tflite": "refused: onnx2tf cannot convert", "coreml": IF_CORE_ML}
 
+# Known bugs of edgeport, not outcomes to keep: the test matches them and reports XFAIL with
+# the reason, so they stay visible until fixed (then the entry goes and the target's row says
+# VALIDATED).
+KNOWN_BUGS = {
+    ("silero_vad_16k_sequence", "coreml"): (
+        "FAILED: MISMATCH: structure only: no reference kernel for op lstm",
+        "the Core ML reference executor (converters/validation/mil) has no lstm kernel, so the "
+        "converted LSTM cannot be run on Linux"),
+}
+
 # name: (kind, input flags, calibration flags, expected {step: outcome}, {target: outcome})
 CASES = {
     "mp_face_detection_short": ("image", [], PHOTOS_PM1, {}, TFLITE_FLOAT),
@@ -101,14 +111,18 @@ CASES = {
                                 ["--input-shapes", "input:[4,576]", "--val-range", "input:[-0.5,0.5]",
                                  "h:[-0.1,0.1]", "c:[-0.1,0.1]"], NO_DATA_YET, {"inspect": NOT_TFLITE},
                                 SILERO_ONNX),
+    # float16 Core ML loses its probability map (max abs 0.375); float32 validates (max abs 6e-5).
     "ppocr_v4_det": ("image (text detection), open dims", ["--input-shapes", "x:[1,3,640,640]",
-                                                           "--samples", "2"], PHOTOS_IMAGENET,
+                                                           "--samples", "2", "--coreml-precision", "float32"],
+                     PHOTOS_IMAGENET,
                      {"inspect": NOT_TFLITE},
                      {**ONNX_FLOAT, **dict.fromkeys(("tflite-int8", "edgetpu"),
                                                     "refused: Expected bias tensor to be a vector")}),
+    # Its int8 model fails validation on images/ (cosine 0.78): photos are not text lines;
+    # calibrating on text lines is not measured yet.
     "ppocr_v4_rec": ("image (text recognition), open dims", ["--input-shapes", "x:[1,3,48,320]",
                                                              "--samples", "3"], PHOTOS_PM1,
-                     {"inspect": NOT_TFLITE}, ONNX_FLOAT),
+                     {"inspect": NOT_TFLITE}, {**ONNX_FLOAT, "tflite-int8": "FAILED: MISMATCH: 'Identity': cosine"}),
     # Its int8 model fails validation on images/ (top-1 14/20, max abs 0.46 on probabilities):
     # photos with no text line, several of which the float model scores near 50/50. Whether
     # calibrating on text lines fixes it is not measured yet; validation reports it as it is.
@@ -291,7 +305,9 @@ def expected(name, outcomes):
     out = {}
     for step in outcomes:
         if step.startswith("convert "):
-            out[step] = targets.get(step[len("convert "):], "<missing from the table>")
+            target = step[len("convert "):]
+            bug = KNOWN_BUGS.get((name, target))
+            out[step] = bug[0] if bug else targets.get(target, "<missing from the table>")
         elif step == "validate":
             out[step] = steps.get(step, VALIDATED)
         else:
@@ -366,6 +382,9 @@ def test_corpus_model(name, corpus, tmp_path):
     assert not wrong, json.dumps(wrong, indent=1)
     for step, o in outcomes.items():  # a refusal is one line with its reason, never a crash
         assert "internal error" not in o and "Traceback" not in o, (step, o)
+    bugs = [why for (n, target), (_, why) in KNOWN_BUGS.items() if n == name]
+    if bugs:
+        pytest.xfail("known bug: " + "; ".join(bugs))
 
 
 def main(names):
