@@ -27,6 +27,7 @@ class ConvertOptions:
     target_platform: str = None      # arm | amd64
     # Core ML
     coreml_target: str = None        # e.g. iOS16
+    coreml_precision: str = None     # float16 (default) | float32: the ML program's compute precision
     author: str = None
     license: str = None
     description: str = None

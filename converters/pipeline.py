@@ -7,13 +7,16 @@ Each hop is one registered conversion written through `atomic_output` to
 metadata slot and in the sidecar `NAME.edgeport.json`, then (unless validate=False) checked
 against the artefact it was made from by `converters.validation.validate.validate_pair`. Intermediates
 are artefacts too (`_int8.tflite` before `_edgetpu.tflite`) and are reused across targets.
-An existing output is kept unless `force`.
+An existing output is kept unless `force`. Each target succeeds or fails on its own: the
+others are still made, `Result.refused` holds one line per target that was not, and the
+exit code is the worst of theirs (all refused: the first reason is raised).
 
 `convert_folder` does the same for every model of a folder, in `jobs` processes, skipping
 sources whose sha256 and options match the last run (state in `.edgeport-convert.json`).
 """
 
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import json
@@ -78,6 +81,8 @@ class Result:
     status: str = "converted"       # converted | skipped | failed
     error: str = None
     exit_code: int = 0
+    # Targets that could not be made while others were: {target: one-line reason}.
+    refused: dict = dataclasses.field(default_factory=dict)
 
     @property
     def validation_failed(self):
@@ -86,7 +91,7 @@ class Result:
     def as_dict(self):
         return {"source": self.source, "format": self.format, "routes": self.routes,
                 "artefacts": self.hops, "status": self.status, "error": self.error,
-                "validation_failed": self.validation_failed}
+                "refused": self.refused, "validation_failed": self.validation_failed}
 
 
 def parse_targets(text):
@@ -163,9 +168,18 @@ def open_source(path, options):
     return Artefact.open(path)
 
 
-def plan(source_format, targets):
-    """{target: [Conversion, ...]} for every target (InputError when one has no route)."""
-    return {t: plan_route(source_format, t) for t in targets}
+def plan_each(source_format, targets, options):
+    """({target: route} of the targets that can be planned with these options, {target:
+    InputError} of those that cannot: no route, or a conversion on it misses an option)."""
+    routes, refused = {}, {}
+    for t in targets:
+        try:
+            route = plan_route(source_format, t)
+            check_needs({t: route}, options)
+            routes[t] = route
+        except InputError as e:
+            refused[t] = e
+    return routes, refused
 
 
 def check_needs(routes, options):
@@ -212,6 +226,24 @@ def _metadata(block, current, conv, options, returned, seconds):
     returned.pop("companions", None)
     md["conversion"] = {"name": conv.name, "seconds": round(seconds, 3), **returned}
     return md
+
+
+def _hop_options(current, options, intermediate):
+    """The options that validate a hop from `current`. The user's --input-shapes name the
+    original model's inputs; a TFLite intermediate made in this run (onnx2tf's, channel-last)
+    has every input fixed already, in its own layout, so the shapes are left out for it."""
+    ov = getattr(options, "input_overrides", None)
+    if not (intermediate and ov is not None and ov.shapes and current.format in (formats.TFLITE,
+                                                                                  formats.TFLITE_INT8)):
+        return options
+    from edge.tflite_model import TFLiteModel
+
+    inputs = TFLiteModel.load(current.path).inputs()
+    if any(t.shape_signature is not None and any(int(d) < 0 for d in t.shape_signature) for t in inputs):
+        return options
+    hop = copy.copy(options)
+    hop.input_overrides = dataclasses.replace(ov, shapes={})
+    return hop
 
 
 def _validate(source, converted, options):
@@ -277,7 +309,7 @@ def quiet_frameworks():
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _run_hop(current, conv, final, route, options, progress, validate=False):
+def _run_hop(current, conv, final, route, options, progress, validate=False, intermediate=False):
     """Convert, stamp and (with `validate`) validate one hop while it is still a hidden temp;
     only then write its sidecar and rename it to `final`. A kill, a full disk or a crash at
     any point before leaves nothing under the final name, so nothing unvalidated is kept."""
@@ -297,7 +329,8 @@ def _run_hop(current, conv, final, route, options, progress, validate=False):
             metadata.embed(tmp, fmt, md)
             if validate:
                 progress(f"validating {os.path.basename(final)} against {current.name}")
-                md["validation"] = _validate(current, Artefact(tmp, fmt, md), options)
+                md["validation"] = _validate(current, Artefact(tmp, fmt, md),
+                                             _hop_options(current, options, intermediate))
             md[ARTEFACT_SHA] = sha256_of(tmp)
             Artefact(final, fmt, md).write_sidecar()
             for name in returned.get("companions") or ():
@@ -380,75 +413,109 @@ def _remove_if_empty(folders):
 
 def _convert_model(source, targets, options, outdir, force, validate, progress):
     check_writable_dir(outdir)
-    routes = plan(source.format, targets)
-    check_needs(routes, options)
+    # Each target succeeds or fails on its own: `--to a,b,c` makes what it can and says, one
+    # line each, why the others were not made (exit code: the worst of theirs). Only when no
+    # target can be made does the first reason stop the command, as with a single target.
+    routes, refused = plan_each(source.format, targets, options)
+    if not routes:
+        e = refused[targets[0]]
+        e.refused = {t: str(refused[t]) for t in targets}
+        raise e
     source.metadata["source"] = source_record(source)  # hash the original once, not per hop
     say = progress or options.progress
     result = Result(os.path.abspath(source.path), source.format,
                     {t: [source.format] + [c.target for c in r] for t, r in routes.items()})
     stem = stem_of(source.path)
     made = {source.format: source}
-    try:
-        _run_routes(source, routes, options, outdir, stem, made, force, validate, say, result)
-    except EdgeportError as e:
+    refused.update(_run_routes(source, routes, options, outdir, stem, made, force, validate, say, result))
+    if refused and len(refused) == len(targets):
+        e = refused[targets[0]]
+        e.refused = {t: str(refused[t]) for t in targets}   # every target's own reason (JSON)
         done = [os.path.basename(h["path"]) for h in result.hops]
         if done:  # say what is there: the earlier hops' artefacts are complete and kept
             e.message += f" [done before this failure, and kept: {', '.join(done)}]"
-        raise
-    if result.validation_failed:
-        result.exit_code = 1
+        raise e
+    result.refused = {t: str(refused[t]) for t in targets if t in refused}
+    result.exit_code = max([e.exit_code for e in refused.values()] + [1 if result.validation_failed else 0])
     return result
 
 
 def _run_routes(source, routes, options, outdir, stem, made, force, validate, say, result):
+    """Run every target's route; returns {target: EdgeportError} of the targets that failed.
+    A hop that failed is not tried again for a later target that passes through it."""
+    failed_hops, refused = {}, {}
     for target, route in routes.items():
         if not route:
             say(f"{source.name} is already {target}: nothing to do")
             continue
-        current = source
-        chain = list(source.metadata.get("route") or [source.format])
-        for conv in route:
-            chain = chain + [conv.target]
-            if conv.target in made:
-                current = made[conv.target]
-                continue
-            final = output_path(outdir, stem, conv.target)
-            # The real file, not the spelling: a symlinked folder or a hard link is the source too.
-            if os.path.abspath(final) == os.path.abspath(source.path) or \
-                    (os.path.lexists(final) and same_file(final, source.path)):
-                raise InputError(f"the {conv.target} output would overwrite the source {final}",
-                                 "choose another folder with -o")
-            decision = None
-            if os.path.lexists(final) and not force:
-                sweep_stale(final)
-                decision, detail = _reuse(final, conv.target, current, options)
-            if decision == "keep":
-                art = detail
-                hop = Hop(art, conv.name, "kept")
-                say(f"{art.name} exists: kept (--force to convert again)")
-                if validate and not isinstance(art.metadata.get("validation"), dict):
-                    # Made by a run with --no-validate (or an older edgeport): validate it now.
-                    with output_lock(final):
-                        say(f"validating {art.name} against {current.name} (never validated)")
-                        art.metadata["validation"] = _validate(current, art, options)
-                        art.write_sidecar()
-                hop.validation = art.metadata.get("validation") if validate else None
-            else:
-                if decision == "redo":
-                    say(f"{detail}: converting again")
-                # Before any work: never a device, FIFO or link (a package may be a folder).
-                (check_output_dir if final.endswith(".mlpackage") else check_output)(final)
-                check_output(str(sidecar_path(final)), "sidecar")
-                # Locked from conversion to the sidecar write: another edgeport writing the
-                # same output waits, so model, validation and sidecar are one run's.
-                with output_lock(final):
-                    say(f"{conv.name}: converting {current.name}")
-                    art, seconds = _run_hop(current, conv, final, chain, options, say, validate)
-                    hop = Hop(art, conv.name, "converted", seconds)
-                    hop.validation = art.metadata.get("validation")
-            made[conv.target] = art
-            result.hops.append(hop.as_dict())
-            current = art
+        try:
+            _run_route(source, route, options, outdir, stem, made, force, validate, say, result,
+                       failed_hops)
+        except EdgeportError as e:
+            refused[target] = e
+            say(f"--to {target}: {e}")
+    return refused
+
+
+def _run_route(source, route, options, outdir, stem, made, force, validate, say, result, failed_hops):
+    current = source
+    chain = list(source.metadata.get("route") or [source.format])
+    for conv in route:
+        chain = chain + [conv.target]
+        if conv.target in made:
+            current = made[conv.target]
+            continue
+        if conv.target in failed_hops:
+            raise failed_hops[conv.target]
+        try:
+            current = _run_one_hop(source, current, conv, chain, options, outdir, stem, made, force,
+                                   validate, say, result)
+        except EdgeportError as e:
+            failed_hops[conv.target] = e
+            raise
+
+
+def _run_one_hop(source, current, conv, chain, options, outdir, stem, made, force, validate, say, result):
+    """Make (or keep) one hop's artefact from `current`; returns it."""
+    final = output_path(outdir, stem, conv.target)
+    # The real file, not the spelling: a symlinked folder or a hard link is the source too.
+    if os.path.abspath(final) == os.path.abspath(source.path) or \
+            (os.path.lexists(final) and same_file(final, source.path)):
+        raise InputError(f"the {conv.target} output would overwrite the source {final}",
+                         "choose another folder with -o")
+    decision = None
+    if os.path.lexists(final) and not force:
+        sweep_stale(final)
+        decision, detail = _reuse(final, conv.target, current, options)
+    if decision == "keep":
+        art = detail
+        hop = Hop(art, conv.name, "kept")
+        say(f"{art.name} exists: kept (--force to convert again)")
+        if validate and not isinstance(art.metadata.get("validation"), dict):
+            # Made by a run with --no-validate (or an older edgeport): validate it now.
+            with output_lock(final):
+                say(f"validating {art.name} against {current.name} (never validated)")
+                art.metadata["validation"] = _validate(current, art,
+                                                       _hop_options(current, options, current is not source))
+                art.write_sidecar()
+        hop.validation = art.metadata.get("validation") if validate else None
+    else:
+        if decision == "redo":
+            say(f"{detail}: converting again")
+        # Before any work: never a device, FIFO or link (a package may be a folder).
+        (check_output_dir if final.endswith(".mlpackage") else check_output)(final)
+        check_output(str(sidecar_path(final)), "sidecar")
+        # Locked from conversion to the sidecar write: another edgeport writing the
+        # same output waits, so model, validation and sidecar are one run's.
+        with output_lock(final):
+            say(f"{conv.name}: converting {current.name}")
+            art, seconds = _run_hop(current, conv, final, chain, options, say, validate,
+                                    intermediate=current is not source)
+            hop = Hop(art, conv.name, "converted", seconds)
+            hop.validation = art.metadata.get("validation")
+    made[conv.target] = art
+    result.hops.append(hop.as_dict())
+    return art
 
 
 # -- folders -------------------------------------------------------------------------------

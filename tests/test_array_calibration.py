@@ -98,7 +98,7 @@ def audio_int8(models, tmp_path_factory):
 
 
 def test_planner_and_needs_accept_data_instead_of_images(tmp_path):
-    routes = pipeline.plan("tflite", ["edgetpu"])
+    routes = {"edgetpu": registry.plan_route("tflite", "edgetpu")}
     assert [c.name for c in registry.plan_route("tflite", "edgetpu")] == [
         "tflite -> tflite-int8", "tflite-int8 -> edgetpu"]
     assert [c.target for c in registry.plan_route("onnx", "tflite-int8")] == ["tflite", "tflite-int8"]
@@ -108,7 +108,7 @@ def test_planner_and_needs_accept_data_instead_of_images(tmp_path):
         pipeline.check_needs(routes, ConvertOptions())
     assert "--calibration DIR" in str(e.value) and "--data FILE.npz" in str(e.value)
     # Keras and PyTorch quantize through their own converters, on images only
-    keras = pipeline.plan("keras", ["tflite-int8"])
+    keras = {"tflite-int8": registry.plan_route("keras", "tflite-int8")}
     with pytest.raises(InputError, match="needs --calibration DIR") as e:
         pipeline.check_needs(keras, ConvertOptions(calibration_data=str(tmp_path / "c.npz")))
     assert "--data" not in str(e.value)

@@ -352,3 +352,25 @@ def test_efficientnet_lite0_broken_copies_fail(effnet, mutant, tmp_path):
     rep = _validate_effnet(effnet, dst, IMAGES, samples=8)
     (r,) = rep.results
     assert r.status == FAILED and rep.exit_code == 1, r.summary_line()
+
+
+@pytest.mark.parametrize("stride,pad,out_pad,groups,dil", [(2, 1, 1, 1, 1), (2, 0, 0, 1, 1), (3, 1, 0, 2, 1),
+                                                            (1, 2, 0, 1, 2), (2, 1, 0, 4, 1)])
+def test_conv_transpose_kernel_matches_pytorch(stride, pad, out_pad, groups, dil):
+    """PP-OCR's text detector upsamples with ConvTranspose: the executor runs it (it used to
+    stop with 'no reference kernel for op conv_transpose', a false FAILED)."""
+    torch = pytest.importorskip("torch")
+    from converters.validation.mil.kernels import conv_transpose
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, 4, 5, 6)).astype(np.float32)
+    w = rng.normal(size=(4, 8 // groups, 3, 3)).astype(np.float32)
+    b = rng.normal(size=(8,)).astype(np.float32)
+    ref = torch.nn.functional.conv_transpose2d(torch.tensor(x), torch.tensor(w), torch.tensor(b), stride=stride,
+                                               padding=pad, output_padding=out_pad, groups=groups,
+                                               dilation=dil).numpy()
+    a = {"x": x, "weight": w, "bias": b, "strides": [stride] * 2, "dilations": [dil] * 2, "pad_type": "custom",
+         "pad": [pad] * 4, "groups": groups, "output_shape": list(ref.shape) if out_pad else None}
+    out = conv_transpose(a, None)
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, atol=1e-5)

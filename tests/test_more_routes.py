@@ -188,6 +188,15 @@ def test_int8_rejects_non_image_and_quantized_inputs(tmp_path, colors):
     with pytest.raises(InputError, match="needs calibration samples"):
         tflite_to_tflite_int8(Artefact(str(DATA / "color_float.tflite"), "tflite", {}), tmp_path / "o",
                               ConvertOptions(quiet=True))
+    from tensorflow.lite.tools import flatbuffer_utils as fu   # a MediaPipe-style custom op
+
+    m = fu.read_model(str(DATA / "color_float.tflite"))
+    m.operatorCodes[0].builtinCode = m.operatorCodes[0].deprecatedBuiltinCode = fu.schema_fb.BuiltinOperator.CUSTOM
+    m.operatorCodes[0].customCode = b"Convolution2DTransposeBias"
+    fu.write_model(m, str(tmp_path / "custom.tflite"))
+    with pytest.raises(EdgeportError, match=r"^custom.tflite uses custom ops \(Convolution2DTransposeBias\) that "
+                                            "TFLite's calibrator cannot run"):
+        tflite_to_tflite_int8(Artefact(str(tmp_path / "custom.tflite"), "tflite", {}), tmp_path / "o", opts)
 
 
 # -- ONNX -> Core ML ---------------------------------------------------------------------------
@@ -213,6 +222,51 @@ def test_onnx_to_coreml_with_image_input_labels_and_metadata(onnx_dir, tmp_path)
     assert "mul" in ops and "add" in ops     # the image scale/bias ahead of the conv
     side = json.loads((tmp_path / "tiny_free.mlpackage.edgeport.json").read_text())
     assert side["labels"] == tiny_onnx.LABELS and side["conversion"]["input_shape"] == [1, 3, 16, 16]
+
+
+def test_onnx_to_coreml_folds_constants_and_names_missing_ops(tmp_path):
+    pytest.importorskip("onnx2coreml")
+    import onnx
+    from onnx import TensorProto, helper
+
+    def model(op):
+        g = helper.make_graph(
+            [helper.make_node("Constant", [], ["c"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [2.0])),
+             helper.make_node("Constant", [], ["k"], value_float=3.0),
+             helper.make_node("Mul", ["x", "c"], ["m"]), helper.make_node(op, ["m", "k"], ["y"], name="last")],
+            "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    onnx.save(model("Add"), tmp_path / "ok.onnx")
+    r = pipeline.convert_model(tmp_path / "ok.onnx", ["coreml"], ConvertOptions(quiet=True), outdir=tmp_path)
+    assert r.hops[0]["validation"]["passed"] is True, r.hops[0]["validation"]
+    onnx.save(model("BitShift"), tmp_path / "bad.onnx")
+    with pytest.raises(EdgeportError, match=r"no Core ML lowering in onnx2coreml: BitShift \(node last\) \(convert"):
+        pipeline.convert_model(tmp_path / "bad.onnx", ["coreml"], ConvertOptions(quiet=True), outdir=tmp_path)
+
+
+def test_coreml_precision_float32_keeps_values_float16_cannot_hold(tmp_path):
+    """A power spectrum of raw audio overflows float16 (inf, then NaN): validation fails the
+    default float16 program, and --coreml-precision float32 makes one that validates."""
+    pytest.importorskip("onnx2coreml")
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Mul", ["x", "x"], ["p"]), helper.make_node("ReduceSum", ["p"], ["s"]),
+                           helper.make_node("Log", ["s"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "power.onnx")
+    from converters.validation.signature import InputOverrides
+
+    verdicts = {}
+    for precision in ("float16", "float32"):
+        opts = ConvertOptions(quiet=True, coreml_precision=precision)
+        opts.input_overrides = InputOverrides.parse(ranges=["[-30000,30000]"])
+        r = pipeline.convert_model(tmp_path / "power.onnx", ["coreml"], opts, outdir=tmp_path / precision)
+        verdicts[precision] = r.hops[0]["validation"]["passed"]
+    assert verdicts == {"float16": False, "float32": True}
 
 
 def test_onnx_to_coreml_missing_or_old_python_says_what_to_install(monkeypatch, onnx_dir, tmp_path):
@@ -241,6 +295,7 @@ cp calibration_image_sample_data_20x128x128x3_float32.npy "$FAKE_RECORD/" || { e
 command -v onnxsim > /dev/null || { echo "ERROR: onnxsim not on PATH"; exit 1; }
 while [ $# -gt 0 ]; do case "$1" in -i) IN="$2"; shift;; -o) OUT="$2"; shift;; esac; shift; done
 mkdir -p "$OUT" && cp "$FAKE_TFLITE" "$OUT/$(basename "$IN" .onnx)_float32.tflite"
+echo "simplified" > "$IN"    # as onnx2tf's onnxsim step does: input and output are one file
 """
 
 
@@ -265,7 +320,9 @@ def fake_onnx2tf(tmp_path, monkeypatch):
 @pytest.mark.skipif(os.name == "nt", reason="the fake onnx2tf is a POSIX shell script")
 def test_onnx_to_tflite_plumbing(fake_onnx2tf, onnx_dir, tmp_path, colors):
     opts = ConvertOptions(preprocessing={"mean": [128], "std": [128]}, calibration=str(colors), quiet=True)
+    before = (onnx_dir / "tiny_free.onnx").read_bytes()
     r = pipeline.convert_model(onnx_dir / "tiny_free.onnx", ["tflite"], opts, outdir=tmp_path)
+    assert (onnx_dir / "tiny_free.onnx").read_bytes() == before     # onnx2tf rewrote its copy only
     hop = r.hops[0]
     assert hop["validation"]["passed"] is True, hop["validation"]     # NCHW ONNX vs NHWC TFLite
     args = (fake_onnx2tf / "args").read_text().split()
@@ -277,6 +334,21 @@ def test_onnx_to_tflite_plumbing(fake_onnx2tf, onnx_dir, tmp_path, colors):
     assert side["preprocessing"]["layout"] == "NHWC"
     assert side["conversion"]["input_layout"].startswith("NHWC")
     assert side["conversion"]["onnx_input_shape"] == [1, 3, 16, 16]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the fake onnx2tf is a POSIX shell script")
+def test_onnx_shapes_do_not_bind_the_channel_last_intermediate(fake_onnx2tf, onnx_dir, tmp_path, colors):
+    """`--input-shapes x:[1,3,16,16]` names the ONNX input; the TFLite that onnx2tf makes takes
+    [1,16,16,3], so its int8 hop is validated on the TFLite's own fixed shape."""
+    from converters.validation.signature import InputOverrides
+
+    opts = ConvertOptions(preprocessing={"mean": [128], "std": [128]}, calibration=str(colors), quiet=True)
+    import onnx
+
+    name = onnx.load(onnx_dir / "tiny_free.onnx").graph.input[0].name
+    opts.input_overrides = InputOverrides.parse(shapes=[f"{name}:[1,3,16,16]"])
+    r = pipeline.convert_model(onnx_dir / "tiny_free.onnx", ["tflite-int8"], opts, outdir=tmp_path)
+    assert [h["validation"]["passed"] for h in r.hops] == [True, True], [h["validation"] for h in r.hops]
 
 
 @pytest.mark.skipif(os.name == "nt", reason="the fake onnx2tf is a POSIX shell script")
@@ -306,7 +378,7 @@ def test_onnx_names_tensorflow_refuses_are_renamed(tmp_path):
         n.input[:] = [mapping.get(x, x) for x in n.input]
         n.output[:] = [mapping.get(x, x) for x in n.output]
     onnx.save(m, tmp_path / "at.onnx")
-    assert tf_safe_names(m) == len(m.graph.node) + len(mapping)
+    assert len(tf_safe_names(m)) == len(m.graph.node) + len(mapping)
     assert all(_TF_NAME.match(n.name) for n in m.graph.node)
     assert all(_TF_NAME.match(x) for n in m.graph.node for x in list(n.input) + list(n.output))
     assert ([i.name for i in m.graph.input], [o.name for o in m.graph.output]) == keep_io
@@ -318,6 +390,91 @@ def test_onnx_names_tensorflow_refuses_are_renamed(tmp_path):
     a = ort.InferenceSession(str(tmp_path / "at.onnx")).run(None, {name: x})[0]
     b = ort.InferenceSession(str(tmp_path / "safe.onnx")).run(None, {name: x})[0]
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the fake onnx2tf is a POSIX shell script")
+def test_each_target_succeeds_or_fails_on_its_own(fake_onnx2tf, onnx_dir, tmp_path, monkeypatch, colors, capsys):
+    """`--to ort,tflite,tflite-int8,edgetpu` makes ORT though onnx2tf fails; the failed hop is
+    run once, and each target it blocks says why in one line; exit 1, the worst reason."""
+    monkeypatch.setenv("FAKE_TFLITE", str(tmp_path / "missing.tflite"))
+    calls = []
+    real = toolenv.run
+    monkeypatch.setattr(toolenv, "run", lambda *a, **k: calls.append(a) or real(*a, **k))
+    code, out, _ = run_cli(capsys, "convert", onnx_dir / "tiny.onnx", "--to", "ort,tflite,tflite-int8,edgetpu",
+                           "--calibration", colors, "-o", tmp_path / "out", "--json")
+    m = json.loads(out)["models"][0]
+    assert code == 1 and m["exit_code"] == 1 and len(calls) == 1
+    assert [a["format"] for a in m["artefacts"]] == ["ort"] and (tmp_path / "out" / "tiny.ort").exists()
+    assert sorted(m["refused"]) == ["edgetpu", "tflite", "tflite-int8"]
+    assert all("onnx2tf" in why and "\n" not in why for why in m["refused"].values())
+    # No target made: one error line, and the JSON still gives each target its reason.
+    code, out, err = run_cli(capsys, "convert", onnx_dir / "tiny.onnx", "--to", "tflite,coreml", "--json",
+                             "--input-shapes", "[1,3,16,16,1]", "-o", tmp_path / "out")
+    m = json.loads(out)["models"][0]
+    assert code == 2 and m["status"] == "failed" and sorted(m["refused"]) == ["coreml", "tflite"]
+    assert err.count("error: ") == 1 and len(calls) == 1
+    # A target that cannot be planned (here: no calibration images) is refused before any work.
+    code, out, _ = run_cli(capsys, "convert", onnx_dir / "tiny.onnx", "--to", "ort,edgetpu",
+                           "-o", tmp_path / "out2")
+    assert code == 2 and (tmp_path / "out2" / "tiny.ort").exists() and not calls[1:]
+    assert "--to edgetpu: not made: tflite -> tflite-int8 (for --to edgetpu) needs --calibration DIR" in out
+
+
+def test_onnx_routes_take_input_shapes_by_name_and_follow_linked_dims():
+    """onnx2tf and onnx2coreml fix every input from --input-shapes (by name, or bare for one
+    input); a dimension named like one the user fixed follows it; a free batch becomes 1."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from converters.routes.onnx_inputs import static_shapes
+    from converters.validation.signature import InputOverrides
+
+    g = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"], name="Softmax@0"),
+         helper.make_node("Identity", ["state"], ["s"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "samples"]),
+         helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", 128]),
+         helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "samples"]),
+         helper.make_tensor_value_info("s", TensorProto.FLOAT, [2, "batch", 128])])
+    model = helper.make_model(g)
+
+    def shapes(**kw):
+        opts = ConvertOptions(quiet=True)
+        opts.input_overrides = InputOverrides.parse(**kw)
+        return [(n, d) for n, d, _ in static_shapes(model, opts, "m.onnx")]
+
+    assert shapes(shapes=["x:[3,512]"]) == [("x", [3, 512]), ("state", [2, 3, 128]), ("sr", [])]
+    with pytest.raises(InputError, match=r"input 'x' has an open dimension 1 \(samples\).*--input-shapes x:"):
+        shapes()
+    with pytest.raises(InputError, match="a bare input shape fixes one input; m.onnx has 3"):
+        shapes(shapes=["[1,512]"])
+    with pytest.raises(InputError, match="names y, which m.onnx does not have"):
+        shapes(shapes=["y:[1,512]"])
+    with pytest.raises(InputError, match="has 3 dimensions, m.onnx's input has 2"):
+        shapes(shapes=["x:[1,2,3]"])
+    from converters.routes.onnx2tf import tf_safe_names
+
+    assert tf_safe_names(model) == {"Softmax@0": "Softmax_0"} and model.graph.node[0].name == "Softmax_0"
+    onnx.checker.check_model(model)
+    assert tf_safe_names(model) == {}
+
+
+def test_onnx2tf_failure_names_the_node_and_what_tensorflow_refused(tmp_path):
+    from converters.routes.onnx2tf import failed_node
+
+    tiny_onnx.build(tmp_path / "m.onnx")
+    model = formats.load_onnx(str(tmp_path / "m.onnx"))
+    node = model.graph.node[0]
+    log = tmp_path / "log"
+    log.write_text("\x1b[31mERROR:\x1b[0m The trace log is below.\nTraceback (most recent call last):\n"
+                   "ValueError: Exception encountered when calling layer \"tf.nn.convolution\" (type TFOpLambda).\n\n"
+                   "Depth of output (258) is not a multiple of the number of groups (576) for '{{node x}} = Conv2D'\n"
+                   f"\x1b[31mERROR:\x1b[0m onnx_op_name: {node.name}\n")
+    assert failed_node(log, model) == (f"node {node.name} ({node.op_type}): ValueError: Depth of output (258) "
+                                       "is not a multiple of the number of groups (576)")
+    log.write_text("Traceback\nRuntimeError: something else\n")
+    assert failed_node(log, model) is None
 
 
 def test_onnx_to_tflite_free_spatial_dims_need_input_shape(tmp_path, fake_onnx2tf):
@@ -433,3 +590,74 @@ def test_float16_weights_are_folded_then_quantized(feature_map_run):
     assert side["conversion"]["float16_weights_folded"] == 4          # 2 weights + 2 biases
     assert side["conversion"]["bias_correction"]["ops"] == 2
     assert "DEQUANTIZE" not in TFLiteModel.load(out / "fmap_fp16_int8.tflite").op_names()
+
+
+def test_relu_0_to_1_is_split_for_the_quantizer(tmp_path, colors):
+    """onnx2tf turns Clip(0, 1) into RELU_0_TO_1, which TFLite's quantizer refuses; the route
+    rewrites it as RELU + MINIMUM(1) (the same values) and the model quantizes and validates."""
+    import tensorflow as tf
+
+    from converters.quantize.tflite_int8 import op_histogram, split_relu_0_to_1
+    from edge.interpreter import make_interpreter
+
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((16, 16, 3), batch_size=1, name="image")
+    x = tf.keras.layers.Conv2D(8, 3, padding="same")(tf.keras.layers.ReLU(max_value=6.0)(inp))
+    y = tf.keras.layers.Conv2D(4, 1)(x)
+    data = tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inp, y)).convert()
+    from tensorflow.lite.tools import flatbuffer_utils as fu    # TensorFlow writes RELU6 here;
+
+    m = fu.convert_bytearray_to_object(bytearray(data))         # onnx2tf writes RELU_0_TO_1
+    for oc in m.operatorCodes:
+        if max(oc.builtinCode, oc.deprecatedBuiltinCode) == fu.schema_fb.BuiltinOperator.RELU6:
+            oc.builtinCode, oc.deprecatedBuiltinCode = fu.schema_fb.BuiltinOperator.RELU_0_TO_1, 127
+    data = bytes(fu.convert_object_to_bytearray(m))
+    (tmp_path / "clip.tflite").write_bytes(data)
+    assert "RELU_0_TO_1" in op_histogram(tmp_path / "clip.tflite")
+    split, n = split_relu_0_to_1(data)
+    (tmp_path / "split.tflite").write_bytes(split)
+    ops = op_histogram(tmp_path / "split.tflite")
+    assert n == 1 and "RELU_0_TO_1" not in ops and ops["RELU"] == 1 and ops["MINIMUM"] == 1
+    x = np.random.default_rng(0).normal(0, 2, (1, 16, 16, 3)).astype(np.float32)
+    outs = []
+    for p in ("clip.tflite", "split.tflite"):
+        it, _ = make_interpreter(str(tmp_path / p), device="cpu")
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+        it.invoke()
+        outs.append(it.get_tensor(it.get_output_details()[0]["index"]))
+    np.testing.assert_array_equal(outs[0], outs[1])
+    opts = ConvertOptions(calibration=str(colors), preprocessing={"mean": [128], "std": [128]}, quiet=True)
+    r = pipeline.convert_model(tmp_path / "clip.tflite", ["tflite-int8"], opts, outdir=tmp_path)
+    assert r.hops[0]["validation"]["passed"] is True, r.hops[0]["validation"]
+
+
+def test_tf_safe_names_reach_subgraphs_with_one_mapping():
+    """A branch that reads an outer tensor named 'x@0' still finds it after the rename."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from converters.routes.onnx2tf import _TF_NAME, _graphs, tf_safe_names
+
+    branch = lambda k: helper.make_graph(  # noqa: E731
+        [helper.make_node("Add", ["x@0", "x@0"] if k else ["x@0", "one"], [f"y{k}"], name=f"Add@{k}")],
+        f"b{k}", [], [helper.make_tensor_value_info(f"y{k}", TensorProto.FLOAT, [2])],
+        [helper.make_tensor("one", TensorProto.FLOAT, [2], [1.0, 1.0])] if not k else [])
+    g = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["x@0"], name="Id@0"),
+         helper.make_node("If", ["c"], ["y"], name="If@0", then_branch=branch(1), else_branch=branch(0))],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+              helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    x = np.array([1.0, 2.0], np.float32)
+    before = [ort.InferenceSession(model.SerializeToString()).run(None, {"x": x, "c": np.array(c)})[0]
+              for c in (True, False)]
+    renames = tf_safe_names(model)
+    assert {"x@0", "Id@0", "If@0", "Add@1", "Add@0"} <= set(renames)
+    assert all(_TF_NAME.match(n.name) for g in _graphs(model.graph) for n in g.node)
+    onnx.checker.check_model(model)
+    after = [ort.InferenceSession(model.SerializeToString()).run(None, {"x": x, "c": np.array(c)})[0]
+             for c in (True, False)]
+    np.testing.assert_array_equal(before, after)

@@ -48,13 +48,72 @@ def fold_float16_weights(float_bytes):
     if not folded:
         return float_bytes, 0
     # drop operator codes no op uses any more (a DEQUANTIZE v2 entry alone fails the calibrator)
+    _drop_unused_opcodes(model)
+    return bytes(fu.convert_object_to_bytearray(model)), folded
+
+
+def _drop_unused_opcodes(model):
+    """Remove operator codes no op uses (in place), renumbering the ops' opcode indices."""
     used = sorted({op.opcodeIndex for g in model.subgraphs for op in g.operators})
     remap = {old: new for new, old in enumerate(used)}
     model.operatorCodes = [model.operatorCodes[i] for i in used]
     for g in model.subgraphs:
         for op in g.operators:
             op.opcodeIndex = remap[op.opcodeIndex]
-    return bytes(fu.convert_object_to_bytearray(model)), folded
+
+
+def split_relu_0_to_1(float_bytes):
+    """RELU_0_TO_1 (what onnx2tf makes of Clip(0, 1) and HardSigmoid's clamp) rewritten as
+    RELU then MINIMUM with 1: the same function, in ops TFLite's post-training quantizer
+    takes ("Quantization not yet supported for op: 'RELU_0_TO_1'"). Returns (bytes, count)."""
+    import numpy as np
+
+    fu = require("tensorflow.lite.tools.flatbuffer_utils", "convert", "full-integer TFLite quantization")
+    schema = fu.schema_fb
+    model = fu.convert_bytearray_to_object(bytearray(float_bytes))
+    codes = [max(oc.builtinCode, oc.deprecatedBuiltinCode) for oc in model.operatorCodes]
+    if schema.BuiltinOperator.RELU_0_TO_1 not in codes:
+        return float_bytes, 0
+
+    def opcode(builtin):
+        if builtin not in codes:
+            oc = schema.OperatorCodeT()
+            oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = builtin, min(builtin, 127), 1
+            model.operatorCodes.append(oc)
+            codes.append(builtin)
+        return codes.index(builtin)
+
+    relu, minimum = opcode(schema.BuiltinOperator.RELU), opcode(schema.BuiltinOperator.MINIMUM)
+    split = 0
+    for g in model.subgraphs:
+        ops = []
+        for op in g.operators:
+            if codes[op.opcodeIndex] != schema.BuiltinOperator.RELU_0_TO_1:
+                ops.append(op)
+                continue
+            out = g.tensors[op.outputs[0]]
+            mid = schema.TensorT()
+            mid.name, mid.type, mid.buffer = (out.name or b"") + b"/relu", out.type, 0
+            mid.shape = None if out.shape is None else np.array(out.shape, np.int32)
+            mid.shapeSignature = out.shapeSignature
+            buf = schema.BufferT()
+            buf.data = np.frombuffer(np.float32(1.0).tobytes(), np.uint8)
+            model.buffers.append(buf)
+            one = schema.TensorT()
+            one.name, one.type, one.buffer = (out.name or b"") + b"/one", schema.TensorType.FLOAT32, len(model.buffers) - 1
+            one.shape = np.array([1], np.int32)
+            g.tensors.extend([mid, one])
+            first = schema.OperatorT()
+            first.opcodeIndex, first.inputs, first.outputs = relu, list(op.inputs), [len(g.tensors) - 2]
+            second = schema.OperatorT()
+            second.opcodeIndex, second.inputs, second.outputs = minimum, [len(g.tensors) - 2, len(g.tensors) - 1], list(op.outputs)
+            second.builtinOptionsType = schema.BuiltinOptions.MaximumMinimumOptions
+            second.builtinOptions = schema.MaximumMinimumOptionsT()
+            ops += [first, second]
+            split += 1
+        g.operators = ops
+    _drop_unused_opcodes(model)
+    return bytes(fu.convert_object_to_bytearray(model)), split
 
 
 def freeze_open_shapes(float_bytes, cal):

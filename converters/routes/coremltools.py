@@ -78,6 +78,13 @@ def _classifier(ct, options, num_classes=None):
     return ct.ClassifierConfig(labels), labels
 
 
+def compute_precision(ct, options):
+    """The ML program's compute precision: float16 (coremltools' default, what the Neural Engine
+    runs) or float32 (--coreml-precision float32: models whose values exceed float16's range,
+    such as a power spectrum of raw audio)."""
+    return ct.precision.FLOAT32 if options.coreml_precision == "float32" else ct.precision.FLOAT16
+
+
 def _finish(ct, mlmodel, output_path, options, spec, labels, image):
     from converters.artefact import package_versions
     from converters.metadata import set_coreml_fields
@@ -85,7 +92,8 @@ def _finish(ct, mlmodel, output_path, options, spec, labels, image):
     set_coreml_fields(mlmodel, options.extra.get("provenance"), options)
     mlmodel.save(os.fspath(output_path))
     meta = {"versions": package_versions("coremltools"), "coreml_target": options.coreml_target or DEFAULT_TARGET,
-            "coreml_input": "image" if image else "tensor"}
+            "coreml_input": "image" if image else "tensor",
+            "coreml_precision": options.coreml_precision or "float16"}
     if labels:
         meta["labels"] = labels
     if spec:
@@ -122,6 +130,7 @@ def tf_to_coreml(source, output_path, options):
     try:
         mlmodel = ct.convert([src.concrete()], source="tensorflow", convert_to="mlprogram",
                              inputs=inputs, classifier_config=classifier,
+                             compute_precision=compute_precision(ct, options),
                              minimum_deployment_target=target)
     except Exception as e:
         raise EdgeportError(f"coremltools could not convert {source.name}: {type(e).__name__}: {e}") from None
@@ -146,29 +155,34 @@ def _onnx2coreml():
     return onnx2coreml
 
 
-def _static_onnx(model, options, name):
-    """`model` with every input dimension fixed (a free batch becomes 1, or --input-shape)."""
-    init = {t.name for t in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in init]
-    if len(inputs) != 1:
-        raise InputError(f"{name} has {len(inputs)} inputs; ONNX -> Core ML here takes one")
-    dims = inputs[0].type.tensor_type.shape.dim
-    want = list(options.input_shape) if options.input_shape else None
-    if want is not None and len(want) != len(dims):
-        raise InputError(f"--input-shape {want} has {len(want)} dimensions, {name}'s input has {len(dims)}")
-    shape = []
-    for k, d in enumerate(dims):
-        if want is not None:
-            d.Clear()
-            d.dim_value = int(want[k])
-        elif not (d.HasField("dim_value") and d.dim_value > 0):
-            if k != 0:
-                raise InputError(f"{name}'s input '{inputs[0].name}' has a free dimension {k} "
-                                 f"({d.dim_param or '?'})", "fix it with --input-shape N ...")
-            d.Clear()
-            d.dim_value = 1
-        shape.append(int(d.dim_value))
-    return inputs[0].name, shape
+def constants_as_initializers(model):
+    """Move the main graph's Constant nodes into initializers (in place; onnx2coreml has no
+    lowering for Constant, exporters emit them freely). Returns how many were moved."""
+    from onnx import helper, numpy_helper
+
+    keep, moved = [], 0
+    for n in model.graph.node:
+        attrs = {a.name: a for a in n.attribute}
+        if n.op_type != "Constant" or n.domain not in ("", "ai.onnx") or len(attrs) != 1:
+            keep.append(n)
+            continue
+        (key, a), = attrs.items()
+        value = helper.get_attribute_value(a)
+        if key == "value":
+            t = value
+        elif key in ("value_float", "value_floats", "value_int", "value_ints"):
+            import numpy as np
+
+            t = numpy_helper.from_array(np.asarray(value, np.float32 if "float" in key else np.int64))
+        else:                       # sparse_value, strings: left to the converter
+            keep.append(n)
+            continue
+        t.name = n.output[0]
+        model.graph.initializer.append(t)
+        moved += 1
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    return moved
 
 
 def _onnx_classes(model):
@@ -194,13 +208,18 @@ def onnx_to_coreml(source, output_path, options):
 
     o2c = _onnx2coreml()
     ct = _ct()
+    from converters.routes.onnx_inputs import fix_shapes, static_shapes
+
     model = formats.load_onnx(source.path)
-    name, shape = _static_onnx(model, options, source.name)
+    fixed = static_shapes(model, options, source.name)
+    fix_shapes(model, fixed)
+    constants_as_initializers(model)
+    name, shape = fixed[0][0], fixed[0][1]
     target = deployment_target(ct, options.coreml_target)
     spec = dict(source.preprocessing)
     spec.update(options.preprocessing or {})
     image = None
-    if len(shape) == 4 and spec.get("mean") is not None and spec.get("std") is not None:
+    if len(fixed) == 1 and len(shape) == 4 and spec.get("mean") is not None and spec.get("std") is not None:
         from converters.quantize.calibration import resolve_spec
 
         layout = spec.get("layout") or ("NCHW" if shape[1] in (1, 3) and shape[-1] not in (1, 3) else "NHWC")
@@ -212,9 +231,14 @@ def onnx_to_coreml(source, output_path, options):
         with contextlib.redirect_stderr(io.StringIO()):   # coremltools' progress bars
             program = o2c.Converter().to_mil(model, target=target)
             mlmodel = ct.convert(program, convert_to="mlprogram", inputs=[image] if image else None,
-                                 classifier_config=classifier, minimum_deployment_target=target)
+                                 classifier_config=classifier, compute_precision=compute_precision(ct, options), minimum_deployment_target=target)
     except o2c.UnsupportedOpError as e:
-        raise EdgeportError(f"onnx2coreml cannot convert {source.name}: {first_line(e)}",
+        missing = getattr(e, "missing", None) or {}
+        what = ("ops with no Core ML lowering in onnx2coreml: " + "; ".join(
+            f"{op} (node {', '.join(nodes[:2])}{', ...' if len(nodes) > 2 else ''})"
+            for op, nodes in sorted(missing.items(), key=lambda kv: (kv[0] == "Constant", kv[0])))
+        ) if missing else first_line(e)   # Constants left are inside subgraphs (If, Loop branches)
+        raise EdgeportError(f"onnx2coreml cannot convert {source.name}: {what}",
                             "convert the model's original (Keras, SavedModel, PyTorch) with --to coreml"
                             ) from None
     except Exception as e:
@@ -223,7 +247,7 @@ def onnx_to_coreml(source, output_path, options):
     meta = _finish(ct, mlmodel, output_path, options, spec or None, labels, image)
     meta["versions"] = {**meta.get("versions", {}), **_package_versions("onnx2coreml", "onnx")}
     meta["route"] = "onnx2coreml (ONNX -> MIL program) -> coremltools (mlprogram)"
-    meta["input_shape"] = shape
+    meta["input_shape"] = shape if len(fixed) == 1 else {n: dims for n, dims, _ in fixed}
     return meta
 
 

@@ -66,31 +66,67 @@ def sample_images(folders, path, count=SAMPLE_COUNT):
     return used
 
 
-def onnx_inputs(model):
-    """[(name, [dim or None, ...])] of the graph inputs that are not initializers."""
-    init = {t.name for t in model.graph.initializer}
-    out = []
-    for i in model.graph.input:
-        if i.name in init:
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-                for d in i.type.tensor_type.shape.dim]
-        out.append((i.name, dims))
-    return out
+def failed_node(log_path, model):
+    """'node NAME (OP): cause' from onnx2tf's log of a failed run, or None when it names no node.
+
+    onnx2tf ends a failed conversion with `onnx_op_name: NAME`; the cause is the last
+    exception in its trace (for a Keras layer, the line under "Exception encountered when
+    calling layer", which says what TensorFlow refused)."""
+    try:
+        with open(log_path, encoding="utf-8", errors="replace") as f:
+            lines = [re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", ln).strip() for ln in f]
+    except OSError:
+        return None
+    names = [ln.split("onnx_op_name:", 1)[1].strip() for ln in lines if "onnx_op_name:" in ln]
+    if not names:
+        return None
+    cause = None
+    for k, ln in enumerate(lines):
+        if re.match(r"^[A-Za-z_.]*(Error|Exception): ", ln):
+            cause = ln
+            if "Exception encountered when calling layer" in ln:
+                nxt = next((x for x in lines[k + 1:] if x), "")
+                cause = f"{ln.split(':', 1)[0]}: {nxt}"
+    ops = {}
+
+    def walk(graph):
+        for n in graph.node:
+            ops.setdefault(n.name, n.op_type)
+            for a in n.attribute:
+                for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    walk(g)
+
+    walk(model.graph)
+    node = names[-1]
+    op = f" ({ops[node]})" if node in ops else ""
+    cause = re.sub(r" for '\{\{node .*$", "", cause or "see the log")   # TensorFlow's node dump
+    return f"node {node}{op}: {cause[:300]}"
 
 
 _TF_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
+
+
+def _graphs(graph):
+    """`graph` and every subgraph under it (If branches, Loop and Scan bodies)."""
+    yield graph
+    for n in graph.node:
+        for a in n.attribute:
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                yield from _graphs(g)
 
 
 def tf_safe_names(model):
     """Rename the nodes and tensors whose names TensorFlow refuses as scope names (paddle2onnx
     writes 'Conv@0', 'Add@14'; onnx2tf then fails with "'Softmax@0' is not a valid scope name").
     Other characters become '_', keeping every name unique; names already valid are kept (graph
-    inputs and outputs usually are). Main graph only. Returns how many names changed."""
-    g = model.graph
-    used = {n.name for n in g.node}
-    used.update(x for n in g.node for x in list(n.input) + list(n.output))
-    used.update(t.name for t in g.initializer)
+    inputs and outputs usually are). One mapping for every graph, subgraphs included, so a
+    branch that reads an outer tensor still finds it. Returns {old name: new name}."""
+    graphs = list(_graphs(model.graph))
+    used = set()
+    for g in graphs:
+        used.update(n.name for n in g.node)
+        used.update(x for n in g.node for x in list(n.input) + list(n.output))
+        used.update(t.name for t in g.initializer)
     renames = {}
 
     def fix(name):
@@ -106,14 +142,15 @@ def tf_safe_names(model):
             renames[name] = new
         return renames[name]
 
-    for n in g.node:
-        n.name = fix(n.name)
-        n.input[:] = [fix(x) for x in n.input]
-        n.output[:] = [fix(x) for x in n.output]
-    for coll in (g.input, g.output, g.value_info, g.initializer):
-        for t in coll:
-            t.name = fix(t.name)
-    return len(renames)
+    for g in graphs:
+        for n in g.node:
+            n.name = fix(n.name)
+            n.input[:] = [fix(x) for x in n.input]
+            n.output[:] = [fix(x) for x in n.output]
+        for coll in (g.input, g.output, g.value_info, g.initializer):
+            for t in coll:
+                t.name = fix(t.name)
+    return renames
 
 
 def _save_beside(model, original, path):
@@ -150,29 +187,16 @@ def onnx_to_tflite(source, output_path, options):
     from converters import toolenv
     from edge.tflite_model import TFLiteModel
 
+    from converters.routes.onnx_inputs import static_shapes
+
     model = formats.load_onnx(source.path, load_external_data=False)
-    inputs = onnx_inputs(model)
-    if not inputs:
-        raise InputError(f"{source.name} has no inputs")
+    fixed = static_shapes(model, options, source.name)
+    inputs = [(n, dims) for n, dims, _ in fixed]
     args = []
-    if options.input_shape:
-        if len(inputs) != 1:
-            raise InputError("--input-shape fixes one input; this model has several")
-        shape = [int(d) for d in options.input_shape]
-        if len(shape) != len(inputs[0][1]):
-            raise InputError(f"--input-shape {shape} has {len(shape)} dimensions, "
-                             f"{source.name}'s input has {len(inputs[0][1])}")
-        args += ["-ois", f"{inputs[0][0]}:{','.join(map(str, shape))}"]
-        inputs = [(inputs[0][0], shape)]
-    else:
-        for name, dims in inputs:
-            if any(d is None for d in dims[1:]):
-                raise InputError(f"{source.name}'s input '{name}' has free dimensions {dims}",
-                                 "fix them with --input-shape N ... (TFLite and the Edge TPU need "
-                                 "static shapes)")
-        if any(dims and dims[0] is None for _, dims in inputs):
-            args += ["-b", "1"]            # a free batch becomes 1 (the Edge TPU needs it static)
-            inputs = [(n, [1] + d[1:]) for n, d in inputs]
+    if any(how == "user" for _, _, how in fixed):
+        args += ["-ois"] + [f"{n}:{','.join(map(str, dims))}" for n, dims in inputs if dims]
+    elif any(how == "batch" for _, _, how in fixed):
+        args += ["-b", "1"]            # a free batch becomes 1 (the Edge TPU needs it static)
     if options.dynamic_batch:
         options.progress("TFLite: --dynamic-batch is ignored, the batch stays static (Edge TPU needs it)")
     env = toolenv.ensure("onnx2tf", options.progress)
@@ -184,20 +208,30 @@ def onnx_to_tflite(source, output_path, options):
     with tempfile.TemporaryDirectory(prefix="edgeport-onnx2tf-") as work:
         sample_images([options.calibration, REPO_IMAGES], os.path.join(work, SAMPLE_FILE))
         src = os.path.join(work, "model.onnx")
+        # A copy, never a link: onnx2tf runs onnxsim with the same file as input and output,
+        # which rewrites a hard-linked source in place.
         renamed = tf_safe_names(model)
         if renamed:
-            options.progress(f"onnx2tf: {renamed} node/tensor names TensorFlow refuses renamed (e.g. 'Conv@0')")
+            options.progress(f"onnx2tf: {len(renamed)} node/tensor names TensorFlow refuses renamed (e.g. 'Conv@0')")
             _save_beside(model, source.path, src)
         else:
-            try:
-                os.link(source.path, src)
-            except OSError:
-                shutil.copyfile(source.path, src)
+            shutil.copyfile(source.path, src)
         out_dir = os.path.join(work, "out")
         options.progress(f"onnx2tf: {source.name} -> TFLite float (in {env.path})")
-        toolenv.run(env, ["-i", src, "-o", out_dir, "-coion", "-n"] + args, cwd=work,
-                    timeout=options.timeout if options.timeout and options.timeout > DEFAULT_TIMEOUT
-                    else DEFAULT_TIMEOUT, log_path=log_path)
+        try:
+            toolenv.run(env, ["-i", src, "-o", out_dir, "-coion", "-n"] + args, cwd=work,
+                        timeout=options.timeout if options.timeout and options.timeout > DEFAULT_TIMEOUT
+                        else DEFAULT_TIMEOUT, log_path=log_path)
+        except EdgeportError:
+            where = failed_node(log_path, model)
+            if where is None:
+                raise
+            for old, new in renamed.items():   # name the node as the user's model does
+                if where.startswith(f"node {new} "):
+                    where = f"node {old} " + where[len(f"node {new} "):]
+                    break
+            raise EdgeportError(f"onnx2tf cannot convert {source.name}: {where}",
+                                f"the full output is in {log_path}") from None
         produced = os.path.join(out_dir, "model_float32.tflite")
         if not os.path.isfile(produced) or os.path.getsize(produced) == 0:
             raise EdgeportError(f"onnx2tf exited 0 but wrote no float32 TFLite model for {source.name}",

@@ -122,7 +122,8 @@ def tflite_to_tflite_int8(source, output_path, options):
     from edge.tflite_model import TFLiteModel
 
     from converters.quantize.tflite_int8 import (bias_correct, crash_probe, fold_float16_weights,
-                                                 freeze_open_shapes, op_histogram, quantize_tflite)
+                                                 freeze_open_shapes, op_histogram, quantize_tflite,
+                                                 split_relu_0_to_1)
 
     io_dtype = (options.io_dtype or "uint8").lower()
     if io_dtype not in ("uint8", "int8"):
@@ -136,6 +137,11 @@ def tflite_to_tflite_int8(source, output_path, options):
     with open(source.path, "rb") as f:
         float_bytes = f.read()
     model = TFLiteModel(float_bytes, source.name)
+    custom = model.custom_ops()
+    if custom:   # TFLite's calibrator runs the model with the built-in ops only
+        raise EdgeportError(f"{source.name} uses custom ops ({', '.join(custom)}) that TFLite's calibrator "
+                            "cannot run or quantize", "quantize the model's original (Keras, SavedModel, "
+                            "PyTorch) instead")
     cal, shape, spec_out = load_samples(model, source, options)
     times = {"load_" + cal.unit: round(time.monotonic() - t0, 1)}
     t = time.monotonic()
@@ -147,6 +153,9 @@ def tflite_to_tflite_int8(source, output_path, options):
     if frozen:
         options.progress("open input dimensions fixed to the calibration samples' shapes: " + ", ".join(
             f"{n} {old} -> {new}" for n, (old, new) in frozen.items()))
+    float_bytes, relu01 = split_relu_0_to_1(float_bytes)
+    if relu01:
+        options.progress(f"RELU_0_TO_1: {relu01} ops rewritten as RELU + MINIMUM(1) for the quantizer")
     corrected = 0
     if extra.get("bias_correction", True):
         options.progress(f"bias correction: measuring conv/FC inputs on {len(cal)} {cal.unit}")
@@ -172,5 +181,6 @@ def tflite_to_tflite_int8(source, output_path, options):
             "quantization": "full-int8", "io_dtype": io_dtype, "input_shape": shape,
             "preprocessing": spec_out, "calibration": cal.summary(), "ops": ops,
             "bias_correction": {"ops": corrected, cal.unit: len(cal)} if corrected else None,
-            "float16_weights_folded": folded or None,
-            "input_shapes_fixed": {n: {"signature": o, "shape": v} for n, (o, v) in frozen.items()} or None, "seconds_steps": times, "versions": _versions()}
+            "float16_weights_folded": folded or None, "relu_0_to_1_split": relu01 or None,
+            "input_shapes_fixed": {n: {"signature": o, "shape": v} for n, (o, v) in frozen.items()} or None,
+            "seconds_steps": times, "versions": _versions()}

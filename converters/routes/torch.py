@@ -479,7 +479,8 @@ def _coreml_program(torch, module, examples):
 def torch_to_coreml(source, output_path, options):
     import io
 
-    from converters.routes.coremltools import _classifier, _ct, _finish, deployment_target, image_input
+    from converters.routes.coremltools import (_classifier, _ct, _finish, compute_precision, deployment_target,
+                                              image_input)
 
     torch = import_torch()
     ct = _ct()
@@ -509,7 +510,7 @@ def torch_to_coreml(source, output_path, options):
         program = _coreml_program(torch, module, fwd.examples)
         with contextlib.redirect_stderr(io.StringIO()):  # coremltools' progress bars
             mlmodel = ct.convert(program, source="pytorch", convert_to="mlprogram", inputs=inputs,
-                                 classifier_config=classifier,
+                                 classifier_config=classifier, compute_precision=compute_precision(ct, options),
                                  minimum_deployment_target=deployment_target(ct, options.coreml_target))
     except InputError:
         raise

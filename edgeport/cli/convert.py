@@ -60,6 +60,9 @@ def configure(p):
                         "platform-neutral, and ORT format cannot add them at load time")
     g = p.add_argument_group("Core ML")
     g.add_argument("--coreml-target", metavar="TARGET", help="minimum deployment target, e.g. iOS16")
+    g.add_argument("--coreml-precision", choices=["float16", "float32"],
+                   help="compute precision of the ML program (default float16; float32 for models whose "
+                        "values overflow float16)")
     g.add_argument("--author")
     g.add_argument("--license")
     g.add_argument("--description")
@@ -93,6 +96,7 @@ def options_from_args(args):
         calibration_count=args.calibration_count,
         io_dtype=args.io_dtype, ort_optimization=args.ort_optimization,
         target_platform=args.target_platform, coreml_target=args.coreml_target,
+        coreml_precision=args.coreml_precision,
         author=args.author, license=args.license, description=args.description,
         version=args.model_version, compiler=args.compiler,
         min_runtime_version=args.min_runtime_version, num_segments=args.num_segments,
@@ -135,6 +139,8 @@ def print_result(r, out):
             text = report_for_artefact(a["path"])
             if text:
                 print("\n".join("    " + t for t in text.splitlines()), file=out)
+    for target, why in (r.get("refused") or {}).items():
+        print(f"--to {target}: not made: {why}", file=out)
     if r.get("validation_failed"):
         print("  validation FAILED: the artefacts are kept, check them before use", file=out)
 
@@ -158,6 +164,7 @@ def run(args):
     import sys
 
     from converters import pipeline
+    from edge.errors import EdgeportError
     from edgeport.cli.output import emit_json
 
     options = options_from_args(args)
@@ -198,7 +205,15 @@ def run(args):
         elif manifest:
             print(f"shard {shard[0]}/{shard[1]}: {len(results)} models; manifest: {manifest}")
         return code
-    result = pipeline.convert_model(src, targets, options, args.output_dir, args.force, validate)
+    try:
+        result = pipeline.convert_model(src, targets, options, args.output_dir, args.force, validate)
+    except EdgeportError as e:
+        if not (args.json and len(targets) > 1 and getattr(e, "refused", None)):
+            raise
+        # No target made: the JSON still gives each target's own reason (as folder mode does).
+        print(f"error: {e}", file=sys.stderr)
+        failed = pipeline.Result(os.path.abspath(src), status="failed", error=str(e), refused=e.refused)
+        return emit_json("convert", e.exit_code, models=[json_model(failed.as_dict() | {"exit_code": e.exit_code})])
     d = result.as_dict()
     if args.json:
         return emit_json("convert", result.exit_code,

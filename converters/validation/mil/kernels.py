@@ -377,6 +377,50 @@ def conv(a, op):
     return out
 
 
+@kernel("conv_transpose")
+def conv_transpose(a, op):
+    """MIL conv_transpose: weight [C_in, C_out / groups, *K]; each input position scatters
+    its kernel-weighted values at stride steps, then `pad` (or pad_type) crops the result and
+    `output_shape`, when given, fixes its size (the extra end positions get the bias only)."""
+    x, w = _f(a["x"]), _f(a["weight"])
+    groups = int(a.get("groups") or 1)
+    n, c, sp = x.shape[0], x.shape[1], list(x.shape[2:])
+    ks, nd = list(w.shape[2:]), len(w.shape) - 2
+    strides = _ints(a["strides"]) if a.get("strides") is not None else [1] * nd
+    dil = _ints(a["dilations"]) if a.get("dilations") is not None else [1] * nd
+    cg, og = c // groups, w.shape[1]
+    full_sp = [(sp[i] - 1) * strides[i] + (ks[i] - 1) * dil[i] + 1 for i in range(nd)]
+    full = np.zeros((n, og * groups) + tuple(full_sp), np.float32)
+    for g in range(groups):
+        xg = x[:, g * cg:(g + 1) * cg].reshape(n, cg, -1)
+        for idx in np.ndindex(*ks):
+            part = np.einsum("ncp,co->nop", xg, w[(slice(g * cg, (g + 1) * cg), slice(None)) + idx])
+            sl = [slice(None), slice(g * og, (g + 1) * og)]
+            sl += [slice(k * d, k * d + s * (size - 1) + 1, s) for k, d, s, size in zip(idx, dil, strides, sp)]
+            full[tuple(sl)] += part.reshape((n, og) + tuple(sp))
+    pad_type = a.get("pad_type") or "valid"
+    if pad_type == "custom":
+        p = _ints(a["pad"]) if a.get("pad") is not None else [0] * 2 * nd
+        pads = [(p[2 * i], p[2 * i + 1]) for i in range(nd)]
+    elif pad_type in ("same", "same_lower"):
+        totals = [max(full_sp[i] - sp[i] * strides[i], 0) for i in range(nd)]
+        pads = [((t // 2, t - t // 2) if pad_type == "same" else (t - t // 2, t // 2)) for t in totals]
+    elif pad_type == "valid":
+        pads = [(0, 0)] * nd
+    else:
+        raise NotImplementedError(f"pad_type {pad_type}")
+    out_sp = [full_sp[i] - pads[i][0] - pads[i][1] for i in range(nd)]
+    if a.get("output_shape") is not None:
+        out_sp = _ints(a["output_shape"])[-nd:]
+    grow = [max(pads[i][0] + out_sp[i] - full_sp[i], 0) for i in range(nd)]
+    if any(grow):
+        full = np.pad(full, [(0, 0), (0, 0)] + [(0, e) for e in grow])
+    out = full[(slice(None), slice(None)) + tuple(slice(p[0], p[0] + o) for p, o in zip(pads, out_sp))]
+    if a.get("bias") is not None:
+        out = out + _f(a["bias"]).reshape((1, -1) + (1,) * nd)
+    return out
+
+
 def _pool(a, op, kind):
     x = _f(a["x"])
     ks = _ints(a["kernel_sizes"])
