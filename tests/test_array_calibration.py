@@ -273,6 +273,8 @@ def test_a_key_without_tensorflows_mangling_names_the_input(models, tmp_path, ca
     names = ["serving_default_audio:0", "serving_default_sr:0"]
     assert list(data_for_inputs({"audio": 1, "serving_default_sr:0": 2}, names)) == names
     assert list(data_for_inputs({"speech": 1}, names)) == ["speech"]           # refused later
+    # and the other way: a file keyed for the TFLite feeds the ONNX tf2onnx made from it
+    assert list(data_for_inputs({"serving_default_audio:0": 1, "sr": 2}, ["audio", "sr"])) == ["audio", "sr"]
     out, name, *_ = models
     npz = tmp_path / "bare.npz"
     np.savez(npz, audio=np.load(out / "audio.npz")[name])

@@ -37,7 +37,11 @@ PHOTOS_0_1 = ["--calibration", IMAGES, "--mean", "0", "--std", "255"]           
 PHOTOS_PM1 = ["--calibration", IMAGES, "--mean", "127.5", "--std", "127.5"]       # floats in [-1, 1]
 PHOTOS_IMAGENET = ["--calibration", IMAGES, "--mean", "123.675", "116.28", "103.53",
                    "--std", "58.395", "57.12", "57.375"]                           # PP-OCR detection
-NO_DATA_YET = []   # non-image: becomes ["--data", FILE.npz] when convert calibrates on arrays
+NO_DATA_YET = []   # non-image models with no real data here: int8 is refused, saying what it needs
+# openWakeWord's chain run on real speech (Debian's alsa-utils voice files) and synthesized wake
+# words (espeak-ng): scripts/make_audio_calibration.py writes one .npz per model, keyed by input
+# name; run_model turns AUDIO into ["--data", that file] (calibration, and validation on it).
+AUDIO = ["--data", "<audio>"]
 
 # Expected per target. A non-image model without calibration data is refused in one line that
 # says what it needs; switching it to --data is one change in its row (NO_DATA_YET -> --data ...,
@@ -56,6 +60,9 @@ MP_CUSTOM = dict.fromkeys(("onnx", "ort", "coreml", "tflite-int8", "edgetpu"),
                           "refused: uses custom ops (Convolution2DTransposeBias) that")
 CALL_ONCE = dict.fromkeys(("onnx", "ort", "coreml", "tflite"), "refused: tf2onnx cannot convert op CALL_ONCE")
 IF_CORE_ML = "refused: no Core ML lowering in onnx2coreml: If"
+# ai-edge-litert's XNNPack kernels die (SIGSEGV) running openWakeWord's int8 melspectrogram; the
+# route tries the int8 model in a child process and refuses it in one line.
+INT8_CRASH = "refused: the TFLite runtime crashed"
 SILERO_ONNX = {**ONNX_FLOAT, **NO_DATA, "tflite": "refused: onnx2tf cannot convert", "coreml": IF_CORE_ML}
 
 # Known bugs of edgeport, not outcomes to keep: the test matches them and reports XFAIL with
@@ -133,12 +140,13 @@ CASES = {
     # A power spectrum of raw audio: float16 overflows (NaN), so its Core ML program is float32.
     "oww_melspectrogram": ("audio features, open dims", ["--input-shapes", "[1,1280]", "--val-range",
                                                          "[-1000,1000]", "--coreml-precision", "float32"],
-                           NO_DATA_YET, {}, {**TFLITE_FLOAT, **NO_DATA}),
-    "oww_embedding": ("audio embedding, open batch", ["--input-shapes", "[1,76,32,1]"], NO_DATA_YET, {},
-                      {**TFLITE_FLOAT, **NO_DATA}),
-    "oww_hey_jarvis": ("audio classifier, IF op (3 subgraphs)", [], NO_DATA_YET, {},
-                       {**TFLITE_FLOAT, **NO_DATA, "coreml": IF_CORE_ML}),
-    "oww_alexa": ("audio classifier", [], NO_DATA_YET, {}, {**TFLITE_FLOAT, **NO_DATA}),
+                           AUDIO, {}, {**TFLITE_FLOAT, **dict.fromkeys(("tflite-int8", "edgetpu"), INT8_CRASH)}),
+    "oww_embedding": ("audio embedding, open batch", ["--input-shapes", "[1,76,32,1]"], AUDIO, {},
+                      TFLITE_FLOAT),
+    "oww_hey_jarvis": ("audio classifier, IF op (3 subgraphs)", [], AUDIO, {},
+                       {**TFLITE_FLOAT, "coreml": IF_CORE_ML, **dict.fromkeys(
+                           ("tflite-int8", "edgetpu"), "refused: Quantization not yet supported for op: 'IF'")}),
+    "oww_alexa": ("audio classifier", [], AUDIO, {}, TFLITE_FLOAT),
     "micro_okay_nabu": ("audio, int8 in / uint8 out, streaming state", [], NO_DATA_YET, {},
                         {**CALL_ONCE, "edgetpu": EDGETPU_HERE}),
     "micro_alexa": ("audio, int8 in / uint8 out, streaming state", [], NO_DATA_YET, {},
@@ -168,6 +176,29 @@ def corpus():
     if manifest is None:
         pytest.skip(why)
     return {e["name"]: corpus_dir() / e["file"] for e in manifest}
+
+
+def audio_dir():
+    return Path(os.environ.get("EDGEPORT_AUDIO") or REPO / ".cache" / "audio")
+
+
+def audio_data(name):
+    """The .npz of openWakeWord model `name`, made once by scripts/make_audio_calibration.py
+    (apt-get download of two Debian packages, about a minute); RuntimeError saying why not."""
+    path = audio_dir() / "calibration" / f"{name}.npz"
+    if not path.is_file():
+        import subprocess
+
+        try:
+            done = subprocess.run([sys.executable, str(REPO / "scripts" / "make_audio_calibration.py"),
+                                   "--work", str(audio_dir()), "--corpus", str(corpus_dir())],
+                                  capture_output=True, text=True, timeout=1800)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"making audio calibration data in {audio_dir()} took over 30 min") from None
+        if done.returncode != 0 or not path.is_file():
+            raise RuntimeError(f"audio calibration data could not be made in {audio_dir()}: "
+                               f"{(done.stderr or done.stdout).strip()[-300:]}")
+    return path
 
 
 # -- running one model -----------------------------------------------------------------------
@@ -252,6 +283,8 @@ def run_model(name, path, workdir):
     """{step: outcome} and {step: seconds} for one corpus model."""
     from converters import formats
     kind, args, calibration, _, _ = CASES[name]
+    if calibration == AUDIO:
+        calibration = ["--data", str(audio_data(name))]
     outcomes, times = {}, {}
 
     def inspect():
@@ -281,7 +314,8 @@ def run_model(name, path, workdir):
         times[f"convert {target}"] = hop_times.get(target, 0.0)
     if made:
         def validate():
-            images = ["--inputs", IMAGES, *calibration[2:]] if calibration else []
+            images = (calibration if calibration[:1] == ["--data"] else
+                      ["--inputs", IMAGES, *calibration[2:]] if calibration else [])
             code, out, err = _cli("validate", path, *made, "--json", *_flags(args, "validate"), *images)
             if code == 0:
                 rep = json.loads(out)
@@ -376,6 +410,11 @@ def _onnx2tf_runs(name):
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if _onnx2tf_runs(n) else n
                                   for n in sorted(CASES)])
 def test_corpus_model(name, corpus, tmp_path):
+    if CASES[name][2] == AUDIO:
+        try:
+            audio_data(name)
+        except (RuntimeError, OSError) as e:   # no apt here: say it and skip
+            pytest.skip(str(e))
     outcomes, times = run_model(name, corpus[name], tmp_path)
     report(name, outcomes, times)          # shown with pytest -s, or -rA
     want = expected(name, outcomes)

@@ -230,13 +230,14 @@ def _bare_name(name):
 
 def data_for_inputs(data, names):
     """`data` ({key: array}, from --data) keyed by the model's input names. A key that is no
-    input name is taken for the input whose name it is without TensorFlow's mangling ('audio'
-    for 'serving_default_audio:0', as the TFLite converter and onnx2tf name inputs), so one
-    file serves an ONNX model and the TFLite made from it; other keys are left for the caller
-    to refuse."""
+    input name is taken for the input of the same name once TensorFlow's mangling is dropped
+    from both ('audio' for 'serving_default_audio:0', as the TFLite converter and onnx2tf name
+    inputs, and 'serving_default_audio:0' for 'audio', as tf2onnx names the ONNX made from that
+    TFLite), so one file serves a model and what is made from it; other keys are left for the
+    caller to refuse."""
     out = {}
     for key, value in data.items():
-        hits = [n for n in names if _bare_name(n) == key] if key not in names else []
+        hits = [n for n in names if _bare_name(n) == _bare_name(key)] if key not in names else []
         target = hits[0] if len(hits) == 1 and hits[0] not in data else key
         out[target] = value
     return out
