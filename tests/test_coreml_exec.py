@@ -374,3 +374,43 @@ def test_conv_transpose_kernel_matches_pytorch(stride, pad, out_pad, groups, dil
     out = conv_transpose(a, None)
     assert out.shape == ref.shape
     np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("direction,sequence", [("forward", True), ("forward", False), ("reverse", True),
+                                                ("bidirectional", True), ("bidirectional", False)])
+def test_lstm_kernel_matches_pytorch(direction, sequence):
+    """silero-vad's LSTM reached Core ML but the executor had no lstm kernel (a structure-only
+    verdict); the kernel follows MIL's gate order [i, f, o, z] and is checked against PyTorch,
+    whose order [i, f, g, o] is restacked here as onnx2coreml and coremltools do."""
+    torch = pytest.importorskip("torch")
+    from converters.validation.mil.kernels import lstm
+
+    torch.manual_seed(0)
+    bi = direction == "bidirectional"
+    net = torch.nn.LSTM(5, 4, bidirectional=bi).eval()
+    x = torch.randn(6, 2, 5)
+    h0, c0 = torch.randn(2 if bi else 1, 2, 4), torch.randn(2 if bi else 1, 2, 4)
+    if direction == "reverse":   # PyTorch has no reverse-only LSTM: run it on the flipped sequence
+        ref_seq, (ref_h, ref_c) = net(x.flip(0), (h0, c0))
+        ref_seq = ref_seq.flip(0)
+    else:
+        ref_seq, (ref_h, ref_c) = net(x, (h0, c0))
+
+    def mil(w):   # PyTorch [i, f, g, o] -> MIL [i, f, o, g]
+        i, f, g, o = np.split(w.detach().numpy(), 4)
+        return np.concatenate([i, f, o, g])
+
+    a = {"x": x.numpy(), "direction": direction, "output_sequence": sequence,
+         "initial_h": np.concatenate(list(h0.numpy()), -1), "initial_c": np.concatenate(list(c0.numpy()), -1),
+         "weight_ih": mil(net.weight_ih_l0), "weight_hh": mil(net.weight_hh_l0),
+         "bias": mil(net.bias_ih_l0 + net.bias_hh_l0)}
+    if bi:
+        a.update(weight_ih_back=mil(net.weight_ih_l0_reverse), weight_hh_back=mil(net.weight_hh_l0_reverse),
+                 bias_back=mil(net.bias_ih_l0_reverse + net.bias_hh_l0_reverse))
+    seq, h, c = lstm(a, None)
+    want_seq = ref_seq.detach().numpy() if sequence else \
+        np.concatenate([ref_seq[-1, :, :4].detach().numpy(), ref_seq[0, :, 4:].detach().numpy()], -1)[None] \
+        if bi else ref_seq[-1:].detach().numpy() if direction == "forward" else ref_seq[:1].detach().numpy()
+    np.testing.assert_allclose(seq, want_seq, atol=1e-5)
+    np.testing.assert_allclose(h, np.concatenate(list(ref_h.detach().numpy()), -1), atol=1e-5)
+    np.testing.assert_allclose(c, np.concatenate(list(ref_c.detach().numpy()), -1), atol=1e-5)

@@ -65,16 +65,6 @@ IF_CORE_ML = "refused: no Core ML lowering in onnx2coreml: If"
 INT8_CRASH = "refused: the TFLite runtime crashed"
 SILERO_ONNX = {**ONNX_FLOAT, **NO_DATA, "tflite": "refused: onnx2tf cannot convert", "coreml": IF_CORE_ML}
 
-# Known bugs of edgeport, not outcomes to keep: the test matches them and reports XFAIL with
-# the reason, so they stay visible until fixed (then the entry goes and the target's row says
-# VALIDATED).
-KNOWN_BUGS = {
-    ("silero_vad_16k_sequence", "coreml"): (
-        "FAILED: MISMATCH: structure only: no reference kernel for op lstm",
-        "the Core ML reference executor (converters/validation/mil) has no lstm kernel, so the "
-        "converted LSTM cannot be run on Linux"),
-}
-
 # name: (kind, input flags, calibration flags, expected {step: outcome}, {target: outcome})
 CASES = {
     "mp_face_detection_short": ("image", [], PHOTOS_PM1, {}, TFLITE_FLOAT),
@@ -118,7 +108,7 @@ CASES = {
     "silero_vad_16k_sequence": ("audio, 3 inputs, open dims",
                                 ["--input-shapes", "input:[4,576]", "--val-range", "input:[-0.5,0.5]",
                                  "h:[-0.1,0.1]", "c:[-0.1,0.1]"], NO_DATA_YET, {"inspect": NOT_TFLITE},
-                                SILERO_ONNX),
+                                {**SILERO_ONNX, "coreml": VALIDATED}),   # an LSTM, no If
     # float16 Core ML loses its probability map (max abs 0.375); float32 validates (max abs 6e-5).
     "ppocr_v4_det": ("image (text detection), open dims", ["--input-shapes", "x:[1,3,640,640]",
                                                            "--samples", "2", "--coreml-precision", "float32"],
@@ -340,9 +330,7 @@ def expected(name, outcomes):
     out = {}
     for step in outcomes:
         if step.startswith("convert "):
-            target = step[len("convert "):]
-            bug = KNOWN_BUGS.get((name, target))
-            out[step] = bug[0] if bug else targets.get(target, "<missing from the table>")
+            out[step] = targets.get(step[len("convert "):], "<missing from the table>")
         elif step == "validate":
             out[step] = steps.get(step, VALIDATED)
         else:
@@ -422,9 +410,6 @@ def test_corpus_model(name, corpus, tmp_path):
     assert not wrong, json.dumps(wrong, indent=1)
     for step, o in outcomes.items():  # a refusal is one line with its reason, never a crash
         assert "internal error" not in o and "Traceback" not in o, (step, o)
-    bugs = [why for (n, target), (_, why) in KNOWN_BUGS.items() if n == name]
-    if bugs:
-        pytest.xfail("known bug: " + "; ".join(bugs))
 
 
 def main(names):

@@ -589,6 +589,62 @@ def stack(a, op):
     return np.stack([np.asarray(v) for v in a["values"]], axis=int(a["axis"]))
 
 
+_GATE_ACTIVATIONS = {"sigmoid": _sigmoid, "tanh": np.tanh, "relu": lambda x: np.maximum(x, 0),
+                     "linear": lambda x: x}
+
+
+@kernel("lstm")
+def lstm(a, op):
+    """MIL lstm: x [s, b, I]; gates stacked [input, forget, output, cell] in weight_ih [4H, I],
+    weight_hh [4H, H] and bias [4H] (both biases summed); peephole [3H] on i and f (c at t-1)
+    and on o (c at t); forward, reverse or bidirectional (the second half of the states and
+    the *_back weights). Returns (h of every step [s, b, D*H], or of the last [1, b, D*H]; the
+    last h [b, D*H]; the last c [b, D*H]). `clip` and the parametric activations are not
+    guessed: they stop the executor (NotImplementedError -> structure-only verdict)."""
+    if a.get("clip") is not None:
+        raise NotImplementedError("lstm with clip")
+    names = [a.get("recurrent_activation") or "sigmoid", a.get("cell_activation") or "tanh",
+             a.get("activation") or "tanh"]
+    if any(n not in _GATE_ACTIVATIONS for n in names):
+        raise NotImplementedError(f"lstm activations {names}")
+    rec, cell, act = (_GATE_ACTIVATIONS[n] for n in names)
+    x, h0, c0 = _f(a["x"]), _f(a["initial_h"]), _f(a["initial_c"])
+    direction = a.get("direction") or "forward"
+
+    def run(w_ih, w_hh, bias, peep, h, c, steps):
+        hidden = w_hh.shape[1]
+        w_ih, w_hh = _f(w_ih), _f(w_hh)
+        bias = np.zeros(4 * hidden, np.float32) if bias is None else _f(bias)
+        peep = np.zeros(3 * hidden, np.float32) if peep is None else _f(peep)
+        pi, pf, po = peep[:hidden], peep[hidden:2 * hidden], peep[2 * hidden:]
+        seq = [None] * x.shape[0]
+        for t in steps:
+            g = x[t] @ w_ih.T + h @ w_hh.T + bias
+            gi, gf, go, gz = (g[:, k * hidden:(k + 1) * hidden] for k in range(4))
+            i, f = rec(gi + pi * c), rec(gf + pf * c)
+            c = f * c + i * cell(gz)
+            h = rec(go + po * c) * act(c)
+            seq[t] = h
+        return np.stack(seq), h, c
+
+    steps = list(range(x.shape[0]))
+    if direction == "bidirectional":
+        hidden = _f(a["weight_hh"]).shape[1]
+        fw = run(a["weight_ih"], a["weight_hh"], a.get("bias"), a.get("peephole"),
+                 h0[:, :hidden], c0[:, :hidden], steps)
+        bw = run(a["weight_ih_back"], a["weight_hh_back"], a.get("bias_back"), a.get("peephole_back"),
+                 h0[:, hidden:], c0[:, hidden:], steps[::-1])
+        seq, h, c = (np.concatenate(pair, axis=-1) for pair in zip(fw, bw))
+        last = np.concatenate([fw[0][-1], bw[0][0]], axis=-1)[None]
+    elif direction in ("forward", "reverse"):
+        seq, h, c = run(a["weight_ih"], a["weight_hh"], a.get("bias"), a.get("peephole"), h0, c0,
+                        steps if direction == "forward" else steps[::-1])
+        last = h[None]
+    else:
+        raise NotImplementedError(f"lstm direction {direction}")
+    return (seq if a.get("output_sequence") else last), h, c
+
+
 @kernel("split")
 def split(a, op):
     x = np.asarray(a["x"])
