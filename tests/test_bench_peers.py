@@ -91,6 +91,12 @@ def test_recorded_conversions_are_reused_and_failures_redone(peers, tmp_path, mo
     assert rows[0]["measured"] == cache["tiny|onnx|a"]["measured"] and rows[1]["error"] == "error: no"
     rows = peers.make_artefacts("tiny", "src", str(tmp_path), "images", str(tmp_path / "log"), {}, False, ["b"])
     assert calls[-1] == "bad.ort" and [r["tool"] for r in rows] == ["b"]    # --tools: only b, redone
+    rows = peers.make_artefacts("tiny", "src", str(tmp_path), "images", str(tmp_path / "log"), cache, False,
+                                None, None, ["ort"])
+    assert calls[-1] == "bad.ort" and len(calls) == 4 and [r["tool"] for r in rows] == ["a", "b"]  # a reused
+    rows = peers.make_artefacts("tiny", "src", str(tmp_path), "images", str(tmp_path / "log"), {}, False,
+                                ["a", "b"], None, ["onnx"])
+    assert calls[-1] == "ok.onnx" and len(calls) == 5 and [r["tool"] for r in rows] == ["a"]  # tools and format
     peers.make_artefacts("tiny", "src", str(tmp_path), "images", str(tmp_path / "log"), cache, True)
     assert calls[-2:] == ["ok.onnx", "bad.ort"]            # --fresh redoes everything
 
@@ -112,3 +118,22 @@ def test_merge_joins_model_runs_in_model_order(peers, tmp_path):
     (tmp_path / "2.json").write_text(json.dumps(bad))
     with pytest.raises(SystemExit):
         peers.merge_reports([str(tmp_path / "0.json"), str(tmp_path / "2.json")])
+
+
+def test_ort_rows_neutral_and_amd64_are_compared_within_rounds(peers):
+    def row(label, threads, ms):
+        return {"runtime": label, "artefact": "m.ort", "threads": threads, "median_ms": float(sorted(ms)[len(ms) // 2]),
+                "min_ms": min(ms), "max_ms": max(ms), "ratio_to_fastest": 1.0, "rounds_fastest": 0, "round_ms": ms}
+
+    b = {"rounds": 3, "per_round": 1, "warmup": 1, "load_start": 1.0, "load_end": 1.0, "fastest": 0,
+         "rows": [row(peers.ORT_AMD64_LABEL, 1, [10.0, 20.0, 10.0]), row(peers.ORT_NEUTRAL, 1, [30.0, 40.0, 30.0]),
+                  row(peers.ORT_AMD64_LABEL, 2, [10.0, 10.0, 10.0]), row(peers.ORT_NEUTRAL, 2, [20.0, 20.0, 20.0]),
+                  row("ONNX Runtime .onnx", 1, [15.0, 30.0, 15.0])]}
+    assert peers.in_round_ratio(b, peers.ORT_NEUTRAL, peers.ORT_AMD64_LABEL, 1) == 3.0   # not 40/20
+    text = " ".join(peers.ort_platform_words(b))
+    assert "3.00x at 1 thread and 2.00x at 2 threads" in text and "1.50x" in text and "--target-platform arm" in text
+    assert peers.ort_platform_words({"rows": [row(peers.ORT_NEUTRAL, 1, [1.0])]}) == []
+    rows = [{"ok": True, "tool": "edgeport", "format": "ort", "path": "n.ort"},
+            {"ok": True, "tool": peers.ORT_AMD64, "format": "ort", "path": "a.ort"}]
+    got = peers.runtime_artefacts("tiny", "src.tflite", rows)
+    assert (peers.ORT_NEUTRAL, "n.ort") in got and (peers.ORT_AMD64_LABEL, "a.ort") in got
