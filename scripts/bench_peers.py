@@ -281,15 +281,22 @@ STEPS = {"torch_onnx": step_torch_onnx, "litert_float": step_litert_float, "tf_c
 
 
 # -- running and timing ------------------------------------------------------------------------
+REJECTED = "edgeport's validation rejected it: "
+
+
 def timed(argv, log):
-    """Run argv in a fresh process; (seconds, ok, last error line). Output goes to `log`."""
+    """Run argv in a fresh process; (seconds, ok, last error line). Its output is appended to `log`
+    when it ends (other runs may share the log), and the error line is read from its output only.
+    An edgeport artefact converted but failed by its validation: not ok, error REJECTED + why."""
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
                TF_CPP_MIN_LOG_LEVEL="2")
     t0 = time.perf_counter()
-    with open(log, "ab") as f:
-        f.write(("\n$ " + " ".join(argv) + "\n").encode())
-        f.flush()
+    with tempfile.TemporaryFile() as f:
         p = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        f.seek(0)
+        text = f.read()
+    with open(log, "ab") as f:
+        f.write(("\n$ " + " ".join(argv) + "\n").encode() + text)
     seconds = time.perf_counter() - t0
     err = None
     if p.returncode < 0 or p.returncode > 128:   # killed by a signal (directly, or through a shell)
@@ -302,9 +309,12 @@ def timed(argv, log):
             what = f"signal {num}"
         err = f"the process crashed ({what}, exit {p.returncode}) without an error message"
     elif p.returncode:
-        with open(log, "rb") as f:
-            lines = [ln for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+        lines = [ln for ln in text.decode("utf-8", "replace").splitlines() if ln.strip()]
         err = next((ln for ln in reversed(lines) if ln.startswith("error: ")), None)
+        failed = [ln.split("validation FAILED: ", 1)[1] for ln in lines if "  validation FAILED: " in ln
+                  and not ln.strip().startswith("validation FAILED")]
+        if err is None and failed:        # converted, then failed edgeport's own validation
+            err = REJECTED + failed[-1]
         err = (err or (lines[-1] if lines else f"exit {p.returncode}"))[:300]
     return seconds, p.returncode == 0, err
 
@@ -491,7 +501,8 @@ def make_artefacts(name, src, work, images, log, cache, fresh, only=None, cache_
         if not fresh and not picked and old and old.get("argv") == argv \
                 and (not old["ok"] or os.path.exists(os.path.join(work, old["path"]))):
             say(f"{name}: {kind} with {tool}: recorded at {old['measured']}, reused")
-            seconds, ok, err = old["seconds_own"], old["ok"], old.get("error")
+            seconds, ok, err = (old["seconds_own"], old["ok"] and not old.get("rejected"),
+                                old.get("error") or old.get("rejected"))
             measured, load = old["measured"], old.get("load_1min")
         elif (only or formats) and not picked:
             continue
@@ -504,6 +515,12 @@ def make_artefacts(name, src, work, images, log, cache, fresh, only=None, cache_
             load = round(os.getloadavg()[0], 1)
         secs[tool] = seconds
         total = seconds + sum(secs.get(p, 0.0) for p in plus)
+        rejected = err if not ok and (err or "").startswith(REJECTED) and os.path.exists(out) else None
+        if not ok and rejected:   # kept by edgeport for checking: measured like the others, marked
+            ok = True
+            note += "; " + rejected
+        elif ok:
+            rejected = None
         ok = ok and os.path.exists(out)
         full = None
         if ok and kind == "tflite-int8":  # every op in int8, or float ops left (not for the Edge TPU)?
@@ -516,7 +533,7 @@ def make_artefacts(name, src, work, images, log, cache, fresh, only=None, cache_
                 note += f"; NOT full-integer: {ops.get('DEQUANTIZE', 0)} DEQUANTIZE ops, float ops left"
         row = {"model": name, "format": kind, "tool": tool, "seconds": round(total, 1),
                "seconds_own": round(seconds, 1), "ok": ok, "full_int8": full,
-               "error": None if ok else (err or "no output"), "path": out if ok else None,
+               "error": None if ok else (err or "no output"), "rejected": rejected, "path": out if ok else None,
                "size_bytes": os.path.getsize(out) if ok else None, "note": note, "argv": argv,
                "measured": measured, "load_1min": load}
         rows.append(row)
@@ -776,7 +793,8 @@ def render_model(name, rep, sets):
           "|---|---|" + "---:|" * ((2 if cls else 1) * len(sets) + 1)]
     for r in int8:
         full = {True: "yes", False: "no", None: "-"}[r.get("full_int8")]
-        L.append(f"| {r['tool']} | {full} | " + ("".join(f"{_f(r, k)} | " for k in sets) if cls else "")
+        tool = r["tool"] + (" (rejected by its own validation)" if r.get("rejected") else "")
+        L.append(f"| {tool} | {full} | " + ("".join(f"{_f(r, k)} | " for k in sets) if cls else "")
                  + " | ".join(_err(r, k) for k in sets) + f" | {_cos(r, 'holdout')} |")
     for r in rows:
         if r["format"] == "tflite-int8" and not r["ok"]:
@@ -902,6 +920,7 @@ def render(report):
                     return "no comparable output"
                 f = r["fidelity"]["holdout"]
                 fi = "" if r.get("full_int8") is not False else ", not full-int8"
+                fi += ", rejected by edgeport's validation" if r.get("rejected") else ""
                 return ((f"top-1 {f['agree']}/{f['n']}, " if cls else "")
                         + f"mean err {f['mean_abs']:.3g}, max {f['max_abs']:.3g}"
                         + ("" if cls else f", min cosine {f['min_cosine']:.4f}") + fi)

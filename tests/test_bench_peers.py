@@ -137,3 +137,25 @@ def test_ort_rows_neutral_and_amd64_are_compared_within_rounds(peers):
             {"ok": True, "tool": peers.ORT_AMD64, "format": "ort", "path": "a.ort"}]
     got = peers.runtime_artefacts("tiny", "src.tflite", rows)
     assert (peers.ORT_NEUTRAL, "n.ort") in got and (peers.ORT_AMD64_LABEL, "a.ort") in got
+
+
+def test_timed_reads_its_own_output_and_marks_a_rejected_artefact(peers, tmp_path, monkeypatch):
+    import sys
+
+    log = tmp_path / "tools.log"
+    log.write_text("error: an older step's failure in the shared log\n")
+    script = ("print('route tflite-int8: onnx -> tflite -> tflite-int8');"
+              "print('  m_int8.tflite  tflite-int8  1 KB  1.0 s  validation FAILED: MISMATCH: top-1 14/20');"
+              "print('  validation FAILED: the artefacts are kept, check them before use'); raise SystemExit(1)")
+    seconds, ok, err = peers.timed([sys.executable, "-c", script], str(log))
+    assert not ok and err == peers.REJECTED + "MISMATCH: top-1 14/20"
+    assert "older step" in log.read_text() and "MISMATCH" in log.read_text()
+
+    out = tmp_path / "m_int8.tflite"
+    monkeypatch.setattr(peers, "timed", lambda argv, log: (out.write_bytes(b"x"), (1.0, False, err))[1])
+    monkeypatch.setattr(peers, "jobs_tflite", lambda *a: [("onnx", "edgeport", ["cmd"], str(out), (), "n")])
+    cache = {}
+    for _ in range(2):                                     # converted, then reused from the record
+        rows = peers.make_artefacts("tiny", "src", str(tmp_path), "images", str(log), cache, False)
+        r = rows[0]
+        assert r["ok"] and r["rejected"] == err and r["note"] == "n; " + err and r["error"] is None
