@@ -935,6 +935,8 @@ def render(report):
         L += render_model(n, report["models"][n], sets)
     L += ["## Not in this report", "",
           "- The Edge TPU: its compiler cannot run on this machine.",
+          "- A .ort made with `--target-platform arm` (the one for a Raspberry Pi): this machine is x86, where "
+          "it cannot be timed for what it is.",
           "- Core ML: no peer converter of the same sources runs here (coremltools is edgeport's own route).", ""]
     return "\n".join(L)
 
