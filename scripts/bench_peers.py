@@ -1,12 +1,15 @@
 """Peers report: edgeport beside the upstream tools a user would run instead, one run, one machine.
 
     python scripts/bench_peers.py [--model NAME ...] [--work DIR] [--fresh] [--out docs/peers.md]
-                                  [--rounds 15] [--per-round 5] [--tools WORD ...] [--convert-only]
+                                  [--rounds 15] [--per-round 5] [--tools WORD ...] [--formats FORMAT ...]
+                                  [--convert-only]
 
 With no options it makes the whole report (about an hour on 2 busy cores, less when --work
 holds recorded conversions). --model picks models (efficientnet_lite0, mp_face_landmark,
-ppocr_mobile_v2_cls, ppocr_v4_rec); --tools WORD and --convert-only record some conversions
-only (several such runs may share one --work at once), for a later full run to reuse.
+ppocr_mobile_v2_cls, ppocr_v4_rec); --tools WORD, --formats FORMAT (onnx, ort, tflite,
+tflite-int8; with --tools, those tools' conversions to those formats) and --convert-only record
+some conversions only (several such runs may share one --work at once), for a later full run to
+reuse.
 
 For each model it makes every artefact twice, with edgeport and with the upstream tool run
 directly, each in a fresh process so each time includes its imports:
@@ -17,6 +20,7 @@ wheel, nothing downloaded):
                                                   command line (python -m tf2onnx.convert --tflite)
                                                   on the litert-torch float TFLite
   ORT    edgeport convert X.onnx --to ort    vs  python -m onnxruntime.tools.convert_onnx_models_to_ort
+         (platform-neutral, as the peer's default), and again with --target-platform amd64 (every model)
   int8   edgeport convert --to tflite-int8   vs  TensorFlow's full-integer quantizer on the
                                                   litert-torch float TFLite with a representative
                                                   dataset of the same photos: the classic quantizer
@@ -34,13 +38,14 @@ then measures every artefact against its source (PyTorch, or the corpus model on
 on the same preprocessed photos: images/holdout/ (never used for calibration), the shared Coral
 photos and images/ (the calibration photos): top-1 agreement for classifiers, max/mean absolute
 error and cosine for every model; and times each model's artefacts on each local runtime
-(LiteRT at 1 and 2 threads, ONNX Runtime with the .onnx and the .ort at 1 and 2 threads),
+(LiteRT at 1 and 2 threads, ONNX Runtime with the .onnx, the platform-neutral .ort and the
+--target-platform amd64 .ort at 1 and 2 threads),
 interleaved in rounds on one real photo so that a load change hits every runtime alike.
 
 Conversions are recorded in WORK/conversions.json as soon as measured; a later run with the same
 --work reuses a recorded conversion with the same command (and its artefact still there; a
 recorded failure is reused as a failure) -- the report says when the conversions were measured;
---tools WORD redoes the matching ones, --fresh redoes them all. Writes docs/peers.md and docs/peers.json. The Edge TPU compiler cannot
+--tools WORD / --formats FORMAT redo the matching ones (a recorded failure too), --fresh redoes them all. Writes docs/peers.md and docs/peers.json. The Edge TPU compiler cannot
 run here, so no Edge TPU figures.
 """
 
@@ -64,6 +69,8 @@ FACTORY = "converters.reference_models:efficientnet_lite0"
 CORAL = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "coral")
 PY = sys.executable
 CAL_COUNT = 200  # as scripts/build_models.py; images/ holds fewer, so all of them
+# edgeport's .ort made for x86 (convert --target-platform amd64), timed beside the platform-neutral one
+ORT_AMD64 = "edgeport --target-platform amd64"
 
 
 def corpus_dir():
@@ -274,15 +281,22 @@ STEPS = {"torch_onnx": step_torch_onnx, "litert_float": step_litert_float, "tf_c
 
 
 # -- running and timing ------------------------------------------------------------------------
+REJECTED = "edgeport's validation rejected it: "
+
+
 def timed(argv, log):
-    """Run argv in a fresh process; (seconds, ok, last error line). Output goes to `log`."""
+    """Run argv in a fresh process; (seconds, ok, last error line). Its output is appended to `log`
+    when it ends (other runs may share the log), and the error line is read from its output only.
+    An edgeport artefact converted but failed by its validation: not ok, error REJECTED + why."""
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
                TF_CPP_MIN_LOG_LEVEL="2")
     t0 = time.perf_counter()
-    with open(log, "ab") as f:
-        f.write(("\n$ " + " ".join(argv) + "\n").encode())
-        f.flush()
+    with tempfile.TemporaryFile() as f:
         p = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        f.seek(0)
+        text = f.read()
+    with open(log, "ab") as f:
+        f.write(("\n$ " + " ".join(argv) + "\n").encode() + text)
     seconds = time.perf_counter() - t0
     err = None
     if p.returncode < 0 or p.returncode > 128:   # killed by a signal (directly, or through a shell)
@@ -295,9 +309,12 @@ def timed(argv, log):
             what = f"signal {num}"
         err = f"the process crashed ({what}, exit {p.returncode}) without an error message"
     elif p.returncode:
-        with open(log, "rb") as f:
-            lines = [ln for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+        lines = [ln for ln in text.decode("utf-8", "replace").splitlines() if ln.strip()]
         err = next((ln for ln in reversed(lines) if ln.startswith("error: ")), None)
+        failed = [ln.split("validation FAILED: ", 1)[1] for ln in lines if "  validation FAILED: " in ln
+                  and not ln.strip().startswith("validation FAILED")]
+        if err is None and failed:        # converted, then failed edgeport's own validation
+            err = REJECTED + failed[-1]
         err = (err or (lines[-1] if lines else f"exit {p.returncode}"))[:300]
     return seconds, p.returncode == 0, err
 
@@ -330,6 +347,7 @@ def _artefact(folder, stem, suffix):
 
 def jobs_reference(src, work, images):
     ed, peers = os.path.join(work, "edgeport"), os.path.join(work, "peers")
+    ed_amd64 = os.path.join(work, "edgeport-amd64")
     base = [PY, "-m", "edgeport", "convert", src, "--torch-model", FACTORY, "--input-shape", "1", "3", "224",
             "224", "--size", "224", "224", "--mean", "127", "--std", "128", "--layout", "NCHW",
             "-o", ed, "--quiet", "--force"]
@@ -363,6 +381,9 @@ def jobs_reference(src, work, images):
         ("ort", "convert_onnx_models_to_ort (direct)",
          [PY, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", onnx_torch, "--output_dir", ort_dir],
          os.path.join(ort_dir, "torch_onnx_export.ort"), (), "from the torch.onnx.export ONNX, default options"),
+        ("ort", ORT_AMD64, [PY, "-m", "edgeport", "convert", onnx_ed, "--to", "ort", "--target-platform", "amd64",
+                            "-o", ed_amd64, "--quiet", "--force"], os.path.join(ed_amd64, f"{STEM}.ort"), (),
+         "from edgeport's ONNX, Fixed optimization with x86's layout optimizations, validated"),
         ("tflite-int8", "edgeport", base + ["--to", "tflite-int8", "--calibration", images,
                                             "--calibration-count", str(CAL_COUNT)],
          os.path.join(ed, f"{STEM}_int8.tflite"), (),
@@ -386,6 +407,7 @@ def jobs_reference(src, work, images):
 def jobs_tflite(name, src, work, images):
     """A float TFLite corpus model: -> onnx, -> ort, -> int8."""
     ed, peers = os.path.join(work, "edgeport"), os.path.join(work, "peers")
+    ed_amd64 = os.path.join(work, "edgeport-amd64")
     spec = MODELS[name]["spec"]
     me = [PY, os.path.abspath(__file__), "--step"]
     onnx_ed = os.path.join(ed, f"{name}.onnx")
@@ -404,6 +426,9 @@ def jobs_tflite(name, src, work, images):
         ("ort", "convert_onnx_models_to_ort (direct)",
          [PY, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", tf2onnx, "--output_dir", ort_dir],
          os.path.join(ort_dir, "tf2onnx_cli.ort"), (), "from tf2onnx's ONNX, default options"),
+        ("ort", ORT_AMD64, conv + [onnx_ed, "--to", "ort", "--target-platform", "amd64", "-o", ed_amd64, "--quiet",
+                                   "--force"], os.path.join(ed_amd64, f"{name}.ort"), (),
+         "from edgeport's ONNX, with x86's layout optimizations, validated"),
         ("tflite-int8", "edgeport", conv + [src, "--to", "tflite-int8", "--calibration", images,
                                             "--calibration-count", str(CAL_COUNT), "--mean",
                                             str(spec["mean"][0]), "--std", str(spec["std"][0])] + tail,
@@ -420,6 +445,7 @@ def jobs_tflite(name, src, work, images):
 def jobs_onnx(name, src, work, images):
     """An ONNX corpus model: -> ort, -> tflite (onnx2tf), -> int8."""
     ed, peers = os.path.join(work, "edgeport"), os.path.join(work, "peers")
+    ed_amd64 = os.path.join(work, "edgeport-amd64")
     m = MODELS[name]
     spec = m["spec"]
     me = [PY, os.path.abspath(__file__), "--step"]
@@ -440,6 +466,9 @@ def jobs_onnx(name, src, work, images):
         ("ort", "convert_onnx_models_to_ort (direct)",
          [PY, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", os.path.join(peers, f"{name}.onnx"),
           "--output_dir", ort_dir], os.path.join(ort_dir, f"{name}.ort"), (), "default options"),
+        ("ort", ORT_AMD64, conv + ["--to", "ort", "--target-platform", "amd64", "--input-shapes",
+                                   f"{m['input']}:[{','.join(shape)}]", "-o", ed_amd64, "--quiet", "--force"],
+         os.path.join(ed_amd64, f"{name}.ort"), (), "Fixed optimization with x86's layout optimizations, validated"),
         ("tflite", "edgeport", conv + ["--to", "tflite", "--input-shape"] + shape + pre + tail,
          os.path.join(ed, f"{name}_float.tflite"), (), "onnx2tf in its own environment + validation"),
         ("tflite", "onnx2tf CLI (direct)", me + ["onnx2tf_float", src, fl, name], fl, (),
@@ -453,11 +482,12 @@ def jobs_onnx(name, src, work, images):
     ]
 
 
-def make_artefacts(name, src, work, images, log, cache, fresh, only=None, cache_path=None):
+def make_artefacts(name, src, work, images, log, cache, fresh, only=None, cache_path=None, formats=None):
     """Every conversion of one model; returns its rows with times and paths (reusing `cache`).
-    `only`: run only the tools whose name contains one of these words (the others are reused
-    when recorded, left out otherwise)."""
-    for d in ("edgeport", "peers"):
+    `only`: run only the tools whose name contains one of these words; `formats`: only the
+    conversions to these formats (both given: those tools' conversions to those formats). The
+    others are reused when recorded, left out otherwise."""
+    for d in ("edgeport", "edgeport-amd64", "peers"):
         os.makedirs(os.path.join(work, d), exist_ok=True)
     m = MODELS[name]
     jobs = (jobs_reference(src, work, images) if m["source"] == "pytorch" else
@@ -466,13 +496,15 @@ def make_artefacts(name, src, work, images, log, cache, fresh, only=None, cache_
     for kind, tool, argv, out, plus, note in jobs:
         key = f"{name}|{kind}|{tool}"
         old = cache.get(key)
-        picked = only and any(w.lower() in tool.lower() for w in only)
+        picked = bool(only or formats) and (not only or any(w.lower() in tool.lower() for w in only)) \
+            and (not formats or kind in formats)
         if not fresh and not picked and old and old.get("argv") == argv \
                 and (not old["ok"] or os.path.exists(os.path.join(work, old["path"]))):
             say(f"{name}: {kind} with {tool}: recorded at {old['measured']}, reused")
-            seconds, ok, err = old["seconds_own"], old["ok"], old.get("error")
+            seconds, ok, err = (old["seconds_own"], old["ok"] and not old.get("rejected"),
+                                old.get("error") or old.get("rejected"))
             measured, load = old["measured"], old.get("load_1min")
-        elif only and not picked:
+        elif (only or formats) and not picked:
             continue
         else:
             say(f"{name}: converting {kind} with {tool}")
@@ -483,6 +515,12 @@ def make_artefacts(name, src, work, images, log, cache, fresh, only=None, cache_
             load = round(os.getloadavg()[0], 1)
         secs[tool] = seconds
         total = seconds + sum(secs.get(p, 0.0) for p in plus)
+        rejected = err if not ok and (err or "").startswith(REJECTED) and os.path.exists(out) else None
+        if not ok and rejected:   # kept by edgeport for checking: measured like the others, marked
+            ok = True
+            note += "; " + rejected
+        elif ok:
+            rejected = None
         ok = ok and os.path.exists(out)
         full = None
         if ok and kind == "tflite-int8":  # every op in int8, or float ops left (not for the Edge TPU)?
@@ -495,7 +533,7 @@ def make_artefacts(name, src, work, images, log, cache, fresh, only=None, cache_
                 note += f"; NOT full-integer: {ops.get('DEQUANTIZE', 0)} DEQUANTIZE ops, float ops left"
         row = {"model": name, "format": kind, "tool": tool, "seconds": round(total, 1),
                "seconds_own": round(seconds, 1), "ok": ok, "full_int8": full,
-               "error": None if ok else (err or "no output"), "path": out if ok else None,
+               "error": None if ok else (err or "no output"), "rejected": rejected, "path": out if ok else None,
                "size_bytes": os.path.getsize(out) if ok else None, "note": note, "argv": argv,
                "measured": measured, "load_1min": load}
         rows.append(row)
@@ -636,9 +674,14 @@ def fidelity(name, rows, inputs, ref):
 
 
 # -- runtime -----------------------------------------------------------------------------------
+ORT_NEUTRAL = "ONNX Runtime .ort, platform-neutral"
+ORT_AMD64_LABEL = "ONNX Runtime .ort, --target-platform amd64"
+
+
 def runtime_artefacts(name, src, rows):
     """edgeport's artefacts of one model on each local runtime: [(label, path)]."""
     mine = {r["format"]: r["path"] for r in rows if r["ok"] and r["tool"] == "edgeport"}
+    mine.update({"ort-amd64": r["path"] for r in rows if r["ok"] and r["tool"] == ORT_AMD64})
     src_fmt = MODELS[name]["source"]
     if src_fmt == "tflite":
         mine.setdefault("tflite", src)
@@ -646,7 +689,7 @@ def runtime_artefacts(name, src, rows):
         mine.setdefault("onnx", src)
     out = []
     for fmt, label in (("tflite", "LiteRT float"), ("tflite-int8", "LiteRT int8"), ("onnx", "ONNX Runtime .onnx"),
-                       ("ort", "ONNX Runtime .ort")):
+                       ("ort", ORT_NEUTRAL), ("ort-amd64", ORT_AMD64_LABEL)):
         if mine.get(fmt):
             out.append((label, mine[fmt]))
     return out
@@ -685,7 +728,7 @@ def runtime(name, src, rows, x, rounds, per_round, warmup=5):
     for c, cfg in enumerate(configs):
         out.append({"runtime": cfg["runtime"], "artefact": cfg["artefact"], "threads": cfg["threads"],
                     "median_ms": float(med[c]), "min_ms": float(t[:, c].min()), "max_ms": float(t[:, c].max()),
-                    "ratio_to_fastest": float(np.median(ratios[:, c])),
+                    "ratio_to_fastest": float(np.median(ratios[:, c])), "round_ms": [float(v) for v in t[:, c]],
                     "rounds_fastest": int(np.sum(np.argmin(t, axis=1) == c))})
     say(f"runtime {name}: " + ", ".join(f"{o['runtime']} x{o['threads']} {o['median_ms']:.2f}" for o in out))
     return {"rounds": rounds, "per_round": per_round, "warmup": warmup, "load_start": round(load0, 2),
@@ -750,7 +793,8 @@ def render_model(name, rep, sets):
           "|---|---|" + "---:|" * ((2 if cls else 1) * len(sets) + 1)]
     for r in int8:
         full = {True: "yes", False: "no", None: "-"}[r.get("full_int8")]
-        L.append(f"| {r['tool']} | {full} | " + ("".join(f"{_f(r, k)} | " for k in sets) if cls else "")
+        tool = r["tool"] + (" (rejected by its own validation)" if r.get("rejected") else "")
+        L.append(f"| {tool} | {full} | " + ("".join(f"{_f(r, k)} | " for k in sets) if cls else "")
                  + " | ".join(_err(r, k) for k in sets) + f" | {_cos(r, 'holdout')} |")
     for r in rows:
         if r["format"] == "tflite-int8" and not r["ok"]:
@@ -800,7 +844,41 @@ def render_model(name, rep, sets):
                   + (" (within noise: the rounds do not separate the two)"
                      if others[0]["ratio_to_fastest"] < 1.05 else "") + "; the slowest, "
                   f"{others[-1]['runtime']} at {others[-1]['threads']} thread(s), {others[-1]['ratio_to_fastest']:.2f}x."]
+        L += ort_platform_words(b)
     return L + [""]
+
+
+def in_round_ratio(b, label, base_label, threads):
+    """Median over the rounds of (row `label` / row `base_label`), both at `threads`; None if absent."""
+    import numpy as np
+
+    def ms(lab):
+        return next((o.get("round_ms") for o in b["rows"] if o["runtime"] == lab and o["threads"] == threads), None)
+
+    a, c = ms(label), ms(base_label)
+    if not a or not c:
+        return None
+    return float(np.median(np.asarray(a) / np.asarray(c)))
+
+
+def ort_platform_words(b):
+    """Why the platform-neutral .ort is slower than the amd64 one, from the same rounds."""
+    neutral = {t: in_round_ratio(b, ORT_NEUTRAL, ORT_AMD64_LABEL, t) for t in (1, 2)}
+    if neutral[1] is None:
+        return []
+    onnx = {t: in_round_ratio(b, "ONNX Runtime .onnx", ORT_AMD64_LABEL, t) for t in (1, 2)}
+    both = " and ".join(f"{neutral[t]:.2f}x at {t} thread{'s' if t > 1 else ''}" for t in (1, 2) if neutral[t])
+    vs_onnx = ("" if not onnx[1] else
+               f"; the .onnx is faster than both here, at {onnx[1]:.2f}x the amd64 .ort's time at 1 thread"
+               if onnx[1] < 1 else f"; the .onnx takes {onnx[1]:.2f}x as long as the amd64 .ort at 1 thread")
+    return ["", f"The two .ort files: the platform-neutral one (no `--target-platform`, what "
+            f"`convert_onnx_models_to_ort` writes by default) takes {both} as long as the one made with "
+            f"`--target-platform amd64`, in the same rounds{vs_onnx}. Why: `convert_onnx_models_to_ort` leaves "
+            "ONNX Runtime's platform-specific layout optimization (NchwcTransformer, x86's blocked NCHWc "
+            "convolution layout) out of a .ort unless the target is amd64, and ONNX Runtime runs a .ort's graph "
+            "as it was saved, while it applies that optimization to a .onnx when it loads it on x86. So make "
+            "the .ort for the CPU it will run on: `--target-platform amd64` for x86, `--target-platform arm` "
+            "for a Raspberry Pi or a phone (this machine is x86: the arm .ort is not timed here)."]
 
 
 def render(report):
@@ -833,7 +911,7 @@ def render(report):
         for fmt in ("onnx", "ort", "tflite", "tflite-int8"):
             rs = [r for r in rep["conversions"] if r["format"] == fmt]
             ed = next((r for r in rs if r["tool"] == "edgeport"), None)
-            peers = [r for r in rs if r["tool"] != "edgeport"]
+            peers = [r for r in rs if not r["tool"].startswith("edgeport")]
             if not ed or not peers:
                 continue
 
@@ -844,6 +922,7 @@ def render(report):
                     return "no comparable output"
                 f = r["fidelity"]["holdout"]
                 fi = "" if r.get("full_int8") is not False else ", not full-int8"
+                fi += ", rejected by edgeport's validation" if r.get("rejected") else ""
                 return ((f"top-1 {f['agree']}/{f['n']}, " if cls else "")
                         + f"mean err {f['mean_abs']:.3g}, max {f['max_abs']:.3g}"
                         + ("" if cls else f", min cosine {f['min_cosine']:.4f}") + fi)
@@ -858,6 +937,8 @@ def render(report):
         L += render_model(n, report["models"][n], sets)
     L += ["## Not in this report", "",
           "- The Edge TPU: its compiler cannot run on this machine.",
+          "- A .ort made with `--target-platform arm` (the one for a Raspberry Pi): this machine is x86, where "
+          "it cannot be timed for what it is.",
           "- Core ML: no peer converter of the same sources runs here (coremltools is edgeport's own route).", ""]
     return "\n".join(L)
 
@@ -916,6 +997,8 @@ def main(argv=None):
                     help="join the reports of runs made with --model (their peers.json files) into --out")
     ap.add_argument("--tools", nargs="+", metavar="WORD",
                     help="convert only with the tools whose name contains one of these words")
+    ap.add_argument("--formats", nargs="+", metavar="FORMAT", choices=["onnx", "ort", "tflite", "tflite-int8"],
+                    help="convert only to these formats (with --tools: those tools' conversions to them)")
     ap.add_argument("--convert-only", action="store_true",
                     help="record the conversions, measure nothing, write no report")
     args = ap.parse_args(argv)
@@ -967,7 +1050,7 @@ def main(argv=None):
                 say(f"{name}: {src} is missing (python scripts/fetch_corpus.py fetches the corpus); skipped")
                 continue
         rows = make_artefacts(name, src, mwork, images, os.path.join(mwork, "tools.log"), cache, args.fresh,
-                              args.tools, cache_path)
+                              args.tools, cache_path, args.formats)
         if args.convert_only:
             continue
         inputs = model_inputs(name, sets)

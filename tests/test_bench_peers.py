@@ -91,6 +91,12 @@ def test_recorded_conversions_are_reused_and_failures_redone(peers, tmp_path, mo
     assert rows[0]["measured"] == cache["tiny|onnx|a"]["measured"] and rows[1]["error"] == "error: no"
     rows = peers.make_artefacts("tiny", "src", str(tmp_path), "images", str(tmp_path / "log"), {}, False, ["b"])
     assert calls[-1] == "bad.ort" and [r["tool"] for r in rows] == ["b"]    # --tools: only b, redone
+    rows = peers.make_artefacts("tiny", "src", str(tmp_path), "images", str(tmp_path / "log"), cache, False,
+                                None, None, ["ort"])
+    assert calls[-1] == "bad.ort" and len(calls) == 4 and [r["tool"] for r in rows] == ["a", "b"]  # a reused
+    rows = peers.make_artefacts("tiny", "src", str(tmp_path), "images", str(tmp_path / "log"), {}, False,
+                                ["a", "b"], None, ["onnx"])
+    assert calls[-1] == "ok.onnx" and len(calls) == 5 and [r["tool"] for r in rows] == ["a"]  # tools and format
     peers.make_artefacts("tiny", "src", str(tmp_path), "images", str(tmp_path / "log"), cache, True)
     assert calls[-2:] == ["ok.onnx", "bad.ort"]            # --fresh redoes everything
 
@@ -112,3 +118,44 @@ def test_merge_joins_model_runs_in_model_order(peers, tmp_path):
     (tmp_path / "2.json").write_text(json.dumps(bad))
     with pytest.raises(SystemExit):
         peers.merge_reports([str(tmp_path / "0.json"), str(tmp_path / "2.json")])
+
+
+def test_ort_rows_neutral_and_amd64_are_compared_within_rounds(peers):
+    def row(label, threads, ms):
+        return {"runtime": label, "artefact": "m.ort", "threads": threads, "median_ms": float(sorted(ms)[len(ms) // 2]),
+                "min_ms": min(ms), "max_ms": max(ms), "ratio_to_fastest": 1.0, "rounds_fastest": 0, "round_ms": ms}
+
+    b = {"rounds": 3, "per_round": 1, "warmup": 1, "load_start": 1.0, "load_end": 1.0, "fastest": 0,
+         "rows": [row(peers.ORT_AMD64_LABEL, 1, [10.0, 20.0, 10.0]), row(peers.ORT_NEUTRAL, 1, [30.0, 40.0, 30.0]),
+                  row(peers.ORT_AMD64_LABEL, 2, [10.0, 10.0, 10.0]), row(peers.ORT_NEUTRAL, 2, [20.0, 20.0, 20.0]),
+                  row("ONNX Runtime .onnx", 1, [15.0, 30.0, 15.0])]}
+    assert peers.in_round_ratio(b, peers.ORT_NEUTRAL, peers.ORT_AMD64_LABEL, 1) == 3.0   # not 40/20
+    text = " ".join(peers.ort_platform_words(b))
+    assert "3.00x at 1 thread and 2.00x at 2 threads" in text and "takes 1.50x as long as the amd64" in text and "--target-platform arm" in text
+    assert peers.ort_platform_words({"rows": [row(peers.ORT_NEUTRAL, 1, [1.0])]}) == []
+    rows = [{"ok": True, "tool": "edgeport", "format": "ort", "path": "n.ort"},
+            {"ok": True, "tool": peers.ORT_AMD64, "format": "ort", "path": "a.ort"}]
+    got = peers.runtime_artefacts("tiny", "src.tflite", rows)
+    assert (peers.ORT_NEUTRAL, "n.ort") in got and (peers.ORT_AMD64_LABEL, "a.ort") in got
+
+
+def test_timed_reads_its_own_output_and_marks_a_rejected_artefact(peers, tmp_path, monkeypatch):
+    import sys
+
+    log = tmp_path / "tools.log"
+    log.write_text("error: an older step's failure in the shared log\n")
+    script = ("print('route tflite-int8: onnx -> tflite -> tflite-int8');"
+              "print('  m_int8.tflite  tflite-int8  1 KB  1.0 s  validation FAILED: MISMATCH: top-1 14/20');"
+              "print('  validation FAILED: the artefacts are kept, check them before use'); raise SystemExit(1)")
+    seconds, ok, err = peers.timed([sys.executable, "-c", script], str(log))
+    assert not ok and err == peers.REJECTED + "MISMATCH: top-1 14/20"
+    assert "older step" in log.read_text() and "MISMATCH" in log.read_text()
+
+    out = tmp_path / "m_int8.tflite"
+    monkeypatch.setattr(peers, "timed", lambda argv, log: (out.write_bytes(b"x"), (1.0, False, err))[1])
+    monkeypatch.setattr(peers, "jobs_tflite", lambda *a: [("onnx", "edgeport", ["cmd"], str(out), (), "n")])
+    cache = {}
+    for _ in range(2):                                     # converted, then reused from the record
+        rows = peers.make_artefacts("tiny", "src", str(tmp_path), "images", str(log), cache, False)
+        r = rows[0]
+        assert r["ok"] and r["rejected"] == err and r["note"] == "n; " + err and r["error"] is None
