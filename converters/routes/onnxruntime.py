@@ -49,8 +49,8 @@ def onnx_to_ort(source, output_path, options):
         options.progress(f"onnxruntime.tools: {style} optimization"
                          + (f", target platform {platform}" if platform else
                             ", platform-neutral (no --target-platform: the .ort lacks the "
-                            "layout optimizations ONNX Runtime applies to the .onnx at load "
-                            "time; on x86 here it ran 2.6x slower than with amd64)"))
+                            "layout optimizations ONNX Runtime applies to a .onnx at load time; "
+                            "docs/peers.md measures it 1.3-2.2x slower than with amd64 on x86)"))
         log = io.StringIO()
         try:
             with contextlib.redirect_stdout(log):
