@@ -427,7 +427,8 @@ def _convert_model(source, targets, options, outdir, force, validate, progress):
                     {t: [source.format] + [c.target for c in r] for t, r in routes.items()})
     stem = stem_of(source.path)
     made = {source.format: source}
-    refused.update(_run_routes(source, routes, options, outdir, stem, made, force, validate, say, result))
+    refused.update(_run_routes(source, routes, options, outdir, stem, made, force, validate, say, result,
+                               several=len(targets) > 1))
     if refused and len(refused) == len(targets):
         e = refused[targets[0]]
         e.refused = {t: str(refused[t]) for t in targets}   # every target's own reason (JSON)
@@ -440,9 +441,11 @@ def _convert_model(source, targets, options, outdir, force, validate, progress):
     return result
 
 
-def _run_routes(source, routes, options, outdir, stem, made, force, validate, say, result):
+def _run_routes(source, routes, options, outdir, stem, made, force, validate, say, result, several=True):
     """Run every target's route; returns {target: EdgeportError} of the targets that failed.
-    A hop that failed is not tried again for a later target that passes through it."""
+    A hop that failed is not tried again for a later target that passes through it. With
+    `several` targets each failure is said as it happens; a single target's failure is said
+    once, by the error that ends the command."""
     failed_hops, refused = {}, {}
     for target, route in routes.items():
         if not route:
@@ -453,7 +456,8 @@ def _run_routes(source, routes, options, outdir, stem, made, force, validate, sa
                        failed_hops)
         except EdgeportError as e:
             refused[target] = e
-            say(f"--to {target}: {e}")
+            if several:
+                say(f"--to {target}: {e}")
     return refused
 
 

@@ -420,6 +420,15 @@ def test_each_target_succeeds_or_fails_on_its_own(fake_onnx2tf, onnx_dir, tmp_pa
     assert "--to edgetpu: not made: tflite -> tflite-int8 (for --to edgetpu) needs --calibration DIR" in out
 
 
+@pytest.mark.skipif(os.name == "nt", reason="the fake onnx2tf is a POSIX shell script")
+def test_a_single_target_failure_is_said_once(fake_onnx2tf, onnx_dir, tmp_path, monkeypatch, capsys):
+    """`--to tflite` alone: its failure is the one error line, not also a '--to tflite:' line."""
+    monkeypatch.setenv("FAKE_TFLITE", str(tmp_path / "missing.tflite"))
+    code, out, err = run_cli(capsys, "convert", onnx_dir / "tiny.onnx", "--to", "tflite", "-o", tmp_path / "o")
+    assert code == 1 and err.count("error: ") == 1, err
+    assert not [ln for ln in (out + err).splitlines() if ln.startswith("--to tflite:")], out + err
+
+
 def test_onnx_routes_take_input_shapes_by_name_and_follow_linked_dims():
     """onnx2tf and onnx2coreml fix every input from --input-shapes (by name, or bare for one
     input); a dimension named like one the user fixed follows it; a free batch becomes 1."""
