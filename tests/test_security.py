@@ -345,6 +345,21 @@ def test_reading_a_package_does_not_modify_it(mlpackage, capsys):
     assert _package_files(pkg) == before  # Manifest.json byte for byte
 
 
+def test_reading_a_package_leaves_no_copy_behind(mlpackage, tmp_path, monkeypatch, capsys):
+    """`check` reads a private copy of the package: it is removed when the check ends (each
+    `check` of a package once left a full copy in the temp folder)."""
+    import tempfile
+
+    pkg, _ = mlpackage
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    code, out, err = run_cli(capsys, "check", pkg)
+    assert code == 0, out + err
+    assert "spec readable" in out + err
+    assert sorted(p.name for p in temp.iterdir()) == []
+
+
 def test_manifest_path_outside_the_package_is_refused(mlpackage, tmp_path, capsys):
     import json
 

@@ -187,6 +187,13 @@ def check_coreml(path, c):
     except Exception as e:
         c.add("spec readable", False, first_line(e))
         return
+    try:  # the runner reads a private copy of the package: deactivate removes it
+        _check_coreml_runner(r, c)
+    finally:
+        r.deactivate()
+
+
+def _check_coreml_runner(r, c):
     c.add("spec readable", True, r.info.get("runtime", ""))
     ins, outs = r.input_metadata(), r.output_metadata()
     c.add("inputs present", bool(ins), ", ".join(f"{m.name} {m.dtype.name}{list(m.shape)}" for m in ins))
@@ -224,6 +231,13 @@ def check_with_runner(path, fmt, c, trust_pickle=False, keras_unsafe=False, inpu
     except Exception as e:
         c.add("loads", False, first_line(e))
         return
+    try:
+        _check_active_runner(r, fmt, c)
+    finally:
+        r.deactivate()
+
+
+def _check_active_runner(r, fmt, c):
     try:
         ins = r.input_metadata()
     except InputError as e:
