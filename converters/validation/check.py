@@ -181,14 +181,19 @@ def _prod(shape):
 def check_coreml(path, c):
     from converters.validation.runners.coreml import CoreMLRunner
 
-    r = CoreMLRunner(path)
+    _check_active(CoreMLRunner(path), c, "spec readable", _check_coreml_runner)
+
+
+def _check_active(r, c, loads_item, checks):
+    """Activate runner `r` (a failure is check `loads_item`, failed), run `checks(r, c)`, and
+    always deactivate: a Core ML runner's private copy of the package goes with it."""
     try:
         r.activate()
     except Exception as e:
-        c.add("spec readable", False, first_line(e))
+        c.add(loads_item, False, first_line(e))
         return
-    try:  # the runner reads a private copy of the package: deactivate removes it
-        _check_coreml_runner(r, c)
+    try:
+        checks(r, c)
     finally:
         r.deactivate()
 
@@ -226,18 +231,10 @@ def check_with_runner(path, fmt, c, trust_pickle=False, keras_unsafe=False, inpu
 
     r = runner_for(Artefact.open(path, fmt), trust_pickle=trust_pickle, keras_unsafe=keras_unsafe,
                    input_shape=tuple(input_shape) if input_shape else None)
-    try:
-        r.activate()
-    except Exception as e:
-        c.add("loads", False, first_line(e))
-        return
-    try:
-        _check_active_runner(r, fmt, c)
-    finally:
-        r.deactivate()
+    _check_active(r, c, "loads", lambda r, c: _check_runner(r, fmt, c))
 
 
-def _check_active_runner(r, fmt, c):
+def _check_runner(r, fmt, c):
     try:
         ins = r.input_metadata()
     except InputError as e:
