@@ -140,12 +140,14 @@ class PackageCopy:
     temp folder, made after checking that it holds regular files and folders only (no
     symbolic link, device or FIFO), that every manifest path stays inside it, and that it is
     of bounded size. The original is never opened for writing. `.path` is the copy (or, for
-    a single-file `.mlmodel`, the checked original); `close()` removes the copy.
+    a single-file `.mlmodel`, the checked original); `close()` removes the copy, and so does
+    the copy's collection or the interpreter's exit if no caller closed it.
     """
 
     def __init__(self, path):
         import shutil
         import tempfile
+        import weakref
 
         from edge.files import check_input
 
@@ -157,6 +159,7 @@ class PackageCopy:
             return
         check_package(self.original)
         self._tmp = tempfile.mkdtemp(prefix="edgeport-mlpackage-")
+        self._remove = weakref.finalize(self, shutil.rmtree, self._tmp, ignore_errors=True)
         try:
             self.path = os.path.join(self._tmp, os.path.basename(self.original))
             shutil.copytree(self.original, self.path, symlinks=True)
@@ -165,10 +168,8 @@ class PackageCopy:
             raise
 
     def close(self):
-        import shutil
-
         if self._tmp:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._remove()   # runs once: removes the copy and drops the exit hook
             self._tmp = None
 
     def __enter__(self):

@@ -397,3 +397,21 @@ def test_package_copy_is_removed(mlpackage):
         assert os.path.isfile(os.path.join(copy.path, "Manifest.json"))
         assert not copy.path.startswith(str(pkg))
     assert not os.path.exists(copy.path)
+
+
+def test_an_unclosed_package_copy_is_removed_at_exit(mlpackage):
+    """A caller that never closes its copy (a forgotten deactivate) leaves nothing behind:
+    the copy goes when the interpreter exits."""
+    import subprocess
+
+    from conftest import REPO
+
+    pkg, _ = mlpackage
+    code = ("import sys; from converters.artefact import PackageCopy; "
+            "keep = PackageCopy(sys.argv[1]); print(keep._tmp)")
+    done = subprocess.run([sys.executable, "-c", code, str(pkg)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert done.returncode == 0, done.stderr
+    made = done.stdout.strip().splitlines()[-1]
+    assert os.path.basename(made).startswith("edgeport-mlpackage-")
+    assert not os.path.exists(made)
