@@ -1,119 +1,15 @@
-"""Self-contained HTML reports (`--report FILE.html` on convert, validate, bench, inspect).
-
-One file that opens offline: inline CSS, pictures as inline SVG or base64 PNG, no script and
-no link to anything outside. Every string that came from a model, a file or a tool is
-escaped (HTML entities, and control characters shown as \\xNN) before it is placed.
-
-    html = page("edgeport validate", [section(...), ...], provenance={...})
-    write_html(path, html)
-
-The sections are built from the same dicts the commands print with --json, plus arrays the
-validation kept (per-sample outputs) for the pictures.
+"""The workstation's HTML reports (convert, validate, inspect): pictures made with matplotlib
+and Pillow, on edge/html.py's page, tables and escaping (bench's page is there too).
 """
 
-import base64
-import html as _html
 import io
 import math
 
 from edge.files import printable
+from edge.html import (esc, human_size, num, page, para, png_img, provenance, section, status_cell,
+                       table, write_html)
 
-CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d232a;background:#f6f7f9}
-header{background:#17324d;color:#fff;padding:18px 28px}header h1{margin:0;font-size:20px}
-header p{margin:4px 0 0;opacity:.8}main{padding:8px 28px 40px;max-width:1200px}
-section{background:#fff;border:1px solid #dde2e8;border-radius:8px;margin:18px 0;padding:14px 18px}
-h2{font-size:17px;margin:0 0 10px}h3{font-size:15px;margin:14px 0 6px}
-table{border-collapse:collapse;margin:6px 0;font-size:13px}th,td{border-bottom:1px solid #e6e9ee;padding:4px 10px;text-align:left;vertical-align:top}
-th{background:#f0f3f7}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.pass{color:#0a7a33;font-weight:600}.fail{color:#b3261e;font-weight:600}.warn{color:#9a6700;font-weight:600}
-.muted{color:#66707a}.figs{display:flex;flex-wrap:wrap;gap:14px}.fig{max-width:360px}.fig img{max-width:100%;border:1px solid #dde2e8}
-.fig p{margin:4px 0;font-size:12px}code{background:#f0f3f7;padding:1px 4px;border-radius:3px}
-svg text{font:11px system-ui,sans-serif}.legend span{display:inline-block;margin-right:14px}
-.sw{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:4px;vertical-align:-1px}
-"""
-
-PASS_WORDS = {"passed": "pass", "converted": "pass", "kept": "pass", "skipped": "muted",
-              "failed": "fail", "error": "fail", "not validated": "warn", "structure-only": "warn",
-              "structure only": "warn"}
-
-
-def esc(text):
-    """Text from outside edgeport, safe inside HTML (and free of terminal escapes)."""
-    return _html.escape(printable("" if text is None else text), quote=True)
-
-
-def num(x, fmt=".4g"):
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "-"
-    if isinstance(x, bool):
-        return "yes" if x else "no"
-    if isinstance(x, (int, float)):
-        return format(x, fmt) if isinstance(x, float) else str(x)
-    return esc(x)
-
-
-def status_cell(status):
-    cls = PASS_WORDS.get(str(status).lower(), "")
-    return f'<td class="{cls}">{esc(status)}</td>'
-
-
-def table(headers, rows, numeric=()):
-    """An HTML table; cells are escaped unless given as ('html', markup)."""
-    out = ["<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr>"]
-    for row in rows:
-        cells = []
-        for i, c in enumerate(row):
-            if isinstance(c, tuple) and len(c) == 2 and c[0] == "html":
-                cells.append(c[1])
-            else:
-                cls = ' class="num"' if i in numeric else ""
-                cells.append(f"<td{cls}>{num(c)}</td>")
-        out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</table>")
-    return "".join(out)
-
-
-def section(title, *parts):
-    return f"<section><h2>{esc(title)}</h2>{''.join(parts)}</section>"
-
-
-def para(text, cls=""):
-    return f'<p class="{cls}">{esc(text)}</p>' if cls else f"<p>{esc(text)}</p>"
-
-
-def png_img(png_bytes, alt):
-    return (f'<img alt="{esc(alt)}" src="data:image/png;base64,'
-            f'{base64.b64encode(png_bytes).decode("ascii")}">')
-
-
-def page(title, sections, subtitle="", provenance=None):
-    """The whole document."""
-    prov = ""
-    if provenance:
-        rows = [(k, ("html", f"<td><code>{esc(v)}</code></td>")) for k, v in provenance.items()]
-        prov = section("Provenance", table(["what", "value"], rows))
-    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-            f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
-            f"<header><h1>{esc(title)}</h1>{f'<p>{esc(subtitle)}</p>' if subtitle else ''}</header>"
-            f"<main>{''.join(sections)}{prov}</main></body></html>\n")
-
-
-def write_html(path, text):
-    from converters.atomic import write_text_atomic
-
-    write_text_atomic(path, text)
-
-
-def human_size(n):
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-
+__all__ = ["write_html", "convert_page", "inspect_page", "validate_page", "edgetpu_section"]
 
 # -- pictures -----------------------------------------------------------------------------
 def _figure_png(draw, size=(5.0, 2.6)):
@@ -157,20 +53,6 @@ def histogram_png(values, title, xlabel):
         ax.tick_params(labelsize=8)
 
     return _figure_png(draw)
-
-
-def latency_png(results):
-    """Box plot of per-run latencies, one box per model (bench)."""
-    def draw(ax):
-        data = [r.get("latencies_ms") or [] for r in results]
-        names = [printable(str(r.get("name") or r.get("model") or "?"))[-28:] for r in results]
-        if any(data):
-            ax.boxplot([d if d else [float("nan")] for d in data], vert=False, showfliers=True)
-            ax.set_yticks(range(1, len(names) + 1), names, fontsize=8)
-        ax.set_xlabel("ms per inference", fontsize=9)
-        ax.tick_params(labelsize=8)
-
-    return _figure_png(draw, size=(6.5, 0.6 + 0.45 * max(1, len(results))))
 
 
 def boxes_png(image_path, source_boxes, artefact_boxes, max_side=360):
@@ -284,43 +166,6 @@ def edgetpu_section(prediction, compiled=None, title="Edge TPU mapping"):
 
 
 # -- one builder per command ------------------------------------------------------------------
-def _provenance(command):
-    import platform
-
-    from edgeport import __version__
-
-    return {"command": command, "edgeport": __version__, "python": platform.python_version(),
-            "machine": platform.machine()}
-
-
-def bench_page(results, command="bench"):
-    def bars(ax):
-        import numpy as np
-
-        names = [printable(str(r.get("model") or "?")).rsplit("/", 1)[-1][-28:]
-                 + (f" t={r['threads']}" if r.get("threads") else "") for r in results]
-        stats = ("min_ms", "median_ms", "p90_ms", "p99_ms")
-        y = np.arange(len(results))
-        for k, s in enumerate(stats):
-            ax.barh(y + (k - 1.5) * 0.2, [r.get(s) or 0 for r in results], height=0.2, label=s[:-3])
-        ax.set_yticks(y, names, fontsize=8)
-        ax.set_xlabel("ms per inference", fontsize=9)
-        ax.legend(fontsize=8)
-        ax.tick_params(labelsize=8)
-
-    rows = [(r.get("model"), r.get("runtime"), r.get("device"), r.get("threads") or "default",
-             human_size(r.get("size_bytes")), r.get("load_ms"), r.get("median_ms"), r.get("p90_ms"),
-             r.get("p99_ms"), r.get("throughput_ips"), r.get("error") or "")
-            for r in results]
-    summary = section("Summary", table(
-        ["model", "runtime", "device", "threads", "size", "load ms", "median ms", "p90 ms", "p99 ms",
-         "inferences/s", "note"], rows, numeric=(5, 6, 7, 8, 9)))
-    ok = [r for r in results if r.get("median_ms") is not None]
-    plot = section("Latency", png_img(_figure_png(bars, size=(7.0, 0.9 + 0.7 * max(1, len(ok)))),
-                                      "latency per model")) if ok else ""
-    return page("edgeport bench", [summary, plot], f"{len(results)} run(s)", _provenance(command))
-
-
 def inspect_page(d):
     io_rows = [(direction, t["name"], "x".join(str(s) for s in t["shape"]), t["dtype"],
                 "" if not t.get("quantization") else
@@ -347,7 +192,7 @@ def inspect_page(d):
                   b.get("peer")) for b in c.get("boundary") or []])))
     ops = d.get("op_counts") or {}
     parts.append(section("Op counts", table(["op", "count"], list(ops.items()), numeric=(1,))))
-    return page("edgeport inspect", parts, str(d.get("edgetpu_verdict") or ""), _provenance("inspect"))
+    return page("edgeport inspect", parts, str(d.get("edgetpu_verdict") or ""), provenance("inspect"))
 
 
 # Columns of a per-output validation row, in this order, where present (roles, floors and
@@ -413,7 +258,7 @@ def convert_page(models):
     summary = section("Summary", table(["artefact", "format", "verdict", "size", "time ms", "validation"],
                                        rows, numeric=(4,)))
     sources = ", ".join(str(m.get("model")) for m in models)
-    return page("edgeport convert", [summary] + [d for d in details if d], sources, _provenance("convert"))
+    return page("edgeport convert", [summary] + [d for d in details if d], sources, provenance("convert"))
 
 
 def _edgetpu_of_artefact(path):

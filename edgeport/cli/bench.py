@@ -56,7 +56,7 @@ def run(args):
     if args.plot:
         plot(results, args.plot)
     if args.report:
-        from converters.validation.html import bench_page, write_html
+        from edge.html import bench_page, write_html
 
         write_html(args.report, bench_page(results))
     if args.json:
