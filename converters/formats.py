@@ -30,6 +30,23 @@ OUTPUT_SUFFIX = {
     TORCHSCRIPT: ".torchscript.pt", TORCH_EXPORT: ".pt2",
 }
 
+# Extensions of model files and folders people bring (and edgeport writes), stripped from a
+# source's name to make its artefacts' names: x.hdf5 -> x_float.tflite, not x.hdf5_float.tflite.
+# Compound ones come first so the longest match wins.
+MODEL_EXTENSIONS = (".torchscript.pt", ".torchscript", ".mlpackage", ".mlmodel", ".tflite",
+                    ".onnx", ".ort", ".keras", ".hdf5", ".h5", ".pt2", ".pth", ".pt", ".jit")
+
+
+def model_stem(path):
+    """A model's file name without its model extension (case-insensitive); the name itself when
+    it has none, or when stripping would leave nothing."""
+    name = os.path.basename(os.fspath(path).rstrip("/" + os.sep))
+    for ext in MODEL_EXTENSIONS:
+        if name.lower().endswith(ext) and len(name) > len(ext):
+            return name[:-len(ext)]
+    return name
+
+
 _ZIP_MAGIC = b"PK\x03\x04"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 

@@ -114,12 +114,7 @@ def parse_targets(text):
 
 
 def stem_of(path):
-    name = os.path.basename(os.fspath(path).rstrip("/"))
-    for ext in (".mlpackage", ".tflite", ".onnx", ".ort", ".keras", ".h5", ".pt2", ".pt", ".pth",
-                ".mlmodel", ".torchscript"):
-        if name.lower().endswith(ext):
-            return name[:-len(ext)] or name
-    return name
+    return formats.model_stem(path)
 
 
 def output_path(outdir, stem, fmt):
