@@ -317,6 +317,10 @@ def _run_hop(current, conv, final, route, options, progress, validate=False, int
         with atomic_output(final) as tmp:
             with _tool_output(options.quiet):
                 returned = conv.func(current, tmp, options) or {}
+                if fmt in (formats.TFLITE, formats.TFLITE_INT8):  # kept only if plain LiteRT runs it
+                    from converters.litert_check import require_plain_litert
+
+                    require_plain_litert(tmp, f"the {fmt} model made by {conv.name}")
             seconds = time.perf_counter() - t0
             md = _metadata(block, current, conv, options, returned, seconds)
             from converters import metadata
