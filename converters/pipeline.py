@@ -416,6 +416,9 @@ def _convert_model(source, targets, options, outdir, force, validate, progress):
     # line each, why the others were not made (exit code: the worst of theirs). Only when no
     # target can be made does the first reason stop the command, as with a single target.
     routes, refused = plan_each(source.format, targets, options)
+    from converters.quantized_sources import refuse_quantized_routes
+
+    refuse_quantized_routes(source, routes, refused)   # before any hop runs
     if not routes:
         e = refused[targets[0]]
         e.refused = {t: str(refused[t]) for t in targets}
