@@ -30,6 +30,23 @@ OUTPUT_SUFFIX = {
     TORCHSCRIPT: ".torchscript.pt", TORCH_EXPORT: ".pt2",
 }
 
+# Extensions of model files and folders people bring (and edgeport writes), stripped from a
+# source's name to make its artefacts' names: x.hdf5 -> x_float.tflite, not x.hdf5_float.tflite.
+# Compound ones come first so the longest match wins.
+MODEL_EXTENSIONS = (".torchscript.pt", ".torchscript", ".mlpackage", ".mlmodel", ".tflite",
+                    ".onnx", ".ort", ".keras", ".hdf5", ".h5", ".pt2", ".pth", ".pt", ".jit")
+
+
+def model_stem(path):
+    """A model's file name without its model extension (case-insensitive); the name itself when
+    it has none, or when stripping would leave nothing."""
+    name = os.path.basename(os.fspath(path).rstrip("/" + os.sep))
+    for ext in MODEL_EXTENSIONS:
+        if name.lower().endswith(ext) and len(name) > len(ext):
+            return name[:-len(ext)]
+    return name
+
+
 _ZIP_MAGIC = b"PK\x03\x04"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -100,10 +117,9 @@ def detect_format(path):
                              "not a self-contained model",
                              "pass --torch-model module:factory with it, or export TorchScript/.pt2")
         raise ModelFormatError(f"{path} is a zip archive of no model format edgeport knows")
-    if _looks_like_onnx(path, head):
-        return ONNX
-    if _looks_like_mlmodel(head):
-        return COREML
+    kind = _protobuf_kind(path)
+    if kind:
+        return kind
     raise ModelFormatError(f"cannot tell what kind of model {path} is",
                            "edgeport reads TFLite, ONNX, ORT, SavedModel, Keras, TorchScript, "
                            ".pt2 and Core ML")
@@ -121,21 +137,92 @@ def load_onnx(path, **kwargs):
                                "the file is truncated or damaged: export it again") from None
 
 
-def _looks_like_onnx(path, head):
-    """ONNX is a protobuf ModelProto: field 1 (ir_version, varint) usually comes first."""
-    if not head or head[0] != 0x08:
-        return False
-    # ir_version 1..20, then another ModelProto field: producer_name (0x12, a short text),
-    # producer_version 0x1a, domain 0x22, model_version 0x28, doc_string 0x32, graph 0x3a,
-    # opset_import 0x42. A Core ML Model has a message, not text, at 0x12.
-    if len(head) < 4 or not 1 <= head[1] <= 20:
-        return False
-    if head[2] == 0x12:
-        text = head[4:4 + head[3]]
-        return bool(text) and all(32 <= b < 127 for b in text)
-    return head[2] in (0x1a, 0x22, 0x28, 0x32, 0x3a, 0x42)
+# ONNX and Core ML's .mlmodel are both protobuf messages with no magic number, so they are told
+# apart by walking the message's top-level fields (tag and wire type; payloads are skipped, not
+# read), never by the first bytes: exporters order fields differently and may leave any
+# optional text empty.
+#   ONNX ModelProto: ir_version (1, varint) and graph (7, bytes) required; every field < 100
+#     (producer_name 2, producer_version 3, domain 4, model_version 5, doc_string 6,
+#     opset_import 8, metadata_props 14, training_info 20, functions 25, configuration 26).
+#   Core ML Model: specificationVersion (1, varint), description (2, bytes), isUpdatable (10),
+#     and its one model type, a field numbered 200 or more (pipeline 200-202, GLM 300-...,
+#     neuralNetwork 500-, mlProgram 502, ..., custom 555, linkedModel 556, ...).
+_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+_ONNX_TYPES = {1: _VARINT, 2: _LEN, 3: _LEN, 4: _LEN, 5: _VARINT, 6: _LEN, 7: _LEN, 8: _LEN,
+               14: _LEN, 20: _LEN, 25: _LEN, 26: _LEN}
+_COREML_TYPES = {1: _VARINT, 2: _LEN, 10: _VARINT}
+_COREML_FIRST_TYPE_FIELD = 200
+_MAX_FIELDS = 100_000
 
 
-def _looks_like_mlmodel(head):
-    """A .mlmodel is a protobuf Model: field 1 specificationVersion (varint) first."""
-    return len(head) > 2 and head[0] == 0x08 and 1 <= head[1] <= 12 and head[2] in (0x12, 0x1a, 0x22, 0x2a)
+def _read_varint(f):
+    value = shift = 0
+    for _ in range(10):
+        b = f.read(1)
+        if not b:
+            return None
+        value |= (b[0] & 0x7F) << shift
+        if not b[0] & 0x80:
+            return value
+        shift += 7
+    return None
+
+
+def protobuf_fields(path):
+    """{field number: wire type} of the top-level fields of a protobuf file, or None when the
+    file is not one well-formed protobuf message (a bad tag or wire type, a length past the
+    end, a field repeated with two wire types)."""
+    from edge.files import open_input
+
+    fields = {}
+    with open_input(path, "model", "model") as f:
+        size = os.fstat(f.fileno()).st_size
+        for _ in range(_MAX_FIELDS):
+            pos = f.tell()
+            if pos == size:
+                return fields or None
+            tag = _read_varint(f)
+            if tag is None:
+                return None
+            number, wire = tag >> 3, tag & 7
+            if number == 0 or wire not in (_VARINT, _I64, _LEN, _I32):
+                return None
+            if fields.setdefault(number, wire) != wire:
+                return None
+            if wire == _VARINT:
+                if _read_varint(f) is None:
+                    return None
+                continue
+            n = {_I64: 8, _I32: 4}.get(wire)
+            if n is None:
+                n = _read_varint(f)
+                if n is None:
+                    return None
+            if f.tell() + n > size:
+                return None
+            f.seek(n, os.SEEK_CUR)
+    return None
+
+
+def _protobuf_kind(path):
+    """ONNX or COREML for a protobuf file whose top-level fields fit one of them; the extension
+    decides only when the fields fit both or neither cleanly; None when it is no protobuf."""
+    fields = protobuf_fields(path)
+    if not fields:
+        return None
+
+    def fits(types):
+        return all(types.get(n, w) == w for n, w in fields.items())
+
+    onnx = (fields.get(1) == _VARINT and fields.get(7) == _LEN and max(fields) < 100
+            and fits(_ONNX_TYPES))
+    coreml = (fields.get(1) == _VARINT and fields.get(2) == _LEN and fits(_COREML_TYPES)
+              and any(n >= _COREML_FIRST_TYPE_FIELD for n in fields))
+    if onnx != coreml:
+        return ONNX if onnx else COREML
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    if ext == ".onnx" and fields.get(1) == _VARINT:
+        return ONNX
+    if ext == ".mlmodel" and fields.get(1) == _VARINT:
+        return COREML
+    return None

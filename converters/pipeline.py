@@ -114,12 +114,7 @@ def parse_targets(text):
 
 
 def stem_of(path):
-    name = os.path.basename(os.fspath(path).rstrip("/"))
-    for ext in (".mlpackage", ".tflite", ".onnx", ".ort", ".keras", ".h5", ".pt2", ".pt", ".pth",
-                ".mlmodel", ".torchscript"):
-        if name.lower().endswith(ext):
-            return name[:-len(ext)] or name
-    return name
+    return formats.model_stem(path)
 
 
 def output_path(outdir, stem, fmt):
@@ -322,6 +317,10 @@ def _run_hop(current, conv, final, route, options, progress, validate=False, int
         with atomic_output(final) as tmp:
             with _tool_output(options.quiet):
                 returned = conv.func(current, tmp, options) or {}
+                if fmt in (formats.TFLITE, formats.TFLITE_INT8):  # kept only if plain LiteRT runs it
+                    from converters.litert_check import require_plain_litert
+
+                    require_plain_litert(tmp, f"the {fmt} model made by {conv.name}")
             seconds = time.perf_counter() - t0
             md = _metadata(block, current, conv, options, returned, seconds)
             from converters import metadata
@@ -417,6 +416,9 @@ def _convert_model(source, targets, options, outdir, force, validate, progress):
     # line each, why the others were not made (exit code: the worst of theirs). Only when no
     # target can be made does the first reason stop the command, as with a single target.
     routes, refused = plan_each(source.format, targets, options)
+    from converters.quantized_sources import refuse_quantized_routes
+
+    refuse_quantized_routes(source, routes, refused)   # before any hop runs
     if not routes:
         e = refused[targets[0]]
         e.refused = {t: str(refused[t]) for t in targets}

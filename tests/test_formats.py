@@ -118,3 +118,89 @@ def test_output_suffixes_are_distinct():
     suffixes = list(formats.OUTPUT_SUFFIX.values())
     assert len(set(suffixes)) == len(suffixes)
     assert formats.OUTPUT_SUFFIX[formats.TFLITE_INT8] == "_int8.tflite"
+
+
+def _relu_graph():
+    from onnx import TensorProto, helper
+
+    return helper.make_graph([helper.make_node("Relu", ["a"], ["b"])], "g",
+                             [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 2])],
+                             [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 2])])
+
+
+def _onnx_variants():
+    """ONNX files as different exporters write them: (name, bytes). Protobuf merges
+    concatenated messages, so field order is set by concatenating one-field messages."""
+    import onnx
+    from onnx import helper
+
+    def model(**kw):
+        return helper.make_model(_relu_graph(), **kw)
+
+    def part(**fields):
+        return onnx.ModelProto(**fields).SerializeToString()
+
+    m = model(producer_name="")
+    opset = list(m.opset_import)
+    return [
+        ("empty_producer", model(producer_name="", producer_version="").SerializeToString()),
+        ("no_producer_fields", part(ir_version=8, graph=_relu_graph(), opset_import=opset)),
+        ("opset_import_first", part(opset_import=opset) + part(ir_version=8)
+         + part(graph=_relu_graph())),
+        ("doc_string_first", part(doc_string="exported by a tool") + part(ir_version=7)
+         + part(opset_import=opset, graph=_relu_graph())),
+        ("graph_first", part(graph=_relu_graph()) + part(ir_version=9, opset_import=opset)),
+        ("large_ir_version", part(ir_version=300, producer_name="", opset_import=opset,
+                                  graph=_relu_graph())),
+        ("domain_and_model_version", part(ir_version=8, domain="ai.x", model_version=3,
+                                          opset_import=opset, graph=_relu_graph())),
+        ("metadata_after_graph", part(ir_version=8, opset_import=opset, graph=_relu_graph())
+         + part(metadata_props=[onnx.StringStringEntryProto(key="k", value="")])),
+    ]
+
+
+@pytest.mark.parametrize("case", [c for c, _ in _onnx_variants()])
+@pytest.mark.parametrize("name", ["model.onnx", "model.bin", "model.mlmodel"])
+def test_onnx_from_many_exporters_is_onnx(tmp_path, case, name):
+    """Field order and empty optional fields never make an ONNX file look like Core ML, even
+    under a misleading extension; onnx itself reads each file."""
+    import onnx
+
+    data = dict(_onnx_variants())[case]
+    p = tmp_path / name
+    p.write_bytes(data)
+    onnx.load(os.fspath(p))  # a real ModelProto
+    assert detect_format(p) == formats.ONNX
+
+
+@pytest.fixture(scope="module")
+def mlmodel(tmp_path_factory):
+    """A real neural-network .mlmodel, written by coremltools (works without macOS)."""
+    ct = pytest.importorskip("coremltools")
+    from coremltools.models import datatypes
+    from coremltools.models.neural_network import NeuralNetworkBuilder
+
+    b = NeuralNetworkBuilder([("x", datatypes.Array(2))], [("y", datatypes.Array(2))])
+    b.add_activation("relu", "RELU", "x", "y")
+    p = tmp_path_factory.mktemp("mlmodel") / "relu.mlmodel"
+    ct.utils.save_spec(b.spec, os.fspath(p))
+    return p
+
+
+@pytest.mark.parametrize("name", ["relu.mlmodel", "relu.bin", "relu.onnx"])
+@pytest.mark.parametrize("short_description", ["", "a model"])
+def test_mlmodel_is_coreml(tmp_path, mlmodel, name, short_description):
+    import coremltools as ct
+
+    spec = ct.utils.load_spec(os.fspath(mlmodel))
+    spec.description.metadata.shortDescription = short_description
+    p = tmp_path / name
+    p.write_bytes(spec.SerializeToString())
+    assert detect_format(p) == formats.COREML
+
+
+def test_not_a_protobuf_is_refused(tmp_path):
+    p = tmp_path / "x.onnx"
+    p.write_bytes(b"\x08\x07\x12\x05ab")  # a length past the end
+    with pytest.raises(ModelFormatError):
+        detect_format(p)

@@ -169,6 +169,21 @@ def _save_beside(model, original, path):
     onnx.save(model, path)
 
 
+# ONNX ops onnx2tf would write as TensorFlow (Flex) ops, which plain LiteRT cannot run, and
+# which its --replace_to_pseudo_operators (-rtpo) writes with builtin ops instead (Erf as a
+# polynomial, GeLU from Tanh/Mul, ...): ONNX op type -> onnx2tf's name for it.
+PSEUDO_OPERATORS = {"Erf": "Erf", "Gelu": "GeLU", "Asin": "Asin", "Acos": "Acos", "Atan": "Atan",
+                    "MatMulInteger": "MatMulInteger"}
+
+
+def pseudo_operator_args(model):
+    """onnx2tf's -rtpo arguments for the ops of `model` (subgraphs included) that it would
+    otherwise emit as Flex ops; [] when there are none."""
+    present = {n.op_type for g in _graphs(model.graph) for n in g.node}
+    names = sorted(PSEUDO_OPERATORS[t] for t in present if t in PSEUDO_OPERATORS)
+    return ["-rtpo", *names] if names else []
+
+
 def is_nchw_image(dims):
     return len(dims) == 4 and dims[1] in (1, 3) and dims[3] not in (1, 3)
 
@@ -198,6 +213,10 @@ def onnx_to_tflite(source, output_path, options):
         args += ["-ois"] + [f"{n}:{','.join(map(str, dims))}" for n, dims in inputs if dims]
     elif any(how == "batch" for _, _, how in fixed):
         args += ["-b", "1"]            # a free batch becomes 1 (the Edge TPU needs it static)
+    builtin_only = pseudo_operator_args(model)
+    if builtin_only:
+        options.progress(f"onnx2tf: {', '.join(builtin_only[1:])} written with builtin ops (plain LiteRT has no Flex ops)")
+    args += builtin_only
     if options.dynamic_batch:
         options.progress("TFLite: --dynamic-batch is ignored, the batch stays static (Edge TPU needs it)")
     env = toolenv.ensure("onnx2tf", options.progress)
@@ -247,6 +266,8 @@ def onnx_to_tflite(source, output_path, options):
             "toolenv": env.path, "input_shape": tfl_inputs[0] if len(tfl_inputs) == 1 else tfl_inputs,
             "onnx_input_shape": inputs[0][1] if len(inputs) == 1 else [d for _, d in inputs],
             "seconds_onnx2tf": round(seconds, 3), "versions": _tool_versions(env)}
+    if builtin_only:
+        meta["pseudo_operators"] = builtin_only[1:]
     if len(inputs) == 1 and is_nchw_image(inputs[0][1]):
         n, c, h, w = inputs[0][1]
         if tfl_inputs and tfl_inputs[0] == [n, h, w, c]:
