@@ -11,7 +11,7 @@ Contract (shared by every quantizing converter, TF and PyTorch):
 
 `spec` is the preprocessing dict of ConvertOptions: {"size": [h, w], "layout": "NHWC"|"NCHW",
 "mean": [..], "std": [..], "channels": 1|3}, pixels in 0..255, input = (pixel - mean) / std.
-Images are decoded with `edge.preprocess.load_image` and resized with the same LANCZOS filter
+Images are decoded and resized by `edge.preprocess.load_pixels`, with the same draft decode and LANCZOS filter
 the device uses, so calibration sees what the device will feed. There is no fallback to
 random data: a folder without images is an error.
 
@@ -33,7 +33,7 @@ import numpy as np
 
 from edge import console
 from edge.errors import InputError
-from edge.preprocess import IMAGE_SUFFIXES, load_image
+from edge.preprocess import IMAGE_SUFFIXES, load_pixels
 
 DEFAULT_MEAN = 127.5
 DEFAULT_STD = 127.5
@@ -113,12 +113,8 @@ def list_calibration_images(folder, count=None):
 
 def preprocess_image(path, spec):
     """One image file -> float32 tensor (1, H, W, C) or (1, C, H, W) per a resolved spec."""
-    from PIL import Image
-
     h, w = spec["size"]
-    im = load_image(path, spec["channels"])
-    if im.size != (w, h):
-        im = im.resize((w, h), Image.LANCZOS)
+    im = load_pixels(path, (w, h), spec["channels"])
     arr = np.asarray(im, dtype=np.float32)
     if arr.ndim == 2:
         arr = arr[:, :, None]

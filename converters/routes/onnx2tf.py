@@ -41,9 +41,8 @@ def sample_images(folders, path, count=SAMPLE_COUNT):
     `count`. Returns the list of files used. InputError when no folder holds an image.
     """
     import numpy as np
-    from PIL import Image
 
-    from edge.preprocess import IMAGE_SUFFIXES, load_image
+    from edge.preprocess import IMAGE_SUFFIXES, load_pixels
 
     files = []
     for folder in folders:
@@ -58,9 +57,7 @@ def sample_images(folders, path, count=SAMPLE_COUNT):
     used = [files[i % len(files)] for i in range(count)]
     arrays = []
     for f in used:
-        im = load_image(f, 3)
-        if im.size != (128, 128):
-            im = im.resize((128, 128), Image.LANCZOS)
+        im = load_pixels(f, (128, 128), 3)
         arrays.append(np.asarray(im, dtype=np.float32) / 255.0)
     with open(path, "wb") as fh:
         np.save(fh, np.stack(arrays).astype(np.float32))

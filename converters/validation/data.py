@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 
 from edge.errors import InputError
-from edge.preprocess import InputSpec, Preprocessor, guess_layout, list_images, load_image
+from edge.preprocess import InputSpec, Preprocessor, guess_layout, list_images, load_pixels
 from edge.tensors import quantize
 
 PIXELS = "pixels"
@@ -170,6 +170,19 @@ class DataSource:
                         sample[i] = Canonical(VALUES, x, m.layout)
         return out
 
+    def iter_samples(self):
+        """samples() one at a time: images decode on worker threads ahead of the consumer
+        (edge.pipeline.decode_ahead, bounded), so a large folder is never all in memory."""
+        if self.images is None:
+            yield from self.samples()
+            return
+        from edge.pipeline import decode_ahead
+
+        for _, sample, error in decode_ahead(self.images[: self.count], self._image_sample):
+            if error is not None:
+                raise error
+            yield sample
+
     def _image_sample(self, path):
         out = []
         for kind, m in zip(self.kinds, self.reference):
@@ -177,11 +190,7 @@ class DataSource:
                 raise InputError(f"input '{m.name}' is not an image; --inputs DIR needs models "
                                  "whose inputs are all images")
             h, w, c = self._pixels_size(m)
-            from PIL import Image
-
-            im = load_image(path, c)
-            if im.size != (w, h):
-                im = im.resize((w, h), Image.LANCZOS)
+            im = load_pixels(path, (w, h), c)
             arr = np.asarray(im, dtype=np.uint8)
             out.append(Canonical(PIXELS, arr[:, :, None] if arr.ndim == 2 else arr))
         return out

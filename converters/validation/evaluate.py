@@ -89,7 +89,7 @@ def evaluate(model_path, items, classes, k, preprocessing=None, device="auto", r
         source = DataSource(metas, [], spec, [p for p, _ in items], samples=len(items))
         raw = {m.name for m in metas if is_image_input(r, m.name)}
         top1 = topk = 0
-        for sample, (_, folder) in zip(source.samples(), items):
+        for sample, (_, folder) in zip(source.iter_samples(), items):
             out = r.infer(source.feed(sample, metas, spec, raw))
             scores = next(iter(out.values())).reshape(-1).astype(np.float64)
             order = np.argsort(-scores, kind="stable")

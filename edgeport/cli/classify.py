@@ -80,14 +80,15 @@ def run(args):
     if no_classes:
         print(f"warning: {no_classes}", file=sys.stderr)
 
+    from edge.pipeline import decode_ahead
+
     results = []
-    for path in images:
-        try:
-            pixels = classifier.preprocess.load(path)
-        except InputError as e:  # one unreadable image of a folder: say so, go on with the rest
-            if path not in getattr(images, "from_folder", ()):
-                raise
-            print(f"warning: skipped {e}", file=sys.stderr)
+    # Photos decode on worker threads while the interpreter runs (bounded, in input order).
+    for path, pixels, error in decode_ahead(images, classifier.preprocess.load):
+        if error is not None:
+            if not isinstance(error, InputError) or path not in getattr(images, "from_folder", ()):
+                raise error
+            print(f"warning: skipped {error}", file=sys.stderr)  # one unreadable image of a folder
             continue
         tensor = classifier.preprocess(pixels)
         classifier.set_input(tensor)
