@@ -654,14 +654,27 @@ def _convert_folder(folder, targets, options, outdir, force, validate, jobs, on_
     return [results[p] for p in models]
 
 
-def _read_state(path):
-    """The folder's skip state; anything damaged or not a regular file counts as none."""
-    if not os.path.exists(path):
+def state_schema():
+    """The typed, bounded fields of one entry of the folder state file (edge.readers spec)."""
+    from edge.readers import Any, List, Map, Obj, Str
+
+    entry = Obj({"sha256": Str(64, pattern=r"[0-9a-f]{64}"), "options": Any(),
+                 "format": Str(64, optional=True), "routes": Map(List(Str(64), 64), 64, optional=True),
+                 "outputs": List(Str(4096), 256)})
+    return Map(entry, 1 << 20)
+
+
+def read_state(path):
+    """The folder's skip state, read by edge.readers.read_json; a state file that is damaged,
+    not a regular file or off the schema counts as none (everything is redone)."""
+    from edge.readers import read_json
+
+    if not os.path.lexists(path):
         return {}
     try:
-        state = json.loads(read_input(path, "state file", "json").decode("utf-8"))
-    except (EdgeportError, ValueError, RecursionError):
+        return read_json(path, "state file", "json", state_schema())
+    except EdgeportError:
         return {}
-    if not isinstance(state, dict) or not all(isinstance(v, dict) for v in state.values()):
-        return {}
-    return state
+
+
+_read_state = read_state

@@ -199,17 +199,27 @@ def load_calibration(folder, spec, count=100, input_shape=None, layout=None, pro
 
 
 def load_data(path):
-    """{input name: array} from an .npz file (no pickles)."""
-    if not os.path.isfile(path):
-        raise InputError(f"--data {path} is not a file", "pass an .npz of arrays keyed by input name")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if not hasattr(z, "files"):
-                raise ValueError("not an .npz archive")
-            return {k: np.asarray(z[k]) for k in z.files}
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read --data {path}: {e}",
-                         "write it with numpy.savez(path, input_name=array, ...)") from None
+    """{input name: array} from an .npz (or .npy) file, read by edge.readers.read_arrays (no
+    pickles, sizes checked before inflating). InputError (one line) for a file with no arrays,
+    an empty stack, or NaN / infinity in a float array."""
+    import numpy as np
+    from edge.files import printable
+    from edge.readers import read_arrays
+
+    hint = "write it with numpy.savez(path, input_name=array, ...)"
+    data = read_arrays(path, "--data", hint=hint)
+    shown = printable(os.path.basename(os.fspath(path)))
+    if not data:
+        raise InputError(f"--data {shown} holds no arrays", hint)
+    for key, arr in data.items():
+        if arr.size == 0:
+            raise InputError(f"--data {shown}: array '{printable(key)}' is empty (shape "
+                             f"{list(arr.shape)})", "give at least one sample")
+        if np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.complexfloating):
+            if not np.all(np.isfinite(arr)):
+                raise InputError(f"--data {shown}: array '{printable(key)}' holds NaN or infinity",
+                                 "give finite values only")
+    return data
 
 
 def data_samples(arr, shape):
