@@ -18,6 +18,7 @@ Rules per flag (also in each flag's help):
 
 import argparse
 import math
+import sys
 
 TFLITE_RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 LAYOUTS = ("NHWC", "NCHW")
@@ -27,7 +28,18 @@ class Parser(argparse.ArgumentParser):
     """argparse with edgeport's error convention: one `error: ...` line on stderr, exit 2."""
 
     def error(self, message):
-        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+        from edge.files import printable
+
+        # the message may quote the user's value: escaped, so it stays one line
+        self.exit(2, f"error: {printable(message)} (see '{self.prog} --help')\n")
+
+    def _print_message(self, message, file=None):
+        # Help and usage are edgeport's own lines: written one by one, so the escaping
+        # stream (edgeport/cli/output.py) keeps their line breaks.
+        if message:
+            file = file or sys.stderr
+            for line in message.splitlines(keepends=True):
+                file.write(line)
 
 
 # -- value types -------------------------------------------------------------------------------

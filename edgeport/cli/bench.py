@@ -30,7 +30,7 @@ def run(args):
     from edge.bench import benchmark, format_table, plot
     from converters.validation.signature import feeder
     from edgeport.cli.inputs import overrides_from_args
-    from edgeport.cli.output import emit_json
+    from edgeport.cli.output import emit_json, say_lines
 
     if args.plot:  # refused before any model runs, not after
         from edge.files import check_output
@@ -51,7 +51,7 @@ def run(args):
         plot(results, args.plot)
     if args.json:
         return emit_json("bench", 0, models=results, **({"plot": args.plot} if args.plot else {}))
-    print(format_table(results))
+    say_lines(format_table(results))
     if args.plot:
         print(f"plot written to {args.plot}")
     return 0

@@ -138,7 +138,8 @@ def print_result(r, out):
 
             text = report_for_artefact(a["path"])
             if text:
-                print("\n".join("    " + t for t in text.splitlines()), file=out)
+                for t in text.splitlines():
+                    print("    " + t, file=out)
     for target, why in (r.get("refused") or {}).items():
         print(f"--to {target}: not made: {why}", file=out)
     if r.get("validation_failed"):

@@ -30,10 +30,10 @@ def configure(p):
 
 def run(args):
     import converters.validation.inspect as _lib
-    from edgeport.cli.output import emit_json
+    from edgeport.cli.output import emit_json, say_lines
 
     d = _lib.describe(args.model, args.edgetpu, args.min_runtime_version)
     if args.json:
         return emit_json("inspect", 0, **d)
-    print(_lib.format_text(d))
+    say_lines(_lib.format_text(d))
     return 0
