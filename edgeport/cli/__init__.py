@@ -55,6 +55,8 @@ def build_parser(only=None, prog="edgeport"):
 def run_parsed(args):
     from edge.errors import EdgeportError
 
+    for note in getattr(args, "_deprecated", None) or ():
+        print(note, file=sys.stderr)
     try:
         return int(args._run(args) or 0)
     except EdgeportError as e:

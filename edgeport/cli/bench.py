@@ -9,12 +9,11 @@ example:
 
 
 def configure(p):
-    from edgeport.cli.args import add_device, add_json, add_threads, non_negative_int, positive_int
+    from edgeport.cli.args import add_device, add_json, add_threads, runs_int, warmup_int
 
     p.add_argument("models", nargs="+", metavar="MODEL", help=".tflite, .onnx or .ort files")
-    p.add_argument("--runs", type=positive_int, default=100, help="timed runs (integer >= 1; default 100)")
-    p.add_argument("--warmup", type=non_negative_int, default=5,
-                   help="untimed runs after the first (integer >= 0; default 5)")
+    p.add_argument("--runs", type=runs_int, default=100, help="timed runs (default 100)")
+    p.add_argument("--warmup", type=warmup_int, default=5, help="untimed runs after the first (default 5)")
     add_threads(p, several=True)
     add_device(p, device_help="auto, cpu or an Edge TPU spec (TFLite only)")
     add_json(p)
