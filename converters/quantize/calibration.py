@@ -186,16 +186,27 @@ def load_calibration(folder, spec, count=100, input_shape=None, layout=None, pro
         raise InputError("full-integer quantization needs calibration images",
                          "pass --calibration DIR (representative images) and the preprocessing "
                          "flags; edgeport never calibrates on random data")
+    from edge.preprocess import readable_images
+
     spec = resolve_spec(spec, input_shape, layout)
     files = list_calibration_images(folder, count)
-    tensors = []
     n = len(files)
     step = max(1, n // 10)
-    for i, f in enumerate(files, 1):
-        tensors.append(preprocess_image(f, spec))
-        if progress and (i == n or i % step == 0):
-            progress(f"calibration: {i}/{n} images loaded")
-    return CalibrationSet(folder, files, spec, tensors)
+    done = [0]
+
+    def load(f):
+        done[0] += 1
+        if progress and (done[0] == n or done[0] % step == 0):
+            progress(f"calibration: {done[0]}/{n} images loaded")
+        return preprocess_image(f, spec)
+
+    # a damaged image is skipped with a warning; only a folder with none readable is an error
+    loaded = readable_images(files, load, "calibration images")
+    used = [f for f, _ in loaded]
+    if progress:
+        skipped = n - len(used)
+        progress(f"calibration: {len(used)} images used" + (f" ({skipped} damaged skipped)" if skipped else ""))
+    return CalibrationSet(folder, used, spec, [t for _, t in loaded])
 
 
 def load_data(path):
