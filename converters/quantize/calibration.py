@@ -183,31 +183,48 @@ def load_calibration(folder, spec, count=100, input_shape=None, layout=None, pro
         raise InputError("full-integer quantization needs calibration images",
                          "pass --calibration DIR (representative images) and the preprocessing "
                          "flags; edgeport never calibrates on random data")
+    from edge.preprocess import readable_images
+
     spec = resolve_spec(spec, input_shape, layout)
     files = list_calibration_images(folder, count)
-    tensors = []
-    with console.progress(len(files), "calibration: loading images", "image",
+    n = len(files)
+    with console.progress(n, "calibration: loading images", "image",
                           enabled=console.shows_progress(progress)) as bar:
-        for f in files:
-            tensors.append(preprocess_image(f, spec))
+        def load(f):
             bar.step()
+            return preprocess_image(f, spec)
+
+        # a damaged image is skipped with a warning; only a folder with none readable is an error
+        loaded = readable_images(files, load, "calibration images")
+    used = [f for f, _ in loaded]
     if progress:
-        progress(f"calibration: {len(files)} images loaded")
-    return CalibrationSet(folder, files, spec, tensors)
+        skipped = n - len(used)
+        progress(f"calibration: {len(used)} images used" + (f" ({skipped} damaged skipped)" if skipped else ""))
+    return CalibrationSet(folder, used, spec, [t for _, t in loaded])
 
 
 def load_data(path):
-    """{input name: array} from an .npz file (no pickles)."""
-    if not os.path.isfile(path):
-        raise InputError(f"--data {path} is not a file", "pass an .npz of arrays keyed by input name")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if not hasattr(z, "files"):
-                raise ValueError("not an .npz archive")
-            return {k: np.asarray(z[k]) for k in z.files}
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read --data {path}: {e}",
-                         "write it with numpy.savez(path, input_name=array, ...)") from None
+    """{input name: array} from an .npz (or .npy) file, read by edge.readers.read_arrays (no
+    pickles, sizes checked before inflating). InputError (one line) for a file with no arrays,
+    an empty stack, or NaN / infinity in a float array."""
+    import numpy as np
+    from edge.files import printable
+    from edge.readers import read_arrays
+
+    hint = "write it with numpy.savez(path, input_name=array, ...)"
+    data = read_arrays(path, "--data", hint=hint)
+    shown = printable(os.path.basename(os.fspath(path)))
+    if not data:
+        raise InputError(f"--data {shown} holds no arrays", hint)
+    for key, arr in data.items():
+        if arr.size == 0:
+            raise InputError(f"--data {shown}: array '{printable(key)}' is empty (shape "
+                             f"{list(arr.shape)})", "give at least one sample")
+        if np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.complexfloating):
+            if not np.all(np.isfinite(arr)):
+                raise InputError(f"--data {shown}: array '{printable(key)}' holds NaN or infinity",
+                                 "give finite values only")
+    return data
 
 
 def data_samples(arr, shape):
@@ -357,3 +374,28 @@ def load_array_calibration(path, inputs, count=None, progress=None):
         progress(f"calibration: {n} samples from {base} "
                  f"({', '.join(f'{nm}: {list(x.shape)}' for nm, x in zip(names, samples[0]))})")
     return ArrayCalibration(path, sha256_of(path), inputs, samples)
+
+
+def constant_inputs(cal):
+    """[(input index, value)] of the inputs whose every calibration value is one number across
+    all samples (all zeros, one black image repeated): a quantizer derives a zero range from
+    such data, and the int8 model it makes is degenerate (or crashes the runtime)."""
+    lo = hi = None
+    for sample in cal.representative_dataset():
+        arrays = [np.asarray(x) for x in sample]
+        mins = [float(a.min()) if a.size else 0.0 for a in arrays]
+        maxs = [float(a.max()) if a.size else 0.0 for a in arrays]
+        lo = mins if lo is None else [min(a, b) for a, b in zip(lo, mins)]
+        hi = maxs if hi is None else [max(a, b) for a, b in zip(hi, maxs)]
+    if lo is None:
+        return []
+    return [(i, lo[i]) for i in range(len(lo)) if lo[i] == hi[i]]
+
+
+def describe(cal):
+    """The calibration data as the user named it: the --data file or the --calibration folder."""
+    from edge.files import printable
+
+    if isinstance(cal, ArrayCalibration):
+        return f"--data {printable(os.path.basename(cal.path))}"
+    return f"--calibration {printable(getattr(cal, 'folder', '?'))}"

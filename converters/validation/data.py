@@ -153,7 +153,7 @@ class DataSource:
     def samples(self):
         """The list of samples; each sample is a list of Canonical, one per reference input."""
         if self.images is not None:
-            return [self._image_sample(p) for p in self.images[: self.count]]
+            return [s for _, s in self.image_samples()]
         rng = np.random.default_rng(self.seed)
         out = [[self._random(rng, i, m) for i, m in enumerate(self.reference)]
                for _ in range(self.count)]
@@ -170,18 +170,38 @@ class DataSource:
                         sample[i] = Canonical(VALUES, x, m.layout)
         return out
 
-    def iter_samples(self):
-        """samples() one at a time: images decode on worker threads ahead of the consumer
-        (edge.pipeline.decode_ahead, bounded), so a large folder is never all in memory."""
-        if self.images is None:
-            yield from self.samples()
-            return
+    def iter_image_samples(self):
+        """[(image path, sample)] one at a time, in order: images decode on worker threads
+        ahead of the consumer (edge.pipeline.decode_ahead, bounded), so a large folder is never
+        all in memory; a damaged image is skipped with a warning, and only when none can be
+        read is it an error (as edge.preprocess.readable_images)."""
+        import sys
+
+        from edge.errors import InputError
         from edge.pipeline import decode_ahead
 
-        for _, sample, error in decode_ahead(self.images[: self.count], self._image_sample):
+        read = skipped = 0
+        for path, sample, error in decode_ahead(self.images[: self.count], self._image_sample):
             if error is not None:
-                raise error
-            yield sample
+                if not isinstance(error, InputError):
+                    raise error
+                skipped += 1
+                print(f"warning: skipped {error}", file=sys.stderr)
+                continue
+            read += 1
+            yield path, sample
+        if not read and skipped:
+            raise InputError(f"none of the {skipped} images could be read (each is named above)",
+                             "pass a folder of readable JPEG, PNG or BMP images")
+
+    def image_samples(self):
+        """[(image path, sample)] of the folder's images that can be read (at most `count`);
+        a damaged image is skipped with a warning (edge.preprocess.readable_images)."""
+        from edge.preprocess import readable_images
+
+        if getattr(self, "_image_samples", None) is None:
+            self._image_samples = readable_images(self.images[: self.count], self._image_sample)
+        return self._image_samples
 
     def _image_sample(self, path):
         out = []

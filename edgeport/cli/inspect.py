@@ -17,14 +17,13 @@ examples:
 
 
 def configure(p):
-    from edgeport.cli.args import add_json, positive_int
+    from edgeport.cli.args import add_json, version_int
 
     p.add_argument("model", help="a .tflite file")
     p.add_argument("--edgetpu", action="store_true",
                    help="predict the Edge TPU compiler's mapping (no compiler needed)")
-    p.add_argument("--min-runtime-version", type=positive_int, default=None, metavar="N",
-                   help="with --edgetpu: leave ops that need a newer Edge TPU runtime on the CPU "
-                        "(integer >= 1)")
+    p.add_argument("--min-runtime-version", type=version_int, default=None, metavar="N",
+                   help="with --edgetpu: leave ops that need a newer Edge TPU runtime on the CPU")
     p.add_argument("--report", metavar="FILE.html",
                    help="write a self-contained HTML report; with --edgetpu it draws the op sequence "
                         "coloured by placement, the first op on the CPU and what would keep it on the TPU")
@@ -33,7 +32,7 @@ def configure(p):
 
 def run(args):
     import converters.validation.inspect as _lib
-    from edgeport.cli.output import emit_json
+    from edgeport.cli.output import emit_json, say_lines
 
     if args.report:
         from edge.files import check_output
@@ -46,5 +45,5 @@ def run(args):
         write_html(args.report, inspect_page(d))
     if args.json:
         return emit_json("inspect", 0, **d)
-    print(_lib.format_text(d))
+    say_lines(_lib.format_text(d))
     return 0
