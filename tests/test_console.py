@@ -128,9 +128,11 @@ def test_progress_updates_in_place_on_a_terminal(tmp_path):
     _, status = os.waitpid(pid, 0)
     screen = b"".join(chunks).decode("utf-8", "replace")
     assert os.waitstatus_to_exitcode(status) == 0, screen
-    bars = [seg for seg in screen.split("\r") if "calibration: loading images" in seg]
-    assert len(bars) >= 2, screen             # drawn, then redrawn in place
-    assert re.search(r"\d+/\d+", bars[-1]) and re.search(r"image/s|s/image", screen), screen
+    # drawn in place: each draw starts with a carriage return, never a new line
+    assert "\rcalibration: loading images:" in screen, screen
+    bars = [seg for seg in screen.split("\r") if seg.startswith("calibration: loading images:")]
+    assert all("\n" not in b for b in bars), screen
+    assert re.search(r"\d+/20 ", bars[0]) and re.search(r"image/s|s/image", bars[0]), screen
 
 
 def test_progress_off_a_terminal_is_plain_and_rate_limited(monkeypatch):
