@@ -345,3 +345,32 @@ def test_convert_not_validated_exits_1_unless_accepted(onnx_model, tmp_path, cap
     [a] = doc["models"][0]["artefacts"]
     assert a["validation"]["status"] == "not validated" and a["validation"]["passed"] is None
     assert doc["models"][0]["not_validated"] == [a["model"]]
+
+
+def test_tflite_metadata_gives_the_role(coral):
+    """Coral's MobileNet carries TFLite metadata with an axis-labels file on its output: class
+    scores, whatever its (quantized, not quite summing to 1) values would suggest."""
+    hints = roles.tflite_metadata_roles(str(coral / "mobilenet_v1_0.25_128_quant.tflite"))
+    assert hints == {"MobilenetV1/Predictions/Reshape_1": (
+        "class", "TFLite metadata: labels along its axis (TENSOR_AXIS_LABELS)")}
+    assert roles.tflite_metadata_roles(str(coral / "split_concat.tflite")) == {}
+    sigmoid_like = OrderedDict([("MobilenetV1/Predictions/Reshape_1",
+                                 _rng(30).uniform(0, 1, (S, 1, 1001)))])
+    assert roles.infer_roles(sigmoid_like)["MobilenetV1/Predictions/Reshape_1"].kind == "multilabel"
+    got = roles.infer_roles(sigmoid_like, hints=hints)["MobilenetV1/Predictions/Reshape_1"]
+    assert got.kind == "class" and "TENSOR_AXIS_LABELS" in got.evidence
+
+
+def test_damaged_tflite_metadata_is_no_hint(tmp_path):
+    p = tmp_path / "junk.tflite"
+    p.write_bytes(b"\x00" * 64)
+    assert roles.tflite_metadata_roles(str(p)) == {}
+
+
+def test_quantized_softmax_stays_class_scores():
+    """A uint8 softmax (steps of 1/256) does not sum to exactly 1: still class scores."""
+    p = _rng(31).dirichlet(np.ones(1001) * 0.05, (S, 1))
+    q = _quantize(p, 1 / 256)
+    assert not np.allclose(q.sum(-1), 1, atol=1e-2)
+    assert roles.infer_role("MobilenetV1/Predictions/Reshape_1", q).kind == "class"
+    assert roles.infer_role("Identity", q).kind == "class"

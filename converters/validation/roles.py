@@ -113,7 +113,8 @@ def infer_role(name, ref, others=None, hint=None):
     dims = _squeezed(shape)
     others = others or {}
     if hint:
-        return Role(normalize_role(hint), f"model metadata says {hint}")
+        role, why = hint if isinstance(hint, tuple) else (hint, f"model metadata says {hint}")
+        return Role(normalize_role(role), why)
     nrole, pattern = _name_role(name)
     finite = ref[np.isfinite(ref)] if ref.size and np.issubdtype(ref.dtype, np.floating) else ref
     lo = float(np.min(finite)) if finite.size else 0.0
@@ -155,7 +156,7 @@ def infer_role(name, ref, others=None, hint=None):
                                  f"judged as regression")
     if nrole == "class" and len(dims) == 1 and lo >= 0 and hi <= 1.0 + 1e-6:
         sums = ref.reshape(len(ref), -1).astype(np.float64).sum(axis=1)
-        if not np.allclose(sums, 1.0, atol=1e-2):
+        if not _softmax_like(ref):
             return Role("multilabel", f"named like class scores ('{name}') but {dims[0]} values "
                                       f"in 0..1 not summing to 1: independent sigmoids")
     if nrole and nrole != "detection-boxes":
@@ -171,8 +172,9 @@ def infer_role(name, ref, others=None, hint=None):
         flat = ref.reshape(len(ref), -1).astype(np.float64)
         sums = flat.sum(axis=1)
         norms = np.linalg.norm(flat, axis=1)
-        if lo >= 0 and hi <= 1.0 + 1e-6 and np.allclose(sums, 1.0, atol=1e-2):
-            return Role("class", f"{n} non-negative scores summing to 1 (probabilities)")
+        if lo >= 0 and hi <= 1.0 + 1e-6 and _softmax_like(ref):
+            return Role("class", f"{n} non-negative scores summing to 1 (probabilities; sums "
+                                 f"{sums.min():.3g}..{sums.max():.3g})")
         if lo >= 0 and hi <= 1.0 + 1e-6:
             return Role("multilabel", f"{n} scores in 0..1 not summing to 1 (sums "
                                       f"{sums.min():.3g}..{sums.max():.3g}): independent sigmoids")
@@ -185,10 +187,26 @@ def infer_role(name, ref, others=None, hint=None):
     return Role("raw", f"shape {shape}: no role recognised ({rng})")
 
 
+def _softmax_like(ref):
+    """Probabilities of one class each: every sample sums to 1 within what 8-bit output
+    quantization moves it (15%), and no sample has two scores above 0.5."""
+    flat = np.asarray(ref, dtype=np.float64).reshape(len(ref), -1)
+    sums = flat.sum(axis=1)
+    return bool(np.all(np.abs(sums - 1) <= 0.15) and np.all(np.sum(flat > 0.5, axis=1) <= 1))
+
+
 def n_anchor_scores(dims, others, name):
     n = dims[0]
     return n >= 64 and any(o != name and len(_squeezed(s)) == 2 and _squeezed(s)[0] == n
                            and _squeezed(s)[1] >= 4 for o, s in others.items())
+
+
+def hints_for(artefact):
+    """{output name: (role, evidence)} from the model's own metadata, where it has any."""
+    if str(getattr(artefact, "format", "")).startswith("tflite") or \
+            str(getattr(artefact, "path", "")).endswith(".tflite"):
+        return tflite_metadata_roles(artefact.path)
+    return {}
 
 
 def infer_roles(outputs, overrides=None, hints=None, labels=False):
@@ -512,6 +530,53 @@ def judge(role, ref, conv, tol):
             return judge_sequence(ref, conv, tol)
         if kind == "embedding":
             return judge_embedding(ref, conv, tol)
-    except ValueError as e:   # a role forced on a shape it cannot have
+    except (ValueError, IndexError) as e:   # a role forced on a shape it cannot have
         return Verdict([f"cannot judge as {kind}: {e}"], {}, [], "")
     return Verdict([], {}, [], "")
+
+
+# -- TFLite metadata (the TFLite Support schema, metadata_schema.fbs) --------------------------
+# ContentProperties union: 1 FeatureProperties, 2 ImageProperties, 3 BoundingBoxProperties,
+# 4 AudioProperties; AssociatedFileType: 2 TENSOR_AXIS_LABELS, 3 TENSOR_VALUE_LABELS.
+_CONTENT = {2: ("dense", "image properties"), 3: ("detection-boxes", "bounding box properties")}
+_SSD_NAMES = {"location": "detection-boxes", "score": "detection-scores"}
+
+
+def tflite_metadata_roles(path):
+    """{output tensor name: (role, evidence)} from a TFLite model's TFLITE_METADATA (output
+    tensor metadata: content properties, axis-label files, the standard detection names);
+    {} when the model has none or it cannot be read."""
+    try:
+        from edge.tflite_model import TFLiteModel, _Table
+
+        model = TFLiteModel.load(path)
+        buf = model.metadata_bytes("TFLITE_METADATA")
+        if not buf or len(buf) < 8:
+            return {}
+        root = _Table(buf, int.from_bytes(buf[:4], "little"))
+        subgraphs = root.tables(3)
+        if not subgraphs:
+            return {}
+        metas = subgraphs[0].tables(3)
+        outputs = model.outputs()
+    except Exception:   # metadata is a hint: a damaged one is no hint, the model still runs
+        return {}
+    out = {}
+    for tensor, meta in zip(outputs, metas):
+        try:
+            mname = (meta.string(0) or "").strip().lower()
+            content = meta.table(3)
+            ctype = content.scalar(0, "<B") if content is not None else 0
+            files = [f.scalar(2, "<b") for f in meta.tables(6)]
+        except Exception:
+            continue
+        if mname in _SSD_NAMES:
+            out[tensor.name] = (_SSD_NAMES[mname], f"TFLite metadata names it '{mname}'")
+        elif ctype in _CONTENT:
+            role, what = _CONTENT[ctype]
+            out[tensor.name] = (role, f"TFLite metadata: {what}")
+        elif 2 in files:
+            out[tensor.name] = ("class", "TFLite metadata: labels along its axis (TENSOR_AXIS_LABELS)")
+        elif 3 in files and ctype != 3:
+            out[tensor.name] = ("dense", "TFLite metadata: labels for its values (TENSOR_VALUE_LABELS)")
+    return out

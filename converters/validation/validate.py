@@ -388,6 +388,7 @@ def validate(source, converted, opts=None):
         report.source.update(src_runner.describe(), mean_ms=_mean_ms(src_runner))
         saved = OrderedDict()
         saved[source.path] = (source, ref_out)
+        role_hints = None
 
         for art, r, res in zip(converted, runners, results):
             if r is None or id(r) not in pending:
@@ -420,11 +421,15 @@ def validate(source, converted, opts=None):
                 else "agreement")
             labels = source.labels or art.labels
             classifier = True if labels and len(ref_out) == 1 else None
+            if role_hints is None:   # the source's own metadata (TFLite), read once
+                from converters.validation.roles import hints_for
+
+                role_hints = hints_for(source)
             res.comparison = compare_runs(ref_out, out, _runner_tolerances(opts.tolerances, r),
                                           mode,
                                           reference_synthetic=src_runner.synthetic_names,
                                           converted_synthetic=r.synthetic_names,
-                                          classifier=classifier)
+                                          classifier=classifier, role_hints=role_hints)
             res.warnings.extend(res.comparison.warnings)
             res.status = PASSED if res.comparison.passed else FAILED
             label_check = _classifier_label_check(r, source, art, ref_out)
