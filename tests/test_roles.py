@@ -374,3 +374,39 @@ def test_quantized_softmax_stays_class_scores():
     assert not np.allclose(q.sum(-1), 1, atol=1e-2)
     assert roles.infer_role("MobilenetV1/Predictions/Reshape_1", q).kind == "class"
     assert roles.infer_role("Identity", q).kind == "class"
+
+
+def _onnx_regressor(path, scale=1.0, out_dims=(1, 63), name="Identity"):
+    """x (1, 8) -> relu(x W) * 100: non-negative coordinates in pixels, shaped `out_dims`."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    n = int(np.prod(out_dims))
+    w = np.random.default_rng(40).uniform(0, 1, (8, n)).astype(np.float32) * scale
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Relu", ["m"], ["r"]),
+             helper.make_node("Mul", ["r", "k"], ["f"]),
+             helper.make_node("Reshape", ["f", "shape"], [name])]
+    g = helper.make_graph(nodes, "reg", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                          [helper.make_tensor_value_info(name, TensorProto.FLOAT, list(out_dims))],
+                          [numpy_helper.from_array(w, "w"),
+                           numpy_helper.from_array(np.array(100, np.float32), "k"),
+                           numpy_helper.from_array(np.array(out_dims, np.int64), "shape")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return path
+
+
+@pytest.mark.parametrize("dims,role", [((1, 63), "landmarks"), ((1, 4, 1), "sequence")])
+def test_validate_cli_judges_landmarks_and_sequences_by_role(tmp_path, capsys, dims, role):
+    from conftest import run_cli
+
+    src = _onnx_regressor(tmp_path / "src.onnx", out_dims=dims)
+    near = _onnx_regressor(tmp_path / "near.onnx", 1.001, out_dims=dims)
+    far = _onnx_regressor(tmp_path / "far.onnx", 1.5, out_dims=dims)
+    code, out, err = run_cli(capsys, "validate", src, near, "--mode", "agreement",
+                             "--val-range", "[0,1]")
+    assert code == 0, out + err
+    assert f"role: 'Identity': {role} (" in out and "top-1" not in out, out
+    code, out, err = run_cli(capsys, "validate", src, far, "--mode", "agreement", "--val-range", "[0,1]")
+    assert code == 1 and "of the source's range" in out and "top-1" not in out, out
