@@ -410,3 +410,22 @@ def test_validate_cli_judges_landmarks_and_sequences_by_role(tmp_path, capsys, d
     assert f"role: 'Identity': {role} (" in out and "top-1" not in out, out
     code, out, err = run_cli(capsys, "validate", src, far, "--mode", "agreement", "--val-range", "[0,1]")
     assert code == 1 and "of the source's range" in out and "top-1" not in out, out
+
+
+def test_sequence_steps_where_the_source_decides_nothing_are_not_judged():
+    """A pitch tracker's unvoiced frames (no bin reaches the threshold) do not decide."""
+    rng = _rng(50)
+    src = rng.uniform(0, 0.1, (S, 1, 20, 36))
+    voiced = rng.uniform(size=(S, 20)) < 0.5
+    bins = rng.integers(0, 36, (S, 20))
+    for s, t in zip(*np.nonzero(voiced)):
+        src[s, 0, t, bins[s, t]] = 0.9
+    art = src.copy()
+    art[~voiced[:, None, :].repeat(1, 1)] = rng.uniform(0, 0.1, (int((~voiced).sum()), 36))
+    o = compare_output("pitch", src, art, Tolerances(roles=None), "agreement",
+                       role=roles.Role("sequence", "test"))
+    assert o.passed and "not judged" in o.headline, (o.reason, o.headline)
+    art[voiced[:, None, :].repeat(1, 1)] = np.roll(art[voiced[:, None, :].repeat(1, 1)], 3, axis=-1)
+    bad = compare_output("pitch", src, art, Tolerances(), "agreement",
+                         role=roles.Role("sequence", "test"))
+    assert not bad.passed and "time steps" in bad.reason

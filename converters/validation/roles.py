@@ -478,14 +478,23 @@ def judge_sequence(ref, conv, tol):
     c = np.asarray(conv, np.float64).reshape(len(conv), steps, -1)
     if r.shape[-1] >= 2:
         same = np.argmax(r, axis=-1) == np.argmax(c, axis=-1)
+        # probabilities: a step where the source decides nothing (no score reaches the label
+        # threshold: silence, an unvoiced frame) has no argmax worth agreeing with
+        undecided = 0
+        if r.min() >= 0 and r.max() <= 1:
+            decisive = r.max(axis=-1) >= _t(tol, "label_threshold", LABEL_THRESHOLD)
+            if decisive.any():
+                undecided = int((~decisive).sum())
+                same = same[decisive]
         ok_steps, total = int(same.sum()), int(same.size)
         limit = _t(tol, "min_top1", 0.8)
         reasons = []
         if ok_steps / total < limit:
             reasons.append(f"per-step argmax agrees on {ok_steps}/{total} time steps, below "
                            f"{limit:.0%}")
-        return Verdict(reasons, {"steps_agree": ok_steps, "steps": total}, [],
-                       f"steps agree {ok_steps}/{total}")
+        note = f" ({undecided} steps where the source decides nothing not judged)" if undecided else ""
+        return Verdict(reasons, {"steps_agree": ok_steps, "steps": total, "undecided_steps": undecided},
+                       [], f"steps agree {ok_steps}/{total}{note}")
     v = judge_landmarks(r, c, tol, what="values")
     limit = _t(tol, "max_range_error", MAX_RANGE_ERROR)
     per_step = np.abs(c - r).reshape(-1)
