@@ -78,7 +78,7 @@ class Result:
     format: str = None
     routes: dict = dataclasses.field(default_factory=dict)
     hops: list = dataclasses.field(default_factory=list)
-    status: str = "converted"       # converted | skipped | failed
+    status: str = "converted"       # converted | not validated | skipped | failed
     error: str = None
     exit_code: int = 0
     # Targets that could not be made while others were: {target: one-line reason}.
@@ -461,6 +461,8 @@ def _convert_model(source, targets, options, outdir, force, validate, progress):
             e.message += f" [done before this failure, and kept: {', '.join(done)}]"
         raise e
     result.refused = {t: str(refused[t]) for t in targets if t in refused}
+    if result.not_validated:   # made, but nothing proves it works: never a plain success
+        result.status = NOT_VALIDATED
     unvalidated = bool(result.not_validated) and not getattr(options, "accept_unvalidated", False)
     result.exit_code = max([e.exit_code for e in refused.values()]
                            + [1 if result.validation_failed or unvalidated else 0])
@@ -669,7 +671,7 @@ def _convert_folder(folder, targets, options, outdir, force, validate, jobs, on_
         state = _read_state(state_path)
         for path in todo:
             r = results[path]
-            if r["status"] == "converted" and r["exit_code"] == 0:
+            if r["status"] in ("converted", NOT_VALIDATED) and r["exit_code"] == 0:
                 sha, key = keys[path]
                 state[os.path.basename(path)] = {"sha256": sha, "options": key, "format": r["format"],
                                                  "routes": r["routes"],

@@ -345,6 +345,7 @@ def test_convert_not_validated_exits_1_unless_accepted(onnx_model, tmp_path, cap
     [a] = doc["models"][0]["artefacts"]
     assert a["validation"]["status"] == "not validated" and a["validation"]["passed"] is None
     assert doc["models"][0]["not_validated"] == [a["model"]]
+    assert doc["models"][0]["status"] == "not validated"   # not a plain "converted"
 
 
 def test_tflite_metadata_gives_the_role(coral):
