@@ -430,3 +430,31 @@ def test_sequence_steps_where_the_source_decides_nothing_are_not_judged():
     bad = compare_output("pitch", src, art, Tolerances(), "agreement",
                          role=roles.Role("sequence", "test"))
     assert not bad.passed and "time steps" in bad.reason
+
+
+@pytest.mark.parametrize("shape,name,role", [
+    ((1, 84, 8400), "output0", "detection"),            # YOLOv8, channels first
+    ((1, 8400, 84), "output0", "detection"),            # and anchors first
+    ((1, 10, 4), "TFLite_Detection_PostProcess", "landmarks"),   # SSD's boxes after NMS
+    ((1, 9, 9, 17), "heatmaps", "dense"),
+    ((1, 513, 513, 21), "SemanticPredictions", "dense"),
+    ((1, 10, 17, 3), "poses", "landmarks"),
+    ((1, 128), "embedding", "embedding"),
+    ((1, 1), "score", "raw"),
+])
+def test_role_inference_on_common_shapes(shape, name, role):
+    rng = _rng(60)
+    ref = rng.uniform(0, 1, (2,) + shape)
+    if role == "detection":
+        boxes = (slice(None), 0, slice(0, 4)) if shape[1] == 84 else (slice(None), 0, slice(None), slice(0, 4))
+        ref[boxes] *= 640
+    got = roles.infer_role(name, ref)
+    assert got.kind == role, got
+
+
+def test_square_heatmaps_take_the_odd_axis_as_channels():
+    src = _rng(61).normal(0, 1, (S, 1, 9, 9, 17))
+    bad = src.copy()
+    bad[..., 3] = bad[..., 3] + 10       # keypoint 3 wins everywhere: the channel argmax breaks
+    o = compare_output("heatmaps", src, bad, Tolerances(), "agreement")
+    assert o.role == "dense" and "over 17 channels" in o.metrics["how"] and not o.passed, o

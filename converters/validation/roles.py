@@ -154,6 +154,8 @@ def infer_role(name, ref, others=None, hint=None):
     if nrole == "detection-boxes" and len(dims) <= 2:
         return Role("landmarks", f"name matches '{pattern}' (coordinates, no anchors to pair): "
                                  f"judged as regression")
+    if nrole in ("class", "multilabel") and len(dims) != 1 and len(shape) >= 3:
+        nrole = None   # 'predictions' of a map or a sequence: its shape says more than its name
     if nrole == "class" and len(dims) == 1 and lo >= 0 and hi <= 1.0 + 1e-6:
         sums = ref.reshape(len(ref), -1).astype(np.float64).sum(axis=1)
         if not _softmax_like(ref):
@@ -162,6 +164,9 @@ def infer_role(name, ref, others=None, hint=None):
     if nrole and nrole != "detection-boxes":
         return Role(nrole, f"name '{name}' matches '{pattern}'")
     # shapes and values
+    if len(shape) == 3 and shape[0] == 1 and shape[-1] == 4 and 1 < shape[1] <= 300:
+        return Role("landmarks", f"{shape[1]} rows of 4 coordinates (boxes after post-processing): "
+                                 f"judged as coordinates")
     if len(shape) >= 3 and len(dims) >= 2 and sum(d >= 8 for d in dims) >= 2:
         return Role("dense", f"spatial {shape} ({rng})")
     if len(shape) == 3 and shape[0] == 1 and shape[1] > 1:
@@ -439,7 +444,11 @@ def judge_landmarks(ref, conv, tol, what="coordinates"):
 def _channel_axis(shape):
     """The channel axis of a spatial map (without the sample axis): the smallest non-spatial
     one, NCHW or NHWC; None for one channel."""
-    if len(shape) == 4:   # [1, C, H, W] or [1, H, W, C]
+    if len(shape) == 4:   # [1, C, H, W] or [1, H, W, C]; square maps name their channel axis
+        if shape[1] == shape[2] != shape[3]:
+            return 3
+        if shape[2] == shape[3] != shape[1]:
+            return 1
         return 1 if shape[1] < shape[3] else 3
     if len(shape) == 3:   # [C, H, W] or [H, W, C]
         return 0 if shape[0] < shape[2] else 2
