@@ -458,3 +458,26 @@ def test_square_heatmaps_take_the_odd_axis_as_channels():
     bad[..., 3] = bad[..., 3] + 10       # keypoint 3 wins everywhere: the channel argmax breaks
     o = compare_output("heatmaps", src, bad, Tolerances(), "agreement")
     assert o.role == "dense" and "over 17 channels" in o.metrics["how"] and not o.passed, o
+
+
+def test_convert_and_validate_share_every_judgement_flag():
+    """One group in both parsers: a threshold added to it reaches both commands."""
+    import argparse
+
+    from edgeport.cli import build_parser
+    from edgeport.cli.args import Parser, add_judgement
+
+    group = Parser(prog="x")
+    add_judgement(group)
+    wanted = {o for a in group._actions for o in a.option_strings} - {"-h", "--help"}
+    assert {"--atol", "--rtol", "--output-role", "--min-recall", "--accept-unvalidated"} <= wanted
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command in ("convert", "validate"):
+        have = {o for a in sub.choices[command]._actions for o in a.option_strings}
+        assert wanted <= have, (command, wanted - have)
+
+
+def test_a_role_forced_on_a_shape_it_cannot_have_fails_with_the_reason():
+    src = _rng(70).normal(0, 1, (S, 1, 3))
+    o = compare_output("x", src, src, Tolerances(), "agreement", role=roles.Role("detection", "forced"))
+    assert not o.passed and "cannot judge as detection" in o.reason

@@ -548,8 +548,8 @@ def judge(role, ref, conv, tol):
             return judge_sequence(ref, conv, tol)
         if kind == "embedding":
             return judge_embedding(ref, conv, tol)
-    except (ValueError, IndexError) as e:   # a role forced on a shape it cannot have
-        return Verdict([f"cannot judge as {kind}: {e}"], {}, [], "")
+    except Exception as e:   # a role forced on a shape it cannot have: said, never a crash
+        return Verdict([f"cannot judge as {kind}: {type(e).__name__}: {e}"], {}, [], "")
     return Verdict([], {}, [], "")
 
 
