@@ -481,3 +481,40 @@ def test_a_role_forced_on_a_shape_it_cannot_have_fails_with_the_reason():
     src = _rng(70).normal(0, 1, (S, 1, 3))
     o = compare_output("x", src, src, Tolerances(), "agreement", role=roles.Role("detection", "forced"))
     assert not o.passed and "cannot judge as detection" in o.reason
+
+
+def _keras_packed_detector(path, classes=3):
+    """A YOLO-style head on 16x16x3 images in 0..1: 256 anchors, boxes in pixels (0..320)
+    concatenated with sigmoid class scores (0..1) into one [1, 4+C, 256] output."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inp)
+    boxes = keras.layers.Conv2D(4, 1, activation="sigmoid")(x)
+    boxes = keras.layers.Rescaling(320.0)(boxes)
+    scores = keras.layers.Conv2D(classes, 1, activation="sigmoid")(x)
+    out = keras.layers.Concatenate(axis=-1)([keras.layers.Reshape((256, 4))(boxes),
+                                             keras.layers.Reshape((256, classes))(scores)])
+    out = keras.layers.Permute((2, 1), name="output0")(out)
+    keras.Model(inp, out).save(str(path))
+    return path
+
+
+def test_int8_packed_detector_whose_scores_collapse_fails_naming_the_score_part(tmp_path, capsys):
+    """The issue's false PASS, end to end: one int8 scale for boxes in pixels and scores in
+    0..1 leaves the scores two levels; convert's validation fails naming the score part."""
+    from conftest import run_cli
+    from tiny_tf import make_images
+
+    src = _keras_packed_detector(tmp_path / "det.keras")
+    cal = make_images(tmp_path / "cal", n=12)
+    code, out, err = run_cli(capsys, "convert", src, "--to", "tflite-int8", "--calibration", cal,
+                             "--size", "16", "16", "--mean", "0", "--std", "255", "-o",
+                             tmp_path / "out", "--json")
+    doc = json.loads(out)
+    [a] = [x for x in doc["models"][0]["artefacts"] if x["format"] == "tflite-int8"]
+    v = a["validation"]
+    assert code == 1 and v["status"] == "failed" and v["passed"] is False, v
+    assert "score part" in v["summary"] and "levels" in v["summary"], v["summary"]
+    assert "top-1" not in v["summary"]
