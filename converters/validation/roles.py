@@ -157,10 +157,10 @@ def infer_role(name, ref, others=None, hint=None):
     if nrole in ("class", "multilabel") and len(dims) != 1 and len(shape) >= 3:
         nrole = None   # 'predictions' of a map or a sequence: its shape says more than its name
     if nrole == "class" and len(dims) == 1 and lo >= 0 and hi <= 1.0 + 1e-6:
-        sums = ref.reshape(len(ref), -1).astype(np.float64).sum(axis=1)
         if not _softmax_like(ref):
             return Role("multilabel", f"named like class scores ('{name}') but {dims[0]} values "
-                                      f"in 0..1 not summing to 1: independent sigmoids")
+                                      f"in 0..1 not one class's probabilities (sums off 1, or "
+                                      f"several above 0.5): independent sigmoids")
     if nrole and nrole != "detection-boxes":
         return Role(nrole, f"name '{name}' matches '{pattern}'")
     # shapes and values
@@ -323,7 +323,7 @@ def _f1(ref_pos, conv_pos):
     return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
 
 
-def judge_multilabel(ref, conv, tol, source_activation=None):
+def judge_multilabel(ref, conv, tol):
     thr = _t(tol, "label_threshold", LABEL_THRESHOLD)
     pr, pc = _probabilities(_flat(ref)), _probabilities(_flat(conv))
     a, b = pr >= thr, pc >= thr
