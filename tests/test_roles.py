@@ -518,3 +518,44 @@ def test_int8_packed_detector_whose_scores_collapse_fails_naming_the_score_part(
     assert code == 1 and v["status"] == "failed" and v["passed"] is False, v
     assert "score part" in v["summary"] and "levels" in v["summary"], v["summary"]
     assert "top-1" not in v["summary"]
+
+
+def _postprocessed(seed=80, k=10):
+    """SSD outputs after TFLite_Detection_PostProcess: boxes [1,K,4] (y1 x1 y2 x2, 0..1),
+    classes [1,K], scores [1,K] best first, count [1]."""
+    rng = _rng(seed)
+    boxes = np.zeros((S, 1, k, 4))
+    classes = np.zeros((S, 1, k))
+    scores = np.zeros((S, 1, k))
+    count = np.zeros((S, 1))
+    for s in range(S):
+        n = int(rng.integers(2, k))
+        yx = rng.uniform(0, 0.7, (n, 2))
+        boxes[s, 0, :n] = np.concatenate([yx, yx + rng.uniform(0.1, 0.3, (n, 2))], axis=1)
+        classes[s, 0, :n] = rng.integers(0, 90, n)
+        scores[s, 0, :n] = np.sort(rng.uniform(0.3, 0.95, n))[::-1]
+        count[s] = n
+    return OrderedDict([("TFLite_Detection_PostProcess", boxes), ("TFLite_Detection_PostProcess:1", classes),
+                        ("TFLite_Detection_PostProcess:2", scores), ("TFLite_Detection_PostProcess:3", count)])
+
+
+def test_detections_after_the_models_own_nms_are_matched_not_compared_by_row():
+    ref = _postprocessed()
+    r = roles.infer_roles(ref)
+    assert r["TFLite_Detection_PostProcess"].kind == "detection-nms"
+    assert {r[n].kind for n in list(ref)[1:]} == {roles.NMS_PART}
+    # int8: two detections of close score swap rows, boxes move a little: the same detections
+    conv = OrderedDict((n, a.copy()) for n, a in ref.items())
+    for a in conv.values():
+        if a.ndim == 3 or a.ndim == 4:
+            a[:, :, [0, 1]] = a[:, :, [1, 0]]
+    conv["TFLite_Detection_PostProcess"] += 0.004
+    pair = compare_runs(ref, conv, Tolerances(), "agreement")
+    assert pair.passed, [o.reason for o in pair.outputs]
+    o = pair.outputs[0]
+    assert o.metrics["recall"] == 1.0 and o.metrics["box_err"] == pytest.approx(0.004)
+    # half the detections lost
+    lost = OrderedDict((n, a.copy()) for n, a in ref.items())
+    lost["TFLite_Detection_PostProcess:2"][:, :, 1::2] = 0.05
+    bad = compare_runs(ref, lost, Tolerances(), "agreement")
+    assert not bad.passed and "recall" in bad.outputs[0].reason, bad.outputs[0].reason

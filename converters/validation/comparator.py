@@ -407,6 +407,17 @@ def compare_runs(reference_outputs, converted_outputs, tolerances, mode="numeric
         warnings.append(f"--output-role names no output of the source: {', '.join(unknown)} "
                         f"(outputs: {', '.join(ref_names)})")
     result = PairResult(warnings=warnings, mode=mode)
+    converted_of = dict(pairs)
+    for name, role in list(roles.items()):
+        if role.kind == "detection-nms" and role.params:   # its companions, from both runs
+            arrays = {}
+            for key in ("scores", "classes", "count"):
+                ref_name = role.params.get(key)
+                if ref_name:
+                    conv_name = converted_of.get(ref_name)
+                    arrays[key] = (reference_outputs[ref_name],
+                                   converted_outputs[conv_name] if conv_name else None)
+            roles[name] = role._replace(params=dict(role.params, arrays=arrays))
     for r, o in pairs:
         if o is None:
             nan = float("nan")

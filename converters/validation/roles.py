@@ -32,8 +32,9 @@ import numpy as np
 
 from converters.validation import detection as det
 
-ROLES = ("class", "multilabel", "detection", "detection-boxes", "detection-scores", "landmarks",
-         "dense", "sequence", "embedding", "raw")
+ROLES = ("class", "multilabel", "detection", "detection-boxes", "detection-scores",
+         "detection-nms", "landmarks", "dense", "sequence", "embedding", "raw")
+NMS_PART = "detection-nms-part"   # the scores, classes, count of a detection-nms group
 ALIASES = {"classes": "class", "classifier": "class", "scores": "class", "multi-label": "multilabel",
            "detector": "detection", "boxes": "detection-boxes", "regression": "landmarks",
            "landmark": "landmarks", "keypoints": "landmarks", "segmentation": "dense",
@@ -214,6 +215,29 @@ def hints_for(artefact):
     return {}
 
 
+def _postprocessed_group(outputs, skip):
+    """A detector's outputs after its own NMS (TFLite_Detection_PostProcess and the like):
+    boxes [1, K, 4], scores [1, K] in 0..1 best first, classes [1, K] of whole numbers, and
+    maybe a count [1]. Returns {boxes name: {scores, classes, count}} for each group found."""
+    groups = {}
+    shapes = {n: _squeezed(np.shape(a)[1:]) for n, a in outputs.items() if n not in skip}
+    for b, sb in shapes.items():
+        if len(sb) != 2 or sb[1] != 4 or np.ndim(outputs[b]) != 4:
+            continue
+        k = sb[0]
+        flat = [n for n, sh in shapes.items() if n != b and sh == [k]]
+        scores = [n for n in flat if np.min(outputs[n]) >= 0 and np.max(outputs[n]) <= 1
+                  and np.all(np.diff(np.asarray(outputs[n]).reshape(len(outputs[n]), -1), axis=1) <= 1e-6)]
+        classes = [n for n in flat if n not in scores[:1]
+                   and np.allclose(outputs[n], np.round(outputs[n]))]
+        if not scores or not classes:
+            continue
+        count = [n for n, sh in shapes.items() if sh in ([], [1]) and n not in (b,)
+                 and np.allclose(outputs[n], np.round(outputs[n])) and np.max(outputs[n]) <= k]
+        groups[b] = {"scores": scores[0], "classes": classes[0], "count": count[0] if count else None}
+    return groups
+
+
 def infer_roles(outputs, overrides=None, hints=None, labels=False):
     """{name: Role} for every output (OrderedDict name -> source array (S, ...)).
 
@@ -235,6 +259,14 @@ def infer_roles(outputs, overrides=None, hints=None, labels=False):
         else:
             others = {n: s for n, s in shapes.items() if n != name}
             out[name] = infer_role(name, ref, others, (hints or {}).get(name))
+    given = {n for n, r in out.items() if r.evidence == "--output-role"}
+    for b, g in _postprocessed_group(outputs, given).items():
+        parts = [g["scores"], g["classes"]] + ([g["count"]] if g["count"] else [])
+        out[b] = Role("detection-nms", f"boxes after the model's own NMS, with scores "
+                                       f"'{g['scores']}', classes '{g['classes']}'"
+                                       + (f", count '{g['count']}'" if g["count"] else ""), g)
+        for p in parts:
+            out[p] = Role(NMS_PART, f"part of the detections of '{b}', judged with them")
     return out
 
 
@@ -525,6 +557,48 @@ def judge_embedding(ref, conv, tol):
                    f"cosine per sample >= {float(np.min(cos)):.4f}")
 
 
+def judge_detection_nms(ref, conv, tol, params):
+    """Detections the model made itself: per sample the first `count` rows (else all), those
+    at or above the score threshold, matched by class at the IoU threshold."""
+    arrays = (params or {}).get("arrays") or {}
+    if not arrays.get("scores") or not arrays.get("classes") or any(
+            v is None for v in arrays["scores"] + arrays["classes"]):
+        raise ValueError("its scores and classes outputs are missing from the converted model")
+    thr = _t(tol, "score_threshold", SCORE_THRESHOLD)
+    iou = _t(tol, "iou", IOU)
+
+    def dets(boxes, scores, classes, count):
+        out = []
+        for k in range(len(boxes)):
+            n = int(np.asarray(count[k]).reshape(-1)[0]) if count is not None else None
+            b = np.asarray(boxes[k], np.float64).reshape(-1, 4)[:n]
+            sc = np.asarray(scores[k], np.float64).reshape(-1)[:n]
+            cl = np.round(np.asarray(classes[k], np.float64).reshape(-1)[:n]).astype(np.int64)
+            keep = sc >= thr
+            out.append(det.Detections(b[keep], sc[keep], cl[keep]))
+        return out
+
+    cr, cc = arrays.get("count") or (None, None)
+    src = dets(ref, arrays["scores"][0], arrays["classes"][0], cr)
+    art = dets(conv, arrays["scores"][1], arrays["classes"][1], cc)
+    m = det.match_runs(src, art, iou)
+    metrics = {"recall": m["recall"], "precision": m["precision"], "matched": len(m["matched"]),
+               "source_detections": m["sources"], "detections": m["artefacts"],
+               "box_err": m["box_err"], "box_err_max": m["box_err_max"], "score_threshold": thr,
+               "iou": iou,
+               "matches": [{"sample": s, "source": int(i), "artefact": int(j), "iou": round(v, 4),
+                            "class": int(src[s].classes[i]),
+                            "source_box": [round(float(x), 4) for x in src[s].boxes[i]],
+                            "box": [round(float(x), 4) for x in art[s].boxes[j]]}
+                           for s, i, j, v in m["matched"][:50]]}
+    parts = [part_check("scores", arrays["scores"][0], arrays["scores"][1])]
+    reasons = [p["reason"] for p in parts if not p["ok"]] + _recall_precision_reasons(m, tol)
+    return Verdict(reasons, metrics, parts,
+                   f"recall {m['recall']:.2f}, precision {m['precision']:.2f} "
+                   f"({len(m['matched'])} of {m['sources']} detections matched at IoU {iou:g}), "
+                   f"box err {m['box_err']:.3g}")
+
+
 def judge(role, ref, conv, tol):
     """The role's verdict on one output (agreement mode): Verdict(reasons, metrics, parts,
     headline). `ref`/`conv`: aligned arrays with a leading sample axis."""
@@ -540,6 +614,10 @@ def judge(role, ref, conv, tol):
             return judge_detection(ref, conv, tol, role.params if isinstance(role, Role) else None)
         if kind == "detection-scores":
             return judge_detection_scores(ref, conv, tol)
+        if kind == "detection-nms":
+            return judge_detection_nms(ref, conv, tol, role.params if isinstance(role, Role) else None)
+        if kind == NMS_PART:
+            return Verdict([], {}, [], "")
         if kind in ("landmarks", "detection-boxes"):
             return judge_landmarks(ref, conv, tol)
         if kind == "dense":
