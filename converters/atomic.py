@@ -14,6 +14,7 @@ import threading
 
 from edge.errors import InputError
 from edge.files import check_output, check_output_dir, is_no_space, no_space
+from edge.run import guard_write
 
 
 def _remove(path):
@@ -43,6 +44,7 @@ def atomic_output(final_path, directory=False):
     On normal exit the temp is renamed to `final_path` (replacing it); on any exception it
     is deleted and `final_path` is untouched.
     """
+    guard_write(final_path)  # declared by the command, and no input of the run
     final_path = os.path.abspath(os.fspath(final_path))
     # Only a regular file (or, for folder outputs, a real folder) is ever replaced: never a
     # device node, a FIFO or a symbolic link (os.replace would swap the node itself).

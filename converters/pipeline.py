@@ -35,6 +35,7 @@ from converters.atomic import (atomic_output, check_writable_dir, output_lock, s
                                terminate_as_interrupt, write_text_atomic)
 from edge.files import check_output, check_output_dir, check_path_text, read_input, same_file
 from edge.sidecar import sidecar_path
+from edge import run as edge_run
 from converters.registry import plan_route
 
 STATE_FILE = ".edgeport-convert.json"
@@ -551,10 +552,15 @@ def _skip_key(path, targets, options, outdir, force):
     return hashlib.sha256(json.dumps(rec, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _one(args):
-    """Worker: convert one source, never raise (a Result as a dict, with its time in ms)."""
+def _one(args, run=None):
+    """Worker: convert one source, never raise (a Result as a dict, with its time in ms).
+    `run`: the command's edge.run.Run, active in the worker too (spawned workers start without)."""
     t0 = time.perf_counter()
-    r = _convert_one(*args)
+    if run is not None and edge_run.current() is None:
+        with run.active():
+            r = _convert_one(*args)
+    else:
+        r = _convert_one(*args)
     r["ms"] = round(1000 * (time.perf_counter() - t0), 1)
     return r
 
@@ -579,7 +585,7 @@ def convert_folder(folder, targets, options, outdir=None, force=False, validate=
     """
     targets = parse_targets(targets)
     folder = os.path.abspath(check_path_text(folder, "folder"))
-    outdir = os.path.abspath(outdir or folder)
+    outdir = os.path.abspath(folder if outdir is None else check_path_text(outdir, "output folder"))
     created = _missing_folders(outdir)
     try:
         with terminate_as_interrupt():
@@ -591,16 +597,92 @@ def convert_folder(folder, targets, options, outdir=None, force=False, validate=
     return results
 
 
+def planned_outputs(path, targets, options, outdir):
+    """Every file converting `path` to `targets` in `outdir` would write (artefacts of every
+    hop and their sidecars); empty when the source cannot be read or no route is planned (its
+    own conversion then says why)."""
+    try:
+        fmt = formats.detect_format(path)
+    except EdgeportError:
+        return []
+    routes, _ = plan_each(fmt, targets, options)
+    stem = stem_of(path)
+    out = []
+    for route in routes.values():
+        for conv in route:
+            final = output_path(outdir, stem, conv.target)
+            for p in (final, str(sidecar_path(final))):
+                if p not in out:
+                    out.append(p)
+    return out
+
+
+def check_folder_plan(models, targets, options, outdir):
+    """Folder mode names artefacts without collisions. Before anything is converted, refuse
+    (InputError, naming both) when two sources would write one file (`net.tflite` and
+    `net.onnx` both make `net.ort`; two folders' `m.tflite` into one -o), and when any source
+    would write over a source of the folder (`net.tflite --to ort` makes `net.onnx`, which
+    is the user's own `net.onnx`), by name, link or inode. The rule is refusal, never a
+    renamed artefact: an artefact's name is always its source's stem plus its format's suffix."""
+    writers = {}
+    sources = {os.path.realpath(m): m for m in models}
+    idents = {}
+    for m in models:
+        with contextlib.suppress(OSError):
+            st = os.stat(m)
+            idents[(st.st_dev, st.st_ino)] = m
+    for m in models:
+        for p in planned_outputs(m, targets, options, outdir):
+            real = os.path.realpath(p)
+            other = sources.get(real)
+            if other is None and os.path.lexists(p):
+                with contextlib.suppress(OSError):
+                    st = os.stat(p)
+                    other = idents.get((st.st_dev, st.st_ino))
+            if other is not None:
+                raise InputError(f"{os.path.basename(m)} would write {p}, which is the source "
+                                 f"{os.path.basename(other)} of this folder: nothing was converted",
+                                 "convert into another folder with -o, or move one of them")
+            if real in writers and writers[real] != m:
+                raise InputError(f"{os.path.basename(writers[real])} and {os.path.basename(m)} would "
+                                 f"both write {p}: nothing was converted",
+                                 "convert them into separate folders, or rename one")
+            writers[real] = m
+
+
+def _artefact_intact(path, outdir):
+    """True when `path` (a recorded output) is inside `outdir`, exists, and is the file its
+    sidecar describes (the sidecar's sha256 of it matches): a replaced file is never skipped."""
+    real_out = os.path.realpath(outdir)
+    real = os.path.realpath(path)
+    if not real.startswith(real_out.rstrip(os.sep) + os.sep) or not os.path.exists(path):
+        return False
+    if path.endswith(SIDECAR_SUFFIX):
+        return True
+    try:
+        side = read_sidecar(path)
+        return bool(side.get(ARTEFACT_SHA)) and side.get(ARTEFACT_SHA) == sha256_of(path)
+    except (EdgeportError, OSError, ValueError):
+        return False
+
+
 def _convert_folder(folder, targets, options, outdir, force, validate, jobs, on_result, select=None):
     check_writable_dir(outdir)
     models = find_models(folder)
     if not models:
         raise InputError(f"folder {folder} holds no model edgeport can read")
+    state_path = os.path.join(outdir, STATE_FILE)
+    state = _read_state(state_path, outdir)
+    for path in models:  # another folder's model of the same name, converted into this -o
+        prev = state.get(os.path.basename(path))
+        if prev and prev.get("source") and os.path.realpath(prev["source"]) != os.path.realpath(path):
+            raise InputError(f"{outdir} holds the conversion of {prev['source']}, another model named "
+                             f"{os.path.basename(path)}; converting {path} there would replace it",
+                             "convert each folder into its own -o folder")
+    check_folder_plan(models, targets, options, outdir)
     shas = {path: sha256_of(path) for path in models}
     if select is not None:
         models = list(select(shas))
-    state_path = os.path.join(outdir, STATE_FILE)
-    state = _read_state(state_path)
     results, todo, keys = {}, [], {}
     for path in models:
         sha = shas[path]
@@ -608,15 +690,16 @@ def _convert_folder(folder, targets, options, outdir, force, validate, jobs, on_
         keys[path] = (sha, key)
         prev = state.get(os.path.basename(path))
         if (not force and prev and prev.get("sha256") == sha and prev.get("options") == key
-                and all(os.path.exists(p) for p in prev.get("outputs", []))):
+                and all(_artefact_intact(p, outdir) for p in prev.get("outputs", []))):
             r = Result(path, prev.get("format"), prev.get("routes", {}), status="skipped").as_dict()
             r["exit_code"] = 0
             results[path] = r
             if on_result:
                 on_result(r)
             continue
-        # Outputs this command made for an older source or other options are stale: redo them.
-        todo.append((path, force or prev is not None))
+        # Outputs made for an older source or other options are redone (their sidecars say
+        # so); a replaced artefact is refused, as in single-file mode, unless --force.
+        todo.append((path, force))
     work = [(p, targets, options, outdir, redo, validate) for p, redo in todo]
     todo = [p for p, _ in todo]
     if jobs > 1 and len(work) > 1:
@@ -625,7 +708,7 @@ def _convert_folder(folder, targets, options, outdir, force, validate, jobs, on_
 
         ctx = multiprocessing.get_context("spawn")  # TF and torch do not survive fork
         with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(_one, w): w[0] for w in work}
+            futures = {pool.submit(_one, w, edge_run.current()): w[0] for w in work}
             for fut in concurrent.futures.as_completed(futures):
                 r = fut.result()
                 results[futures[fut]] = r
@@ -640,12 +723,13 @@ def _convert_folder(folder, targets, options, outdir, force, validate, jobs, on_
     # Re-read under a lock and change only this run's entries: shards sharing an output
     # folder on one machine must not drop each other's records.
     with output_lock(state_path):
-        state = _read_state(state_path)
+        state = _read_state(state_path, outdir)
         for path in todo:
             r = results[path]
             if r["status"] == "converted" and r["exit_code"] == 0:
                 sha, key = keys[path]
                 state[os.path.basename(path)] = {"sha256": sha, "options": key, "format": r["format"],
+                                                 "source": os.path.abspath(path),
                                                  "routes": r["routes"],
                                                  "outputs": [h["path"] for h in r["artefacts"]]}
             else:
@@ -654,8 +738,14 @@ def _convert_folder(folder, targets, options, outdir, force, validate, jobs, on_
     return [results[p] for p in models]
 
 
-def _read_state(path):
-    """The folder's skip state; anything damaged or not a regular file counts as none."""
+STATE_FIELDS = {"sha256": str, "options": str, "format": str, "routes": dict, "outputs": list,
+                "source": str}
+
+
+def _read_state(path, outdir=None):
+    """The folder's skip state; damaged JSON or not a regular file counts as none. A state
+    whose entries have unknown fields, wrong types, or outputs outside the output folder
+    (`/etc/hostname`) is refused (InputError): it was not written by edgeport."""
     if not os.path.exists(path):
         return {}
     try:
@@ -664,4 +754,24 @@ def _read_state(path):
         return {}
     if not isinstance(state, dict) or not all(isinstance(v, dict) for v in state.values()):
         return {}
+    real_out = os.path.realpath(outdir or os.path.dirname(os.path.abspath(path)))
+
+    from edge.files import printable
+
+    def bad(name, why):
+        return InputError(f"the state file {path} was not written by edgeport: entry "
+                          f"{printable(name)!r} {why}", "remove it to convert the folder again")
+
+    for name, entry in state.items():
+        for k, v in entry.items():
+            if k not in STATE_FIELDS:
+                raise bad(name, f"has an unknown field {printable(k)!r}")
+            if not isinstance(v, STATE_FIELDS[k]):
+                raise bad(name, f"has a field {k!r} of the wrong type")
+        for out in entry.get("outputs", []):
+            if not isinstance(out, str) or not out or "\0" in out:
+                raise bad(name, "lists an output that is not a path")
+            real = os.path.realpath(os.path.join(real_out, out))
+            if not real.startswith(real_out.rstrip(os.sep) + os.sep):
+                raise bad(name, f"lists an output outside the output folder: {printable(out)}")
     return state

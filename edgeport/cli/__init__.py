@@ -1,6 +1,8 @@
 """The `edgeport` command: a thin dispatcher over command modules, each imported on demand.
 
-A command module defines HELP (one line), configure(parser) and run(args) -> exit code.
+A command module defines HELP (one line), configure(parser), files(args, run) (every file
+the command reads and writes, declared on an edge.run.Run and checked before any work) and
+run(args) -> exit code.
 Modules import nothing heavy at the top, so `edgeport X --help` starts in a blink.
 The command line lives here and only here: edge/ and converters/ expose library functions
 (edge.classify, edge.bench, converters.pipeline, converters.validation.*) that these
@@ -35,7 +37,7 @@ def _build(name, module, subparsers):
     # SUPPRESS: no default here, or it would reset `edgeport --debug CMD` to False.
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     mod.configure(p)
-    p.set_defaults(_run=mod.run)
+    p.set_defaults(_run=mod.run, _files=mod.files)
 
 
 def build_parser(only=None, prog="edgeport"):
@@ -53,10 +55,16 @@ def build_parser(only=None, prog="edgeport"):
 
 
 def run_parsed(args):
+    """Run a parsed command: its declared files (the module's files(args, run)) are checked
+    before any work, and every write during the run is held to them (edge/run.py)."""
     from edge.errors import EdgeportError
+    from edge.run import Run
 
     try:
-        return int(args._run(args) or 0)
+        run = Run(f"edgeport {getattr(args, 'command', None) or ''}".strip())
+        args._files(args, run)
+        with run.active():
+            return int(args._run(args) or 0)
     except EdgeportError as e:
         if args.debug:
             raise
@@ -101,7 +109,7 @@ def _short_form(command):
                         formatter_class=argparse.RawDescriptionHelpFormatter)
         parser.add_argument("--debug", action="store_true", help="show tracebacks")
         mod.configure(parser)
-        parser.set_defaults(_run=mod.run)
+        parser.set_defaults(_run=mod.run, _files=mod.files)
         try:
             args = parser.parse_args(argv)
         except SystemExit as e:

@@ -24,6 +24,14 @@ def configure(p):
     add_input_args(p)
 
 
+def files(args, run):
+    """Reads the models (and sidecars) and --data; writes only --plot."""
+    from edgeport.cli.inputs import declare_inputs
+
+    run.inputs_of(args.models, "model", sidecar=True)
+    declare_inputs(args, run)
+    run.output(args.plot, "plot")
+
 def run(args):
     import sys
 

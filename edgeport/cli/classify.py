@@ -32,6 +32,14 @@ def configure(p):
                    help="the input shape for a model with open dimensions, e.g. [1,224,224,3]")
 
 
+def files(args, run):
+    """Reads the model (and sidecar), the labels and the images; writes nothing."""
+    from edge.interpreter import split_model_device
+
+    run.input(split_model_device(args.model)[0], "model", sidecar=True)
+    run.input(args.labels, "labels")
+    run.inputs_of(args.input, "image")
+
 def run(args):
     import sys
 

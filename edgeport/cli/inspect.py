@@ -28,6 +28,10 @@ def configure(p):
     add_json(p)
 
 
+def files(args, run):
+    """Reads the model; writes nothing."""
+    run.input(args.model, "model", sidecar=True)
+
 def run(args):
     import converters.validation.inspect as _lib
     from edgeport.cli.output import emit_json
