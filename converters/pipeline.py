@@ -552,15 +552,21 @@ def _skip_key(path, targets, options, outdir, force):
     return hashlib.sha256(json.dumps(rec, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _one(args, run=None):
+def _one(args, run=None, in_pool=False):
     """Worker: convert one source, never raise (a Result as a dict, with its time in ms).
-    `run`: the command's edge.run.Run, active in the worker too (spawned workers start without)."""
+    `run`: the command's edge.run.Run, active in the worker too (spawned workers start without).
+    `in_pool`: a pool worker stopped by SIGTERM exits (143) once its temps are removed."""
     t0 = time.perf_counter()
-    if run is not None and edge_run.current() is None:
-        with run.active():
+    try:
+        if run is not None and edge_run.current() is None:
+            with run.active():
+                r = _convert_one(*args)
+        else:
             r = _convert_one(*args)
-    else:
-        r = _convert_one(*args)
+    except KeyboardInterrupt as e:
+        if not in_pool:
+            raise
+        os._exit(getattr(e, "exit_code", 130))
     r["ms"] = round(1000 * (time.perf_counter() - t0), 1)
     return r
 
@@ -702,29 +708,34 @@ def _convert_folder(folder, targets, options, outdir, force, validate, jobs, on_
         todo.append((path, force))
     work = [(p, targets, options, outdir, redo, validate) for p, redo in todo]
     todo = [p for p, _ in todo]
-    if jobs > 1 and len(work) > 1:
-        import concurrent.futures
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")  # TF and torch do not survive fork
-        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(_one, w, edge_run.current()): w[0] for w in work}
-            for fut in concurrent.futures.as_completed(futures):
-                r = fut.result()
-                results[futures[fut]] = r
+    try:
+        if jobs > 1 and len(work) > 1:
+            _run_pool(work, jobs, results, on_result)
+        else:
+            for w in work:
+                r = _one(w)
+                results[w[0]] = r
                 if on_result:
                     on_result(r)
-    else:
-        for w in work:
-            r = _one(w)
-            results[w[0]] = r
-            if on_result:
-                on_result(r)
-    # Re-read under a lock and change only this run's entries: shards sharing an output
-    # folder on one machine must not drop each other's records.
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (Terminated): keep what finished, then stop
+        for path in todo:
+            if path not in results:  # a killed worker's temps (a worker that ended cleanly has none)
+                for out in planned_outputs(path, targets, options, outdir):
+                    with contextlib.suppress(OSError):
+                        sweep_stale(out)
+        _write_state(state_path, outdir, [p for p in todo if p in results], results, keys)
+        raise
+    _write_state(state_path, outdir, todo, results, keys)
+    return [results[p] for p in models]
+
+
+def _write_state(state_path, outdir, done, results, keys):
+    """Record the sources of `done` in the state file. Re-read under a lock and change only
+    this run's entries: shards sharing an output folder on one machine must not drop each
+    other's records."""
     with output_lock(state_path):
         state = _read_state(state_path, outdir)
-        for path in todo:
+        for path in done:
             r = results[path]
             if r["status"] == "converted" and r["exit_code"] == 0:
                 sha, key = keys[path]
@@ -735,7 +746,65 @@ def _convert_folder(folder, targets, options, outdir, force, validate, jobs, on_
             else:
                 state.pop(os.path.basename(path), None)
         write_text_atomic(state_path, json.dumps(state, indent=2, sort_keys=True) + "\n")
-    return [results[p] for p in models]
+
+
+# Cancellation: how long workers get to clean up (their temps, locks) after SIGTERM before
+# they are killed; the whole stop stays well within 2 seconds.
+STOP_GRACE_SECONDS = 1.0
+
+
+def _worker_init():
+    """Pool workers ignore Ctrl-C (the terminal sends it to the whole group): the parent stops
+    them with SIGTERM, which a converting worker turns into the same cleanup (Terminated)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run_pool(work, jobs, results, on_result):
+    """Convert `work` in `jobs` spawned processes. On Ctrl-C or SIGTERM: pending models are
+    cancelled, running workers get SIGTERM (they remove their temps and exit), and any still
+    alive after STOP_GRACE_SECONDS are killed; then the interrupt goes on to the caller."""
+    import concurrent.futures
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")  # TF and torch do not survive fork
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init)
+    try:
+        futures = {pool.submit(_one, w, edge_run.current(), True): w[0] for w in work}
+        for fut in concurrent.futures.as_completed(futures):
+            r = fut.result()
+            results[futures[fut]] = r
+            if on_result:
+                on_result(r)
+    except BaseException:
+        for fut, path in futures.items() if "futures" in locals() else ():
+            if fut.done() and not fut.cancelled() and fut.exception() is None and path not in results:
+                results[path] = fut.result()   # finished just before the interrupt
+        _stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _stop_workers(pool):
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for f in list(getattr(pool, "_pending_work_items", {}).values()):
+        with contextlib.suppress(Exception):
+            f.future.cancel()
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.terminate()
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.join(max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        with contextlib.suppress(Exception):
+            if p.is_alive():
+                p.kill()
+                p.join(1.0)
+    with contextlib.suppress(Exception):
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 STATE_FIELDS = {"sha256": str, "options": str, "format": str, "routes": dict, "outputs": list,
