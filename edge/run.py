@@ -47,6 +47,18 @@ def _real(path):
         return os.path.abspath(path)
 
 
+def _text(path, what):
+    """The path as text: not empty, no NUL, and valid UTF-8 (a name with undecodable bytes is
+    refused with one line: the frameworks edgeport hands paths to cannot open it)."""
+    p = check_path_text(path, what)
+    try:
+        p.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"the {what} {_display(p)} is not valid UTF-8",
+                         "rename it to a UTF-8 name (edgeport's frameworks cannot open it)") from None
+    return p
+
+
 def _is_package(path):
     p = os.fspath(path).rstrip("/" + os.sep)
     return p.endswith(PACKAGE_SUFFIXES) or os.path.exists(os.path.join(p, "saved_model.pb"))
@@ -71,12 +83,19 @@ class Run:
         `sidecar` also declares the model's NAME.edgeport.json."""
         if path is None:
             return
+        p = check_path_text(path, f"{what} path")  # "" is refused, never taken as "not given"
         try:
-            p = os.fsdecode(os.fspath(path))
-        except (TypeError, ValueError):
-            return
-        if not p or "\0" in p:
-            return  # the reader says what is wrong with it
+            mode = os.stat(p).st_mode
+        except FileNotFoundError:  # given but missing: refused even when this run would not read it
+            if os.path.islink(p):
+                raise InputError(f"{what} {_display(p)} is a symbolic link to nothing") from None
+            raise InputError(f"cannot read {what} {_display(p)}: it does not exist") from None
+        except OSError as e:
+            raise InputError(f"cannot read {what} {_display(p)}: {e.strerror}") from None
+        _text(p, f"{what} path")
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise InputError(f"the {what} {_display(p)} is {kind_of(mode)}, not a regular file",
+                             "pass a file")  # a FIFO would hang the read, a device never end
         if os.path.isdir(p):
             if _is_package(p):
                 self.packages.append((_real(p), what))
@@ -118,7 +137,7 @@ class Run:
         """Declare a folder edgeport writes into (convert's artefacts, sidecars, state file)."""
         if folder is None:
             return
-        p = check_path_text(folder, what)
+        p = _text(folder, what)
         self.trees.append((_real(p), what))
 
     # -- checking ----------------------------------------------------------------------------
@@ -138,7 +157,7 @@ class Run:
         return self
 
     def _check_one(self, path, what, folder=False):
-        p = check_path_text(path, f"{what} path")
+        p = _text(path, f"{what} path")
         try:
             st = os.lstat(p)
         except FileNotFoundError:

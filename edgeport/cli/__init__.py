@@ -68,7 +68,10 @@ def run_parsed(args):
     except EdgeportError as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        from edge.files import printable
+
+        # One line, always: a file name with a newline or ESC in the message is escaped.
+        print(f"error: {printable(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:  # SIGTERM too (converters.atomic.Terminated): exit 143
         print("interrupted" if not str(e) else f"interrupted: {e}", file=sys.stderr)

@@ -37,7 +37,7 @@ def files(args, run):
     from edge.interpreter import split_model_device
 
     run.input(split_model_device(args.model)[0], "model", sidecar=True)
-    run.input(args.labels, "labels")
+    run.input(args.labels, "labels file")
     run.inputs_of(args.input, "image")
 
 def run(args):

@@ -186,7 +186,7 @@ def files(args, run):
         run.input(args.source, "source model", sidecar=True)
         outdir = (os.path.dirname(os.path.abspath(args.source.rstrip("/") or args.source))
                   if args.output_dir is None else args.output_dir)
-    run.input(args.labels, "labels")
+    run.input(args.labels, "labels file")
     run.input(args.calibration, "calibration folder")
     declare_inputs(args, run)
     run.tree(outdir, "output folder")

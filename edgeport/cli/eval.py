@@ -39,7 +39,7 @@ def files(args, run):
     from edgeport.cli.inputs import declare_inputs
 
     run.inputs_of(args.models, "model", sidecar=True)
-    run.input(args.labels, "labels")
+    run.input(args.labels, "labels file")
     run.input(args.images, "image folder")
     declare_inputs(args, run)
 
