@@ -35,12 +35,14 @@ _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 # -- picking a share -------------------------------------------------------------------------
 def parse_shard(text):
     """'3/8' -> (3, 8); K counts from 1 (1 <= K <= N). InputError otherwise."""
-    m = _SHARD.match(str(text or ""))
+    m = _SHARD.match(str(text or "")) if len(str(text or "")) <= 40 else None
     if not m:
         raise InputError(f"--shard {text!r}: expected K/N, e.g. 1/4 (K counts from 1)")
     k, n = int(m.group(1)), int(m.group(2))
     if n < 1 or not 1 <= k <= n:
         raise InputError(f"--shard {text}: K must be between 1 and N (K counts from 1), N at least 1")
+    if n > MAX_SHARDS:
+        raise InputError(f"--shard {text}: N is at most {MAX_SHARDS}")
     return k, n
 
 
@@ -157,11 +159,7 @@ def convert_shard(folder, targets, options, k, n, outdir=None, force=False, vali
     results = pipeline.convert_folder(folder, targets, options, outdir, force, validate, jobs,
                                       on_result=on_result, select=pick)
     wall_ms = 1000 * (time.perf_counter() - t0)
-    try:
-        with open(os.path.join(outdir, pipeline.STATE_FILE), encoding="utf-8") as f:
-            state = json.load(f)
-    except (OSError, ValueError):
-        state = {}
+    state = pipeline.read_state(os.path.join(outdir, pipeline.STATE_FILE))
     manifest = shard_manifest(folder, k, n, pipeline.parse_targets(targets), shas, chosen, results,
                               state, started, wall_ms)
     path = os.path.join(outdir, manifest_name(k, n))
@@ -170,30 +168,45 @@ def convert_shard(folder, targets, options, k, n, outdir=None, force=False, vali
 
 
 # -- merging -----------------------------------------------------------------------------------
+MAX_SHARDS = 4096   # a CI job matrix is far smaller; bounds --shard and every manifest read back
+MAX_MODELS = 1 << 20
+
+
+def manifest_schema():
+    """The typed, bounded fields of a shard manifest (edge.readers spec)."""
+    from edge.readers import Any, Bool, Float, Int, List, Obj, Str
+
+    sha = Str(64, pattern=r"[0-9a-f]{64}")
+    artefact = Obj({"model": Str(4096), "format": Str(64, optional=True), "sha256": sha,
+                    "size_bytes": Int(0, 1 << 50, optional=True),
+                    "status": Str(64, optional=True), "time_ms": Float(0, optional=True),
+                    "validation": Any()})
+    model = Obj({"model": Str(4096), "model_path": Str(4096, optional=True), "sha256": sha,
+                 "format": Str(64, optional=True), "targets": List(Str(64), 64, optional=True),
+                 "outcome": Str(16, choices=OUTCOMES), "reason": Str(1 << 16, optional=True),
+                 "skipped": Bool(optional=True), "time_ms": Float(0, optional=True),
+                 "artefacts": List(artefact, 256, optional=True)})
+    counts = Obj({o: Int(0, MAX_MODELS, optional=True) for o in OUTCOMES}, strict=True, optional=True)
+    return Obj({"schema": Str(64, choices=(SCHEMA,)),
+                "shard": Obj({"k": Int(1, MAX_SHARDS), "n": Int(1, MAX_SHARDS)}, strict=True),
+                "folder": Str(4096, optional=True), "folder_models": Int(0, MAX_MODELS, optional=True),
+                "folder_fingerprint": Str(128, optional=True),
+                "targets": List(Str(64), 64, optional=True), "started": Str(64, optional=True),
+                "wall_ms": Float(0, optional=True), "host": Str(256, optional=True),
+                "counts": counts, "models": List(model, MAX_MODELS)})
+
+
 def load_manifest(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise InputError(f"{path} does not exist") from None
-    except IsADirectoryError:
-        raise InputError(f"{path} is a folder, not a shard manifest") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise InputError(f"{path} is not a readable JSON manifest: {e}") from None
-    shard = data.get("shard") if isinstance(data, dict) else None
-    if (data.get("schema") if isinstance(data, dict) else None) != SCHEMA or not isinstance(shard, dict) \
-            or not isinstance(data.get("models"), list):
-        raise InputError(f"{path} is not an edgeport shard manifest ({SCHEMA})")
-    try:
-        k, n = int(shard["k"]), int(shard["n"])
-    except (KeyError, TypeError, ValueError):
-        raise InputError(f"{path}: shard must hold integers k and n") from None
-    if n < 1 or not 1 <= k <= n:
-        raise InputError(f"{path}: shard {k}/{n} is out of range")
-    for m in data["models"]:
-        if not isinstance(m, dict) or m.get("outcome") not in OUTCOMES or not m.get("model") \
-                or not isinstance(m.get("sha256"), str):
-            raise InputError(f"{path}: a model entry lacks model, sha256 or a known outcome")
+    """A shard manifest read by edge.readers.read_json: a regular file of at most the
+    manifest limit, every field typed and bounded; one InputError line otherwise."""
+    from edge.files import printable
+    from edge.readers import read_json
+
+    data = read_json(path, "manifest", "json", manifest_schema(),
+                     hint=f"pass the shard manifests written by convert --shard ({SCHEMA})")
+    k, n = data["shard"]["k"], data["shard"]["n"]
+    if not 1 <= k <= n:
+        raise InputError(f"manifest {printable(path)}: shard {k}/{n} is out of range")
     return data
 
 
@@ -278,8 +291,10 @@ def summary_table(merged):
     line = lambda r: "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths)))  # noqa: E731
     out = [line(cols)] + [line(r) for r in rows]
     bad = [m for m in merged["models"] if m["outcome"] in ("refused", "failed")]
-    for m in bad:
-        out.append(f"{m['outcome']}: {m['model']} (shard {m['shard']}): {m.get('reason')}")
+    from edge.files import printable
+
+    for m in bad:  # fields read from the manifests: escaped, each stays on its line
+        out.append(f"{m['outcome']}: {printable(m['model'])} (shard {m['shard']}): {printable(m.get('reason'))}")
     for p in merged["problems"]:
-        out.append(f"problem: {p}")
+        out.append(f"problem: {printable(p)}")
     return "\n".join(out)

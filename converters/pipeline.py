@@ -807,40 +807,42 @@ def _stop_workers(pool):
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-STATE_FIELDS = {"sha256": str, "options": str, "format": str, "routes": dict, "outputs": list,
-                "source": str}
+def state_schema():
+    """The typed, bounded fields of one entry of the folder state file (edge.readers spec)."""
+    from edge.readers import Any, List, Map, Obj, Str
+
+    entry = Obj({"sha256": Str(64, pattern=r"[0-9a-f]{64}"), "options": Any(),
+                 "format": Str(64, optional=True), "routes": Map(List(Str(64), 64), 64, optional=True),
+                 "outputs": List(Str(4096), 256), "source": Str(4096, optional=True)})
+    return Map(entry, 1 << 20)
 
 
-def _read_state(path, outdir=None):
-    """The folder's skip state; damaged JSON or not a regular file counts as none. A state
-    whose entries have unknown fields, wrong types, or outputs outside the output folder
-    (`/etc/hostname`) is refused (InputError): it was not written by edgeport."""
-    if not os.path.exists(path):
+def read_state(path, outdir=None):
+    """The folder's skip state, read by edge.readers.read_json; a state file that is damaged,
+    not a regular file or off the schema counts as none (everything is redone). With `outdir`,
+    a state listing an output outside that folder (`/etc/hostname`) is refused (InputError):
+    edgeport never wrote it, and nothing it names is hashed or trusted."""
+    from edge.readers import read_json
+
+    if not os.path.lexists(path):
         return {}
     try:
-        state = json.loads(read_input(path, "state file", "json").decode("utf-8"))
-    except (EdgeportError, ValueError, RecursionError):
+        state = read_json(path, "state file", "json", state_schema())
+    except EdgeportError:
         return {}
-    if not isinstance(state, dict) or not all(isinstance(v, dict) for v in state.values()):
-        return {}
-    real_out = os.path.realpath(outdir or os.path.dirname(os.path.abspath(path)))
-
+    if outdir is None:
+        return state
     from edge.files import printable
 
-    def bad(name, why):
-        return InputError(f"the state file {path} was not written by edgeport: entry "
-                          f"{printable(name)!r} {why}", "remove it to convert the folder again")
-
+    real_out = os.path.realpath(outdir)
     for name, entry in state.items():
-        for k, v in entry.items():
-            if k not in STATE_FIELDS:
-                raise bad(name, f"has an unknown field {printable(k)!r}")
-            if not isinstance(v, STATE_FIELDS[k]):
-                raise bad(name, f"has a field {k!r} of the wrong type")
-        for out in entry.get("outputs", []):
-            if not isinstance(out, str) or not out or "\0" in out:
-                raise bad(name, "lists an output that is not a path")
-            real = os.path.realpath(os.path.join(real_out, out))
+        for out in entry.get("outputs") or ():
+            real = os.path.realpath(os.path.join(real_out, out)) if "\0" not in out else ""
             if not real.startswith(real_out.rstrip(os.sep) + os.sep):
-                raise bad(name, f"lists an output outside the output folder: {printable(out)}")
+                raise InputError(f"the state file {printable(path)} was not written by edgeport: entry "
+                                 f"{printable(name)!r} lists an output outside the output folder: "
+                                 f"{printable(out)}", "remove it to convert the folder again")
     return state
+
+
+_read_state = read_state

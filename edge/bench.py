@@ -206,6 +206,8 @@ COLUMNS = [("model", "model"), ("inputs", "inputs"), ("runtime", "runtime"), ("d
 
 def format_table(results):
     """A side-by-side text table of benchmark results."""
+    from .files import printable
+
     rows = [[h for _, h in COLUMNS]]
     for r in results:
         row = []
@@ -215,7 +217,8 @@ def format_table(results):
                 v = os.path.basename(str(v))
             elif key == "inputs" and isinstance(v, dict):
                 v = " ".join(f"{n}:{d}" for n, d in v.items()) if len(v) > 1 else next(iter(v.values()), "-")
-            row.append("-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v))
+            # cells are escaped: a newline in a model or input name stays inside its row
+            row.append("-" if v is None else f"{v:.2f}" if isinstance(v, float) else printable(v))
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(c.rjust(w) if i > 4 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))

@@ -28,14 +28,25 @@ LIMITS = {
     "json": 64 * MB,
     "manifest": 1 * MB,
     "tensor": 4 * GB,       # one tensor of a model: shape x element size
+    "arrays": 1 * GB,       # arrays read back (--data, saved outputs): the total inflated
 }
+# What an EDGEPORT_MAX_<KIND>_BYTES override may say: an integer from 1 byte to 1 TB.
+LIMIT_RANGE = (1, 1 << 40)
 
 
 def limit_of(kind):
-    env = os.environ.get(f"EDGEPORT_MAX_{kind.upper()}_BYTES")
-    if env and env.isdigit():
-        return int(env)
-    return LIMITS[kind]
+    """The byte limit of `kind`: LIMITS, or EDGEPORT_MAX_<KIND>_BYTES when set (an integer in
+    LIMIT_RANGE; anything else is one InputError line, never a silent default)."""
+    name = f"EDGEPORT_MAX_{kind.upper()}_BYTES"
+    env = os.environ.get(name)
+    if env is None or env == "":
+        return LIMITS[kind]
+    text = env.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 16 \
+            or not LIMIT_RANGE[0] <= int(text) <= LIMIT_RANGE[1]:
+        raise InputError(f"{name}={printable(env)[:40]!s} is not an integer from {LIMIT_RANGE[0]} "
+                         f"to {LIMIT_RANGE[1]} (1 TB)", f"unset it or give a byte count")
+    return int(text)
 
 
 def human_bytes(n):

@@ -5,6 +5,7 @@ those units, and a uint8 input whose quantization already equals (mean, std) is 
 Extended to int8 and float inputs, NHWC and NCHW, grayscale and per-channel mean/std.
 """
 
+import sys
 import warnings
 from collections import namedtuple
 
@@ -52,6 +53,26 @@ def input_spec(detail, layout=None):
     scale, zero_point = detail.get("quantization", (0.0, 0))
     return InputSpec(detail["index"], detail["name"], shape, np.dtype(detail["dtype"]), layout,
                      h, w, c, float(scale), int(zero_point))
+
+
+def readable_images(paths, load, what="images", warn=None):
+    """[(path, load(path))] of the images of a folder that can be read: a damaged image is
+    skipped with one `warning:` line (as classify does for a folder), and only when none is
+    left is it an error (InputError naming how many were tried). Every command that reads an
+    image folder (validate --inputs DIR, eval, --calibration DIR, classify) goes through here.
+    """
+    warn = warn or (lambda m: print(f"warning: {m}", file=sys.stderr))
+    out, skipped = [], 0
+    for p in paths:
+        try:
+            out.append((p, load(p)))
+        except InputError as e:
+            skipped += 1
+            warn(f"skipped {e}")
+    if not out and skipped:
+        raise InputError(f"none of the {skipped} {what} could be read (each is named above)",
+                         "pass a folder of readable JPEG, PNG or BMP images")
+    return out
 
 
 def load_image(path, channels=3):

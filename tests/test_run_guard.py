@@ -167,16 +167,27 @@ def test_folder_refuses_another_folders_model_of_the_same_name(tmp_path, capsys)
     assert code == 2 and "another model named m.tflite" in err, err
 
 
-@pytest.mark.parametrize("entry", [{"outputs": ["/etc/hostname"]}, {"outputs": ["../x.onnx"]},
-                                   {"outputs": [7]}, {"evil": 1}, {"sha256": 5}])
-def test_a_state_file_with_foreign_entries_is_refused(tmp_path, capsys, entry):
+@pytest.mark.parametrize("out", ["/etc/hostname", "../x.onnx", "sub/../../x.onnx"])
+def test_a_state_file_listing_outputs_outside_the_folder_is_refused(tmp_path, capsys, out):
+    d, out_dir = tmp_path / "m", tmp_path / "out"
+    d.mkdir(), out_dir.mkdir()
+    shutil.copy(DATA / "color_float.tflite", d / "m.tflite")
+    entry = {"sha256": hashlib.sha256((d / "m.tflite").read_bytes()).hexdigest(), "options": "x",
+             "outputs": [out]}
+    (out_dir / ".edgeport-convert.json").write_text(json.dumps({"m.tflite": entry}))
+    code, _, err = run_cli(capsys, "convert", d, "--to", "onnx", "-o", out_dir)
+    assert code == 2 and "was not written by edgeport" in err and "outside the output folder" in err, err
+    assert os.listdir(out_dir) == [".edgeport-convert.json"]
+
+
+@pytest.mark.parametrize("entry", [{"outputs": [7]}, {"evil": 1}, {"sha256": 5}])
+def test_a_state_file_off_its_schema_counts_as_none(tmp_path, capsys, entry):
     d, out_dir = tmp_path / "m", tmp_path / "out"
     d.mkdir(), out_dir.mkdir()
     shutil.copy(DATA / "color_float.tflite", d / "m.tflite")
     (out_dir / ".edgeport-convert.json").write_text(json.dumps({"m.tflite": entry}))
-    code, _, err = run_cli(capsys, "convert", d, "--to", "onnx", "-o", out_dir)
-    assert code == 2 and "was not written by edgeport" in err, err
-    assert os.listdir(out_dir) == [".edgeport-convert.json"]
+    code, out, err = run_cli(capsys, "convert", d, "--to", "tflite", "-o", out_dir)
+    assert code == 0 and "nothing to do" in out + err and "skipped" not in out, (out, err)
 
 
 def test_folder_rerun_verifies_artefacts_against_their_sidecars(tmp_path, capsys):

@@ -186,30 +186,51 @@ def load_calibration(folder, spec, count=100, input_shape=None, layout=None, pro
         raise InputError("full-integer quantization needs calibration images",
                          "pass --calibration DIR (representative images) and the preprocessing "
                          "flags; edgeport never calibrates on random data")
+    from edge.preprocess import readable_images
+
     spec = resolve_spec(spec, input_shape, layout)
     files = list_calibration_images(folder, count)
-    tensors = []
     n = len(files)
     step = max(1, n // 10)
-    for i, f in enumerate(files, 1):
-        tensors.append(preprocess_image(f, spec))
-        if progress and (i == n or i % step == 0):
-            progress(f"calibration: {i}/{n} images loaded")
-    return CalibrationSet(folder, files, spec, tensors)
+    done = [0]
+
+    def load(f):
+        done[0] += 1
+        if progress and (done[0] == n or done[0] % step == 0):
+            progress(f"calibration: {done[0]}/{n} images loaded")
+        return preprocess_image(f, spec)
+
+    # a damaged image is skipped with a warning; only a folder with none readable is an error
+    loaded = readable_images(files, load, "calibration images")
+    used = [f for f, _ in loaded]
+    if progress:
+        skipped = n - len(used)
+        progress(f"calibration: {len(used)} images used" + (f" ({skipped} damaged skipped)" if skipped else ""))
+    return CalibrationSet(folder, used, spec, [t for _, t in loaded])
 
 
 def load_data(path):
-    """{input name: array} from an .npz file (no pickles)."""
-    if not os.path.isfile(path):
-        raise InputError(f"--data {path} is not a file", "pass an .npz of arrays keyed by input name")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if not hasattr(z, "files"):
-                raise ValueError("not an .npz archive")
-            return {k: np.asarray(z[k]) for k in z.files}
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read --data {path}: {e}",
-                         "write it with numpy.savez(path, input_name=array, ...)") from None
+    """{input name: array} from an .npz (or .npy) file, read by edge.readers.read_arrays (no
+    pickles, sizes checked before inflating). InputError (one line) for a file with no arrays,
+    an empty stack, or NaN / infinity in a float array."""
+    import numpy as np
+    from edge.files import printable
+    from edge.readers import read_arrays
+
+    hint = "write it with numpy.savez(path, input_name=array, ...)"
+    data = read_arrays(path, "--data", hint=hint)
+    shown = printable(os.path.basename(os.fspath(path)))
+    if not data:
+        raise InputError(f"--data {shown} holds no arrays", hint)
+    for key, arr in data.items():
+        if arr.size == 0:
+            raise InputError(f"--data {shown}: array '{printable(key)}' is empty (shape "
+                             f"{list(arr.shape)})", "give at least one sample")
+        if np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.complexfloating):
+            if not np.all(np.isfinite(arr)):
+                raise InputError(f"--data {shown}: array '{printable(key)}' holds NaN or infinity",
+                                 "give finite values only")
+    return data
 
 
 def data_samples(arr, shape):

@@ -153,7 +153,7 @@ class DataSource:
     def samples(self):
         """The list of samples; each sample is a list of Canonical, one per reference input."""
         if self.images is not None:
-            return [self._image_sample(p) for p in self.images[: self.count]]
+            return [s for _, s in self.image_samples()]
         rng = np.random.default_rng(self.seed)
         out = [[self._random(rng, i, m) for i, m in enumerate(self.reference)]
                for _ in range(self.count)]
@@ -169,6 +169,15 @@ class DataSource:
                             x = x.astype(m.dtype)
                         sample[i] = Canonical(VALUES, x, m.layout)
         return out
+
+    def image_samples(self):
+        """[(image path, sample)] of the folder's images that can be read (at most `count`);
+        a damaged image is skipped with a warning (edge.preprocess.readable_images)."""
+        from edge.preprocess import readable_images
+
+        if getattr(self, "_image_samples", None) is None:
+            self._image_samples = readable_images(self.images[: self.count], self._image_sample)
+        return self._image_samples
 
     def _image_sample(self, path):
         out = []

@@ -89,7 +89,9 @@ def evaluate(model_path, items, classes, k, preprocessing=None, device="auto", r
         source = DataSource(metas, [], spec, [p for p, _ in items], samples=len(items))
         raw = {m.name for m in metas if is_image_input(r, m.name)}
         top1 = topk = 0
-        for sample, (_, folder) in zip(source.samples(), items):
+        folder_of = dict(items)
+        used = [(s, folder_of[p]) for p, s in source.image_samples()]  # damaged images skipped
+        for sample, folder in used:
             out = r.infer(source.feed(sample, metas, spec, raw))
             scores = next(iter(out.values())).reshape(-1).astype(np.float64)
             order = np.argsort(-scores, kind="stable")
@@ -97,6 +99,6 @@ def evaluate(model_path, items, classes, k, preprocessing=None, device="auto", r
             top1 += int(order[0] == want)
             topk += int(want in order[:k])
         ms = 1000.0 * float(np.mean(r.inference_times)) if r.inference_times else None
-        return top1, topk, len(items), ms
+        return top1, topk, len(used), ms
     finally:
         r.deactivate()

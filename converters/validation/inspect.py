@@ -2,6 +2,8 @@
 
 import json
 import os
+
+from edge.files import printable
 from collections import Counter
 
 
@@ -125,13 +127,13 @@ def _fmt_tensor(t):
         "  q(per-channel)" if q else "")
     sig = t["shape_signature"]
     dyn = f" (signature {sig})" if sig and sig != t["shape"] else ""
-    return f"  {t['name']}: {t['dtype']}{t['shape']}{dyn}{qs}"
+    return f"  {printable(t['name'])}: {t['dtype']}{t['shape']}{dyn}{qs}"
 
 
 def format_text(d):
     from converters.edgetpu.analyzer import format_compiled, format_prediction
 
-    lines = [f"{d['model']}: {d['format']}, {d['size_bytes']:,} bytes, {d['operators']} ops"
+    lines = [f"{printable(d['model'])}: {d['format']}, {d['size_bytes']:,} bytes, {d['operators']} ops"
              + (f", {d['subgraphs']} subgraphs" if d["subgraphs"] > 1 else "")]
     if d.get("edgetpu_verdict"):
         lines.append(f"Edge TPU: {d['edgetpu_verdict']}")

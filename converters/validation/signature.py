@@ -17,6 +17,7 @@ image height/width from the preprocessing size or 224, anything else 32), and th
 signature says so; a verdict on placeholder shapes says so too.
 """
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.errors import InputError
+from edge.files import printable
 
 # The --data contract (reading the .npz, splitting a stack into samples) is shared with
 # full-int8 calibration from arrays, so it lives beside the calibration loaders.
@@ -46,7 +48,12 @@ def parse_shape(text):
     if not _SHAPE.match(t):
         raise InputError(f"cannot read the shape '{text}'",
                          "write it as [1,3,224,224] (or [] for a scalar)")
+    if len(t) > 400:
+        raise InputError(f"shape '{printable(text)[:40]}...' is too long", "at most 32 dimensions")
     dims = tuple(int(d) for d in t.strip("[]").split(",") if d.strip())
+    if len(dims) > MAX_RANK or any(d > MAX_DIM for d in dims):
+        raise InputError(f"shape '{printable(text)}' has more than {MAX_RANK} dimensions or a "
+                         f"dimension above {MAX_DIM}", "give the model's real input shape")
     if any(d < 1 for d in dims):
         raise InputError(f"shape '{text}' has a dimension below 1", "give every dimension a size")
     return dims
@@ -65,13 +72,28 @@ def _split_named(item):
     return None, s
 
 
+MAX_RANK = 32
+MAX_DIM = (1 << 31) - 1
+
+
+def _put(out, name, value, flag):
+    """out[name] = value, refusing a name given twice (the last one would win silently)."""
+    if name in out:
+        shown = "a bare value (for every input)" if name is None else f"input '{printable(name)}'"
+        raise InputError(f"{flag} gives {shown} twice", "give each input once")
+    out[name] = value
+
+
 def parse_input_shapes(items):
-    """['x:[1,3,640,640]', 'sr:[]'] or ['[1,3,640,640]'] -> {name or None: shape}."""
+    """['x:[1,3,640,640]', 'sr:[]'] or ['[1,3,640,640]'] -> {name or None: shape}.
+    InputError for an empty item or a name given twice."""
     out = {}
     for item in items or ():
+        if not str(item).strip():
+            raise InputError("--input-shapes has an empty value", "write name:[1,3,224,224]")
         for part in _split_items(item):
             name, text = _split_named(part)
-            out[name] = parse_shape(text)
+            _put(out, name, parse_shape(text), "--input-shapes")
     return out
 
 
@@ -84,18 +106,26 @@ def parse_val_ranges(items):
     """['x:[0,1]', '[-1,1]'] -> {name or None: (lo, hi)}."""
     out = {}
     for item in items or ():
+        if not str(item).strip():
+            raise InputError("--val-range has an empty value", "write name:[lo,hi], e.g. x:[0,1]")
         for part in _split_items(item):
             name, text = _split_named(part)
             t = text.strip().strip("[]()")
             try:
                 lo, hi = (float(v) for v in t.split(","))
             except ValueError:
-                raise InputError(f"cannot read the value range '{part}'",
+                raise InputError(f"cannot read the value range '{printable(part)}'",
                                  "write it as name:[lo,hi], e.g. x:[0,1]") from None
+            if not (math.isfinite(lo) and math.isfinite(hi)) or max(abs(lo), abs(hi)) > MAX_VALUE:
+                raise InputError(f"value range '{printable(part)}' is not two finite numbers "
+                                 f"within +-{MAX_VALUE:g}", "write it as name:[lo,hi], e.g. x:[0,1]")
             if hi < lo:
-                raise InputError(f"value range '{part}' has hi below lo")
-            out[name] = (lo, hi)
+                raise InputError(f"value range '{printable(part)}' has hi below lo")
+            _put(out, name, (lo, hi), "--val-range")
     return out
+
+
+MAX_VALUE = 1e30
 
 
 def parse_args(items):
@@ -104,7 +134,9 @@ def parse_args(items):
     for item in items or ():
         name, eq, value = str(item).partition("=")
         if not eq or not name.strip():
-            raise InputError(f"--arg {item}: write it as NAME=VALUE, e.g. sr=16000")
+            raise InputError(f"--arg {printable(item)}: write it as NAME=VALUE, e.g. sr=16000")
+        if name.strip() in out:
+            raise InputError(f"--arg gives '{printable(name.strip())}' twice", "give each argument once")
         out[name.strip()] = value.strip()
     return out
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from edge.errors import EdgeportError, InputError, first_line
+from edge.files import printable
 
 from converters import formats
 from converters.validation.comparator import Tolerances, compare_runs, stack_samples
@@ -25,6 +26,16 @@ from converters.validation.data import DataSource, fingerprint, image_files, res
 DEFAULT_RANDOM_SAMPLES = 10
 DEFAULT_IMAGE_SAMPLES = 20
 SAVED_OUTPUTS_VERSION = 1
+
+
+def _saved_outputs_schema():
+    from edge.readers import Int, List, Obj, Str
+
+    model = Obj({"key": Str(16, pattern=r"m[0-9]{1,6}"), "file": Str(4096),
+                 "sha256": Str(64, pattern=r"[0-9a-f]{64}"), "format": Str(64),
+                 "outputs": List(Str(4096), 4096)})
+    return Obj({"version": Int(1, 1), "fingerprints": List(Str(64), 1 << 20),
+                "seed": Int(0, 1 << 64, optional=True), "models": List(model, 4096)})
 
 PASSED, FAILED, STRUCTURAL, ERROR = "passed", "failed", "structure-only", "error"
 
@@ -528,24 +539,44 @@ class LoadedOutputs:
                              f"({self.meta.get('inputs')}) than this run ({len(prints)} samples)",
                              "use the same --inputs, --samples and --seed as on the device")
         n = len(prints)
-        return OrderedDict((name, self.arrays[f"{entry['key']}_o{j}"][:n])
-                           for j, name in enumerate(entry["outputs"]))
+        out = OrderedDict()
+        for j, name in enumerate(entry["outputs"]):
+            arr = self.arrays[f"{entry['key']}_o{j}"]
+            if arr.ndim == 0 or arr.shape[0] < n:
+                got = 0 if arr.ndim == 0 else arr.shape[0]
+                raise InputError(f"{printable(self.path)} holds {got} samples of output "
+                                 f"'{printable(name)}' of {printable(artefact.name)}, this run has {n}",
+                                 "use the same --inputs, --samples and --seed as on the device")
+            out[name] = arr[:n]
+        return out
 
 
 def load_outputs(path):
-    from edge.files import check_input
+    """The saved outputs at `path`, read by edge.readers (regular file, sizes checked before
+    inflating, no pickles, truncation named) and checked against SAVED_OUTPUTS_SCHEMA."""
+    from edge.files import printable
+    from edge.readers import SchemaError, check_schema, parse_json, read_arrays
 
-    check_input(path, "saved outputs", "model")  # a regular file of bounded size, never a FIFO
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read saved outputs {path}: {e}",
-                         "pass a file written by --save-outputs") from None
+    hint = "pass a file written by --save-outputs"
+    arrays = read_arrays(path, "saved outputs", hint=hint)
+    shown = printable(path)
     if "__meta__" not in arrays:
-        raise InputError(f"{path} was not written by edgeport validate --save-outputs")
-    meta = json.loads(str(arrays.pop("__meta__")))
-    if meta.get("version") != SAVED_OUTPUTS_VERSION:
-        raise InputError(f"{path} has saved-outputs version {meta.get('version')}, "
+        raise InputError(f"{shown} was not written by edgeport validate --save-outputs")
+    raw = arrays.pop("__meta__")
+    if raw.dtype.kind != "U" or raw.shape != ():
+        raise InputError(f"saved outputs {shown}: its metadata is not text", hint)
+    meta = parse_json(str(raw).encode("utf-8", "surrogatepass"), "saved outputs", path)
+    if not isinstance(meta, dict) or meta.get("version") != SAVED_OUTPUTS_VERSION:
+        version = meta.get("version") if isinstance(meta, dict) else None
+        raise InputError(f"{shown} has saved-outputs version {printable(version)}, "
                          f"expected {SAVED_OUTPUTS_VERSION}")
+    try:
+        meta = check_schema(meta, _saved_outputs_schema())
+    except SchemaError as e:
+        raise InputError(f"saved outputs {shown}: {e}", hint) from None
+    for m in meta["models"]:
+        for j in range(len(m["outputs"])):
+            if f"{m['key']}_o{j}" not in arrays:
+                raise InputError(f"saved outputs {shown}: output {j} of {printable(m['file'])} "
+                                 "is missing (the file is damaged)", hint)
     return LoadedOutputs(path, meta, arrays)

@@ -60,6 +60,8 @@ def run_parsed(args):
     from edge.errors import EdgeportError
     from edge.run import Run
 
+    for note in getattr(args, "_deprecated", None) or ():
+        print(note, file=sys.stderr)
     try:
         run = Run(f"edgeport {getattr(args, 'command', None) or ''}".strip())
         args._files(args, run)
@@ -87,6 +89,13 @@ def run_parsed(args):
 
 
 def main(argv=None):
+    from edgeport.cli.output import escaping_streams
+
+    with escaping_streams():  # the one sanitizer of text output (edgeport/cli/output.py)
+        return _main(argv)
+
+
+def _main(argv):
     argv = sys.argv[1:] if argv is None else list(argv)
     first = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=first if first in COMMANDS else None)
@@ -106,6 +115,12 @@ def _exit_code(e):
 
 def _short_form(command):
     def entry(argv=None):
+        from edgeport.cli.output import escaping_streams
+
+        with escaping_streams():
+            return _entry(argv)
+
+    def _entry(argv):
         argv = sys.argv[1:] if argv is None else list(argv)
         mod = importlib.import_module(COMMANDS[command])
         parser = Parser(prog=command, description=getattr(mod, "DESCRIPTION", mod.HELP),

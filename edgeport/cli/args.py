@@ -6,11 +6,20 @@ or negatives where the flag needs a positive value). A refused value is one `err
 exit status 2, like every other usage error. `preprocessing(args)` and `input_shape(args)`
 turn the parsed flags into the values the library takes, without changing `args`.
 
-Rules per flag (also in each flag's help):
-  --size, --input-shape, --threads, --runs, --count, --top-k ...   integers >= 1
-  --warmup, --seed                                                 integers >= 0
-  --std, --timeout                                                 finite numbers > 0
-  --mean, classify --threshold                                     any finite number
+Every number flag has a lower and an upper bound (a count of 10**20 would exhaust memory
+before failing): each type below carries its rule, and the Parser appends the rule to the
+flag's help, so `--help` always states the bound the parser enforces. Values of string flags
+are refused at parse time when empty or not valid UTF-8 (a path with undecodable bytes).
+
+Rules per flag (the `rule` of each type; shown in each flag's help):
+  --size N                  integers from 1 to 16384
+  --input-shape D (old)     integers from 1 to 2**31-1
+  --samples, --count ...    integers from 1 to 100000; --runs up to 10**6
+  --jobs                    integers from 1 to min(64, 4 x CPU cores)
+  --warmup                  integers from 0 to 100000; --seed 0 to 2**32-1
+  --std                     finite numbers > 0 and <= 1e6; --mean finite, within +-1e6
+  --timeout                 finite numbers > 0 and <= 86400 (a day)
+  classify --threshold      any finite number
   --atol, --rtol, --max-scale-error                                finite numbers >= 0
   --quantile, --min-top1                                           finite numbers in [0, 1]
   --min-cosine                                                     finite numbers in [-1, 1]
@@ -18,20 +27,55 @@ Rules per flag (also in each flag's help):
 
 import argparse
 import math
+import sys
 
 TFLITE_RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 LAYOUTS = ("NHWC", "NCHW")
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with edgeport's error convention: one `error: ...` line on stderr, exit 2."""
+    """argparse with edgeport's error convention: one `error: ...` line on stderr, exit 2.
+
+    Also: an empty value or one that is not valid UTF-8 is refused for every flag and
+    argument; each typed flag's help ends with the rule its type enforces."""
+
+    def _get_value(self, action, arg_string):
+        # (the subcommand's own parser checks the arguments after the command name)
+        if isinstance(arg_string, str) and not isinstance(action, argparse._SubParsersAction):
+            if arg_string == "" and not (action.choices and "" in action.choices):
+                raise argparse.ArgumentError(action, "empty value" + (
+                    f"; expected {action.type.rule}" if getattr(action.type, "rule", None) else ""))
+            if any(0xDC80 <= ord(c) <= 0xDCFF for c in arg_string):
+                from edge.files import printable
+
+                raise argparse.ArgumentError(action, f"'{printable(arg_string)}' is not valid UTF-8 "
+                                                     f"(a file name with undecodable bytes?); rename it")
+        return super()._get_value(action, arg_string)
+
+    def format_help(self):
+        for a in self._actions:
+            rule = getattr(a.type, "rule", None)
+            if rule and a.help and a.help is not argparse.SUPPRESS and rule not in a.help:
+                a.help = f"{a.help} ({rule})"
+        return super().format_help()
 
     def error(self, message):
-        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+        from edge.files import printable
+
+        # the message may quote the user's value: escaped, so it stays one line
+        self.exit(2, f"error: {printable(message)} (see '{self.prog} --help')\n")
+
+    def _print_message(self, message, file=None):
+        # Help and usage are edgeport's own lines: written one by one, so the escaping
+        # stream (edgeport/cli/output.py) keeps their line breaks.
+        if message:
+            file = file or sys.stderr
+            for line in message.splitlines(keepends=True):
+                file.write(line)
 
 
 # -- value types -------------------------------------------------------------------------------
-def _typed(name, cast, check, rule):
+def _typed(name, cast, check, rule, bounds=None):
     """An argparse type: `cast` the text, then refuse values for which `check` is false."""
 
     def parse(text):
@@ -48,7 +92,49 @@ def _typed(name, cast, check, rule):
 
     parse.__name__ = name  # argparse names the type in some messages
     parse.rule = rule
+    parse.bounds = bounds
     return parse
+
+
+def int_range(lo, hi, name="integer"):
+    """An integer type refusing values outside [lo, hi] (text longer than 40 characters too)."""
+    shown = "2**31-1" if hi == (1 << 31) - 1 else "2**32-1" if hi == (1 << 32) - 1 else str(hi)
+    rule = f"an integer from {lo} to {shown}"
+    return _typed(name, lambda t: int(t) if len(str(t).strip()) <= 40 else int("x"),
+                  lambda v: lo <= v <= hi, rule, (lo, hi))
+
+
+def float_range(lo, hi, name="number", low_open=False):
+    """A finite float type refusing values outside [lo, hi] (or (lo, hi] with `low_open`)."""
+    rule = (f"a finite number > {lo:g} and <= {hi:g}" if low_open
+            else f"a finite number from {lo:g} to {hi:g}")
+    return _typed(name, float, (lambda v: lo < v <= hi) if low_open else (lambda v: lo <= v <= hi),
+                  rule, (lo, hi))
+
+
+def _max_jobs():
+    import os
+
+    return max(1, min(64, 4 * (os.cpu_count() or 1)))
+
+
+MAX_JOBS = _max_jobs()
+size_int = int_range(1, 16384, "size")
+dim_int = int_range(1, (1 << 31) - 1, "dimension")
+count_int = int_range(1, 100000, "count")
+runs_int = int_range(1, 1000000, "runs")
+warmup_int = int_range(0, 100000, "warmup")
+seed_int = int_range(0, (1 << 32) - 1, "seed")
+threads_int = int_range(1, 256, "threads")
+top_k_int = int_range(1, 1000, "top_k")
+jobs_int = int_range(1, MAX_JOBS, "jobs")
+opset_int = int_range(1, 100, "opset")
+version_int = int_range(1, 1000, "version")
+segments_int = int_range(1, 64, "segments")
+limit_int = int_range(1, 10 ** 7, "limit")
+mean_float = float_range(-1e6, 1e6, "mean")
+std_float = float_range(0, 1e6, "std", low_open=True)
+timeout_float = float_range(0, 86400, "seconds", low_open=True)
 
 
 positive_int = _typed("positive_int", int, lambda v: v >= 1, "an integer >= 1")
@@ -87,16 +173,16 @@ def add_preprocessing(p, size=True, layout=True, pycoral_flags=False):
     """
     g = p.add_argument_group("preprocessing (pixels 0..255, input = (pixel - mean) / std)")
     if size:
-        g.add_argument("--size", type=positive_int, nargs="+", metavar="N",
-                       help="image input size: H W, or one number for a square (integers >= 1)")
+        g.add_argument("--size", type=size_int, nargs="+", metavar="N",
+                       help="image input size: H W, or one number for a square")
     mean = ["-a", "--input_mean", "--mean"] if pycoral_flags else ["--mean"]
     std = ["-s", "--input_std", "--std"] if pycoral_flags else ["--std"]
-    g.add_argument(*mean, dest="mean", type=finite_float, nargs="+", metavar="M",
-                   help="mean, one value or one per channel, 0..255 units (any finite number; "
-                        "default: the model's sidecar" + (", else 128)" if pycoral_flags else ")"))
-    g.add_argument(*std, dest="std", type=positive_float, nargs="+", metavar="S",
-                   help="std, one value or one per channel, 0..255 units (finite, > 0; "
-                        "default: the model's sidecar" + (", else 128)" if pycoral_flags else ")"))
+    g.add_argument(*mean, dest="mean", type=mean_float, nargs="+", metavar="M",
+                   help="mean, one value or one per channel, 0..255 units (default: the model's "
+                        "sidecar" + (", else 128)" if pycoral_flags else ")"))
+    g.add_argument(*std, dest="std", type=std_float, nargs="+", metavar="S",
+                   help="std, one value or one per channel, 0..255 units (default: the model's "
+                        "sidecar" + (", else 128)" if pycoral_flags else ")"))
     if layout:
         g.add_argument("--layout", choices=LAYOUTS, help="image layout of the model's input "
                                                          "(default: guessed from its shape)")
@@ -126,15 +212,43 @@ def preprocessing(args):
     return pre
 
 
+class _Deprecated(argparse.Action):
+    """Stores like "store" and records one deprecation note (printed once the run starts)."""
+
+    def __init__(self, *a, instead=None, **kw):
+        self.instead = instead
+        super().__init__(*a, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        notes = list(getattr(namespace, "_deprecated", None) or [])
+        shown = "[" + ",".join(map(str, values)) + "]" if isinstance(values, list) else values
+        notes.append(f"note: {option_string} is deprecated, use {self.instead} {shown}")
+        setattr(namespace, "_deprecated", notes)
+
+
 def add_input_shape(p, what="the model's input shape (PyTorch sources), e.g. 1 3 224 224"):
-    p.add_argument("--input-shape", type=positive_int, nargs="+", metavar="D",
-                   help=f"{what} (integers >= 1)")
+    """The old spelling `--input-shape D D ...`: kept as a deprecated alias of --input-shapes
+    (one note when used). Every command that has it has --input-shapes too."""
+    p.add_argument("--input-shape", type=dim_int, nargs="+", metavar="D", action=_Deprecated,
+                   instead="--input-shapes",
+                   help=f"deprecated spelling of --input-shapes [D,..]: {what}")
 
 
 def input_shape(args):
-    """The --input-shape tuple, or None."""
+    """The shape for sources that need one (PyTorch): --input-shapes when it names one input
+    (bare or named), else the deprecated --input-shape tuple, else None."""
     shape = getattr(args, "input_shape", None)
-    return tuple(shape) if shape else None
+    if shape:
+        return tuple(shape)
+    shapes = getattr(args, "input_shapes", None)
+    if shapes:
+        from converters.validation.signature import parse_input_shapes
+
+        parsed = parse_input_shapes(shapes)
+        if len(parsed) == 1:
+            return tuple(next(iter(parsed.values())))
+    return None
 
 
 def add_data(p):
@@ -142,9 +256,9 @@ def add_data(p):
     g = p.add_argument_group("input data")
     g.add_argument("--inputs", default="random", metavar="random|DIR",
                    help="'random' (seeded) or a folder of images (default random)")
-    g.add_argument("--samples", type=positive_int,
-                   help="number of samples (integer >= 1; default 10 random / 20 images)")
-    g.add_argument("--seed", type=non_negative_int, default=0, help="random seed (integer >= 0; default 0)")
+    g.add_argument("--samples", type=count_int,
+                   help="number of samples (default 10 random / 20 images)")
+    g.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     return g
 
 
@@ -181,9 +295,8 @@ def model_loading(args):
 
 def add_threads(p, several=False):
     if several:
-        p.add_argument("--threads", type=positive_int, nargs="+", default=[None], metavar="N",
-                       help="CPU threads (integers >= 1); several values benchmark each "
-                            "(default: the runtime's choice)")
+        p.add_argument("--threads", type=threads_int, nargs="+", default=[None], metavar="N",
+                       help="CPU threads; several values benchmark each (default: the runtime's choice)")
     else:
-        p.add_argument("--threads", type=positive_int, metavar="N",
-                       help="CPU threads for the interpreter (integer >= 1; default: the runtime's choice)")
+        p.add_argument("--threads", type=threads_int, metavar="N",
+                       help="CPU threads for the interpreter (default: the runtime's choice)")

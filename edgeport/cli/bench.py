@@ -9,12 +9,11 @@ example:
 
 
 def configure(p):
-    from edgeport.cli.args import add_device, add_json, add_threads, non_negative_int, positive_int
+    from edgeport.cli.args import add_device, add_json, add_threads, runs_int, warmup_int
 
     p.add_argument("models", nargs="+", metavar="MODEL", help=".tflite, .onnx or .ort files")
-    p.add_argument("--runs", type=positive_int, default=100, help="timed runs (integer >= 1; default 100)")
-    p.add_argument("--warmup", type=non_negative_int, default=5,
-                   help="untimed runs after the first (integer >= 0; default 5)")
+    p.add_argument("--runs", type=runs_int, default=100, help="timed runs (default 100)")
+    p.add_argument("--warmup", type=warmup_int, default=5, help="untimed runs after the first (default 5)")
     add_threads(p, several=True)
     add_device(p, device_help="auto, cpu or an Edge TPU spec (TFLite only)")
     add_json(p)
@@ -38,7 +37,7 @@ def run(args):
     from edge.bench import benchmark, format_table, plot
     from converters.validation.signature import feeder
     from edgeport.cli.inputs import overrides_from_args
-    from edgeport.cli.output import emit_json
+    from edgeport.cli.output import emit_json, say_lines
 
     if args.plot:  # refused before any model runs, not after
         from edge.files import check_output
@@ -59,7 +58,7 @@ def run(args):
         plot(results, args.plot)
     if args.json:
         return emit_json("bench", 0, models=results, **({"plot": args.plot} if args.plot else {}))
-    print(format_table(results))
+    say_lines(format_table(results))
     if args.plot:
         print(f"plot written to {args.plot}")
     return 0

@@ -28,6 +28,9 @@ def configure(p):
     add_json(p)
     add_model_loading(p, torch_model=False)
     add_input_shape(p, "PyTorch: the input shape, e.g. 1 3 224 224")
+    from edgeport.cli.inputs import add_input_shapes
+
+    add_input_shapes(p)
     add_device(p, device=False)
 
 

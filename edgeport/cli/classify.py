@@ -10,26 +10,25 @@ example:
 
 
 def configure(p):
-    from edgeport.cli.args import (add_device, add_json, add_preprocessing, add_threads, finite_float,
-                                   positive_int)
+    from edgeport.cli.args import (add_device, add_json, add_preprocessing, add_threads, count_int,
+                                   finite_float, top_k_int)
 
     p.add_argument("-m", "--model", required=True, help="a .tflite model (MODEL@usb:0 picks a device)")
     p.add_argument("-i", "--input", required=True, nargs="+", metavar="IMAGE",
                    help="image files or folders of images")
     p.add_argument("-l", "--labels", help="labels file: one a line, or 'id label' lines")
-    p.add_argument("-k", "--top_k", "--top-k", type=positive_int, default=1,
-                   help="max results (integer >= 1; default 1)")
+    p.add_argument("-k", "--top_k", "--top-k", type=top_k_int, default=1, help="max results (default 1)")
     p.add_argument("-t", "--threshold", type=finite_float, default=0.0,
                    help="score threshold: results score above it (any finite number: scores are the "
                         "model's dequantized outputs, logits for many models; default 0)")
-    p.add_argument("-c", "--count", type=positive_int, default=5,
-                   help="inferences per image (integer >= 1; default 5)")
+    p.add_argument("-c", "--count", type=count_int, default=5, help="inferences per image (default 5)")
     add_preprocessing(p, size=False, pycoral_flags=True)
     add_device(p)
     add_threads(p)
     add_json(p)
-    p.add_argument("--input-shapes", nargs=1, metavar="[D,..]",  # open image dimensions
-                   help="the input shape for a model with open dimensions, e.g. [1,224,224,3]")
+    from edgeport.cli.inputs import add_input_shapes  # open image dimensions, e.g. [1,224,224,3]
+
+    add_input_shapes(p)
 
 
 def files(args, run):
@@ -60,12 +59,15 @@ def run(args):
                                          num_threads=args.threads)
     if getattr(args, "input_shapes", None):
         from converters.validation.signature import parse_input_shapes
+        from edge.files import printable
 
         shapes = parse_input_shapes(args.input_shapes)
         d = interpreter.get_input_details()[0]
         shape = shapes.get(None) or shapes.get(d["name"])
         if shape is None:
-            raise InputError(f"--input-shapes names no input of the model (its input: {d['name']})")
+            raise InputError(f"--input-shapes names no input of the model (its input: {printable(d['name'])})")
+        if len(shapes) > 1:
+            raise InputError(f"--input-shapes gives {len(shapes)} shapes; the model has one input")
         interpreter.resize_tensor_input(d["index"], list(shape))
         try:
             interpreter.allocate_tensors()

@@ -24,7 +24,8 @@ examples:
 
 def configure(p):
     from edgeport.cli.args import (add_input_shape, add_json, add_model_loading, add_preprocessing,
-                                   positive_float, positive_int)
+                                   count_int, jobs_int, opset_int, segments_int, timeout_float,
+                                   version_int)
 
     p.add_argument("source", metavar="SRC", help="a model file or folder, or a folder of models")
     p.add_argument("--to", required=True, metavar="FMT[,FMT...]",
@@ -33,14 +34,14 @@ def configure(p):
     p.add_argument("--force", action="store_true", help="convert again even when an output exists")
     p.add_argument("--quiet", action="store_true", help="no progress, only the result lines")
     add_json(p, "print one JSON object (implies --quiet)")
-    p.add_argument("--jobs", type=positive_int, default=1,
-                   help="folder mode: models converted in parallel (integer >= 1; default 1)")
+    p.add_argument("--jobs", type=jobs_int, default=1,
+                   help="folder mode: models converted in parallel (default 1)")
     p.add_argument("--no-validate", action="store_true", help="do not check artefacts against their source")
     p.add_argument("--shard", metavar="K/N",
                    help="folder mode: convert only shard K of N (K from 1; by model content hash) "
                         "and write OUTDIR/edgeport-manifest.shard-K-of-N.json")
     g = p.add_argument_group("model")
-    g.add_argument("--opset", type=positive_int, help="ONNX opset (default 17)")
+    g.add_argument("--opset", type=opset_int, help="ONNX opset (default 17)")
     add_input_shape(g, "the model's input shape, e.g. 1 224 224 3 (PyTorch sources, dynamic inputs)")
     g.add_argument("--dynamic-batch", action="store_true", help="leave the batch dimension free")
     add_model_loading(p)
@@ -49,8 +50,8 @@ def configure(p):
     g = p.add_argument_group("full-int8 TFLite (calibration: --calibration DIR, or --data FILE.npz "
                              "for a float TFLite or ONNX model without an image input)")
     g.add_argument("--calibration", metavar="DIR", help="folder of representative images")
-    g.add_argument("--calibration-count", type=positive_int, default=100,
-                   help="images (or --data samples) used (integer >= 1; default 100)")
+    g.add_argument("--calibration-count", type=count_int, default=100,
+                   help="images (or --data samples) used (default 100)")
     g.add_argument("--io-dtype", choices=["uint8", "int8"], default="uint8", help="input/output type")
     g = p.add_argument_group("ORT")
     g.add_argument("--ort-optimization", choices=["Fixed", "Runtime"], default="Fixed")
@@ -69,11 +70,11 @@ def configure(p):
     g.add_argument("--model-version")
     g = p.add_argument_group("Edge TPU")
     g.add_argument("--compiler", choices=["auto", "local", "docker", "podman"], default="auto")
-    g.add_argument("--min-runtime-version", type=positive_int, help="integer >= 1")
-    g.add_argument("--num-segments", type=positive_int, help="integer >= 1")
+    g.add_argument("--min-runtime-version", type=version_int, help="the Edge TPU runtime to compile for")
+    g.add_argument("--num-segments", type=segments_int, help="pipeline segments")
     g.add_argument("--search-delegate", action="store_true")
-    g.add_argument("--timeout", type=positive_float, default=600.0,
-                   help="compiler timeout in seconds (> 0; default 600)")
+    g.add_argument("--timeout", type=timeout_float, default=600.0,
+                   help="compiler timeout in seconds (default 600)")
     g.add_argument("--container-runtime", metavar="NAME", help="OCI runtime for docker/podman, e.g. runc "
                    "(default: $EDGEPORT_CONTAINER_RUNTIME, else the engine's)")
     g.add_argument("--container-ulimit", metavar="NAME=SOFT:HARD", action="append",
@@ -138,7 +139,8 @@ def print_result(r, out):
 
             text = report_for_artefact(a["path"])
             if text:
-                print("\n".join("    " + t for t in text.splitlines()), file=out)
+                for t in text.splitlines():
+                    print("    " + t, file=out)
     for target, why in (r.get("refused") or {}).items():
         print(f"--to {target}: not made: {why}", file=out)
     if r.get("validation_failed"):

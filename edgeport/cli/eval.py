@@ -17,15 +17,14 @@ example:
 
 def configure(p):
     from edgeport.cli.args import (add_device, add_input_shape, add_json, add_model_loading,
-                                   add_preprocessing, positive_int)
+                                   add_preprocessing, limit_int, top_k_int)
     from edgeport.cli.inputs import add_input_args
 
     p.add_argument("models", nargs="+", help="classifier models")
     p.add_argument("--images", required=True, metavar="DIR", help="one sub-folder of images per class")
     p.add_argument("--labels", help="labels file (default: the models' sidecar labels)")
-    p.add_argument("-k", "--top-k", type=positive_int, default=5,
-                   help="K for top-k accuracy (integer >= 1; default 5)")
-    p.add_argument("--limit", type=positive_int, help="at most this many images per class (integer >= 1)")
+    p.add_argument("-k", "--top-k", type=top_k_int, default=5, help="K for top-k accuracy (default 5)")
+    p.add_argument("--limit", type=limit_int, help="at most this many images per class")
     add_preprocessing(p)
     add_device(p)
     add_model_loading(p)

@@ -10,12 +10,17 @@ converters.validation.signature.InputOverrides (or None when none was given).
 """
 
 
+def add_input_shapes(p):
+    """--input-shapes alone (commands that take no data, e.g. check)."""
+    p.add_argument("--input-shapes", nargs="+", metavar="[NAME:][D,..]",
+                   help="shape per input, e.g. x:[1,3,640,640] sr:[] (bare [..] for one input)")
+
+
 def add_input_args(p):
     g = p.add_argument_group(
         "model inputs (open dimensions are never silently 1: set them here, or the run says "
         "which placeholder it used)")
-    g.add_argument("--input-shapes", nargs="+", metavar="[NAME:][D,..]",
-                   help="shape per input, e.g. x:[1,3,640,640] sr:[] (bare [..] for one input)")
+    add_input_shapes(g)
     g.add_argument("--val-range", nargs="+", metavar="[NAME:][LO,HI]",
                    help="random values in [LO,HI] per input, e.g. sr:[16000,16000]")
     g.add_argument("--data", metavar="FILE.npz",

@@ -17,14 +17,13 @@ examples:
 
 
 def configure(p):
-    from edgeport.cli.args import add_json, positive_int
+    from edgeport.cli.args import add_json, version_int
 
     p.add_argument("model", help="a .tflite file")
     p.add_argument("--edgetpu", action="store_true",
                    help="predict the Edge TPU compiler's mapping (no compiler needed)")
-    p.add_argument("--min-runtime-version", type=positive_int, default=None, metavar="N",
-                   help="with --edgetpu: leave ops that need a newer Edge TPU runtime on the CPU "
-                        "(integer >= 1)")
+    p.add_argument("--min-runtime-version", type=version_int, default=None, metavar="N",
+                   help="with --edgetpu: leave ops that need a newer Edge TPU runtime on the CPU")
     add_json(p)
 
 
@@ -34,10 +33,10 @@ def files(args, run):
 
 def run(args):
     import converters.validation.inspect as _lib
-    from edgeport.cli.output import emit_json
+    from edgeport.cli.output import emit_json, say_lines
 
     d = _lib.describe(args.model, args.edgetpu, args.min_runtime_version)
     if args.json:
         return emit_json("inspect", 0, **d)
-    print(_lib.format_text(d))
+    say_lines(_lib.format_text(d))
     return 0

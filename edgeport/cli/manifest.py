@@ -49,7 +49,9 @@ def run(args):
 
         return emit_json("manifest", code, **merged)
     else:
-        print(summary_table(merged))
+        from edgeport.cli.output import say_lines
+
+        say_lines(summary_table(merged))
         if args.output:
             print(f"merged manifest: {args.output}")
         bad = merged["counts"]["refused"] + merged["counts"]["failed"]

@@ -68,5 +68,8 @@ def run(args):
         return emit_json("toolenv", 0, toolenvs=infos, removed=removed)
     for p in removed:
         print(f"removed {p}")
-    print("\n".join(format_info(d, packages=bool(args.tool)) for d in infos))
+    from edgeport.cli.output import say_lines
+
+    for d in infos:
+        say_lines(format_info(d, packages=bool(args.tool)))
     return 0

@@ -28,7 +28,7 @@ examples:
 
 def configure(p):
     from edgeport.cli.args import (add_data, add_device, add_input_shape, add_json, add_model_loading,
-                                   add_preprocessing, cosine, fraction, non_negative_float, positive_int)
+                                   add_preprocessing, cosine, fraction, non_negative_float, top_k_int)
     from edgeport.cli.inputs import add_input_args
 
     p.add_argument("source", help="the source model")
@@ -43,7 +43,7 @@ def configure(p):
                    help="elemwise | max | mean | median | quantile (default elemwise)")
     g.add_argument("--quantile", type=fraction, default=0.99,
                    help="quantile for --check-stat quantile (0..1; default 0.99)")
-    g.add_argument("--top-k", type=positive_int, default=5, help="K of the top-k overlap (integer >= 1; default 5)")
+    g.add_argument("--top-k", type=top_k_int, default=5, help="K of the top-k overlap (default 5)")
     g.add_argument("--mode", choices=["auto", "numeric", "agreement"], default="auto",
                    help="numeric: tolerances decide; agreement: top-1 and cosine decide; "
                         "auto: numeric for float vs float, else agreement")
