@@ -681,7 +681,8 @@ def _convert_folder(folder, targets, options, outdir, force, validate, jobs, on_
     state = _read_state(state_path, outdir)
     for path in models:  # another folder's model of the same name, converted into this -o
         prev = state.get(os.path.basename(path))
-        if prev and prev.get("source") and os.path.realpath(prev["source"]) != os.path.realpath(path):
+        if prev and isinstance(prev.get("source"), str) and "\0" not in prev["source"] \
+                and os.path.realpath(prev["source"]) != os.path.realpath(path):
             raise InputError(f"{outdir} holds the conversion of {prev['source']}, another model named "
                              f"{os.path.basename(path)}; converting {path} there would replace it",
                              "convert each folder into its own -o folder")
@@ -813,7 +814,7 @@ def state_schema():
 
     entry = Obj({"sha256": Str(64, pattern=r"[0-9a-f]{64}"), "options": Any(),
                  "format": Str(64, optional=True), "routes": Map(List(Str(64), 64), 64, optional=True),
-                 "outputs": List(Str(4096), 256), "source": Str(4096, optional=True)})
+                 "outputs": List(Str(4096), 256)})  # and "source", checked where it is used
     return Map(entry, 1 << 20)
 
 

@@ -74,6 +74,7 @@ class Run:
         self.packages = []    # (real path, what) of input folders nothing may be written into
         self.outputs = []     # (path, what, folder_ok)
         self.trees = []       # (real path, what): folders any file under which may be written
+        self.kinds = {}       # output path -> the bytes a file of its kind starts with
         self.checked = False
 
     # -- declaring ---------------------------------------------------------------------------
@@ -127,11 +128,16 @@ class Run:
                     return
                 self._file(os.path.join(root, name), what)
 
-    def output(self, path, what="output", folder=False):
-        """Declare one output file (`folder`: a .mlpackage-like folder output)."""
+    def output(self, path, what="output", folder=False, looks_like=None):
+        """Declare one output file (`folder`: a .mlpackage-like folder output). `looks_like`:
+        the first bytes every file of this kind starts with (b"{" for JSON, b"\\x89PNG" ...):
+        an existing file that does not is not one this command wrote, and is not replaced
+        (`manifest merge -o model.tflite` keeps the model)."""
         if path is None:
             return
         self.outputs.append((path, what, folder))
+        if looks_like is not None:
+            self.kinds[path] = looks_like
 
     def tree(self, folder, what="output folder"):
         """Declare a folder edgeport writes into (convert's artefacts, sidecars, state file)."""
@@ -170,6 +176,16 @@ class Run:
             raise InputError(f"the {what} {_display(p)} exists and is {kind_of(st.st_mode)}: edgeport "
                              "only replaces regular files", "choose another path, or remove it first")
         self._refuse_input(p, what)
+        magic = self.kinds.get(path)
+        if st is not None and magic is not None and st.st_size > 0:
+            try:
+                with open(p, "rb") as f:
+                    head = f.read(64).lstrip()
+            except OSError as e:
+                raise InputError(f"cannot write the {what} {_display(p)}: {e.strerror}") from None
+            if not any(head.startswith(m) for m in (magic if isinstance(magic, tuple) else (magic,))):
+                raise InputError(f"the {what} {_display(p)} exists and is not a {what} edgeport wrote: "
+                                 "it is not replaced", "choose another name, or remove it first")
         return p
 
     def _refuse_input(self, p, what):

@@ -204,3 +204,30 @@ def test_folder_rerun_verifies_artefacts_against_their_sidecars(tmp_path, capsys
     assert "not the file its sidecar describes" in out and code == 2, (code, out, err)
     assert _hashes(out_dir)["a.onnx"] == replaced  # the user's file is not replaced either
     assert "b.tflite: unchanged since the last run, skipped" in out
+
+
+@pytest.mark.parametrize("argv", [
+    lambda t, a, b: ["manifest", "merge", t / "m1.json", "-o", t / "user.tflite"],
+    lambda t, a, b: ["bench", a, "--runs", "1", "--warmup", "0", "--plot", t / "user.tflite"],
+    lambda t, a, b: ["validate", a, b, "--samples", "1", "--report", t / "user.tflite"],
+    lambda t, a, b: ["validate", a, b, "--samples", "1", "--junit", t / "user.tflite"],
+    lambda t, a, b: ["validate", a, b, "--samples", "1", "--save-outputs", t / "user.tflite"],
+], ids=["merge -o", "bench --plot", "validate --report", "validate --junit", "validate --save-outputs"])
+def test_an_output_never_replaces_a_file_of_another_kind(models, tmp_path, capsys, argv):
+    """A model that is not an input of the run is still not a report: it is not replaced."""
+    a, b = models
+    (tmp_path / "m1.json").write_text("{}\n")
+    shutil.copy(DATA / "color_uint8.tflite", tmp_path / "user.tflite")
+    before = _hashes(tmp_path)
+    code, _, err = run_cli(capsys, *argv(tmp_path, a, b))
+    assert code == 2 and "is not a" in err and "edgeport wrote" in err, err
+    assert _hashes(tmp_path) == before
+
+
+def test_an_output_of_its_own_kind_is_replaced(models, tmp_path, capsys):
+    a, b = models
+    report = tmp_path / "report.json"
+    for _ in range(2):
+        code, _, err = run_cli(capsys, "validate", a, b, "--samples", "1", "--report", report)
+        assert code == 0, err
+    assert json.loads(report.read_text())

@@ -29,7 +29,7 @@ def files(args, run):
 
     run.inputs_of(args.models, "model", sidecar=True)
     declare_inputs(args, run)
-    run.output(args.plot, "plot")
+    run.output(args.plot, "plot", looks_like=b"\x89PNG")
 
 def run(args):
     import sys

@@ -27,7 +27,7 @@ def configure(p):
 def files(args, run):
     """Reads the shard manifests; writes only -o."""
     run.inputs_of(args.manifests, "manifest")
-    run.output(args.output, "merged manifest")
+    run.output(args.output, "merged manifest", looks_like=b"{")
 
 def run(args):
     import json

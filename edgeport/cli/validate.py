@@ -111,9 +111,9 @@ def files(args, run):
     if args.inputs not in (None, "random"):
         run.input(args.inputs, "image folder")
     declare_inputs(args, run)
-    run.output(args.report, "report")
-    run.output(args.junit, "JUnit report")
-    run.output(args.save_outputs, "saved outputs")
+    run.output(args.report, "report", looks_like=b"{")
+    run.output(args.junit, "JUnit report", looks_like=b"<")
+    run.output(args.save_outputs, "saved outputs", looks_like=b"PK")
 
 def run(args):
     import sys
