@@ -6,6 +6,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from edge.errors import InputError
 from edge.sidecar import read_sidecar, sidecar_path
 
 from converters.atomic import write_text_atomic
@@ -64,7 +65,17 @@ class Artefact:
         return size_of(self.path)
 
     def write_sidecar(self):
-        write_text_atomic(sidecar_path(self.path), json.dumps(self.metadata, indent=2, sort_keys=True) + "\n")
+        """Write NAME.edgeport.json; refused (InputError) when it would exceed the sidecar read
+        limit, since the next run could not read it back."""
+        from edge.files import human_bytes, limit_of
+
+        text = json.dumps(self.metadata, indent=2, sort_keys=True) + "\n"
+        size, limit = len(text.encode("utf-8")), limit_of("sidecar")
+        if size > limit:
+            raise InputError(f"the sidecar of {self.name} would be {human_bytes(size)}, more than the "
+                             f"{human_bytes(limit)} edgeport reads back",
+                             "too many labels or too much metadata")
+        write_text_atomic(sidecar_path(self.path), text)
 
     @classmethod
     def open(cls, path, fmt=None):

@@ -200,6 +200,55 @@ def _base_versions():
     return v
 
 
+MAX_LABELS = 100_000   # more classes than any classifier has (ImageNet-21k: 21,843)
+
+
+def _class_count(source):
+    """The class count of a classifier source when its file says so cheaply (the last
+    dimension of its only output, TFLite or ONNX), else None."""
+    try:
+        if source.format in (formats.TFLITE, formats.TFLITE_INT8, formats.EDGETPU):
+            from edge.tflite_model import TFLiteModel
+
+            outs = TFLiteModel.load(source.path).outputs()
+            shapes = [list(t.shape) for t in outs]
+        elif source.format == formats.ONNX:
+            import onnx
+
+            m = onnx.load(source.path, load_external_data=False)
+            shapes = [[d.dim_value if d.HasField("dim_value") else -1
+                       for d in o.type.tensor_type.shape.dim] for o in m.graph.output]
+        else:
+            return None
+    except Exception:  # the model's own reader says what is wrong with it, later
+        return None
+    if len(shapes) != 1 or not shapes[0] or shapes[0][-1] is None or shapes[0][-1] < 1:
+        return None
+    return int(shapes[0][-1])
+
+
+def check_labels_fit(source, options):
+    """Refuse --labels (one line, before any work) when it cannot be this model's: more than
+    MAX_LABELS, or a count other than the model's classes (or classes - 1, a background
+    class). The labels then always fit in the sidecar under its read limit."""
+    if not options.labels:
+        return None
+    from converters.routes.coremltools import label_list
+    from edge.files import printable
+    from edge.labels import check_labels, read_labels
+
+    labels = read_labels(options.labels)
+    shown = printable(os.path.basename(os.fspath(options.labels)))
+    if labels and max(labels) + 1 > MAX_LABELS:
+        raise InputError(f"--labels {shown} has {max(labels) + 1:,} labels, more than the "
+                         f"{MAX_LABELS:,} edgeport embeds", "pass the labels file made for this model")
+    n = _class_count(source)
+    if labels and n is not None and max(labels) + 1 not in (n, n - 1):
+        raise InputError(f"--labels {shown}: {check_labels(labels, n)}",
+                         "pass the labels file made for this model")
+    return label_list(options.labels)
+
+
 def _labels_of(options, current):
     if options.labels:
         from converters.routes.coremltools import label_list
@@ -422,6 +471,7 @@ def _convert_model(source, targets, options, outdir, force, validate, progress):
         e = refused[targets[0]]
         e.refused = {t: str(refused[t]) for t in targets}
         raise e
+    check_labels_fit(source, options)
     source.metadata["source"] = source_record(source)  # hash the original once, not per hop
     say = progress or options.progress
     result = Result(os.path.abspath(source.path), source.format,

@@ -6,6 +6,7 @@ from .errors import InputError
 from .files import printable, read_input
 
 _PAIR = re.compile(r"[:\s]+")
+MAX_ID = 1_000_000
 
 
 def read_labels(path, encoding="utf-8"):
@@ -36,7 +37,10 @@ def read_labels(path, encoding="utf-8"):
         for n, p in enumerate(pairs, 1):
             if not p[0]:
                 continue
-            i = int(p[0])
+            i = int(p[0]) if len(p[0]) <= 9 else MAX_ID + 1
+            if i > MAX_ID:
+                raise InputError(f"labels file {printable(path)} gives id {printable(p[0])[:20]} on line {n}, "
+                                 f"above {MAX_ID:,}", "class ids count from 0 up to the class count")
             if i in out:
                 raise InputError(f"labels file {printable(path)} gives id {i} twice (lines {where[i]} and {n})",
                                  "give each class id once")

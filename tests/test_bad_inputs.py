@@ -361,7 +361,7 @@ CASES = [
     C("convert-unknown-target", ["convert", "{w}/color_float.tflite", "--to", "tensorrt"], 2,
       r"unknown target format 'tensorrt'"),
     C("classify-count-zero", CLASSIFY + ["{w}/red.png", "--count", "0"], 2,
-      r"argument -c/--count: '0' is out of range; expected an integer >= 1"),
+      r"argument -c/--count: '0' is out of range; expected an integer from 1 to 100000"),
     # --- quantization and the Edge TPU
     C("convert-float-tflite-to-edgetpu", ["convert", "{w}/color_float.tflite", "--to", "edgetpu"], 2,
       r"tflite -> tflite-int8 \(for --to edgetpu\) needs --calibration DIR"),
@@ -447,7 +447,7 @@ NUMBER_CASES = [
     ("bench-runs-zero", ["bench", "{w}/color_float.tflite", "--runs", "0"], r"--runs: '0' " + OUT_OF_RANGE),
     ("bench-runs-negative", ["bench", "{w}/color_float.tflite", "--runs", "-5"], r"--runs: '-5' " + OUT_OF_RANGE),
     ("bench-warmup-negative", ["bench", "{w}/color_float.tflite", "--warmup", "-1"],
-     r"--warmup: '-1' .*integer >= 0"),
+     r"--warmup: '-1' .*integer from 0 to"),
     ("bench-threads-zero", ["bench", "{w}/color_float.tflite", "--threads", "1", "0"], r"--threads: '0' "),
     ("bench-runs-nan", ["bench", "{w}/color_float.tflite", "--runs", "nan"], r"--runs: 'nan' is not an integer"),
     ("convert-std-zero", CONVERT_ONNX + ["--std", "0"], r"--std: '0' " + OUT_OF_RANGE),
@@ -592,7 +592,7 @@ CASES += [
     C("bench-onnx-input-of-2-to-the-40", ["bench", "{w}/big.onnx", "--runs", "1"], 2,
       r"tensor x of shape \[1, 1099511627776\] needs", needs=("big.onnx",)),
     # 8. thread counts beyond what the system allows
-    C("bench-threads-100000", BENCH + ["--threads", "100000"], 2, r"--threads 100000 is out of range"),
+    C("bench-threads-100000", BENCH + ["--threads", "100000"], 2, r"--threads:? '?100000'? is out of range"),
     C("classify-threads-100000", CLASSIFY + ["{w}/red.png", "--threads", "100000"], 2, r"out of range"),
     C("classify-threads-0", CLASSIFY + ["{w}/red.png", "--threads", "0"], 2, r"out of range"),
     # 9. damaged sidecars: one warning naming the file, then as if there were none
@@ -618,10 +618,10 @@ CASES += [
     C("classify-folder-hidden-and-dangling", CLASSIFY + ["{w}/photos"], 0, r"skipped .*dangling\.png",
       warning=True, stdout=r"RESULTS-+\n0: ", setup=_image_folder),
     # 13. arguments
-    C("classify-empty-model-path", CLASSIFY[:2] + ["", "-i", "{w}/red.png"], 2, r"the model path is empty"),
+    C("classify-empty-model-path", CLASSIFY[:2] + ["", "-i", "{w}/red.png"], 2, r"the model path is empty|-m/--model: empty value"),
     C("convert-empty-source-path", ["convert", "", "--to", "onnx"], 2, r"empty"),
     C("classify-model-path-not-utf8", CLASSIFY[:2] + [os.fsdecode(b"{w}/m\xff.tflite"), "-i", "{w}/red.png"],
-      2, r"m\\udcff\.tflite: it does not exist"),
+      2, r"m\\udcff\.tflite(: it does not exist|' is not valid UTF-8)"),
     C("convert-opset-0", ["convert", "{w}/color_float.tflite", "--to", "onnx", "--opset", "0"], 2,
       r"--opset(: '0' is out of range| 0 is not an ONNX opset)"),
     C("convert-opset-99", ["convert", "{w}/color_float.tflite", "--to", "onnx", "--opset", "99"], 2,

@@ -380,3 +380,28 @@ def load_array_calibration(path, inputs, count=None, progress=None):
         progress(f"calibration: {n} samples from {base} "
                  f"({', '.join(f'{nm}: {list(x.shape)}' for nm, x in zip(names, samples[0]))})")
     return ArrayCalibration(path, sha256_of(path), inputs, samples)
+
+
+def constant_inputs(cal):
+    """[(input index, value)] of the inputs whose every calibration value is one number across
+    all samples (all zeros, one black image repeated): a quantizer derives a zero range from
+    such data, and the int8 model it makes is degenerate (or crashes the runtime)."""
+    lo = hi = None
+    for sample in cal.representative_dataset():
+        arrays = [np.asarray(x) for x in sample]
+        mins = [float(a.min()) if a.size else 0.0 for a in arrays]
+        maxs = [float(a.max()) if a.size else 0.0 for a in arrays]
+        lo = mins if lo is None else [min(a, b) for a, b in zip(lo, mins)]
+        hi = maxs if hi is None else [max(a, b) for a, b in zip(hi, maxs)]
+    if lo is None:
+        return []
+    return [(i, lo[i]) for i in range(len(lo)) if lo[i] == hi[i]]
+
+
+def describe(cal):
+    """The calibration data as the user named it: the --data file or the --calibration folder."""
+    from edge.files import printable
+
+    if isinstance(cal, ArrayCalibration):
+        return f"--data {printable(os.path.basename(cal.path))}"
+    return f"--calibration {printable(getattr(cal, 'folder', '?'))}"

@@ -116,6 +116,27 @@ def _run_float(step, float_bytes, cal, source, what):
                             f"{first_line(e)}") from None
 
 
+def _check_calibration_data(cal, model):
+    """Refuse calibration data that is constant for every input (all zeros, say): it names the
+    data, in one line, before quantizing. Returns a text naming the inputs that are constant
+    when only some are (a model input may legitimately be fixed), else None."""
+    from converters.quantize.calibration import constant_inputs, describe
+    from edge.files import printable
+
+    constant = constant_inputs(cal)
+    if not constant:
+        return None
+    names = [t.name for t in model.inputs()]
+    shown = ", ".join(f"'{printable(names[i]) if i < len(names) else i}' = {v:g}" for i, v in constant)
+    n_inputs = len(next(iter(cal.representative_dataset()), []))
+    if len(constant) >= n_inputs:
+        raise InputError(f"the calibration data {describe(cal)} is constant: every value of input "
+                         f"{shown} in all {len(cal)} {cal.unit}; the quantizer would derive zero "
+                         "ranges from it and make a degenerate int8 model",
+                         "calibrate on representative data (real images or recorded inputs)")
+    return f"input {shown}"
+
+
 @conversion(formats.TFLITE, formats.TFLITE_INT8, extra="convert",
             needs=(("calibration", "calibration_data"),))   # photos or arrays
 def tflite_to_tflite_int8(source, output_path, options):
@@ -143,6 +164,7 @@ def tflite_to_tflite_int8(source, output_path, options):
                             "cannot run or quantize", "quantize the model's original (Keras, SavedModel, "
                             "PyTorch) instead")
     cal, shape, spec_out = load_samples(model, source, options)
+    constant = _check_calibration_data(cal, model)
     times = {"load_" + cal.unit: round(time.monotonic() - t0, 1)}
     t = time.monotonic()
     float_bytes, folded = fold_float16_weights(float_bytes)
@@ -171,6 +193,13 @@ def tflite_to_tflite_int8(source, output_path, options):
         raise EdgeportError(f"{source.name} did not quantize to full integer: some ops stay float "
                             f"(ops: {ops})", "the Edge TPU needs every op in int8")
     crash = crash_probe(output_path)
+    if crash and constant:  # the data, not the runtime, is the likely cause: name it
+        from converters.quantize.calibration import describe
+
+        raise EdgeportError(f"the full-int8 model made from {source.name} is not kept: {crash}; the "
+                            f"calibration data {describe(cal)} is constant for {constant}",
+                            "calibrate on representative data: constant values give the quantizer "
+                            "zero ranges")
     if crash:
         raise EdgeportError(f"the full-int8 model made from {source.name} is not kept: {crash}",
                             "a crash in the TFLite runtime's CPU kernels (for openWakeWord's "

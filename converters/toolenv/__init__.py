@@ -120,10 +120,16 @@ class Env:
         return os.path.join(self.path, MANIFEST)
 
     def manifest(self):
+        """The environment's manifest (edge.readers: a regular file, bounded, typed), or None."""
+        from edge.errors import EdgeportError
+        from edge.readers import Any, Obj, Str, read_json
+
+        if not os.path.lexists(self.manifest_path):
+            return None
         try:
-            with open(self.manifest_path, encoding="utf-8") as f:
-                return json.load(f)
-        except (OSError, ValueError):
+            return read_json(self.manifest_path, "tool environment manifest", "json",
+                             Obj({"hash": Str(128, optional=True), "packages": Any()}))
+        except EdgeportError:
             return None
 
     @property

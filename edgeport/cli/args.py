@@ -75,14 +75,14 @@ class Parser(argparse.ArgumentParser):
 
 
 # -- value types -------------------------------------------------------------------------------
-def _typed(name, cast, check, rule, bounds=None):
+def _typed(name, cast, check, rule, bounds=None, integer=None):
     """An argparse type: `cast` the text, then refuse values for which `check` is false."""
 
     def parse(text):
         try:
             value = cast(text)
         except (TypeError, ValueError):
-            kind = "an integer" if cast is int else "a number"
+            kind = "an integer" if (cast is int if integer is None else integer) else "a number"
             raise argparse.ArgumentTypeError(f"'{text}' is not {kind}; expected {rule}") from None
         if isinstance(value, float) and not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"'{text}' is not a finite number; expected {rule}")
@@ -101,7 +101,7 @@ def int_range(lo, hi, name="integer"):
     shown = "2**31-1" if hi == (1 << 31) - 1 else "2**32-1" if hi == (1 << 32) - 1 else str(hi)
     rule = f"an integer from {lo} to {shown}"
     return _typed(name, lambda t: int(t) if len(str(t).strip()) <= 40 else int("x"),
-                  lambda v: lo <= v <= hi, rule, (lo, hi))
+                  lambda v: lo <= v <= hi, rule, (lo, hi), integer=True)
 
 
 def float_range(lo, hi, name="number", low_open=False):
