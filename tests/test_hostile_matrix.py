@@ -20,7 +20,7 @@ and asserts:
   - every file that was there before (models, sidecars, labels, images, manifests) is
     byte-identical after, unless it is a declared output;
   - nothing new outside the declared outputs (no stray file, no temp left);
-  - no traceback and no "internal error";
+  - no traceback, no "internal error", and no raw ESC from a hostile name in the output;
   - with --json (number cases, where the command has it), stdout is empty or one JSON document.
 
 The rule (what is "legitimate"):
@@ -327,8 +327,9 @@ def test_hostile(world, tmp_path, capsys, command, flag, kind, value):
     out, err = capsys.readouterr()
     shown = f"{argv}\nexit {code}\nstdout: {out[-600:]}\nstderr: {err[-600:]}"
 
-    # no crash
+    # no crash, and no raw terminal escape from a file name (the one sanitizer, edgeport/cli/output.py)
     assert "Traceback" not in out + err and "internal error" not in out + err, shown
+    assert "\x1b" not in out + err, shown
     # the exit status the rule expects
     if kind == "number":
         expect = {0, 1, 2} if _number_ok(command, flag, value) else {2}
