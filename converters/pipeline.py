@@ -384,8 +384,9 @@ def _run_hop(current, conv, final, route, options, progress, validate=False, int
             md[ARTEFACT_SHA] = sha256_of(tmp)
             Artefact(final, fmt, md).write_sidecar()
             for name in returned.get("companions") or ():
-                os.replace(os.path.join(os.path.dirname(tmp), name),
-                           os.path.join(os.path.dirname(final), name))
+                dst = os.path.join(os.path.dirname(final), name)
+                edge_run.guard_write(dst, "companion file")  # declared, and no input of the run
+                os.replace(os.path.join(os.path.dirname(tmp), name), dst)
     finally:
         options.extra.pop("provenance", None)
     return Artefact(final, fmt, md), seconds

@@ -231,3 +231,15 @@ def test_an_output_of_its_own_kind_is_replaced(models, tmp_path, capsys):
         code, _, err = run_cli(capsys, "validate", a, b, "--samples", "1", "--report", report)
         assert code == 0, err
     assert json.loads(report.read_text())
+
+
+def test_convert_refuses_an_artefact_that_is_another_input_before_any_work(tmp_path, capsys):
+    """`--labels net.onnx` beside net.tflite: the ONNX artefact would replace the labels file."""
+    shutil.copy(DATA / "color_float.tflite", tmp_path / "net.tflite")
+    (tmp_path / "net.onnx").write_text("red\ngreen\nblue\ngray\n")
+    before = _hashes(tmp_path)
+    code, out, err = run_cli(capsys, "convert", tmp_path / "net.tflite", "--to", "onnx",
+                             "--labels", tmp_path / "net.onnx", "--force")
+    assert code == 2 and "is the labels file" in err and "never writes over an input" in err, err
+    assert "converting" not in out + err  # refused before any work
+    assert _hashes(tmp_path) == before

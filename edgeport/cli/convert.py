@@ -192,6 +192,13 @@ def files(args, run):
     run.input(args.calibration, "calibration folder")
     declare_inputs(args, run)
     run.tree(outdir, "output folder")
+    if not is_folder_mode(args):  # every artefact and sidecar of the planned routes, checked now
+        from converters.pipeline import parse_targets, planned_outputs
+
+        for path in planned_outputs(args.source, parse_targets(args.to), options_from_args(args),
+                                    os.path.abspath(outdir)):
+            run.output(path, "output", folder=path.endswith(".mlpackage"))
+    # (folder mode: pipeline.check_folder_plan checks every source's planned outputs)
 
 def run(args):
     import os
