@@ -33,7 +33,7 @@ from converters import formats
 from converters.artefact import Artefact, package_versions, provenance, sha256_of, source_record
 from converters.atomic import (atomic_output, check_writable_dir, output_lock, sweep_stale,
                                terminate_as_interrupt, write_text_atomic)
-from edge.files import check_output, check_output_dir, check_path_text, read_input, same_file
+from edge.files import check_output, check_output_dir, check_path_text, same_file
 from edge.sidecar import sidecar_path
 from edge import run as edge_run
 from converters.registry import plan_route

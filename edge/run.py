@@ -20,7 +20,9 @@ output (atomic writers) and are removed on any exit, Ctrl-C and SIGTERM included
 
 import contextlib
 import os
+import signal
 import stat
+import threading
 
 from .errors import InputError
 from .files import _display, check_path_text, kind_of
@@ -227,13 +229,15 @@ class Run:
 
     @contextlib.contextmanager
     def active(self):
-        """Make this run the one writers consult (guard_write) while inside."""
+        """Make this run the one writers consult (guard_write) while inside; SIGTERM is
+        handled like Ctrl-C meanwhile (temps removed, locks released, exit 143)."""
         global _current
         if not self.checked:
             self.check()
         old, _current = _current, self
         try:
-            yield self
+            with terminate_as_interrupt():
+                yield self
         finally:
             _current = old
 
@@ -247,3 +251,31 @@ def guard_write(path, what="output"):
     """The active run's guard_write(path), or nothing when no run is active."""
     if _current is not None:
         _current.guard_write(path, what)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: temps removed, locks released; the CLI exits 143."""
+
+    exit_code = 143
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """While inside, SIGTERM raises Terminated (a KeyboardInterrupt) in the main thread, so the
+    same cleanup as for Ctrl-C runs (atomic temps deleted, locks released). Elsewhere: no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated("terminated (SIGTERM)")
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)

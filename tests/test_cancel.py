@@ -85,3 +85,19 @@ def test_a_signal_stops_folder_mode_and_keeps_what_finished(tmp_path, jobs, sig,
     assert not [n for n in left if n.startswith("slow")], left
     for n in fast:
         assert os.path.exists(state[n]["outputs"][0])
+
+
+def test_every_command_turns_sigterm_into_the_ctrl_c_cleanup(tmp_path):
+    """The run context every command enters handles SIGTERM like Ctrl-C (exit 143, temps removed)."""
+    from converters.atomic import atomic_output
+    from edge.run import Run, Terminated
+
+    run = Run("edgeport test")
+    run.output(tmp_path / "report.json", "report")
+    with pytest.raises(Terminated):
+        with run.active():
+            with atomic_output(tmp_path / "report.json") as tmp:
+                open(tmp, "w").close()
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+    assert os.listdir(tmp_path) == []
