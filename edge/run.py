@@ -151,6 +151,10 @@ class Run:
     # -- checking ----------------------------------------------------------------------------
     def check(self):
         """InputError (one line) for the first declared output that must not be written."""
+        for real, what in self.trees:  # folders first: "-o X is a file" says more than its files would
+            if os.path.exists(real) and not os.path.isdir(real):
+                raise InputError(f"the {what} {_display(real)} is a file, not a folder",
+                                 "give a folder (it is made when missing)")
         seen = {}
         for path, what, folder in self.outputs:
             p = self._check_one(path, what, folder)
