@@ -189,7 +189,7 @@ def files(args, run):
         outdir = (os.path.dirname(os.path.abspath(args.source.rstrip("/") or args.source))
                   if args.output_dir is None else args.output_dir)
     run.input(args.labels, "labels file")
-    run.input(args.calibration, "calibration folder")
+    run.input(args.calibration, "--calibration folder")
     declare_inputs(args, run)
     run.tree(outdir, "output folder")
     if not is_folder_mode(args):  # every artefact and sidecar of the planned routes, checked now

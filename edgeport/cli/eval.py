@@ -39,7 +39,7 @@ def files(args, run):
 
     run.inputs_of(args.models, "model", sidecar=True)
     run.input(args.labels, "labels file")
-    run.input(args.images, "image folder")
+    run.input(args.images, "--images folder")
     declare_inputs(args, run)
 
 def run(args):

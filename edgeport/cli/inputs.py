@@ -45,4 +45,4 @@ def overrides_from_args(args):
 
 def declare_inputs(args, run):
     """Declare the files these flags read (--data) on an edge.run.Run."""
-    run.input(getattr(args, "data", None), "data file")
+    run.input(getattr(args, "data", None), "--data file")

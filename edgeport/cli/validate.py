@@ -107,9 +107,9 @@ def files(args, run):
 
     run.input(args.source, "source model", sidecar=True)
     run.inputs_of(args.converted, "converted model", sidecar=True)
-    run.input(args.load_outputs, "saved outputs")
+    run.input(args.load_outputs, "--load-outputs file")
     if args.inputs not in (None, "random"):
-        run.input(args.inputs, "image folder")
+        run.input(args.inputs, "--inputs folder")
     declare_inputs(args, run)
     run.output(args.report, "report", looks_like=b"{")
     run.output(args.junit, "JUnit report", looks_like=b"<")
