@@ -71,6 +71,7 @@ CASES = {
     "bench": ["bench", "{model}", "--runs", "1", "--warmup", "0"],
     "bench-device": ["bench", "{model}", "--runs", "1", "--device", "\x1b[2J\nFAKE"],
     "convert-missing": ["convert", "{dir}/gone\x1b[2J\nFAKE.onnx", "--to", "ort"],
+    "convert-refused": ["convert", "{model}", "--to", "tflite-int8"],
     "classify-missing": ["classify", "-m", "{model}", "-i", "{dir}/no\x1b]0;x\x07\nFAKE.png"],
     "manifest": ["manifest", "merge", "{manifest}"],
     "manifest-json": ["manifest", "merge", "{manifest}", "--json"],

@@ -106,8 +106,11 @@ def int_range(lo, hi, name="integer"):
 
 def float_range(lo, hi, name="number", low_open=False):
     """A finite float type refusing values outside [lo, hi] (or (lo, hi] with `low_open`)."""
-    rule = (f"a finite number > {lo:g} and <= {hi:g}" if low_open
-            else f"a finite number from {lo:g} to {hi:g}")
+    def shown(x):
+        return str(int(x)) if float(x).is_integer() and abs(x) < 1e7 else f"{x:g}"
+
+    rule = (f"a finite number > {shown(lo)} and <= {shown(hi)}" if low_open
+            else f"a finite number from {shown(lo)} to {shown(hi)}")
     return _typed(name, float, (lambda v: lo < v <= hi) if low_open else (lambda v: lo <= v <= hi),
                   rule, (lo, hi))
 
