@@ -8,12 +8,13 @@ complete file, so the last one wins whole.
 import contextlib
 import os
 import shutil
-import signal
 import tempfile
-import threading
 
 from edge.errors import InputError
 from edge.files import check_output, check_output_dir, is_no_space, no_space
+# SIGTERM handled like Ctrl-C (Terminated) lives with the run context, which every command
+# enters; the pipeline enters it again around its own work.
+from edge.run import Terminated, guard_write, terminate_as_interrupt  # noqa: F401
 
 
 def _remove(path):
@@ -43,6 +44,7 @@ def atomic_output(final_path, directory=False):
     On normal exit the temp is renamed to `final_path` (replacing it); on any exception it
     is deleted and `final_path` is untouched.
     """
+    guard_write(final_path)  # declared by the command, and no input of the run
     final_path = os.path.abspath(os.fspath(final_path))
     # Only a regular file (or, for folder outputs, a real folder) is ever replaced: never a
     # device node, a FIFO or a symbolic link (os.replace would swap the node itself).
@@ -226,31 +228,3 @@ def _sweep_lock(lock):
             pass
     finally:
         os.close(fd)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: temps removed, locks released; the CLI exits 143."""
-
-    exit_code = 143
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt():
-    """While inside, SIGTERM raises Terminated (a KeyboardInterrupt) in the main thread, so the
-    same cleanup as for Ctrl-C runs (atomic temps deleted, locks released). Elsewhere: no-op."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise Terminated("terminated (SIGTERM)")
-
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except (ValueError, OSError):
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)

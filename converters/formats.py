@@ -125,6 +125,54 @@ def detect_format(path):
                            ".pt2 and Core ML")
 
 
+def external_data_files(model, model_path):
+    """{location: checked path} of every external-data file `model` (loaded without its
+    external data) names, checked as onnx.checker checks them when `check` and `validate` load
+    a model: the location is relative, inside the model's folder (no '..', no absolute path,
+    no symbolic link on the way), and a regular file of a model's bounded size. InputError
+    (one line) otherwise, before anything reads or copies it."""
+    import re
+
+    from edge.files import check_input, printable
+
+    base = os.path.dirname(os.path.abspath(os.fspath(model_path)))
+    name = os.path.basename(os.fspath(model_path))
+    out = {}
+
+    def graphs(g):
+        yield g
+        for n in g.node:
+            for a in n.attribute:
+                for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    yield from graphs(sub)
+
+    for g in graphs(model.graph):
+        for t in g.initializer:
+            if t.data_location != 1:  # TensorProto.EXTERNAL
+                continue
+            loc = next((e.value for e in t.external_data if e.key == "location"), "")
+            if loc in out:
+                continue
+            where = f"{printable(name)}: tensor {printable(t.name)!r} keeps its data in {printable(loc)!r}"
+            parts = [p for p in re.split(r"[\\/]", loc) if p not in ("", ".")]
+            if not loc or "\0" in loc or os.path.isabs(loc) or re.match(r"^[A-Za-z]:", loc) \
+                    or ".." in parts or not parts:
+                raise InputError(f"{where}, outside the model's folder",
+                                 "external data must sit in the model's folder (onnx.checker refuses it too)")
+            cur = base
+            for part in parts:
+                cur = os.path.join(cur, part)
+                if os.path.islink(cur):
+                    raise InputError(f"{where}, a symbolic link", "external data must be a regular file "
+                                     "in the model's folder (onnx.checker refuses links too)")
+            real = os.path.realpath(cur)
+            if not real.startswith(os.path.realpath(base).rstrip(os.sep) + os.sep):
+                raise InputError(f"{where}, outside the model's folder")
+            check_input(cur, "external data file", "model")
+            out[loc] = cur
+    return out
+
+
 def load_onnx(path, **kwargs):
     """onnx.load, with a damaged file as ModelFormatError (not a protobuf DecodeError)."""
     from edge.errors import first_line, require

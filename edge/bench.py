@@ -232,7 +232,9 @@ def plot(results, path):
 
     `path` must be a regular file or not exist: a device node, FIFO or link is refused."""
     from .files import check_output, is_no_space, no_space
+    from .run import guard_write
 
+    guard_write(path, "plot")
     if os.path.isdir(path):
         raise InputError(f"cannot write the plot {path}: it is a folder", "choose a writable path")
     check_output(path, "plot")  # "the plot X exists and is a FIFO: ..." (exit 2)

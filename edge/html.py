@@ -112,8 +112,10 @@ def write_html(path, text):
     import tempfile
 
     from .files import check_output
+    from .run import guard_write
 
     check_output(path, "report")
+    guard_write(path, "report")
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html.tmp", dir=folder)
     try:

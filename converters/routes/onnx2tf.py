@@ -151,18 +151,20 @@ def tf_safe_names(model):
     return renames
 
 
-def _save_beside(model, original, path):
-    """Save `model` (loaded without its external data) as `path`, with the external data files it
-    names copied beside it from the original's folder."""
+def _save_beside(model, files, path):
+    """Save `model` (loaded without its external data) as `path`, with the external data files
+    it names copied beside it. `files` is formats.external_data_files(): every location already
+    checked to be inside the source's folder, so every copy lands inside the work folder."""
     import onnx
 
-    for t in model.graph.initializer:
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            loc = next((e.value for e in t.external_data if e.key == "location"), None)
-            dst = os.path.join(os.path.dirname(path), loc or "")
-            if loc and not os.path.exists(dst):
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                shutil.copyfile(os.path.join(os.path.dirname(os.path.abspath(original)), loc), dst)
+    work = os.path.realpath(os.path.dirname(path))
+    for loc, src in files.items():
+        dst = os.path.join(work, loc)
+        if not os.path.realpath(dst).startswith(work + os.sep):
+            raise InputError(f"external data {loc!r} would be written outside the work folder")
+        if not os.path.exists(dst):
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copyfile(src, dst)
     onnx.save(model, path)
 
 
@@ -203,6 +205,7 @@ def onnx_to_tflite(source, output_path, options):
     from converters.routes.onnx_inputs import static_shapes
 
     model = formats.load_onnx(source.path, load_external_data=False)
+    external = formats.external_data_files(model, source.path)  # before any work
     fixed = static_shapes(model, options, source.name)
     inputs = [(n, dims) for n, dims, _ in fixed]
     args = []
@@ -230,7 +233,8 @@ def onnx_to_tflite(source, output_path, options):
         renamed = tf_safe_names(model)
         if renamed:
             options.progress(f"onnx2tf: {len(renamed)} node/tensor names TensorFlow refuses renamed (e.g. 'Conv@0')")
-            _save_beside(model, source.path, src)
+        if renamed or external:
+            _save_beside(model, external, src)
         else:
             shutil.copyfile(source.path, src)
         out_dir = os.path.join(work, "out")

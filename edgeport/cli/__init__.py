@@ -1,6 +1,8 @@
 """The `edgeport` command: a thin dispatcher over command modules, each imported on demand.
 
-A command module defines HELP (one line), configure(parser) and run(args) -> exit code.
+A command module defines HELP (one line), configure(parser), files(args, run) (every file
+the command reads and writes, declared on an edge.run.Run and checked before any work) and
+run(args) -> exit code.
 Modules import nothing heavy at the top, so `edgeport X --help` starts in a blink.
 The command line lives here and only here: edge/ and converters/ expose library functions
 (edge.classify, edge.bench, converters.pipeline, converters.validation.*) that these
@@ -36,7 +38,7 @@ def _build(name, module, subparsers):
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     mod.configure(p)
-    p.set_defaults(_run=mod.run)
+    p.set_defaults(_run=mod.run, _files=mod.files)
 
 
 def build_parser(only=None, prog="edgeport"):
@@ -71,16 +73,25 @@ def run_parsed(args):
 
 
 def _run_command(args):
+    """Run a parsed command: its declared files (the module's files(args, run)) are checked
+    before any work, and every write during the run is held to them (edge/run.py)."""
     from edge.errors import EdgeportError
+    from edge.run import Run
 
     for note in getattr(args, "_deprecated", None) or ():
         print(note, file=sys.stderr)
     try:
-        return int(args._run(args) or 0)
+        run = Run(f"edgeport {getattr(args, 'command', None) or ''}".strip())
+        args._files(args, run)
+        with run.active():
+            return int(args._run(args) or 0)
     except EdgeportError as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        from edge.files import printable
+
+        # One line, always: a file name with a newline or ESC in the message is escaped.
+        print(f"error: {printable(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:  # SIGTERM too (converters.atomic.Terminated): exit 143
         print("interrupted" if not str(e) else f"interrupted: {e}", file=sys.stderr)
@@ -135,7 +146,7 @@ def _short_form(command):
         parser.add_argument("--debug", action="store_true", help="show tracebacks")
         parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
         mod.configure(parser)
-        parser.set_defaults(_run=mod.run)
+        parser.set_defaults(_run=mod.run, _files=mod.files)
         try:
             args = parser.parse_args(argv)
         except SystemExit as e:

@@ -25,6 +25,15 @@ def configure(p):
     add_input_args(p)
 
 
+def files(args, run):
+    """Reads the models (and sidecars) and --data; writes only --plot and --report."""
+    from edgeport.cli.inputs import declare_inputs
+
+    run.inputs_of(args.models, "model", sidecar=True)
+    declare_inputs(args, run)
+    run.output(args.plot, "plot", looks_like=b"\x89PNG")
+    run.output(args.report, "report", looks_like=b"<!DOCTYPE html")
+
 def run(args):
     import sys
 
@@ -37,10 +46,6 @@ def run(args):
         from edge.files import check_output
 
         check_output(args.plot, "plot")
-    if args.report:
-        from edge.files import check_output
-
-        check_output(args.report, "report")
     feed = feeder(overrides_from_args(args))
     results = []
     for model in args.models:

@@ -34,6 +34,10 @@ def configure(p):
     add_device(p, device=False)
 
 
+def files(args, run):
+    """Reads the model; writes nothing."""
+    run.input(args.model, "model", sidecar=True)
+
 def run(args):
     import converters.validation.check as _lib
     from edgeport.cli.args import input_shape

@@ -31,6 +31,14 @@ def configure(p):
     add_input_shapes(p)
 
 
+def files(args, run):
+    """Reads the model (and sidecar), the labels and the images; writes nothing."""
+    from edge.interpreter import split_model_device
+
+    run.input(split_model_device(args.model)[0], "model", sidecar=True)
+    run.input(args.labels, "labels file")
+    run.inputs_of(args.input, "image")
+
 def run(args):
     import sys
 

@@ -174,6 +174,45 @@ def json_model(r):
     return out
 
 
+def is_folder_mode(args):
+    import os
+
+    src = args.source
+    return (os.path.isdir(src) and not args.torch_model
+            and not os.path.exists(os.path.join(src, "saved_model.pb"))
+            and not src.rstrip("/").endswith(".mlpackage"))
+
+
+def files(args, run):
+    """Reads the source (every source of a folder, with their sidecars), --labels, --data and
+    --calibration; writes only into the output folder (-o, else beside the source)."""
+    import os
+
+    from edge.files import check_path_text
+    from edgeport.cli.inputs import declare_inputs
+
+    check_path_text(args.source, "source")
+    if is_folder_mode(args):
+        from converters.pipeline import find_models
+
+        run.inputs_of(find_models(args.source), "source model", sidecar=True)
+        outdir = args.source if args.output_dir is None else args.output_dir
+    else:
+        run.input(args.source, "source model", sidecar=True)
+        outdir = (os.path.dirname(os.path.abspath(args.source.rstrip("/") or args.source))
+                  if args.output_dir is None else args.output_dir)
+    run.input(args.labels, "labels file")
+    run.input(args.calibration, "--calibration folder")
+    declare_inputs(args, run)
+    run.tree(outdir, "output folder")
+    if not is_folder_mode(args):  # every artefact and sidecar of the planned routes, checked now
+        from converters.pipeline import parse_targets, planned_outputs
+
+        for path in planned_outputs(args.source, parse_targets(args.to), options_from_args(args),
+                                    os.path.abspath(outdir)):
+            run.output(path, "output", folder=path.endswith(".mlpackage"))
+    # (folder mode: pipeline.check_folder_plan checks every source's planned outputs)
+
 def run(args):
     import os
     import sys
@@ -189,9 +228,7 @@ def run(args):
     targets = pipeline.parse_targets(args.to)
     validate = not args.no_validate
     src = args.source
-    is_folder = (os.path.isdir(src) and not args.torch_model
-                 and not os.path.exists(os.path.join(src, "saved_model.pb"))
-                 and not src.rstrip("/").endswith(".mlpackage"))
+    is_folder = is_folder_mode(args)
     shard = None
     if getattr(args, "shard", None):
         from edge.errors import InputError

@@ -33,6 +33,15 @@ def configure(p):
     add_json(p, "print one JSON object instead of the table")
 
 
+def files(args, run):
+    """Reads the models (and sidecars), the labels, the image folder and --data; writes nothing."""
+    from edgeport.cli.inputs import declare_inputs
+
+    run.inputs_of(args.models, "model", sidecar=True)
+    run.input(args.labels, "labels file")
+    run.input(args.images, "--images folder")
+    declare_inputs(args, run)
+
 def run(args):
     import converters.validation.evaluate as _lib
     from converters.artefact import open_model

@@ -41,3 +41,8 @@ def overrides_from_args(args):
     if not (shapes or ranges or data or values):
         return None
     return InputOverrides.parse(shapes, ranges, data, values)
+
+
+def declare_inputs(args, run):
+    """Declare the files these flags read (--data) on an edge.run.Run."""
+    run.input(getattr(args, "data", None), "--data file")

@@ -30,14 +30,15 @@ def configure(p):
     add_json(p)
 
 
+def files(args, run):
+    """Reads the model; writes only --report."""
+    run.input(args.model, "model", sidecar=True)
+    run.output(args.report, "report", looks_like=b"<!DOCTYPE html")
+
 def run(args):
     import converters.validation.inspect as _lib
     from edgeport.cli.output import emit_json, say_lines
 
-    if args.report:
-        from edge.files import check_output
-
-        check_output(args.report, "report")
     d = _lib.describe(args.model, args.edgetpu, args.min_runtime_version)
     if args.report:
         from converters.validation.html import inspect_page, write_html

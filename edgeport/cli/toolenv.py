@@ -43,6 +43,9 @@ def format_info(d, packages=True):
     return "\n".join(lines)
 
 
+def files(args, run):
+    """Builds tool environments in edgeport's cache (their own code); declares no run file."""
+
 def run(args):
     import sys
 

@@ -100,6 +100,21 @@ def options_from_args(args):
                            accept_unvalidated=args.accept_unvalidated, **model_loading(args))
 
 
+def files(args, run):
+    """Reads SOURCE, the converted models (and sidecars), --data, --load-outputs and the
+    --inputs folder; writes only --report, --junit and --save-outputs."""
+    from edgeport.cli.inputs import declare_inputs
+
+    run.input(args.source, "source model", sidecar=True)
+    run.inputs_of(args.converted, "converted model", sidecar=True)
+    run.input(args.load_outputs, "--load-outputs file")
+    if args.inputs not in (None, "random"):
+        run.input(args.inputs, "--inputs folder")
+    declare_inputs(args, run)
+    run.output(args.report, "report", looks_like=b"{")
+    run.output(args.junit, "JUnit report", looks_like=b"<")
+    run.output(args.save_outputs, "saved outputs", looks_like=b"PK")
+
 def run(args):
     import sys
 
