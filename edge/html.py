@@ -117,6 +117,12 @@ def write_html(path, text):
     check_output(path, "report")
     guard_write(path, "report")
     folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        from .errors import InputError
+        from .files import printable
+
+        raise InputError(f"cannot write the report {printable(path)}: its folder does not exist",
+                         "create the folder first, or give another path")
     fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html.tmp", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -282,3 +282,142 @@ def _edgetpu_of_artefact(path):
                             + ", ".join(o["op"] for o in compiled["ops_outside"]) or "none"))
     except Exception as e:  # the report must not fail a finished conversion
         return section("Edge TPU mapping", para(f"not drawn: {type(e).__name__}: {e}", "warn"))
+
+
+# -- validate ---------------------------------------------------------------------------------
+MAX_PICTURES = 8
+
+
+def _labels_of(artefact):
+    labels = getattr(artefact, "labels", None)
+    if isinstance(labels, dict):
+        return {int(k): str(v) for k, v in labels.items()}
+    if isinstance(labels, (list, tuple)):
+        return dict(enumerate(str(x) for x in labels))
+    return {}
+
+
+def _top3(scores, labels):
+    import numpy as np
+
+    flat = np.asarray(scores, dtype=np.float64).reshape(-1)
+    order = np.argsort(-flat, kind="stable")[:3]
+    return ", ".join(f"{labels.get(int(i), int(i))} {flat[i]:.3g}" for i in order)
+
+
+def _classifier_figures(files, ref, conv, labels):
+    """The photos on which the top-1 differs, with both top-3 lists."""
+    import numpy as np
+
+    figs = []
+    a = np.asarray(ref).reshape(len(ref), -1)
+    b = np.asarray(conv).reshape(len(conv), -1)
+    differ = [k for k in range(min(len(a), len(b))) if int(np.argmax(a[k])) != int(np.argmax(b[k]))]
+    for k in differ[:MAX_PICTURES]:
+        img = png_img(thumbnail_png(files[k]), f"sample {k}") if files and k < len(files) else ""
+        name = files[k].rsplit("/", 1)[-1] if files and k < len(files) else f"sample {k}"
+        figs.append(f'<div class="fig">{img}<p><b>{esc(name)}</b></p><p>source: {esc(_top3(a[k], labels))}</p>'
+                    f'<p>artefact: {esc(_top3(b[k], labels))}</p></div>')
+    head = para(f"top-1 differs on {len(differ)} of {len(a)} samples"
+                + (f" (the first {MAX_PICTURES} shown)" if len(differ) > MAX_PICTURES else ""),
+                "pass" if not differ else "warn")
+    return head + (f'<div class="figs">{"".join(figs)}</div>' if figs else "")
+
+
+def _detection_figures(files, ref, conv, metrics, input_hw):
+    """Photos with the source's boxes (green) and the artefact's (magenta) over each other."""
+    import numpy as np
+
+    from converters.validation import detection as det
+
+    thr = metrics.get("score_threshold", 0.25)
+    iou = metrics.get("iou", 0.5)
+    act = metrics.get("activation", "none")
+    figs = []
+    for k in range(min(len(ref), len(conv), MAX_PICTURES)):
+        dets = []
+        for out in (ref[k], conv[k]):
+            shape = tuple(d for d in np.shape(out) if d != 1) or np.shape(out)
+            coords, scores = det.split_packed(np.asarray(out).reshape(shape))
+            d = det.detect(det.to_xyxy(coords[:, :4], "cxcywh"), scores, thr, iou, act)
+            boxes = np.asarray(d.boxes, dtype=np.float64)
+            if boxes.size and boxes.max() > 1.5 and input_hw:   # pixels of the model's input
+                h, w = input_hw
+                boxes = boxes / np.array([w, h, w, h], dtype=np.float64)
+            dets.append(boxes)
+        if files and k < len(files):
+            pic = png_img(boxes_png(files[k], dets[0], dets[1]), f"detections on sample {k}")
+            name = files[k].rsplit("/", 1)[-1]
+        else:
+            pic, name = "", f"sample {k}"
+        figs.append(f'<div class="fig">{pic}<p><b>{esc(name)}</b>: source {len(dets[0])}, '
+                    f'artefact {len(dets[1])} detections</p></div>')
+    legend = ('<p class="legend"><span><i class="sw" style="background:#14c83c"></i>source</span>'
+              '<span><i class="sw" style="background:#e600c8"></i>artefact</span></p>')
+    return legend + f'<div class="figs">{"".join(figs)}</div>'
+
+
+def _error_histogram(ref, conv, name):
+    import numpy as np
+
+    try:
+        diff = np.abs(np.asarray(conv, dtype=np.float64) - np.asarray(ref, dtype=np.float64).reshape(np.shape(conv)))
+    except ValueError:
+        return para(f"{name}: shapes differ, no histogram", "muted")
+    return png_img(histogram_png(diff, f"{printable(name)}: |artefact - source|", "absolute error"),
+                   f"error histogram of {name}")
+
+
+def validate_page(report, report_dict):
+    """validate's report: a summary, then per artefact the table per output (role, metric,
+    error, floor), error histograms, and pictures for classifiers and detectors."""
+    import numpy as np
+
+    src_path = report.source.get("path")
+    rows = []
+    for m in report_dict.get("models") or []:
+        rows.append((m.get("model"), m.get("format"), ("html", status_cell(m.get("status"))),
+                     human_size(_size(m.get("model"))), m.get("mean_ms"), m.get("summary")))
+    summary = section("Summary", para(f"source: {src_path} ({report.source.get('format')}); inputs: "
+                                      f"{report.inputs}"),
+                      table(["artefact", "format", "verdict", "size", "ms / inference", "summary"], rows,
+                            numeric=(4,)))
+    parts = [summary]
+    src_entry = report.outputs.get(src_path)
+    ref_out = src_entry[1] if src_entry else {}
+    labels = _labels_of(src_entry[0]) if src_entry else {}
+    hw = None
+    if report.signature is not None and report.signature.metas:
+        shape = list(report.signature.metas[0].shape)
+        if len(shape) == 4:
+            hw = (shape[1], shape[2]) if shape[3] in (1, 3, 4) else (shape[2], shape[3])
+    for m, res in zip(report_dict.get("models") or [], report.results):
+        body = [para(m.get("summary") or "")]
+        body.append(outputs_table(m.get("outputs") or []))
+        entry = report.outputs.get(res.path)
+        if entry is not None and res.comparison is not None:
+            _, out = entry
+            labels = labels or _labels_of(entry[0])
+            for o in res.comparison.outputs:
+                ref = ref_out.get(o.name)
+                conv = out.get(o.converted_name or o.name)
+                if ref is None or conv is None:
+                    continue
+                body.append(f"<h3>{esc(o.name)} ({esc(o.role or 'raw')})</h3>")
+                body.append(_error_histogram(ref, conv, o.name))
+                if o.role == "class":
+                    body.append(_classifier_figures(report.sample_files, ref, conv, labels))
+                elif o.role == "detection" and o.metrics:
+                    body.append(_detection_figures(report.sample_files, np.asarray(ref), np.asarray(conv),
+                                                   o.metrics, hw))
+        parts.append(section(f"{m.get('format')}: {m.get('model')}", *body))
+    return page("edgeport validate", parts, f"{src_path}", provenance("validate"))
+
+
+def _size(path):
+    import os
+
+    try:
+        return os.path.getsize(path) if path and os.path.isfile(path) else None
+    except OSError:
+        return None

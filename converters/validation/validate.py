@@ -134,6 +134,8 @@ class ValidationReport:
     warnings: list = field(default_factory=list)
     source_ms: float = None
     signature: object = None         # signature.Signature of the source's inputs, as run
+    outputs: dict = field(default_factory=dict)   # path -> (Artefact, {output: (S, ...)}), as run
+    sample_files: list = None        # the images the samples came from, in order (image inputs)
 
     @property
     def placeholders(self):
@@ -399,6 +401,9 @@ def validate(source, converted, opts=None):
         report.source.update(src_runner.describe(), mean_ms=_mean_ms(src_runner))
         saved = OrderedDict()
         saved[source.path] = (source, ref_out)
+        report.outputs = saved           # the HTML report draws from these
+        if images is not None:
+            report.sample_files = [p for p, _ in data.image_samples()]
         role_hints = None
 
         for art, r, res in zip(converted, runners, results):

@@ -57,7 +57,10 @@ def configure(p):
     g.add_argument("--max-scale-error", type=non_negative_float, default=0.25,
                    help="agreement mode: largest |norm(converted)/norm(source) - 1| (>= 0; default 0.25)")
     g = p.add_argument_group("reports and saved outputs")
-    g.add_argument("--report", metavar="FILE.json", help="write a JSON report")
+    g.add_argument("--report", metavar="FILE.json|FILE.html",
+                   help="write the report: JSON, or with a .html name a self-contained page to look at "
+                        "(per output its role, metric and error histogram; the photos where a classifier's "
+                        "top-1 differs; a detector's boxes drawn over the source's)")
     g.add_argument("--junit", metavar="FILE.xml", help="write a JUnit XML report")
     g.add_argument("--save-outputs", metavar="FILE", help="save every model's outputs (npz)")
     g.add_argument("--load-outputs", metavar="FILE",
@@ -111,7 +114,7 @@ def files(args, run):
     if args.inputs not in (None, "random"):
         run.input(args.inputs, "--inputs folder")
     declare_inputs(args, run)
-    run.output(args.report, "report", looks_like=b"{")
+    run.output(args.report, "report", looks_like=b"<!DOCTYPE html" if _is_html(args.report) else b"{")
     run.output(args.junit, "JUnit report", looks_like=b"<")
     run.output(args.save_outputs, "saved outputs", looks_like=b"PK")
 
@@ -138,7 +141,11 @@ def run(args):
     source = open_model(args.source, args.torch_model)
     converted = [open_model(p, None) for p in args.converted]
     report = validate(source, converted, opts)
-    if args.report:
+    if args.report and _is_html(args.report):
+        from converters.validation.html import validate_page, write_html
+
+        write_html(args.report, validate_page(report, report_dict(report)))
+    elif args.report:
         write_json(report, args.report)
     if args.junit:
         write_junit(report, args.junit)
@@ -152,3 +159,7 @@ def run(args):
     if args.save_outputs:
         print(f"outputs saved to {args.save_outputs}", file=sys.stderr)
     return code
+
+
+def _is_html(path):
+    return bool(path) and str(path).lower().endswith((".html", ".htm"))
