@@ -63,3 +63,49 @@ def test_report_flag_is_declared(flag_owner):
     sub = build_parser(only=flag_owner)._subparsers._group_actions[0].choices[flag_owner]
     assert any("--report" in a.option_strings for a in sub._actions)
     assert REPO.exists()
+
+
+def _classifier_pair(tmp_path):
+    """A Keras colour classifier and an int8 twin calibrated on the wrong range: the top-1
+    differs on some photos."""
+    import keras
+
+    from test_validate_runners import LABELS, SPEC, calibration_arrays, color_images, color_keras, \
+        tflite_from_keras, with_sidecar
+
+    keras.utils.set_random_seed(0)
+    km = color_keras()
+    km.save(str(tmp_path / "color.keras"))
+    flat, _ = color_images(tmp_path / "images")
+    cal = calibration_arrays(flat)
+    tflite_from_keras(km, tmp_path / "color_int8_wrong.tflite", [c * np.float32(0.02) for c in cal])
+    for name in ("color.keras", "color_int8_wrong.tflite"):
+        with_sidecar(tmp_path / name, preprocessing=SPEC, labels=LABELS)
+    return tmp_path / "color.keras", tmp_path / "color_int8_wrong.tflite", flat
+
+
+def test_classifier_report_shows_the_photos_where_top1_differs(tmp_path, capsys):
+    src, art, images = _classifier_pair(tmp_path)
+    report = tmp_path / "classifier.html"
+    code, _, err = run_cli(capsys, "validate", src, art, "--inputs", images, "--report", report)
+    assert code == 1, err                      # the wrong-range int8 fails
+    dom = _check_page(report, ["Summary", "top-1 differs on", "source:", "artefact:",
+                               "error histogram of"])
+    assert dom.count('<div class="fig">') >= 1
+
+
+def test_detector_report_draws_both_sets_of_boxes(tmp_path, capsys):
+    from test_roles import _keras_packed_detector
+    from tiny_tf import make_images
+
+    src = _keras_packed_detector(tmp_path / "det.keras")
+    photos = make_images(tmp_path / "photos", n=6)
+    code, _, err = run_cli(capsys, "convert", src, "--to", "tflite", "--size", "16", "16", "--mean", "0",
+                           "--std", "255", "-o", tmp_path / "out")
+    assert code == 0, err
+    report = tmp_path / "detector.html"
+    code, _, err = run_cli(capsys, "validate", src, tmp_path / "out" / "det_float.tflite", "--inputs", photos,
+                           "--size", "16", "16", "--mean", "0", "--std", "255", "--report", report)
+    dom = _check_page(report, ["Summary", "output0 (detection)", "detections on sample 0", "source",
+                               "artefact", "recall"])
+    assert dom.count('<div class="fig">') >= 1

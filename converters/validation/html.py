@@ -55,6 +55,16 @@ def histogram_png(values, title, xlabel):
     return _figure_png(draw)
 
 
+def _fit(im, side):
+    """`im` scaled so its longer side is `side`: down with LANCZOS, up (a tiny test image) with
+    NEAREST so its pixels stay visible."""
+    from PIL import Image
+
+    scale = side / max(im.size)
+    size = (max(1, round(im.size[0] * scale)), max(1, round(im.size[1] * scale)))
+    return im.resize(size, Image.LANCZOS if scale < 1 else Image.NEAREST)
+
+
 def boxes_png(image_path, source_boxes, artefact_boxes, max_side=360):
     """A photo with the source's boxes (green) and the artefact's (magenta, dashed look: thinner)
     drawn over each other. Boxes are (x1, y1, x2, y2) in 0..1 of the image."""
@@ -62,8 +72,7 @@ def boxes_png(image_path, source_boxes, artefact_boxes, max_side=360):
 
     from edge.preprocess import load_image
 
-    im = load_image(image_path).convert("RGB")
-    im.thumbnail((max_side, max_side))
+    im = _fit(load_image(image_path).convert("RGB"), max_side)
     w, h = im.size
     d = ImageDraw.Draw(im)
     for boxes, colour, width in ((source_boxes, (20, 200, 60), 3), (artefact_boxes, (230, 0, 200), 1)):
@@ -78,8 +87,7 @@ def boxes_png(image_path, source_boxes, artefact_boxes, max_side=360):
 def thumbnail_png(image_path, max_side=240):
     from edge.preprocess import load_image
 
-    im = load_image(image_path).convert("RGB")
-    im.thumbnail((max_side, max_side))
+    im = _fit(load_image(image_path).convert("RGB"), max_side)
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return buf.getvalue()
