@@ -35,6 +35,8 @@ def report_dict(report):
         if r.comparison is not None:
             d["mode"] = r.comparison.mode
             d["outputs"] = [o._asdict() for o in r.comparison.outputs]
+        if getattr(r, "floor", None):
+            d["noise_floor"] = r.floor
         if r.structure:
             d["numbers_compared"] = False
             d["structure"] = [{"check": c, "ok": ok, "detail": det} for c, ok, det in r.structure]
@@ -91,6 +93,7 @@ def table(report):
             for o in r.comparison.outputs:
                 if o.note:
                     lines.append(f"  note: '{o.name}': {o.note}")
+            lines += _floor_lines(getattr(r, "floor", None))
         for c, ok, det in r.structure:
             lines.append(f"  {'ok  ' if ok else 'FAIL'} {c}: {det}")
         lines.append(f"  => {r.summary_line()}")
@@ -106,6 +109,23 @@ def table(report):
     lines.append(("PASSED" + note) if report.passed else
                  ("ERROR" if report.exit_code == 2 else "FAILED") + f": {report.summary_line()}")
     return "\n".join(lines)
+
+
+def _floor_lines(floor):
+    """The noise floor block: how it was measured, then per output the floor, the tolerance
+    it gave and the measured error."""
+    if not floor:
+        return []
+    if not floor.get("measured"):
+        return [f"  noise floor: {floor.get('method')}"]
+    lines = [f"  noise floor: {floor.get('method')}; tolerance = max(atol, "
+             f"{floor.get('multiple'):g} x floor)"]
+    for name, f in (floor.get("outputs") or {}).items():
+        times = f.get("error_in_floors")
+        lines.append(f"    '{name}': floor {_num(f.get('floor'))}, tolerance {_num(f.get('tolerance'))}, "
+                     f"error {_num(f.get('error'))}"
+                     + (f" ({times:.2g} x floor)" if times is not None else ""))
+    return lines
 
 
 def junit_xml(report):

@@ -63,6 +63,7 @@ class ModelResult:
     mean_ms: float = None
     outputs_from: str = "run"        # "run" or "loaded:<file>"
     error: object = None             # the load error, when status is ERROR
+    floor: dict = None               # the noise floor as judged (floor.Floor.to_dict), numeric mode
 
     @property
     def name(self):
@@ -360,6 +361,8 @@ def validate(source, converted, opts=None):
 
         ref_out = _run_all(src_runner, data, samples, spec_of)
         report.source.update(src_runner.describe(), mean_ms=_mean_ms(src_runner))
+        noise = _noise_floor(src_runner, runners, pending, opts,
+                             lambda r: _run_all(r, data, samples, spec_of), ref_out, progress)
         saved = OrderedDict()
         saved[source.path] = (source, ref_out)
 
@@ -394,12 +397,19 @@ def validate(source, converted, opts=None):
                 else "agreement")
             labels = source.labels or art.labels
             classifier = True if labels and len(ref_out) == 1 else None
-            res.comparison = compare_runs(ref_out, out, _runner_tolerances(opts.tolerances, r),
+            tolerances = _runner_tolerances(opts.tolerances, r)
+            if mode == "numeric" and noise is not None:
+                from converters.validation import floor as _floor
+
+                tolerances = _floor.apply(tolerances, noise, list(ref_out))
+            res.comparison = compare_runs(ref_out, out, tolerances,
                                           mode,
                                           reference_synthetic=src_runner.synthetic_names,
                                           converted_synthetic=r.synthetic_names,
                                           classifier=classifier)
             res.warnings.extend(res.comparison.warnings)
+            if mode == "numeric" and noise is not None:
+                res.floor = noise.to_dict(res.comparison.outputs)
             res.status = PASSED if res.comparison.passed else FAILED
             label_check = _classifier_label_check(r, source, art, ref_out)
             if label_check and not label_check[1]:
@@ -413,6 +423,20 @@ def validate(source, converted, opts=None):
     finally:
         src_runner.deactivate()
     return report
+
+
+def _noise_floor(src_runner, runners, pending, opts, run, ref_out, progress):
+    """The source runtime's own variation (converters/validation/floor.py) when a float
+    artefact is to be judged numerically; None otherwise."""
+    if src_runner.precision != "float" or opts.tolerances.mode not in (None, "numeric"):
+        return None
+    if not any(r is not None and id(r) in pending and r.precision == "float" for r in runners):
+        return None
+    from converters.validation import floor as _floor
+
+    noise = _floor.floor_of(src_runner, run, ref_out)
+    progress(f"validate: noise floor: {noise.method}")
+    return noise
 
 
 def _classifier_label_check(runner, source, art, ref_out):
