@@ -87,15 +87,30 @@ class Floor:
         return f"noise floor {f:.3g} ({self.method}); tolerance max(atol, {self.multiple:g} x floor)"
 
 
-def apply(tolerances, floor, names):
-    """`tolerances` with each output's atol raised to max(atol, MULTIPLE x floor), and the
-    ulp rule off where a floor was measured (the floor takes its role)."""
+def apply(tolerances, floor, reference):
+    """`tolerances` with each output's atol raised to max(atol, MULTIPLE x floor); the
+    comparator's rule in ulps of the output's magnitude is off, the floor takes its role.
+
+    An output whose floor is exactly 0 (the runtime gave the same bits under both settings,
+    which says nothing about another runtime's rounding) keeps that ulp rule as its minimum,
+    while the atol is the default, as before the floor existed.
+    `reference`: OrderedDict name -> the source's outputs (S, ...).
+    """
     from dataclasses import replace
+
+    from converters.validation.comparator import FLOAT32_EPS, FLOAT_ATOL, ROUNDING_ULPS
 
     if not floor.measured:
         return tolerances
-    atol = OrderedDict((n, floor.tolerance(n, float(tolerances.for_output(n, "atol"))))
-                       for n in names)
+    default = not isinstance(tolerances.atol, dict) and tolerances.atol == FLOAT_ATOL \
+        and tolerances.scale_atol is not False
+    atol = OrderedDict()
+    for name, ref in reference.items():
+        value = floor.tolerance(name, float(tolerances.for_output(name, "atol")))
+        if floor.values.get(name) == 0.0 and default and np.size(ref) and \
+                np.issubdtype(np.asarray(ref).dtype, np.floating) and np.isfinite(ref).any():
+            value = max(value, ROUNDING_ULPS * FLOAT32_EPS * float(np.nanmax(np.abs(ref))))
+        atol[name] = value
     return replace(tolerances, atol=dict(atol), scale_atol=False)
 
 
@@ -229,43 +244,52 @@ class _Proxy:
             return self._runner.infer(feed)
 
 
+def _float64_feed(feed):
+    return {k: (np.asarray(v, np.float64) if np.asarray(v).dtype == np.float32 else v)
+            for k, v in feed.items()}
+
+
 @contextmanager
 def _torch(src):
-    import torch
+    import copy
 
-    @contextmanager
-    def plain():
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with torch.backends.mkldnn.flags(enabled=False):
-                yield
-        finally:
-            torch.set_num_threads(threads)
+    model = copy.deepcopy(src.model).double()
+    twin = copy.copy(src)            # the same runner (inputs, forward plan), its model in float64
+    twin.model = model
+    twin.inference_times = []
+    yield _Proxy(twin, _nothing, lambda feed: twin.infer(_float64_feed(feed)))
 
-    yield _Proxy(src, plain)
+
+@contextmanager
+def _nothing():
+    yield
 
 
 @contextmanager
 def _keras(src):
-    import tensorflow as tf
+    import keras
 
-    model = src.model
-    fn = tf.function(lambda x: model(x, training=False), autograph=False)
+    def to64(layer):
+        cfg = layer.get_config()
+        cfg["dtype"] = "float64"
+        return layer.__class__.from_config(cfg)
 
-    def infer(feed):
-        xs = [feed[m.name] for m in src.input_metadata()]
-        y = fn(xs if len(xs) > 1 else xs[0])
-        names = src._output_names()
-        ys = list(y.values()) if isinstance(y, dict) else (
-            list(y) if isinstance(y, (list, tuple)) else [y])
-        return OrderedDict((n, np.asarray(v)) for n, v in zip(names, ys))
+    model = keras.models.clone_model(src.model, clone_function=to64)
+    model.set_weights([np.asarray(w, np.float64) if np.asarray(w).dtype == np.float32 else w
+                       for w in src.model.get_weights()])
+    twin = _copy_runner(src, model=model)
 
-    @contextmanager
-    def nothing():
-        yield
+    yield _Proxy(twin, _nothing, lambda feed: twin.infer(_float64_feed(feed)))
 
-    yield _Proxy(src, nothing, infer)
+
+def _copy_runner(src, **attrs):
+    import copy
+
+    twin = copy.copy(src)
+    twin.inference_times = []
+    for k, v in attrs.items():
+        setattr(twin, k, v)
+    return twin
 
 
 @contextmanager
@@ -288,7 +312,7 @@ def _savedmodel(src):
 VARIANTS = {
     "onnx": ("ONNX Runtime with graph optimizations off and 1 thread vs all optimizations", _onnx),
     "tflite": ("TFLite without XNNPACK and 1 thread vs with XNNPACK", _tflite),
-    "torch": ("PyTorch with oneDNN off and 1 thread vs the default kernels", _torch),
-    "keras": ("Keras traced into a graph (tf.function) vs eager", _keras),
+    "torch": ("PyTorch in float64 vs float32 (the source's own float32 rounding)", _torch),
+    "keras": ("Keras in float64 vs float32 (the source's own float32 rounding)", _keras),
     "savedmodel": ("the SavedModel with Grappler's optimizers off vs on", _savedmodel),
 }

@@ -401,7 +401,7 @@ def validate(source, converted, opts=None):
             if mode == "numeric" and noise is not None:
                 from converters.validation import floor as _floor
 
-                tolerances = _floor.apply(tolerances, noise, list(ref_out))
+                tolerances = _floor.apply(tolerances, noise, ref_out)
             res.comparison = compare_runs(ref_out, out, tolerances,
                                           mode,
                                           reference_synthetic=src_runner.synthetic_names,
