@@ -252,8 +252,11 @@ def _float64_feed(feed):
 @contextmanager
 def _torch(src):
     import copy
+    import warnings
 
-    model = copy.deepcopy(src.model).double()
+    with warnings.catch_warnings():  # deepcopy reads each parameter's .grad
+        warnings.simplefilter("ignore")
+        model = copy.deepcopy(src.model).double()
     twin = copy.copy(src)            # the same runner (inputs, forward plan), its model in float64
     twin.model = model
     twin.inference_times = []

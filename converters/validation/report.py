@@ -49,6 +49,7 @@ def report_dict(report):
                    "input_signature": sig.to_dict() if sig is not None else None,
                    "placeholder_shapes": report.placeholders,
                    "verdict_note": report.placeholder_note() or None,
+                   "data_note": getattr(report, "data_note", "") or None,
                    "warnings": report.warnings, "models": models})
 
 

@@ -46,6 +46,7 @@ class ValidateOptions:
     keras_unsafe: bool = False
     progress: object = None          # callable(str) or None
     input_overrides: object = None   # signature.InputOverrides: --input-shapes, --val-range, --data
+    images: list = None              # these image files rather than the folder's (held-out ones)
 
 
 @dataclass
@@ -112,6 +113,7 @@ class ValidationReport:
     warnings: list = field(default_factory=list)
     source_ms: float = None
     signature: object = None         # signature.Signature of the source's inputs, as run
+    data_note: str = ""              # on what data the verdict was reached (int8: held out or not)
 
     @property
     def placeholders(self):
@@ -142,8 +144,8 @@ class ValidationReport:
         else:
             ok = sum(r.passed for r in self.results)
             line = f"{ok}/{len(self.results)} models valid"
-        note = self.placeholder_note()
-        return f"{line} ({note})" if note else line
+        notes = [n for n in (self.placeholder_note(), self.data_note) if n]
+        return f"{line} ({'; '.join(notes)})" if notes else line
 
     def to_dict(self):
         from converters.validation.report import report_dict
@@ -175,7 +177,9 @@ def validate_pair(source, converted, options=None):
 
             vo.input_overrides = InputOverrides.parse(data=options.calibration_data)
         vo.device = "cpu" if converted.format != formats.EDGETPU else "auto"
+    note = _calibration_holdout(converted, options, vo)
     report = validate(source, [converted], vo)
+    report.data_note = note
     from converters.validation.runners.tflite import EdgeTPUUnavailable, NeedsEdgeTPU
 
     err = report.results[0].error if report.results else None
@@ -185,6 +189,28 @@ def validate_pair(source, converted, options=None):
             f"on a device: edgeport validate {source.name} {converted.name} --save-outputs "
             f"out.npz; then here: edgeport validate ... --load-outputs out.npz")
     return report
+
+
+def _calibration_holdout(converted, options, vo):
+    """A quantized artefact is validated on the calibration samples held back from it
+    (converters/quantize/calibration.py); returns the note saying on what data."""
+    from converters.quantize.calibration import validation_holdout
+
+    if options is None:
+        return ""
+    images, data, note = validation_holdout((converted.metadata or {}).get("calibration"),
+                                            getattr(options, "calibration", None),
+                                            getattr(options, "calibration_data", None))
+    if images:
+        vo.images = images
+    if data is not None:
+        from converters.validation.signature import InputOverrides
+
+        ov = vo.input_overrides
+        if ov is None or ov.data_path in (None, options.calibration_data):
+            vo.input_overrides = replace(ov or InputOverrides(), data=data,
+                                         data_path=options.calibration_data)
+    return note
 
 
 # -- the command's API -----------------------------------------------------------------------
@@ -319,10 +345,11 @@ def validate(source, converted, opts=None):
 
         # the inputs: images or seeded random values, shaped by the source
         others = [r.input_metadata() for r in runners if r is not None and id(r) in pending]
-        images = None
-        if opts.inputs and opts.inputs != "random":
+        images = list(opts.images) if opts.images else None
+        if images is None and opts.inputs and opts.inputs != "random":
             images = image_files(opts.inputs)
-        count = opts.samples or (DEFAULT_IMAGE_SAMPLES if images else DEFAULT_RANDOM_SAMPLES)
+        count = opts.samples or (len(images) if opts.images else
+                                 DEFAULT_IMAGE_SAMPLES if images else DEFAULT_RANDOM_SAMPLES)
         if opts.input_overrides is not None and opts.input_overrides.data and not opts.samples:
             count = None  # every sample of --data
         if count is not None and count < 1:
