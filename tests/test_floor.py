@@ -226,7 +226,7 @@ def test_float_tflite_with_one_layer_x1_01_fails(keras_family, capsys):
 
 def test_float32_coreml_passes_and_a_perturbed_layer_fails(keras_family, capsys, tmp_path):
     pytest.importorskip("coremltools")
-    from coreml_mutants import perturb_weights
+    from coreml_mutants import scale_weights
 
     out = tmp_path / "cm"
     code = main(["convert", str(keras_family["src"]), "--to", "coreml", "--coreml-precision",
@@ -239,7 +239,7 @@ def test_float32_coreml_passes_and_a_perturbed_layer_fails(keras_family, capsys,
     assert code == 0 and m["status"] == "passed", m["summary"]
     f = m["noise_floor"]["outputs"]["y"]
     assert f["error"] > 1e-4 and f["error"] <= f["tolerance"]
-    bad = perturb_weights(pkg, tmp_path / "bad.mlpackage", layer=DEPTH // 2, relative=0.01)
+    bad = scale_weights(pkg, tmp_path / "bad.mlpackage", nth_largest=DEPTH // 2, factor=1.01)
     code, doc = _validate(capsys, keras_family["src"], bad)
     assert code == 1, doc["models"][0]["summary"]
 
