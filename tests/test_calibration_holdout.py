@@ -7,15 +7,20 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
-from converters.quantize.calibration import (MIN_HOLDOUT, load_array_calibration,
-                                             load_calibration, split_holdout, validation_holdout)
+
+from converters.quantize.calibration import (
+    MIN_HOLDOUT,
+    load_array_calibration,
+    load_calibration,
+    split_holdout,
+    validation_holdout,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-@pytest.mark.parametrize("n", list(range(0, 61)))
+@pytest.mark.parametrize("n", list(range(61)))
 def test_split_holds_every_fifth_back_only_when_there_are_at_least_eight(n):
     keep, held = split_holdout(n)
     assert sorted(keep + held) == list(range(n)) and not set(keep) & set(held)
@@ -136,3 +141,22 @@ def test_convert_with_too_few_npz_samples_says_the_verdict_is_on_calibration_dat
     assert v["inputs"] == "24 samples from audio24.npz"
     assert "verdict reached on calibration data" in v["summary"]
     assert "verdict reached on calibration data" in out + err
+
+
+def test_convert_from_a_folder_of_40_photos_validates_int8_on_the_8_held_back(tmp_path, capsys):
+    from tiny_tf import build_classifier, make_images
+
+    build_classifier(tmp_path / "cls.keras")
+    folder = make_images(tmp_path / "cal", n=40)
+    code, out, err = run_cli(capsys, "convert", tmp_path / "cls.keras", "--to", "tflite-int8",
+                             "--calibration", folder, "--mean", "0", "--std", "255",
+                             "-o", tmp_path / "out")
+    assert code == 0, out + err
+    assert "8 of 40 samples (every fifth image) held back for validation" in out + err
+    side = json.loads((tmp_path / "out" / "cls_int8.tflite.edgeport.json").read_text())
+    held = side["calibration"]["held_out"]
+    assert side["calibration"]["count"] == 32 and held["files"] == [f"img_{i:02d}.png"
+                                                                    for i in range(4, 40, 5)]
+    v = side["validation"]
+    assert v["passed"] is True and v["inputs"] == "8 images", v
+    assert "validated on 8 held-out samples" in v["summary"]

@@ -142,7 +142,7 @@ def measure(source_runner, run):
     try:
         with make(source_runner) as other:
             out = run(other)
-    except Exception as e:  # a variant that cannot run must not cost the verdict
+    except Exception as e:  # noqa: BLE001 - a variant that cannot run must not cost the verdict
         from edge.errors import first_line
 
         return Floor(method=f"not measured: {method} failed: {first_line(e)}"), None
