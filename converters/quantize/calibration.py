@@ -59,8 +59,11 @@ def split_holdout(n):
     return [i for i in range(n) if i not in kept], held
 
 
-def holdout_summary(total, held, unit, names=None):
+def holdout_summary(total, held, unit, names=None, enabled=True):
     """The sidecar's record of what was held back (see the module docstring)."""
+    if not enabled:
+        return {"count": 0, "of": total, "reason": "holding samples back was turned off: "
+                "int8 is validated on calibration data"}
     if not held:
         return {"count": 0, "of": total, "reason": (
             f"{total} {unit} are too few to hold any back (every {_nth(HOLDOUT_EVERY)} needs "
@@ -198,6 +201,7 @@ class CalibrationSet(_Samples):
         self.spec = spec
         self.tensors = tensors              # float32 (1, H, W, C) or (1, C, H, W), the spec's layout
         self.held_out = list(held_out or [])  # image files kept for validation, never calibrated on
+        self.holdout = True                 # False: holding back was turned off (benchmarks)
         self.total = len(self.files) + len(self.held_out) if total is None else total
 
     def representative_dataset(self):
@@ -220,7 +224,8 @@ class CalibrationSet(_Samples):
                 "files_sha256": h.hexdigest(), "kind": "images",
                 "preprocessing": {k: self.spec[k] for k in ("size", "layout", "mean", "std")},
                 "held_out": holdout_summary(self.total, self.held_out, "images",
-                                            [os.path.basename(f) for f in self.held_out])}
+                                            [os.path.basename(f) for f in self.held_out],
+                                            self.holdout)}
 
 
 def load_calibration(folder, spec, count=100, input_shape=None, layout=None, progress=None,
@@ -251,6 +256,7 @@ def load_calibration(folder, spec, count=100, input_shape=None, layout=None, pro
         if progress and (i == n or i % step == 0):
             progress(f"calibration: {i}/{n} images loaded")
     cal = CalibrationSet(folder, files, spec, tensors, [listed[i] for i in held], len(listed))
+    cal.holdout = bool(holdout)
     if progress:
         progress(holdout_text(cal.summary()))
     return cal
@@ -317,6 +323,7 @@ class ArrayCalibration(_Samples):
         self.samples = samples
         self.held_out = list(held_out)      # sample indices kept for validation
         self.stacked_keys = list(stacked_keys)  # the file's keys that are stacks of samples
+        self.holdout = True                 # False: holding back was turned off
         self.total = len(samples) + len(self.held_out) if total is None else total
         self.spec = {}                      # no preprocessing: the arrays are the inputs
         self.tensors = [s[0] for s in samples]
@@ -333,7 +340,8 @@ class ArrayCalibration(_Samples):
                 "file": os.path.basename(self.path), "sha256": self.sha256, "count": len(self),
                 "inputs": {name: {"shape": list(x.shape), "dtype": x.dtype.name}
                            for (name, _, _), x in zip(self.inputs, first)},
-                "held_out": dict(holdout_summary(self.total, self.held_out, "samples"),
+                "held_out": dict(holdout_summary(self.total, self.held_out, "samples",
+                                                 enabled=self.holdout),
                                  **({"stacked_keys": self.stacked_keys} if self.held_out else {}))}
 
 
@@ -427,6 +435,7 @@ def load_array_calibration(path, inputs, count=None, progress=None, holdout=True
         progress(f"calibration: {len(keep)} samples from {base} "
                  f"({', '.join(f'{nm}: {list(x.shape)}' for nm, x in zip(names, samples[0]))})")
     cal = ArrayCalibration(path, sha256_of(path), inputs, samples, held, stacked, n)
+    cal.holdout = bool(holdout)
     if progress:
         progress(holdout_text(cal.summary()))
     return cal
