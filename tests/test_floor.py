@@ -147,6 +147,16 @@ def test_faithful_ort_table_names_floor_multiple_and_error(onnx_family, capsys):
     assert "'y': floor" in out and "tolerance" in out and "error" in out
 
 
+def test_convert_to_ort_passes_and_its_verdict_names_the_floor(onnx_family, tmp_path, capsys):
+    code = main(["convert", str(onnx_family["src"]), "--to", "ort", "-o", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    side = json.loads((tmp_path / "deep.ort.edgeport.json").read_text())
+    v = side["validation"]
+    assert v["passed"] is True and "4 x noise floor" in v["summary"], v
+    assert "4 x noise floor" in out
+
+
 @pytest.mark.parametrize("layer", [0, DEPTH // 2, DEPTH - 1])
 def test_one_layer_weights_x1_01_fail_despite_the_floor(onnx_family, capsys, layer):
     code, doc = _validate(capsys, onnx_family["src"], onnx_family[f"bad{layer}"])

@@ -96,6 +96,13 @@ class ModelResult:
         mabs = [o.max_abs for o in cmp.outputs if not np.isnan(o.max_abs)]
         if mabs:
             parts.append(f"max abs {max(mabs):.3g}")
+        k = (self.floor or {}).get("multiple")
+        raised = [f for f in ((self.floor or {}).get("outputs") or {}).values()
+                  if k and f.get("tolerance") is not None and f.get("floor")
+                  and abs(f["tolerance"] - k * f["floor"]) <= 1e-9 * f["tolerance"]]
+        if raised:   # the tolerance came from the noise floor: said where the verdict is
+            worst = max(raised, key=lambda f: f["floor"])
+            parts.append(f"atol {k:g} x noise floor {worst['floor']:.3g}")
         stats = ", ".join(parts)
         note = (self.runner or {}).get("note")   # e.g. the Core ML reference executor
         if self.status == PASSED:
