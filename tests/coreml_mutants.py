@@ -145,3 +145,27 @@ def swap_labels(src, dst, i=0, j=1):
         _save(spec, dst)
         return dst
     raise LookupError("no classify op")
+
+
+def scale_weights(src, dst, nth_largest=0, factor=1.01):
+    """Multiply one weight tensor of weight.bin by `factor`: the `nth_largest`-th of the
+    largest blobs (conv kernels, not biases), counted in file order among equally large ones."""
+    dst = _copy(src, dst)
+    spec = _spec(dst)
+    path = dst / WEIGHTS
+    data = bytearray(path.read_bytes())
+    blobs = []
+    for op in _ops(spec):
+        b = _blob_of(op) if op.type == "const" else None
+        if b is not None:
+            offset, _ = b
+            blobs.append((struct.unpack_from("<IIQQ", data, offset), offset))
+    biggest = max(meta[2] for meta, _ in blobs)
+    (sentinel, dtype, size, data_offset), _ = sorted(
+        [b for b in blobs if b[0][2] == biggest], key=lambda b: b[1])[nth_largest]
+    assert sentinel == 0xDEADBEEF, "not a blob metadata record"
+    np_type = {1: np.float16, 2: np.float32}[dtype]
+    w = np.frombuffer(bytes(data[data_offset:data_offset + size]), np_type).astype(np.float32)
+    data[data_offset:data_offset + size] = (w * factor).astype(np_type).tobytes()
+    path.write_bytes(bytes(data))
+    return dst

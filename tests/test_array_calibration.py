@@ -307,5 +307,6 @@ def test_onnx_to_int8_through_onnx2tf_on_arrays(tmp_path):
     opts = ConvertOptions(calibration_data=str(tmp_path / "calib.npz"))
     r = pipeline.convert_model(tmp_path / "net.onnx", ["tflite-int8"], opts, outdir=tmp_path / "out")
     assert r.routes["tflite-int8"] == ["onnx", "tflite", "tflite-int8"]
-    for hop in r.hops:
-        assert hop["validation"]["passed"] is True and hop["validation"]["inputs"] == "40 samples from calib.npz", hop
+    # the float hop on every sample; the int8 hop on the 8 (every fifth) held back from calibration
+    for hop, n in zip(r.hops, (40, 8)):
+        assert hop["validation"]["passed"] is True and hop["validation"]["inputs"] == f"{n} samples from calib.npz", hop

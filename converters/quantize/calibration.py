@@ -24,6 +24,15 @@ and dtypes must fit the model's inputs. The ArrayCalibration it returns has the 
 above: `.arrays()` and `.tensors` give the first input's samples, `.representative_dataset`
 yields one list per sample with an array per input (in the model's input order), and
 `.summary()` records the file, its sha256, the sample count and each input's shape.
+
+Held-out samples: when the calibration set is large enough, every fifth sample (the 5th,
+10th, ... in sorted order) is held back from calibration (`split_holdout`) and int8
+validation runs on those, so a verdict is not reached on data the quantizer fitted its
+ranges to. At least MIN_HOLDOUT held-out samples are needed (so 40 samples); with fewer,
+every sample calibrates and the summary (`held_out.count` 0, with the reason) makes the
+verdict say it was reached on calibration data. `.summary()["held_out"]` records which
+samples were held back (file names, or sample indices of the --data stacks), so
+validation uses exactly those.
 """
 
 import hashlib
@@ -37,6 +46,47 @@ from edge.preprocess import IMAGE_SUFFIXES, load_pixels
 
 DEFAULT_MEAN = 127.5
 DEFAULT_STD = 127.5
+HOLDOUT_EVERY = 5                 # every fifth sample is held back for validation ...
+MIN_HOLDOUT = 8                   # ... when that holds back at least this many
+
+
+def split_holdout(n):
+    """(calibration indices, held-out indices) of `n` samples in order: every HOLDOUT_EVERY-th
+    held out when that gives at least MIN_HOLDOUT, else every sample calibrates."""
+    held = list(range(HOLDOUT_EVERY - 1, n, HOLDOUT_EVERY))
+    if len(held) < MIN_HOLDOUT:
+        return list(range(n)), []
+    kept = set(held)
+    return [i for i in range(n) if i not in kept], held
+
+
+def holdout_summary(total, held, unit, names=None, enabled=True):
+    """The sidecar's record of what was held back (see the module docstring)."""
+    if not enabled:
+        return {"count": 0, "of": total, "reason": "holding samples back was turned off: "
+                "int8 is validated on calibration data"}
+    if not held:
+        return {"count": 0, "of": total, "reason": (
+            f"{total} {unit} are too few to hold any back (every {_nth(HOLDOUT_EVERY)} needs "
+            f"{HOLDOUT_EVERY * MIN_HOLDOUT} for {MIN_HOLDOUT}): int8 is validated on calibration data")}
+    out = {"count": len(held), "of": total, "rule": f"every {_nth(HOLDOUT_EVERY)} {unit[:-1]}"}
+    out["files" if names is not None else "indices"] = names if names is not None else list(held)
+    return out
+
+
+def holdout_text(summary):
+    """One line for progress output: what was held back, or why nothing was."""
+    h = (summary or {}).get("held_out") or {}
+    if not h:
+        return ""
+    if not h.get("count"):
+        return "calibration: " + h.get("reason", "nothing held back")
+    return (f"calibration: {h['count']} of {h['of']} samples ({h['rule']}) held back for "
+            f"validation, {h['of'] - h['count']} calibrate")
+
+
+def _nth(n):
+    return {2: "second", 3: "third", 4: "fourth", 5: "fifth"}.get(n, f"{n}th")
 
 
 def resolve_spec(spec, input_shape=None, layout=None):
@@ -142,11 +192,14 @@ class CalibrationSet(_Samples):
 
     unit = "images"                         # what one sample is, for progress lines
 
-    def __init__(self, folder, files, spec, tensors):
+    def __init__(self, folder, files, spec, tensors, held_out=None, total=None):
         self.folder = os.fspath(folder)
         self.files = list(files)
         self.spec = spec
         self.tensors = tensors              # float32 (1, H, W, C) or (1, C, H, W), the spec's layout
+        self.held_out = list(held_out or [])  # image files kept for validation, never calibrated on
+        self.holdout = True                 # False: holding back was turned off (benchmarks)
+        self.total = len(self.files) + len(self.held_out) if total is None else total
 
     def representative_dataset(self):
         """A generator for tf.lite.TFLiteConverter.representative_dataset (one input)."""
@@ -166,11 +219,16 @@ class CalibrationSet(_Samples):
                 h.update(hashlib.sha256(fh.read()).digest())
         return {"source": os.path.abspath(self.folder), "count": len(self.files),
                 "files_sha256": h.hexdigest(), "kind": "images",
-                "preprocessing": {k: self.spec[k] for k in ("size", "layout", "mean", "std")}}
+                "preprocessing": {k: self.spec[k] for k in ("size", "layout", "mean", "std")},
+                "held_out": holdout_summary(self.total, self.held_out, "images",
+                                            [os.path.basename(f) for f in self.held_out],
+                                            self.holdout)}
 
 
-def load_calibration(folder, spec, count=100, input_shape=None, layout=None, progress=None):
-    """Load up to `count` images of `folder` through `spec` into a CalibrationSet.
+def load_calibration(folder, spec, count=100, input_shape=None, layout=None, progress=None,
+                     holdout=True):
+    """Load up to `count` images of `folder` through `spec` into a CalibrationSet, every
+    fifth held back for validation when there are enough (`holdout`, see split_holdout).
 
     Args:
       folder: the --calibration folder; InputError when it is missing or holds no images.
@@ -186,7 +244,9 @@ def load_calibration(folder, spec, count=100, input_shape=None, layout=None, pro
     from edge.preprocess import readable_images
 
     spec = resolve_spec(spec, input_shape, layout)
-    files = list_calibration_images(folder, count)
+    listed = list_calibration_images(folder, count)
+    keep, held = split_holdout(len(listed)) if holdout else (list(range(len(listed))), [])
+    files = [listed[i] for i in keep]
     n = len(files)
     with console.progress(n, "calibration: loading images", "image",
                           enabled=console.shows_progress(progress)) as bar:
@@ -200,7 +260,11 @@ def load_calibration(folder, spec, count=100, input_shape=None, layout=None, pro
     if progress:
         skipped = n - len(used)
         progress(f"calibration: {len(used)} images used" + (f" ({skipped} damaged skipped)" if skipped else ""))
-    return CalibrationSet(folder, used, spec, [t for _, t in loaded])
+    cal = CalibrationSet(folder, used, spec, [t for _, t in loaded], [listed[i] for i in held], len(listed))
+    cal.holdout = bool(holdout)
+    if progress:
+        progress(holdout_text(cal.summary()))
+    return cal
 
 
 def load_data(path):
@@ -267,11 +331,15 @@ class ArrayCalibration(_Samples):
 
     unit = "samples"
 
-    def __init__(self, path, sha256, inputs, samples):
+    def __init__(self, path, sha256, inputs, samples, held_out=(), stacked_keys=(), total=None):
         self.path = os.fspath(path)
         self.sha256 = sha256
         self.inputs = list(inputs)          # [(name, shape with None for open dims, dtype)]
         self.samples = samples
+        self.held_out = list(held_out)      # sample indices kept for validation
+        self.stacked_keys = list(stacked_keys)  # the file's keys that are stacks of samples
+        self.holdout = True                 # False: holding back was turned off
+        self.total = len(samples) + len(self.held_out) if total is None else total
         self.spec = {}                      # no preprocessing: the arrays are the inputs
         self.tensors = [s[0] for s in samples]
 
@@ -286,7 +354,10 @@ class ArrayCalibration(_Samples):
         return {"kind": "arrays", "source": os.path.abspath(self.path),
                 "file": os.path.basename(self.path), "sha256": self.sha256, "count": len(self),
                 "inputs": {name: {"shape": list(x.shape), "dtype": x.dtype.name}
-                           for (name, _, _), x in zip(self.inputs, first)}}
+                           for (name, _, _), x in zip(self.inputs, first)},
+                "held_out": dict(holdout_summary(self.total, self.held_out, "samples",
+                                                 enabled=self.holdout),
+                                 **({"stacked_keys": self.stacked_keys} if self.held_out else {}))}
 
 
 def _shape_text(shape):
@@ -314,7 +385,7 @@ def _check_dtype(arr, name, shape, dtype, path):
                      if name.isidentifier() else f"convert it to {want.name}")
 
 
-def load_array_calibration(path, inputs, count=None, progress=None):
+def load_array_calibration(path, inputs, count=None, progress=None, holdout=True):
     """Calibration samples for a model's inputs from an .npz (`--data`), checked one by one.
 
     Args:
@@ -322,6 +393,7 @@ def load_array_calibration(path, inputs, count=None, progress=None):
       inputs: [(name, shape with None for open dimensions, numpy dtype)] of the model's inputs.
       count: at most this many samples (the first ones); None for all.
       progress: callable(str) or None.
+      holdout: hold every fifth sample back for validation when there are enough.
     Returns:
       ArrayCalibration. InputError (one line, naming the input, what it takes and what the
       file holds) for an unknown key, a missing input, a wrong shape or dtype, NaN/infinity,
@@ -334,7 +406,9 @@ def load_array_calibration(path, inputs, count=None, progress=None):
                          "arrays keyed by input name; edgeport never calibrates on random data")
     path = os.fspath(path)
     names = [n for n, _, _ in inputs]
-    data = data_for_inputs(load_data(path), names)
+    raw = load_data(path)
+    key_of = data_for_inputs({k: k for k in raw}, names)   # input name -> the file's key
+    data = data_for_inputs(raw, names)
     base = os.path.basename(path)
     wants = ", ".join(_input_text(n, s, d).replace("input ", "", 1) for n, s, d in inputs)
     unknown = [k for k in data if k not in names]
@@ -369,11 +443,17 @@ def load_array_calibration(path, inputs, count=None, progress=None):
         if count < 1:
             raise InputError("--calibration-count must be at least 1")
         n = min(n, count)
-    samples = [[np.ascontiguousarray(s[i % len(s)]) for s in per_input] for i in range(n)]
+    keep, held = split_holdout(n) if holdout else (list(range(n)), [])
+    samples = [[np.ascontiguousarray(s[i % len(s)]) for s in per_input] for i in keep]
+    stacked = [key_of[nm] for nm, s in zip(names, per_input) if len(s) > 1]
     if progress:
-        progress(f"calibration: {n} samples from {base} "
+        progress(f"calibration: {len(keep)} samples from {base} "
                  f"({', '.join(f'{nm}: {list(x.shape)}' for nm, x in zip(names, samples[0]))})")
-    return ArrayCalibration(path, sha256_of(path), inputs, samples)
+    cal = ArrayCalibration(path, sha256_of(path), inputs, samples, held, stacked, n)
+    cal.holdout = bool(holdout)
+    if progress:
+        progress(holdout_text(cal.summary()))
+    return cal
 
 
 def constant_inputs(cal):
@@ -399,3 +479,35 @@ def describe(cal):
     if isinstance(cal, ArrayCalibration):
         return f"--data {printable(os.path.basename(cal.path))}"
     return f"--calibration {printable(getattr(cal, 'folder', '?'))}"
+
+
+def validation_holdout(summary, folder=None, data_path=None):
+    """What int8 validation runs on, from the calibration record of the artefact's sidecar
+    (`summary()`, with its "held_out" part).
+
+    Returns (image paths or None, {key: array} or None, note): the held-out images of
+    `folder`, or the --data file `data_path` with its stacks cut to the held-out samples;
+    `note` says on what the verdict is reached ("" when the record says nothing of it).
+    """
+    h = (summary or {}).get("held_out")
+    if not h:
+        return None, None, ""
+    on_cal = "verdict reached on calibration data: "
+    if not h.get("count"):
+        return None, None, on_cal + h.get("reason", "nothing was held back")
+    held = f"{h['count']} held-out samples ({h['rule']} of {h['of']}) the quantizer never saw"
+    if summary.get("kind") == "images" and folder:
+        files = [os.path.join(os.fspath(folder), os.path.basename(f)) for f in h.get("files", [])]
+        present = [f for f in files if os.path.isfile(f)]
+        if len(present) == len(files) and present:
+            return present, None, f"validated on {held}"
+        return None, None, on_cal + "the held-out images are no longer in the folder"
+    if summary.get("kind") == "arrays" and data_path:
+        raw = load_data(data_path)
+        idx = list(h.get("indices", []))
+        keys = set(h.get("stacked_keys", []))
+        if idx and all(k in raw and len(raw[k]) > max(idx) for k in keys):
+            return None, {k: (v[idx] if k in keys else v) for k, v in raw.items()}, \
+                f"validated on {held}"
+        return None, None, on_cal + "the held-out samples are no longer in the file"
+    return None, None, ""

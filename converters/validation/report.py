@@ -36,6 +36,8 @@ def report_dict(report):
         if r.comparison is not None:
             d["mode"] = r.comparison.mode
             d["outputs"] = [o._asdict() for o in r.comparison.outputs]
+        if getattr(r, "floor", None):
+            d["noise_floor"] = r.floor
         if r.structure:
             d["numbers_compared"] = False
             d["structure"] = [{"check": c, "ok": ok, "detail": det} for c, ok, det in r.structure]
@@ -48,6 +50,7 @@ def report_dict(report):
                    "input_signature": sig.to_dict() if sig is not None else None,
                    "placeholder_shapes": report.placeholders,
                    "verdict_note": report.placeholder_note() or None,
+                   "data_note": getattr(report, "data_note", "") or None,
                    "warnings": report.warnings, "models": models})
 
 
@@ -91,6 +94,7 @@ def table(report):
                 lines += _role_lines(o)
                 if o.note:
                     lines.append(f"  note: '{o.name}': {o.note}")
+            lines += _floor_lines(getattr(r, "floor", None))
         for c, ok, det in r.structure:
             lines.append(f"  {'ok  ' if ok else 'FAIL'} {c}: {det}")
         lines.append(f"  => {r.summary_line()}")
@@ -137,6 +141,23 @@ def _role_lines(o):
     from edge.files import printable   # names come from the model
 
     return [printable(x) for x in out]
+
+
+def _floor_lines(floor):
+    """The noise floor block: how it was measured, then per output the floor, the tolerance
+    it gave and the measured error."""
+    if not floor:
+        return []
+    if not floor.get("measured"):
+        return [f"  noise floor: {floor.get('method')}"]
+    lines = [f"  noise floor: {floor.get('method')}; tolerance = max(atol, "
+             f"{floor.get('multiple'):g} x floor)"]
+    for name, f in (floor.get("outputs") or {}).items():
+        times = f.get("error_in_floors")
+        lines.append(f"    '{name}': floor {_num(f.get('floor'))}, tolerance {_num(f.get('tolerance'))}, "
+                     f"error {_num(f.get('error'))}"
+                     + (f" ({times:.2g} x floor)" if times is not None else ""))
+    return lines
 
 
 def junit_xml(report):

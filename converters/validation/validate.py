@@ -61,6 +61,7 @@ class ValidateOptions:
     progress: object = None          # callable(str) or None
     input_overrides: object = None   # signature.InputOverrides: --input-shapes, --val-range, --data
     accept_unvalidated: bool = False  # exit 0 although some artefact was not validated by numbers
+    images: list = None              # these image files rather than the folder's (held-out ones)
 
 
 @dataclass
@@ -78,6 +79,7 @@ class ModelResult:
     mean_ms: float = None
     outputs_from: str = "run"        # "run" or "loaded:<file>"
     error: object = None             # the load error, when status is ERROR
+    floor: dict = None               # the noise floor as judged (floor.Floor.to_dict), numeric mode
 
     @property
     def name(self):
@@ -117,6 +119,13 @@ class ModelResult:
         mabs = [o.max_abs for o in cmp.outputs if not np.isnan(o.max_abs)]
         if mabs:
             parts.append(f"max abs {max(mabs):.3g}")
+        k = (self.floor or {}).get("multiple")
+        raised = [f for f in ((self.floor or {}).get("outputs") or {}).values()
+                  if k and f.get("tolerance") is not None and f.get("floor")
+                  and abs(f["tolerance"] - k * f["floor"]) <= 1e-9 * f["tolerance"]]
+        if raised:   # the tolerance came from the noise floor: said where the verdict is
+            worst = max(raised, key=lambda f: f["floor"])
+            parts.append(f"atol {k:g} x noise floor {worst['floor']:.3g}")
         stats = ", ".join(parts)
         note = (self.runner or {}).get("note")   # e.g. the Core ML reference executor
         if self.status == PASSED:
@@ -136,6 +145,7 @@ class ValidationReport:
     signature: object = None         # signature.Signature of the source's inputs, as run
     outputs: dict = field(default_factory=dict)   # path -> (Artefact, {output: (S, ...)}), as run
     sample_files: list = None        # the images the samples came from, in order (image inputs)
+    data_note: str = ""              # on what data the verdict was reached (int8: held out or not)
 
     @property
     def placeholders(self):
@@ -176,8 +186,8 @@ class ValidationReport:
         else:
             ok = sum(r.passed for r in self.results)
             line = f"{ok}/{len(self.results)} models valid"
-        note = self.placeholder_note()
-        return f"{line} ({note})" if note else line
+        notes = [n for n in (self.placeholder_note(), self.data_note) if n]
+        return f"{line} ({'; '.join(notes)})" if notes else line
 
     def to_dict(self):
         from converters.validation.report import report_dict
@@ -212,7 +222,9 @@ def validate_pair(source, converted, options=None):
         # the judgement flags convert shares with validate (--atol, --output-role, thresholds)
         if getattr(options, "tolerances", None) is not None:
             vo.tolerances = options.tolerances
+    note = _calibration_holdout(converted, options, vo)
     report = validate(source, [converted], vo)
+    report.data_note = note
     from converters.validation.runners.tflite import EdgeTPUUnavailable, NeedsEdgeTPU
 
     err = report.results[0].error if report.results else None
@@ -222,6 +234,28 @@ def validate_pair(source, converted, options=None):
             f"on a device: edgeport validate {source.name} {converted.name} --save-outputs "
             f"out.npz; then here: edgeport validate ... --load-outputs out.npz")
     return report
+
+
+def _calibration_holdout(converted, options, vo):
+    """A quantized artefact is validated on the calibration samples held back from it
+    (converters/quantize/calibration.py); returns the note saying on what data."""
+    from converters.quantize.calibration import validation_holdout
+
+    if options is None:
+        return ""
+    images, data, note = validation_holdout((converted.metadata or {}).get("calibration"),
+                                            getattr(options, "calibration", None),
+                                            getattr(options, "calibration_data", None))
+    if images:
+        vo.images = images
+    if data is not None:
+        from converters.validation.signature import InputOverrides
+
+        ov = vo.input_overrides
+        if ov is None or ov.data_path in (None, options.calibration_data):
+            vo.input_overrides = replace(ov or InputOverrides(), data=data,
+                                         data_path=options.calibration_data)
+    return note
 
 
 # -- the command's API -----------------------------------------------------------------------
@@ -357,10 +391,11 @@ def validate(source, converted, opts=None):
 
         # the inputs: images or seeded random values, shaped by the source
         others = [r.input_metadata() for r in runners if r is not None and id(r) in pending]
-        images = None
-        if opts.inputs and opts.inputs != "random":
+        images = list(opts.images) if opts.images else None
+        if images is None and opts.inputs and opts.inputs != "random":
             images = image_files(opts.inputs)
-        count = opts.samples or (DEFAULT_IMAGE_SAMPLES if images else DEFAULT_RANDOM_SAMPLES)
+        count = opts.samples or (len(images) if opts.images else
+                                 DEFAULT_IMAGE_SAMPLES if images else DEFAULT_RANDOM_SAMPLES)
         if opts.input_overrides is not None and opts.input_overrides.data and not opts.samples:
             count = None  # every sample of --data
         if count is not None and count < 1:
@@ -399,6 +434,8 @@ def validate(source, converted, opts=None):
 
         ref_out = _run_all(src_runner, data, samples, spec_of)
         report.source.update(src_runner.describe(), mean_ms=_mean_ms(src_runner))
+        noise = _noise_floor(src_runner, runners, pending, opts,
+                             lambda r: _run_all(r, data, samples, spec_of), ref_out, progress)
         saved = OrderedDict()
         saved[source.path] = (source, ref_out)
         report.outputs = saved           # the HTML report draws from these
@@ -441,12 +478,19 @@ def validate(source, converted, opts=None):
                 from converters.validation.roles import hints_for
 
                 role_hints = hints_for(source)
-            res.comparison = compare_runs(ref_out, out, _runner_tolerances(opts.tolerances, r),
+            tolerances = _runner_tolerances(opts.tolerances, r)
+            if mode == "numeric" and noise is not None:
+                from converters.validation import floor as _floor
+
+                tolerances = _floor.apply(tolerances, noise, ref_out)
+            res.comparison = compare_runs(ref_out, out, tolerances,
                                           mode,
                                           reference_synthetic=src_runner.synthetic_names,
                                           converted_synthetic=r.synthetic_names,
                                           classifier=classifier, role_hints=role_hints)
             res.warnings.extend(res.comparison.warnings)
+            if mode == "numeric" and noise is not None:
+                res.floor = noise.to_dict(res.comparison.outputs)
             res.status = PASSED if res.comparison.passed else FAILED
             label_check = _classifier_label_check(r, source, art, ref_out)
             if label_check and not label_check[1]:
@@ -460,6 +504,20 @@ def validate(source, converted, opts=None):
     finally:
         src_runner.deactivate()
     return report
+
+
+def _noise_floor(src_runner, runners, pending, opts, run, ref_out, progress):
+    """The source runtime's own variation (converters/validation/floor.py) when a float
+    artefact is to be judged numerically; None otherwise."""
+    if src_runner.precision != "float" or opts.tolerances.mode not in (None, "numeric"):
+        return None
+    if not any(r is not None and id(r) in pending and r.precision == "float" for r in runners):
+        return None
+    from converters.validation import floor as _floor
+
+    noise = _floor.floor_of(src_runner, run, ref_out)
+    progress(f"validate: noise floor: {noise.method}")
+    return noise
 
 
 def _classifier_label_check(runner, source, art, ref_out):
