@@ -332,7 +332,20 @@ def _validate(source, converted, options):
         return dict(unvalidated(res.message if res is not None else "nothing compared"),
                     inputs=report.inputs)
     return {"status": validate.PASSED if report.passed else validate.FAILED,
-            "passed": bool(report.passed), "summary": report.summary_line(), "inputs": report.inputs}
+            "passed": bool(report.passed), "summary": report.summary_line(), "inputs": report.inputs,
+            "outputs": _output_rows(res)}
+
+
+def _output_rows(res):
+    """Per output, the few numbers a reader of the sidecar or the HTML report wants: its role,
+    verdict, the role's headline or the reason, and the largest error."""
+    cmp = getattr(res, "comparison", None)
+    rows = []
+    for o in (cmp.outputs if cmp is not None else ()):
+        rows.append({"name": o.name, "role": o.role, "passed": bool(o.passed),
+                     "metric": o.headline or None, "max_abs": o.max_abs, "cosine": o.cosine,
+                     "reason": o.reason or None})
+    return rows
 
 
 @contextlib.contextmanager

@@ -109,3 +109,21 @@ def test_detector_report_draws_both_sets_of_boxes(tmp_path, capsys):
     dom = _check_page(report, ["Summary", "output0 (detection)", "detections on sample 0", "source",
                                "artefact", "recall"])
     assert dom.count('<div class="fig">') >= 1
+
+
+from test_edgetpu_compile import standin  # noqa: E402,F401  (the stand-in compiler fixture)
+
+
+def test_convert_report_of_an_edge_tpu_model_draws_predicted_and_compiled_strips(coral, standin, tmp_path, capsys):
+    """convert --to edgetpu with the tests' STAND-IN compiler (not Coral's): the report holds the
+    artefact with its verdict, and the op strip as predicted and as the compiler placed the ops."""
+    src = tmp_path / "posenet.tflite"
+    src.write_bytes((coral / "posenet_mobilenet_v1_075_353_481_16_quant_decoder.tflite").read_bytes())
+    report = tmp_path / "convert.html"
+    code, _, err = run_cli(capsys, "convert", src, "--to", "edgetpu", "--compiler", "local",
+                           "--accept-unvalidated", "-o", tmp_path / "out", "--report", report)
+    assert code == 0, err
+    dom = _check_page(report, ["Summary", "posenet_edgetpu.tflite", "Edge TPU mapping", "predicted",
+                               "compiler", "PosenetDecoderOp"])
+    assert dom.count("<rect") >= 2 * 38          # two strips, one cell per op each
+    assert (report.stat().st_mode & 0o777) == 0o644 or (report.stat().st_mode & 0o044)

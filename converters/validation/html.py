@@ -258,7 +258,7 @@ def convert_page(models):
                 parts.append(outputs_table(v["outputs"]))
             details.append(section(f"{a.get('format')}: {a.get('model')}", *parts))
             if a.get("format") == "edgetpu" and a.get("status") == "converted" and m.get("model"):
-                details.append(_edgetpu_of_artefact(a["model"]))
+                details.append(_edgetpu_of_artefact(a["model"], m.get("model")))
         for target, why in (m.get("refused") or {}).items():
             rows.append((f"--to {target}", target, ("html", status_cell("failed")), "-", None, f"not made: {why}"))
         if m.get("error"):
@@ -269,7 +269,7 @@ def convert_page(models):
     return page("edgeport convert", [summary] + [d for d in details if d], sources, provenance("convert"))
 
 
-def _edgetpu_of_artefact(path):
+def _edgetpu_of_artefact(path, source=None):
     """The op strip of a compiled artefact: predicted on its int8 source, and the compiler's."""
     import os
 
@@ -277,9 +277,14 @@ def _edgetpu_of_artefact(path):
 
     try:
         art = Artefact.open(path)
-        made_from = ((art.metadata or {}).get("provenance") or {}).get("made_from") or {}
-        name = made_from.get("file") if isinstance(made_from, dict) else None
-        source_path = os.path.join(os.path.dirname(path), os.path.basename(name)) if name else None
+        md = art.metadata or {}
+        made_from = md.get("made_from") or (md.get("provenance") or {}).get("made_from") or {}
+        name = os.path.basename(made_from.get("file") or "") if isinstance(made_from, dict) else ""
+        # the int8 model it was compiled from: a hop beside it, or the user's source itself
+        candidates = [os.path.join(os.path.dirname(path), name)] if name else []
+        if source and name and os.path.basename(source) == name:
+            candidates.append(source)
+        source_path = next((c for c in candidates if os.path.isfile(c)), None)
         from converters.edgetpu.analyzer import analyze_compiled, predict_mapping
 
         compiled = analyze_compiled(path)

@@ -39,6 +39,9 @@ def configure(p):
     add_json(p, "print one JSON object (implies --quiet)")
     p.add_argument("--jobs", type=jobs_int, default=1,
                    help="folder mode: models converted in parallel (default 1)")
+    p.add_argument("--report", metavar="FILE.html",
+                   help="write a self-contained HTML report: each artefact, its verdict, size and time, "
+                        "its validation per output, and for Edge TPU models the op strip")
     p.add_argument("--no-validate", action="store_true", help="do not check artefacts against their source")
     add_judgement(p)
     p.add_argument("--shard", metavar="K/N",
@@ -205,6 +208,7 @@ def files(args, run):
     run.input(args.calibration, "--calibration folder")
     declare_inputs(args, run)
     run.tree(outdir, "output folder")
+    run.output(args.report, "report", looks_like=b"<!DOCTYPE html")
     if not is_folder_mode(args):  # every artefact and sidecar of the planned routes, checked now
         from converters.pipeline import parse_targets, planned_outputs
 
@@ -250,6 +254,7 @@ def run(args):
             results = pipeline.convert_folder(src, targets, options, args.output_dir, args.force,
                                               validate, args.jobs, on_result=on_result)
         code = max([r.get("exit_code", 0) for r in results] or [0])
+        _write_report(args, [json_model(r) for r in results])
         if args.json:
             extra = {"manifest": manifest} if manifest else {}
             return emit_json("convert", code, folder=os.path.abspath(src),
@@ -267,8 +272,18 @@ def run(args):
         failed = pipeline.Result(os.path.abspath(src), status="failed", error=str(e), refused=e.refused)
         return emit_json("convert", e.exit_code, models=[json_model(failed.as_dict() | {"exit_code": e.exit_code})])
     d = result.as_dict()
+    _write_report(args, [json_model(d | {"exit_code": result.exit_code})])
     if args.json:
         return emit_json("convert", result.exit_code,
                          models=[json_model(d | {"exit_code": result.exit_code})])
     print_result(d, sys.stdout)
     return result.exit_code
+
+
+def _write_report(args, models):
+    """--report FILE.html: the page of what this run made (converters/validation/html.py)."""
+    if not getattr(args, "report", None):
+        return
+    from converters.validation.html import convert_page, write_html
+
+    write_html(args.report, convert_page(models))
