@@ -22,6 +22,7 @@ afterwards feeds the same kind of data (the photos, or every sample of the --dat
 import time
 
 from edge.errors import EdgeportError, InputError, first_line
+from edge.files import printable
 
 from converters import formats
 from converters.registry import conversion
@@ -124,6 +125,7 @@ def tflite_to_tflite_int8(source, output_path, options):
     from converters.quantize.tflite_int8 import (bias_correct, crash_probe, fold_float16_weights,
                                                  freeze_open_shapes, op_histogram, quantize_tflite,
                                                  split_relu_0_to_1)
+    from converters.quantize.packed_outputs import normalize_packed_outputs
 
     io_dtype = (options.io_dtype or "uint8").lower()
     if io_dtype not in ("uint8", "int8"):
@@ -156,6 +158,17 @@ def tflite_to_tflite_int8(source, output_path, options):
     float_bytes, relu01 = split_relu_0_to_1(float_bytes)
     if relu01:
         options.progress(f"RELU_0_TO_1: {relu01} ops rewritten as RELU + MINIMUM(1) for the quantizer")
+    rescale = []
+    if extra.get("normalize_packed_outputs", True):
+        float_bytes, rescale = _run_float(normalize_packed_outputs, float_bytes, cal, source,
+                                          "to measure its packed outputs")
+        for r in rescale:
+            options.progress(
+                f"packed output {printable(r['name'])}: parts ranging up to {r['ranges']['widest']:g} beside "
+                f"parts up to {r['ranges']['narrowest']:g} would share one int8 scale; divided before "
+                f"the concatenation (" + ", ".join(f"[{a}:{b}] along axis {r['axis']} / {f:g}"
+                                                  for a, b, f in r["parts"]) +
+                "), multiplied back from the sidecar's output_rescale")
     corrected = 0
     if extra.get("bias_correction", True):
         options.progress(f"bias correction: measuring conv/FC inputs on {len(cal)} {cal.unit}")
@@ -181,6 +194,7 @@ def tflite_to_tflite_int8(source, output_path, options):
             "quantization": "full-int8", "io_dtype": io_dtype, "input_shape": shape,
             "preprocessing": spec_out, "calibration": cal.summary(), "ops": ops,
             "bias_correction": {"ops": corrected, cal.unit: len(cal)} if corrected else None,
+            "output_rescale": rescale or None,
             "float16_weights_folded": folded or None, "relu_0_to_1_split": relu01 or None,
             "input_shapes_fixed": {n: {"signature": o, "shape": v} for n, (o, v) in frozen.items()} or None,
             "seconds_steps": times, "versions": _versions()}

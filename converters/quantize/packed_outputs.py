@@ -1,0 +1,240 @@
+"""Packed outputs kept alive through int8: parts with very different ranges normalized apart.
+
+A full-int8 tensor has one scale. When a model output concatenates parts whose ranges differ
+by orders of magnitude -- YOLOv8's `[1, 4 + C, N]`, box rows in input pixels (0..640) beside
+class-score rows (0..1) -- that one scale is set by the largest part (640 / 255 = 2.5), and
+every score becomes 0 or 2.5: the detector is dead while the whole tensor's cosine stays
+near 1. Ultralytics' TFLite / Edge TPU export avoids it by dividing the boxes by the image
+size inside the model (its head's `format in {"tflite", "edgetpu"}` branch); this is the
+same idea as a rewrite of any float TFLite, before calibration:
+
+  1. run the float model on calibration samples and measure every tensor's range;
+  2. find each CONCATENATION that reaches a model output through layout ops only
+     (RESHAPE, TRANSPOSE, SQUEEZE, EXPAND_DIMS) and whose inputs' ranges differ by at least
+     RATIO; multiply each wide input by 1 / factor just before the concatenation (factor:
+     the image input's size when the part is in pixels, else a power of two that brings it
+     to the narrowest part's range);
+  3. run both float models once more and read, per output, which slices along which axis
+     changed by which factor: the `output_rescale` record, in the artefact's own layout.
+
+The record goes into the sidecar; every runner multiplies those slices back (edge.tensors.
+undo_output_rescale), so validation compares the artefact in the source's units and an
+application reads the same numbers. The normalized output keeps the source's shape, name and
+order: nothing downstream needs to learn a new layout.
+"""
+
+import math
+
+RATIO = 16.0          # parts whose ranges differ less than this share one int8 scale well
+_LAYOUT = ("RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS")
+_SAMPLES = 16         # calibration samples measured for the ranges
+
+
+def _fu():
+    from edge.errors import require
+
+    return require("tensorflow.lite.tools.flatbuffer_utils", "convert", "full-integer TFLite quantization")
+
+
+def _run(model_bytes, samples):
+    """[[array per tensor index] per sample] of the float model on `samples` (all tensors)."""
+    from converters.quantize.tflite_int8 import _interpreter
+
+    it = _interpreter(model_bytes)
+    it.allocate_tensors()
+    details = it.get_input_details()
+    runs = []
+    for sample in samples:
+        for d, x in zip(details, sample):
+            it.set_tensor(d["index"], x)
+        it.invoke()
+        runs.append({t["index"]: it.get_tensor(t["index"]).copy() for t in it.get_tensor_details()
+                     if _readable(it, t["index"])})
+    return runs, [d["index"] for d in it.get_output_details()]
+
+
+def _readable(it, index):
+    try:
+        it.get_tensor(index)
+        return True
+    except ValueError:
+        return False
+
+
+def _factor(wide, narrow, image_size):
+    """What a part of range `wide` is divided by so that it sits beside a part of range `narrow`."""
+    if image_size and image_size / 4 <= wide <= image_size * 2:
+        return float(image_size)           # pixels: normalized by the image size, as exporters do
+    return float(2 ** math.ceil(math.log2(wide / max(narrow, 1e-12))))
+
+
+def find_packed(model, ranges):
+    """[(concat op index, {input position: range}, narrowest range)] of the concatenations of
+    subgraph 0 that reach a model output through layout ops only and pack parts whose ranges
+    differ by RATIO or more. `ranges` is {tensor index: max |x|}."""
+    fu = _fu()
+    ops = fu.schema_fb.BuiltinOperator
+    names = {v: k for k, v in vars(ops).items() if not k.startswith("_")}
+    codes = [names.get(max(oc.builtinCode, oc.deprecatedBuiltinCode)) for oc in model.operatorCodes]
+    g = model.subgraphs[0]
+    consumers = {}
+    for i, op in enumerate(g.operators):
+        for t in op.inputs:
+            if t >= 0:
+                consumers.setdefault(t, []).append(i)
+    outputs = set(g.outputs)
+    found = []
+    for i, op in enumerate(g.operators):
+        if codes[op.opcodeIndex] != "CONCATENATION" or len(op.inputs) < 2:
+            continue
+        t = op.outputs[0]
+        while t not in outputs:                      # follow single layout consumers
+            nxt = consumers.get(t, [])
+            if len(nxt) != 1 or codes[g.operators[nxt[0]].opcodeIndex] not in _LAYOUT:
+                break
+            t = g.operators[nxt[0]].outputs[0]
+        if t not in outputs:
+            continue
+        r = {pos: ranges.get(ti, 0.0) for pos, ti in enumerate(op.inputs)}
+        live = [v for v in r.values() if v > 0]
+        if len(live) < 2:
+            continue
+        narrow = min(live)
+        wide = {pos: v for pos, v in r.items() if v >= RATIO * narrow}
+        if wide:
+            found.append((i, wide, narrow))
+    return found
+
+
+def _image_size(model_bytes):
+    """The side of the model's one square-ish image input (1, H, W, C), else None."""
+    from edge.tflite_model import TFLiteModel
+
+    inputs = TFLiteModel(model_bytes, "model").inputs()
+    if len(inputs) != 1 or len(inputs[0].shape) != 4:
+        return None
+    _, h, w, c = (int(d) for d in inputs[0].shape)
+    return max(h, w) if c in (1, 3) else None
+
+
+def normalize_packed_outputs(float_bytes, cal):
+    """Rewrite a float TFLite so no packed output mixes ranges RATIO apart (module doc).
+
+    Returns (new bytes, record): record is [] and the bytes unchanged when nothing is packed,
+    else [{"output": position, "name", "axis", "parts": [[start, stop, factor], ...],
+    "ranges": {...}}], where multiplying the slices [start:stop] along `axis` of the new
+    model's output by `factor` gives the source's values.
+    """
+    import numpy as np
+
+    fu = _fu()
+    schema = fu.schema_fb
+    samples = []
+    for sample in cal.representative_dataset():
+        samples.append(sample)
+        if len(samples) >= _SAMPLES:
+            break
+    runs, out_idx = _run(float_bytes, samples)
+    ranges = {}
+    for run in runs:
+        for ti, v in run.items():
+            if v.dtype.kind == "f" and v.size:
+                ranges[ti] = max(ranges.get(ti, 0.0), float(np.abs(v).max()))
+    model = fu.convert_bytearray_to_object(bytearray(float_bytes))
+    packed = find_packed(model, ranges)
+    if not packed:
+        return float_bytes, []
+    size = _image_size(float_bytes)
+    g = model.subgraphs[0]
+    codes = [max(oc.builtinCode, oc.deprecatedBuiltinCode) for oc in model.operatorCodes]
+    if schema.BuiltinOperator.MUL not in codes:
+        oc = schema.OperatorCodeT()
+        oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = (schema.BuiltinOperator.MUL,) * 2 + (1,)
+        model.operatorCodes.append(oc)
+        codes.append(schema.BuiltinOperator.MUL)
+    mul = codes.index(schema.BuiltinOperator.MUL)
+    inserts = {}                                     # concat op index -> MUL ops before it
+    for ci, wide, narrow in packed:
+        concat = g.operators[ci]
+        for pos, rng in sorted(wide.items()):
+            src = g.tensors[concat.inputs[pos]]
+            factor = _factor(rng, narrow, size)
+            buf = schema.BufferT()
+            buf.data = np.frombuffer(np.float32(1.0 / factor).tobytes(), np.uint8)
+            model.buffers.append(buf)
+            const = schema.TensorT()
+            const.name, const.type = (src.name or b"") + b"/inv_scale", schema.TensorType.FLOAT32
+            const.buffer, const.shape = len(model.buffers) - 1, np.array([1], np.int32)
+            out = schema.TensorT()
+            out.name, out.type, out.buffer = (src.name or b"") + b"/normalized", src.type, 0
+            out.shape = None if src.shape is None else np.array(src.shape, np.int32)
+            out.shapeSignature = src.shapeSignature
+            g.tensors.extend([const, out])
+            op = schema.OperatorT()
+            op.opcodeIndex = mul
+            op.inputs, op.outputs = [concat.inputs[pos], len(g.tensors) - 2], [len(g.tensors) - 1]
+            op.builtinOptionsType = schema.BuiltinOptions.MulOptions
+            op.builtinOptions = schema.MulOptionsT()
+            inserts.setdefault(ci, []).append(op)
+            concat.inputs = list(concat.inputs)
+            concat.inputs[pos] = len(g.tensors) - 1
+    ops = []
+    for i, op in enumerate(g.operators):
+        ops += inserts.get(i, [])
+        ops.append(op)
+    g.operators = ops
+    new_bytes = bytes(fu.convert_object_to_bytearray(model))
+    after, _ = _run(new_bytes, samples[:1])
+    record = []
+    for pos, ti in enumerate(out_idx):
+        old, new = runs[0][ti], after[0][ti]
+        if np.array_equal(old, new):
+            continue
+        found = output_parts(old, new)
+        if found is None:   # the change is not a per-slice factor: do not ship a rewrite we cannot undo
+            return float_bytes, []
+        axis, parts = found
+        name = g.tensors[ti].name
+        record.append({"output": pos, "name": name.decode() if isinstance(name, bytes) else str(name),
+                       "axis": axis, "parts": parts,
+                       "ranges": {"narrowest": round(min(n for _, _, n in packed), 6),
+                                  "widest": round(max(max(w.values()) for _, w, _ in packed), 6)}})
+    return new_bytes, record
+
+
+def output_parts(old, new):
+    """(axis, [[start, stop, factor], ...]) such that `new` times factor over those slices along
+    axis (1 elsewhere) equals `old`, or None when no axis explains the change."""
+    import numpy as np
+
+    old, new = np.asarray(old, np.float64), np.asarray(new, np.float64)
+    for axis in range(old.ndim):
+        if old.shape[axis] < 2:
+            continue
+        o, n = np.moveaxis(old, axis, 0).reshape(old.shape[axis], -1), \
+            np.moveaxis(new, axis, 0).reshape(old.shape[axis], -1)
+        factors = []
+        for row_o, row_n in zip(o, n):
+            ok = np.abs(row_n) > 1e-6 * max(1.0, float(np.abs(n).max()))
+            f = float(np.median(row_o[ok] / row_n[ok])) if ok.any() else 1.0
+            factors.append(_round_factor(f))
+        f = np.array(factors)[:, None]
+        if not np.allclose(n * f, o, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(o).max()))):
+            continue
+        parts, start = [], 0
+        for i in range(1, len(factors) + 1):
+            if i == len(factors) or factors[i] != factors[start]:
+                if factors[start] != 1.0:
+                    parts.append([start, i, factors[start]])
+                start = i
+        if parts:
+            return axis, parts
+    return None
+
+
+def _round_factor(f):
+    """A measured factor snapped to the nearest integer or power of two when within 1e-4."""
+    for exact in (round(f), 2.0 ** round(math.log2(abs(f))) if f else 0.0):
+        if exact and abs(f - exact) <= 1e-4 * abs(exact):
+            return float(exact)
+    return float(f)
