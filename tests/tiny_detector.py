@@ -23,28 +23,7 @@ def build(path, size=SIZE, stride=STRIDE):
 
     g = size // stride
     n = g * g
-    # backbone: per cell, the mean of R, G, B and of their squares' proxy (|x - 0.5|)
-    stem = np.zeros((6, 3, stride, stride), np.float32)
-    for c in range(3):
-        stem[c, c] = 1.0 / (stride * stride)
-    # a checkerboard filter per channel: local contrast (texture)
-    checker = np.indices((stride, stride)).sum(0) % 2 * 2 - 1
-    for c in range(3):
-        stem[3 + c, c] = checker / (stride * stride) * 4.0
-    # head: scores (bright, red, dark/texture) and box offsets, from the 6 features
-    w_cls = np.array([[4, 4, 4, 0, 0, 0],         # bright
-                      [8, -4, -4, 0, 0, 0],       # red
-                      [-5, -5, -5, 6, 6, 6]],     # dark or textured
-                     np.float32)
-    b_cls = np.array([-7.0, -1.5, 3.0], np.float32)
-    w_box = np.array([[1.5, -1, 0, 2, 0, 0],      # dx
-                      [0, 1.5, -1, 0, 2, 0],      # dy
-                      [1, 1, 1, 0, 0, 3],         # w
-                      [-1, 1, 1, 3, 0, 0]],       # h
-                     np.float32)
-    b_box = np.array([-0.5, -0.5, -2.0, -1.5], np.float32)
-    gy, gx = np.mgrid[0:g, 0:g].astype(np.float32)
-    grid = np.stack([gx.ravel(), gy.ravel()])[None]                       # (1, 2, N)
+    stem, w_cls, b_cls, w_box, b_box, grid = _weights(size, stride)
     inits = [numpy_helper.from_array(stem, "stem_w"),
              numpy_helper.from_array(np.zeros(6, np.float32), "stem_b"),
              numpy_helper.from_array(w_cls[:, :, None, None], "cls_w"),
@@ -53,7 +32,7 @@ def build(path, size=SIZE, stride=STRIDE):
              numpy_helper.from_array(b_box, "box_b"),
              numpy_helper.from_array(grid, "grid"),
              numpy_helper.from_array(np.float32(stride).reshape(1), "stride"),
-             numpy_helper.from_array(np.float32(size).reshape(1), "size"),
+             numpy_helper.from_array(np.float32(4 * stride).reshape(1), "box_side"),
              numpy_helper.from_array(np.array([1, 4, n], np.int64), "box_shape"),
              numpy_helper.from_array(np.array([1, CLASSES, n], np.int64), "cls_shape"),
              numpy_helper.from_array(np.array([0], np.int64), "s0"),
@@ -72,7 +51,7 @@ def build(path, size=SIZE, stride=STRIDE):
         helper.make_node("Slice", ["box_raw", "s2", "s4", "axis1"], ["wh_raw"]),
         helper.make_node("Add", ["xy_raw", "grid"], ["xy_cells"]),
         helper.make_node("Mul", ["xy_cells", "stride"], ["xy"]),      # centres in pixels
-        helper.make_node("Mul", ["wh_raw", "size"], ["wh"]),          # sizes in pixels
+        helper.make_node("Mul", ["wh_raw", "box_side"], ["wh"]),      # sizes in pixels
         helper.make_node("Concat", ["xy", "wh"], ["boxes"], axis=1),
         helper.make_node("Concat", ["boxes", "scores"], ["output0"], axis=1),
     ]
@@ -84,4 +63,59 @@ def build(path, size=SIZE, stride=STRIDE):
                               producer_name="edgeport-tests")
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
+    return path
+
+
+def _weights(size, stride):
+    """(stem conv OIHW, class head, class bias, box head, box bias, grid (1, 2, N))."""
+    g = size // stride
+    # backbone: per cell, the mean of R, G, B and of their squares' proxy (|x - 0.5|)
+    stem = np.zeros((6, 3, stride, stride), np.float32)
+    for c in range(3):
+        stem[c, c] = 1.0 / (stride * stride)
+    # a checkerboard filter per channel: local contrast (texture)
+    checker = np.indices((stride, stride)).sum(0) % 2 * 2 - 1
+    for c in range(3):
+        stem[3 + c, c] = checker / (stride * stride) * 4.0
+    # head: scores (bright, red, dark/texture) and box offsets, from the 6 features
+    w_cls = np.array([[8, 8, 8, 0, 0, 0],         # bright
+                      [16, -8, -8, 0, 0, 0],      # red
+                      [-10, -10, -10, 12, 12, 12]],  # dark or textured
+                     np.float32)
+    b_cls = np.array([-16.0, -4.0, 5.0], np.float32)
+    w_box = np.array([[1.5, -1, 0, 2, 0, 0],      # dx
+                      [0, 1.5, -1, 0, 2, 0],      # dy
+                      [1, 1, 1, 0, 0, 3],         # w
+                      [-1, 1, 1, 3, 0, 0]],       # h
+                     np.float32)
+    b_box = np.array([-0.5, -0.5, -2.0, -1.5], np.float32)
+    gy, gx = np.mgrid[0:g, 0:g].astype(np.float32)
+    grid = np.stack([gx.ravel(), gy.ravel()])[None]                       # (1, 2, N)
+    return stem, w_cls, b_cls, w_box, b_box, grid
+
+
+def build_tflite(path, size=SIZE, stride=STRIDE):
+    """The same detector as a float TFLite (NHWC input, the same [1, 4 + C, N] output), made
+    with TensorFlow directly: the int8 route without onnx2tf, for the fast tests."""
+    import tensorflow as tf
+
+    g = size // stride
+    n = g * g
+    stem, w_cls, b_cls, w_box, b_box, grid = _weights(size, stride)
+    k_stem = tf.constant(stem.transpose(2, 3, 1, 0))
+    k_cls, k_box = tf.constant(w_cls.T), tf.constant(w_box.T)
+    grid_t = tf.constant(grid)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name="images")])
+    def detector(images):
+        feat = tf.reshape(tf.nn.conv2d(images, k_stem, stride, "VALID"), [1, n, 6])
+        scores = tf.transpose(tf.sigmoid(feat @ k_cls + b_cls), [0, 2, 1])
+        raw = tf.transpose(tf.sigmoid(feat @ k_box + b_box), [0, 2, 1])
+        xy = (raw[:, 0:2] + grid_t) * float(stride)
+        wh = raw[:, 2:4] * float(4 * stride)
+        return tf.concat([tf.concat([xy, wh], 1), scores], 1)
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([detector.get_concrete_function()], detector)
+    with open(path, "wb") as f:
+        f.write(conv.convert())
     return path

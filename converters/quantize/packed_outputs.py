@@ -11,11 +11,16 @@ same idea as a rewrite of any float TFLite, before calibration:
   1. run the float model on calibration samples and measure every tensor's range;
   2. find each CONCATENATION that reaches a model output through layout ops only
      (RESHAPE, TRANSPOSE, SQUEEZE, EXPAND_DIMS) and whose inputs' ranges differ by at least
-     RATIO; multiply each wide input by 1 / factor just before the concatenation (factor:
-     the image input's size when the part is in pixels, else a power of two that brings it
-     to the narrowest part's range);
+     RATIO; divide each wide input by a factor (the image input's size when the part is in
+     pixels, else a power of two that brings it to the narrowest part's range), as far
+     upstream as it goes without touching any other tensor (`_Rewriter`: into a MUL's
+     constant, under it past an ADD of a constant, into an inner concatenation), else by
+     a MUL inserted before the concatenation. Dividing upstream matters: TFLite's calibrator
+     gives an ADD feeding a MUL the MUL's scale (seen on grid + offset, then x stride), so
+     a box centre divided only at the end still loses its offset within the cell;
   3. run both float models once more and read, per output, which slices along which axis
      changed by which factor: the `output_rescale` record, in the artefact's own layout.
+     The factors are checked on several samples; a rewrite they do not explain is dropped.
 
 The record goes into the sidecar; every runner multiplies those slices back (edge.tensors.
 undo_output_rescale), so validation compares the artefact in the source's units and an
@@ -145,47 +150,11 @@ def normalize_packed_outputs(float_bytes, cal):
     if not packed:
         return float_bytes, []
     size = _image_size(float_bytes)
-    g = model.subgraphs[0]
-    codes = [max(oc.builtinCode, oc.deprecatedBuiltinCode) for oc in model.operatorCodes]
-    if schema.BuiltinOperator.MUL not in codes:
-        oc = schema.OperatorCodeT()
-        oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = (schema.BuiltinOperator.MUL,) * 2 + (1,)
-        model.operatorCodes.append(oc)
-        codes.append(schema.BuiltinOperator.MUL)
-    mul = codes.index(schema.BuiltinOperator.MUL)
-    inserts = {}                                     # concat op index -> MUL ops before it
-    for ci, wide, narrow in packed:
-        concat = g.operators[ci]
-        for pos, rng in sorted(wide.items()):
-            src = g.tensors[concat.inputs[pos]]
-            factor = _factor(rng, narrow, size)
-            buf = schema.BufferT()
-            buf.data = np.frombuffer(np.float32(1.0 / factor).tobytes(), np.uint8)
-            model.buffers.append(buf)
-            const = schema.TensorT()
-            const.name, const.type = (src.name or b"") + b"/inv_scale", schema.TensorType.FLOAT32
-            const.buffer, const.shape = len(model.buffers) - 1, np.array([1], np.int32)
-            out = schema.TensorT()
-            out.name, out.type, out.buffer = (src.name or b"") + b"/normalized", src.type, 0
-            out.shape = None if src.shape is None else np.array(src.shape, np.int32)
-            out.shapeSignature = src.shapeSignature
-            g.tensors.extend([const, out])
-            op = schema.OperatorT()
-            op.opcodeIndex = mul
-            op.inputs, op.outputs = [concat.inputs[pos], len(g.tensors) - 2], [len(g.tensors) - 1]
-            op.builtinOptionsType = schema.BuiltinOptions.MulOptions
-            op.builtinOptions = schema.MulOptionsT()
-            inserts.setdefault(ci, []).append(op)
-            concat.inputs = list(concat.inputs)
-            concat.inputs[pos] = len(g.tensors) - 1
-    ops = []
-    for i, op in enumerate(g.operators):
-        ops += inserts.get(i, [])
-        ops.append(op)
-    g.operators = ops
+    _Rewriter(model, schema).apply(packed, size)
     new_bytes = bytes(fu.convert_object_to_bytearray(model))
-    after, _ = _run(new_bytes, samples[:1])
+    after, _ = _run(new_bytes, samples[:4])
     record = []
+    g = model.subgraphs[0]
     for pos, ti in enumerate(out_idx):
         old, new = runs[0][ti], after[0][ti]
         if np.array_equal(old, new):
@@ -194,12 +163,161 @@ def normalize_packed_outputs(float_bytes, cal):
         if found is None:   # the change is not a per-slice factor: do not ship a rewrite we cannot undo
             return float_bytes, []
         axis, parts = found
+        entry = [{"output": pos, "axis": axis, "parts": parts}]
+        for k in range(1, len(after)):   # the same factors on every sample measured
+            from edge.tensors import undo_output_rescale
+
+            back = undo_output_rescale([after[k][ti]], entry)[0]
+            if not np.allclose(back, runs[k][ti], rtol=1e-3, atol=1e-4 * max(1.0, float(np.abs(runs[k][ti]).max()))):
+                return float_bytes, []
         name = g.tensors[ti].name
         record.append({"output": pos, "name": name.decode() if isinstance(name, bytes) else str(name),
                        "axis": axis, "parts": parts,
                        "ranges": {"narrowest": round(min(n for _, _, n in packed), 6),
                                   "widest": round(max(max(w.values()) for _, w, _ in packed), 6)}})
     return new_bytes, record
+
+
+class _Rewriter:
+    """Divides a tensor by a factor as far upstream as it can without changing any other
+    tensor, the way Ultralytics' TFLite head does (`dfl(box) * norm`, `anchors * norm`):
+    every tensor between there and the output then lies in about the narrow part's range.
+
+      - MUL(v, constant c): the constant becomes c / f (a new buffer; it may be shared);
+        when v = ADD(u, constant a) with no other consumer, the two swap: MUL(u, c / f) then
+        ADD(., a * c / f), so the sum of grid and offset is narrow too;
+      - CONCATENATION with no other consumer: each input divided by f;
+      - anything else: a MUL by 1 / f inserted after it.
+    """
+
+    def __init__(self, model, schema):
+        import numpy as np
+
+        self.np, self.model, self.schema = np, model, schema
+        self.g = model.subgraphs[0]
+        self.codes = [max(oc.builtinCode, oc.deprecatedBuiltinCode) for oc in model.operatorCodes]
+        self.inserts = {}     # id(op) -> new ops to run before it
+
+    def apply(self, packed, size):
+        for ci, wide, narrow in packed:
+            concat = self.g.operators[ci]
+            concat.inputs = list(concat.inputs)
+            for pos, rng in sorted(wide.items()):
+                self.divide(ci, pos, _factor(rng, narrow, size))
+        ops = []
+        for op in self.g.operators:
+            ops += self.inserts.get(id(op), [])
+            ops.append(op)
+        self.g.operators = ops
+
+    # -- the graph -----------------------------------------------------------------------
+    def _producer(self, ti):
+        for i, op in enumerate(self.g.operators):
+            if ti in list(op.outputs):
+                return i, op
+        return None, None
+
+    def _consumers(self, ti):
+        return sum(1 for op in self.g.operators for t in op.inputs if t == ti) + (ti in list(self.g.outputs))
+
+    def _const(self, ti):
+        t = self.g.tensors[ti]
+        data = self.model.buffers[t.buffer].data if 0 < t.buffer < len(self.model.buffers) else None
+        if data is None or not len(data) or t.type != self.schema.TensorType.FLOAT32:
+            return None
+        return self.np.frombuffer(bytes(data), self.np.float32).reshape(
+            [] if t.shape is None else list(t.shape))
+
+    def _new_const(self, values, like):
+        np, schema = self.np, self.schema
+        values = np.asarray(values, np.float32)
+        buf = schema.BufferT()
+        buf.data = np.frombuffer(values.tobytes(), np.uint8)
+        self.model.buffers.append(buf)
+        t = schema.TensorT()
+        t.name = (self.g.tensors[like].name or b"") + b"/normalized"
+        t.type, t.buffer = schema.TensorType.FLOAT32, len(self.model.buffers) - 1
+        t.shape = np.array(values.shape, np.int32)
+        self.g.tensors.append(t)
+        return len(self.g.tensors) - 1
+
+    def _is(self, op, name):
+        return self.codes[op.opcodeIndex] == getattr(self.schema.BuiltinOperator, name)
+
+    def _split_const(self, op):
+        """(variable input position, constant values) of a binary op with one constant, else None."""
+        if len(op.inputs) != 2 or getattr(op.builtinOptions, "fusedActivationFunction", 0):
+            return None
+        a, b = (self._const(t) for t in op.inputs)
+        if (a is None) == (b is None):
+            return None
+        return (1, a) if a is not None else (0, b)
+
+    # -- dividing ------------------------------------------------------------------------
+    def divide(self, user, pos, f):
+        """Make input `pos` of op index `user` arrive divided by f."""
+        ti = self.g.operators[user].inputs[pos]
+        pi, op = self._producer(ti)
+        if op is not None and self._consumers(ti) == 1:
+            if self._is(op, "CONCATENATION") and not getattr(op.builtinOptions, "fusedActivationFunction", 0):
+                op.inputs = list(op.inputs)
+                for k in range(len(op.inputs)):
+                    self.divide(pi, k, f)
+                return
+            if self._is(op, "MUL") and self._split_const(op):
+                var, c = self._split_const(op)
+                op.inputs = list(op.inputs)
+                op.inputs[1 - var] = self._new_const(c / f, op.inputs[1 - var])
+                self._swap_add(pi, op, var, c / f)
+                return
+        self._insert_mul(user, pos, f)
+
+    def _swap_add(self, mi, mul, var, c):
+        """MUL(ADD(u, a), c) -> ADD(MUL(u, c), a * c) when the ADD feeds only the MUL and the
+        shapes allow it (c of one element, u of the ADD's shape)."""
+        np = self.np
+        ai, add = self._producer(mul.inputs[var])
+        if add is None or not self._is(add, "ADD") or self._consumers(mul.inputs[var]) != 1 \
+                or np.size(c) != 1 or not self._split_const(add):
+            return
+        avar, a = self._split_const(add)
+        u, s = add.inputs[avar], self.g.tensors[add.inputs[avar]].shape
+        mid = mul.inputs[var]
+        if s is None or list(s) != list(self.g.tensors[mid].shape):
+            return
+        a_new = self._new_const(a * c.reshape(()), add.inputs[1 - avar])
+        out = mul.outputs[0]
+        mul.inputs = [u, mul.inputs[1 - var]]                 # MUL(u, c) -> mid
+        mul.outputs = [mid]
+        add.inputs = [mid, a_new]                             # ADD(mid, a * c) -> out
+        add.outputs = [out]
+        ops = self.g.operators                                # the MUL now runs first
+        ops[ai], ops[mi] = ops[mi], ops[ai]
+
+    def _insert_mul(self, user, pos, f):
+        np, schema = self.np, self.schema
+        if schema.BuiltinOperator.MUL not in self.codes:
+            oc = schema.OperatorCodeT()
+            oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = (schema.BuiltinOperator.MUL,) * 2 + (1,)
+            self.model.operatorCodes.append(oc)
+            self.codes.append(schema.BuiltinOperator.MUL)
+        op_user = self.g.operators[user]
+        src_i = op_user.inputs[pos]
+        src = self.g.tensors[src_i]
+        const = self._new_const(np.array([1.0 / f], np.float32), src_i)
+        out = schema.TensorT()
+        out.name, out.type, out.buffer = (src.name or b"") + b"/divided", src.type, 0
+        out.shape = None if src.shape is None else np.array(src.shape, np.int32)
+        out.shapeSignature = src.shapeSignature
+        self.g.tensors.append(out)
+        op = schema.OperatorT()
+        op.opcodeIndex = self.codes.index(schema.BuiltinOperator.MUL)
+        op.inputs, op.outputs = [src_i, const], [len(self.g.tensors) - 1]
+        op.builtinOptionsType = schema.BuiltinOptions.MulOptions
+        op.builtinOptions = schema.MulOptionsT()
+        self.inserts.setdefault(id(op_user), []).append(op)
+        op_user.inputs = list(op_user.inputs)
+        op_user.inputs[pos] = len(self.g.tensors) - 1
 
 
 def output_parts(old, new):

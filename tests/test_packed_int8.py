@@ -1,0 +1,173 @@
+"""int8 that keeps a packed detector usable (converters/quantize/packed_outputs.py).
+
+A YOLOv8-style output `[1, 4 + C, N]` packs boxes in pixels beside scores in 0..1; one int8
+scale for both leaves the scores two or three levels. The int8 route divides the wide part
+before the concatenation, records it in the sidecar (`output_rescale`), and every runner
+multiplies it back. The detector (tests/tiny_detector.py) is calibrated on images/ and judged
+with the detection judge (converters/validation/detection.py) on photos of images/holdout/
+that calibration never saw.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import tiny_detector
+from conftest import REPO
+from converters import pipeline
+from converters.options import ConvertOptions
+from converters.quantize.packed_outputs import output_parts
+from edge.sidecar import schema_problem
+from edge.tensors import undo_output_rescale
+
+IMAGES = os.path.join(REPO, "images")
+HOLDOUT = os.path.join(REPO, "images", "holdout")
+SPEC = {"mean": [0], "std": [255]}
+
+
+# -- the record: generated shapes, axes and factors ----------------------------------------
+@pytest.mark.parametrize("seed", range(12))
+def test_output_parts_finds_the_divided_slices_and_undo_restores_them(seed):
+    rng = np.random.default_rng(seed)
+    ndim = int(rng.integers(2, 5))
+    shape = [int(d) for d in rng.integers(2, 9, ndim)]
+    axis = int(rng.integers(0, ndim))
+    old = rng.uniform(-3, 3, shape).astype(np.float32) * np.float32(rng.choice([1, 100, 640]))
+    start = int(rng.integers(0, shape[axis] - 1))
+    stop = int(rng.integers(start + 1, shape[axis] + 1))
+    factor = float(rng.choice([256.0, 320.0, 640.0, 1024.0, 8.0]))
+    new = np.moveaxis(old.copy(), axis, 0)
+    new[start:stop] /= np.float32(factor)
+    new = np.moveaxis(new, 0, axis)
+    found = output_parts(old, new)
+    assert found is not None
+    got_axis, parts = found
+    record = [{"output": 0, "axis": got_axis, "parts": parts}]
+    assert schema_problem({"output_rescale": record}) is None
+    np.testing.assert_allclose(undo_output_rescale([new], record)[0], old, rtol=1e-5, atol=1e-4)
+    if stop - start < shape[axis]:        # a whole tensor divided is explained by any axis
+        assert (got_axis, parts) == (axis, [[start, stop, factor]])
+
+
+def test_output_parts_refuses_a_change_no_slice_explains():
+    old = np.arange(1, 25, dtype=np.float32).reshape(4, 6)
+    new = old.copy()
+    new[1, 2] /= 7.0                      # one element, not a slice along an axis
+    assert output_parts(old, new) is None
+
+
+@pytest.mark.parametrize("bad", ["x", [1], [{"output": -1, "axis": 0, "parts": []}],
+                                 [{"output": 0, "axis": 0, "parts": [[2, 1, 4.0]]}],
+                                 [{"output": 0, "axis": 0, "parts": [[0, 4, 0]]}],
+                                 [{"output": 0, "axis": True, "parts": []}]])
+def test_a_damaged_output_rescale_record_is_not_read(bad):
+    assert schema_problem({"output_rescale": bad})
+
+
+# -- the route on the detector -----------------------------------------------------------
+def _judge(artefact, reference, holdout):
+    """Pooled detection match of `artefact` against `reference` (float TFLite or ONNX) on
+    the held-out photos; also the number of distinct score values the artefact gives."""
+    from converters.validation import detection as D
+    from converters.validation.runners.tflite import TFLiteRunner
+    from edge.sidecar import read_sidecar
+    from edge.tensors import quantize
+
+    art = TFLiteRunner(str(artefact), read_sidecar(str(artefact))).activate()
+    meta = art.input_metadata()[0]
+    if str(reference).endswith(".onnx"):
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(reference), providers=["CPUExecutionProvider"])
+        ref = lambda x: sess.run(None, {"images": x.transpose(0, 3, 1, 2)})[0]   # noqa: E731
+    else:
+        float_runner = TFLiteRunner(str(reference)).activate()
+        fmeta = float_runner.input_metadata()[0]
+        ref = lambda x: next(iter(float_runner.infer({fmeta.name: x}).values()))   # noqa: E731
+    src, got, levels = [], [], set()
+    for x in holdout.tensors:
+        q = quantize(x, meta.scale, meta.zero_point, meta.dtype) if meta.scale else x
+        y = next(iter(art.infer({meta.name: q}).values()))
+        levels |= set(np.round(D.decode_packed(y)[1].ravel(), 5))
+        src.append(D.detect(*D.decode_packed(ref(x))))
+        got.append(D.detect(*D.decode_packed(y)))
+    art.deactivate()
+    return D.match_runs(src, got), len(levels)
+
+
+@pytest.fixture(scope="module")
+def holdout():
+    from converters.quantize.calibration import load_calibration
+
+    return load_calibration(HOLDOUT, SPEC, count=16, input_shape=[1, 256, 256, 3], layout="NHWC")
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory):
+    """The detector as a float TFLite, and its int8 by the plain and the improved route."""
+    d = tmp_path_factory.mktemp("detector")
+    src = tiny_detector.build_tflite(d / "det.tflite")
+    made = {}
+    for name, normalize in (("plain", False), ("normalized", True)):
+        opts = ConvertOptions(preprocessing=SPEC, calibration=IMAGES,
+                              extra={"normalize_packed_outputs": normalize})
+        r = pipeline.convert_model(src, ["tflite-int8"], opts, outdir=d / name, progress=lambda s: None)
+        made[name] = (d / name / "det_int8.tflite", r)
+    return src, made
+
+
+def test_plain_int8_of_a_packed_detector_collapses_its_scores(quantized, holdout):
+    """Without the rewrite the one output scale is ~1 (boxes up to 256 px): scores are 0 or 1."""
+    src, made = quantized
+    path, _ = made["plain"]
+    side = json.loads(open(str(path) + ".edgeport.json").read())
+    assert not side.get("output_rescale")
+    m, levels = _judge(path, src, holdout)
+    assert levels <= 3, levels
+    assert m["recall"] < 0.6 or m["precision"] < 0.6, m
+
+
+def test_normalized_int8_keeps_the_detections_on_photos_it_was_not_calibrated_on(quantized, holdout):
+    src, made = quantized
+    path, result = made["normalized"]
+    m, levels = _judge(path, src, holdout)
+    assert levels > 30, levels
+    assert m["sources"] >= 50
+    assert m["recall"] >= 0.9 and m["precision"] >= 0.9, {k: v for k, v in m.items() if k != "matched"}
+    assert m["box_err"] < 2.0                 # pixels of a 256-pixel input
+    side = json.loads(open(str(path) + ".edgeport.json").read())
+    record = side["output_rescale"]
+    assert [(r["output"], r["axis"], r["parts"]) for r in record] == [(0, 1, [[0, 4, 256.0]])]
+    assert side["conversion"]["route"].startswith("float TFLite")
+    assert result.hops[-1]["validation"]["passed"] is True
+
+
+def test_an_output_that_packs_nothing_is_left_alone(tmp_path):
+    """The colour classifier's one softmax output: no rewrite, no record."""
+    from conftest import DATA
+
+    from converters.quantize.calibration import load_calibration
+    from converters.quantize.packed_outputs import normalize_packed_outputs
+
+    data = (DATA / "color_float.tflite").read_bytes()
+    cal = load_calibration(IMAGES, {"mean": [128], "std": [128]}, count=4, input_shape=[1, 16, 16, 3],
+                           layout="NHWC")
+    new, record = normalize_packed_outputs(data, cal)
+    assert new == data and record == []
+
+
+# -- end to end from ONNX (onnx2tf: slow) -------------------------------------------------
+@pytest.mark.slow
+def test_onnx_yolo_style_detector_to_int8_passes_on_held_out_photos(tmp_path, holdout):
+    onnx_path = tiny_detector.build(tmp_path / "det.onnx")
+    opts = ConvertOptions(preprocessing=SPEC, calibration=IMAGES)
+    r = pipeline.convert_model(onnx_path, ["tflite-int8"], opts, outdir=tmp_path / "out",
+                               progress=lambda s: None)
+    assert all(h["validation"]["passed"] is True for h in r.hops)
+    path = tmp_path / "out" / "det_int8.tflite"
+    side = json.loads(open(str(path) + ".edgeport.json").read())
+    assert side["output_rescale"][0]["parts"] == [[0, 4, 256.0]]
+    m, levels = _judge(path, onnx_path, holdout)
+    assert levels > 30 and m["recall"] >= 0.9 and m["precision"] >= 0.9, m
