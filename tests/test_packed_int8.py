@@ -51,6 +51,23 @@ def test_output_parts_finds_the_divided_slices_and_undo_restores_them(seed):
         assert (got_axis, parts) == (axis, [[start, stop, factor]])
 
 
+def test_a_rewrite_the_factors_do_not_explain_is_dropped_and_said(monkeypatch, tmp_path):
+    """normalize_packed_outputs checks what it did: when the rewritten float model's output is
+    not the old one divided per slice, the model is left as it was, with a progress line."""
+    from converters.quantize import packed_outputs
+    from converters.quantize.calibration import load_calibration
+
+    data = tiny_detector.build_tflite(tmp_path / "det.tflite").read_bytes()
+    cal = load_calibration(IMAGES, SPEC, count=4, input_shape=[1, 256, 256, 3], layout="NHWC")
+    said = []
+    new, record = packed_outputs.normalize_packed_outputs(data, cal, said.append)
+    assert record and new != data and not said
+    monkeypatch.setattr(packed_outputs, "output_parts", lambda old, new: None)
+    new, record = packed_outputs.normalize_packed_outputs(data, cal, said.append)
+    assert new == data and record == []
+    assert said and "left as it is" in said[0]
+
+
 def test_output_parts_refuses_a_change_no_slice_explains():
     old = np.arange(1, 25, dtype=np.float32).reshape(4, 6)
     new = old.copy()

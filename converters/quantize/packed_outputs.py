@@ -122,13 +122,14 @@ def _image_size(model_bytes):
     return max(h, w) if c in (1, 3) else None
 
 
-def normalize_packed_outputs(float_bytes, cal):
+def normalize_packed_outputs(float_bytes, cal, say=None):
     """Rewrite a float TFLite so no packed output mixes ranges RATIO apart (module doc).
 
     Returns (new bytes, record): record is [] and the bytes unchanged when nothing is packed,
     else [{"output": position, "name", "axis", "parts": [[start, stop, factor], ...],
     "ranges": {...}}], where multiplying the slices [start:stop] along `axis` of the new
-    model's output by `factor` gives the source's values.
+    model's output by `factor` gives the source's values. A rewrite whose effect is not
+    such factors is dropped, and `say` (a progress callable) is told why.
     """
     import numpy as np
 
@@ -160,8 +161,10 @@ def normalize_packed_outputs(float_bytes, cal):
         if np.array_equal(old, new):
             continue
         found = output_parts(old, new)
+        name = g.tensors[ti].name
+        name = name.decode() if isinstance(name, bytes) else str(name)
         if found is None:   # the change is not a per-slice factor: do not ship a rewrite we cannot undo
-            return float_bytes, []
+            return _dropped(float_bytes, say, name, "its change is not a factor per slice of one axis")
         axis, parts = found
         entry = [{"output": pos, "axis": axis, "parts": parts}]
         for k in range(1, len(after)):   # the same factors on every sample measured
@@ -169,13 +172,20 @@ def normalize_packed_outputs(float_bytes, cal):
 
             back = undo_output_rescale([after[k][ti]], entry)[0]
             if not np.allclose(back, runs[k][ti], rtol=1e-3, atol=1e-4 * max(1.0, float(np.abs(runs[k][ti]).max()))):
-                return float_bytes, []
-        name = g.tensors[ti].name
-        record.append({"output": pos, "name": name.decode() if isinstance(name, bytes) else str(name),
+                return _dropped(float_bytes, say, name, f"the factors measured on one sample do not hold on sample {k + 1}")
+        record.append({"output": pos, "name": name,
                        "axis": axis, "parts": parts,
                        "ranges": {"narrowest": round(min(n for _, _, n in packed), 6),
                                   "widest": round(max(max(w.values()) for _, w, _ in packed), 6)}})
     return new_bytes, record
+
+
+def _dropped(float_bytes, say, name, why):
+    if say:
+        from edge.files import printable
+
+        say(f"packed output {printable(name)}: left as it is, {why} (its int8 parts share one scale)")
+    return float_bytes, []
 
 
 class _Rewriter:

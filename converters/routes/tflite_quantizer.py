@@ -160,8 +160,8 @@ def tflite_to_tflite_int8(source, output_path, options):
         options.progress(f"RELU_0_TO_1: {relu01} ops rewritten as RELU + MINIMUM(1) for the quantizer")
     rescale = []
     if extra.get("normalize_packed_outputs", True):
-        float_bytes, rescale = _run_float(normalize_packed_outputs, float_bytes, cal, source,
-                                          "to measure its packed outputs")
+        float_bytes, rescale = _run_float(lambda b, c: normalize_packed_outputs(b, c, options.progress),
+                                          float_bytes, cal, source, "to measure its packed outputs")
         for r in rescale:
             options.progress(
                 f"packed output {printable(r['name'])}: parts ranging up to {r['ranges']['widest']:g} beside "
