@@ -56,10 +56,12 @@ def rescale_problem(record):
             if not isinstance(entry.get(key), int) or isinstance(entry.get(key), bool) or entry[key] < 0:
                 return f"'output_rescale.{key}' is not a non-negative number"
         parts = entry.get("parts")
+        def number(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
         if not isinstance(parts, list) or not all(
-                isinstance(p, list) and len(p) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                           for v in p) and 0 <= p[0] < p[1] and p[2] > 0
-                for p in parts):
+                isinstance(p, list) and len(p) == 3 and all(number(v) for v in p)
+                and 0 <= p[0] < p[1] and p[2] > 0 for p in parts):
             return "'output_rescale.parts' is not a list of [start, stop, factor]"
     return None
 

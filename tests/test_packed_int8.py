@@ -188,3 +188,85 @@ def test_onnx_yolo_style_detector_to_int8_passes_on_held_out_photos(tmp_path, ho
     assert side["output_rescale"][0]["parts"] == [[0, 4, 256.0]]
     m, levels = _judge(path, onnx_path, holdout)
     assert levels > 30 and m["recall"] >= 0.9 and m["precision"] >= 0.9, m
+
+
+# -- generated packed heads: layouts, decodes and factors --------------------------------
+def _packed_head(path, layout, decode, side):
+    """A float TFLite: (1, side, side, 3) image -> 2 x 2 conv cells -> boxes in pixels beside
+    sigmoid scores, packed as [1, 4 + C, N] ("channels") or [1, N, 4 + C] ("anchors").
+    `decode`: "scale" (sigmoid x side), "grid" ((sigmoid + cell) x stride, the YOLO decode),
+    "product" (a MUL of two tensors, which nothing folds into: the division is inserted before
+    the concatenation)."""
+    import tensorflow as tf
+
+    cells, classes = 4, 3
+    rng = np.random.default_rng(7)
+    k = tf.constant(rng.normal(0, 0.05, (side // 2, side // 2, 3, 8)).astype(np.float32))
+    w_box = tf.constant(rng.normal(0, 1.0, (8, 4)).astype(np.float32))
+    w_cls = tf.constant(rng.normal(0, 3.0, (8, classes)).astype(np.float32))
+    grid = tf.constant(np.array([[0, 0, 1, 1], [0, 1, 0, 1]], np.float32)[None])
+
+    @tf.function(input_signature=[tf.TensorSpec([1, side, side, 3], tf.float32)])
+    def head(x):
+        f = tf.reshape(tf.nn.conv2d(x - 0.5, k, side // 2, "VALID"), [1, cells, 8])
+        raw = tf.transpose(tf.sigmoid(f @ w_box), [0, 2, 1])                  # (1, 4, N)
+        if decode == "scale":
+            boxes = raw * float(side)
+        elif decode == "grid":
+            boxes = tf.concat([(raw[:, :2] + grid) * float(side // 2), raw[:, 2:] * float(side)], 1)
+        else:
+            boxes = (raw * float(side)) * raw
+        scores = tf.transpose(tf.sigmoid(f @ w_cls), [0, 2, 1])               # (1, C, N)
+        out = tf.concat([boxes, scores], 1)
+        return out if layout == "channels" else tf.transpose(out, [0, 2, 1])
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([head.get_concrete_function()], head)
+    path.write_bytes(conv.convert())
+    return path
+
+
+@pytest.mark.parametrize("layout,decode,side", [("channels", "scale", 64), ("anchors", "grid", 64),
+                                                ("channels", "grid", 64), ("anchors", "product", 48)])
+def test_generated_packed_heads_keep_their_scores(tmp_path, layout, decode, side):
+    from converters.quantize.calibration import load_calibration
+    from converters.quantize.packed_outputs import normalize_packed_outputs
+    from converters.quantize.tflite_int8 import _interpreter, quantize_tflite
+    from converters.validation.runners.base import dequantize
+    from edge.tensors import quantize
+
+    data = _packed_head(tmp_path / "head.tflite", layout, decode, side).read_bytes()
+    cal = load_calibration(IMAGES, SPEC, count=12, input_shape=[1, side, side, 3], layout="NHWC")
+    new, record = normalize_packed_outputs(data, cal)
+    axis = 1 if layout == "channels" else 2
+    assert [(r["axis"], [p[:2] for p in r["parts"]]) for r in record] == [(axis, [[0, 4]])], record
+    ref = _interpreter(data)
+    ref.allocate_tensors()
+    holdout = load_calibration(HOLDOUT, SPEC, count=8, input_shape=[1, side, side, 3], layout="NHWC").tensors
+
+    def errors(model_bytes, record):
+        """(max score error, max box error, distinct score values) of its int8 on `holdout`."""
+        it = _interpreter(quantize_tflite(model_bytes, cal, "uint8", lambda s: None))
+        it.allocate_tensors()
+        levels, err, box_err = set(), 0.0, 0.0
+        for x in holdout:
+            ref.set_tensor(ref.get_input_details()[0]["index"], x)
+            ref.invoke()
+            want = np.moveaxis(ref.get_tensor(ref.get_output_details()[0]["index"]), axis, 0)
+            d = it.get_input_details()[0]
+            it.set_tensor(d["index"], quantize(x, *d["quantization"], d["dtype"]))
+            it.invoke()
+            o = it.get_output_details()[0]
+            got = undo_output_rescale([dequantize(it.get_tensor(o["index"]), *o["quantization"])], record)[0]
+            got = np.moveaxis(got, axis, 0)
+            levels |= set(np.round(got[4:].ravel(), 5))
+            err = max(err, float(np.abs(want[4:] - got[4:]).max()))
+            box_err = max(box_err, float(np.abs(want[:4] - got[:4]).max()))
+        return err, box_err, len(levels)
+
+    err, box_err, levels = errors(new, record)
+    plain_err, plain_box_err, plain_levels = errors(data, [])
+    assert plain_levels <= 8 and plain_err > 0.05      # what the rewrite is for
+    assert err < 0.05, err                    # scores within a few int8 steps of 1/255
+    assert levels > 8, levels
+    # boxes as good as plain int8 gives them (the head's own int8 error), or a few pixels
+    assert box_err <= max(0.03 * side, 1.05 * plain_box_err), (box_err, plain_box_err)

@@ -171,8 +171,10 @@ def normalize_packed_outputs(float_bytes, cal, say=None):
             from edge.tensors import undo_output_rescale
 
             back = undo_output_rescale([after[k][ti]], entry)[0]
-            if not np.allclose(back, runs[k][ti], rtol=1e-3, atol=1e-4 * max(1.0, float(np.abs(runs[k][ti]).max()))):
-                return _dropped(float_bytes, say, name, f"the factors measured on one sample do not hold on sample {k + 1}")
+            atol = 1e-4 * max(1.0, float(np.abs(runs[k][ti]).max()))
+            if not np.allclose(back, runs[k][ti], rtol=1e-3, atol=atol):
+                return _dropped(float_bytes, say, name,
+                                f"the factors measured on one sample do not hold on sample {k + 1}")
         record.append({"output": pos, "name": name,
                        "axis": axis, "parts": parts,
                        "ranges": {"narrowest": round(min(n for _, _, n in packed), 6),
