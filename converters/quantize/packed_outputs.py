@@ -41,21 +41,32 @@ def _fu():
     return require("tensorflow.lite.tools.flatbuffer_utils", "convert", "full-integer TFLite quantization")
 
 
-def _run(model_bytes, samples):
-    """[[array per tensor index] per sample] of the float model on `samples` (all tensors)."""
+def _run(model_bytes, samples, ranges=None):
+    """([{output tensor index: array} per sample], output tensor indices) of the float model
+    on `samples`. With a dict `ranges`, also fills {tensor index: max |x|} over every float
+    tensor and sample (only the maxima are kept: a large model's tensors times the samples
+    would not fit in memory)."""
+    import numpy as np
+
     from converters.quantize.tflite_int8 import _interpreter
 
     it = _interpreter(model_bytes)
     it.allocate_tensors()
     details = it.get_input_details()
+    outs = [d["index"] for d in it.get_output_details()]
+    tensors = [t["index"] for t in it.get_tensor_details()] if ranges is not None else []
     runs = []
     for sample in samples:
         for d, x in zip(details, sample):
             it.set_tensor(d["index"], x)
         it.invoke()
-        runs.append({t["index"]: it.get_tensor(t["index"]).copy() for t in it.get_tensor_details()
-                     if _readable(it, t["index"])})
-    return runs, [d["index"] for d in it.get_output_details()]
+        runs.append({i: it.get_tensor(i).copy() for i in outs})
+        for i in tensors:
+            if _readable(it, i):
+                v = it.get_tensor(i)
+                if v.dtype.kind == "f" and v.size:
+                    ranges[i] = max(ranges.get(i, 0.0), float(np.abs(v).max()))
+    return runs, outs
 
 
 def _readable(it, index):
@@ -140,12 +151,8 @@ def normalize_packed_outputs(float_bytes, cal, say=None):
         samples.append(sample)
         if len(samples) >= _SAMPLES:
             break
-    runs, out_idx = _run(float_bytes, samples)
     ranges = {}
-    for run in runs:
-        for ti, v in run.items():
-            if v.dtype.kind == "f" and v.size:
-                ranges[ti] = max(ranges.get(ti, 0.0), float(np.abs(v).max()))
+    runs, out_idx = _run(float_bytes, samples, ranges)
     model = fu.convert_bytearray_to_object(bytearray(float_bytes))
     packed = find_packed(model, ranges)
     if not packed:
