@@ -45,6 +45,10 @@ class ConvertOptions:
     # general
     quiet: bool = False
     keras_unsafe: bool = False       # allow Lambda layers (arbitrary code) in Keras models
+    # judgement of each hop, shared with `validate` (comparator.Tolerances: --atol, --rtol,
+    # --output-role and the roles' thresholds); None: the defaults
+    tolerances: object = None
+    accept_unvalidated: bool = False  # exit 0 although an artefact could not be validated
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):

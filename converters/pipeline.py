@@ -49,7 +49,7 @@ NEED_FLAGS = {
 }
 
 # Options that say nothing about the result (left out of provenance and of the skip key).
-_NOT_RECORDED = ("quiet", "extra", "compiler", "timeout")
+_NOT_RECORDED = ("quiet", "extra", "compiler", "timeout", "tolerances", "accept_unvalidated")
 
 
 @dataclasses.dataclass
@@ -78,7 +78,7 @@ class Result:
     format: str = None
     routes: dict = dataclasses.field(default_factory=dict)
     hops: list = dataclasses.field(default_factory=list)
-    status: str = "converted"       # converted | skipped | failed
+    status: str = "converted"       # converted | not validated | skipped | failed
     error: str = None
     exit_code: int = 0
     # Targets that could not be made while others were: {target: one-line reason}.
@@ -88,10 +88,18 @@ class Result:
     def validation_failed(self):
         return any(h.get("validation") and h["validation"].get("passed") is False for h in self.hops)
 
+    @property
+    def not_validated(self):
+        """Artefacts validated by nobody: validation could not run, or compared structure only
+        (a hop made with --no-validate has no validation at all and is not counted)."""
+        return [h["path"] for h in self.hops
+                if h.get("validation") and h["validation"].get("passed") is None]
+
     def as_dict(self):
         return {"source": self.source, "format": self.format, "routes": self.routes,
                 "artefacts": self.hops, "status": self.status, "error": self.error,
-                "refused": self.refused, "validation_failed": self.validation_failed}
+                "refused": self.refused, "validation_failed": self.validation_failed,
+                "not_validated": self.not_validated}
 
 
 def parse_targets(text):
@@ -251,24 +259,40 @@ def _hop_options(current, options, intermediate):
     return hop
 
 
+NOT_VALIDATED = "not validated"
+
+
 def _validate(source, converted, options):
-    """{'passed', 'summary'} from converters.validation.validate, or a 'skipped' note."""
+    """{'status', 'passed', 'summary'} from converters.validation.validate. status: 'passed'
+    (numbers compared, within tolerance; passed True), 'failed' (passed False), 'structure
+    only' or 'not validated' (validation could not run; passed None for both: never a pass)."""
+    def unvalidated(why):
+        return {"status": NOT_VALIDATED, "passed": None, "summary": f"not validated: {why}"}
+
     try:
         import converters.validation.validate as validate
     except ModuleNotFoundError as e:
         if e.name == "converters.validation.validate":
-            return {"passed": None, "summary": "not validated (converters.validation.validate is not installed)"}
+            return unvalidated("converters.validation.validate is not installed")
         raise
     func = getattr(validate, "validate_pair", None)
     if func is None:
-        return {"passed": None, "summary": "not validated (no validate_pair)"}
+        return unvalidated("no validate_pair")
     try:
         report = func(source, converted, options)
     except MissingDependency as e:
-        return {"passed": None, "summary": f"not validated: {e}"}
+        return unvalidated(e)
     except EdgeportError as e:
-        return {"passed": False, "summary": f"validation failed to run: {e}"}
-    return {"passed": bool(report.passed), "summary": report.summary_line(), "inputs": report.inputs}
+        return unvalidated(f"validation could not run: {e}")
+    res = report.results[0] if report.results else None
+    if res is not None and res.status == validate.STRUCTURAL:
+        return {"status": "structure only", "passed": None, "summary": report.summary_line(),
+                "inputs": report.inputs}
+    if res is None or res.status == validate.ERROR:
+        return dict(unvalidated(res.message if res is not None else "nothing compared"),
+                    inputs=report.inputs)
+    return {"status": validate.PASSED if report.passed else validate.FAILED,
+            "passed": bool(report.passed), "summary": report.summary_line(), "inputs": report.inputs}
 
 
 @contextlib.contextmanager
@@ -442,7 +466,11 @@ def _convert_model(source, targets, options, outdir, force, validate, progress):
             e.message += f" [done before this failure, and kept: {', '.join(done)}]"
         raise e
     result.refused = {t: str(refused[t]) for t in targets if t in refused}
-    result.exit_code = max([e.exit_code for e in refused.values()] + [1 if result.validation_failed else 0])
+    if result.not_validated:   # made, but nothing proves it works: never a plain success
+        result.status = NOT_VALIDATED
+    unvalidated = bool(result.not_validated) and not getattr(options, "accept_unvalidated", False)
+    result.exit_code = max([e.exit_code for e in refused.values()]
+                           + [1 if result.validation_failed or unvalidated else 0])
     return result
 
 
@@ -648,7 +676,7 @@ def _convert_folder(folder, targets, options, outdir, force, validate, jobs, on_
         state = _read_state(state_path)
         for path in todo:
             r = results[path]
-            if r["status"] == "converted" and r["exit_code"] == 0:
+            if r["status"] in ("converted", NOT_VALIDATED) and r["exit_code"] == 0:
                 sha, key = keys[path]
                 state[os.path.basename(path)] = {"sha256": sha, "options": key, "format": r["format"],
                                                  "routes": r["routes"],

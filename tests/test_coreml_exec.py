@@ -225,8 +225,11 @@ def test_op_without_kernel_is_structure_only(tmp_path):
     rep = validate(src, [Artefact.open(str(path))],
                    ValidateOptions(input_shape=SHAPE, trust_pickle=True, samples=2))
     (r,) = rep.results
-    assert r.status == STRUCTURAL and rep.exit_code == 0
+    # structure only is not a pass: exit 1, or 0 when the user accepts unvalidated artefacts
+    assert r.status == STRUCTURAL and not r.passed and rep.exit_code == 1
     assert "structure only: no reference kernel for op cumsum" in r.summary_line()
+    rep.accept_unvalidated = True
+    assert rep.exit_code == 0 and not rep.passed
 
 
 def test_image_feed_must_match_the_description(classifier):

@@ -29,7 +29,7 @@ EPSILON = 2.220446049250313e-16
 # Defaults per pair of formats (see module docstring).
 FLOAT_ATOL = 1e-4
 FLOAT_RTOL = 1e-3
-MIN_TOP1 = 0.8
+MIN_TOP1 = 0.95      # class agreement a user accepts from an int8 / float16 classifier
 MIN_COSINE = 0.95
 MAX_SCALE_ERROR = 0.25
 # A faithful float32 conversion still differs by the runtime's float reassociation (fused
@@ -58,6 +58,18 @@ class Tolerances:
     mode: str = None                 # None: chosen per pair of formats; "numeric" | "agreement"
     scale_atol: bool = None          # atol at least ROUNDING_ULPS ulps of the output's magnitude;
                                      # None: only while atol is the default
+    # output roles (converters/validation/roles.py): {output name: role} given by the user, and
+    # the thresholds of the roles' judges (None: the defaults in roles.py)
+    roles: dict = None
+    min_recall: float = None
+    min_precision: float = None
+    score_threshold: float = None
+    iou: float = None
+    label_threshold: float = None
+    min_label_agreement: float = None
+    min_f1: float = None
+    min_pixel_agreement: float = None
+    max_range_error: float = None
 
     def for_output(self, name, what):
         value = getattr(self, what)
@@ -90,8 +102,8 @@ OutputResult = namedtuple("OutputResult", [
     "max_abs", "mean_abs", "median_abs", "max_rel", "mean_rel", "median_rel",
     "required_atol", "required_rtol", "mismatched", "elements",
     "cosine", "cosine_min", "norm_ratio", "is_classifier", "top1_agree", "top_k", "top_k_overlap", "samples",
-    "reason",
-])
+    "reason", "role", "role_evidence", "metrics", "parts", "headline",
+], defaults=("raw", "", None, None, ""))
 OutputResult.__doc__ = "The comparison of one output over every sample."
 
 
@@ -206,14 +218,21 @@ def topk_agreement(reference, converted, k):
     return top1, float(overlap)
 
 
+# roles whose own judge decides in agreement mode; the others also need the whole output's
+# cosine and magnitude (a packed detector's cosine is carried by its box rows and hides its
+# score rows, a per-step or per-label verdict is not a cosine)
+_COSINE_ROLES = ("class", "raw", "embedding", "dense")
+
+
 def compare_output(name, reference, converted, tolerances, mode="numeric", converted_name=None,
-                   classifier=None):
+                   classifier=None, role=None):
     """Compare one output over all samples.
 
     Args:
       reference / converted: arrays with a leading sample axis (S, ...), the source's first.
       tolerances: Tolerances. mode: "numeric" or "agreement" (see module docstring).
       classifier: force (True/False) or guess (None) whether the output is class scores.
+      role: roles.Role of the output (None: inferred from its name, shape and values).
     Returns:
       OutputResult.
     """
@@ -234,9 +253,16 @@ def compare_output(name, reference, converted, tolerances, mode="numeric", conve
             atol = floor
             note = "; ".join(x for x in (note, f"atol {floor:.3g} = {ROUNDING_ULPS} float32 ulps of "
                                          f"the output's largest value {peak:.3g} (float rounding)") if x)
+    from converters.validation import roles as _roles
+
+    if role is None:
+        role = (_roles.Role("class", "given as class scores") if classifier else
+                _roles.infer_role(name, reference))
+        if classifier is False and role.kind == "class":
+            role = _roles.Role("raw", "not class scores (given)")
     base = dict(name=name, converted_name=converted_name or name, mode=mode, note=note,
                 shape=list(reference.shape[1:]), atol=atol, rtol=rtol, check_stat=stat,
-                samples=int(len(reference)), top_k=k)
+                samples=int(len(reference)), top_k=k, role=role.kind, role_evidence=role.evidence)
     if aligned is None:
         nan = float("nan")
         return OutputResult(**base, passed=False, max_abs=nan, mean_abs=nan, median_abs=nan,
@@ -257,20 +283,19 @@ def compare_output(name, reference, converted, tolerances, mode="numeric", conve
     else:
         cos = cosine_per_sample(reference, aligned)
         ratio = norm_ratio(reference, aligned)
-    is_cls = looks_like_classifier(reference.shape[1:]) if classifier is None else classifier
+    is_cls = role.kind == "class"
     top1 = overlap = None
     if is_cls:
         top1, overlap = topk_agreement(reference, aligned, k)
-    n = len(reference)
+    verdict = _roles.judge(role, reference, aligned, tolerances)
     if mode == "agreement":
-        reasons = []
-        if is_cls and top1 / n < tolerances.min_top1:
-            reasons.append(f"top-1 agreement {top1}/{n} below {tolerances.min_top1:.0%}")
-        if not float(np.mean(cos)) >= tolerances.min_cosine:
-            reasons.append(f"cosine {float(np.mean(cos)):.4f} below {tolerances.min_cosine}")
-        if not abs(ratio - 1) <= tolerances.max_scale_error:
-            reasons.append(f"output magnitude {ratio:.3g}x the source's (allowed 1 +- "
-                           f"{tolerances.max_scale_error:g})")
+        reasons = list(verdict.reasons)
+        if role.kind in _COSINE_ROLES:
+            if not float(np.mean(cos)) >= tolerances.min_cosine:
+                reasons.append(f"cosine {float(np.mean(cos)):.4f} below {tolerances.min_cosine}")
+            if not abs(ratio - 1) <= tolerances.max_scale_error:
+                reasons.append(f"output magnitude {ratio:.3g}x the source's (allowed 1 +- "
+                               f"{tolerances.max_scale_error:g})")
         passed = not reasons
         reason = "; ".join(reasons)
     else:
@@ -283,7 +308,8 @@ def compare_output(name, reference, converted, tolerances, mode="numeric", conve
     return OutputResult(**base, passed=passed, **stats, mismatched=mismatched,
                         elements=int(reference.size), cosine=float(np.mean(cos)),
                         cosine_min=float(np.min(cos)), norm_ratio=ratio, is_classifier=bool(is_cls),
-                        top1_agree=top1, top_k_overlap=overlap, reason=reason)
+                        top1_agree=top1, top_k_overlap=overlap, reason=reason,
+                        metrics=verdict.metrics, parts=verdict.parts, headline=verdict.headline)
 
 
 def normalize_name(name):
@@ -351,12 +377,16 @@ class PairResult:
 
 
 def compare_runs(reference_outputs, converted_outputs, tolerances, mode="numeric",
-                 reference_synthetic=False, converted_synthetic=False, classifier=None):
+                 reference_synthetic=False, converted_synthetic=False, classifier=None,
+                 role_hints=None):
     """Compare two runs.
 
     Args:
       reference_outputs / converted_outputs: OrderedDict name -> array with a leading sample
         axis (the per-sample outputs stacked), the source's first.
+      classifier: True when the model carries class labels (its one output is class scores).
+      role_hints: {output name: role} from the model's metadata; tolerances.roles (the
+        user's --output-role) wins over them, and both over inference.
     Returns:
       PairResult.
     """
@@ -366,7 +396,28 @@ def compare_runs(reference_outputs, converted_outputs, tolerances, mode="numeric
     if len(ref_names) != len(conv_names):
         warnings.append(f"the source has {len(ref_names)} outputs, the converted model "
                         f"{len(conv_names)}")
+    from converters.validation.roles import infer_roles
+
+    roles = infer_roles(reference_outputs, overrides=getattr(tolerances, "roles", None),
+                        hints=role_hints, labels=classifier is True)
+    unknown = sorted(set(getattr(tolerances, "roles", None) or {}) - set(ref_names)
+                     - {n for n in (getattr(tolerances, "roles", None) or {})
+                        if normalize_name(n) in {normalize_name(r) for r in ref_names}})
+    if unknown:
+        warnings.append(f"--output-role names no output of the source: {', '.join(unknown)} "
+                        f"(outputs: {', '.join(ref_names)})")
     result = PairResult(warnings=warnings, mode=mode)
+    converted_of = dict(pairs)
+    for name, role in list(roles.items()):
+        if role.kind == "detection-nms" and role.params:   # its companions, from both runs
+            arrays = {}
+            for key in ("scores", "classes", "count"):
+                ref_name = role.params.get(key)
+                if ref_name:
+                    conv_name = converted_of.get(ref_name)
+                    arrays[key] = (reference_outputs[ref_name],
+                                   converted_outputs[conv_name] if conv_name else None)
+            roles[name] = role._replace(params=dict(role.params, arrays=arrays))
     for r, o in pairs:
         if o is None:
             nan = float("nan")
@@ -377,11 +428,12 @@ def compare_runs(reference_outputs, converted_outputs, tolerances, mode="numeric
                 mean_rel=nan, median_rel=nan, required_atol=nan, required_rtol=nan, mismatched=0,
                 elements=0, cosine=nan, cosine_min=nan, norm_ratio=nan, is_classifier=False, top1_agree=None,
                 top_k=tolerances.top_k, top_k_overlap=None, samples=len(reference_outputs[r]),
-                reason="no matching output in the converted model"))
+                reason="no matching output in the converted model", role=roles[r].kind,
+                role_evidence=roles[r].evidence))
             continue
         result.outputs.append(compare_output(r, reference_outputs[r], converted_outputs[o],
                                              tolerances, mode, converted_name=o,
-                                             classifier=classifier))
+                                             classifier=classifier, role=roles[r]))
     return result
 
 

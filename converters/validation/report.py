@@ -30,6 +30,7 @@ def report_dict(report):
     models = []
     for r in report.results:
         d = {"model": r.path, "format": r.format, "status": r.status, "passed": r.passed,
+             "validated": r.validated,
              "summary": r.summary_line(), "runner": r.runner, "mean_ms": r.mean_ms,
              "outputs_from": r.outputs_from, "warnings": r.warnings, "message": r.message}
         if r.comparison is not None:
@@ -75,20 +76,19 @@ def table(report):
             lines.append(f"  warning: {w}")
         if r.comparison is not None and r.comparison.outputs:
             lines.append(f"  mode: {r.comparison.mode}")
-            rows = [("output", "result", "max abs", "mean abs", "max rel", "cosine", "top-1",
-                     "top-k", "req. atol", "req. rtol")]
+            rows = [("output", "role", "result", "max abs", "mean abs", "max rel", "cosine",
+                     "req. atol", "req. rtol")]
             for o in r.comparison.outputs:
                 rows.append((o.name if o.converted_name in (None, o.name) else
-                             f"{o.name}<->{o.converted_name}",
+                             f"{o.name}<->{o.converted_name}", o.role,
                              "pass" if o.passed else "FAIL", _num(o.max_abs), _num(o.mean_abs),
                              _num(o.max_rel), _num(o.cosine, ".5f"),
-                             f"{o.top1_agree}/{o.samples}" if o.top1_agree is not None else "-",
-                             _num(o.top_k_overlap, ".2f") if o.top_k_overlap is not None else "-",
                              _num(o.required_atol), _num(o.required_rtol)))
             widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
             for row in rows:
                 lines.append("  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
             for o in r.comparison.outputs:
+                lines += _role_lines(o)
                 if o.note:
                     lines.append(f"  note: '{o.name}': {o.note}")
         for c, ok, det in r.structure:
@@ -98,14 +98,45 @@ def table(report):
     if not report.results:
         lines.append("outputs recorded only: no converted model to compare")
         return "\n".join(lines)
-    structural = [r.name for r in report.results if r.status == "structure-only"]
-    note = (f" (numbers NOT compared for {', '.join(structural)}: structure only)"
-            if structural else "")
-    if report.placeholder_note():
-        note += f" ({report.placeholder_note()})"
-    lines.append(("PASSED" + note) if report.passed else
-                 ("ERROR" if report.exit_code == 2 else "FAILED") + f": {report.summary_line()}")
+    unvalidated = [r.name for r in report.results if r.status in ("structure-only", "error")]
+    note = f" ({report.placeholder_note()})" if report.placeholder_note() else ""
+    if report.passed:
+        lines.append("PASSED" + note)
+    elif report.exit_code == 2:
+        lines.append(f"ERROR: {report.summary_line()}")
+    elif unvalidated and all(r.passed or r.name in unvalidated for r in report.results):
+        lines.append(f"NOT VALIDATED: numbers not compared for {', '.join(unvalidated)}"
+                     + (" (accepted: --accept-unvalidated)" if report.exit_code == 0 else "")
+                     + note)
+    else:
+        lines.append(f"FAILED: {report.summary_line()}")
     return "\n".join(lines)
+
+
+def _role_lines(o):
+    """The output's role with its evidence, its role metric, its parts, and (detectors) a few
+    matched detections."""
+    out = [f"  role: '{o.name}': {o.role} ({o.role_evidence})" + (
+        f": {o.headline}" if getattr(o, "headline", "") else "")]
+    for p in o.parts or ():
+        if "range" in p:
+            out.append(f"    part {p['part']}: {'ok' if p['ok'] else 'FAIL'}, range "
+                       f"{p['range'][0]:.3g}..{p['range'][1]:.3g} (source "
+                       f"{p['source_range'][0]:.3g}..{p['source_range'][1]:.3g}), "
+                       f"{p['levels'] if p['levels'] <= 64 else '>64'} levels"
+                       + (f": {p['reason']}" if not p["ok"] else ""))
+        else:
+            out.append(f"    part {p['part']}: {'ok' if p['ok'] else 'FAIL'}: {p['reason']}")
+    matches = (o.metrics or {}).get("matches") or []
+    for m in matches[:5]:
+        out.append(f"    matched: sample {m['sample']} class {m['class']} IoU {m['iou']:.3f}: source "
+                   f"[{', '.join(f'{x:.1f}' for x in m['source_box'])}] -> "
+                   f"[{', '.join(f'{x:.1f}' for x in m['box'])}]")
+    if len(matches) > 5:
+        out.append(f"    ... {len(matches) - 5} more matched detections in the JSON report")
+    from edge.files import printable   # names come from the model
+
+    return [printable(x) for x in out]
 
 
 def junit_xml(report):
@@ -120,7 +151,7 @@ def junit_xml(report):
         elif r.structure:
             for c, ok, det in r.structure:
                 cases.append((cls, c, None if ok else "failure", det, det))
-            if r.passed:
+            if r.status == "structure-only":
                 cases.append((cls, "numbers", "skipped", r.message, r.message))
         else:
             cases.append((cls, "load", "error" if r.status == "error" else "failure",
@@ -153,6 +184,7 @@ def _case_text(o):
              f"({o.check_stat})"]
     if o.top1_agree is not None:
         parts.append(f"top-1 {o.top1_agree}/{o.samples}, top-{o.top_k} overlap {_num(o.top_k_overlap, '.2f')}")
+    parts.append(f"role {o.role} ({o.role_evidence})" + (f": {o.headline}" if o.headline else ""))
     return ", ".join(parts)
 
 

@@ -27,6 +27,9 @@ DEFAULT_IMAGE_SAMPLES = 20
 SAVED_OUTPUTS_VERSION = 1
 
 PASSED, FAILED, STRUCTURAL, ERROR = "passed", "failed", "structure-only", "error"
+# Each status means one thing: PASSED numbers were compared and are within tolerance; FAILED
+# they were not, or the structure differs; STRUCTURAL only the structure was compared (no
+# numbers: never passed); ERROR the artefact could not be run (not validated).
 
 
 @dataclass
@@ -46,6 +49,7 @@ class ValidateOptions:
     keras_unsafe: bool = False
     progress: object = None          # callable(str) or None
     input_overrides: object = None   # signature.InputOverrides: --input-shapes, --val-range, --data
+    accept_unvalidated: bool = False  # exit 0 although some artefact was not validated by numbers
 
 
 @dataclass
@@ -70,24 +74,32 @@ class ModelResult:
 
     @property
     def passed(self):
-        return self.status in (PASSED, STRUCTURAL)
+        """Numbers were compared and are within tolerance (structure only is not passed)."""
+        return self.status == PASSED
+
+    @property
+    def validated(self):
+        """False when no number was compared: structure only, or the artefact could not run."""
+        return self.status in (PASSED, FAILED)
 
     def summary_line(self):
-        """One line: 'valid: top-1 20/20, cosine 0.9993, max abs 0.012' or why not."""
+        """One line: 'valid: top-1 20/20, cosine 0.9993, max abs 0.012' or why not; 'top-1'
+        only for an output whose role is class scores."""
         if self.status == ERROR:
             return f"not validated: {self.message}"
         if self.status == STRUCTURAL:
             bad = [f"{c}: {d}" for c, ok, d in self.structure if not ok]
-            return (f"structure matches ({len(self.structure)} checks); numbers NOT compared: "
-                    f"{self.message}") if not bad else "structure MISMATCH: " + "; ".join(bad)
+            return (f"structure only, not validated: structure matches ({len(self.structure)} "
+                    f"checks), numbers NOT compared: {self.message}"
+                    ) if not bad else "structure MISMATCH: " + "; ".join(bad)
         cmp = self.comparison
         if self.status == FAILED and not (cmp and cmp.outputs):
             return f"MISMATCH: {self.message}"
         parts = []
-        cls = [o for o in cmp.outputs if o.is_classifier and o.top1_agree is not None]
-        if cls:
-            o = cls[0]
-            parts.append(f"top-1 {o.top1_agree}/{o.samples}")
+        heads = [o for o in cmp.outputs if getattr(o, "headline", "") and o.role != "raw"]
+        if heads:   # the first output's role metric: top-1 only for class scores
+            o = next((x for x in heads if not x.passed), heads[0])
+            parts.append(o.headline if len(cmp.outputs) == 1 else f"'{o.name}' {o.headline}")
         cos = [o.cosine for o in cmp.outputs if not np.isnan(o.cosine)]
         if cos:
             parts.append(f"cosine {min(cos):.4f}")
@@ -125,15 +137,25 @@ class ValidationReport:
         return (f"on placeholder input shapes ({shapes}), not ones the model or you fixed; "
                 f"set them with --input-shapes")
 
+    accept_unvalidated: bool = False
+
     @property
     def passed(self):
         return bool(self.results) and all(r.passed for r in self.results)
 
     @property
     def exit_code(self):
-        if any(r.status == ERROR for r in self.results):
+        """0 only when every artefact passed (or, with accept_unvalidated, every artefact
+        whose numbers were compared passed and the rest only could not be validated); 2 when
+        an artefact could not be loaded; else 1."""
+        if any(r.status == ERROR for r in self.results) and not self.accept_unvalidated:
             return 2
-        return 0 if self.passed else 1
+        if self.passed:
+            return 0
+        if self.accept_unvalidated and self.results and all(
+                r.passed or r.status in (STRUCTURAL, ERROR) for r in self.results):
+            return 0
+        return 1
 
     def summary_line(self):
         if len(self.results) == 1:
@@ -174,6 +196,9 @@ def validate_pair(source, converted, options=None):
 
             vo.input_overrides = InputOverrides.parse(data=options.calibration_data)
         vo.device = "cpu" if converted.format != formats.EDGETPU else "auto"
+        # the judgement flags convert shares with validate (--atol, --output-role, thresholds)
+        if getattr(options, "tolerances", None) is not None:
+            vo.tolerances = options.tolerances
     report = validate(source, [converted], vo)
     from converters.validation.runners.tflite import EdgeTPUUnavailable, NeedsEdgeTPU
 
@@ -267,7 +292,8 @@ def validate(source, converted, opts=None):
     """
     opts = opts or ValidateOptions()
     progress = opts.progress or (lambda m: None)
-    report = ValidationReport(source={"path": source.path, "format": source.format})
+    report = ValidationReport(source={"path": source.path, "format": source.format},
+                              accept_unvalidated=bool(opts.accept_unvalidated))
     loaded = load_outputs(opts.load_outputs) if opts.load_outputs else None
 
     shared_spec = opts.preprocessing or source.preprocessing or next(
@@ -362,6 +388,7 @@ def validate(source, converted, opts=None):
         report.source.update(src_runner.describe(), mean_ms=_mean_ms(src_runner))
         saved = OrderedDict()
         saved[source.path] = (source, ref_out)
+        role_hints = None
 
         for art, r, res in zip(converted, runners, results):
             if r is None or id(r) not in pending:
@@ -394,11 +421,15 @@ def validate(source, converted, opts=None):
                 else "agreement")
             labels = source.labels or art.labels
             classifier = True if labels and len(ref_out) == 1 else None
+            if role_hints is None:   # the source's own metadata (TFLite), read once
+                from converters.validation.roles import hints_for
+
+                role_hints = hints_for(source)
             res.comparison = compare_runs(ref_out, out, _runner_tolerances(opts.tolerances, r),
                                           mode,
                                           reference_synthetic=src_runner.synthetic_names,
                                           converted_synthetic=r.synthetic_names,
-                                          classifier=classifier)
+                                          classifier=classifier, role_hints=role_hints)
             res.warnings.extend(res.comparison.warnings)
             res.status = PASSED if res.comparison.passed else FAILED
             label_check = _classifier_label_check(r, source, art, ref_out)

@@ -14,6 +14,10 @@ Rules per flag (also in each flag's help):
   --atol, --rtol, --max-scale-error                                finite numbers >= 0
   --quantile, --min-top1                                           finite numbers in [0, 1]
   --min-cosine                                                     finite numbers in [-1, 1]
+  --min-recall, --min-precision, --score-threshold, --iou, --label-threshold,
+  --min-label-agreement, --min-f1, --min-pixel-agreement           finite numbers in [0, 1]
+  --max-range-error                                                finite numbers >= 0
+  --output-role                                                    OUTPUT:ROLE, a known role
 """
 
 import argparse
@@ -187,3 +191,70 @@ def add_threads(p, several=False):
     else:
         p.add_argument("--threads", type=positive_int, metavar="N",
                        help="CPU threads for the interpreter (integer >= 1; default: the runtime's choice)")
+
+
+def add_judgement(p):
+    """--atol --rtol --output-role, the roles' thresholds and --accept-unvalidated: how an
+    artefact is judged. `validate` and `convert` share this group, so a conversion and a
+    later `validate` on the same data reach the same verdict."""
+    from converters.validation import roles
+
+    g = p.add_argument_group("judgement (shared by convert and validate)")
+    g.add_argument("--atol", action="append", metavar="[OUTPUT:]VALUE",
+                   help="absolute tolerance (finite, >= 0), optionally per output (repeatable; default 1e-4)")
+    g.add_argument("--rtol", action="append", metavar="[OUTPUT:]VALUE",
+                   help="relative tolerance (finite, >= 0), optionally per output (repeatable; default 1e-3)")
+    g.add_argument("--output-role", action="append", metavar="OUTPUT:ROLE",
+                   help="what an output is, instead of the inferred role (repeatable): "
+                        + ", ".join(roles.ROLES))
+    g.add_argument("--min-top1", type=fraction, default=0.95,
+                   help="class scores: least fraction of samples with the same top-1 (0..1; default 0.95)")
+    g.add_argument("--min-cosine", type=cosine, default=0.95,
+                   help="least mean cosine similarity of class, raw, dense outputs; least cosine "
+                        "per sample of embeddings (-1..1; default 0.95)")
+    for flag, default, what in (
+            ("--min-recall", roles.MIN_RECALL, "detection: least fraction of the source's detections found"),
+            ("--min-precision", roles.MIN_PRECISION, "detection: least fraction of detections that match the source's"),
+            ("--score-threshold", roles.SCORE_THRESHOLD, "detection: score a detection needs"),
+            ("--iou", roles.IOU, "detection: IoU at which two boxes match"),
+            ("--label-threshold", roles.LABEL_THRESHOLD, "multi-label: probability that sets a label"),
+            ("--min-label-agreement", roles.MIN_LABEL_AGREEMENT, "multi-label: least fraction of equal label decisions"),
+            ("--min-f1", roles.MIN_F1, "multi-label: least F1 against the source's labels"),
+            ("--min-pixel-agreement", roles.MIN_PIXEL_AGREEMENT, "dense maps: least fraction of equal pixels")):
+        g.add_argument(flag, type=fraction, default=default, help=f"{what} (0..1; default {default:g})")
+    g.add_argument("--max-range-error", type=non_negative_float, default=roles.MAX_RANGE_ERROR,
+                   help="landmarks, sequences: largest mean error as a fraction of the source's "
+                        f"range (>= 0; default {roles.MAX_RANGE_ERROR:g})")
+    g.add_argument("--accept-unvalidated", action="store_true",
+                   help="exit 0 although an artefact could not be validated by numbers "
+                        "(structure only, no runtime or device here); it is still reported so")
+    return g
+
+
+def judgement(args, **extra):
+    """Tolerances (converters.validation.comparator) from the judgement flags; `extra` sets
+    the fields a command adds (check_stat, mode...). InputError on a bad value."""
+    from edge.errors import InputError
+
+    from converters.validation.comparator import Tolerances, parse_per_output
+    from converters.validation.roles import parse_roles
+
+    def per_output(values, flag, default):
+        try:
+            v = parse_per_output(values, checked(non_negative_float, flag), flag)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        return default if v == {} else v
+
+    try:
+        output_roles = parse_roles(getattr(args, "output_role", None)) or None
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    thresholds = {k: getattr(args, k) for k in (
+        "min_recall", "min_precision", "score_threshold", "iou", "label_threshold",
+        "min_label_agreement", "min_f1", "min_pixel_agreement", "max_range_error")}
+    return Tolerances(atol=per_output(args.atol, "--atol", Tolerances.atol),
+                      rtol=per_output(args.rtol, "--rtol", Tolerances.rtol),
+                      min_top1=args.min_top1, min_cosine=args.min_cosine,
+                      scale_atol=not args.atol,   # a given --atol is used as it is
+                      roles=output_roles, **thresholds, **extra)

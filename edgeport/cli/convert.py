@@ -5,7 +5,10 @@ DESCRIPTION = """Convert a model (TFLite, ONNX, SavedModel, Keras, TorchScript, 
 state dict with --torch-model) to one or more formats. The route is planned over the
 registered conversions; each artefact is written atomically beside the source (or in -o),
 stamped with provenance (in the model and in NAME.edgeport.json) and validated against the
-model it was made from. Full-int8 TFLite needs calibration samples: --calibration DIR (real
+model it was made from, with validate's judgement (--atol, --rtol, --output-role and the
+roles' thresholds: the same flags give the same verdict in both commands). An artefact
+whose validation could not run (no runtime or device here, structure only) is reported
+'NOT VALIDATED' and the exit status is 1 unless --accept-unvalidated. Full-int8 TFLite needs calibration samples: --calibration DIR (real
 images), or, for a float TFLite (or an ONNX model, through onnx2tf) that takes no image
 (audio, sensors, embeddings, several inputs), --data FILE.npz (representative input arrays
 keyed by input name, a stack of samples along axis 0); the int8 model is then validated on
@@ -23,8 +26,8 @@ examples:
 
 
 def configure(p):
-    from edgeport.cli.args import (add_input_shape, add_json, add_model_loading, add_preprocessing,
-                                   positive_float, positive_int)
+    from edgeport.cli.args import (add_input_shape, add_json, add_judgement, add_model_loading,
+                                   add_preprocessing, positive_float, positive_int)
 
     p.add_argument("source", metavar="SRC", help="a model file or folder, or a folder of models")
     p.add_argument("--to", required=True, metavar="FMT[,FMT...]",
@@ -36,6 +39,7 @@ def configure(p):
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="folder mode: models converted in parallel (integer >= 1; default 1)")
     p.add_argument("--no-validate", action="store_true", help="do not check artefacts against their source")
+    add_judgement(p)
     p.add_argument("--shard", metavar="K/N",
                    help="folder mode: convert only shard K of N (K from 1; by model content hash) "
                         "and write OUTDIR/edgeport-manifest.shard-K-of-N.json")
@@ -87,9 +91,10 @@ def configure(p):
 
 def options_from_args(args):
     from converters.options import ConvertOptions
-    from edgeport.cli.args import input_shape, model_loading, preprocessing
+    from edgeport.cli.args import input_shape, judgement, model_loading, preprocessing
 
     return ConvertOptions(
+        tolerances=judgement(args), accept_unvalidated=args.accept_unvalidated,
         **model_loading(args), input_shape=input_shape(args),
         dynamic_batch=args.dynamic_batch, opset=args.opset, preprocessing=preprocessing(args) or None,
         labels=args.labels, calibration=args.calibration, calibration_data=args.data,
@@ -114,6 +119,8 @@ def human_size(n):
 
 
 def print_result(r, out):
+    import os
+
     if r.get("error"):
         print(f"{r['source']}: FAILED: {r['error']}", file=out)
         return
@@ -129,9 +136,11 @@ def print_result(r, out):
             line += "  (" + ", ".join(f"{k}={v}" for k, v in a["fixed_arguments"].items()) + " fixed)"
         v = a.get("validation")
         if v:
-            mark = {True: "ok", False: "FAILED", None: "-"}[v.get("passed")]
             on = f" (on {v['inputs']})" if " from " in (v.get("inputs") or "") else ""  # --data
-            line += f"  validation {mark}{on}: {v.get('summary')}"
+            if v.get("passed") is None:   # never 'ok': nothing was compared
+                line += f"  NOT VALIDATED{on}: {v.get('summary')}"
+            else:
+                line += f"  validation {'ok' if v['passed'] else 'FAILED'}{on}: {v.get('summary')}"
         print(line, file=out)
         if a["format"] == "edgetpu" and a["status"] == "converted":  # the compiler's op report
             from converters.edgetpu.compile import report_for_artefact
@@ -143,6 +152,10 @@ def print_result(r, out):
         print(f"--to {target}: not made: {why}", file=out)
     if r.get("validation_failed"):
         print("  validation FAILED: the artefacts are kept, check them before use", file=out)
+    if r.get("not_validated"):
+        names = ", ".join(os.path.basename(p.rstrip("/")) for p in r["not_validated"])
+        print(f"  NOT VALIDATED: {names}: kept, but nothing proves they compute what the source "
+              f"does (validate them where they run; --accept-unvalidated exits 0)", file=out)
 
 
 def json_model(r):

@@ -7,8 +7,16 @@ their outputs with Polygraphy's semantics: outputs matched by name (else by posi
 layouts aligned (NCHW vs NHWC), quantized outputs dequantized, an element fails only when
 it exceeds both --atol and --rtol under the chosen --check-stat.
 
-Float vs float is judged by tolerances; int8 / Edge TPU / float16 vs float by top-1
-agreement (--min-top1) and cosine similarity (--min-cosine). Core ML is run on macOS; on
+Every output has a role (class scores, multi-label, detection, landmarks, dense map,
+sequence, embedding, raw), inferred from its name, shape and the source's values and
+printed with its evidence; --output-role NAME:ROLE sets it. Float vs float is judged by
+tolerances; int8 / Edge TPU / float16 vs float by the role: top-1 agreement for class
+scores (--min-top1), label decisions and F1 for multi-label, matched detections (recall,
+precision, box error) for detectors, error relative to the range for landmarks, pixel
+agreement for maps, per time step for sequences, cosine for embeddings and raw outputs.
+A part of an output (a detector's score rows) whose range collapses fails on its own.
+Only the structure compared (Core ML without a runtime) is 'structure only', not a pass.
+Core ML is run on macOS; on
 other systems an ML program runs in the Core ML reference executor (numpy, not the Core ML
 runtime: the report says so), and a program with an op it has no kernel for is compared by
 structure only.
@@ -18,7 +26,8 @@ An Edge TPU-compiled model needs an Edge TPU. Without one, run on the device:
 and here:
   edgeport validate model.keras model_edgetpu.tflite --load-outputs tpu.npz
 
-exit status: 0 all models match, 1 a mismatch, 2 a usage or load error.
+exit status: 0 all models match, 1 a mismatch or a model not validated by numbers (0 with
+--accept-unvalidated), 2 a usage or load error.
 
 examples:
   edgeport validate model.keras model_float.tflite model_int8.tflite model.onnx
@@ -27,30 +36,24 @@ examples:
 
 
 def configure(p):
-    from edgeport.cli.args import (add_data, add_device, add_input_shape, add_json, add_model_loading,
-                                   add_preprocessing, cosine, fraction, non_negative_float, positive_int)
+    from edgeport.cli.args import (add_data, add_device, add_input_shape, add_json, add_judgement,
+                                   add_model_loading, add_preprocessing, fraction, non_negative_float,
+                                   positive_int)
     from edgeport.cli.inputs import add_input_args
 
     p.add_argument("source", help="the source model")
     p.add_argument("converted", nargs="*", help="converted models to compare with it")
     add_data(p)
+    add_judgement(p)
     g = p.add_argument_group("comparison")
-    g.add_argument("--atol", action="append", metavar="[OUTPUT:]VALUE",
-                   help="absolute tolerance (finite, >= 0), optionally per output (repeatable; default 1e-4)")
-    g.add_argument("--rtol", action="append", metavar="[OUTPUT:]VALUE",
-                   help="relative tolerance (finite, >= 0), optionally per output (repeatable; default 1e-3)")
     g.add_argument("--check-stat", action="append", metavar="[OUTPUT:]STAT",
                    help="elemwise | max | mean | median | quantile (default elemwise)")
     g.add_argument("--quantile", type=fraction, default=0.99,
                    help="quantile for --check-stat quantile (0..1; default 0.99)")
     g.add_argument("--top-k", type=positive_int, default=5, help="K of the top-k overlap (integer >= 1; default 5)")
     g.add_argument("--mode", choices=["auto", "numeric", "agreement"], default="auto",
-                   help="numeric: tolerances decide; agreement: top-1 and cosine decide; "
+                   help="numeric: tolerances decide; agreement: each output's role decides; "
                         "auto: numeric for float vs float, else agreement")
-    g.add_argument("--min-top1", type=fraction, default=0.8,
-                   help="agreement mode: least fraction of samples with the same top-1 (0..1; default 0.8)")
-    g.add_argument("--min-cosine", type=cosine, default=0.95,
-                   help="agreement mode: least mean cosine similarity (-1..1; default 0.95)")
     g.add_argument("--max-scale-error", type=non_negative_float, default=0.25,
                    help="agreement mode: largest |norm(converted)/norm(source) - 1| (>= 0; default 0.25)")
     g = p.add_argument_group("reports and saved outputs")
@@ -71,9 +74,9 @@ def options_from_args(args):
     """ValidateOptions from parsed arguments (InputError on bad values)."""
     from edge.errors import InputError
     from edgeport.cli.inputs import overrides_from_args
-    from edgeport.cli.args import checked, input_shape, model_loading, non_negative_float, preprocessing
+    from edgeport.cli.args import input_shape, judgement, model_loading, preprocessing
 
-    from converters.validation.comparator import STATS, Tolerances, parse_per_output
+    from converters.validation.comparator import STATS, parse_per_output
     from converters.validation.validate import ValidateOptions
 
     def per_output(values, cast, what, default):
@@ -87,17 +90,14 @@ def options_from_args(args):
     for s in (stat.values() if isinstance(stat, dict) else [stat]):
         if s not in STATS:
             raise InputError(f"unknown --check-stat '{s}'", f"choose one of {', '.join(STATS)}")
-    tol = Tolerances(atol=per_output(args.atol, checked(non_negative_float, "--atol"), "--atol", Tolerances.atol),
-                     rtol=per_output(args.rtol, checked(non_negative_float, "--rtol"), "--rtol", Tolerances.rtol),
-                     check_stat=stat, quantile=args.quantile, top_k=args.top_k,
-                     min_top1=args.min_top1, min_cosine=args.min_cosine, max_scale_error=args.max_scale_error,
-                     mode=None if args.mode == "auto" else args.mode,
-                     scale_atol=not args.atol)  # a given --atol is used as it is
+    tol = judgement(args, check_stat=stat, quantile=args.quantile, top_k=args.top_k,
+                    max_scale_error=args.max_scale_error,
+                    mode=None if args.mode == "auto" else args.mode)
     return ValidateOptions(inputs=args.inputs, samples=args.samples, seed=args.seed, tolerances=tol,
                            preprocessing=preprocessing(args) or None, save_outputs=args.save_outputs,
                            load_outputs=args.load_outputs, device=args.device, runtime=args.runtime,
                            input_shape=input_shape(args), input_overrides=overrides_from_args(args),
-                           **model_loading(args))
+                           accept_unvalidated=args.accept_unvalidated, **model_loading(args))
 
 
 def run(args):
