@@ -136,7 +136,8 @@ def quantized(tmp_path_factory):
 
 
 def test_plain_int8_of_a_packed_detector_collapses_its_scores(quantized, holdout):
-    """Without the rewrite the one output scale is ~1 (boxes up to 256 px): scores are 0 or 1."""
+    """Without the rewrite the one output scale is ~1 (boxes up to 256 px): scores are 0 or 1,
+    and the detections are lost."""
     src, made = quantized
     path, _ = made["plain"]
     side = json.loads(open(str(path) + ".edgeport.json").read())
@@ -159,6 +160,33 @@ def test_normalized_int8_keeps_the_detections_on_photos_it_was_not_calibrated_on
     assert [(r["output"], r["axis"], r["parts"]) for r in record] == [(0, 1, [[0, 4, 256.0]])]
     assert side["conversion"]["route"].startswith("float TFLite")
     assert result.hops[-1]["validation"]["passed"] is True
+
+
+def _validate(source, artefact):
+    """(exit code, text) of `edgeport validate SOURCE ARTEFACT` on the held-out photos."""
+    import contextlib
+    import io
+
+    from edgeport.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            code = main(["validate", str(source), str(artefact), "--inputs", HOLDOUT, "--samples", "16",
+                         "--mean", "0", "--std", "255"])
+        except SystemExit as e:
+            code = e.code
+    return code, out.getvalue()
+
+
+def test_validation_fails_the_plain_int8_naming_the_score_part_and_passes_the_normalized(quantized):
+    """The role judge (converters/validation/roles.py) on photos calibration never saw."""
+    src, made = quantized
+    assert made["plain"][1].hops[-1]["validation"]["passed"] is False
+    code, text = _validate(src, made["plain"][0])
+    assert code == 1 and "score part" in text and "collapsed" in text, text[-600:]
+    code, text = _validate(src, made["normalized"][0])
+    assert code == 0 and "recall" in text, text[-600:]
 
 
 def test_an_output_that_packs_nothing_is_left_alone(tmp_path):
