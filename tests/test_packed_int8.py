@@ -298,3 +298,30 @@ def test_generated_packed_heads_keep_their_scores(tmp_path, layout, decode, side
     assert levels > 8, levels
     # boxes as good as plain int8 gives them (the head's own int8 error), or a few pixels
     assert box_err <= max(0.03 * side, 1.05 * plain_box_err), (box_err, plain_box_err)
+
+
+# -- every int8 route: Keras through the TFLite converter ----------------------------------
+def test_keras_packed_detector_to_int8_is_normalized_and_passes(tmp_path, capsys):
+    """The Keras / SavedModel route quantizes with the TFLite converter; a packed output goes
+    through the same rewrite first, and its validation passes where it failed before."""
+    import keras
+
+    from conftest import run_cli
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Conv2D(8, 4, strides=4, activation="relu")(inp)
+    boxes = keras.layers.Rescaling(32.0)(keras.layers.Conv2D(4, 1, activation="sigmoid")(x))
+    scores = keras.layers.Conv2D(3, 1, activation="sigmoid")(x)
+    out = keras.layers.Concatenate(axis=-1)([keras.layers.Reshape((64, 4))(boxes),
+                                             keras.layers.Reshape((64, 3))(scores)])
+    out = keras.layers.Permute((2, 1), name="output0")(out)
+    src = tmp_path / "det.keras"
+    keras.Model(inp, out).save(str(src))
+    code, out, err = run_cli(capsys, "convert", src, "--to", "tflite-int8", "--calibration", IMAGES,
+                             "--mean", "0", "--std", "255", "-o", tmp_path / "out", "--json")
+    doc = json.loads(out)
+    [a] = [x for x in doc["models"][0]["artefacts"] if x["format"] == "tflite-int8"]
+    assert code == 0 and a["validation"]["passed"] is True, (a["validation"], err[-400:])
+    side = json.loads(open(a["model"] + ".edgeport.json").read())
+    assert side["output_rescale"][0]["parts"] == [[0, 4, 32.0]], side["output_rescale"]

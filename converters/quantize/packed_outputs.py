@@ -375,3 +375,22 @@ def _round_factor(f):
         if exact and abs(f - exact) <= 1e-4 * abs(exact):
             return float(exact)
     return float(f)
+
+
+def normalize_for_int8(float_bytes, cal, options):
+    """What every full-int8 route calls on its float TFLite before calibrating: the rewrite
+    above unless `options.extra["normalize_packed_outputs"]` is False, each rewrite said in a
+    progress line. Returns (bytes, record for the sidecar's output_rescale, or None)."""
+    if not (options.extra or {}).get("normalize_packed_outputs", True):
+        return float_bytes, None
+    from edge.files import printable
+
+    float_bytes, record = normalize_packed_outputs(float_bytes, cal, options.progress)
+    for r in record:
+        options.progress(
+            f"packed output {printable(r['name'])}: parts ranging up to {r['ranges']['widest']:g} beside "
+            f"parts up to {r['ranges']['narrowest']:g} would share one int8 scale; divided before "
+            f"the concatenation (" + ", ".join(f"[{a}:{b}] along axis {r['axis']} / {f:g}"
+                                              for a, b, f in r["parts"]) +
+            "), multiplied back from the sidecar's output_rescale")
+    return float_bytes, record or None
