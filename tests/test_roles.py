@@ -565,3 +565,16 @@ def test_detections_after_the_models_own_nms_are_matched_not_compared_by_row():
     lost["TFLite_Detection_PostProcess:2"][:, :, 1::2] = 0.05
     bad = compare_runs(ref, lost, Tolerances(), "agreement")
     assert not bad.passed and "recall" in bad.outputs[0].reason, bad.outputs[0].reason
+
+
+def test_class_scores_tied_in_the_source_agree_with_either_class():
+    """A uint8 source whose two best classes have the same step: either is its top-1."""
+    ref = np.zeros((S, 1, 10))
+    ref[:, 0, 3] = ref[:, 0, 7] = 200 / 256          # a tie for first place
+    conv = ref + 0.0
+    conv[:, 0, 7] += 0.001                             # the artefact breaks it the other way
+    o = compare_output("probs", ref, conv, Tolerances(), "agreement", role=roles.Role("class", "t"))
+    assert o.passed and o.metrics["top1_source_ties"] == S and f"top-1 {S}/{S}" in o.headline, o
+    conv[:, 0, 5] = 0.9                                # a class the source did not rank first
+    assert not compare_output("probs", ref, conv, Tolerances(), "agreement",
+                              role=roles.Role("class", "t")).passed

@@ -3,6 +3,8 @@
     runners/      one runner per runtime (load, describe I/O, infer)
     data.py       data sources: seeded values, or images through a preprocessing spec
     comparator.py per-output tolerances, statistics, top-k agreement
+    roles.py      what each output is (inferred with its evidence, or --output-role) and how
+                  its role judges it; detection.py decodes, NMS and matches detections
     validate.py   runs source and converted models on the same inputs
     report.py     table, JSON and JUnit reports
     check.py, evaluate.py, inspect.py   the libraries behind `check`, `eval`, `inspect`
