@@ -276,6 +276,11 @@ def _metadata(block, current, conv, options, returned, seconds):
     fixed = returned.pop("fixed_arguments", None) or current.metadata.get("fixed_arguments")
     if fixed:
         md["fixed_arguments"] = fixed
+    # packed outputs normalized for int8 (quantize/packed_outputs.py): every later hop's
+    # artefact (Edge TPU) has the same outputs, so the record that undoes it is kept
+    rescale = returned.pop("output_rescale", None) or current.metadata.get("output_rescale")
+    if rescale:
+        md["output_rescale"] = rescale
     returned.pop("companions", None)
     md["conversion"] = {"name": conv.name, "seconds": round(seconds, 3), **returned}
     return md

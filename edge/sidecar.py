@@ -121,6 +121,12 @@ def schema_problem(data):
     src = data.get("source")
     if isinstance(src, dict) and src.get("sha256") is not None and not isinstance(src["sha256"], str):
         return "'source.sha256' is not a string"
+    if data.get("output_rescale") is not None:
+        from .tensors import rescale_problem
+
+        problem = rescale_problem(data["output_rescale"])
+        if problem:
+            return problem
     opset = data.get("opset")
     if opset is not None and not (isinstance(opset, int) and not isinstance(opset, bool)):
         return "'opset' is not a number"

@@ -44,6 +44,7 @@ from edge.errors import EdgeportError, InputError, first_line, require
 from converters import formats
 from converters.registry import conversion
 from converters.quantize.adaround import adaround
+from converters.quantize.packed_outputs import normalize_for_int8
 from converters.quantize.tflite_int8 import bias_correct, op_histogram, quantize_tflite
 from converters.routes.torch_loading import (exported_inputs, fix_script_arguments, flatten_outputs,
                                              import_torch, input_shape, load_source, plan_script_call,
@@ -418,6 +419,7 @@ def torch_to_tflite_int8(source, output_path, options):
         with open(float_path, "rb") as f:
             float_bytes = f.read()
         seconds_float = time.monotonic() - t0
+        float_bytes, rescale = normalize_for_int8(float_bytes, cal, options)
         corrected = 0
         if extra.get("bias_correction", True):
             float_bytes, corrected = bias_correct(float_bytes, cal)
@@ -435,6 +437,7 @@ def torch_to_tflite_int8(source, output_path, options):
             "io_dtype": options.io_dtype or "uint8", "input_shape": shape,
             "preprocessing": spec_out, "calibration": cal.summary(), "ops": ops,
             "bias_correction": {"ops": corrected, "images": len(cal)} if corrected else None,
+            "output_rescale": rescale,
             "adaround": state.get("adaround"),
             "seconds_float": round(seconds_float, 3),
             "versions": _versions("litert-torch", "tensorflow-cpu", "tensorflow")}
