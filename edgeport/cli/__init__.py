@@ -53,21 +53,59 @@ def build_parser(only=None, prog="edgeport"):
 
 
 def run_parsed(args):
+    """Run a parsed command: its exit code. With --json, stdout gets exactly one JSON document
+    whatever happens (see edgeport.cli.output.one_document)."""
+    if not getattr(args, "json", False):
+        return _run(args)
+    from edgeport.cli.output import captured_stdout, one_document
+
+    failure = []
+    code, out = 1, None
+    try:
+        with captured_stdout() as out:
+            code = _run(args, failure.append)
+    finally:  # also when --debug re-raises: the document first, then the traceback
+        _write_json(one_document(getattr(args, "command", None) or "edgeport", code, out.text if out else "",
+                                 failure[0] if failure else None, _models_of(args)))
+    return code
+
+
+def _write_json(text):
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+
+
+def _models_of(args):
+    """The model paths a command was given (for an error document), as far as the parsed flags say."""
+    for name in ("model", "source"):
+        if isinstance(getattr(args, name, None), str):
+            return [getattr(args, name)]
+    value = getattr(args, "models", None)
+    return [m for m in value if isinstance(m, str)] if isinstance(value, list) else []
+
+
+def _run(args, on_failure=lambda message: None):
     from edge.errors import EdgeportError
 
     try:
         return int(args._run(args) or 0)
     except EdgeportError as e:
+        on_failure(str(e))
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:  # SIGTERM too (converters.atomic.Terminated): exit 143
+        on_failure("interrupted" if not str(e) else f"interrupted: {e}")
         print("interrupted" if not str(e) else f"interrupted: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 130)
     except BrokenPipeError:
         return 1
     except Exception as e:  # a bug: still one line unless --debug
+        on_failure(f"internal error: {type(e).__name__}: {e}")
         if args.debug:
             raise
         print(f"error: internal error: {type(e).__name__}: {e} (run again with --debug for the "
@@ -80,13 +118,38 @@ def main(argv=None):
     first = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=first if first in COMMANDS else None)
     try:
-        args = parser.parse_args(argv)
+        args = _parse(parser, argv, first if first in COMMANDS else None)
     except SystemExit as e:  # --help, --version, or a usage error (already printed)
         return _exit_code(e)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
     return run_parsed(args)
+
+
+def _parse(parser, argv, command):
+    """parser.parse_args(argv); a usage error of a command given --json also prints its one
+    JSON document (exit_code 2, the error line) on stdout."""
+    if "--json" not in argv or "--" in argv[:argv.index("--json")]:
+        return parser.parse_args(argv)
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            return parser.parse_args(argv)
+    except SystemExit as e:
+        code = _exit_code(e)
+        if code == 2:
+            from edgeport.cli.output import one_document
+
+            lines = [line for line in err.getvalue().splitlines() if line.startswith("error:")]
+            message = lines[-1][len("error:"):].strip() if lines else "usage error"
+            _write_json(one_document(command or "edgeport", 2, "", f"usage: {message}", []))
+        raise
+    finally:
+        sys.stderr.write(err.getvalue())
 
 
 def _exit_code(e):
@@ -103,9 +166,10 @@ def _short_form(command):
         mod.configure(parser)
         parser.set_defaults(_run=mod.run)
         try:
-            args = parser.parse_args(argv)
+            args = _parse(parser, argv, command)
         except SystemExit as e:
             return _exit_code(e)
+        args.command = command
         return run_parsed(args)
 
     return entry
