@@ -174,7 +174,7 @@ def plan_each(source_format, targets, options):
     routes, refused = {}, {}
     for t in targets:
         try:
-            route = plan_route(source_format, t)
+            route = plan_route(source_format, t, options)
             check_needs({t: route}, options)
             routes[t] = route
         except InputError as e:
