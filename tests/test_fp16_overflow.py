@@ -42,11 +42,28 @@ def squares(tmp_path_factory):
 
 
 def test_float16_overflow_is_named_with_its_fix(capsys, squares, tmp_path):
+    """--coreml-precision float16 asked for: no fallback, the failure names the overflow."""
     code, out, err = run_cli(capsys, "convert", squares / "sq.pt", "--torch-model", f"{squares / 'sq.py'}:build",
-                             "--input-shape", "1", "8", "--to", "coreml", "-o", tmp_path / "a")
+                             "--input-shape", "1", "8", "--to", "coreml", "-o", tmp_path / "a",
+                             "--coreml-precision", "float16")
     assert code == 1
     assert "float16 overflow" in out and "65504" in out and "--coreml-precision float32" in out
     assert "overflow encountered" not in err  # recorded, not a numpy warning
+
+
+def test_float16_overflow_falls_back_to_float32_and_says_so(capsys, squares, tmp_path):
+    """Precision left to edgeport: the overflowing float16 program is converted again in
+    float32, which validates; the progress line, the result and the sidecar say so."""
+    import json
+
+    code, out, err = run_cli(capsys, "convert", squares / "sq.pt", "--torch-model", f"{squares / 'sq.py'}:build",
+                             "--input-shape", "1", "8", "--to", "coreml", "-o", tmp_path / "a")
+    assert code == 0, out + err
+    assert "converting again with --coreml-precision float32" in err
+    assert "float32 program (float16 overflowed)" in out
+    side = json.loads((tmp_path / "a" / "sq.mlpackage.edgeport.json").read_text())
+    assert "float16 program overflowed" in side["precision_fallback"]
+    assert side["validation"]["passed"] is True
 
 
 def test_executor_records_the_first_overflowing_op():
