@@ -15,6 +15,7 @@ CASES = [
      "elements 10 and number of output channels 12 at node 4Node number 4 (FULLY_CONNECTED) failed to "
      "prepare.", "bias", "bias and weight"),
     ("Channel mismatch between bias and weight tensors 8 vs 16", "bias", "bias and weight"),
+    ("Expected bias tensor to be a vector.", "bias", "bias and weight"),   # a transposed conv (ppocr)
     ("tensorflow/lite/kernels/concatenation.cc:158 t->dims->data[d] != t0->dims->data[d] (3 != 4)"
      "Node number 7 (CONCATENATION) failed to prepare.", "CONCATENATION", "shapes"),
     ("Quantization not yet supported for op: 'RFFT2D'.", "RFFT2D", "int8 kernel"),

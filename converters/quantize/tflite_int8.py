@@ -283,7 +283,7 @@ def quantizer_failure(error):
     detail = re.sub(r"Node number \d+ \(\w+\) failed to (prepare|invoke)\.?", "", text)
     detail = re.sub(r"\S*tensorflow/lite/\S+:\d+\s*", "", detail).strip(" .;") or text
     op = node.group(2) if node else None
-    if re.search(r"\bbias\b", text, re.I) and re.search(r"mismatch|match|size|shape|dims", text, re.I):
+    if re.search(r"\bbias\b", text, re.I) and re.search(r"mismatch|match|size|shape|dims|vector|expected", text, re.I):
         where = f" (node {node.group(1)}, {op})" if node else ""
         return (f"a bias does not fit its layer{where}: {detail[:240]}",
                 "the float model's bias and weight shapes disagree; re-export the float model")
