@@ -17,4 +17,6 @@ Rooms (each package's own docstring says what lives there and what it may import
 The root modules may import edge/ and each other; `pipeline` alone reaches into routes/
 (through the registry) and validation/ (to validate each hop). Nothing here parses command
 lines: that is edgeport/cli/. tests/test_architecture.py holds these rules.
+
+Imports: edge, converters.routes (pipeline, registry), converters.validation (pipeline), converters.edgetpu (registry)
 """

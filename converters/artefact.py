@@ -96,9 +96,9 @@ def provenance(source, target_format, route, options=None, versions=None):
 
 
 def _edgeport_version():
-    from edgeport import __version__
+    from edge.version import version
 
-    return __version__
+    return version()
 
 
 def package_versions(*names):

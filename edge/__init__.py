@@ -4,4 +4,6 @@ classification and latency statistics.
 
 May import: numpy, Pillow and one TFLite interpreter (imported lazily). Never converters/,
 edgeport/ or a framework (TensorFlow only as the named last-resort interpreter backend).
+
+Imports: (no project room)
 """

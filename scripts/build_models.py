@@ -98,6 +98,12 @@ def main(argv=None):
     return 0 if manifest["passed"] else 1
 
 
+def short_reason(reason):
+    """The first clause of a refusal (a container engine's log names this machine's resolver
+    and registries; the manifest keeps the whole text)."""
+    return reason.split(" (exit")[0].split(": step ")[0].split(": ", 1)[0]
+
+
 def build(args, save_outputs=None):
     """Convert, validate against PyTorch, write the manifest; returns (manifest, report).
 
@@ -116,8 +122,8 @@ def build(args, save_outputs=None):
                       if h["format"] == "edgetpu"]
     except EdgeportError as e:
         reason = str(e).split(" [done before")[0]
-        skipped.append({"format": "edgetpu", "reason": reason})
-        say(f"edgetpu: skipped: {reason}")
+        skipped.append({"format": "edgetpu", "reason": reason})   # the whole reason: manifest.json
+        say(f"edgetpu: skipped: {short_reason(reason)}")
 
     report = validate_against_pytorch(src, artefacts, args.images, opts, save_outputs)
     held = None
@@ -170,7 +176,7 @@ def print_manifest(manifest):
         if h and h["summary"] != (v or {}).get("summary"):
             print(f"{'':34} {'held out':>9}  {h['summary']}")
     for s in manifest["skipped"]:
-        print(f"{STEM + '_edgetpu.tflite':34} {'-':>9}  skipped: {s['reason']}")
+        print(f"{STEM + '_edgetpu.tflite':34} {'-':>9}  skipped: {short_reason(s['reason'])}")
     print(f"manifest: {os.path.relpath(manifest['path'], REPO)}")
 
 

@@ -46,6 +46,14 @@ def run_cli(capsys, *argv):
     return code, out, err
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test of the real-world corpus carries the `corpus` marker (`run.sh quick` leaves
+    them out), wherever its module is."""
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] == "test_corpus":
+            item.add_marker(pytest.mark.corpus)
+
+
 def pytest_terminal_summary(terminalreporter):
     """The bad-input suite counts its cases in its own output (issue 14)."""
     counts = {}

@@ -4,4 +4,6 @@ log.py (the compiler's report), ops.py (Coral's op table with the compiler's kno
 departures), analyzer.py (predicts the compiler's mapping; reads compiled models).
 
 May import: edge/ and the converters root only.
+
+Imports: edge, converters
 """

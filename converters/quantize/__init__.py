@@ -4,4 +4,6 @@ file's reading is shared with validation), bias correction and TFLite's calibrat
 
 May import: edge/ and the converters root only. Routes call into this room, never the
 other way round.
+
+Imports: edge, converters
 """

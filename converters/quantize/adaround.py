@@ -4,6 +4,7 @@ Each conv/linear layer's weights are rounded up or down (not to nearest) so that
 output on calibration images changes least; see `adaround`.
 """
 
+from edge import console
 from edge.errors import require
 
 
@@ -140,15 +141,15 @@ def adaround(model, inputs, sweeps=4, damp=0.01, max_rows=8192, seed=0, progress
         (skipped if ratio is None else done).append(layer)
         if ratio is not None:
             gains.append(ratio)
-        if progress and (len(done) + len(skipped)) % 10 == 0:
-            progress(f"AdaRound: {len(done) + len(skipped)} layers")
+        bar.step()
 
     handles = [m.register_forward_pre_hook(pre_hook) for m in model.modules()
                if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     batch = torch.cat(inputs, 0)
     try:
-        with torch.no_grad():   # one pass: each layer sees the outputs of the rounded layers before it
-            model(batch)
+        with console.progress(len(handles), "AdaRound: rounding", "layer",
+                              enabled=console.shows_progress(progress)) as bar, torch.no_grad():
+            model(batch)   # one pass: each layer sees the outputs of the rounded layers before it
     finally:
         for h in handles:
             h.remove()

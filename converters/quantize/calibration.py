@@ -31,6 +31,7 @@ import os
 
 import numpy as np
 
+from edge import console
 from edge.errors import InputError
 from edge.preprocess import IMAGE_SUFFIXES, load_image
 
@@ -189,12 +190,13 @@ def load_calibration(folder, spec, count=100, input_shape=None, layout=None, pro
     spec = resolve_spec(spec, input_shape, layout)
     files = list_calibration_images(folder, count)
     tensors = []
-    n = len(files)
-    step = max(1, n // 10)
-    for i, f in enumerate(files, 1):
-        tensors.append(preprocess_image(f, spec))
-        if progress and (i == n or i % step == 0):
-            progress(f"calibration: {i}/{n} images loaded")
+    with console.progress(len(files), "calibration: loading images", "image",
+                          enabled=console.shows_progress(progress)) as bar:
+        for f in files:
+            tensors.append(preprocess_image(f, spec))
+            bar.step()
+    if progress:
+        progress(f"calibration: {len(files)} images loaded")
     return CalibrationSet(folder, files, spec, tensors)
 
 

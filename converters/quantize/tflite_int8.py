@@ -7,6 +7,7 @@ uint8 or int8 I/O through one QUANTIZE at each end -- the layout the Edge TPU co
 
 import collections
 
+from edge import console
 from edge.errors import EdgeportError, MissingDependency, first_line, require
 
 
@@ -250,8 +251,15 @@ def quantize_tflite(float_bytes, cal, io_dtype, progress):
     try:
         calib = tfl_calibrator.Calibrator(tfl_calibrator.add_intermediate_tensors(float_bytes))
         progress(f"quantizing: calibrating on {len(cal)} {cal.unit}")
-        return calib.calibrate_and_quantize(cal.representative_dataset, io, io, False,
-                                            activations_type=tf.int8, bias_type=tf.int32)
+        with console.progress(len(cal), "quantizing: calibrating", cal.unit.rstrip("s"),
+                              enabled=console.shows_progress(progress)) as bar:
+            def counted():
+                for sample in cal.representative_dataset():
+                    yield sample
+                    bar.step()
+
+            return calib.calibrate_and_quantize(counted, io, io, False,
+                                                activations_type=tf.int8, bias_type=tf.int32)
     except Exception as e:
         what, hint = quantizer_failure(e)
         raise EdgeportError(f"TFLite full-integer quantization failed: {what}", hint) from None

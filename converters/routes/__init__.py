@@ -13,4 +13,6 @@
 May import: edge/, the converters root, converters.quantize, converters.toolenv. Never validation/ or edgetpu/
 (a route writes one artefact; checking it is the pipeline's job), never edgeport/.
 Frameworks are imported inside functions only.
+
+Imports: edge, converters, converters.quantize, converters.toolenv
 """

@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import time
 
+from edge import console
 from edge.errors import EdgeportError, InputError
 
 from converters import formats
@@ -244,9 +245,11 @@ def onnx_to_tflite(source, output_path, options):
         out_dir = os.path.join(work, "out")
         options.progress(f"onnx2tf: {source.name} -> TFLite float (in {env.path})")
         try:
-            toolenv.run(env, ["-i", src, "-o", out_dir, "-coion", "-n"] + args, cwd=work,
-                        timeout=options.timeout if options.timeout and options.timeout > DEFAULT_TIMEOUT
-                        else DEFAULT_TIMEOUT, log_path=log_path)
+            with console.ticking(f"onnx2tf: converting {source.name}",
+                                 enabled=console.shows_progress(options.progress)):
+                toolenv.run(env, ["-i", src, "-o", out_dir, "-coion", "-n"] + args, cwd=work,
+                            timeout=options.timeout if options.timeout and options.timeout > DEFAULT_TIMEOUT
+                            else DEFAULT_TIMEOUT, log_path=log_path)
         except EdgeportError:
             where = failed_node(log_path, model)
             if where is None:

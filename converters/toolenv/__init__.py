@@ -19,6 +19,8 @@ was interrupted is removed and redone. Two edgeport processes never build the sa
 at once (a lock beside it).
 
 May import: edge/ and the converters root only; routes drive it.
+
+Imports: edge, converters
 """
 
 import contextlib

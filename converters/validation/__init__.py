@@ -9,4 +9,6 @@
 
 May import: edge/, the converters root, routes' loaders (tf_loading, torch_loading),
 quantize/ and edgetpu/ (the analyzer). Never edgeport/.
+
+Imports: edge, converters, converters.routes, converters.quantize, converters.edgetpu
 """

@@ -34,6 +34,7 @@ def _build(name, module, subparsers):
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     # SUPPRESS: no default here, or it would reset `edgeport --debug CMD` to False.
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     mod.configure(p)
     p.set_defaults(_run=mod.run)
 
@@ -45,6 +46,7 @@ def build_parser(only=None, prog="edgeport"):
                "'edgeport COMMAND --help' for each command.")
     parser.add_argument("--version", action="version", version=f"edgeport {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in COMMANDS.items():
         if only is None or name == only:
@@ -52,18 +54,31 @@ def build_parser(only=None, prog="edgeport"):
     return parser
 
 
+VERBOSE_HELP = ("show the frameworks' own output (banners, warnings, INFO lines), hidden by default; "
+                "also EDGEPORT_VERBOSE=1")
+
+
 def run_parsed(args):
-    """Run a parsed command: its exit code. With --json, stdout gets exactly one JSON document
-    whatever happens (see edgeport.cli.output.one_document)."""
-    if not getattr(args, "json", False):
-        return _run(args)
+    """Run the command with the frameworks' chatter hidden (edge.console.quiet) unless
+    --verbose; a failing command still shows the error lines the tools printed. With --json,
+    stdout gets exactly one JSON document whatever happens (see edgeport.cli.output.one_document)."""
+    from edge.console import quiet, set_plain
+
+    set_plain(getattr(args, "json", False))   # --json: progress as plain lines, even on a terminal
+    code = [0]
+    with quiet(verbose=getattr(args, "verbose", False), failed=lambda: code[0] != 0):
+        code[0] = _run_json(args) if getattr(args, "json", False) else _run_command(args)
+    return code[0]
+
+
+def _run_json(args):
     from edgeport.cli.output import captured_stdout, one_document
 
     failure = []
     code, out = 1, None
     try:
         with captured_stdout() as out:
-            code = _run(args, failure.append)
+            code = _run_command(args, failure.append)
     finally:  # also when --debug re-raises: the document first, then the traceback
         _write_json(one_document(getattr(args, "command", None) or "edgeport", code, out.text if out else "",
                                  failure[0] if failure else None, _models_of(args)))
@@ -87,7 +102,7 @@ def _models_of(args):
     return [m for m in value if isinstance(m, str)] if isinstance(value, list) else []
 
 
-def _run(args, on_failure=lambda message: None):
+def _run_command(args, on_failure=lambda message: None):
     from edge.errors import EdgeportError
 
     try:
@@ -163,6 +178,7 @@ def _short_form(command):
         parser = Parser(prog=command, description=getattr(mod, "DESCRIPTION", mod.HELP),
                         formatter_class=argparse.RawDescriptionHelpFormatter)
         parser.add_argument("--debug", action="store_true", help="show tracebacks")
+        parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
         mod.configure(parser)
         parser.set_defaults(_run=mod.run)
         try:

@@ -19,6 +19,8 @@ def configure(p):
     add_device(p, device_help="auto, cpu or an Edge TPU spec (TFLite only)")
     add_json(p)
     p.add_argument("--plot", metavar="FILE.png", help="write a latency plot (needs matplotlib)")
+    p.add_argument("--report", metavar="FILE.html",
+                   help="write a self-contained HTML report (summary table and latency chart)")
     from edgeport.cli.inputs import add_input_args  # realworld: --input-shapes, --val-range, --data
 
     add_input_args(p)
@@ -40,6 +42,10 @@ def run(args):
         from edge.files import check_output
 
         check_output(args.plot, "plot")
+    if args.report:
+        from edge.files import check_output
+
+        check_output(args.report, "report")
     overrides = overrides_from_args(args)
 
     def feeder_for(model):
@@ -78,6 +84,10 @@ def run(args):
                     print(f"note: {printable(note)}", file=sys.stderr)
     if args.plot:
         plot(results, args.plot)
+    if args.report:
+        from edge.html import bench_page, write_html
+
+        write_html(args.report, bench_page([r for r in results if r.get("status") == "ran"]))
     if args.json:
         mark_input_differences(results)
         return emit_json("bench", code, models=results, **({"plot": args.plot} if args.plot else {}))

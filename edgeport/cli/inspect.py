@@ -25,6 +25,9 @@ def configure(p):
     p.add_argument("--min-runtime-version", type=positive_int, default=None, metavar="N",
                    help="with --edgetpu: leave ops that need a newer Edge TPU runtime on the CPU "
                         "(integer >= 1)")
+    p.add_argument("--report", metavar="FILE.html",
+                   help="write a self-contained HTML report; with --edgetpu it draws the op sequence "
+                        "coloured by placement, the first op on the CPU and what would keep it on the TPU")
     add_json(p)
 
 
@@ -32,7 +35,15 @@ def run(args):
     import converters.validation.inspect as _lib
     from edgeport.cli.output import emit_json
 
+    if args.report:
+        from edge.files import check_output
+
+        check_output(args.report, "report")
     d = _lib.describe(args.model, args.edgetpu, args.min_runtime_version)
+    if args.report:
+        from converters.validation.html import inspect_page, write_html
+
+        write_html(args.report, inspect_page(d))
     if args.json:
         return emit_json("inspect", 0, **d)
     print(_lib.format_text(d))
