@@ -174,8 +174,17 @@ def plan_each(source_format, targets, options):
     routes, refused = {}, {}
     for t in targets:
         try:
-            route = plan_route(source_format, t, options)
-            check_needs({t: route}, options)
+            route = plan_route(source_format, t)
+            try:
+                check_needs({t: route}, options)
+            except InputError as missing:
+                # the cheapest route needs an option not given (a direct PyTorch -> int8 needs
+                # photos): take the cheapest route whose every step has what it needs (e.g.
+                # PyTorch -> TFLite float -> int8 calibrated on --data), else say why not
+                try:
+                    route = plan_route(source_format, t, usable=lambda c: not c.missing(options))
+                except InputError:
+                    raise missing from None
             routes[t] = route
         except InputError as e:
             refused[t] = e

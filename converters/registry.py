@@ -98,24 +98,12 @@ def conversions():
     return sorted(load_registry().values(), key=lambda c: (c.source, c.target))
 
 
-def plan_route(source, target, options=None):
-    """The cheapest list of Conversions from format `source` to format `target` (Dijkstra).
-
-    Given `options`, only conversions whose needs the options meet are used (a route that
-    calibrates on --data arrays beats a cheaper one that needs --calibration images); when no
-    such route exists the cheapest route is returned, and check_needs names what it misses."""
-    if options is not None:
-        try:
-            return _cheapest(source, target, lambda c: not c.missing(options))
-        except InputError:
-            pass
-    return _cheapest(source, target, lambda c: True)
-
-
-def _cheapest(source, target, usable):
+def plan_route(source, target, usable=None):
+    """The cheapest list of Conversions from format `source` to format `target` (Dijkstra),
+    using only the conversions `usable(c)` accepts when it is given."""
     graph = {}
     for c in load_registry().values():
-        if usable(c):
+        if usable is None or usable(c):
             graph.setdefault(c.source, []).append(c)
     if source == target:
         return []

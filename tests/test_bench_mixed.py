@@ -82,3 +82,18 @@ def test_rows_that_ran_different_shapes_say_so(capsys, tiny, tmp_path):
     code, out, err = run_cli(capsys, "bench", src, tiny["float"], "--runs", "2", "--warmup", "0",
                              "--input-shapes", "image:[1,3,16,16]")
     assert code == 0 and "differs" not in out
+
+
+def test_sidecar_recorded_source_name_is_used(capsys, tiny, tmp_path):
+    """`convert` records each artefact's input names against the source's (`input_names`);
+    bench takes the user's source name through that record before any guess."""
+    import shutil
+
+    model = tmp_path / "m.tflite"
+    shutil.copy(tiny["float"], model)
+    (tmp_path / "m.tflite.edgeport.json").write_text(json.dumps(
+        {"input_names": {"names": {"serving_default_image:0": "pixels"}, "matched": "name"}}))
+    code, out, err = run_cli(capsys, "bench", model, "--runs", "2", "--warmup", "0",
+                             "--input-shapes", "pixels:[1,16,16,3]")
+    assert code == 0, err
+    assert "'pixels' is this model's 'serving_default_image:0' (recorded in its sidecar)" in err

@@ -28,13 +28,13 @@ def test_planner_takes_a_route_the_options_can_run(given):
     """Over every source and target: when some route's needs are all met by the options, the
     plan is such a route (never a cheaper one that is then refused for a missing flag)."""
     from converters.pipeline import plan_each
-    from converters.registry import _cheapest
+    from converters.registry import plan_route
 
     options = ConvertOptions(**given)
     checked = 0
     for src, tgt in _pairs():
         try:
-            runnable = _cheapest(src, tgt, lambda c: not c.missing(options))
+            runnable = plan_route(src, tgt, usable=lambda c: not c.missing(options))
         except Exception:
             continue  # no route these options can run: the refusal names the flag (tested elsewhere)
         routes, refused = plan_each(src, [tgt], options)

@@ -9,7 +9,7 @@ silently:
 
   1. a name the model has is used as is;
   2. a name recorded in the model's sidecar as the source name of one of its inputs
-     (`inputs[i].source_name`, or `input_names` {model name: source name});
+     (`input_names.names` {model name: source name}, as `convert` records it);
   3. the same name once TensorFlow's mangling is dropped (`serving_default_x:0` ~ `x`);
   4. by position, when the user named as many inputs as the model has and no name matched.
 
@@ -35,9 +35,11 @@ def _recorded_names(sidecar):
     out = {}
     if not isinstance(sidecar, dict):
         return out
-    names = sidecar.get("input_names")
+    names = sidecar.get("input_names")   # {"names": {artefact name: source name}, "matched": ...}
+    if isinstance(names, dict) and isinstance(names.get("names"), dict):
+        names = names["names"]
     if isinstance(names, dict):
-        out.update({str(k): str(v) for k, v in names.items() if isinstance(v, str)})
+        out.update({str(k): str(v) for k, v in names.items() if isinstance(k, str) and isinstance(v, str)})
     for entry in sidecar.get("inputs") or []:
         if isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("source_name"), str):
             out[entry["name"]] = entry["source_name"]
