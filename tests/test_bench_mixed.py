@@ -68,6 +68,12 @@ def test_position_is_the_said_fallback(capsys, tiny):
                              "--input-shapes", "pixels:[1,16,16,3]")
     assert code == 0, err
     assert "by position" in err and "'pixels'" in err
+    # a mapped shape the model then refuses: its row names the mapping with the failure
+    code, out, err = run_cli(capsys, "bench", tiny["float"], tiny["uint8"], "--runs", "2", "--warmup", "0",
+                             "--input-shapes", "pixels:[1,20,20,3]", "--json")
+    rows = json.loads(out)["models"]
+    assert code == 2 and all(r["status"] == "failed" for r in rows)
+    assert all("by position" in r["reason"] and "'pixels'" in r["reason"] for r in rows)
 
 
 def test_rows_that_ran_different_shapes_say_so(capsys, tiny, tmp_path):

@@ -48,10 +48,13 @@ def run(args):
         check_output(args.report, "report")
     overrides = overrides_from_args(args)
 
+    mapped = {}   # model -> the mappings made for it (named again if it then fails)
+
     def feeder_for(model):
         """The user's inputs in this model's names and layout (a note for each mapping made)."""
         def feed(inputs, rng):
             ov, notes = for_model(overrides, inputs, read_sidecar(model))
+            mapped[model] = notes
             feeds, shapes, more = feeder(ov)(inputs, rng)
             return feeds, shapes, notes + list(more)
         return feed
@@ -75,7 +78,8 @@ def run(args):
                     raise
                 # one model of a list that cannot run: its row says why, the others still run
                 print(f"error: {e}", file=sys.stderr)
-                results.append({"model": model, "status": "failed", "reason": str(e), "exit_code": e.exit_code})
+                reason = str(e) + "".join(f"; {n}" for n in mapped.get(model, ()))
+                results.append({"model": model, "status": "failed", "reason": reason, "exit_code": e.exit_code})
                 code = max(code, e.exit_code)
                 break
             results[-1]["status"] = "ran"
