@@ -170,7 +170,16 @@ def plan_each(source_format, targets, options):
     for t in targets:
         try:
             route = plan_route(source_format, t)
-            check_needs({t: route}, options)
+            try:
+                check_needs({t: route}, options)
+            except InputError as missing:
+                # the cheapest route needs an option not given (a direct PyTorch -> int8 needs
+                # photos): take the cheapest route whose every step has what it needs (e.g.
+                # PyTorch -> TFLite float -> int8 calibrated on --data), else say why not
+                try:
+                    route = plan_route(source_format, t, usable=lambda c: not c.missing(options))
+                except InputError:
+                    raise missing from None
             routes[t] = route
         except InputError as e:
             refused[t] = e
@@ -316,13 +325,20 @@ def _run_hop(current, conv, final, route, options, progress, validate=False, int
         quiet_frameworks()
         with atomic_output(final) as tmp:
             with _tool_output(options.quiet):
-                returned = conv.func(current, tmp, options) or {}
+                from converters.validation.names import options_in_model_names
+
+                returned = conv.func(current, tmp, options_in_model_names(options, current)) or {}
                 if fmt in (formats.TFLITE, formats.TFLITE_INT8):  # kept only if plain LiteRT runs it
                     from converters.litert_check import require_plain_litert
 
                     require_plain_litert(tmp, f"the {fmt} model made by {conv.name}")
             seconds = time.perf_counter() - t0
             md = _metadata(block, current, conv, options, returned, seconds)
+            from converters.validation.names import KEY as NAMES_KEY, record_names
+
+            names = record_names(current, Artefact(tmp, fmt, md), options)  # one name per input
+            if names:
+                md[NAMES_KEY] = names
             from converters import metadata
 
             metadata.embed(tmp, fmt, md)

@@ -1,0 +1,148 @@
+"""One name per input across every hop: each artefact's sidecar maps its own input tensor
+names to the source model's names, and every runner made by `runner_for` speaks the source's
+names through that map. So --input-shapes, --data and --val-range keyed by the source's names
+(a TorchScript forward's `x`, an ONNX graph's `images`) work on every artefact, and `convert`
+and `validate` pair inputs the same way.
+
+Sidecar block (`input_names`):
+    {"names": {"serving_default_x:0": "x", ...},    # artefact tensor name -> source name
+     "matched": "name" | "position"}                  # how: by name; position only as fallback
+"""
+
+import re
+
+KEY = "input_names"
+
+
+def name_map(metadata):
+    """{artefact tensor name: source name} from a sidecar dict; {} when it records none."""
+    block = (metadata or {}).get(KEY)
+    names = block.get("names") if isinstance(block, dict) else None
+    if not isinstance(names, dict):
+        return {}
+    return {k: v for k, v in names.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def apply_name_map(runner, mapping):
+    """Make `runner` speak the source's input names (its input_metadata, infer feeds and the
+    per-input queries runners have); unchanged when the map is empty or the identity."""
+    mapping = {k: v for k, v in (mapping or {}).items() if k != v}
+    if not mapping or len(set(mapping.values())) != len(mapping):
+        return runner
+    back = {v: k for k, v in mapping.items()}
+    raw_metadata, raw_infer, raw_dims = runner.input_metadata, runner._infer, runner.dim_names
+
+    def input_metadata():
+        return [m._replace(name=mapping.get(m.name, m.name)) for m in raw_metadata()]
+
+    def _infer(feed):
+        return raw_infer({back.get(k, k): v for k, v in feed.items()})
+
+    def dim_names():
+        return {mapping.get(k, k): v for k, v in (raw_dims() or {}).items()}
+
+    runner.input_metadata, runner._infer, runner.dim_names = input_metadata, _infer, dim_names
+    kinds = getattr(runner, "input_kinds", None)
+    if callable(kinds):
+        runner.input_kinds = lambda: {mapping.get(k, k): v for k, v in (kinds() or {}).items()}
+    runner.name_map = dict(mapping)
+    return runner
+
+
+def _norm(name):
+    """'serving_default_x:0' -> 'x'; 'input.1' -> 'input_1': the name without the decorations
+    converters add (TFLite signature prefix, tensor index suffix)."""
+    n = re.sub(r":\d+$", "", name)
+    n = re.sub(r"^(serving_default_|StatefulPartitionedCall_?)", "", n)
+    return re.sub(r"[^0-9A-Za-z]+", "_", n).strip("_").lower()
+
+
+def match_names(source_names, artefact_names):
+    """{'names': {artefact name: source name}, 'matched': how} pairing each artefact input with
+    one source input: same name, else same name once decorations are stripped, else (the
+    recorded fallback) the same position among the unmatched; None when the counts differ."""
+    if len(source_names) != len(artefact_names) or not artefact_names:
+        return None
+    mapping, free = {}, list(source_names)
+    for a in artefact_names:
+        if a in free:
+            mapping[a] = a
+            free.remove(a)
+    for a in artefact_names:
+        if a in mapping:
+            continue
+        same = [s for s in free if _norm(s) == _norm(a)]
+        if len(same) == 1:
+            mapping[a] = same[0]
+            free.remove(same[0])
+    how = "name"
+    for a in artefact_names:
+        if a not in mapping:
+            mapping[a] = free.pop(0)
+            how = "position"
+    return {"names": mapping, "matched": how}
+
+
+def public_input_names(artefact, options):
+    """The source's names of `artefact`'s inputs, in the artefact's order (its runner, through
+    the artefact's own map); None when they cannot be read."""
+    from converters.validation.runners import runner_for
+
+    try:
+        runner = runner_for(artefact, torch_model=getattr(options, "torch_model", None),
+                            input_shape=getattr(options, "input_shape", None),
+                            trust_pickle=getattr(options, "trust_pickle", False),
+                            keras_unsafe=getattr(options, "keras_unsafe", False),
+                            overrides=getattr(options, "input_overrides", None))
+        with runner:
+            return [m.name for m in runner.input_metadata()]
+    except Exception:  # noqa: BLE001 - a model whose inputs cannot be read keeps no map
+        return None
+
+
+def record_names(current, converted, options):
+    """The `input_names` block for `converted`, made from hop source `current`; None when
+    either side's inputs cannot be read."""
+    from converters import formats
+
+    if converted.format == formats.EDGETPU:   # the compiler keeps the int8 model's tensors
+        inherited = (current.metadata or {}).get(KEY)
+        return dict(inherited) if isinstance(inherited, dict) else None
+    cached = getattr(current, "_public_inputs", None)
+    source_names = cached if cached is not None else public_input_names(current, options)
+    if source_names is None:
+        return None
+    current._public_inputs = source_names
+    raw = dict(converted.metadata)
+    raw.pop(KEY, None)
+    from converters.artefact import Artefact
+
+    artefact_names = public_input_names(Artefact(converted.path, converted.format, raw), options)
+    if artefact_names is None:
+        return None
+    block = match_names(source_names, artefact_names)
+    if block is not None:
+        converted._public_inputs = [block["names"][a] for a in artefact_names]
+    return block
+
+
+def options_in_model_names(options, artefact):
+    """`options` with --input-shapes/--val-range/--data keyed by `artefact`'s own tensor names
+    (the user gives the source's): a copy when the artefact's map renames an input, else
+    `options` itself. A converter reading its source's inputs by name then finds them."""
+    import copy
+    import dataclasses
+
+    mapping = {k: v for k, v in name_map(artefact.metadata).items() if k != v}
+    ov = getattr(options, "input_overrides", None)
+    if not mapping or not ov:
+        return options
+    back = {v: k for k, v in mapping.items()}
+
+    def rekey(d):
+        return {back.get(k, k): v for k, v in d.items()} if d else d
+
+    out = copy.copy(options)
+    out.input_overrides = dataclasses.replace(ov, shapes=rekey(ov.shapes), ranges=rekey(ov.ranges),
+                                              data=rekey(ov.data))
+    return out
