@@ -23,6 +23,34 @@ def name_map(metadata):
     return {k: v for k, v in names.items() if isinstance(k, str) and isinstance(v, str)}
 
 
+def input_quantization(metadata):
+    """{artefact tensor name: (scale, zero_point)} recorded for integer inputs that carry no
+    quantization parameters of their own (tf2onnx's plain uint8 inputs); {} when none."""
+    block = (metadata or {}).get(KEY)
+    q = block.get("quantization") if isinstance(block, dict) else None
+    out = {}
+    for k, v in (q.items() if isinstance(q, dict) else ()):
+        if (isinstance(k, str) and isinstance(v, list) and len(v) == 2
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+                and v[0] > 0):
+            out[k] = (float(v[0]), int(v[1]))
+    return out
+
+
+def apply_input_quantization(runner, quant):
+    """Give `runner`'s parameterless integer inputs the recorded (scale, zero_point)."""
+    if not quant:
+        return runner
+    raw_metadata = runner.input_metadata
+
+    def input_metadata():
+        return [m._replace(scale=quant[m.name][0], zero_point=quant[m.name][1])
+                if m.name in quant and not m.scale else m for m in raw_metadata()]
+
+    runner.input_metadata = input_metadata
+    return runner
+
+
 def apply_name_map(runner, mapping):
     """Make `runner` speak the source's input names (its input_metadata, infer feeds and the
     per-input queries runners have); unchanged when the map is empty or the identity."""
@@ -83,9 +111,9 @@ def match_names(source_names, artefact_names):
     return {"names": mapping, "matched": how}
 
 
-def public_input_names(artefact, options):
-    """The source's names of `artefact`'s inputs, in the artefact's order (its runner, through
-    the artefact's own map); None when they cannot be read."""
+def public_inputs(artefact, options):
+    """[TensorMeta] of `artefact`'s inputs under the source's names, in the artefact's order
+    (its runner, through the artefact's own map); None when they cannot be read."""
     from converters.validation.runners import runner_for
 
     try:
@@ -95,7 +123,7 @@ def public_input_names(artefact, options):
                             keras_unsafe=getattr(options, "keras_unsafe", False),
                             overrides=getattr(options, "input_overrides", None))
         with runner:
-            return [m.name for m in runner.input_metadata()]
+            return list(runner.input_metadata())
     except Exception:  # noqa: BLE001 - a model whose inputs cannot be read keeps no map
         return None
 
@@ -109,20 +137,31 @@ def record_names(current, converted, options):
         inherited = (current.metadata or {}).get(KEY)
         return dict(inherited) if isinstance(inherited, dict) else None
     cached = getattr(current, "_public_inputs", None)
-    source_names = cached if cached is not None else public_input_names(current, options)
-    if source_names is None:
+    source = cached if cached is not None else public_inputs(current, options)
+    if source is None:
         return None
-    current._public_inputs = source_names
+    current._public_inputs = source
     raw = dict(converted.metadata)
     raw.pop(KEY, None)
     from converters.artefact import Artefact
 
-    artefact_names = public_input_names(Artefact(converted.path, converted.format, raw), options)
-    if artefact_names is None:
+    mine = public_inputs(Artefact(converted.path, converted.format, raw), options)
+    if mine is None:
         return None
-    block = match_names(source_names, artefact_names)
-    if block is not None:
-        converted._public_inputs = [block["names"][a] for a in artefact_names]
+    block = match_names([m.name for m in source], [m.name for m in mine])
+    if block is None:
+        return None
+    # an integer input without parameters (tf2onnx's plain uint8) keeps the source's
+    # (scale, zero_point), so every later hop can still feed it images
+    by_name = {m.name: m for m in source}
+    quant = {}
+    for m in mine:
+        s = by_name.get(block["names"][m.name])
+        if (s is not None and not m.scale and s.scale and m.dtype == s.dtype
+                and m.dtype.kind in "iu"):
+            quant[m.name] = [s.scale, s.zero_point]
+    if quant:
+        block["quantization"] = quant
     return block
 
 
