@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from converters.validation.names import apply_name_map, match_names
+from converters.names import match_names
+from converters.validation.names import apply_name_map
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
