@@ -417,13 +417,21 @@ def _run_hop(current, conv, final, route, options, progress, validate=False, int
         quiet_frameworks()
         with atomic_output(final) as tmp:
             with _tool_output(options.quiet):
-                returned = conv.func(current, tmp, options) or {}
+                from converters.names import options_in_model_names
+
+                returned = conv.func(current, tmp, options_in_model_names(options, current)) or {}
                 if fmt in (formats.TFLITE, formats.TFLITE_INT8):  # kept only if plain LiteRT runs it
                     from converters.litert_check import require_plain_litert
 
                     require_plain_litert(tmp, f"the {fmt} model made by {conv.name}")
             seconds = time.perf_counter() - t0
             md = _metadata(block, current, conv, options, returned, seconds)
+            from converters.names import KEY as NAMES_KEY
+            from converters.validation.names import record_names
+
+            names = record_names(current, Artefact(tmp, fmt, md), options)  # one name per input
+            if names:
+                md[NAMES_KEY] = names
             from converters import metadata
 
             metadata.embed(tmp, fmt, md)

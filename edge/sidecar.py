@@ -127,6 +127,11 @@ def schema_problem(data):
         problem = rescale_problem(data["output_rescale"])
         if problem:
             return problem
+    names = data.get("input_names")
+    if names is not None and not (isinstance(names, dict) and isinstance(names.get("names"), dict)
+                                  and all(isinstance(k, str) and isinstance(v, str)
+                                          for k, v in names["names"].items())):
+        return "'input_names' is not a map of tensor names"
     opset = data.get("opset")
     if opset is not None and not (isinstance(opset, int) and not isinstance(opset, bool)):
         return "'opset' is not a number"

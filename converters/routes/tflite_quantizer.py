@@ -98,7 +98,10 @@ def load_samples(model, source, options):
             raise InputError(f"calibration tensors have shape {list(cal.tensors[0].shape)}, the model's "
                              f"input is {shape}", "check --size and --layout")
         return cal, shape, {k: cal.spec[k] for k in ("size", "layout", "mean", "std") if k in cal.spec}
-    inputs = float_inputs(model, source.name)
+    from converters.names import name_map
+
+    public = name_map(source.metadata)   # --data is keyed by the source model's input names
+    inputs = [(public.get(n, n), s, d) for n, s, d in float_inputs(model, source.name)]
     cal = load_array_calibration(data, inputs, count=options.calibration_count,
                                  progress=options.progress)
     shapes = [list(x.shape) for x in cal.samples[0]]

@@ -47,9 +47,9 @@ from converters.quantize.adaround import adaround
 from converters.quantize.packed_outputs import normalize_for_int8
 from converters.quantize.tflite_int8 import bias_correct, op_histogram, quantize_tflite
 from converters.routes.torch_loading import (exported_inputs, fix_script_arguments, flatten_outputs,
-                                             import_torch, input_shape, load_source, plan_script_call,
-                                             program_module, schema_text, script_arguments,
-                                             state_attributes)
+                                             forward_input_names, import_torch, input_shape, load_source,
+                                             plan_script_call, program_module, schema_text,
+                                             script_arguments, state_attributes)
 
 DEFAULT_OPSET = 17
 PLACEHOLDER_OTHER = 32   # converters.validation.signature's placeholder for a non-batch dimension
@@ -151,8 +151,11 @@ def _load(source, options):
         shape = shapes.get(args[0].name) or shapes.get(None)
         if shape and not options.input_shape:
             options.input_shape = tuple(shape)
+    name = (forward_input_names(model, ep) or ["input"])[0]   # the source's own name
+    if args is None and ov is not None and name in dict(ov.shapes) and not options.input_shape:
+        options.input_shape = tuple(dict(ov.shapes)[name])      # a Python module's forward(x)
     shape = input_shape(options, source, ep)
-    return model, ep, _Forward(model, ["input"], (_example(shape),))
+    return model, ep, _Forward(model, [name], (_example(shape, 0, None, ranges(name)),))
 
 
 def _exported_shapes(users, overrides):

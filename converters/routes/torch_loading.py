@@ -297,6 +297,28 @@ def script_arguments(model):
         return None
 
 
+def forward_input_names(model, exported=None):
+    """The names a PyTorch model gives its inputs, from the model itself: a .pt2's signature,
+    a TorchScript forward's schema (argument names, e.g. 'x'), else the Python forward's
+    parameters (inspect.signature); None when none can be read. Every hop's input names follow
+    these, so --input-shapes/--data/--val-range keyed by them work on every artefact."""
+    if exported is not None:
+        users = exported_inputs(exported)
+        return [n for n, _, _ in users] if users else None
+    args = script_arguments(model)
+    if args is not None:
+        return [a.name for a in args] or None
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError, AttributeError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    names = [p.name for p in params if p.kind in kinds]
+    return names or None
+
+
 def schema_text(args):
     """'(x: Tensor, sr: int)'."""
     return "(" + ", ".join(f"{a.name}: {a.type}" for a in args) + ")"
