@@ -82,7 +82,10 @@ def _outcomes():
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_outcome_prints_one_document(capsys, monkeypatch, command, outcome):
     run, want = _outcomes()[outcome]
-    monkeypatch.setattr(importlib.import_module(COMMANDS[command]), "run", run)
+    module = importlib.import_module(COMMANDS[command])
+    monkeypatch.setattr(module, "run", run)
+    # the stand-in commands read no file: their (nonexistent) paths are not declared either
+    monkeypatch.setattr(module, "files", lambda args, run: None)
     code, out, err = run_cli(capsys, *_argv(command))
     assert code == want, err
     doc = one_document(command, code, out)
