@@ -220,5 +220,18 @@ run_combo() {  # NAME PIP-ARGS... (SRC stands for the checkout)
 run_combo litert "'SRC[edge]'"
 run_combo tflite-runtime "SRC tflite-runtime 'numpy<2'"
 
+say "checks done: $passed passed, $failed failed"
+
+# On request, the camera-photo benchmark inside the emulated Pi (figures labelled "emulated":
+# qemu translates every instruction, so they say nothing about a real Pi's speed, only that the
+# ratios hold on arm64 code paths). Photos are made on the host, where it is fast.
+if [ "${EDGEPORT_PI_BENCH:-0}" = 1 ] && [ -x "$ROOT/venv-litert/bin/python" ]; then
+  "$WORK/pillow/bin/python" scripts/bench_photos.py --prepare-only --out "$ROOT/benchphotos" \
+    --photos "${EDGEPORT_PI_BENCH_PHOTOS:-6}" --holdout "${EDGEPORT_PI_BENCH_HOLDOUT:-20}" >/dev/null
+  inroot /venv-litert/bin/python /src/scripts/bench_photos.py --label emulated --out /benchphotos \
+    --model /fixtures/mobilenet_v1_0.25_128_quant.tflite \
+    --photos "${EDGEPORT_PI_BENCH_PHOTOS:-6}" --holdout "${EDGEPORT_PI_BENCH_HOLDOUT:-20}" 2>&1 | grep -v '^INFO'
+fi
+
 echo "pi: $passed passed, $failed failed (emulated arm64 Debian 12, $(( (SECONDS - START) / 60 )) min $(( (SECONDS - START) % 60 )) s)"
 [ "$failed" = 0 ]
