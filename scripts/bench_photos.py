@@ -1,0 +1,201 @@
+"""Camera photos end to end: edgeport's classify path against pycoral's example, in one process.
+
+    python scripts/bench_photos.py [--model M.tflite] [--photos N] [--holdout N] [--out DIR] [--label L]
+
+(.ci/pi.sh runs it inside the emulated Pi with EDGEPORT_PI_BENCH=1, labelled "emulated".)
+
+1. Makes 12 MP camera JPEGs (4000x3000, quality 90, EXIF orientation: portrait photos are
+   stored rotated with orientation 6, as a phone does) from the bundled photos (images/).
+2. Photos per second over that folder, each method with the same interpreter, interleaved in
+   rounds of a few photos so that machine load hits every method alike:
+   - pycoral: classify_image.py's preprocessing, `Image.open(p).convert('RGB').resize(size,
+     Image.LANCZOS)`, one photo after the other (it ignores EXIF orientation);
+   - edgeport --exact-decode, serial: full decode + EXIF + LANCZOS (what classify did before);
+   - edgeport, serial: draft-mode decode;
+   - edgeport classify: draft-mode decode on worker threads while the interpreter runs
+     (edge.pipeline.decode_ahead), as `classify -i FOLDER` does.
+3. Top-1 agreement of the draft decode with the exact decode on the held-out photos
+   (images/holdout/, scripts/collect_holdout.py), made 12 MP the same way.
+4. Peak memory (VmHWM) of a fresh process classifying the folder with each method.
+Targets (issue): edgeport >= 4x pycoral's photos/s on 2 cores, agreement >= 99%, peak memory
+no higher than the exact serial decode.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+DEFAULT_MODEL = os.path.join(REPO, "..", "shared", "fixtures", "coral", "mobilenet_v1_0.25_128_quant.tflite")
+
+
+def camera_copy(src, out):
+    """`src` as a 12 MP camera JPEG at `out` (upright content = the photo, upscaled)."""
+    from PIL import Image
+
+    with Image.open(src) as im:
+        im = im.convert("RGB")
+        portrait = im.height > im.width
+        big = im.resize((3000, 4000) if portrait else (4000, 3000), Image.BICUBIC)
+    exif = Image.Exif()
+    if portrait:  # stored as the sensor saw it (landscape), shown upright by orientation 6
+        big = big.transpose(Image.ROTATE_90)
+        exif[0x0112] = 6
+    else:
+        exif[0x0112] = 1
+    big.save(out, quality=90, exif=exif.tobytes())
+
+
+def make_folder(sources, folder):
+    os.makedirs(folder, exist_ok=True)
+    out = []
+    for s in sources:
+        dst = os.path.join(folder, os.path.splitext(os.path.basename(s))[0] + ".jpg")
+        if not os.path.exists(dst):
+            camera_copy(s, dst)
+        out.append(dst)
+    return out
+
+
+def classifier(model):
+    from edge.classify import Classifier
+    from edge.interpreter import make_interpreter
+
+    interp, info = make_interpreter(model)
+    return Classifier(interp), info
+
+
+def run_method(method, clf, photos, margins=False):
+    """Top-1 class id per photo, classified with `method` (with `margins`: (id, top-1 score
+    minus top-2 score) pairs)."""
+    from PIL import Image
+
+    from edge.pipeline import decode_ahead
+    from edge.preprocess import load_pixels
+
+    size = clf.preprocess.size
+    if method == "pycoral":
+        def load(p):
+            return clf.preprocess.array(Image.open(p).convert("RGB").resize(size, Image.LANCZOS))
+    elif method == "exact":
+        def load(p):
+            return clf.preprocess.array(load_pixels(p, size, exact=True))
+    else:
+        def load(p):
+            return clf.preprocess.array(load_pixels(p, size, exact=False))
+    workers = None if method == "pipeline" else 0
+    out = []
+    for _, pixels, error in decode_ahead(photos, load, workers=workers):
+        if error is not None:
+            raise error
+        if margins:
+            c = clf.classify(pixels, 2)
+            out.append((c[0].id, c[0].score - (c[1].score if len(c) > 1 else 0.0)))
+        else:
+            out.append(clf.classify(pixels, 1)[0].id)
+    return out
+
+
+METHODS = (("pycoral", "pycoral example (full decode, LANCZOS)"),
+           ("exact", "edgeport --exact-decode, serial"),
+           ("draft", "edgeport draft decode, serial"),
+           ("pipeline", "edgeport classify (draft + decode threads)"))
+
+
+def peak_memory_kb(method, model, folder):
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import os\n"
+            "from scripts.bench_photos import classifier, run_method\n"
+            "clf, _ = classifier(sys.argv[2])\n"
+            "photos = sorted(os.path.join(sys.argv[3], n) for n in os.listdir(sys.argv[3]))\n"
+            "run_method(sys.argv[4], clf, photos)\n"
+            "print(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])\n")
+    p = subprocess.run([sys.executable, "-c", code, REPO, model, folder, method],
+                       capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    if p.returncode:
+        return None
+    return int(p.stdout.split()[-1])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--photos", type=int, default=20, help="12 MP photos made from images/ (default 20)")
+    ap.add_argument("--holdout", type=int, default=127, help="held-out photos for agreement (default 127)")
+    ap.add_argument("--chunk", type=int, default=5, help="photos per interleaved round (default 5)")
+    ap.add_argument("--out", help="keep the generated photos here (default: a temporary folder)")
+    ap.add_argument("--label", default="", help="a label printed with the figures (e.g. emulated)")
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="only make the 12 MP photos in --out (needs Pillow only), then stop")
+    a = ap.parse_args(argv)
+
+    import platform
+
+    from edge.pipeline import default_workers
+
+    tmp = a.out or tempfile.mkdtemp(prefix="edgeport-bench-photos.")
+    images = sorted(os.path.join(REPO, "images", n) for n in os.listdir(os.path.join(REPO, "images"))
+                    if n.endswith(".jpg"))[: a.photos]
+    hold = sorted(os.path.join(REPO, "images", "holdout", n)
+                  for n in os.listdir(os.path.join(REPO, "images", "holdout")) if n.endswith(".jpg"))[: a.holdout]
+    t0 = time.perf_counter()
+    photos = make_folder(images, os.path.join(tmp, "camera"))
+    held = make_folder(hold, os.path.join(tmp, "holdout"))
+    made = time.perf_counter() - t0
+    if a.prepare_only:
+        print(f"{len(photos) + len(held)} photos made in {tmp} ({made:.0f} s)")
+        return 0
+
+    clf, info = classifier(a.model)
+    label = f" [{a.label}]" if a.label else ""
+    print(f"bench_photos{label}: {platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, "
+          f"Python {platform.python_version()}, {info.get('runtime')} on {info.get('device')}, "
+          f"model {os.path.basename(a.model)} ({clf.preprocess.size[0]}x{clf.preprocess.size[1]}), "
+          f"{default_workers()} decode threads")
+    print(f"{len(photos)} photos 4000x3000 JPEG q90 (made in {made:.0f} s from images/)")
+    run_method("draft", clf, photos[:2])  # warm up the interpreter and Pillow
+    # Interleaved: the folder in chunks, every method on each chunk in turn (order rotating),
+    # so that load from other processes on a shared machine hits all methods alike.
+    spent = {m: 0.0 for m, _ in METHODS}
+    chunks = [photos[i:i + a.chunk] for i in range(0, len(photos), a.chunk)]
+    for r, chunk in enumerate(chunks):
+        order = METHODS[r % len(METHODS):] + METHODS[:r % len(METHODS)]
+        for method, _ in order:
+            t = time.perf_counter()
+            run_method(method, clf, chunk)
+            spent[method] += time.perf_counter() - t
+    rates = {m: len(photos) / spent[m] for m in spent}
+    print(f"{'method':48s} {'photos/s':>9s} {'ms/photo':>9s} {'vs pycoral':>10s}")
+    for method, desc in METHODS:
+        print(f"{desc:48s} {rates[method]:9.2f} {1000 * spent[method] / len(photos):9.0f} "
+              f"{rates[method] / rates['pycoral']:9.2f}x")
+
+    exact = run_method("exact", clf, held, margins=True)
+    fast = run_method("draft", clf, held)
+    agree = sum(x[0] == y for x, y in zip(exact, fast))
+    print(f"top-1 agreement, draft vs exact decode, {len(held)} held-out photos at 12 MP: "
+          f"{agree}/{len(held)} ({agree / len(held):.1%})")
+    q = clf._quant[0] if clf._quant else None
+    gaps = sorted(m for (i, m), y in zip(exact, fast) if i != y)
+    if gaps:
+        unit = f" ({', '.join(f'{g / q:.0f}' for g in gaps)} output steps)" if q else ""
+        print(f"  where they differ, the exact decode's own top-1 leads its top-2 by "
+              f"{', '.join(f'{g:.4f}' for g in gaps)}{unit}")
+
+    if os.path.exists("/proc/self/status"):
+        folder = os.path.join(tmp, "camera")
+        mem = {m: peak_memory_kb(m, a.model, folder) for m, _ in METHODS}
+        print("peak memory (VmHWM of a fresh process classifying the folder): " + ", ".join(
+            f"{m} {v / 1024:.0f} MB" if v else f"{m} ?" for m, v in mem.items()))
+    if not a.out:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
