@@ -192,17 +192,26 @@ for c in "${COMBOS[@]}"; do
 done
 
 passed=0; failed=0
+device_requirements() {  # what the device side installs, as pyproject.toml declares it
+  python3 - <<'PY'
+import json, tomllib
+p = tomllib.load(open("pyproject.toml", "rb"))["project"]
+print(json.dumps([p.get("requires-python"), p["dependencies"], p["optional-dependencies"]["edge"]]))
+PY
+}
+
 run_combo() {  # NAME PIP-ARGS... (SRC stands for the checkout)
   local name="$1"; shift
   local venv="/venv-$name"
   local args="$*"
   set -- ${args//SRC//src}
-  # Each combination's virtualenv is cached as a tarball keyed by the root, pyproject.toml and
-  # the pip arguments (pip's own cache does not help: behind some proxies PyPI's files come
-  # uncacheable). A cached run only reinstalls the checkout into it, without the network.
-  # Delete $CACHE/pi-venv-* to take newer releases of the dependencies.
+  # Each combination's virtualenv is cached as a tarball keyed by the root, the device side's
+  # requirements in pyproject.toml (`dependencies` and the `edge` extra: a new dev or convert
+  # requirement does not rebuild it) and the pip arguments (pip's own cache does not help:
+  # behind some proxies PyPI's files come uncacheable). A cached run only reinstalls the
+  # checkout into it, without the network. Delete $CACHE/pi-venv-* to take newer releases.
   local vkey vtar
-  vkey="$(cat .ci/pi-rootfs.sh pyproject.toml <(echo "$*") | sha256sum | cut -c1-16)"
+  vkey="$(cat .ci/pi-rootfs.sh <(device_requirements) <(echo "$*") | sha256sum | cut -c1-16)"
   vtar="$CACHE/pi-venv-$name-$vkey.tar.gz"
   if [ -f "$vtar" ] && tar -C "$ROOT" -xzf "$vtar" &&
      inroot "$venv/bin/pip" install -q --no-index --no-deps --no-build-isolation --force-reinstall /src \
