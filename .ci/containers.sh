@@ -1,4 +1,4 @@
-# Container engine for the tests marked `container` (issue 15). Sourced by .ci/run.
+# Container engine for the tests marked `container`. Sourced by .ci/run.
 #
 # - Installs podman + runc + debootstrap with apt-get when podman is missing and we are root.
 #   If that cannot be done (no apt, not root, no network), nothing fails here: the

@@ -1,4 +1,4 @@
-"""Measure issue 13's routes on EfficientNet-Lite0 (numbers for docs/benchmarks.md).
+"""Measure the float-TFLite and ONNX routes on EfficientNet-Lite0 (numbers for docs/benchmarks.md).
 
     python scripts/measure_routes.py --work /tmp/routes [--onnx M.onnx --tflite M_float.tflite]
 

@@ -55,7 +55,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """The bad-input suite counts its cases in its own output (issue 14)."""
+    """The bad-input suite counts its cases in its own output."""
     counts = {}
     for outcome in ("passed", "failed", "skipped", "error"):
         for rep in terminalreporter.stats.get(outcome, []):

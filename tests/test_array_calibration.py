@@ -1,4 +1,4 @@
-"""Full-int8 calibration from `--data` arrays (issue 13): a float TFLite that takes no image
+"""Full-int8 calibration from `--data` arrays: a float TFLite that takes no image
 (audio-like samples, two inputs) is quantized on the user's .npz and validated on it.
 
 The models are tiny Keras models built here and saved as float TFLite; the data is a

@@ -1,4 +1,4 @@
-"""Bad inputs across every command (issue #7): one clear line, a documented exit code, no
+"""Bad inputs across every command: one clear line, a documented exit code, no
 traceback, no partial output, inputs byte-for-byte unchanged.
 
 Each case runs in its own folder holding copies of every input (broken models, odd images,
@@ -490,7 +490,7 @@ NUMBER_CASES = [
 CASES += [C(name, argv, 2, r"^error: (argument )?" + r".*" + pattern) for name, argv, pattern in NUMBER_CASES]
 
 
-# -- issue 14: files that are not regular files, damaged or huge models, odd sidecars/labels ----
+# -- files that are not regular files, damaged or huge models, odd sidecars/labels ----
 def _fifo(*names):
     def make(w):
         for n in names:

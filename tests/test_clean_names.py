@@ -1,4 +1,4 @@
-"""tf2onnx's input renames reach nested graphs (If/Loop/Scan) (issue 12, point 5)."""
+"""tf2onnx's input renames reach nested graphs (If/Loop/Scan)."""
 
 import numpy as np
 import pytest

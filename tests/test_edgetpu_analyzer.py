@@ -232,7 +232,7 @@ def test_inspect_rejects_non_tflite(tmp_path, capsys):
     assert "inspect reads TFLite models" in capsys.readouterr().err
 
 
-# -- issue 15: where compiler 16.0 departs from (or makes precise) Coral's table -------------
+# -- where compiler 16.0 departs from (or makes precise) Coral's table -------------
 
 def test_float_custom_op_reports_unsupported_data_type(coral):
     """PosenetDecoderOp (float poses) is what the compiler calls an unsupported data type."""

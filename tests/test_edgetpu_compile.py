@@ -401,7 +401,7 @@ def test_cli_convert_prints_report_with_standin(coral, standin, tmp_path):
     assert (tmp_path / "x" / "mobilenet_v1_0.25_128_quant_edgetpu.tflite").is_file()
 
 
-# -- container settings (issue 15): runtime, ulimits, image, user ----------------------------
+# -- container settings: runtime, ulimits, image, user ----------------------------
 
 def test_container_settings_from_environment_and_options(monkeypatch):
     from converters.edgetpu import backends as cb

@@ -1,4 +1,4 @@
-"""`convert --to edgetpu --compiler podman` with a real container engine (issue 15).
+"""`convert --to edgetpu --compiler podman` with a real container engine.
 
 Coral's apt repository is unreachable here, so the real compiler cannot go into an image. These
 tests build a TEST image holding the STAND-IN compiler of tests/test_edgetpu_compile.py (a

@@ -136,7 +136,7 @@ def test_compiler_totals_win_over_the_table():
     assert len(r["cpu_operators"]) == 6                # the table still names the CPU ops
 
 
-# stdout only (no log file), `-s` printing only the unmapped ops (issue 15: "0 of 3" before)
+# stdout only (no log file), `-s` printing only the unmapped ops (it said "0 of 3" before)
 STDOUT_SHOW_UNMAPPED_ONLY = STDOUT_PARTIAL.replace("267", "141").replace("264", "138") + textwrap.dedent("""
     Operator                       Count      Status
 

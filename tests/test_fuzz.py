@@ -1,4 +1,4 @@
-"""Property-based fuzzing of everything that parses untrusted bytes (issue #7, "Fuzzing").
+"""Property-based fuzzing of everything that parses untrusted bytes.
 
 Targets: format detection (`converters.formats.detect_format`), the pure-python TFLite reader
 and what is built on it (`edge.tflite_model.TFLiteModel`, `formats.tflite_kind`, the inspector

@@ -129,7 +129,7 @@ def test_failed_delegate_leaves_no_noise_on_stderr(tiny):
     assert "Exception ignored" not in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
-# -- the delegate is probed in a child process first (issue 15) ------------------------------
+# -- the delegate is probed in a child process first ------------------------------
 
 FAKE_RUNTIME = '''
 import os, signal

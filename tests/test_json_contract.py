@@ -1,4 +1,4 @@
-"""One JSON contract for every command's --json (issue 11, point 4).
+"""One JSON contract for every command's --json.
 
 Every command prints exactly one JSON object on stdout, beginning with the envelope
 `command`, `edgeport_version`, `exit_code` (equal to the process exit status), and naming the

@@ -1,5 +1,5 @@
 """inspect --edgetpu's verdict line and folded rows, inspect's suggestions, classify's warning
-on models without a class vector (issue 12, point 6)."""
+on models without a class vector."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Issue 13's routes: float TFLite -> int8 (-> Edge TPU), ONNX -> TFLite (onnx2tf), ONNX -> Core ML.
+"""Routes for models whose original is not at hand: float TFLite -> int8 (-> Edge TPU), ONNX -> TFLite (onnx2tf), ONNX -> Core ML.
 
 Fast tests use the tiny models (tests/data, tests/tiny_onnx.py); the onnx2tf plumbing is
 tested with a fake onnx2tf script, the real tool in the slow tests at the end (they build

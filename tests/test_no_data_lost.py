@@ -1,4 +1,4 @@
-"""No data lost (issue #7): concurrent writers and killed conversions never leave a mixed,
+"""No data lost: concurrent writers and killed conversions never leave a mixed,
 partial or finished-looking output.
 
 Real `edgeport convert` processes (`python -m edgeport`), tiny models made here:
@@ -241,7 +241,7 @@ def test_killed_conversion_leaves_nothing_that_looks_finished(two_sources, tmp_p
     assert _run_ort(out / "net.ort") == 1.0
 
 
-# -- issue 14: stale or unrelated artefacts never trusted; SIGTERM, full disks, stale temps ---
+# -- stale or unrelated artefacts never trusted; SIGTERM, full disks, stale temps ---
 def _convert(capsys, *argv):
     from conftest import run_cli
 

@@ -1,4 +1,4 @@
-"""Quantized I/O across formats (issue 12, point 3): tf2onnx keeps a Coral uint8 TFLite's
+"""Quantized I/O across formats: tf2onnx keeps a Coral uint8 TFLite's
 uint8 input and output without quantization parameters; validation takes them from the
 source, so a faithful conversion passes and a broken one still fails."""
 

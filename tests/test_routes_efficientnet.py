@@ -1,4 +1,4 @@
-"""Issue 13's routes on the reference model, EfficientNet-Lite0 (slow: minutes, run in CI).
+"""The float-TFLite and ONNX routes on the reference model, EfficientNet-Lite0 (slow: minutes, run in CI).
 
 The ONNX and float TFLite are made from the PyTorch weights (the `models` extra) and handed
 to the routes without sidecars, as foreign models; scripts/measure_routes.py does the work

@@ -1,4 +1,4 @@
-"""Nothing untrusted runs (issue #7): pickles, TorchScript, .pt2 and Keras Lambda layers are
+"""Nothing untrusted runs: pickles, TorchScript, .pt2 and Keras Lambda layers are
 refused without an explicit opt-in, and the compiler container is locked down.
 
 The payloads are real: each would create a marker file when its code runs. The refusal
@@ -239,7 +239,7 @@ def test_container_is_locked_down(engine, tmp_path, capsys, monkeypatch):
     assert cmd[0] == engine
     assert "--rm" in cmd
     assert _flag_value(cmd, "--network") == ["none"]
-    # the caller's uid:gid, or for root a non-root one (issue 15: the compiler never runs as root)
+    # the caller's uid:gid, or for root a non-root one (the compiler never runs as root)
     assert _flag_value(cmd, "--user") == [f"{os.getuid()}:{os.getgid()}" if os.getuid() else "1000:1000"]
     assert "--privileged" not in cmd and "--cap-add" not in cmd
     volumes = _flag_value(cmd, "--volume") + _flag_value(cmd, "-v")
@@ -309,7 +309,7 @@ def test_onnx_external_data_outside_the_model_folder_is_refused(onnx_reaching_ou
     assert not out.exists() or [p.name for p in out.iterdir()] == []
 
 
-# -- issue 14: Core ML packages are read, never written, and never reach outside themselves --
+# -- Core ML packages are read, never written, and never reach outside themselves --
 def _package_files(root):
     import hashlib
 

@@ -1,4 +1,4 @@
-"""`convert DIR --shard K/N` and `manifest merge` (issue 17): every model in exactly one shard,
+"""`convert DIR --shard K/N` and `manifest merge`: every model in exactly one shard,
 shares stable when models are added, reruns skip finished work, merge reports failures and
 missing, repeated or inconsistent shards."""
 

@@ -1,4 +1,4 @@
-"""Model input signature (issue 12, points 1-2): --input-shapes, --val-range, --data; int64,
+"""Model input signature: --input-shapes, --val-range, --data; int64,
 bool and scalar inputs; open dimensions never silently 1."""
 
 import json

@@ -1,4 +1,4 @@
-"""PyTorch conversions of forwards with several arguments (issue 12, point 4).
+"""PyTorch conversions of forwards with several arguments.
 
 TorchScript forward(x, y) and forward(x, sr: int), and a .pt2 with two inputs, are exported
 to ONNX, TFLite and Core ML with one input per tensor named after its argument, the int

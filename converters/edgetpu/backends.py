@@ -8,7 +8,7 @@ Dockerfile makes a new image and an old one is never reused by mistake. Containe
 with `--rm --network none`, as the calling user's uid:gid, the model mounted read-only and
 only the output folder writable.
 
-Engine settings (issue 15), each from ConvertOptions first, then the environment:
+Engine settings, each from ConvertOptions first, then the environment:
 - runtime: `container_runtime` / EDGEPORT_CONTAINER_RUNTIME (e.g. `runc` where podman's
   default crun fails with "cgroups in hybrid mode not supported"); podman takes it as a
   global `--runtime`, docker as `docker run --runtime`.

@@ -121,8 +121,8 @@ def parse_compiler_output(stdout, log_text=None):
     total = report["total_operations"]
     if total is not None:
         # The compiler's own totals win over the table: with only stdout, `-s` may print just the
-        # unmapped ops and then "All other operators were mapped successfully" (issue 15:
-        # 3 rows, 138 of 141 mapped).
+        # unmapped ops and then "All other operators were mapped successfully" (seen: 3 rows,
+        # 138 of 141 mapped).
         if report["ops_on_edgetpu"] is not None:
             mapped = report["ops_on_edgetpu"]
         elif report["ops_on_cpu"] is not None:

@@ -152,7 +152,7 @@ class OpContext:
 
 KNOWN_DEPARTURES = [
     {"op": "TILE", "table": "not listed (so: not supported)", "compiler": "mapped by 16.0",
-     "evidence": "a Coral model compiled by edgetpu_compiler 16.0 (issue 15's set of ten compiled "
+     "evidence": "a Coral model compiled by edgetpu_compiler 16.0 (the set of ten compiled "
                  "pairs) holds TILE inside its edgetpu-custom-op"},
     {"op": "UNIDIRECTIONAL_SEQUENCE_LSTM, QUANTIZE", "table": "absent from early versions",
      "compiler": "mapped by 16.0, with int16 LSTM state tensors",
@@ -163,7 +163,7 @@ KNOWN_DEPARTURES = [
                  "(DeepLab v3 image pooling and final upsampling); mapped: 2x upsampling "
                  "(e.g. YOLOv7-tiny's RESIZE_NEAREST_NEIGHBOR, log in WongKinYiu/yolov7 PR 1672; "
                  "UpSampling2D 64 -> 128 in google-coral/edgetpu issue 31)",
-     "evidence": "issue 15 (compiled pairs); google-coral/edgetpu issue 31 (the compiler refuses "
+     "evidence": "Coral's compiled pairs; google-coral/edgetpu issue 31 (the compiler refuses "
                  "when the interpolation would lose precision)",
      "rule": "CPU when align_corners and an input side is 1 (nothing to align: the compiler "
              "refuses), or when a side grows more than RESIZE_MAX_FACTOR times (16x refused, 2x "
@@ -173,10 +173,10 @@ KNOWN_DEPARTURES = [
     {"op": "FULLY_CONNECTED", "table": "'Output tensor is one-dimensional'",
      "compiler": "an output with more than one row (keep_num_dims on a [1, N, K] input, or a "
                  "[N, K] result with N > 1) is not mapped",
-     "evidence": "Coral's table (the rule was read but not checked before issue 15)"},
+     "evidence": "Coral's table (the rule was read but not checked before the compiled pairs were read)"},
     {"op": "CUSTOM (float)", "table": "custom ops run on the CPU",
      "compiler": "'Operation is working on an unsupported data type' for a float custom op",
-     "evidence": "issue 15; the same status for a float custom op in maxbbraun/thermal-face#2"},
+     "evidence": "the compiled pairs; the same status for a float custom op in maxbbraun/thermal-face#2"},
 ]
 
 RESIZE_MAX_FACTOR = 8

@@ -17,7 +17,7 @@ Routes:
 
 TorchScript sources reach litert-torch through `torch._export.converter.TS2EPConverter`.
 
-Forwards with several arguments (issue 12): a TorchScript forward such as
+Forwards with several arguments: a TorchScript forward such as
 `forward(x: Tensor, y: Tensor)` or `forward(x: Tensor, sr: int)` is exported with one model
 input per tensor argument, named after it and shaped by `--input-shapes NAME:[..]` (or its
 `--data` array; TorchScript records no shapes, so a tensor without one stops with exit 2
