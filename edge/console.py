@@ -180,11 +180,12 @@ def _show_errors(lines, out):
     if not lines:
         return
     errors = [ln for ln in lines if ERROR_LINE.search(ln)][-SHOWN_ERROR_LINES:]
+    if not errors:   # nothing the tools said names a failure: edgeport's own line stands alone
+        return
     for ln in errors:
         print(f"  tool: {printable(ln.rstrip())}", file=out)
     print(f"({len(lines) - len(errors)} more lines of the tools' own output hidden; "
-          "--verbose shows them)" if errors else
-          f"({len(lines)} lines of the tools' own output hidden; --verbose shows them)", file=out)
+          "--verbose shows them)", file=out)
 
 
 class progress:

@@ -130,6 +130,7 @@ def test_output_of_child_processes_cannot_break_the_document(tmp_path):
             "    subprocess.run([sys.executable, '-c', 'print(\"tool chatter\")'])\n"
             "    raise RuntimeError('boom')\n"
             "c.run = run\n"
+            "c.files = lambda args, run: None\n"   # the stand-in reads no file
             "from edgeport.cli import main\n"
             "sys.exit(main(['convert', 'x.onnx', '--to', 'ort', '--json']))\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,

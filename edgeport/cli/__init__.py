@@ -68,7 +68,9 @@ def run_parsed(args):
 
     set_plain(getattr(args, "json", False))   # --json: progress as plain lines, even on a terminal
     code = [0]
-    with quiet(verbose=getattr(args, "verbose", False), failed=lambda: code[0] != 0):
+    # the tools' error lines are shown for a failure (exit 1), not for a usage or input error
+    # (exit 2, one line) or an interruption (130, 143)
+    with quiet(verbose=getattr(args, "verbose", False), failed=lambda: code[0] == 1):
         code[0] = _run_json(args) if getattr(args, "json", False) else _run_command(args)
     return code[0]
 
@@ -88,8 +90,10 @@ def _run_json(args):
 
 
 def _write_json(text):
+    from edgeport.cli.output import say_lines
+
     try:
-        sys.stdout.write(text)
+        say_lines(text.rstrip("\n"))   # line by line: the sanitizer lets each line's own newline through
         sys.stdout.flush()
     except BrokenPipeError:
         pass
