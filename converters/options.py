@@ -45,6 +45,7 @@ class ConvertOptions:
     # general
     quiet: bool = False
     keras_unsafe: bool = False       # allow Lambda layers (arbitrary code) in Keras models
+    no_rewrite: bool = False         # never rewrite a graph for a tool (converters/rewrite)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):

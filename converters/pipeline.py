@@ -36,6 +36,7 @@ from converters.atomic import (atomic_output, check_writable_dir, output_lock, s
 from edge.files import check_output, check_output_dir, check_path_text, read_input, same_file
 from edge.sidecar import sidecar_path
 from converters.registry import plan_route
+from converters import rewrite
 
 STATE_FILE = ".edgeport-convert.json"
 
@@ -69,6 +70,9 @@ class Hop:
         fixed = (self.artefact.metadata or {}).get("fixed_arguments")
         if fixed:
             out["fixed_arguments"] = fixed
+        rewrites = (self.artefact.metadata or {}).get("rewrites")
+        if rewrites:
+            out["rewrites"] = list(rewrites)
         return out
 
 
@@ -320,10 +324,17 @@ def _run_hop(current, conv, final, route, options, progress, validate=False, int
     try:
         quiet_frameworks()
         with atomic_output(final) as tmp:
-            with _tool_output(options.quiet):
-                returned = conv.func(current, tmp, options) or {}
+            # A rewrite the tool needs converts a rewritten copy; validation below still
+            # judges the result against `current`, the unrewritten source of this hop.
+            with rewrite.prepare(current, conv, options) as (given, rewrites):
+                for line in rewrites:
+                    progress(f"{conv.name}: {line} (for the tool; validated against {current.name})")
+                with _tool_output(options.quiet):
+                    returned = conv.func(given, tmp, options) or {}
             seconds = time.perf_counter() - t0
             md = _metadata(block, current, conv, options, returned, seconds)
+            if rewrites:
+                md["rewrites"] = rewrites
             from converters import metadata
 
             metadata.embed(tmp, fmt, md)

@@ -17,11 +17,12 @@ FRAMEWORKS = ("tensorflow", "torch", "onnx", "coremltools", "tf2onnx", "keras", 
 # room -> the project rooms it may import (besides itself)
 ALLOWED = {
     "edge": set(),
-    "converters": {"edge", "edgeport", "converters.routes", "converters.validation"},
+    "converters": {"edge", "edgeport", "converters.routes", "converters.validation", "converters.rewrite"},
     "converters.quantize": {"edge", "converters"},
     "converters.edgetpu": {"edge", "converters"},
     "converters.routes": {"edge", "converters", "converters.quantize", "converters.toolenv"},
     "converters.toolenv": {"edge", "converters"},
+    "converters.rewrite": {"edge", "converters"},
     "converters.validation": {"edge", "converters", "converters.routes", "converters.quantize",
                               "converters.edgetpu"},
     "edgeport": {"edge", "converters", "converters.routes", "converters.quantize",
@@ -29,9 +30,10 @@ ALLOWED = {
 }
 # the only root modules that may reach into routes/ and validation/, or into edgeport/
 ROOT_REACH = {"converters.routes": {"pipeline"}, "converters.validation": {"pipeline"},
+              "converters.rewrite": {"pipeline"},
               "edgeport": {"artefact", "pipeline"}}
 ROOMS = ("converters.routes", "converters.quantize", "converters.edgetpu", "converters.validation",
-         "converters.toolenv")
+         "converters.toolenv", "converters.rewrite")
 
 
 def room_of(module):
