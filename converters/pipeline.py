@@ -326,7 +326,7 @@ def _run_hop(current, conv, final, route, options, progress, validate=False, int
         with atomic_output(final) as tmp:
             # A rewrite the tool needs converts a rewritten copy; validation below still
             # judges the result against `current`, the unrewritten source of this hop.
-            with rewrite.prepare(current, conv, options) as (given, rewrites):
+            with rewrite.prepare(current, conv, options) as (given, rewrites, fixed):
                 for line in rewrites:
                     progress(f"{conv.name}: {line} (for the tool; validated against {current.name})")
                 with _tool_output(options.quiet):
@@ -335,6 +335,8 @@ def _run_hop(current, conv, final, route, options, progress, validate=False, int
             md = _metadata(block, current, conv, options, returned, seconds)
             if rewrites:
                 md["rewrites"] = rewrites
+            if fixed:   # inputs a rewrite made constants: recorded like --arg
+                md["fixed_arguments"] = {**(md.get("fixed_arguments") or {}), **fixed}
             from converters import metadata
 
             metadata.embed(tmp, fmt, md)

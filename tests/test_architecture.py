@@ -22,7 +22,7 @@ ALLOWED = {
     "converters.edgetpu": {"edge", "converters"},
     "converters.routes": {"edge", "converters", "converters.quantize", "converters.toolenv"},
     "converters.toolenv": {"edge", "converters"},
-    "converters.rewrite": {"edge", "converters"},
+    "converters.rewrite": {"edge", "converters", "converters.routes"},
     "converters.validation": {"edge", "converters", "converters.routes", "converters.quantize",
                               "converters.edgetpu"},
     "edgeport": {"edge", "converters", "converters.routes", "converters.quantize",

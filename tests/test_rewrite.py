@@ -52,7 +52,7 @@ def test_densify_becomes_dense_constants_with_the_same_outputs(sparse):
     x = np.random.default_rng(1).uniform(-1, 1, (1, 8, 8, 4)).astype(np.float32)
     for a, b in zip(_run(original, x), _run(dense, x)):
         np.testing.assert_array_equal(a, b)
-    assert Densify.apply(dense) == (dense, 0)     # nothing to do on a dense model
+    assert Densify.apply(dense)[:2] == (dense, 0)     # nothing to do on a dense model
 
 
 def test_planner_applies_a_rewrite_only_before_a_tool_that_refuses_it(sparse, tmp_path):
@@ -68,7 +68,7 @@ def test_planner_applies_a_rewrite_only_before_a_tool_that_refuses_it(sparse, tm
                         (("onnx", "ort"), [])):
         for no_rewrite in (False, True):
             with rewrite.prepare(src if key[0] == "tflite" else Artefact(str(sparse), "onnx", {}),
-                                 reg[key], ConvertOptions(no_rewrite=no_rewrite)) as (given, lines):
+                                 reg[key], ConvertOptions(no_rewrite=no_rewrite)) as (given, lines, _):
                 assert lines == ([] if no_rewrite else wanted), key
                 assert (given.path == str(sparse)) == (not lines)   # the source is never written
     # a dense model needs nothing: the source itself is converted
@@ -77,7 +77,7 @@ def test_planner_applies_a_rewrite_only_before_a_tool_that_refuses_it(sparse, tm
     dense = tmp_path / "dense.tflite"
     dense.write_bytes(Densify.apply(sparse.read_bytes())[0])
     with rewrite.prepare(Artefact(str(dense), "tflite", {}), reg[("tflite", "onnx")],
-                         ConvertOptions()) as (given, lines):
+                         ConvertOptions()) as (given, lines, _):
         assert lines == [] and given.path == str(dense)
 
 
@@ -112,3 +112,107 @@ def test_sparse_tflite_converts_to_onnx_and_validates_against_the_original(spars
     code, out, err = run_cli(capsys, "convert", sparse, "--to", "onnx", "-o", tmp_path / "off",
                              "--no-rewrite")
     assert code != 0 and "DENSIFY" in err
+
+
+# -- ONNX: an input that decides an If, pinned by --val-range NAME:[v,v] -----------------------
+def _if_onnx(path):
+    """y = If(mode == 16000, then: x * 2 reshaped by its own Shape (nested If on the shape's
+    rank), else: x - 1); `mode` is an int64 scalar input, as silero-vad's sample rate."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    f32 = TensorProto.FLOAT
+
+    def const(name, value, dtype=np.int64):
+        return helper.make_node("Constant", [], [name], value=onnx.numpy_helper.from_array(
+            np.array(value, dtype), name))
+
+    inner_then = helper.make_graph([helper.make_node("Reshape", ["t2", "tshape"], ["r"])],
+                                   "inner_then", [], [helper.make_tensor_value_info("r", f32, ["batch", 8])])
+    inner_else = helper.make_graph([helper.make_node("Identity", ["t2"], ["r"])],
+                                   "inner_else", [], [helper.make_tensor_value_info("r", f32, ["batch", 8])])
+    then = helper.make_graph(
+        [const("two", 2.0, np.float32), helper.make_node("Mul", ["x", "two"], ["t2"]),
+         helper.make_node("Shape", ["t2"], ["tshape"]), helper.make_node("Size", ["tshape"], ["rank"]),
+         const("two_i", 2), helper.make_node("Equal", ["rank", "two_i"], ["is2"]),
+         helper.make_node("If", ["is2"], ["y_then"], then_branch=inner_then, else_branch=inner_else)],
+        "then", [], [helper.make_tensor_value_info("y_then", f32, ["batch", 8])])
+    other = helper.make_graph([const("one", 1.0, np.float32), helper.make_node("Sub", ["x", "one"], ["y_else"])],
+                              "else", [], [helper.make_tensor_value_info("y_else", f32, ["batch", 8])])
+    graph = helper.make_graph(
+        [const("rate", 16000), helper.make_node("Equal", ["mode", "rate"], ["cond"]),
+         helper.make_node("If", ["cond"], ["y"], then_branch=then, else_branch=other)],
+        "if_on_input", [helper.make_tensor_value_info("x", f32, ["batch", 8]),
+                        helper.make_tensor_value_info("mode", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", f32, ["batch", 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def if_model(tmp_path_factory):
+    return _if_onnx(tmp_path_factory.mktemp("rewrite_onnx") / "switch.onnx")
+
+
+def _options(shapes=None, ranges=None, **kw):
+    from converters.options import ConvertOptions
+    from converters.validation.signature import InputOverrides
+
+    o = ConvertOptions(**kw)
+    o.input_overrides = InputOverrides.parse(shapes, ranges) if (shapes or ranges) else None
+    return o
+
+
+def _ort(model, feed):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+
+
+@pytest.mark.parametrize("mode", [16000, 8000])
+def test_pinned_input_becomes_a_constant_and_every_if_is_folded(if_model, mode):
+    import onnx
+
+    from converters.rewrite.onnx import FixInputsFoldIf
+
+    model = onnx.load(str(if_model))
+    opts = _options(["x:[1,8]"], [f"mode:[{mode},{mode}]"])
+    new, count, info = FixInputsFoldIf.apply(model, opts)
+    onnx.checker.check_model(new)
+    assert count == (2 if mode == 16000 else 1)      # the nested If on the shape's rank too
+    assert info["fixed_arguments"] == {"mode": str(mode)}
+    assert not [n for n in new.graph.node if n.op_type == "If"]
+    assert [i.name for i in new.graph.input] == ["x"]
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 8)).astype(np.float32)
+    want = _ort(model, {"x": x, "mode": np.array(mode, np.int64)})
+    np.testing.assert_array_equal(_ort(new, {"x": x})[0], want[0])
+    assert model.graph.node[-1].op_type == "If"       # the source model is left as it was
+
+
+def test_if_is_left_alone_unless_the_input_is_pinned_to_one_value(if_model):
+    import onnx
+
+    from converters.rewrite.onnx import FixInputsFoldIf
+
+    model = onnx.load(str(if_model))
+    for opts in (_options(), _options(["x:[1,8]"], ["mode:[8000,16000]"]), _options(None, ["x:[0,0]"])):
+        assert FixInputsFoldIf.apply(model, opts) == (model, 0, {})
+
+
+def test_onnx_with_an_if_converts_to_coreml_validated_against_the_original(if_model, tmp_path, capsys):
+    from conftest import run_cli
+
+    flags = ["--input-shapes", "x:[1,8]", "--val-range", "mode:[16000,16000]", "x:[-1,1]"]
+    code, out, err = run_cli(capsys, "convert", if_model, "--to", "coreml", "-o", tmp_path, "--json",
+                             *flags)
+    assert code == 0, err
+    hop = json.loads(out)["models"][0]["artefacts"][0]
+    assert hop["validation"]["passed"] is True, hop
+    assert hop["fixed_arguments"] == {"mode": "16000"}
+    assert hop["rewrites"] == ["fixed mode=16000 and folded 2 If with a constant condition (4 constant nodes)"]
+    code, out, err = run_cli(capsys, "convert", if_model, "--to", "coreml", "-o", tmp_path / "off",
+                             "--no-rewrite", *flags)
+    assert code != 0 and "If" in err

@@ -1,13 +1,13 @@
 """Small registered graph rewrites that get a model past an upstream tool's limit.
 
-Imports: edge, converters
+Imports: edge, converters, converters.routes (onnx_inputs: the static shapes the routes use)
 
 Each rewrite is registered once, in the module of its model family (tflite.py, onnx.py):
 
     @rewrite("tflite", "densify", needed_by=("tflite -> onnx", "tflite -> tflite-int8"))
     class Densify:
         def matches(model, options) -> int        # how many places need it (0: not needed)
-        def apply(model, options) -> (model, n)   # bytes -> bytes, or ModelProto -> ModelProto
+        def apply(model, options) -> (model, n[, info])   # bytes -> bytes, or ModelProto -> ModelProto
         describe = "rewrote {n} DENSIFY into dense constants"
 
 `needed_by` names the conversions (registry names, "source -> target") whose tool refuses
@@ -39,10 +39,15 @@ class Rewrite:
         return self.impl.matches(model, options)
 
     def apply(self, model, options):
-        return self.impl.apply(model, options)
+        """(new model, count, info): `info` fills the description's other fields, and its
+        `fixed_arguments` (inputs turned into constants) is recorded like `--arg`."""
+        out = self.impl.apply(model, options)
+        return out if len(out) == 3 else (out[0], out[1], {})
 
-    def describe(self, count):
-        return self.impl.describe.format(n=count)
+    def describe(self, count, info=None):
+        import collections
+
+        return self.impl.describe.format_map(collections.defaultdict(str, info or {}, n=count))
 
 
 _REWRITES = {}
@@ -98,28 +103,30 @@ def off(options):
 
 @contextlib.contextmanager
 def prepare(source, conversion, options):
-    """Yields (the artefact to convert, [one line per rewrite applied]). With no rewrite
-    needed (or --no-rewrite), that is `source` itself and []. Otherwise a rewritten copy, with
-    the same file name, in a temp folder removed afterwards; `source` is never written."""
+    """Yields (the artefact to convert, [one line per rewrite applied], {input: value} of the
+    inputs a rewrite turned into constants). With no rewrite needed (or --no-rewrite), that
+    is `source` itself, [] and {}. Otherwise a rewritten copy, with the same file name, in a
+    temp folder removed afterwards; `source` is never written."""
     todo = [] if off(options) else candidates(conversion.name, source.format)
     if not todo or os.path.isdir(source.path):
-        yield source, []
+        yield source, [], {}
         return
     family = todo[0].family
     model = _load(family, source.path)
-    lines = []
+    lines, fixed = [], {}
     for rw in todo:
         if not rw.matches(model, options):
             continue
-        model, count = rw.apply(model, options)
+        model, count, info = rw.apply(model, options)
         if count:
-            lines.append(rw.describe(count))
+            lines.append(rw.describe(count, info))
+            fixed.update(info.get("fixed_arguments") or {})
     if not lines:
-        yield source, []
+        yield source, [], {}
         return
     from converters.artefact import Artefact
 
     with tempfile.TemporaryDirectory(prefix="edgeport-rewrite-") as tmp:
         path = os.path.join(tmp, os.path.basename(source.path))
         _save(family, model, path)
-        yield Artefact(path, source.format, dict(source.metadata)), lines
+        yield Artefact(path, source.format, dict(source.metadata)), lines, fixed
