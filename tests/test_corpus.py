@@ -64,10 +64,10 @@ IF_CORE_ML = "refused: no Core ML lowering in onnx2coreml: If"
 # ai-edge-litert's XNNPack kernels die (SIGSEGV) running openWakeWord's int8 melspectrogram; the
 # route tries the int8 model in a child process and refuses it in one line.
 INT8_CRASH = "refused: the TFLite runtime crashed"
-# Its If nodes (on `sr`, pinned by --val-range sr:[16000,16000], and on shapes) are folded by the
-# rewrite room (converters/rewrite/onnx.py) for onnx2coreml and onnx2tf: Core ML validates
-# against the original; onnx2tf then stops at the LSTM's initial state, a limit of its own.
-SILERO_ONNX = {**ONNX_FLOAT, **NO_DATA, "tflite": "refused: onnx2tf cannot convert", "coreml": VALIDATED}
+# For onnx2coreml and onnx2tf the rewrite room (converters/rewrite/onnx.py) folds its If nodes
+# (on `sr`, pinned by --val-range sr:[16000,16000], and on shapes) and, for onnx2tf, unrolls
+# its LSTM (onnx2tf's own stops at the initial state); both validate against the original.
+SILERO_ONNX = {**ONNX_FLOAT, **NO_DATA}
 
 # name: (kind, input flags, calibration flags, expected {step: outcome}, {target: outcome})
 CASES = {

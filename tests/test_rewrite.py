@@ -216,3 +216,69 @@ def test_onnx_with_an_if_converts_to_coreml_validated_against_the_original(if_mo
     code, out, err = run_cli(capsys, "convert", if_model, "--to", "coreml", "-o", tmp_path / "off",
                              "--no-rewrite", *flags)
     assert code != 0 and "If" in err
+
+
+# -- ONNX: an LSTM onnx2tf cannot take, unrolled into its gate arithmetic -----------------------
+def _lstm_onnx(direction="forward", steps=3):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(2)
+    dirs, hidden, size = (2 if direction == "bidirectional" else 1), 5, 4
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, s).astype(np.float32), n) for n, s in
+             (("W", (dirs, 4 * hidden, size)), ("R", (dirs, 4 * hidden, hidden)), ("B", (dirs, 8 * hidden)))]
+    node = helper.make_node("LSTM", ["x", "W", "R", "B", "", "h0", "c0"], ["y", "yh", "yc"],
+                            hidden_size=hidden, direction=direction)
+    f32 = TensorProto.FLOAT
+    graph = helper.make_graph(
+        [node], "lstm", [helper.make_tensor_value_info("x", f32, [steps, 1, size]),
+                         helper.make_tensor_value_info("h0", f32, [dirs, 1, hidden]),
+                         helper.make_tensor_value_info("c0", f32, [dirs, 1, hidden])],
+        [helper.make_tensor_value_info("y", f32, [steps, dirs, 1, hidden]),
+         helper.make_tensor_value_info("yh", f32, [dirs, 1, hidden]),
+         helper.make_tensor_value_info("yc", f32, [dirs, 1, hidden])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_lstm_unrolls_into_gate_ops_with_the_same_outputs(steps):
+    import onnx
+
+    from converters.rewrite.onnx import UnrollLSTM
+
+    model = _lstm_onnx(steps=steps)
+    assert UnrollLSTM.matches(model) == 1
+    new, count, info = UnrollLSTM.apply(model)
+    onnx.checker.check_model(new)
+    assert count == 1 and info == {"steps": steps}
+    assert "LSTM" not in {n.op_type for n in new.graph.node}
+    rng = np.random.default_rng(3)
+    feed = {"x": rng.normal(0, 1, (steps, 1, 4)).astype(np.float32),
+            "h0": rng.normal(0, 0.3, (1, 1, 5)).astype(np.float32),
+            "c0": rng.normal(0, 0.3, (1, 1, 5)).astype(np.float32)}
+    for want, got in zip(_ort(model, feed), _ort(new, feed)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_an_lstm_the_unrolling_does_not_cover_is_left_alone():
+    from converters.rewrite.onnx import UnrollLSTM
+
+    model = _lstm_onnx("bidirectional")
+    assert UnrollLSTM.apply(model)[:2] == (model, 0)
+
+
+def test_converted_inputs_match_the_source_by_unmangled_name():
+    """onnx2tf names the inputs of the TFLite it makes from a folded silero-vad
+    'serving_default_state:0', 'serving_default_input:0', in an order of its own: each is fed
+    the source input of its name, not the one at its position."""
+    from converters.validation.data import match_inputs
+    from converters.validation.runners.base import TensorMeta
+
+    def meta(name):
+        return TensorMeta(name, (1,), "float32", 0.0, 0, None)
+
+    ref = [meta("input"), meta("state"), meta("sr")]
+    assert match_inputs(ref, [meta("serving_default_state:0"), meta("serving_default_input:0")]) == [1, 0]
+    assert match_inputs(ref, [meta("state"), meta("x")]) == [1, 1]   # no name: by position, as before

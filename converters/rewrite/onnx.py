@@ -14,34 +14,14 @@ def _graph_inputs(model):
     return [i for i in model.graph.input if i.name not in init]
 
 
-def _producers(graph):
-    return {o: n for n in graph.node for o in n.output}
-
-
-def _condition_inputs(model):
-    """Names of the graph inputs an `If` condition of the main graph depends on."""
-    producers, inputs = _producers(model.graph), {i.name for i in _graph_inputs(model)}
-    seen, stack, found = set(), [n.input[0] for n in model.graph.node if n.op_type == "If"], set()
-    while stack:
-        name = stack.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        if name in inputs:
-            found.add(name)
-        node = producers.get(name)
-        if node is not None:
-            stack.extend(i for i in node.input if i)
-    return found
-
-
 def pinned_inputs(model, options):
-    """{input name: value} of the inputs an `If` condition depends on that the user pinned to
-    one value (`--val-range sr:[16000,16000]`), as the validation feeds them."""
+    """{input name: value} of the inputs the user pinned by name to one value
+    (`--val-range sr:[16000,16000]`), as the validation feeds them: each becomes a constant
+    when the rewrite applies (a rank-0 `sr` left as an input is refused by onnx2coreml)."""
     ov = getattr(options, "input_overrides", None)
     ranges = dict(getattr(ov, "ranges", None) or {})
     out = {}
-    for name in sorted(_condition_inputs(model)):
+    for name in sorted(i.name for i in _graph_inputs(model)):
         r = ranges.get(name)
         if r is not None and float(r[0]) == float(r[1]):
             out[name] = r[0]
@@ -265,8 +245,8 @@ def _sync_initializers(g, consts):
 
 @rewrite("onnx", "fix_inputs_fold_if", needed_by=(ONNX2COREML, ONNX2TF))
 class FixInputsFoldIf:
-    """An input that decides an `If` (silero-vad's sample rate), pinned by the user to one
-    value with `--val-range NAME:[v,v]`, becomes a constant; with the static input shapes
+    """The inputs the user pins to one value with `--val-range NAME:[v,v]` (silero-vad's
+    sample rate, which decides an `If`) become constants; with the static input shapes
     these routes use anyway, each `If` whose condition is then constant (on the pinned value,
     or on shape arithmetic) is replaced by its taken branch, and what became constant is
     folded. onnx2coreml has no `If`, onnx2tf stops at it. The result takes the other inputs
@@ -292,3 +272,160 @@ class FixInputsFoldIf:
 
 def _text(v):
     return str(int(v)) if float(v).is_integer() else str(v)
+
+
+def _opset(model):
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _static_shapes(model):
+    import onnx
+
+    out = {}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        return out
+    g = inferred.graph
+    for vi in list(g.value_info) + list(g.input) + list(g.output):
+        t = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and t.HasField("shape") and \
+                all(d.HasField("dim_value") for d in t.shape.dim):
+            out[vi.name] = [int(d.dim_value) for d in t.shape.dim]
+    for t in g.initializer:
+        out[t.name] = list(t.dims)
+    return out
+
+
+def _plain_lstm(node, shapes):
+    """(steps, batch, hidden) of an LSTM the unrolling covers (forward, default activations,
+    no peepholes, clip or sequence lengths, a static input), else None."""
+    from onnx import helper
+
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if set(attrs) - {"hidden_size", "direction", "layout", "input_forget"}:
+        return None
+    if attrs.get("direction", b"forward") not in (b"forward", "forward") or attrs.get("layout", 0) \
+            or attrs.get("input_forget", 0):
+        return None
+    ins = list(node.input) + [""] * (8 - len(node.input))
+    if ins[4] or ins[7] or not ins[3] or ins[0] not in shapes:
+        return None
+    steps, batch, _ = shapes[ins[0]]
+    return (steps, batch, int(attrs["hidden_size"])) if 0 < steps <= 64 else None
+
+
+def unroll_lstm(model):
+    """Each plain LSTM (see _plain_lstm) becomes its gate arithmetic, one step after the other:
+    gates = x_t W^T + h R^T + Wb + Rb, split i, o, f, c (ONNX's order); c = f*c + i*tanh(g_c);
+    h = o*tanh(c). Returns (new model, number unrolled, steps)."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    shapes = _static_shapes(model)
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    opset = _opset(m)
+    if opset < 13:
+        return model, 0, 0
+    nodes, count, steps_total = [], 0, 0
+    inits = []
+
+    def const(name, value):
+        inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    for node in g.node:
+        plan = _plain_lstm(node, shapes) if node.op_type == "LSTM" else None
+        if plan is None:
+            nodes.append(node)
+            continue
+        steps, batch, hidden = plan
+        p = f"{node.name or 'lstm'}/unrolled{count}/"
+        ins = list(node.input) + [""] * (8 - len(node.input))
+        outs = list(node.output) + [""] * (3 - len(node.output))
+        x, w, r, b, h0, c0 = ins[0], ins[1], ins[2], ins[3], ins[5], ins[6]
+        ax0 = const(p + "ax0", np.array([0], np.int64))
+        new = [helper.make_node("Squeeze", [w, ax0], [p + "w"]),
+               helper.make_node("Transpose", [p + "w"], [p + "wt"], perm=[1, 0]),
+               helper.make_node("Squeeze", [r, ax0], [p + "r"]),
+               helper.make_node("Transpose", [p + "r"], [p + "rt"], perm=[1, 0]),
+               helper.make_node("Squeeze", [b, ax0], [p + "b"]),
+               helper.make_node("Slice", [p + "b", const(p + "b0", np.array([0], np.int64)),
+                                          const(p + "b1", np.array([4 * hidden], np.int64)), ax0], [p + "wb"]),
+               helper.make_node("Slice", [p + "b", const(p + "b2", np.array([4 * hidden], np.int64)),
+                                          const(p + "b3", np.array([8 * hidden], np.int64)), ax0], [p + "rb"]),
+               helper.make_node("Add", [p + "wb", p + "rb"], [p + "bias"])]
+        zeros = np.zeros((batch, hidden), np.float32)
+        h = p + "h0"
+        new.append(helper.make_node("Squeeze", [h0, ax0], [h]) if h0 else
+                   helper.make_node("Identity", [const(p + "zeros_h", zeros)], [h]))
+        c = p + "c0"
+        new.append(helper.make_node("Squeeze", [c0, ax0], [c]) if c0 else
+                   helper.make_node("Identity", [const(p + "zeros_c", zeros)], [c]))
+        ys = []
+        split_kw = {"num_outputs": 4} if opset >= 18 else {}
+        for t in range(steps):
+            s = f"{p}t{t}/"
+            new += [helper.make_node("Slice", [x, const(s + "s0", np.array([t], np.int64)),
+                                               const(s + "s1", np.array([t + 1], np.int64)), ax0], [s + "x3"]),
+                    helper.make_node("Squeeze", [s + "x3", ax0], [s + "x"]),
+                    helper.make_node("MatMul", [s + "x", p + "wt"], [s + "xw"]),
+                    helper.make_node("MatMul", [h, p + "rt"], [s + "hr"]),
+                    helper.make_node("Add", [s + "xw", s + "hr"], [s + "g0"]),
+                    helper.make_node("Add", [s + "g0", p + "bias"], [s + "g"]),
+                    helper.make_node("Split", [s + "g"], [s + "gi", s + "go", s + "gf", s + "gc"], axis=1,
+                                     **split_kw),
+                    helper.make_node("Sigmoid", [s + "gi"], [s + "i"]),
+                    helper.make_node("Sigmoid", [s + "go"], [s + "o"]),
+                    helper.make_node("Sigmoid", [s + "gf"], [s + "f"]),
+                    helper.make_node("Tanh", [s + "gc"], [s + "cc"]),
+                    helper.make_node("Mul", [s + "f", c], [s + "fc"]),
+                    helper.make_node("Mul", [s + "i", s + "cc"], [s + "ic"]),
+                    helper.make_node("Add", [s + "fc", s + "ic"], [s + "c"]),
+                    helper.make_node("Tanh", [s + "c"], [s + "tc"]),
+                    helper.make_node("Mul", [s + "o", s + "tc"], [s + "h"])]
+            h, c = s + "h", s + "c"
+            ys.append(h)
+        if outs[0]:
+            ax01 = const(p + "ax01", np.array([0, 1], np.int64))
+            parts = []
+            for k, y in enumerate(ys):
+                new.append(helper.make_node("Unsqueeze", [y, ax01], [f"{p}y{k}"]))
+                parts.append(f"{p}y{k}")
+            new.append(helper.make_node("Concat", parts, [outs[0]], axis=0) if len(parts) > 1 else
+                       helper.make_node("Identity", parts, [outs[0]]))
+        if outs[1]:
+            new.append(helper.make_node("Unsqueeze", [h, ax0], [outs[1]]))
+        if outs[2]:
+            new.append(helper.make_node("Unsqueeze", [c, ax0], [outs[2]]))
+        nodes += new
+        count += 1
+        steps_total += steps
+    if not count:
+        return model, 0, 0
+    del g.node[:]
+    g.node.extend(nodes)
+    g.initializer.extend(inits)
+    del g.value_info[:]
+    return m, count, steps_total
+
+
+@rewrite("onnx", "unroll_lstm", needed_by=(ONNX2TF,))
+class UnrollLSTM:
+    """A forward LSTM with a static sequence length (silero-vad's decoder, one step) becomes
+    its gate arithmetic (MatMul, Sigmoid, Tanh), step by step: onnx2tf's own LSTM stops at
+    the initial state ("initial_state ... not compatible with cell.state_size")."""
+
+    describe = "unrolled {n} LSTM into MatMul and gate ops ({steps} steps)"
+
+    @staticmethod
+    def matches(model, options=None):
+        return sum(n.op_type == "LSTM" for n in model.graph.node)
+
+    @staticmethod
+    def apply(model, options=None):
+        new, count, steps = unroll_lstm(model)
+        return new, count, {"steps": steps}
