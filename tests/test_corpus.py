@@ -112,7 +112,8 @@ CASES = {
     "silero_vad_16k_sequence": ("audio, 3 inputs, open dims",
                                 ["--input-shapes", "input:[4,576]", "--val-range", "input:[-0.5,0.5]",
                                  "h:[-0.1,0.1]", "c:[-0.1,0.1]"], NO_DATA_YET, {"inspect": NOT_TFLITE},
-                                SILERO_ONNX),   # an LSTM, no If
+                                # no If; onnx2tf stops in its STFT (an Add), which no rewrite here covers
+                                {**SILERO_ONNX, "tflite": "refused: onnx2tf cannot convert"}),
     # float16 Core ML loses its probability map (max abs 0.375); float32 validates (max abs 6e-5).
     "ppocr_v4_det": ("image (text detection), open dims", ["--input-shapes", "x:[1,3,640,640]",
                                                            "--samples", "2", "--coreml-precision", "float32"],
