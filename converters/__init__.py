@@ -13,10 +13,13 @@ Rooms (each package's own docstring says what lives there and what it may import
                              and the library behind `check`, `eval` and `inspect`
     converters/toolenv/      isolated environments for tools whose pins clash with ours
                              (onnx2tf), built on first use from pinned requirements
+    converters/rewrite/      small registered graph rewrites a tool needs (DENSIFY into dense
+                             constants, pinned inputs folded), applied by the pipeline only
+                             where a route needs one, always validated against the original
 
 The root modules may import edge/ and each other; `pipeline` alone reaches into routes/
 (through the registry) and validation/ (to validate each hop). Nothing here parses command
 lines: that is edgeport/cli/. tests/test_architecture.py holds these rules.
 
-Imports: edge, converters.routes (pipeline, registry), converters.validation (pipeline), converters.edgetpu (registry)
+Imports: edge, converters.routes (pipeline, registry), converters.validation (pipeline), converters.edgetpu (registry), converters.rewrite (pipeline)
 """

@@ -49,6 +49,7 @@ class ConvertOptions:
     # --output-role and the roles' thresholds); None: the defaults
     tolerances: object = None
     accept_unvalidated: bool = False  # exit 0 although an artefact could not be validated
+    no_rewrite: bool = False         # never rewrite a graph for a tool (converters/rewrite)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):

@@ -37,6 +37,7 @@ from edge.files import check_output, check_output_dir, check_path_text, same_fil
 from edge.sidecar import sidecar_path
 from edge import run as edge_run
 from converters.registry import plan_route
+from converters import rewrite
 
 STATE_FILE = ".edgeport-convert.json"
 
@@ -70,6 +71,9 @@ class Hop:
         fixed = (self.artefact.metadata or {}).get("fixed_arguments")
         if fixed:
             out["fixed_arguments"] = fixed
+        rewrites = (self.artefact.metadata or {}).get("rewrites")
+        if rewrites:
+            out["rewrites"] = list(rewrites)
         return out
 
 
@@ -416,16 +420,25 @@ def _run_hop(current, conv, final, route, options, progress, validate=False, int
     try:
         quiet_frameworks()
         with atomic_output(final) as tmp:
-            with _tool_output(options.quiet):
-                from converters.names import options_in_model_names
+            # A rewrite the tool needs converts a rewritten copy; validation below still
+            # judges the result against `current`, the unrewritten source of this hop.
+            with rewrite.prepare(current, conv, options) as (given, rewrites, fixed):
+                for line in rewrites:
+                    progress(f"{conv.name}: {line} (for the tool; validated against {current.name})")
+                with _tool_output(options.quiet):
+                    from converters.names import options_in_model_names
 
-                returned = conv.func(current, tmp, options_in_model_names(options, current)) or {}
-                if fmt in (formats.TFLITE, formats.TFLITE_INT8):  # kept only if plain LiteRT runs it
-                    from converters.litert_check import require_plain_litert
+                    returned = conv.func(given, tmp, options_in_model_names(options, current)) or {}
+                    if fmt in (formats.TFLITE, formats.TFLITE_INT8):  # kept only if plain LiteRT runs it
+                        from converters.litert_check import require_plain_litert
 
-                    require_plain_litert(tmp, f"the {fmt} model made by {conv.name}")
+                        require_plain_litert(tmp, f"the {fmt} model made by {conv.name}")
             seconds = time.perf_counter() - t0
             md = _metadata(block, current, conv, options, returned, seconds)
+            if rewrites:
+                md["rewrites"] = rewrites
+            if fixed:   # inputs a rewrite made constants: recorded like --arg
+                md["fixed_arguments"] = {**(md.get("fixed_arguments") or {}), **fixed}
             from converters.names import KEY as NAMES_KEY
             from converters.validation.names import record_names
 

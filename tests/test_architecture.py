@@ -16,7 +16,7 @@ FORBIDDEN = ("converters", "tensorflow", "torch", "onnx", "coremltools", "tf2onn
 FRAMEWORKS = ("tensorflow", "torch", "onnx", "coremltools", "tf2onnx", "keras", "onnxruntime")
 
 ROOMS = ("converters.routes", "converters.quantize", "converters.edgetpu", "converters.validation",
-         "converters.toolenv")
+         "converters.toolenv", "converters.rewrite")
 TOP_ROOMS = ("edge", "converters", "edgeport")
 
 

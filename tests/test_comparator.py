@@ -85,6 +85,11 @@ def test_align_transposes_channels_last_only_when_shapes_say_so():
     assert align(ref, np.zeros((1, 5)))[0] is None
     flat, note = align(np.zeros((2, 1, 10)), np.ones((2, 10)))
     assert flat.shape == (2, 1, 10) and "reshaped" in note
+    # a size-1 axis moved (onnx2tf's [1, 2, 128] state for [2, 1, 128]): same numbers, same order
+    state = np.arange(512.0).reshape(1, 2, 1, 256)
+    moved, note = align(state, state.reshape(1, 1, 2, 256))
+    assert np.array_equal(moved, state) and "reshaped" in note
+    assert align(state, state.reshape(1, 1, 256, 2))[0] is None    # not the same order: refused
 
 
 def test_cosine_topk_and_magnitude():

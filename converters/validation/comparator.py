@@ -116,8 +116,9 @@ def align(reference, other):
     if rs == os_:
         return other, ""
     if other.size == reference.size:
-        if tuple(d for d in rs if d != 1) == tuple(d for d in os_ if d != 1) and \
-                len(rs) != len(os_):
+        # the same dimensions in the same order, only size-1 axes added, dropped or moved
+        # (onnx2tf's [1, 2, 128] for a [2, 1, 128] state): the same numbers in the same order
+        if tuple(d for d in rs if d != 1) == tuple(d for d in os_ if d != 1):
             return other.reshape(rs), f"reshaped {list(os_[1:])} -> {list(rs[1:])}"
         # sample axis + batch + channels: (S, N, C, H, W) vs (S, N, H, W, C), or 3-D (S, N, C, L)
         if len(rs) == len(os_) and len(rs) >= 4:

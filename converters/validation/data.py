@@ -63,12 +63,19 @@ def _image_geometry(meta):
 
 
 def match_inputs(reference_metas, metas):
-    """For each of `metas`, the index of the reference input it takes (by name, else position)."""
+    """For each of `metas`, the index of the reference input it takes: by name, else by the
+    name without TensorFlow's signature mangling ('serving_default_state:0' is 'state', as
+    onnx2tf and the TFLite converter name inputs, in an order of their own), else position."""
+    from converters.quantize.calibration import _bare_name
+
     ref_names = [m.name for m in reference_metas]
+    bare = [_bare_name(n) for n in ref_names]
     out = []
     for i, m in enumerate(metas):
         if m.name in ref_names:
             out.append(ref_names.index(m.name))
+        elif bare.count(_bare_name(m.name)) == 1:
+            out.append(bare.index(_bare_name(m.name)))
         elif i < len(reference_metas):
             out.append(i)
         else:

@@ -44,6 +44,10 @@ def configure(p):
                         "its validation per output, and for Edge TPU models the op strip")
     p.add_argument("--no-validate", action="store_true", help="do not check artefacts against their source")
     add_judgement(p)
+    p.add_argument("--no-rewrite", action="store_true",
+                   help="never rewrite a graph for a tool that refuses part of it (e.g. DENSIFY into "
+                        "dense constants); by default a rewrite is applied only where a route needs it, "
+                        "and the result is validated against the unrewritten source")
     p.add_argument("--shard", metavar="K/N",
                    help="folder mode: convert only shard K of N (K from 1; by model content hash) "
                         "and write OUTDIR/edgeport-manifest.shard-K-of-N.json")
@@ -112,7 +116,7 @@ def options_from_args(args):
         search_delegate=args.search_delegate, timeout=args.timeout,
         container_runtime=args.container_runtime, compiler_image=args.compiler_image,
         container_ulimits=tuple(args.container_ulimit) if args.container_ulimit else None,
-        quiet=args.quiet or args.json)
+        no_rewrite=args.no_rewrite, quiet=args.quiet or args.json)
 
 
 def human_size(n):
@@ -138,6 +142,8 @@ def print_result(r, out):
         line = f"  {a['path']}  {a['format']}  {human_size(a['size'])}  {when}"
         if a.get("fixed_arguments"):
             line += "  (" + ", ".join(f"{k}={v}" for k, v in a["fixed_arguments"].items()) + " fixed)"
+        if a.get("rewrites"):   # text from edgeport's own rewrites, not from the model
+            line += "  (" + "; ".join(a["rewrites"]) + ")"
         v = a.get("validation")
         if v:
             on = f" (on {v['inputs']})" if " from " in (v.get("inputs") or "") else ""  # --data
@@ -172,7 +178,8 @@ def json_model(r):
     out["artefacts"] = [{"model": a["path"], "format": a["format"], "size_bytes": a["size"],
                          "conversion": a["conversion"], "status": a["status"],
                          "time_ms": round(a["seconds"] * 1000.0, 1), "validation": a["validation"],
-                         **({"fixed_arguments": a["fixed_arguments"]} if a.get("fixed_arguments") else {})}
+                         **({"fixed_arguments": a["fixed_arguments"]} if a.get("fixed_arguments") else {}),
+                         **({"rewrites": a["rewrites"]} if a.get("rewrites") else {})}
                         for a in r.get("artefacts") or ()]
     return out
 

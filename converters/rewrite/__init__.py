@@ -1,0 +1,133 @@
+"""Small registered graph rewrites that get a model past an upstream tool's limit.
+
+Imports: edge, converters, converters.routes
+(from routes/ only onnx_inputs: the static shapes the routes use)
+
+Each rewrite is registered once, in the module of its model family (tflite.py, onnx.py):
+
+    @rewrite("tflite", "densify", needed_by=("tflite -> onnx", "tflite -> tflite-int8"))
+    class Densify:
+        def matches(model, options) -> int        # how many places need it (0: not needed)
+        def apply(model, options) -> (model, n[, info])   # bytes -> bytes, or ModelProto -> ModelProto
+        describe = "rewrote {n} DENSIFY into dense constants"
+
+`needed_by` names the conversions (registry names, "source -> target") whose tool refuses
+the pattern. The pipeline (`prepare`) applies a rewrite only before such a conversion, and
+only when its pattern matches the hop's source; it converts a rewritten copy in a temp
+folder, and validates the result against the hop's own, unrewritten source. Each applied
+rewrite is one line in the sidecar (`rewrites`) and in the progress output.
+`--no-rewrite` (options.no_rewrite) turns them all off.
+"""
+
+import contextlib
+import importlib
+import os
+import tempfile
+from dataclasses import dataclass
+
+REWRITE_MODULES = ("converters.rewrite.tflite", "converters.rewrite.onnx")
+FAMILIES = {"tflite": ("tflite",), "onnx": ("onnx",)}   # family -> artefact formats it reads
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    family: str
+    name: str
+    needed_by: tuple
+    impl: object
+
+    def matches(self, model, options):
+        return self.impl.matches(model, options)
+
+    def apply(self, model, options):
+        """(new model, count, info): `info` fills the description's other fields, and its
+        `fixed_arguments` (inputs turned into constants) is recorded like `--arg`."""
+        out = self.impl.apply(model, options)
+        return out if len(out) == 3 else (out[0], out[1], {})
+
+    def describe(self, count, info=None):
+        import collections
+
+        return self.impl.describe.format_map(collections.defaultdict(str, info or {}, n=count))
+
+
+_REWRITES = {}
+_loaded = False
+
+
+def rewrite(family, name, needed_by):
+    """Class decorator: register a rewrite of `family` ('tflite' or 'onnx')."""
+    def register(impl):
+        key = (family, name)
+        if key in _REWRITES:
+            raise RuntimeError(f"two rewrites registered as {family}.{name}")
+        _REWRITES[key] = Rewrite(family, name, tuple(needed_by), impl)
+        return impl
+
+    return register
+
+
+def rewrites():
+    global _loaded
+    if not _loaded:
+        for module in REWRITE_MODULES:
+            importlib.import_module(module)
+        _loaded = True
+    return [_REWRITES[k] for k in sorted(_REWRITES)]
+
+
+def candidates(conversion_name, source_format):
+    """The registered rewrites a conversion's tool needs, for a source of this format."""
+    return [r for r in rewrites() if conversion_name in r.needed_by
+            and source_format in FAMILIES.get(r.family, ())]
+
+
+def _load(family, path):
+    if family == "onnx":
+        import onnx
+
+        return onnx.load(path)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _save(family, model, path):
+    from converters.atomic import write_bytes_atomic
+
+    data = model.SerializeToString() if family == "onnx" else bytes(model)
+    write_bytes_atomic(path, data)
+
+
+def off(options):
+    return bool(getattr(options, "no_rewrite", False))
+
+
+@contextlib.contextmanager
+def prepare(source, conversion, options):
+    """Yields (the artefact to convert, [one line per rewrite applied], {input: value} of the
+    inputs a rewrite turned into constants). With no rewrite needed (or --no-rewrite), that
+    is `source` itself, [] and {}. Otherwise a rewritten copy, with the same file name, in a
+    temp folder removed afterwards; `source` is never written."""
+    todo = [] if off(options) else candidates(conversion.name, source.format)
+    if not todo or os.path.isdir(source.path):
+        yield source, [], {}
+        return
+    family = todo[0].family
+    model = _load(family, source.path)
+    lines, fixed = [], {}
+    for rw in todo:
+        if not rw.matches(model, options):
+            continue
+        model, count, info = rw.apply(model, options)
+        if count:
+            lines.append(rw.describe(count, info))
+            fixed.update(info.get("fixed_arguments") or {})
+    if not lines:
+        yield source, [], {}
+        return
+    from converters.artefact import Artefact
+
+    with tempfile.TemporaryDirectory(prefix="edgeport-rewrite-") as tmp:
+        path = os.path.join(tmp, os.path.basename(source.path))
+        _save(family, model, path)
+        yield Artefact(path, source.format, dict(source.metadata)), lines, fixed
