@@ -1,9 +1,16 @@
 """Tensors across the integer boundary: quantize, dequantize, and invoke a model on floats."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
-def dequantize(values, scale, zero_point):
+
+def dequantize(values: np.ndarray, scale: float, zero_point: int) -> npt.NDArray[np.float32]:
     """Quantized integers to real numbers.
 
     Args:
@@ -14,18 +21,18 @@ def dequantize(values, scale, zero_point):
     return (scale * (values.astype(np.int64) - zero_point)).astype(np.float32)
 
 
-def quantize(values, scale, zero_point, dtype):
+def quantize(values: npt.ArrayLike, scale: float, zero_point: int, dtype: npt.DTypeLike) -> np.ndarray:
     """Real numbers to a quantized integer `dtype`, rounded to nearest and clipped to its range."""
     info = np.iinfo(dtype)
     return np.clip(np.rint(np.asarray(values) / scale + zero_point), info.min, info.max).astype(dtype)
 
 
-def _is_quantized(detail):
+def _is_quantized(detail: dict[str, Any]) -> bool:
     scale, _ = detail.get("quantization", (0.0, 0))
     return np.issubdtype(np.dtype(detail["dtype"]), np.integer) and scale > 0
 
 
-def invoke_float(interpreter, *inputs):
+def invoke_float(interpreter: Any, *inputs: npt.ArrayLike) -> list[npt.NDArray[np.float32]]:
     """Run an allocated TFLite interpreter on float arrays; returns its outputs as floats.
 
     Integer inputs are quantized with their own scale and zero point, integer outputs
@@ -33,7 +40,8 @@ def invoke_float(interpreter, *inputs):
     """
     for detail, x in zip(interpreter.get_input_details(), inputs):
         if _is_quantized(detail):
-            x = quantize(x, *detail["quantization"], detail["dtype"])
+            scale, zero_point = detail["quantization"]
+            x = quantize(x, scale, zero_point, detail["dtype"])
         interpreter.set_tensor(detail["index"], np.asarray(x, dtype=detail["dtype"]))
     interpreter.invoke()
     outs = []
