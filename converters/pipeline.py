@@ -179,7 +179,16 @@ def plan_each(source_format, targets, options):
     for t in targets:
         try:
             route = plan_route(source_format, t)
-            check_needs({t: route}, options)
+            try:
+                check_needs({t: route}, options)
+            except InputError as missing:
+                # the cheapest route needs an option not given (a direct PyTorch -> int8 needs
+                # photos): take the cheapest route whose every step has what it needs (e.g.
+                # PyTorch -> TFLite float -> int8 calibrated on --data), else say why not
+                try:
+                    route = plan_route(source_format, t, usable=lambda c: not c.missing(options))
+                except InputError:
+                    raise missing from None
             routes[t] = route
         except InputError as e:
             refused[t] = e
@@ -276,6 +285,11 @@ def _metadata(block, current, conv, options, returned, seconds):
     fixed = returned.pop("fixed_arguments", None) or current.metadata.get("fixed_arguments")
     if fixed:
         md["fixed_arguments"] = fixed
+    # packed outputs normalized for int8 (quantize/packed_outputs.py): every later hop's
+    # artefact (Edge TPU) has the same outputs, so the record that undoes it is kept
+    rescale = returned.pop("output_rescale", None) or current.metadata.get("output_rescale")
+    if rescale:
+        md["output_rescale"] = rescale
     returned.pop("companions", None)
     md["conversion"] = {"name": conv.name, "seconds": round(seconds, 3), **returned}
     return md
@@ -403,13 +417,21 @@ def _run_hop(current, conv, final, route, options, progress, validate=False, int
         quiet_frameworks()
         with atomic_output(final) as tmp:
             with _tool_output(options.quiet):
-                returned = conv.func(current, tmp, options) or {}
+                from converters.names import options_in_model_names
+
+                returned = conv.func(current, tmp, options_in_model_names(options, current)) or {}
                 if fmt in (formats.TFLITE, formats.TFLITE_INT8):  # kept only if plain LiteRT runs it
                     from converters.litert_check import require_plain_litert
 
                     require_plain_litert(tmp, f"the {fmt} model made by {conv.name}")
             seconds = time.perf_counter() - t0
             md = _metadata(block, current, conv, options, returned, seconds)
+            from converters.names import KEY as NAMES_KEY
+            from converters.validation.names import record_names
+
+            names = record_names(current, Artefact(tmp, fmt, md), options)  # one name per input
+            if names:
+                md[NAMES_KEY] = names
             from converters import metadata
 
             metadata.embed(tmp, fmt, md)
@@ -417,6 +439,8 @@ def _run_hop(current, conv, final, route, options, progress, validate=False, int
                 progress(f"validating {os.path.basename(final)} against {current.name}")
                 md["validation"] = _validate(current, Artefact(tmp, fmt, md),
                                              _hop_options(current, options, intermediate))
+                if _float16_overflowed(fmt, md["validation"], options):
+                    md = _redo_in_float32(current, conv, tmp, block, md, options, intermediate, progress)
             md[ARTEFACT_SHA] = sha256_of(tmp)
             Artefact(final, fmt, md).write_sidecar()
             for name in returned.get("companions") or ():
@@ -426,6 +450,38 @@ def _run_hop(current, conv, final, route, options, progress, validate=False, int
     finally:
         options.extra.pop("provenance", None)
     return Artefact(final, fmt, md), seconds
+
+
+def _float16_overflowed(fmt, validation, options):
+    """A Core ML hop whose float16 program overflowed (its validation says so) and whose
+    precision the user left to edgeport."""
+    return (fmt == formats.COREML and not getattr(options, "coreml_precision", None)
+            and validation.get("passed") is False and "float16 overflow" in str(validation.get("summary")))
+
+
+def _redo_in_float32(current, conv, tmp, block, md, options, intermediate, progress):
+    """Convert the hop again with --coreml-precision float32 (into the same temp) and validate
+    it; the sidecar keeps why (`precision_fallback`). Returns the new metadata."""
+    import shutil
+    from converters import metadata
+
+    why = md["validation"]["summary"]
+    progress(f"{os.path.basename(tmp)}: the float16 program overflows; converting again with "
+             "--coreml-precision float32")
+    float32 = copy.copy(options)   # every attribute kept (input_overrides too), precision changed
+    float32.coreml_precision = "float32"
+    shutil.rmtree(tmp) if os.path.isdir(tmp) else os.unlink(tmp)
+    t0 = time.perf_counter()
+    with _tool_output(options.quiet):
+        returned = conv.func(current, tmp, float32) or {}
+    md = _metadata(block, current, conv, float32, returned, time.perf_counter() - t0)
+    md["precision_fallback"] = f"float32, because the float16 program overflowed ({why[:300]})"
+    metadata.embed(tmp, conv.target, md)
+    md["validation"] = _validate(current, Artefact(tmp, conv.target, md),
+                                 _hop_options(current, float32, intermediate))
+    md["validation"]["summary"] = ("float32 program (float16 overflowed): "
+                                   + str(md["validation"].get("summary")))
+    return md
 
 
 # The sidecar records the sha256 of the artefact it describes: a file changed or replaced

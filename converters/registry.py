@@ -98,11 +98,13 @@ def conversions():
     return sorted(load_registry().values(), key=lambda c: (c.source, c.target))
 
 
-def plan_route(source, target):
-    """The cheapest list of Conversions from format `source` to format `target` (Dijkstra)."""
+def plan_route(source, target, usable=None):
+    """The cheapest list of Conversions from format `source` to format `target` (Dijkstra),
+    using only the conversions `usable(c)` accepts when it is given."""
     graph = {}
     for c in load_registry().values():
-        graph.setdefault(c.source, []).append(c)
+        if usable is None or usable(c):
+            graph.setdefault(c.source, []).append(c)
     if source == target:
         return []
     queue = [(0, 0, source, [])]

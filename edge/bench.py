@@ -16,7 +16,7 @@ import numpy as np
 from .errors import InputError, MissingDependency, first_line, require
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Mapping, MutableMapping, Sequence
     from typing import TypeAlias
 
     import numpy.typing as npt
@@ -149,6 +149,9 @@ def open_session(path: StrPath, device: str | None = "auto", runtime: str | None
     from .interpreter import check_threads
 
     threads = check_threads(threads)
+    reason = cannot_run_here(path)
+    if reason:
+        raise InputError(reason)
     with open_input(path, "model", "model") as f:  # a regular file of bounded size only
         head = f.read(8)
     if head[4:8] == b"TFL3":
@@ -156,6 +159,18 @@ def open_session(path: StrPath, device: str | None = "auto", runtime: str | None
     if head[4:8] == b"ORTM" or str(path).endswith((".onnx", ".ort")):
         return _OnnxSession(path, device, runtime, threads)
     raise InputError(f"{path} is neither a TFLite nor an ONNX/ORT model", "bench takes .tflite, .onnx, .ort")
+
+
+COREML_SUFFIXES = (".mlpackage", ".mlmodel")
+
+
+def cannot_run_here(path: StrPath) -> str | None:
+    """Why `path` is a model bench cannot run on this machine (a Core ML package), or None."""
+    text = os.fspath(path).rstrip("/" + os.sep)
+    if text.lower().endswith(COREML_SUFFIXES):
+        return (f"{os.path.basename(text)} is a Core ML model: Core ML runs only on Apple devices "
+                "(macOS, iOS); bench here runs .tflite, .onnx and .ort")
+    return None
 
 
 def benchmark(path: StrPath, runs: int = 100, warmup: int = 5, threads: int | str | None = None,
@@ -223,12 +238,29 @@ COLUMNS = [("model", "model"), ("inputs", "inputs"), ("runtime", "runtime"), ("d
            ("mean_ms", "mean"), ("std_ms", "std"), ("throughput_ips", "img/s")]
 
 
-def format_table(results: Sequence[Mapping[str, Any]]) -> str:
-    """A side-by-side text table of benchmark results."""
+def mark_input_differences(results: Sequence[MutableMapping[str, Any]]) -> bool:
+    """Say in each row when the rows ran different input shapes (their latencies then compare
+    different work): each ran row gets `inputs_differ` True. Returns whether they differ."""
+    ran = [r for r in results if r.get("inputs") is not None]
+
+    def key(r: Mapping[str, Any]) -> tuple[tuple[str, ...], ...]:  # the same work in NCHW and NHWC counts as the same shape
+        return tuple(tuple(sorted(str(d).split(" ")[0].split("x"))) for d in r["inputs"].values())
+
+    differ = len({key(r) for r in ran}) > 1
+    for r in ran:
+        r["inputs_differ"] = differ
+    return differ
+
+
+def format_table(results: Sequence[MutableMapping[str, Any]]) -> str:
+    """A side-by-side text table of benchmark results; a model that did not run gets a row
+    saying why, and rows that ran different input shapes say so."""
     from .files import printable
 
+    differ = mark_input_differences(results)
+    ran = [r for r in results if r.get("status", "ran") == "ran"]
     rows = [[h for _, h in COLUMNS]]
-    for r in results:
+    for r in ran:
         row = []
         for key, _ in COLUMNS:
             v = r.get(key)
@@ -236,13 +268,22 @@ def format_table(results: Sequence[Mapping[str, Any]]) -> str:
                 v = os.path.basename(str(v))
             elif key == "inputs" and isinstance(v, dict):
                 v = " ".join(f"{n}:{d}" for n, d in v.items()) if len(v) > 1 else next(iter(v.values()), "-")
+                v += " [differs from other rows]" if differ else ""
             # cells are escaped: a newline in a model or input name stays inside its row
             row.append("-" if v is None else f"{v:.2f}" if isinstance(v, float) else printable(v))
         rows.append(row)
+    names = [os.path.basename(str(r.get("model"))) for r in results if r not in ran]
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    widths[0] = max([widths[0]] + [len(n) for n in names])
     lines = ["  ".join(c.rjust(w) if i > 4 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    for r in results:
+        if r not in ran:
+            lines.append(f"{printable(os.path.basename(str(r.get('model')))).ljust(widths[0])}  "
+                         f"{r.get('status', 'not run')}: {printable(r.get('reason', ''))}")
+    if differ:
+        lines.append("note: the rows ran different input shapes; give --input-shapes to compare the same work")
     return "\n".join(lines)
 
 
@@ -257,6 +298,7 @@ def plot(results: Sequence[Mapping[str, Any]], path: StrPath) -> None:
     if os.path.isdir(path):
         raise InputError(f"cannot write the plot {path}: it is a folder", "choose a writable path")
     check_output(path, "plot")  # "the plot X exists and is a FIFO: ..." (exit 2)
+    results = [r for r in results if r.get("status", "ran") == "ran"]
     require("matplotlib", "dev", "--plot").use("Agg")
     plt = require("matplotlib.pyplot", "dev", "--plot")
     labels = [f"{os.path.basename(r['model'])}\n{r['runtime'].split()[0]} t={r['threads'] or '-'}" for r in results]

@@ -189,7 +189,9 @@ def bench_page(results: Sequence[Mapping[str, Any]], command: str = "bench") -> 
     """bench's report: the summary table and a latency chart per model (and thread count)."""
     rows = [(r.get("model"), r.get("runtime"), r.get("device"), r.get("threads") or "default",
              human_size(r.get("size_bytes")), r.get("load_ms"), r.get("median_ms"), r.get("p90_ms"),
-             r.get("p99_ms"), r.get("throughput_ips"), r.get("error") or r.get("note") or "")
+             r.get("p99_ms"), r.get("throughput_ips"),
+             " ".join(x for x in (r.get("status") if r.get("status") not in (None, "ran") else "",
+                                  r.get("reason") or r.get("error") or "") if x))
             for r in results]
     summary = section("Summary", table(
         ["model", "runtime", "device", "threads", "size", "load ms", "median ms", "p90 ms", "p99 ms",

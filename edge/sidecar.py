@@ -130,6 +130,17 @@ def schema_problem(data: object) -> str | None:
     src = data.get("source")
     if isinstance(src, dict) and src.get("sha256") is not None and not isinstance(src["sha256"], str):
         return "'source.sha256' is not a string"
+    if data.get("output_rescale") is not None:
+        from .tensors import rescale_problem
+
+        problem = rescale_problem(data["output_rescale"])
+        if problem:
+            return problem
+    names = data.get("input_names")
+    if names is not None and not (isinstance(names, dict) and isinstance(names.get("names"), dict)
+                                  and all(isinstance(k, str) and isinstance(v, str)
+                                          for k, v in names["names"].items())):
+        return "'input_names' is not a map of tensor names"
     opset = data.get("opset")
     if opset is not None and not (isinstance(opset, int) and not isinstance(opset, bool)):
         return "'opset' is not a number"

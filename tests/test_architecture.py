@@ -138,7 +138,8 @@ def test_argparse_only_in_the_command_line_package():
 
 
 # what the device-side commands may take from converters/: pure numpy modules only
-DEVICE_COMMANDS = {"classify": {"converters.validation.signature"}, "bench": {"converters.validation.signature"}}
+DEVICE_COMMANDS = {"classify": {"converters.validation.signature"}, "bench": {"converters.validation.signature",
+                                                                    "converters.validation.input_match"}}
 
 
 @pytest.mark.parametrize("cmd", sorted(DEVICE_COMMANDS))

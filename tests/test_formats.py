@@ -204,3 +204,16 @@ def test_not_a_protobuf_is_refused(tmp_path):
     p.write_bytes(b"\x08\x07\x12\x05ab")  # a length past the end
     with pytest.raises(ModelFormatError):
         detect_format(p)
+
+
+def test_check_reads_an_onnx_with_empty_producer_as_onnx(tmp_path, capsys):
+    """paddle2onnx's case: `check` on it passes as ONNX (it printed FAIL, read as Core ML)."""
+    import json
+
+    from conftest import run_cli
+
+    p = tmp_path / "paddle.onnx"
+    p.write_bytes(dict(_onnx_variants())["empty_producer"])
+    code, out, err = run_cli(capsys, "check", p, "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["format"] == "onnx" and doc["passed"] is True, (out, err)

@@ -158,10 +158,12 @@ def test_convert_file_and_folder_have_one_shape(capsys, tmp_path):
     assert set(one["models"][0]) == set(many["models"][0])
 
 
-def test_usage_errors_print_no_json(capsys, tiny):
-    """A refused value is one error line on stderr; stdout stays empty (nothing half printed)."""
+def test_usage_errors_print_one_document(capsys, tiny):
+    """A refused value is one error line on stderr; with --json, stdout is one envelope saying so."""
     code, out, err = run_cli(capsys, "bench", tiny["float"], "--runs", "nan", "--json")
-    assert code == 2 and out == ""
+    assert code == 2
+    doc = json.loads(out)
+    assert doc["exit_code"] == 2 and "--runs" in doc["error"]
     assert [line for line in err.splitlines() if line.startswith("error:")] == [err.strip()]
 
 

@@ -482,7 +482,9 @@ def test_onnx2tf_failure_names_the_node_and_what_tensorflow_refused(tmp_path):
                    f"\x1b[31mERROR:\x1b[0m onnx_op_name: {node.name}\n")
     assert failed_node(log, model) == (f"node {node.name} ({node.op_type}): ValueError: Depth of output (258) "
                                        "is not a multiple of the number of groups (576)")
-    log.write_text("Traceback\nRuntimeError: something else\n")
+    log.write_text("Traceback\nRuntimeError: something else\n")   # no node: still its one cause
+    assert failed_node(log, model) == "onnx2tf failed inside (no node named): RuntimeError: something else"
+    log.write_text("nothing useful\n")
     assert failed_node(log, model) is None
 
 

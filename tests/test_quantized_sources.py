@@ -1,6 +1,7 @@
 """Quantized sources to float targets: a route through onnx2tf is refused before any hop runs
 (it would keep a float TFLite with a transposed integer input and garbage outputs); the routes
-that keep the quantized graph (ONNX, ORT) convert and validate."""
+that keep the quantized graph (ONNX, ORT) convert and validate, the integer input's
+parameters carried in the sidecar from hop to hop."""
 
 import os
 from pathlib import Path
@@ -56,7 +57,11 @@ def test_coral_uint8_to_tflite_and_ort_makes_ort_and_refuses_tflite(tmp_path, mo
     from converters import toolenv
 
     monkeypatch.setattr(toolenv, "ensure", lambda *a, **k: pytest.fail("onnx2tf must not run"))
-    r = pipeline.convert_model(V1, ["tflite", "ort"], ConvertOptions(quiet=True), outdir=tmp_path)
+    # with a preprocessing spec the hops are fed images: the .ort is validated against the
+    # .onnx, whose uint8 input has no parameters of its own (tf2onnx drops them); the sidecar
+    # keeps the source's, so the ORT hop validates instead of "failed to run"
+    opts = ConvertOptions(quiet=True, preprocessing={"mean": [127.5], "std": [127.5]})
+    r = pipeline.convert_model(V1, ["tflite", "ort"], opts, outdir=tmp_path)
     assert "tflite" in r.refused and "quantized" in r.refused["tflite"]
     assert [h["format"] for h in r.hops] == ["onnx", "ort"]
     for hop in r.hops:

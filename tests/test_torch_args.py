@@ -76,12 +76,12 @@ def test_two_tensor_torchscript_to_onnx_and_tflite(models, capsys):
                            "--trust-pickle", "-o", out, *TWO_SHAPES)
     assert code == 0, o + err
     assert o.count("validation ok") == 2, o
-    assert onnx_inputs(out / "two.jit.onnx") == [("x", [1, 8]), ("y", [1, 8])]
-    conv = sidecar(out / "two.jit.onnx")["conversion"]
+    assert onnx_inputs(out / "two.onnx") == [("x", [1, 8]), ("y", [1, 8])]
+    conv = sidecar(out / "two.onnx")["conversion"]
     assert conv["forward"] == "(x: Tensor, y: Tensor)"
     assert [i["name"] for i in conv["inputs"]] == ["x", "y"] and "fixed_arguments" not in conv
     # the TFLite model takes two inputs too, and validates against the TorchScript
-    code, o, err = run_cli(capsys, "validate", models / "two.jit", out / "two.jit_float.tflite",
+    code, o, err = run_cli(capsys, "validate", models / "two.jit", out / "two_float.tflite",
                            "--trust-pickle", *TWO_SHAPES)
     assert code == 0 and "PASSED" in o, o + err
 
@@ -91,7 +91,7 @@ def test_swapped_inputs_fail_validation(models, capsys, tmp_path):
     code, o, err = run_cli(capsys, "convert", models / "two.jit", "--to", "onnx", "--no-validate",
                            "--trust-pickle", "-o", out, *TWO_SHAPES)
     assert code == 0, o + err
-    m = onnx.load(str(out / "two.jit.onnx"))
+    m = onnx.load(str(out / "two.onnx"))
     names = {"x": "y", "y": "x"}
     for i in m.graph.input:
         i.name = names[i.name]
@@ -101,7 +101,7 @@ def test_swapped_inputs_fail_validation(models, capsys, tmp_path):
     code, o, err = run_cli(capsys, "validate", models / "two.jit", tmp_path / "swapped.onnx",
                            "--trust-pickle", *TWO_SHAPES)
     assert code == 1 and "FAILED" in o, o + err
-    code, o, err = run_cli(capsys, "validate", models / "two.jit", out / "two.jit.onnx",
+    code, o, err = run_cli(capsys, "validate", models / "two.jit", out / "two.onnx",
                            "--trust-pickle", *TWO_SHAPES)
     assert code == 0 and "PASSED" in o, o + err
 
@@ -116,11 +116,11 @@ def test_int_argument_fixed_by_arg(models, capsys):
     arts = report["models"][0]["artefacts"] if "models" in report else report["artefacts"]
     assert all(a["validation"]["passed"] for a in arts), arts
     assert len(arts) == 3 and all(a["fixed_arguments"] == {"sr": 4000} for a in arts), arts
-    assert onnx_inputs(out / "rate.jit.onnx") == [("x", [1, 8])]
-    assert sidecar(out / "rate.jit.onnx")["fixed_arguments"] == {"sr": 4000}
-    assert sidecar(out / "rate.jit_float.tflite")["fixed_arguments"] == {"sr": 4000}
+    assert onnx_inputs(out / "rate.onnx") == [("x", [1, 8])]
+    assert sidecar(out / "rate.onnx")["fixed_arguments"] == {"sr": 4000}
+    assert sidecar(out / "rate_float.tflite")["fixed_arguments"] == {"sr": 4000}
     # the same artefacts against the source run with another sr: caught
-    for art in ("rate.jit.onnx", "rate.jit_float.tflite"):
+    for art in ("rate.onnx", "rate_float.tflite"):
         code, o, err = run_cli(capsys, "validate", models / "rate.jit", out / art, "--trust-pickle",
                                "--input-shapes", "x:[1,8]", "--arg", "sr=16000")
         assert code == 1 and "FAILED" in o, (art, o + err)
@@ -140,7 +140,7 @@ def test_int_argument_branch_kept_by_value(models, capsys):
     import onnxruntime as ort
 
     x = np.random.default_rng(1).uniform(-1, 1, (1, 8)).astype(np.float32)
-    got = ort.InferenceSession(str(out / "rate.jit.onnx")).run(None, {"x": x})[0]
+    got = ort.InferenceSession(str(out / "rate.onnx")).run(None, {"x": x})[0]
     want = torch.jit.load(str(models / "rate.jit"))(torch.from_numpy(x), 16000).detach().numpy()
     np.testing.assert_allclose(got, want, atol=1e-6)
     assert not np.allclose(got, torch.jit.load(str(models / "rate.jit"))(

@@ -147,3 +147,42 @@ def test_state_dict_source_without_factory_is_an_input_error(files):
     d, _ = files
     with pytest.raises(InputError, match="--torch-model"):
         load_source(Artefact(str(d / "sd.pt"), formats.TORCH_MODULE), ConvertOptions())
+
+
+WRAPPED = [  # checkpoints as training scripts save them: (contents, the key edgeport must name)
+    (lambda sd: {"model_state": sd, "optimizer_state": {"lr": 0.1}, "step": 7}, "model_state"),
+    (lambda sd: {"model_state_dict": sd, "optimizer_state_dict": {}, "epoch": 2}, "model_state_dict"),
+    (lambda sd: {"state_dict": sd, "epoch": 3}, "state_dict"),
+    (lambda sd: {"model": sd, "optimizer": {}}, "model"),
+    (lambda sd: {"net": sd, "iteration": 1000}, "net"),
+    (lambda sd: {"ema": sd, "updates": 12}, "ema"),
+    (lambda sd: {"ema": {"module": sd, "decay": 0.999}}, "ema.module"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(WRAPPED)))
+def test_wrapped_checkpoints_are_unwrapped_and_the_key_is_said(files, tmp_path, case):
+    d, model = files
+    wrap, key = WRAPPED[case]
+    path = tmp_path / "ckpt.pth"
+    torch.save(wrap(model.state_dict()), path)
+    said = []
+    m = load_module_from_factory(f"{d / 'netdef.py'}:build", str(path), say=said.append)
+    assert torch.equal(m.conv.weight, model.conv.weight)
+    assert any(f"'{key}'" in s for s in said), said
+
+
+def test_dataparallel_prefix_is_stripped(files, tmp_path):
+    d, model = files
+    torch.save({"module." + k: v for k, v in model.state_dict().items()}, tmp_path / "dp.pt")
+    said = []
+    m = load_module_from_factory(f"{d / 'netdef.py'}:build", str(tmp_path / "dp.pt"), say=said.append)
+    assert torch.equal(m.conv.weight, model.conv.weight) and "module." in said[0]
+
+
+def test_checkpoint_without_weights_lists_its_keys(tmp_path):
+    torch.save({"optimizer_state": {"lr": 0.1}, "step": 7, "config": {"depth": 3}}, tmp_path / "c.pt")
+    with pytest.raises(InputError) as e:
+        load_state_dict(str(tmp_path / "c.pt"))
+    for key in ("'optimizer_state'", "'step'", "'config'", "model_state"):
+        assert key in str(e.value)

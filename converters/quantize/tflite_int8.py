@@ -261,12 +261,49 @@ def quantize_tflite(float_bytes, cal, io_dtype, progress):
             return calib.calibrate_and_quantize(counted, io, io, False,
                                                 activations_type=tf.int8, bias_type=tf.int32)
     except Exception as e:
-        text = first_line(e)
-        raise EdgeportError(f"TFLite full-integer quantization failed: {type(e).__name__}: {text}",
-                            "the model has control flow (IF/WHILE subgraphs), whose tensors TFLite's "
-                            "calibrator does not record; quantize its original, or a float model "
-                            "without control flow" if "dynamic tensors" in text else
-                            "an op without an int8 kernel cannot be fully quantized") from None
+        what, hint = quantizer_failure(e)
+        raise EdgeportError(f"TFLite full-integer quantization failed: {what}", hint) from None
+
+
+def quantizer_failure(error):
+    """(what failed, hint or None) for an exception of TFLite's calibrator/quantizer, naming the
+    real cause: a node that failed to prepare or run on the calibration samples (a RESHAPE whose
+    shape does not fit them), a bias that does not fit its layer, control flow, or an op the
+    quantizer has no int8 kernel for. Only the last is "an op without an int8 kernel"."""
+    import re
+
+    try:
+        text = " ".join(str(error).split())
+    except Exception:
+        text = ""
+    text = text or type(error).__name__
+    kind = type(error).__name__
+    unsupported = re.search(r"Quantization (?:to 16x8-bit )?not yet supported for op: '?([\w.]+)'?", text)
+    if unsupported:
+        return (f"TFLite's quantizer has no int8 kernel for op {unsupported.group(1)}",
+                "an op without an int8 kernel cannot be fully quantized: quantize a model without it, "
+                "or keep the float TFLite")
+    if "dynamic tensors" in text:
+        return (f"{kind}: {text[:300]}",
+                "the model has control flow (IF/WHILE subgraphs), whose tensors TFLite's calibrator does "
+                "not record; quantize its original, or a float model without control flow")
+    node = re.search(r"Node number (\d+) \((\w+)\) failed to (prepare|invoke)", text)
+    detail = re.sub(r"Node number \d+ \(\w+\) failed to (prepare|invoke)\.?", "", text)
+    detail = re.sub(r"\S*tensorflow/lite/\S+:\d+\s*", "", detail).strip(" .;") or text
+    op = node.group(2) if node else None
+    if re.search(r"\bbias\b", text, re.I) and re.search(r"mismatch|match|size|shape|dims|vector|expected", text, re.I):
+        where = f" (node {node.group(1)}, {op})" if node else ""
+        return (f"a bias does not fit its layer{where}: {detail[:240]}",
+                "the float model's bias and weight shapes disagree; re-export the float model")
+    if node:
+        what = (f"op {op} (node {node.group(1)}) failed to {node.group(3)} on the calibration samples: "
+                f"{detail[:240]}")
+        if op == "RESHAPE" or "num_input_elements" in text:
+            return what, ("its fixed target shape does not fit the samples' shapes: give samples of the "
+                          "shape the model was exported for (--input-shapes, --data), or export it with "
+                          "that shape")
+        return what, "check the calibration samples' shapes against the model's inputs"
+    return f"{kind}: {text[:300]}", None
 
 
 def op_histogram(path):

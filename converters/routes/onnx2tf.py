@@ -65,19 +65,21 @@ def sample_images(folders, path, count=SAMPLE_COUNT):
 
 
 def failed_node(log_path, model):
-    """'node NAME (OP): cause' from onnx2tf's log of a failed run, or None when it names no node.
+    """'node NAME (OP): cause' from onnx2tf's log of a failed run, or None when the log names
+    neither a node nor a cause.
 
     onnx2tf ends a failed conversion with `onnx_op_name: NAME`; the cause is the last
     exception in its trace (for a Keras layer, the line under "Exception encountered when
-    calling layer", which says what TensorFlow refused)."""
+    calling layer", which says what TensorFlow refused). An internal error outside its per-node
+    wrapper (`KeyError: 'val_0_2'`) names no node: the node is then the one that reads (else
+    writes) the tensor the error names, else the op whose onnx2tf converter (onnx2tf/ops/OP.py)
+    is the last frame of the trace."""
     try:
         with open(log_path, encoding="utf-8", errors="replace") as f:
             lines = [re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", ln).strip() for ln in f]
     except OSError:
         return None
     names = [ln.split("onnx_op_name:", 1)[1].strip() for ln in lines if "onnx_op_name:" in ln]
-    if not names:
-        return None
     cause = None
     for k, ln in enumerate(lines):
         if re.match(r"^[A-Za-z_.]*(Error|Exception): ", ln):
@@ -85,19 +87,42 @@ def failed_node(log_path, model):
             if "Exception encountered when calling layer" in ln:
                 nxt = next((x for x in lines[k + 1:] if x), "")
                 cause = f"{ln.split(':', 1)[0]}: {nxt}"
-    ops = {}
+    frames = [m.group(1) for m in (re.search(r"onnx2tf/ops/(\w+)\.py", ln) for ln in lines) if m]
+    if not names and cause is None:
+        return None
+    ops, readers, writers = {}, {}, {}
 
     def walk(graph):
         for n in graph.node:
             ops.setdefault(n.name, n.op_type)
+            for t in n.input:
+                readers.setdefault(t, n.name)
+            for t in n.output:
+                writers.setdefault(t, n.name)
             for a in n.attribute:
                 for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
                     walk(g)
 
     walk(model.graph)
-    node = names[-1]
-    op = f" ({ops[node]})" if node in ops else ""
     cause = re.sub(r" for '\{\{node .*$", "", cause or "see the log")   # TensorFlow's node dump
+    if names:
+        node = names[-1]
+    else:
+        quoted = re.findall(r"'([^']+)'", cause)
+        node = next((readers.get(t) or writers.get(t) or (t if t in ops else None)
+                     for t in quoted if readers.get(t) or writers.get(t) or t in ops), None)
+        if node is None and frames:
+            same = [n for n, op in ops.items() if op == frames[-1]]
+            if len(same) == 1:
+                node = same[0]
+            else:
+                return f"onnx2tf's {frames[-1]} converter failed ({len(same)} {frames[-1]} nodes): {cause[:300]}"
+        if node is None:
+            return f"onnx2tf failed inside (no node named): {cause[:300]}"
+        tensor = next((t for t in quoted if readers.get(t) == node or writers.get(t) == node), None)
+        if tensor:
+            cause = f"{cause} (onnx2tf lost its tensor '{tensor}')"
+    op = f" ({ops[node]})" if node in ops else ""
     return f"node {node}{op}: {cause[:300]}"
 
 

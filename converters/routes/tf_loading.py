@@ -35,6 +35,25 @@ def load_keras(path, options):
                                "is the file complete? re-save or re-download it") from None
 
 
+def load_saved_model(path):
+    """tf.saved_model.load(path), or one line naming TensorFlow's own loading error (exit 2).
+
+    A SavedModel TensorFlow cannot restore (e.g. a Keras-era optimizer whose restore raises
+    AttributeError 'add_slot', damaged variables, ops this TensorFlow lacks) is a property of
+    the file, not an edgeport bug; every reader of SavedModels loads through here."""
+    tf = import_tf()
+    name = os.path.basename(os.fspath(path).rstrip("/" + os.sep)) or os.fspath(path)
+    try:
+        return tf.saved_model.load(os.fspath(path))
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as e:
+        raise ModelFormatError(f"TensorFlow {getattr(tf, '__version__', '')} cannot load the SavedModel "
+                               f"{name}: {type(e).__name__}: {first_line(e, 200)}",
+                               "re-export it with this TensorFlow (tf.saved_model.save, or "
+                               "model.export() from Keras), or convert it where it loads") from None
+
+
 class TFSource:
     """A TF model as a callable with a fixed input signature.
 
@@ -98,7 +117,7 @@ def load_tf_source(artefact, options):
         outs = [_clean(o.name) for o in model.outputs]
         return TFSource(fn, specs, outs, keras_model=model)
     if artefact.format == formats.SAVEDMODEL:
-        loaded = tf.saved_model.load(os.fspath(artefact.path))
+        loaded = load_saved_model(artefact.path)
         sigs = getattr(loaded, "signatures", {}) or {}
         name = "serving_default" if "serving_default" in sigs else (sorted(sigs)[0] if sigs else None)
         if name is None:

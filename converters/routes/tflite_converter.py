@@ -32,12 +32,16 @@ def _converter(source, options):
     return tf, conv, src
 
 
-def _write(conv, output_path, source):
+def _convert(conv, source):
     try:
-        data = conv.convert()
+        return conv.convert()
     except Exception as e:  # the MLIR converter raises ConverterError with a long log
         first = first_line(e)
         raise EdgeportError(f"the TFLite converter could not convert {source.name}: {first}") from None
+
+
+def _write(conv, output_path, source):
+    data = _convert(conv, source)
     with open(output_path, "wb") as f:
         f.write(data)
 
@@ -70,6 +74,24 @@ def tf_to_tflite_int8(source, output_path, options):
     if cal.tensors[0].shape[1:] != shape:
         raise InputError(f"calibration tensors have shape {cal.tensors[0].shape[1:]}, the model's input "
                          f"is {shape}", "check --size and --layout")
+    # A packed output (boxes in pixels beside scores) is normalized on the float model first
+    # (quantize/packed_outputs.py) and that model quantized by the same calibrator; any other
+    # model goes through the converter's own quantization as before.
+    from converters.quantize.packed_outputs import normalize_for_int8
+    from converters.quantize.tflite_int8 import quantize_tflite
+
+    float_bytes, rescale = normalize_for_int8(_convert(conv, source), cal, options)
+    if rescale:
+        quantized = quantize_tflite(float_bytes, cal, io_dtype, options.progress)
+        with open(output_path, "wb") as f:
+            f.write(quantized)
+        if formats.detect_format(output_path) != formats.TFLITE_INT8:
+            raise EdgeportError(f"{source.name} did not quantize to full integer (some ops stay float)",
+                                "the model uses an op without an int8 kernel")
+        return {"versions": _versions(), "quantization": "full-int8", "io_dtype": io_dtype,
+                "route": "TFLite converter float -> packed outputs normalized -> TFLite post-training "
+                         "calibrator + quantizer", "output_rescale": rescale,
+                "calibration": cal.summary(), "preprocessing": cal.spec}
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = cal.representative_dataset
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

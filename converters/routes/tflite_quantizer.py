@@ -98,7 +98,10 @@ def load_samples(model, source, options):
             raise InputError(f"calibration tensors have shape {list(cal.tensors[0].shape)}, the model's "
                              f"input is {shape}", "check --size and --layout")
         return cal, shape, {k: cal.spec[k] for k in ("size", "layout", "mean", "std") if k in cal.spec}
-    inputs = float_inputs(model, source.name)
+    from converters.names import name_map
+
+    public = name_map(source.metadata)   # --data is keyed by the source model's input names
+    inputs = [(public.get(n, n), s, d) for n, s, d in float_inputs(model, source.name)]
     cal = load_array_calibration(data, inputs, count=options.calibration_count,
                                  progress=options.progress)
     shapes = [list(x.shape) for x in cal.samples[0]]
@@ -145,6 +148,7 @@ def tflite_to_tflite_int8(source, output_path, options):
     from converters.quantize.tflite_int8 import (bias_correct, crash_probe, fold_float16_weights,
                                                  freeze_open_shapes, op_histogram, quantize_tflite,
                                                  split_relu_0_to_1)
+    from converters.quantize.packed_outputs import normalize_for_int8
 
     io_dtype = (options.io_dtype or "uint8").lower()
     if io_dtype not in ("uint8", "int8"):
@@ -178,6 +182,8 @@ def tflite_to_tflite_int8(source, output_path, options):
     float_bytes, relu01 = split_relu_0_to_1(float_bytes)
     if relu01:
         options.progress(f"RELU_0_TO_1: {relu01} ops rewritten as RELU + MINIMUM(1) for the quantizer")
+    float_bytes, rescale = _run_float(lambda b, c: normalize_for_int8(b, c, options), float_bytes, cal,
+                                      source, "to measure its packed outputs")
     corrected = 0
     if extra.get("bias_correction", True):
         options.progress(f"bias correction: measuring conv/FC inputs on {len(cal)} {cal.unit}")
@@ -210,6 +216,7 @@ def tflite_to_tflite_int8(source, output_path, options):
             "quantization": "full-int8", "io_dtype": io_dtype, "input_shape": shape,
             "preprocessing": spec_out, "calibration": cal.summary(), "ops": ops,
             "bias_correction": {"ops": corrected, cal.unit: len(cal)} if corrected else None,
+            "output_rescale": rescale,
             "float16_weights_folded": folded or None, "relu_0_to_1_split": relu01 or None,
             "input_shapes_fixed": {n: {"signature": o, "shape": v} for n, (o, v) in frozen.items()} or None,
             "seconds_steps": times, "versions": _versions()}

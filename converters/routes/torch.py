@@ -44,11 +44,12 @@ from edge.errors import EdgeportError, InputError, first_line, require
 from converters import formats
 from converters.registry import conversion
 from converters.quantize.adaround import adaround
+from converters.quantize.packed_outputs import normalize_for_int8
 from converters.quantize.tflite_int8 import bias_correct, op_histogram, quantize_tflite
 from converters.routes.torch_loading import (exported_inputs, fix_script_arguments, flatten_outputs,
-                                             import_torch, input_shape, load_source, plan_script_call,
-                                             program_module, schema_text, script_arguments,
-                                             state_attributes)
+                                             forward_input_names, import_torch, input_shape, load_source,
+                                             plan_script_call, program_module, schema_text,
+                                             script_arguments, state_attributes)
 
 DEFAULT_OPSET = 17
 PLACEHOLDER_OTHER = 32   # converters.validation.signature's placeholder for a non-batch dimension
@@ -150,8 +151,11 @@ def _load(source, options):
         shape = shapes.get(args[0].name) or shapes.get(None)
         if shape and not options.input_shape:
             options.input_shape = tuple(shape)
+    name = (forward_input_names(model, ep) or ["input"])[0]   # the source's own name
+    if args is None and ov is not None and name in dict(ov.shapes) and not options.input_shape:
+        options.input_shape = tuple(dict(ov.shapes)[name])      # a Python module's forward(x)
     shape = input_shape(options, source, ep)
-    return model, ep, _Forward(model, ["input"], (_example(shape),))
+    return model, ep, _Forward(model, [name], (_example(shape, 0, None, ranges(name)),))
 
 
 def _exported_shapes(users, overrides):
@@ -418,6 +422,7 @@ def torch_to_tflite_int8(source, output_path, options):
         with open(float_path, "rb") as f:
             float_bytes = f.read()
         seconds_float = time.monotonic() - t0
+        float_bytes, rescale = normalize_for_int8(float_bytes, cal, options)
         corrected = 0
         if extra.get("bias_correction", True):
             float_bytes, corrected = bias_correct(float_bytes, cal)
@@ -435,6 +440,7 @@ def torch_to_tflite_int8(source, output_path, options):
             "io_dtype": options.io_dtype or "uint8", "input_shape": shape,
             "preprocessing": spec_out, "calibration": cal.summary(), "ops": ops,
             "bias_correction": {"ops": corrected, "images": len(cal)} if corrected else None,
+            "output_rescale": rescale,
             "adaround": state.get("adaround"),
             "seconds_float": round(seconds_float, 3),
             "versions": _versions("litert-torch", "tensorflow-cpu", "tensorflow")}
@@ -461,19 +467,26 @@ class _ChannelScale:
         return Scaled().eval()
 
 
-def _coreml_program(torch, module, examples):
-    """What coremltools converts: TorchScript as is, else a torch.export program (ATen ops).
+def _coreml_programs(torch, module, examples):
+    """What coremltools may convert, in order of preference: (kind, program) pairs.
 
-    torch.export is preferred to torch.jit.trace: a trace keeps Python-int shape arithmetic
-    (`x.view(x.size(0), -1)`) that coremltools 9 fails to convert.
+    TorchScript as is; else a torch.export program (ATen ops), then a torch.jit.trace of the
+    same module as the fallback. torch.export is preferred: a trace keeps Python-int shape
+    arithmetic (`x.view(x.size(0), -1)`) that coremltools 9 fails to convert; but coremltools'
+    torch.export frontend lacks ops its TorchScript frontend has (`Unsupported fx node lstm`).
+    The trace is made only when it is needed.
     """
     if isinstance(module, torch.jit.ScriptModule):
-        return module
+        yield "TorchScript", module
+        return
     try:
-        return torch.export.export(module, tuple(examples)).run_decompositions({})
+        program = torch.export.export(module, tuple(examples)).run_decompositions({})
     except Exception:
-        with torch.no_grad():
-            return torch.jit.trace(module, tuple(examples))
+        program = None
+    if program is not None:
+        yield "torch.export", program
+    with torch.no_grad():
+        yield "TorchScript (torch.jit.trace)", torch.jit.trace(module, tuple(examples))
 
 
 def torch_to_coreml(source, output_path, options):
@@ -506,19 +519,38 @@ def torch_to_coreml(source, output_path, options):
     classifier, labels = _classifier(ct, options, classes)
     inputs = [image] if image else [ct.TensorType(name=n, shape=tuple(x.shape))
                                     for n, x in zip(fwd.names, fwd.examples)]
-    try:
-        program = _coreml_program(torch, module, fwd.examples)
-        with contextlib.redirect_stderr(io.StringIO()):  # coremltools' progress bars
-            mlmodel = ct.convert(program, source="pytorch", convert_to="mlprogram", inputs=inputs,
-                                 classifier_config=classifier, compute_precision=compute_precision(ct, options),
-                                 minimum_deployment_target=deployment_target(ct, options.coreml_target))
-    except InputError:
-        raise
-    except Exception as e:
-        raise EdgeportError(f"coremltools could not convert {source.name}: {_reason(e, model)}") from None
+    failures, mlmodel, kind = [], None, None
+    programs = _coreml_programs(torch, module, fwd.examples)
+    while mlmodel is None:
+        try:
+            kind, program = next(programs)
+        except StopIteration:
+            break
+        except InputError:
+            raise
+        except Exception as e:  # the trace itself failed
+            failures.append(("TorchScript (torch.jit.trace)", _reason(e, model)))
+            break
+        if failures:
+            options.progress(f"{source.name}: coremltools could not convert the {failures[-1][0]} program "
+                             f"({failures[-1][1][:160]}); converting the {kind} program instead")
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):  # coremltools' progress bars
+                mlmodel = ct.convert(program, source="pytorch", convert_to="mlprogram", inputs=inputs,
+                                     classifier_config=classifier, compute_precision=compute_precision(ct, options),
+                                     minimum_deployment_target=deployment_target(ct, options.coreml_target))
+        except InputError:
+            raise
+        except Exception as e:
+            failures.append((kind, _reason(e, model)))
+    if mlmodel is None:
+        raise EdgeportError(f"coremltools could not convert {source.name}: "
+                            + "; ".join(f"{k}: {r}" if len(failures) > 1 else r for k, r in failures))
     meta = _finish(ct, mlmodel, output_path, options, spec or None, labels, image)
     meta["versions"] = {**meta.get("versions", {}), **_versions()}
-    meta["route"] = "torch.export (or TorchScript) -> coremltools (mlprogram)"
+    meta["route"] = f"{kind} -> coremltools (mlprogram)"
+    if failures:
+        meta["route_fallback"] = f"the {failures[0][0]} program failed in coremltools ({failures[0][1][:200]})"
     meta.update(fwd.facts() or {"input_shape": list(shape)})
     return meta
 

@@ -70,8 +70,48 @@ def import_factory(spec):
     return factory
 
 
-def load_state_dict(path, trust_pickle=False):
-    """A checkpoint's tensors: {name: tensor} (or an nn.Module when trusted and pickled whole)."""
+# The keys under which training scripts save the model's weights inside a bigger checkpoint
+# ({'model_state': ..., 'optimizer_state': ..., 'step': ...}), in order of preference.
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "net", "ema")
+
+
+def _is_state_dict(obj, torch):
+    return isinstance(obj, dict) and bool(obj) and all(torch.is_tensor(v) for v in obj.values())
+
+
+def _unwrap_checkpoint(path, obj, torch, say):
+    """The state dict (or trusted nn.Module) inside checkpoint `obj`; which key held it is said."""
+    if isinstance(obj, torch.nn.Module) or _is_state_dict(obj, torch):
+        return obj
+    if isinstance(obj, dict):
+        for key in WRAPPER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, dict) and _is_state_dict(inner.get("module"), torch):
+                inner, key = inner["module"], f"{key}.module"  # an EMA wrapper: {'module': weights}
+            if _is_state_dict(inner, torch) or isinstance(inner, torch.nn.Module):
+                others = [k for k in obj if k != key.split(".")[0]]
+                say(f"{os.path.basename(path)}: using the weights under the checkpoint key '{key}'"
+                    + (f" (also holds {', '.join(repr(str(k)) for k in others[:6])}"
+                       f"{', ...' if len(others) > 6 else ''})" if others else ""))
+                return inner
+        tensors = {k: v for k, v in obj.items() if torch.is_tensor(v)}
+        if tensors and not any(isinstance(v, dict) for v in obj.values()):
+            say(f"{os.path.basename(path)}: its non-tensor entries "
+                f"{', '.join(repr(str(k))[:40] for k in obj if k not in tensors)} are not weights; ignored")
+            return tensors
+        keys = ", ".join(repr(str(k))[:40] for k in list(obj)[:12]) + (", ..." if len(obj) > 12 else "")
+        raise InputError(f"{path} holds no state dict: a checkpoint with keys {keys or 'none'}, and "
+                         f"none of {', '.join(WRAPPER_KEYS)} holds a dict of tensors",
+                         "save it with torch.save(model.state_dict(), path)")
+    raise InputError(f"{path} holds no state dict (found {type(obj).__name__})",
+                     "save it with torch.save(model.state_dict(), path)")
+
+
+def load_state_dict(path, trust_pickle=False, say=None):
+    """A checkpoint's tensors: {name: tensor} (or an nn.Module when trusted and pickled whole).
+
+    A checkpoint that wraps the weights with other state ({'model_state': ..., 'optimizer': ...})
+    is unwrapped under the first of WRAPPER_KEYS that holds tensors; `say` is told which."""
     torch = import_torch()
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
@@ -85,21 +125,10 @@ def load_state_dict(path, trust_pickle=False):
                              "would run code from the file, so edgeport refuses it "
                              f"({first[:160]})", PICKLE_HINT) from None
         raise InputError(f"cannot read {path} as a PyTorch checkpoint: {first[:200]}") from None
-    if isinstance(obj, torch.nn.Module):
-        return obj
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model_state_dict", "model"):
-            inner = obj.get(key)
-            if isinstance(inner, dict) and inner and all(torch.is_tensor(v) for v in inner.values()):
-                return inner
-        tensors = {k: v for k, v in obj.items() if torch.is_tensor(v)}
-        if tensors:
-            return obj
-    raise InputError(f"{path} holds no state dict (found {type(obj).__name__})",
-                     "save it with torch.save(model.state_dict(), path)")
+    return _unwrap_checkpoint(path, obj, torch, say or (lambda message: None))
 
 
-def load_module_from_factory(factory_spec, weights_path=None, trust_pickle=False):
+def load_module_from_factory(factory_spec, weights_path=None, trust_pickle=False, say=None):
     """factory() with the state dict of `weights_path` loaded into it (strict), in eval mode."""
     torch = import_torch()
     factory = import_factory(factory_spec)
@@ -111,10 +140,15 @@ def load_module_from_factory(factory_spec, weights_path=None, trust_pickle=False
         raise InputError(f"--torch-model {factory_spec}() returned {type(module).__name__}, "
                          "not a torch.nn.Module")
     if weights_path:
-        state = load_state_dict(weights_path, trust_pickle)
+        state = load_state_dict(weights_path, trust_pickle, say)
         if isinstance(state, torch.nn.Module):
             module = state
         else:
+            if (state and all(k.startswith("module.") for k in state)
+                    and not any(k.startswith("module.") for k in module.state_dict())):
+                state = {k[len("module."):]: v for k, v in state.items()}  # saved from DataParallel
+                (say or (lambda message: None))(f"{os.path.basename(weights_path)}: the 'module.' "
+                                                "prefix of DataParallel is stripped from its keys")
             try:
                 module.load_state_dict(state, strict=True)
             except RuntimeError as e:
@@ -162,7 +196,8 @@ def load_source(source, options):
     if fmt == formats.TORCH_MODULE:
         if not options.torch_model:
             raise InputError(f"{source.path} is a state dict", "pass --torch-model module:factory")
-        return load_module_from_factory(options.torch_model, source.path, options.trust_pickle), None
+        return load_module_from_factory(options.torch_model, source.path, options.trust_pickle,
+                                        getattr(options, "progress", None)), None
     if fmt == formats.TORCHSCRIPT:
         return load_torchscript(source.path, options.trust_pickle), None
     if fmt == formats.TORCH_EXPORT:
@@ -260,6 +295,28 @@ def script_arguments(model):
         return list(model.forward.schema.arguments)[1:]
     except Exception:
         return None
+
+
+def forward_input_names(model, exported=None):
+    """The names a PyTorch model gives its inputs, from the model itself: a .pt2's signature,
+    a TorchScript forward's schema (argument names, e.g. 'x'), else the Python forward's
+    parameters (inspect.signature); None when none can be read. Every hop's input names follow
+    these, so --input-shapes/--data/--val-range keyed by them work on every artefact."""
+    if exported is not None:
+        users = exported_inputs(exported)
+        return [n for n, _, _ in users] if users else None
+    args = script_arguments(model)
+    if args is not None:
+        return [a.name for a in args] or None
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError, AttributeError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    names = [p.name for p in params if p.kind in kinds]
+    return names or None
 
 
 def schema_text(args):

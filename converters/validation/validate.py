@@ -498,6 +498,11 @@ def validate(source, converted, opts=None):
                 res.message = f"classifier labels: {label_check[2]}"
             if not res.comparison.outputs:
                 res.message = "no outputs to compare"
+            overflow = getattr(r, "fp16_overflow", None)   # the cause, when a float16 run overflowed
+            if overflow and res.status == FAILED:
+                res.message = overflow + (f"; {res.message}" if res.message else "")
+            elif overflow:
+                res.warnings.append(overflow)
         report.results = results
         if opts.save_outputs:
             save_outputs(opts.save_outputs, saved, prints, report.inputs, opts.seed)

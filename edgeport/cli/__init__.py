@@ -62,17 +62,49 @@ VERBOSE_HELP = ("show the frameworks' own output (banners, warnings, INFO lines)
 
 def run_parsed(args):
     """Run the command with the frameworks' chatter hidden (edge.console.quiet) unless
-    --verbose; a failing command still shows the error lines the tools printed."""
+    --verbose; a failing command still shows the error lines the tools printed. With --json,
+    stdout gets exactly one JSON document whatever happens (see edgeport.cli.output.one_document)."""
     from edge.console import quiet, set_plain
 
     set_plain(getattr(args, "json", False))   # --json: progress as plain lines, even on a terminal
     code = [0]
     with quiet(verbose=getattr(args, "verbose", False), failed=lambda: code[0] != 0):
-        code[0] = _run_command(args)
+        code[0] = _run_json(args) if getattr(args, "json", False) else _run_command(args)
     return code[0]
 
 
-def _run_command(args):
+def _run_json(args):
+    from edgeport.cli.output import captured_stdout, one_document
+
+    failure = []
+    code, out = 1, None
+    try:
+        with captured_stdout() as out:
+            code = _run_command(args, failure.append)
+    finally:  # also when --debug re-raises: the document first, then the traceback
+        _write_json(one_document(getattr(args, "command", None) or "edgeport", code, out.text if out else "",
+                                 failure[0] if failure else None, _models_of(args)))
+    return code
+
+
+def _write_json(text):
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+
+
+def _models_of(args):
+    """The model paths a command was given (for an error document), as far as the parsed flags say."""
+    for name in ("model", "source"):
+        if isinstance(getattr(args, name, None), str):
+            return [getattr(args, name)]
+    value = getattr(args, "models", None)
+    return [m for m in value if isinstance(m, str)] if isinstance(value, list) else []
+
+
+def _run_command(args, on_failure=lambda message: None):
     """Run a parsed command: its declared files (the module's files(args, run)) are checked
     before any work, and every write during the run is held to them (edge/run.py)."""
     from edge.errors import EdgeportError
@@ -86,6 +118,7 @@ def _run_command(args):
         with run.active():
             return int(args._run(args) or 0)
     except EdgeportError as e:
+        on_failure(str(e))
         if args.debug:
             raise
         from edge.files import printable
@@ -94,11 +127,13 @@ def _run_command(args):
         print(f"error: {printable(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:  # SIGTERM too (converters.atomic.Terminated): exit 143
+        on_failure("interrupted" if not str(e) else f"interrupted: {e}")
         print("interrupted" if not str(e) else f"interrupted: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 130)
     except BrokenPipeError:
         return 1
     except Exception as e:  # a bug: still one line unless --debug
+        on_failure(f"internal error: {type(e).__name__}: {e}")
         if args.debug:
             raise
         print(f"error: internal error: {type(e).__name__}: {e} (run again with --debug for the "
@@ -118,13 +153,38 @@ def _main(argv):
     first = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=first if first in COMMANDS else None)
     try:
-        args = parser.parse_args(argv)
+        args = _parse(parser, argv, first if first in COMMANDS else None)
     except SystemExit as e:  # --help, --version, or a usage error (already printed)
         return _exit_code(e)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
     return run_parsed(args)
+
+
+def _parse(parser, argv, command):
+    """parser.parse_args(argv); a usage error of a command given --json also prints its one
+    JSON document (exit_code 2, the error line) on stdout."""
+    if "--json" not in argv or "--" in argv[:argv.index("--json")]:
+        return parser.parse_args(argv)
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            return parser.parse_args(argv)
+    except SystemExit as e:
+        code = _exit_code(e)
+        if code == 2:
+            from edgeport.cli.output import one_document
+
+            lines = [line for line in err.getvalue().splitlines() if line.startswith("error:")]
+            message = lines[-1][len("error:"):].strip() if lines else "usage error"
+            _write_json(one_document(command or "edgeport", 2, "", f"usage: {message}", []))
+        raise
+    finally:
+        sys.stderr.write(err.getvalue())
 
 
 def _exit_code(e):
@@ -148,9 +208,10 @@ def _short_form(command):
         mod.configure(parser)
         parser.set_defaults(_run=mod.run, _files=mod.files)
         try:
-            args = parser.parse_args(argv)
+            args = _parse(parser, argv, command)
         except SystemExit as e:
             return _exit_code(e)
+        args.command = command
         return run_parsed(args)
 
     return entry

@@ -37,7 +37,11 @@ def files(args, run):
 def run(args):
     import sys
 
-    from edge.bench import benchmark, format_table, plot
+    from edge.bench import benchmark, cannot_run_here, format_table, mark_input_differences, plot
+    from edge.errors import EdgeportError
+    from edge.files import printable
+    from edge.sidecar import read_sidecar
+    from converters.validation.input_match import for_model
     from converters.validation.signature import feeder
     from edgeport.cli.inputs import overrides_from_args
     from edgeport.cli.output import emit_json, say_lines
@@ -46,17 +50,46 @@ def run(args):
         from edge.files import check_output
 
         check_output(args.plot, "plot")
-    feed = feeder(overrides_from_args(args))
-    results = []
+    overrides = overrides_from_args(args)
+
+    mapped = {}   # model -> the mappings made for it (named again if it then fails)
+
+    def feeder_for(model):
+        """The user's inputs in this model's names and layout (a note for each mapping made)."""
+        def feed(inputs, rng):
+            ov, notes = for_model(overrides, inputs, read_sidecar(model))
+            mapped[model] = notes
+            feeds, shapes, more = feeder(ov)(inputs, rng)
+            return feeds, shapes, notes + list(more)
+        return feed
+
+    results, code = [], 0
     for model in args.models:
+        reason = cannot_run_here(model)
+        if reason:  # its own row, the others still run
+            results.append({"model": model, "status": "not run", "reason": reason, "exit_code": 0})
+            if not args.json:
+                print(f"not running {printable(model)}: {printable(reason)}", file=sys.stderr)
+            continue
         for threads in args.threads:
             if not args.json:
-                print(f"benchmarking {model} (threads={threads or 'default'}) ...", file=sys.stderr)
-            results.append(benchmark(model, runs=args.runs, warmup=args.warmup, threads=threads,
-                                     device=args.device, runtime=args.runtime, feeder=feed))
+                print(f"benchmarking {printable(model)} (threads={threads or 'default'}) ...", file=sys.stderr)
+            try:
+                results.append(benchmark(model, runs=args.runs, warmup=args.warmup, threads=threads,
+                                         device=args.device, runtime=args.runtime, feeder=feeder_for(model)))
+            except EdgeportError as e:
+                if len(args.models) == 1:
+                    raise
+                # one model of a list that cannot run: its row says why, the others still run
+                print(f"error: {e}", file=sys.stderr)
+                reason = str(e) + "".join(f"; {n}" for n in mapped.get(model, ()))
+                results.append({"model": model, "status": "failed", "reason": reason, "exit_code": e.exit_code})
+                code = max(code, e.exit_code)
+                break
+            results[-1]["status"] = "ran"
             if not args.json:
                 for note in results[-1].get("input_notes", []):
-                    print(f"note: {note}", file=sys.stderr)
+                    print(f"note: {printable(note)}", file=sys.stderr)
     if args.plot:
         plot(results, args.plot)
     if args.report:
@@ -64,8 +97,9 @@ def run(args):
 
         write_html(args.report, bench_page(results))
     if args.json:
-        return emit_json("bench", 0, models=results, **({"plot": args.plot} if args.plot else {}))
+        mark_input_differences(results)
+        return emit_json("bench", code, models=results, **({"plot": args.plot} if args.plot else {}))
     say_lines(format_table(results))
     if args.plot:
         print(f"plot written to {args.plot}")
-    return 0
+    return code

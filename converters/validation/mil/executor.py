@@ -80,13 +80,17 @@ def _static_shape(var):
     return tuple(int(d) if isinstance(d, (int, np.integer)) else None for d in shape)
 
 
+FP16_MAX = float(np.finfo(np.float16).max)   # 65504
+
+
 def _as_type(value, dtype):
     """Round a kernel's result to the op's declared type (float16 stays float32 in memory,
     rounded through float16)."""
     if dtype is None or isinstance(value, (str, bytes)):
         return value
     if dtype == np.float16:
-        return np.asarray(value, np.float16).astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is recorded, not warned
+            return np.asarray(value, np.float16).astype(np.float32)
     if dtype.kind == "f":
         return np.asarray(value, np.float32)
     return np.asarray(value).astype(dtype)
@@ -127,6 +131,7 @@ class MLProgramExecutor:
         self.output_names = [v.name for v in self.function.outputs]
         self.op_counts = {}
         self.computes_in_fp16 = False
+        self.fp16_overflow = None          # after run(): the first float16 op that overflowed
         self._compile()
         self.description = {f.name: f for f in spec.description.input}
         self.classifier_probs = spec.description.predictedProbabilitiesName or None
@@ -241,7 +246,20 @@ class MLProgramExecutor:
         with _one_blas_thread():
             return self._run(feed, keep)
 
+    def _check_overflow(self, step, name, value, rounded):
+        """Record the first float16 op whose finite float32 result became infinite or NaN in
+        float16 (|x| > 65504): a float16 program then computes garbage where float32 would not."""
+        if not isinstance(rounded, np.ndarray) or rounded.dtype.kind != "f" or np.isfinite(rounded).all():
+            return
+        exact = np.asarray(value, np.float32) if not isinstance(value, (str, bytes)) else None
+        finite = exact[np.isfinite(exact)] if exact is not None else np.zeros(0)
+        peak = float(np.abs(finite).max()) if finite.size else float("inf")
+        if exact is not None and not np.isfinite(exact).all() and peak <= FP16_MAX:
+            return  # the op made inf/NaN in float32 too: not float16's doing
+        self.fp16_overflow = {"op": step.info.type, "output": name, "max_abs": peak}
+
     def _run(self, feed, keep):
+        self.fp16_overflow = None
         env = dict(self.constants)
         env.update(self.prepare(feed))
         get = env.__getitem__
@@ -257,6 +275,8 @@ class MLProgramExecutor:
                 res = (res,)
             for name, value, dtype in zip(step.outputs, res, step.dtypes):
                 env[name] = _as_type(value, dtype)
+                if dtype == np.float16 and self.fp16_overflow is None:
+                    self._check_overflow(step, name, value, env[name])
         out = OrderedDict()
         for name in self.output_names:
             v = env[name]

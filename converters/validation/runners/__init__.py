@@ -11,7 +11,19 @@ from converters.validation.runners.base import Runner, TensorMeta, tensor_meta  
 
 def runner_for(artefact, device="auto", runtime=None, torch_model=None, input_shape=None,
                trust_pickle=False, keras_unsafe=False, overrides=None):
-    """The runner for `artefact` (a converters.artefact.Artefact)."""
+    """The runner for `artefact` (a converters.artefact.Artefact), speaking the source model's
+    input names when the artefact's sidecar maps its own to them (converters.validation.names)."""
+    from converters.names import input_quantization, name_map
+    from converters.validation.names import apply_input_quantization, apply_name_map
+
+    runner = _runner_for(artefact, device, runtime, torch_model, input_shape, trust_pickle,
+                         keras_unsafe, overrides)
+    runner = apply_input_quantization(runner, input_quantization(artefact.metadata))
+    return apply_name_map(runner, name_map(artefact.metadata))
+
+
+def _runner_for(artefact, device, runtime, torch_model, input_shape, trust_pickle, keras_unsafe,
+                overrides):
     fmt = artefact.format
     meta = artefact.metadata
     if fmt in (formats.TFLITE, formats.TFLITE_INT8, formats.EDGETPU):

@@ -91,6 +91,11 @@ class Runner:
         start = time.perf_counter()
         out = self._infer(feed)
         self.inference_times.append(time.perf_counter() - start)
+        record = self.metadata.get("output_rescale")
+        if record:   # a packed output normalized for int8: back in the source's units
+            from edge.tensors import undo_output_rescale
+
+            out = OrderedDict(zip(out.keys(), undo_output_rescale(list(out.values()), record)))
         return OrderedDict((k, np.asarray(v)) for k, v in out.items())
 
     def _infer(self, feed):

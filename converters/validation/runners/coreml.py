@@ -36,6 +36,15 @@ EXECUTOR_NOTE = "Core ML reference executor, not the Core ML runtime"
 FP16_TOLERANCES = {"min_cosine": 0.999, "max_scale_error": 0.02}
 
 
+def fp16_overflow_message(found):
+    """One line naming where a float16 program overflowed and what to do about it."""
+    peak = found.get("max_abs")
+    reached = f"values up to {peak:.3g}" if peak not in (None, float("inf")) else "infinite values"
+    return (f"float16 overflow: op {found.get('op')} ('{found.get('output')}') computes {reached}, above "
+            "float16's 65504, so the float16 Core ML model gives infinity/NaN there "
+            "(convert with --coreml-precision float32)")
+
+
 class CoreMLRunner(Runner):
     format = "coreml"
 
@@ -59,6 +68,7 @@ class CoreMLRunner(Runner):
         from converters.artefact import PackageCopy
 
         ct = import_coremltools()
+        self.fp16_overflow = None   # set by a float16 run that overflowed (see _infer)
         # Read from a checked private copy: coremltools rewrites a package's Manifest.json and
         # follows the paths it names; the user's package is never opened for writing.
         copy = PackageCopy(self.path)
@@ -170,7 +180,10 @@ class CoreMLRunner(Runner):
         if not self.numbers:
             raise InputError(f"{self.name}: {self.structure_reason}")
         if not self.use_runtime:
-            return self.executor.run(feed)
+            out = self.executor.run(feed)
+            if self.executor.fp16_overflow and not getattr(self, "fp16_overflow", None):
+                self.fp16_overflow = fp16_overflow_message(self.executor.fp16_overflow)
+            return out
         from PIL import Image
 
         kinds = self.input_kinds()

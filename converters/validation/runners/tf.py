@@ -63,10 +63,9 @@ class SavedModelRunner(Runner):
         self.fn = None
 
     def _activate(self):
-        from converters.routes.tf_loading import import_tf
+        from converters.routes.tf_loading import load_saved_model
 
-        tf = import_tf()
-        self._loaded = tf.saved_model.load(self.path)
+        self._loaded = load_saved_model(self.path)
         sigs = getattr(self._loaded, "signatures", {}) or {}
         if not sigs:
             raise InputError(f"SavedModel {self.path} has no serving signature")

@@ -11,8 +11,9 @@ import numpy as np
 
 from edge.errors import InputError
 
-from converters.routes.torch_loading import (exported_inputs, flatten_outputs, import_torch,
-                                             plan_script_call, schema_text, script_arguments)
+from converters.routes.torch_loading import (exported_inputs, flatten_outputs, forward_input_names,
+                                             import_torch, plan_script_call, schema_text,
+                                             script_arguments)
 from converters.validation.runners.base import Runner, tensor_meta
 
 
@@ -76,11 +77,14 @@ class TorchRunner(Runner):
         if not metas and ep is None:
             metas = self._script_inputs()
         if not metas:
-            shape = self.input_shape or _shape_from_metadata(self.metadata)
+            name = (forward_input_names(self.model, ep) or ["input_0"])[0]   # as the export names it
+            given = dict(self.overrides.shapes) if self.overrides is not None else {}
+            shape = (self.input_shape or given.get(name) or given.get(None)
+                     or _shape_from_metadata(self.metadata))
             if not shape:
                 raise InputError(f"the input shape of {os.path.basename(self.path)} is unknown",
-                                 "pass --input-shape, e.g. --input-shape 1 3 224 224")
-            metas = [tensor_meta("input_0", shape, np.float32)]
+                                 f"pass --input-shapes {name}:[1,3,224,224] (its real shape)")
+            metas = [tensor_meta(name, tuple(shape), np.float32)]
         if self.input_shape and len(metas) == 1:
             metas = [metas[0]._replace(shape=tuple(self.input_shape))]
         self._inputs = metas

@@ -1,0 +1,107 @@
+"""One name per input across every hop: each artefact's sidecar maps its own input tensor
+names to the source model's names, and every runner made by `runner_for` speaks the source's
+names through that map. So --input-shapes, --data and --val-range keyed by the source's names
+(a TorchScript forward's `x`, an ONNX graph's `images`) work on every artefact, and `convert`
+and `validate` pair inputs the same way.
+
+The sidecar block (`input_names`) and its readers are in converters/names.py; this module
+makes the block for each hop (from the two models' runners) and puts it into every runner.
+"""
+
+from converters.names import KEY, match_names  # noqa: F401  (KEY: re-exported)
+
+
+def apply_input_quantization(runner, quant):
+    """Give `runner`'s parameterless integer inputs the recorded (scale, zero_point)."""
+    if not quant:
+        return runner
+    raw_metadata = runner.input_metadata
+
+    def input_metadata():
+        return [m._replace(scale=quant[m.name][0], zero_point=quant[m.name][1])
+                if m.name in quant and not m.scale else m for m in raw_metadata()]
+
+    runner.input_metadata = input_metadata
+    return runner
+
+
+def apply_name_map(runner, mapping):
+    """Make `runner` speak the source's input names (its input_metadata, infer feeds and the
+    per-input queries runners have); unchanged when the map is empty or the identity."""
+    mapping = {k: v for k, v in (mapping or {}).items() if k != v}
+    if not mapping or len(set(mapping.values())) != len(mapping):
+        return runner
+    back = {v: k for k, v in mapping.items()}
+    raw_metadata, raw_infer, raw_dims = runner.input_metadata, runner._infer, runner.dim_names
+
+    def input_metadata():
+        return [m._replace(name=mapping.get(m.name, m.name)) for m in raw_metadata()]
+
+    def _infer(feed):
+        return raw_infer({back.get(k, k): v for k, v in feed.items()})
+
+    def dim_names():
+        return {mapping.get(k, k): v for k, v in (raw_dims() or {}).items()}
+
+    runner.input_metadata, runner._infer, runner.dim_names = input_metadata, _infer, dim_names
+    kinds = getattr(runner, "input_kinds", None)
+    if callable(kinds):
+        runner.input_kinds = lambda: {mapping.get(k, k): v for k, v in (kinds() or {}).items()}
+    runner.name_map = dict(mapping)
+    return runner
+
+
+def public_inputs(artefact, options):
+    """[TensorMeta] of `artefact`'s inputs under the source's names, in the artefact's order
+    (its runner, through the artefact's own map); None when they cannot be read."""
+    from converters.validation.runners import runner_for
+
+    try:
+        runner = runner_for(artefact, torch_model=getattr(options, "torch_model", None),
+                            input_shape=getattr(options, "input_shape", None),
+                            trust_pickle=getattr(options, "trust_pickle", False),
+                            keras_unsafe=getattr(options, "keras_unsafe", False),
+                            overrides=getattr(options, "input_overrides", None))
+        with runner:
+            return list(runner.input_metadata())
+    except Exception:  # noqa: BLE001 - a model whose inputs cannot be read keeps no map
+        return None
+
+
+def record_names(current, converted, options):
+    """The `input_names` block for `converted`, made from hop source `current`; None when
+    either side's inputs cannot be read."""
+    from converters import formats
+
+    if converted.format == formats.EDGETPU:   # the compiler keeps the int8 model's tensors
+        inherited = (current.metadata or {}).get(KEY)
+        return dict(inherited) if isinstance(inherited, dict) else None
+    cached = getattr(current, "_public_inputs", None)
+    source = cached if cached is not None else public_inputs(current, options)
+    if source is None:
+        return None
+    current._public_inputs = source
+    raw = dict(converted.metadata)
+    raw.pop(KEY, None)
+    from converters.artefact import Artefact
+
+    mine = public_inputs(Artefact(converted.path, converted.format, raw), options)
+    if mine is None:
+        return None
+    block = match_names([m.name for m in source], [m.name for m in mine])
+    if block is None:
+        return None
+    # an integer input without parameters (tf2onnx's plain uint8) keeps the source's
+    # (scale, zero_point), so every later hop can still feed it images
+    by_name = {m.name: m for m in source}
+    quant = {}
+    for m in mine:
+        s = by_name.get(block["names"][m.name])
+        if (s is not None and not m.scale and s.scale and m.dtype == s.dtype
+                and m.dtype.kind in "iu"):
+            quant[m.name] = [s.scale, s.zero_point]
+    if quant:
+        block["quantization"] = quant
+    return block
+
+
