@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from typing import TypeAlias
 
     import numpy.typing as npt
-
     from _typeshed import StrPath
 
     # (name, shape with None or a symbolic name for open dims, dtype, scale, zero point)
@@ -243,7 +242,8 @@ def mark_input_differences(results: Sequence[MutableMapping[str, Any]]) -> bool:
     different work): each ran row gets `inputs_differ` True. Returns whether they differ."""
     ran = [r for r in results if r.get("inputs") is not None]
 
-    def key(r: Mapping[str, Any]) -> tuple[tuple[str, ...], ...]:  # the same work in NCHW and NHWC counts as the same shape
+    # the same work in NCHW and NHWC counts as the same shape
+    def key(r: Mapping[str, Any]) -> tuple[tuple[str, ...], ...]:
         return tuple(tuple(sorted(str(d).split(" ")[0].split("x"))) for d in r["inputs"].values())
 
     differ = len({key(r) for r in ran}) > 1

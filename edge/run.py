@@ -85,7 +85,8 @@ class Run:
         self.packages: list[tuple[str, str]] = []  # (real path, what) of input folders nothing may be written into
         self.outputs: list[tuple[StrPath, str, bool]] = []  # (path, what, folder_ok)
         self.trees: list[tuple[str, str]] = []  # (real path, what): folders any file under which may be written
-        self.kinds: dict[StrPath, bytes | tuple[bytes, ...]] = {}  # output path -> the bytes a file of its kind starts with
+        # output path -> the bytes a file of its kind starts with
+        self.kinds: dict[StrPath, bytes | tuple[bytes, ...]] = {}
         self.checked = False
 
     # -- declaring ---------------------------------------------------------------------------

@@ -130,7 +130,8 @@ class TFLiteModel:
     def __init__(self, data: Buf, name: str = "<bytes>") -> None:
         self.data = data
         self.name = name
-        self._operator_tables: dict[int, list[_Table]] = {}  # subgraph index -> its operators' tables, read on first use
+        # subgraph index -> its operators' tables, read on first use
+        self._operator_tables: dict[int, list[_Table]] = {}
         if not is_tflite(data):
             raise ModelFormatError(f"{name} is not a TFLite model (no 'TFL3' identifier)",
                                    "pass a .tflite flatbuffer")
