@@ -4,16 +4,31 @@ TFLite models run through `edge.interpreter`; .onnx and .ort models through ONNX
 when it is installed (imported only when such a model is benchmarked).
 """
 
+from __future__ import annotations
+
 import os
 import time
 from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import InputError, MissingDependency, first_line, require
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, MutableMapping, Sequence
+    from typing import TypeAlias
 
-def latency_stats(seconds):
+    import numpy.typing as npt
+    from _typeshed import StrPath
+
+    # (name, shape with None or a symbolic name for open dims, dtype, scale, zero point)
+    InputInfo: TypeAlias = tuple[str, tuple[int | str | None, ...], np.dtype, float, int]
+    Feeder: TypeAlias = Callable[[list[InputInfo], np.random.Generator],
+                                 tuple[dict[str, np.ndarray], dict[str, str], list[str]]]
+
+
+def latency_stats(seconds: Sequence[float]) -> OrderedDict[str, Any]:
     """Statistics in milliseconds of a list of run times in seconds, plus throughput."""
     ms = np.asarray(seconds, dtype=np.float64) * 1000.0
     if ms.size == 0:
@@ -31,7 +46,7 @@ def latency_stats(seconds):
     )
 
 
-def random_input(shape, dtype, rng):
+def random_input(shape: Sequence[int], dtype: npt.DTypeLike, rng: np.random.Generator) -> np.ndarray:
     dtype = np.dtype(dtype)
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
@@ -42,15 +57,15 @@ def random_input(shape, dtype, rng):
 
 
 class _TFLiteSession:
-    def __init__(self, path, device, runtime, threads):
+    def __init__(self, path: StrPath, device: str | None, runtime: str | None, threads: int | None) -> None:
         from .interpreter import make_interpreter
 
         self.interpreter, self.info = make_interpreter(path, device=device, runtime=runtime,
                                                        num_threads=threads)
 
-    def inputs(self):
+    def inputs(self) -> list[InputInfo]:
         """[(name, shape with None for open dims, dtype, scale, zero point)]"""
-        out = []
+        out: list[InputInfo] = []
         for d in self.interpreter.get_input_details():
             sig = d.get("shape_signature")
             shape = sig if sig is not None and len(sig) == len(d["shape"]) else d["shape"]
@@ -59,7 +74,7 @@ class _TFLiteSession:
                         np.dtype(d["dtype"]), scale, zp))
         return out
 
-    def feed(self, rng, feeds=None):
+    def feed(self, rng: np.random.Generator, feeds: Mapping[str, np.ndarray] | None = None) -> None:
         from .files import check_tensor_size
 
         it = self.interpreter
@@ -77,12 +92,12 @@ class _TFLiteSession:
             check_tensor_size(self.info["model"], d["name"], d["shape"], np.dtype(d["dtype"]).itemsize)
             it.set_tensor(d["index"], random_input(d["shape"], d["dtype"], rng))
 
-    def run(self):
+    def run(self) -> None:
         self.interpreter.invoke()
 
 
 class _OnnxSession:
-    def __init__(self, path, device, runtime, threads):
+    def __init__(self, path: StrPath, device: str | None, runtime: str | None, threads: int | None) -> None:
         ort = require("onnxruntime", "convert", "benchmarking .onnx/.ort models")
         if device not in (None, "auto", "cpu"):
             raise InputError(f"ONNX Runtime models run on the CPU here; --device {device} is for TFLite")
@@ -95,20 +110,20 @@ class _OnnxSession:
         except Exception as e:
             raise InputError(f"onnxruntime cannot load {path}: {first_line(e)}") from None
         self.info = {"runtime": f"onnxruntime {ort.__version__}", "device": "cpu", "model": str(path)}
-        self.feeds = None
+        self.feeds: Mapping[str, np.ndarray] | None = None
 
     _DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8,
                "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float16)": np.float16,
                "tensor(double)": np.float64, "tensor(bool)": np.bool_}
 
-    def inputs(self):
+    def inputs(self) -> list[InputInfo]:
         # open dims: None, or their symbolic name (str) when the model gives one
         return [(i.name, tuple(d if (isinstance(d, int) and d > 0) or isinstance(d, str) else None
                                for d in i.shape),
                  np.dtype(self._DTYPES.get(i.type, np.float32)), 0.0, 0)
                 for i in self.session.get_inputs()]
 
-    def feed(self, rng, feeds=None):
+    def feed(self, rng: np.random.Generator, feeds: Mapping[str, np.ndarray] | None = None) -> None:
         if feeds is not None:
             self.feeds = feeds
             return
@@ -122,11 +137,12 @@ class _OnnxSession:
             feeds[i.name] = random_input(shape, self._DTYPES.get(i.type, np.float32), rng)
         self.feeds = feeds
 
-    def run(self):
+    def run(self) -> None:
         self.session.run(None, self.feeds)
 
 
-def open_session(path, device="auto", runtime=None, threads=None):
+def open_session(path: StrPath, device: str | None = "auto", runtime: str | None = None,
+                 threads: int | str | None = None) -> _TFLiteSession | _OnnxSession:
     """A benchmarkable session for a .tflite, .onnx or .ort model."""
     from .files import open_input
     from .interpreter import check_threads
@@ -147,7 +163,7 @@ def open_session(path, device="auto", runtime=None, threads=None):
 COREML_SUFFIXES = (".mlpackage", ".mlmodel")
 
 
-def cannot_run_here(path):
+def cannot_run_here(path: StrPath) -> str | None:
     """Why `path` is a model bench cannot run on this machine (a Core ML package), or None."""
     text = os.fspath(path).rstrip("/" + os.sep)
     if text.lower().endswith(COREML_SUFFIXES):
@@ -156,8 +172,9 @@ def cannot_run_here(path):
     return None
 
 
-def benchmark(path, runs=100, warmup=5, threads=None, device="auto", runtime=None, seed=0,
-              feeder=None):
+def benchmark(path: StrPath, runs: int = 100, warmup: int = 5, threads: int | str | None = None,
+              device: str | None = "auto", runtime: str | None = None, seed: int = 0,
+              feeder: Feeder | None = None) -> OrderedDict[str, Any]:
     """Benchmark one model; returns an ordered dict of figures (times in ms).
 
     `feeder(inputs, rng)` -> ({name: array}, {name: shape description}, [notes]) chooses the
@@ -171,7 +188,8 @@ def benchmark(path, runs=100, warmup=5, threads=None, device="auto", runtime=Non
     session = open_session(path, device, runtime, threads)
     load_ms = (time.perf_counter() - t0) * 1000.0
     rng = np.random.default_rng(seed)
-    shapes, notes = None, []
+    shapes: dict[str, str] | None = None
+    notes: list[str] = []
     try:
         if feeder is not None:
             from .files import check_tensor_size
@@ -219,12 +237,13 @@ COLUMNS = [("model", "model"), ("inputs", "inputs"), ("runtime", "runtime"), ("d
            ("mean_ms", "mean"), ("std_ms", "std"), ("throughput_ips", "img/s")]
 
 
-def mark_input_differences(results):
+def mark_input_differences(results: Sequence[MutableMapping[str, Any]]) -> bool:
     """Say in each row when the rows ran different input shapes (their latencies then compare
     different work): each ran row gets `inputs_differ` True. Returns whether they differ."""
     ran = [r for r in results if r.get("inputs") is not None]
 
-    def key(r):  # the same work in NCHW and NHWC counts as the same shape
+    # the same work in NCHW and NHWC counts as the same shape
+    def key(r: Mapping[str, Any]) -> tuple[tuple[str, ...], ...]:
         return tuple(tuple(sorted(str(d).split(" ")[0].split("x"))) for d in r["inputs"].values())
 
     differ = len({key(r) for r in ran}) > 1
@@ -233,7 +252,7 @@ def mark_input_differences(results):
     return differ
 
 
-def format_table(results):
+def format_table(results: Sequence[MutableMapping[str, Any]]) -> str:
     """A side-by-side text table of benchmark results; a model that did not run gets a row
     saying why, and rows that ran different input shapes say so."""
     from .files import printable
@@ -268,7 +287,7 @@ def format_table(results):
     return "\n".join(lines)
 
 
-def plot(results, path):
+def plot(results: Sequence[Mapping[str, Any]], path: StrPath) -> None:
     """Write a PNG box plot of median/p90/p99 per model; needs matplotlib.
 
     `path` must be a regular file or not exist: a device node, FIFO or link is refused."""

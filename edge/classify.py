@@ -1,18 +1,26 @@
 """Classification on a TFLite interpreter: rank the output, take the top-k classes (dequantized)."""
 
+from __future__ import annotations
+
 import time
 from collections import namedtuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import InputError
 from .preprocess import Preprocessor, input_spec
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from _typeshed import StrPath
+
 Class = namedtuple("Class", ["id", "score"])
 Class.__doc__ = "One classification result: class id and score."
 
 
-def top_k_indices(values, k):
+def top_k_indices(values: np.ndarray, k: int) -> np.ndarray:
     """Indices of the `k` largest values, largest first (ties: lower index first)."""
     n = values.size
     k = min(int(k), n)
@@ -24,12 +32,14 @@ def top_k_indices(values, k):
     return idx[np.lexsort((-idx, values[idx]))[::-1]]
 
 
-def top_k(scores, k=1, threshold=0.0):
+def top_k(scores: np.ndarray, k: int = 1, threshold: float = 0.0) -> list[Class]:
     """Classes with a score above `threshold`, best first, at most `k` of them."""
     return [Class(int(i), float(scores[i])) for i in top_k_indices(scores, k) if scores[i] > threshold]
 
 
-def preprocessing_of(model_path, mean=None, std=None, layout=None):
+def preprocessing_of(model_path: StrPath, mean: float | Sequence[float] | None = None,
+                     std: float | Sequence[float] | None = None,
+                     layout: str | None = None) -> tuple[Any, Any, str | None]:
     """(mean, std, layout) for a model: the given values, else its sidecar's, else 128/128."""
     from .sidecar import read_sidecar
 
@@ -41,7 +51,8 @@ def preprocessing_of(model_path, mean=None, std=None, layout=None):
 class Classifier:
     """One image-classification model on one interpreter: preprocess, invoke, top-k."""
 
-    def __init__(self, interpreter, mean=128.0, std=128.0, layout=None):
+    def __init__(self, interpreter: Any, mean: float | Sequence[float] = 128.0,
+                 std: float | Sequence[float] = 128.0, layout: str | None = None) -> None:
         self.interpreter = interpreter
         inputs = interpreter.get_input_details()
         if len(inputs) != 1:
@@ -56,16 +67,16 @@ class Classifier:
         integer = np.issubdtype(np.dtype(self.output_detail["dtype"]), np.integer)
         self._quant = (scale, zero_point) if integer and scale > 0 else None
 
-    def set_input(self, tensor):
+    def set_input(self, tensor: np.ndarray) -> None:
         self.interpreter.set_tensor(self._in, tensor)
 
-    def invoke(self):
+    def invoke(self) -> float:
         """Run the model once; returns the time it took in seconds."""
         start = time.perf_counter()
         self.interpreter.invoke()
         return time.perf_counter() - start
 
-    def classes(self, k=1, threshold=0.0):
+    def classes(self, k: int = 1, threshold: float = 0.0) -> list[Class]:
         out = self.interpreter.get_tensor(self._out).reshape(-1)
         # Rank the raw values (dequantization is monotonic, scale > 0), convert only the top k.
         top = (int(out.argmax()),) if k == 1 else top_k_indices(out, k).tolist()
@@ -76,7 +87,7 @@ class Classifier:
             scores = [float(out[i]) for i in top]
         return [Class(i, s) for i, s in zip(top, scores) if s > threshold]
 
-    def classify(self, hwc, k=1, threshold=0.0):
+    def classify(self, hwc: np.ndarray, k: int = 1, threshold: float = 0.0) -> list[Class]:
         """Decoded HWC pixels -> top-k classes (one inference)."""
         interpreter = self.interpreter
         interpreter.set_tensor(self._in, self.preprocess(hwc))
@@ -84,7 +95,7 @@ class Classifier:
         return self.classes(k, threshold)
 
 
-def class_vector_warning(interpreter):
+def class_vector_warning(interpreter: Any) -> str:
     """'' when the model's output is one class vector ([N] or [1, N]); else a warning saying
     that the class ids printed index a flattened output that holds no classes."""
     outs = interpreter.get_output_details()

@@ -17,6 +17,8 @@ Python setting reaches them. A command therefore runs inside `quiet()`:
 seconds elsewhere (CI logs, pipes, --json).
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
 import re
@@ -24,8 +26,13 @@ import sys
 import tempfile
 import time
 import warnings
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .files import printable
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Literal
 
 OWN_PACKAGES = ("edge", "converters", "edgeport", "argparse", "__main__", "scripts")
 # A captured line that names a failure: log lines of level E/F (absl, glog), Python's
@@ -36,17 +43,17 @@ ERROR_LINE = re.compile(r"(^[EF]\d{4} |\bERROR\b|\b[Ee]rror:|\b\w*Error\b|^Trace
 SHOWN_ERROR_LINES = 12
 PLAIN_EVERY_SECONDS = 5.0
 
-_terminal = None   # the stream edgeport's own lines go to while a quiet session runs
+_terminal: TextIO | None = None   # the stream edgeport's own lines go to while a quiet session runs
 _plain = False     # plain lines even on a terminal (--json: a tool reads the output)
 
 
-def set_plain(plain):
+def set_plain(plain: object) -> None:
     """Progress as plain lines even on a terminal (commands with --json set this)."""
     global _plain
     _plain = bool(plain)
 
 
-def shows_progress(say):
+def shows_progress(say: Callable[..., Any] | None) -> bool:
     """Whether a progress callable (e.g. ConvertOptions.progress) is one that prints: None and
     the bound method of options with `quiet` set do not."""
     if say is None:
@@ -54,16 +61,16 @@ def shows_progress(say):
     return not getattr(getattr(say, "__self__", None), "quiet", False)
 
 
-def _tty(out):
+def _tty(out: object) -> bool:
     return not _plain and bool(getattr(out, "isatty", lambda: False)())
 
 
-def terminal():
+def terminal() -> TextIO:
     """The stream for edgeport's own messages: the real stderr, also inside `quiet()`."""
     return _terminal if _terminal is not None else sys.stderr
 
 
-def _own(module_name):
+def _own(module_name: str | None) -> bool:
     top = (module_name or "").split(".", 1)[0]
     return top in OWN_PACKAGES
 
@@ -75,45 +82,46 @@ _OWN_DIRS = tuple(os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + 
 class _Router:
     """A stand-in for sys.stderr that sends each write by who made it."""
 
-    def __init__(self, term, capture_fd):
+    def __init__(self, term: TextIO, capture_fd: int) -> None:
         self._term = term
         self._fd = capture_fd
         self.encoding = getattr(term, "encoding", None) or "utf-8"
         self.errors = "backslashreplace"
 
-    def _caller_is_own(self):
+    def _caller_is_own(self) -> bool:
         try:
             frame = sys._getframe(2)
         except ValueError:
             return True
         return _own(frame.f_globals.get("__name__"))
 
-    def write(self, text):
+    def write(self, text: str) -> int:
         if self._caller_is_own():
             return self._term.write(text)
         os.write(self._fd, str(text).encode("utf-8", "backslashreplace"))
         return len(text)
 
-    def flush(self):
+    def flush(self) -> None:
         with contextlib.suppress(Exception):
             self._term.flush()
 
-    def isatty(self):
+    def isatty(self) -> bool:
         return bool(getattr(self._term, "isatty", lambda: False)())
 
-    def fileno(self):
+    def fileno(self) -> int:
         return self._term.fileno()
 
-    def writable(self):
+    def writable(self) -> bool:
         return True
 
 
-def _verbose_env():
+def _verbose_env() -> bool:
     return os.environ.get("EDGEPORT_VERBOSE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 @contextlib.contextmanager
-def quiet(verbose=False, failed=lambda: False):
+def quiet(verbose: bool = False,
+          failed: Callable[[], bool] = lambda: False) -> Iterator[Callable[[], list[str]]]:
     """Run a command with the frameworks' output captured (see the module docstring).
 
     `failed()` is asked at the end: when true, the error lines of the capture are shown.
@@ -140,14 +148,15 @@ def quiet(verbose=False, failed=lambda: False):
     os.dup2(capture.fileno(), 2)
     router = _Router(term, capture.fileno())
 
-    def showwarning(message, category, filename, lineno, file=None, line=None):
+    def showwarning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                    file: TextIO | None = None, line: str | None = None) -> None:
         text = warnings.formatwarning(message, category, filename, lineno, line)
         if os.path.abspath(filename or "").startswith(_OWN_DIRS):
             term.write(text)
         else:
             os.write(capture.fileno(), text.encode("utf-8", "backslashreplace"))
 
-    def hidden():
+    def hidden() -> list[str]:
         sys.stdout.flush()
         capture.flush()
         capture.seek(0)
@@ -175,7 +184,7 @@ def quiet(verbose=False, failed=lambda: False):
             capture.close()
 
 
-def _show_errors(lines, out):
+def _show_errors(lines: list[str], out: TextIO) -> None:
     lines = [ln for ln in lines if ln.strip()]
     if not lines:
         return
@@ -195,13 +204,13 @@ class progress:
     line at most every PLAIN_EVERY_SECONDS and one at the end. `enabled=False` prints nothing.
     """
 
-    def __init__(self, total, what, unit="step", enabled=True):
+    def __init__(self, total: int | None, what: object, unit: str = "step", enabled: bool = True) -> None:
         self.total, self.what, self.unit, self.enabled = total, printable(what), unit, enabled
         self.n = 0
         self._bar = None
         self._t0 = self._last = time.monotonic()
 
-    def __enter__(self):
+    def __enter__(self) -> progress:
         if not self.enabled:
             return self
         out = terminal()
@@ -222,7 +231,7 @@ class progress:
                                  leave=False, disable=False, **sized)
         return self
 
-    def step(self, n=1):
+    def step(self, n: int = 1) -> None:
         self.n += n
         if not self.enabled:
             return
@@ -234,21 +243,21 @@ class progress:
             self._last = now
             print(self._plain(now), file=terminal(), flush=True)
 
-    def _plain(self, now):
+    def _plain(self, now: float) -> str:
         elapsed = now - self._t0
         if self.total and self.n:
             eta = elapsed / self.n * (self.total - self.n)
             return f"{self.what}: {self.n}/{self.total} {self.unit}s, {elapsed:.0f} s, about {eta:.0f} s left"
         return f"{self.what}: {self.n} {self.unit}s, {elapsed:.0f} s"
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         if self._bar is not None:
             self._bar.close()
         return False
 
 
 @contextlib.contextmanager
-def ticking(what, every=PLAIN_EVERY_SECONDS, enabled=True):
+def ticking(what: object, every: float = PLAIN_EVERY_SECONDS, enabled: bool = True) -> Iterator[None]:
     """A long step with no count (a subprocess such as onnx2tf): the elapsed time, in place on
     a terminal, as a plain line every `every` seconds elsewhere."""
     import threading
@@ -261,7 +270,7 @@ def ticking(what, every=PLAIN_EVERY_SECONDS, enabled=True):
     t0 = time.monotonic()
     what = printable(what)
 
-    def tick():
+    def tick() -> None:
         while not stop.wait(0.5 if tty else every):
             line = f"{what}: {time.monotonic() - t0:.0f} s"
             with contextlib.suppress(Exception):

@@ -1,5 +1,12 @@
 """Errors every edgeport command turns into one line and a documented exit code."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
 
 class EdgeportError(Exception):
     """A failure with a message meant for the user (exit code 1).
@@ -9,12 +16,12 @@ class EdgeportError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message, hint=None):
+    def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
@@ -31,7 +38,7 @@ class ModelFormatError(InputError):
 class MissingDependency(InputError):
     """An optional package is not installed; the hint names the pip extra."""
 
-    def __init__(self, package, extra, what=None):
+    def __init__(self, package: str, extra: str, what: str | None = None) -> None:
         what = what or package
         super().__init__(f"{what} needs the Python package '{package}', which is not installed",
                          f"pip install 'edgeport[{extra}]'")
@@ -43,7 +50,7 @@ class EdgeTPUError(EdgeportError):
     """The Edge TPU is needed but cannot be used (no device, no libedgetpu)."""
 
 
-def first_line(error, limit=300):
+def first_line(error: BaseException, limit: int = 300) -> str:
     """The first non-empty line of an exception's message, or its type name; never empty, never fails."""
     try:
         text = str(error)
@@ -55,7 +62,8 @@ def first_line(error, limit=300):
     return type(error).__name__
 
 
-def require(module, extra, what=None, package=None):
+def require(module: str, extra: str, what: str | None = None,
+            package: str | None = None) -> ModuleType:
     """Import `module` (a dotted name) or raise MissingDependency naming the pip extra.
 
     `package` is the pip name when it differs from the module's (ai-edge-litert, tensorflow-cpu).

@@ -10,12 +10,21 @@ exist: a device node, FIFO, socket or symbolic link under an output name is refu
 replaced and never written through.
 """
 
+from __future__ import annotations
+
 import contextlib
 import errno
 import os
 import stat
+from typing import TYPE_CHECKING
 
 from .errors import EdgeportError, InputError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+    from typing import BinaryIO
+
+    from _typeshed import StrOrBytesPath
 
 MB = 1 << 20
 GB = 1 << 30
@@ -34,7 +43,7 @@ LIMITS = {
 LIMIT_RANGE = (1, 1 << 40)
 
 
-def limit_of(kind):
+def limit_of(kind: str) -> int:
     """The byte limit of `kind`: LIMITS, or EDGEPORT_MAX_<KIND>_BYTES when set (an integer in
     LIMIT_RANGE; anything else is one InputError line, never a silent default)."""
     name = f"EDGEPORT_MAX_{kind.upper()}_BYTES"
@@ -49,15 +58,16 @@ def limit_of(kind):
     return int(text)
 
 
-def human_bytes(n):
+def human_bytes(n: float) -> str:
     n = float(n)
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024:
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1024
+    return f"{n:.1f} TB"
 
 
-def kind_of(mode):
+def kind_of(mode: int) -> str:
     """'a FIFO', 'a character device', ... for a st_mode that is not a regular file."""
     for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symbolic link"),
                        (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
@@ -67,12 +77,12 @@ def kind_of(mode):
     return "not a regular file"
 
 
-def _display(path):
+def _display(path: StrOrBytesPath) -> str:
     """A path safe to print: undecodable bytes and control characters escaped."""
     return printable(os.fsdecode(path) if isinstance(path, bytes) else str(path))
 
 
-def printable(text):
+def printable(text: object) -> str:
     """`text` with control characters (terminal escapes, NUL) and lone surrogates escaped."""
     out = []
     for ch in str(text):
@@ -84,7 +94,7 @@ def printable(text):
     return "".join(out)
 
 
-def check_path_text(path, what="path"):
+def check_path_text(path: StrOrBytesPath, what: str = "path") -> str:
     """InputError for an empty path or one with a NUL byte (the OS cannot name those)."""
     p = os.fspath(path)
     if isinstance(p, bytes):
@@ -97,7 +107,8 @@ def check_path_text(path, what="path"):
     return p
 
 
-def check_input(path, what="file", kind="model", allow_dir=False):
+def check_input(path: StrOrBytesPath, what: str = "file", kind: str = "model",
+                allow_dir: bool = False) -> os.stat_result:
     """stat of an input that must be a regular file no larger than kind's limit (InputError)."""
     p = check_path_text(path, what)
     try:
@@ -111,7 +122,8 @@ def check_input(path, what="file", kind="model", allow_dir=False):
     return _check_stat(st, p, what, kind, allow_dir)
 
 
-def _check_stat(st, p, what, kind, allow_dir=False):
+def _check_stat(st: os.stat_result, p: str, what: str, kind: str,
+                allow_dir: bool = False) -> os.stat_result:
     if stat.S_ISDIR(st.st_mode) and allow_dir:
         return st
     if not stat.S_ISREG(st.st_mode):
@@ -126,7 +138,7 @@ def _check_stat(st, p, what, kind, allow_dir=False):
 
 
 @contextlib.contextmanager
-def open_input(path, what="file", kind="model"):
+def open_input(path: StrOrBytesPath, what: str = "file", kind: str = "model") -> Iterator[BinaryIO]:
     """A binary file object for a checked regular input (never blocks on a FIFO)."""
     p = check_path_text(path, what)
     st = check_input(p, what, kind)
@@ -149,7 +161,7 @@ def open_input(path, what="file", kind="model"):
         yield f
 
 
-def read_input(path, what="file", kind="model"):
+def read_input(path: StrOrBytesPath, what: str = "file", kind: str = "model") -> bytes:
     """The bytes of a checked regular input, at most its kind's limit."""
     with open_input(path, what, kind) as f:
         limit = limit_of(kind)
@@ -159,7 +171,8 @@ def read_input(path, what="file", kind="model"):
     return data
 
 
-def _check_replaceable(path, what, allowed, kinds):
+def _check_replaceable(path: StrOrBytesPath, what: str, allowed: Callable[[int], bool],
+                       kinds: str) -> str:
     """`path` (checked as text) when it does not exist or its lstat mode passes `allowed`."""
     p = check_path_text(path, f"{what} path")
     try:
@@ -174,18 +187,18 @@ def _check_replaceable(path, what, allowed, kinds):
                      f"only replaces {kinds}", "choose another path, or remove it first")
 
 
-def check_output(path, what="output"):
+def check_output(path: StrOrBytesPath, what: str = "output") -> str:
     """InputError unless `path` does not exist or is a regular file (not a link, device, FIFO)."""
     return _check_replaceable(path, what, stat.S_ISREG, "regular files")
 
 
-def check_output_dir(path, what="output"):
+def check_output_dir(path: StrOrBytesPath, what: str = "output") -> str:
     """Like check_output, for outputs that are folders (a .mlpackage): a real folder or absent."""
     return _check_replaceable(path, what, lambda m: stat.S_ISDIR(m) or stat.S_ISREG(m),
                               "regular files and folders")
 
 
-def same_file(a, b):
+def same_file(a: StrOrBytesPath, b: StrOrBytesPath) -> bool:
     """True when `a` and `b` name the same file (same device and inode, or the same real path)."""
     try:
         return os.path.samefile(a, b)
@@ -193,7 +206,7 @@ def same_file(a, b):
         return os.path.realpath(a) == os.path.realpath(b)
 
 
-def tensor_bytes(shape, itemsize):
+def tensor_bytes(shape: Iterable[object], itemsize: int) -> int:
     """Bytes of a tensor of `shape` (unknown dims count as 1), as a Python int (no overflow)."""
     n = int(itemsize)
     for d in shape:
@@ -202,7 +215,8 @@ def tensor_bytes(shape, itemsize):
     return n
 
 
-def check_tensor_size(model, name, shape, itemsize, err=InputError):
+def check_tensor_size(model: StrOrBytesPath, name: object, shape: Iterable[object], itemsize: int,
+                      err: type[EdgeportError] = InputError) -> int:
     """`err` (InputError by default) when one tensor would need more than the tensor limit."""
     need = tensor_bytes(shape, itemsize)
     limit = limit_of("tensor")
@@ -217,7 +231,7 @@ class NoSpace(EdgeportError):
     """The disk filled up while writing an output (exit 1; nothing partial is left)."""
 
 
-def is_no_space(e):
+def is_no_space(e: BaseException) -> bool:
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
         return True
     try:
@@ -227,5 +241,5 @@ def is_no_space(e):
     return "No space left on device" in text or "Disk quota exceeded" in text
 
 
-def no_space(path):
+def no_space(path: StrOrBytesPath) -> NoSpace:
     return NoSpace(f"no space left writing {_display(path)}", "free some disk space and run again")

@@ -7,12 +7,20 @@ Pure Python (the device side: `bench --report` runs on a Pi); the workstation's 
 matplotlib figures build on it in converters/validation/html.py.
 """
 
+from __future__ import annotations
+
 import base64
 import html as _html
 import io
 import math
+from typing import TYPE_CHECKING, Any
 
 from .files import printable
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable, Mapping, Sequence
+
+    from _typeshed import StrPath
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d232a;background:#f6f7f9}
@@ -34,12 +42,12 @@ PASS_WORDS = {"passed": "pass", "converted": "pass", "kept": "pass", "skipped": 
               "structure only": "warn"}
 
 
-def esc(text):
+def esc(text: object) -> str:
     """Text from outside edgeport, safe inside HTML (and free of terminal escapes)."""
     return _html.escape(printable("" if text is None else text), quote=True)
 
 
-def num(x, fmt=".4g"):
+def num(x: object, fmt: str = ".4g") -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
     if isinstance(x, bool):
@@ -49,12 +57,13 @@ def num(x, fmt=".4g"):
     return esc(x)
 
 
-def status_cell(status):
+def status_cell(status: object) -> str:
     cls = PASS_WORDS.get(str(status).lower(), "")
     return f'<td class="{cls}">{esc(status)}</td>'
 
 
-def table(headers, rows, numeric=()):
+def table(headers: Iterable[object], rows: Iterable[Sequence[object]],
+          numeric: Collection[int] = ()) -> str:
     """An HTML table; cells are escaped unless given as ('html', markup)."""
     out = ["<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr>"]
     for row in rows:
@@ -70,20 +79,21 @@ def table(headers, rows, numeric=()):
     return "".join(out)
 
 
-def section(title, *parts):
+def section(title: object, *parts: str) -> str:
     return f"<section><h2>{esc(title)}</h2>{''.join(parts)}</section>"
 
 
-def para(text, cls=""):
+def para(text: object, cls: str = "") -> str:
     return f'<p class="{cls}">{esc(text)}</p>' if cls else f"<p>{esc(text)}</p>"
 
 
-def png_img(png_bytes, alt):
+def png_img(png_bytes: bytes, alt: object) -> str:
     return (f'<img alt="{esc(alt)}" src="data:image/png;base64,'
             f'{base64.b64encode(png_bytes).decode("ascii")}">')
 
 
-def page(title, sections, subtitle="", provenance=None):
+def page(title: object, sections: Iterable[str], subtitle: object = "",
+         provenance: Mapping[str, object] | None = None) -> str:
     """The whole document."""
     prov = ""
     if provenance:
@@ -96,16 +106,17 @@ def page(title, sections, subtitle="", provenance=None):
             f"<main>{''.join(sections)}{prov}</main></body></html>\n")
 
 
-def human_size(n):
+def human_size(n: float | None) -> str:
     if n is None:
         return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
+    for unit in ("B", "KB", "MB"):
+        if n < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
+    return f"{n:.1f} GB"
 
 
-def write_html(path, text):
+def write_html(path: StrPath, text: str) -> None:
     """Write the page atomically: a temp file beside `path`, then renamed over it, so a reader
     never sees half a report (`path` is checked as an output first: a regular file or new)."""
     import os
@@ -137,7 +148,8 @@ def write_html(path, text):
         raise
 
 
-def bars_svg(rows, stats, unit="ms", width=720):
+def bars_svg(rows: Sequence[tuple[object, Mapping[str, Any]]], stats: Sequence[str],
+             unit: str = "ms", width: int = 720) -> str:
     """A grouped horizontal bar chart as inline SVG: rows = [(label, {stat: value})]."""
     colours = ("#3b6ea5", "#e0883b", "#2e9e5b", "#d1495b", "#8064a2")
     top = max([v for _, vals in rows for v in vals.values() if isinstance(v, (int, float)) and math.isfinite(v)]
@@ -164,7 +176,7 @@ def bars_svg(rows, stats, unit="ms", width=720):
     return "".join(out)
 
 
-def provenance(command):
+def provenance(command: str) -> dict[str, str]:
     import platform
 
     from .version import version
@@ -173,7 +185,7 @@ def provenance(command):
             "machine": platform.machine()}
 
 
-def bench_page(results, command="bench"):
+def bench_page(results: Sequence[Mapping[str, Any]], command: str = "bench") -> str:
     """bench's report: the summary table and a latency chart per model (and thread count)."""
     rows = [(r.get("model"), r.get("runtime"), r.get("device"), r.get("threads") or "default",
              human_size(r.get("size_bytes")), r.get("load_ms"), r.get("median_ms"), r.get("p90_ms"),

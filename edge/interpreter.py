@@ -1,14 +1,20 @@
 """Interpreter factory: pick a TFLite backend, parse Edge TPU device strings, load the delegate."""
 
+from __future__ import annotations
+
 import importlib
 import os
 import platform
 import re
 import sys
 from collections import namedtuple
+from typing import TYPE_CHECKING, Any
 
 from .errors import EdgeTPUError, InputError, MissingDependency, first_line
 from .tflite_model import TFLiteModel
+
+if TYPE_CHECKING:
+    from _typeshed import StrPath
 
 # Tried in this order when --runtime is not given.
 BACKENDS = ("ai_edge_litert", "tflite_runtime", "tensorflow")
@@ -27,7 +33,7 @@ Device = namedtuple("Device", "kind spec")  # kind: auto | cpu | edgetpu; spec: 
 _DEVICE_RE = re.compile(r"^(usb|pci)?(:\d+)?$")
 
 
-def _import_backend(name):
+def _import_backend(name: str) -> Backend:
     if name == "ai_edge_litert":
         mod = importlib.import_module("ai_edge_litert.interpreter")
         return Backend(name, mod.Interpreter, mod.load_delegate)
@@ -40,7 +46,7 @@ def _import_backend(name):
     raise InputError(f"unknown runtime '{name}'", f"choose one of {', '.join(BACKENDS)}")
 
 
-def _numpy_abi_hint(err):
+def _numpy_abi_hint(err: BaseException) -> str | None:
     text = str(err)
     if "NumPy 1.x" in text or "_ARRAY_API" in text or "numpy.core.multiarray" in text:
         return ("it was built against NumPy 1.x and cannot load under NumPy 2: use ai-edge-litert, "
@@ -48,7 +54,7 @@ def _numpy_abi_hint(err):
     return None
 
 
-def load_backend(name=None):
+def load_backend(name: str | None = None) -> Backend:
     """The first TFLite backend that imports, or the one named by `name`."""
     names = [name] if name else list(BACKENDS)
     failures = []
@@ -70,7 +76,7 @@ def load_backend(name=None):
                      "NumPy<2, tflite-runtime)")
 
 
-def parse_device(text):
+def parse_device(text: str | None) -> Device:
     """Parse a --device value: 'auto', 'cpu', or an Edge TPU spec like 'usb', 'usb:0', 'pci:1', ':0'."""
     text = (text or "auto").strip().lower()
     if text in ("auto", "cpu"):
@@ -83,7 +89,7 @@ def parse_device(text):
                      "use auto, cpu, usb, usb:N, pci, pci:N or :N")
 
 
-def split_model_device(model):
+def split_model_device(model: StrPath) -> tuple[str, str | None]:
     """'model.tflite@usb:0' -> ('model.tflite', 'usb:0'), as pycoral's examples accept."""
     path, sep, dev = str(model).rpartition("@")
     if sep and path and _DEVICE_RE.match(dev.lower()) and dev:
@@ -91,7 +97,7 @@ def split_model_device(model):
     return str(model), None
 
 
-def list_edge_tpus():
+def list_edge_tpus() -> list[Any] | None:
     """Edge TPUs seen by the real pycoral, or None when it is not installed (never required)."""
     try:
         from pycoral.utils import edgetpu  # the real pycoral, from Coral's apt repository
@@ -117,10 +123,10 @@ except Exception as e:
 print("EDGEPORT-PROBE-OK")
 """
 PROBE_TIMEOUT = 120.0
-_probed = {}
+_probed: dict[tuple[str, str], EdgeTPUError | None] = {}
 
 
-def _runtime_version(name):
+def _runtime_version(name: str) -> str | None:
     from importlib import metadata
 
     try:
@@ -129,7 +135,7 @@ def _runtime_version(name):
         return None
 
 
-def _libedgetpu_package():
+def _libedgetpu_package() -> str | None:
     """'libedgetpu1-std 16.0' from dpkg where there is one (Debian, Raspberry Pi OS), else None."""
     import shutil
     import subprocess
@@ -152,7 +158,7 @@ MISMATCH_HINT = (
     "the TFLite runtime that library was built for; see the README's Raspberry Pi + Coral section")
 
 
-def probe_delegate(backend, spec="", timeout=None):
+def probe_delegate(backend: Backend, spec: str = "", timeout: float | None = None) -> EdgeTPUError | None:
     """Load the Edge TPU delegate in a child process first; None when that worked.
 
     A library built for another TensorFlow can crash the process that loads it (a segfault,
@@ -204,7 +210,7 @@ def probe_delegate(backend, spec="", timeout=None):
     return err      # failures are not cached: the device may be plugged in before the next try
 
 
-def load_edgetpu_delegate(backend, spec=""):
+def load_edgetpu_delegate(backend: Backend, spec: str = "") -> Any:
     """Load libedgetpu through `backend`; raise EdgeTPUError saying why it failed.
 
     The load is probed in a child process first (probe_delegate), so a library that crashes
@@ -234,7 +240,7 @@ def load_edgetpu_delegate(backend, spec=""):
         "See the README's Raspberry Pi + Coral section")
 
 
-def _uncompiled_twin(model_path):
+def _uncompiled_twin(model_path: StrPath) -> str | None:
     stem = str(model_path)
     if stem.endswith("_edgetpu.tflite"):
         return stem[: -len("_edgetpu.tflite")] + ".tflite"
@@ -244,7 +250,7 @@ def _uncompiled_twin(model_path):
 MAX_THREADS = 256
 
 
-def check_threads(threads):
+def check_threads(threads: int | str | None) -> int | None:
     """None, or a thread count in 1..max(MAX_THREADS... bounded by the process limit): more
     threads than the system lets a process start used to crash the runtime (SIGSEGV)."""
     if threads is None:
@@ -268,7 +274,8 @@ def check_threads(threads):
     return n
 
 
-def make_interpreter(model_path, device="auto", runtime=None, num_threads=None):
+def make_interpreter(model_path: StrPath, device: str | None = "auto", runtime: str | None = None,
+                     num_threads: int | str | None = None) -> tuple[Any, dict[str, Any]]:
     """Build an allocated interpreter for `model_path` on the device asked for.
 
     Returns (interpreter, info) where info says which backend and device were used.
@@ -298,7 +305,7 @@ def make_interpreter(model_path, device="auto", runtime=None, num_threads=None):
             raise
         used = "edgetpu" + (f":{dev.spec}" if dev.spec else "")
 
-    kwargs = {"model_path": str(model_path), "experimental_delegates": delegates or None}
+    kwargs: dict[str, Any] = {"model_path": str(model_path), "experimental_delegates": delegates or None}
     if num_threads:
         kwargs["num_threads"] = int(num_threads)
     allocated = True
@@ -320,14 +327,14 @@ def make_interpreter(model_path, device="auto", runtime=None, num_threads=None):
                              f"'{backend.name}' does not provide",
                              "register the op's kernel or use a model without it") from None
         raise InputError(f"{backend.name} cannot load {model_path}: {first_line(e)}") from None
-    info = {"runtime": backend.name, "device": used, "edgetpu_compiled": compiled,
+    info: dict[str, Any] = {"runtime": backend.name, "device": used, "edgetpu_compiled": compiled,
             "model": str(model_path)}
     if not allocated:
         info["allocated"] = False
     return interpreter, info
 
 
-def _has_open_inputs(interpreter):
+def _has_open_inputs(interpreter: Any) -> bool:
     for d in interpreter.get_input_details():
         sig = d.get("shape_signature")
         if sig is not None and any(int(x) < 0 for x in sig):
@@ -335,7 +342,7 @@ def _has_open_inputs(interpreter):
     return False
 
 
-def _compiled_needs_tpu(model_path, why):
+def _compiled_needs_tpu(model_path: StrPath, why: str) -> EdgeTPUError:
     twin = _uncompiled_twin(model_path)
     hint = ("run the uncompiled model on the CPU instead"
             + (f": {twin}" if twin else " (the .tflite before edgetpu_compiler)")

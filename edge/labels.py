@@ -1,15 +1,21 @@
 """Label files: one label a line (line number = id), or `id label` / `id: label` lines."""
 
+from __future__ import annotations
+
 import re
+from typing import TYPE_CHECKING
 
 from .errors import InputError
 from .files import printable, read_input
+
+if TYPE_CHECKING:
+    from _typeshed import StrPath
 
 _PAIR = re.compile(r"[:\s]+")
 MAX_ID = 1_000_000
 
 
-def read_labels(path, encoding="utf-8"):
+def read_labels(path: StrPath, encoding: str = "utf-8") -> dict[int, str]:
     """Return {id: label}. Accepts both common forms, as pycoral's read_label_file does.
 
     The file must be a regular file (at most 16 MB); a UTF-8 byte order mark is dropped;
@@ -33,7 +39,8 @@ def read_labels(path, encoding="utf-8"):
         lines.pop()
     pairs = [_PAIR.split(line, maxsplit=1) for line in lines]
     if lines and all(len(p) == 2 and p[0].isdigit() for p in pairs if p[0]):
-        out, where = {}, {}
+        out: dict[int, str] = {}
+        where: dict[int, int] = {}
         for n, p in enumerate(pairs, 1):
             if not p[0]:
                 continue
@@ -49,7 +56,7 @@ def read_labels(path, encoding="utf-8"):
     return {i: printable(line) for i, line in enumerate(lines)}
 
 
-def check_labels(labels, num_classes):
+def check_labels(labels: dict[int, str] | None, num_classes: int) -> str | None:
     """A warning string when the label count does not match the model's classes, else None."""
     if not labels:
         return None

@@ -7,12 +7,23 @@ and resizes) with inference. At most `depth` images are decoded or waiting at an
 order of the input.
 """
 
+from __future__ import annotations
+
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+    from concurrent.futures import Future
+    from typing import TypeVar
+
+    T = TypeVar("T")
+    V = TypeVar("V")
 
 
-def default_workers():
+def default_workers() -> int:
     """Decoder threads: one per CPU the process may use, at least 1, at most 4."""
     try:
         n = len(os.sched_getaffinity(0))
@@ -21,7 +32,8 @@ def default_workers():
     return max(1, min(4, n))
 
 
-def decode_ahead(items, decode, workers=None, depth=None):
+def decode_ahead(items: Sequence[T], decode: Callable[[T], V], workers: int | None = None,
+                 depth: int | None = None) -> Iterator[tuple[T, V | None, Exception | None]]:
     """Yield (item, value, error) for each of `items` in order, where value = decode(item), or
     error is the exception it raised (value None). Decoding runs on `workers` threads; at most
     `depth` items (default 2 per worker) are alive at once: decoding, decoded and waiting, or
@@ -35,7 +47,7 @@ def decode_ahead(items, decode, workers=None, depth=None):
                 yield item, None, e
         return
     depth = max(1, int(depth) if depth else 2 * workers)
-    pending = deque()
+    pending: deque[tuple[T, Future[V]]] = deque()
     it = iter(items)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgeport-decode") as pool:
         try:
@@ -51,12 +63,9 @@ def decode_ahead(items, decode, workers=None, depth=None):
                     value, error = None, e
                 yield item, value, error
                 # The consumer is done with that one: its slot goes to the next item.
-                nxt = next(it, _END)
-                if nxt is not _END:
+                for nxt in it:
                     pending.append((nxt, pool.submit(decode, nxt)))
+                    break
         finally:  # the consumer stopped early (an error, Ctrl-C): drop what is queued
             for _, future in pending:
                 future.cancel()
-
-
-_END = object()

@@ -5,14 +5,23 @@ those units, and a uint8 input whose quantization already equals (mean, std) is 
 Extended to int8 and float inputs, NHWC and NCHW, grayscale and per-channel mean/std.
 """
 
+from __future__ import annotations
+
 import sys
 import threading
 import warnings
 from collections import namedtuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
+    from _typeshed import StrPath
+    from PIL import Image as PILImage
 
 InputSpec = namedtuple("InputSpec", "index name shape dtype layout height width channels scale zero_point")
 
@@ -21,7 +30,7 @@ MAX_PIXELS = 100_000_000  # decompression-bomb guard: larger images are refused 
 _OPEN_LOCK = threading.Lock()
 
 
-def guess_layout(shape):
+def guess_layout(shape: Sequence[int]) -> str | None:
     """'NHWC', 'NCHW' or None for a 4-D image input shape."""
     if len(shape) != 4:
         return None
@@ -32,7 +41,7 @@ def guess_layout(shape):
     return None
 
 
-def input_spec(detail, layout=None):
+def input_spec(detail: dict[str, Any], layout: str | None = None) -> InputSpec:
     """InputSpec from one entry of interpreter.get_input_details()."""
     shape = tuple(int(x) for x in detail["shape"])
     sig = detail.get("shape_signature")
@@ -68,18 +77,19 @@ DRAFT_GAP = 2
 _exact_decode = False
 
 
-def set_exact_decode(exact):
+def set_exact_decode(exact: object) -> None:
     """Process-wide: True decodes every JPEG in full (no draft mode). The CLI sets it from
     `--exact-decode`; every image load (classify, eval, validate, calibration) follows it."""
     global _exact_decode
     _exact_decode = bool(exact)
 
 
-def exact_decode():
+def exact_decode() -> bool:
     return _exact_decode
 
 
-def load_pixels(path, size, channels=3, exact=None):
+def load_pixels(path: StrPath, size: Sequence[int], channels: int = 3,
+                exact: bool | None = None) -> PILImage.Image:
     """An image file as the PIL image a model of input `size` (width, height) takes: decoded
     (in draft mode when it is a JPEG much larger than `size`, unless `exact` or --exact-decode),
     upright per EXIF, RGB (or L), resized to `size` with LANCZOS. The one way every command
@@ -92,9 +102,10 @@ def load_pixels(path, size, channels=3, exact=None):
     if im.size != size:
         # After a draft, first reduce by whole factors while the image stays DRAFT_GAP times
         # the target (Pillow's reducing_gap), then LANCZOS: same filter, fewer source pixels.
-        im = im.resize(size, Image.LANCZOS, reducing_gap=float(DRAFT_GAP) if drafted else None)
+        im = im.resize(size, Image.Resampling.LANCZOS, reducing_gap=float(DRAFT_GAP) if drafted else None)
     return im
-def readable_images(paths, load, what="images", warn=None):
+def readable_images(paths: Iterable[StrPath], load: Callable[[StrPath], Any], what: str = "images",
+                    warn: Callable[[str], object] | None = None) -> list[tuple[StrPath, Any]]:
     """[(path, load(path))] of the images of a folder that can be read: a damaged image is
     skipped with one `warning:` line (as classify does for a folder), and only when none is
     left is it an error (InputError naming how many were tried). Every command that reads an
@@ -114,13 +125,13 @@ def readable_images(paths, load, what="images", warn=None):
     return out
 
 
-def load_image(path, channels=3):
+def load_image(path: StrPath, channels: int = 3) -> PILImage.Image:
     """Decode an image file into a PIL image in RGB (or L for one channel), upright per EXIF,
     at full resolution. To feed a model use `load_pixels`."""
     return _decode(path, channels, None)[0]
 
 
-def _draft(im, size):
+def _draft(im: PILImage.Image, size: tuple[int, int]) -> bool:
     """Ask the JPEG decoder for a reduced scale still >= DRAFT_GAP x `size` (upright w, h);
     True when it will decode smaller than the stored image."""
     if im.format != "JPEG":
@@ -137,7 +148,8 @@ def _draft(im, size):
     return im.size != before
 
 
-def _decode(path, channels, draft_size):
+def _decode(path: StrPath, channels: int,
+            draft_size: tuple[int, int] | None) -> tuple[PILImage.Image, bool]:
     """(image, drafted): `draft_size` (w, h) lets a large JPEG decode at a reduced scale."""
     from PIL import Image, ImageOps
 
@@ -154,7 +166,7 @@ def _decode(path, channels, draft_size):
             # decode itself runs in parallel, after the size check below.
             with _OPEN_LOCK, warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                im = Image.open(f)
+                im: PILImage.Image = Image.open(f)
             with im:
                 if im.width * im.height > MAX_PIXELS:
                     raise Image.DecompressionBombError(f"{im.width}x{im.height}")
@@ -184,7 +196,7 @@ def _decode(path, channels, draft_size):
                          "save it as 8-bit RGB or grayscale") from None
 
 
-def _to_mode(im, channels):
+def _to_mode(im: PILImage.Image, channels: int) -> PILImage.Image:
     """A decoded image as 8-bit RGB (or L): 16-bit and float scaled, alpha composited on white."""
     from PIL import Image
 
@@ -201,7 +213,7 @@ def _to_mode(im, channels):
     return im.convert("L" if channels == 1 else "RGB")
 
 
-def _per_channel(value, channels):
+def _per_channel(value: float | Sequence[float], channels: int) -> np.ndarray:
     arr = np.asarray(value, dtype=np.float32).reshape(-1)
     if arr.size not in (1, channels):
         raise InputError(f"mean/std has {arr.size} values for {channels} channels",
@@ -215,7 +227,8 @@ class Preprocessor:
     Built once per model; `__call__` is the per-image hot path.
     """
 
-    def __init__(self, spec, mean=128.0, std=128.0):
+    def __init__(self, spec: InputSpec, mean: float | Sequence[float] = 128.0,
+                 std: float | Sequence[float] = 128.0) -> None:
         self.spec = spec
         self.mean = _per_channel(mean, spec.channels)
         self.std = _per_channel(std, spec.channels)
@@ -228,7 +241,7 @@ class Preprocessor:
             info = np.iinfo(dtype)
             self.qmin, self.qmax = info.min, info.max
             # pycoral: feed uint8 raw when (mean, std) is the input's own quantization.
-            self.raw = (dtype == np.uint8 and np.all(np.abs(spec.scale * self.std - 1) < 1e-5)
+            self.raw = bool(dtype == np.uint8 and np.all(np.abs(spec.scale * self.std - 1) < 1e-5)
                         and np.all(np.abs(self.mean - spec.zero_point) < 1e-5))
             if not self.raw:
                 # Pixels are 0..255: normalize + quantize once per value, then look it up
@@ -244,25 +257,25 @@ class Preprocessor:
             raise InputError(f"input '{spec.name}' has type {dtype.name}, which is not an image type")
 
     @property
-    def size(self):
+    def size(self) -> tuple[int, int]:
         return self.spec.width, self.spec.height
 
-    def resize(self, image):
+    def resize(self, image: PILImage.Image) -> PILImage.Image:
         from PIL import Image
 
         if image.size != self.size:
-            image = image.resize(self.size, Image.LANCZOS)
+            image = image.resize(self.size, Image.Resampling.LANCZOS)
         return image
 
-    def load(self, path):
+    def load(self, path: StrPath) -> np.ndarray:
         """Decode and resize an image file (load_pixels); returns an HWC uint8 array."""
         return self.array(load_pixels(path, self.size, self.spec.channels))
 
-    def array(self, image):
+    def array(self, image: PILImage.Image) -> np.ndarray:
         arr = np.asarray(self.resize(image), dtype=np.uint8)
         return arr[:, :, None] if arr.ndim == 2 else arr
 
-    def __call__(self, hwc):
+    def __call__(self, hwc: np.ndarray) -> np.ndarray:
         """HWC uint8 pixels -> the model's input tensor (batch of one)."""
         spec = self.spec
         if self.raw:
@@ -278,13 +291,13 @@ class Preprocessor:
             x = x.transpose(2, 0, 1)
         return x[None] if len(spec.shape) == 4 else x
 
-    def describe(self):
+    def describe(self) -> str:
         how = "raw uint8" if self.raw else "normalized" + (" then quantized" if self.spec.scale else "")
         return (f"{self.spec.width}x{self.spec.height} {self.spec.layout} {self.spec.dtype.name}, "
                 f"mean {self.mean.tolist()} std {self.std.tolist()} ({how})")
 
 
-def list_images(paths):
+def list_images(paths: Iterable[str]) -> ImageList:
     """Expand files and folders (non-recursive, sorted) into a list of image paths."""
     import os
 
@@ -305,12 +318,12 @@ class ImageList(list):
     """Image paths; `from_folder` holds those found in a folder (an unreadable one is skipped
     with a warning, while a file named on the command line that cannot be read is an error)."""
 
-    def __init__(self, *a):
+    def __init__(self, *a: Iterable[str]) -> None:
         super().__init__(*a)
-        self.from_folder = set()
+        self.from_folder: set[str] = set()
 
 
-def image_files(folder, warn=None):
+def image_files(folder: str, warn: Callable[[str], object] | None = None) -> list[str]:
     """Sorted image files of `folder` (not recursive): hidden names (`.x`, macOS `._x.jpg`) left
     out; entries that are not regular files (a dangling link, a FIFO) named in a warning, skipped."""
     import os

@@ -16,14 +16,24 @@ The schemas of manifests and folder state live beside the code that writes them
 (converters/manifest.py, converters/pipeline.py); the sidecar's in edge/sidecar.py.
 """
 
+from __future__ import annotations
+
 import json
 import math
 import os
 import re
 import zipfile
+from typing import TYPE_CHECKING, NoReturn
 
 from .errors import InputError
 from .files import human_bytes, limit_of, open_input, printable, read_input
+
+if TYPE_CHECKING:
+    import typing
+    from typing import IO
+
+    import numpy as np
+    from _typeshed import StrPath
 
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -33,11 +43,12 @@ _CHUNK = 1 << 20
 
 
 # -- arrays --------------------------------------------------------------------------------------
-def _fail(what, path, why, hint=None):
+def _fail(what: str, path: StrPath, why: str, hint: str | None = None) -> NoReturn:
     raise InputError(f"{what} {printable(path)}: {why}", hint)
 
 
-def _npy_header(f, what, path, name):
+def _npy_header(f: IO[bytes], what: str, path: StrPath,
+                name: str | None) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     """(shape, fortran_order, dtype, header bytes) of the .npy stream `f`, nothing more read."""
     import numpy as np
     from numpy.lib import format as npf
@@ -65,7 +76,7 @@ def _npy_header(f, what, path, name):
     return tuple(shape), fortran, np.dtype(dtype), n
 
 
-def _read_exact(f, n, what, path, name):
+def _read_exact(f: IO[bytes], n: int, what: str, path: StrPath, name: str | None) -> bytes:
     buf = bytearray()
     while len(buf) < n:
         chunk = f.read(min(_CHUNK, n - len(buf)))
@@ -77,7 +88,8 @@ def _read_exact(f, n, what, path, name):
     return bytes(buf)
 
 
-def _array(f, what, path, name, budget, limit_kind, member_size=None):
+def _array(f: IO[bytes], what: str, path: StrPath, name: str | None, budget: int, limit_kind: str,
+           member_size: int | None = None) -> tuple[np.ndarray, int]:
     """One array from the .npy stream `f`; `budget` is the bytes still allowed."""
     import numpy as np
 
@@ -99,7 +111,8 @@ def _array(f, what, path, name, budget, limit_kind, member_size=None):
     return arr.copy(), nbytes
 
 
-def read_arrays(path, what="--data", kind="arrays", hint=None):
+def read_arrays(path: StrPath, what: str = "--data", kind: str = "arrays",
+                hint: str | None = None) -> dict[str, np.ndarray]:
     """{name: array} of the .npz (or .npy, keyed by its file stem) at `path`.
 
     Only a regular file within the limit of `kind`; every zip member's declared size and
@@ -131,7 +144,8 @@ def read_arrays(path, what="--data", kind="arrays", hint=None):
                 _fail(what, path, f"would inflate to {human_bytes(total)}, more than the "
                                   f"{human_bytes(limit)} edgeport reads",
                       f"EDGEPORT_MAX_{kind.upper()}_BYTES raises the limit")
-            out, budget = {}, limit
+            out: dict[str, np.ndarray] = {}
+            budget = limit
             for info in infos:
                 name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
                 if info.is_dir() or not info.filename.endswith(".npy"):
@@ -159,16 +173,20 @@ class SchemaError(Exception):
 class _Spec:
     optional = False
 
-    def __init__(self, optional=False):
+    def __init__(self, optional: bool = False) -> None:
         self.optional = optional
+
+    def check(self, v: typing.Any, where: str) -> typing.Any:
+        """`v` checked (and normalised) for the field `where`, or SchemaError; every spec has one."""
+        raise NotImplementedError
 
 
 class Int(_Spec):
-    def __init__(self, lo=0, hi=1 << 62, optional=False):
+    def __init__(self, lo: int = 0, hi: int = 1 << 62, optional: bool = False) -> None:
         super().__init__(optional)
         self.lo, self.hi = lo, hi
 
-    def check(self, v, where):
+    def check(self, v: typing.Any, where: str) -> typing.Any:
         if isinstance(v, bool) or not isinstance(v, int):
             raise SchemaError(f"'{where}' is not an integer")
         if not self.lo <= v <= self.hi:
@@ -177,11 +195,11 @@ class Int(_Spec):
 
 
 class Float(_Spec):
-    def __init__(self, lo=-1e300, hi=1e300, optional=False):
+    def __init__(self, lo: float = -1e300, hi: float = 1e300, optional: bool = False) -> None:
         super().__init__(optional)
         self.lo, self.hi = lo, hi
 
-    def check(self, v, where):
+    def check(self, v: typing.Any, where: str) -> typing.Any:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise SchemaError(f"'{where}' is not a finite number")
         if not self.lo <= v <= self.hi:
@@ -190,19 +208,20 @@ class Float(_Spec):
 
 
 class Bool(_Spec):
-    def check(self, v, where):
+    def check(self, v: typing.Any, where: str) -> typing.Any:
         if not isinstance(v, bool):
             raise SchemaError(f"'{where}' is not true or false")
         return v
 
 
 class Str(_Spec):
-    def __init__(self, max_len=4096, choices=None, pattern=None, optional=False):
+    def __init__(self, max_len: int = 4096, choices: typing.Collection[str] | None = None,
+                 pattern: str | None = None, optional: bool = False) -> None:
         super().__init__(optional)
         self.max_len, self.choices = max_len, choices
         self.pattern = re.compile(pattern) if pattern else None
 
-    def check(self, v, where):
+    def check(self, v: typing.Any, where: str) -> typing.Any:
         if not isinstance(v, str):
             raise SchemaError(f"'{where}' is not a string")
         if len(v) > self.max_len:
@@ -215,11 +234,11 @@ class Str(_Spec):
 
 
 class List(_Spec):
-    def __init__(self, item, max_len=1 << 20, optional=False):
+    def __init__(self, item: _Spec, max_len: int = 1 << 20, optional: bool = False) -> None:
         super().__init__(optional)
         self.item, self.max_len = item, max_len
 
-    def check(self, v, where):
+    def check(self, v: typing.Any, where: str) -> typing.Any:
         if not isinstance(v, list):
             raise SchemaError(f"'{where}' is not a list")
         if len(v) > self.max_len:
@@ -230,11 +249,12 @@ class List(_Spec):
 class Map(_Spec):
     """An object with free keys (strings up to `key_len`) and values of one spec."""
 
-    def __init__(self, value, max_len=1 << 20, key_len=4096, optional=False):
+    def __init__(self, value: _Spec, max_len: int = 1 << 20, key_len: int = 4096,
+                 optional: bool = False) -> None:
         super().__init__(optional)
         self.value, self.max_len, self.key_len = value, max_len, key_len
 
-    def check(self, v, where):
+    def check(self, v: typing.Any, where: str) -> typing.Any:
         if not isinstance(v, dict):
             raise SchemaError(f"'{where}' is not an object")
         if len(v) > self.max_len:
@@ -249,11 +269,11 @@ class Obj(_Spec):
     """An object with known fields (`fields`: name -> spec; optional ones may be absent or
     null). Unknown fields are kept unless `strict`."""
 
-    def __init__(self, fields, strict=False, optional=False):
+    def __init__(self, fields: dict[str, _Spec], strict: bool = False, optional: bool = False) -> None:
         super().__init__(optional)
         self.fields, self.strict = fields, strict
 
-    def check(self, v, where):
+    def check(self, v: typing.Any, where: str) -> typing.Any:
         if not isinstance(v, dict):
             raise SchemaError(f"'{where or 'the document'}' is not an object")
         if self.strict:
@@ -271,11 +291,11 @@ class Obj(_Spec):
 class Any(_Spec):
     """Any JSON value (depth is bounded by the parser)."""
 
-    def check(self, v, where):
+    def check(self, v: typing.Any, where: str) -> typing.Any:
         return v
 
 
-def _check(spec, v, where, missing=False):
+def _check(spec: _Spec, v: typing.Any, where: str, missing: bool = False) -> typing.Any:
     if v is None:
         if spec.optional or isinstance(spec, Any):
             return None
@@ -283,16 +303,16 @@ def _check(spec, v, where, missing=False):
     return spec.check(v, where)
 
 
-def _no_constant(name):
+def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
 
 
-def check_schema(data, schema):
+def check_schema(data: typing.Any, schema: _Spec) -> typing.Any:
     """`data` checked against `schema`: the checked value, or SchemaError naming the field."""
     return _check(schema, data, "")
 
 
-def parse_json(raw, what, path, kind="json"):
+def parse_json(raw: bytes, what: str, path: StrPath, kind: str = "json") -> typing.Any:
     """The JSON value of `raw` (bytes); InputError naming the file on bad UTF-8, bad JSON,
     NaN/Infinity or nesting too deep."""
     try:
@@ -305,7 +325,7 @@ def parse_json(raw, what, path, kind="json"):
         _fail(what, path, f"is not valid JSON ({str(e).splitlines()[0][:80]})")
 
 
-def read_json(path, what, kind, schema, hint=None):
+def read_json(path: StrPath, what: str, kind: str, schema: _Spec, hint: str | None = None) -> typing.Any:
     """The JSON document at `path`, checked against `schema`: only a regular file within the
     limit of `kind`; one InputError line naming the file and the field on any failure."""
     data = parse_json(read_input(path, what, kind), what, path, kind)

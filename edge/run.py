@@ -18,22 +18,31 @@ added later cannot write anywhere its command did not say. Temps live beside the
 output (atomic writers) and are removed on any exit, Ctrl-C and SIGTERM included.
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
 import signal
 import stat
 import threading
+from typing import TYPE_CHECKING
 
 from .errors import InputError
 from .files import _display, check_path_text, kind_of
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from types import FrameType
+
+    from _typeshed import StrPath
+
 # Folders that are one model: nothing may be written inside them.
 PACKAGE_SUFFIXES = (".mlpackage", ".mlmodelc")
 _MAX_FOLDER_FILES = 100_000   # files of an input folder remembered (images, models)
-_current = None
+_current: Run | None = None
 
 
-def _ident(path):
+def _ident(path: StrPath) -> tuple[int, int] | None:
     """(st_dev, st_ino) of what `path` resolves to, or None."""
     try:
         st = os.stat(path)
@@ -42,14 +51,14 @@ def _ident(path):
     return st.st_dev, st.st_ino
 
 
-def _real(path):
+def _real(path: StrPath) -> str:
     try:
         return os.path.realpath(os.path.abspath(path))
     except (OSError, ValueError):
         return os.path.abspath(path)
 
 
-def _text(path, what):
+def _text(path: StrPath, what: str) -> str:
     """The path as text: not empty, no NUL, and valid UTF-8 (a name with undecodable bytes is
     refused with one line: the frameworks edgeport hands paths to cannot open it)."""
     p = check_path_text(path, what)
@@ -61,7 +70,7 @@ def _text(path, what):
     return p
 
 
-def _is_package(path):
+def _is_package(path: StrPath) -> bool:
     p = os.fspath(path).rstrip("/" + os.sep)
     return p.endswith(PACKAGE_SUFFIXES) or os.path.exists(os.path.join(p, "saved_model.pb"))
 
@@ -69,18 +78,19 @@ def _is_package(path):
 class Run:
     """The declared inputs and outputs of one command (see the module docstring)."""
 
-    def __init__(self, command="edgeport"):
+    def __init__(self, command: str = "edgeport") -> None:
         self.command = command
-        self.inputs = []      # (real path, what) of every input file
-        self.idents = {}      # (dev, ino) -> what
-        self.packages = []    # (real path, what) of input folders nothing may be written into
-        self.outputs = []     # (path, what, folder_ok)
-        self.trees = []       # (real path, what): folders any file under which may be written
-        self.kinds = {}       # output path -> the bytes a file of its kind starts with
+        self.inputs: list[tuple[str, str, str]] = []  # (real path, what, given path) of every input file
+        self.idents: dict[tuple[int, int], tuple[str, str]] = {}  # (dev, ino) -> what
+        self.packages: list[tuple[str, str]] = []  # (real path, what) of input folders nothing may be written into
+        self.outputs: list[tuple[StrPath, str, bool]] = []  # (path, what, folder_ok)
+        self.trees: list[tuple[str, str]] = []  # (real path, what): folders any file under which may be written
+        # output path -> the bytes a file of its kind starts with
+        self.kinds: dict[StrPath, bytes | tuple[bytes, ...]] = {}
         self.checked = False
 
     # -- declaring ---------------------------------------------------------------------------
-    def input(self, path, what="input", sidecar=False):
+    def input(self, path: StrPath | None, what: str = "input", sidecar: bool = False) -> None:
         """Declare an input file or folder (None: nothing given). A folder declares every file
         under it; a package folder (.mlpackage, SavedModel) also forbids writes inside it.
         `sidecar` also declares the model's NAME.edgeport.json."""
@@ -110,17 +120,18 @@ class Run:
 
             self._file(str(sidecar_path(p.rstrip("/" + os.sep))), f"sidecar of the {what}")
 
-    def inputs_of(self, paths, what="input", sidecar=False):
+    def inputs_of(self, paths: Iterable[StrPath] | None, what: str = "input",
+                  sidecar: bool = False) -> None:
         for p in paths or ():
             self.input(p, what, sidecar)
 
-    def _file(self, p, what):
+    def _file(self, p: str, what: str) -> None:
         self.inputs.append((_real(p), what, p))
         ident = _ident(p)
         if ident:
             self.idents.setdefault(ident, (what, p))
 
-    def _folder(self, folder, what):
+    def _folder(self, folder: str, what: str) -> None:
         n = 0
         for root, dirs, names in os.walk(folder):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
@@ -130,7 +141,8 @@ class Run:
                     return
                 self._file(os.path.join(root, name), what)
 
-    def output(self, path, what="output", folder=False, looks_like=None):
+    def output(self, path: StrPath | None, what: str = "output", folder: bool = False,
+               looks_like: bytes | tuple[bytes, ...] | None = None) -> None:
         """Declare one output file (`folder`: a .mlpackage-like folder output). `looks_like`:
         the first bytes every file of this kind starts with (b"{" for JSON, b"\\x89PNG" ...):
         an existing file that does not is not one this command wrote, and is not replaced
@@ -141,7 +153,7 @@ class Run:
         if looks_like is not None:
             self.kinds[path] = looks_like
 
-    def tree(self, folder, what="output folder"):
+    def tree(self, folder: StrPath | None, what: str = "output folder") -> None:
         """Declare a folder edgeport writes into (convert's artefacts, sidecars, state file)."""
         if folder is None:
             return
@@ -149,13 +161,13 @@ class Run:
         self.trees.append((_real(p), what))
 
     # -- checking ----------------------------------------------------------------------------
-    def check(self):
+    def check(self) -> Run:
         """InputError (one line) for the first declared output that must not be written."""
         for real, what in self.trees:  # folders first: "-o X is a file" says more than its files would
             if os.path.exists(real) and not os.path.isdir(real):
                 raise InputError(f"the {what} {_display(real)} is a file, not a folder",
                                  "give a folder (it is made when missing)")
-        seen = {}
+        seen: dict[str, str] = {}
         for path, what, folder in self.outputs:
             p = self._check_one(path, what, folder)
             key = _real(p)
@@ -168,7 +180,7 @@ class Run:
         self.checked = True
         return self
 
-    def _check_one(self, path, what, folder=False):
+    def _check_one(self, path: StrPath, what: str, folder: bool = False) -> str:
         p = _text(path, f"{what} path")
         try:
             st = os.lstat(p)
@@ -194,7 +206,7 @@ class Run:
                                  "it is not replaced", "choose another name, or remove it first")
         return p
 
-    def _refuse_input(self, p, what):
+    def _refuse_input(self, p: str, what: str) -> None:
         real = _real(p)
         for r, in_what, given in self.inputs:
             if r == real:
@@ -208,20 +220,20 @@ class Run:
                              "of the run", "choose another path")
         self._refuse_inside_package(real, what, p)
 
-    def _refuse_inside_package(self, real, what, shown):
+    def _refuse_inside_package(self, real: str, what: str, shown: str) -> None:
         for pkg, in_what in self.packages:
             if real == pkg or real.startswith(pkg.rstrip(os.sep) + os.sep):
                 raise InputError(f"the {what} {_display(shown)} is inside the {in_what} package "
                                  f"{_display(pkg)}: edgeport never writes into a source package",
                                  "choose another path")
 
-    def declared(self, path):
+    def declared(self, path: StrPath) -> bool:
         real = _real(path)
         if any(_real(p) == real for p, _, _ in self.outputs):
             return True
         return any(real == t or real.startswith(t.rstrip(os.sep) + os.sep) for t, _ in self.trees)
 
-    def guard_write(self, path, what="output"):
+    def guard_write(self, path: StrPath, what: str = "output") -> None:
         """Called by every writer before it writes `path`: InputError unless it was declared
         and is no input of the run."""
         p = check_path_text(path, f"{what} path")
@@ -232,7 +244,7 @@ class Run:
         self._refuse_input(p, what)
 
     @contextlib.contextmanager
-    def active(self):
+    def active(self) -> Iterator[Run]:
         """Make this run the one writers consult (guard_write) while inside; SIGTERM is
         handled like Ctrl-C meanwhile (temps removed, locks released, exit 143)."""
         global _current
@@ -246,12 +258,12 @@ class Run:
             _current = old
 
 
-def current():
+def current() -> Run | None:
     """The active Run, or None (library use outside a command: nothing declared to check)."""
     return _current
 
 
-def guard_write(path, what="output"):
+def guard_write(path: StrPath, what: str = "output") -> None:
     """The active run's guard_write(path), or nothing when no run is active."""
     if _current is not None:
         _current.guard_write(path, what)
@@ -264,14 +276,14 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def terminate_as_interrupt():
+def terminate_as_interrupt() -> Iterator[None]:
     """While inside, SIGTERM raises Terminated (a KeyboardInterrupt) in the main thread, so the
     same cleanup as for Ctrl-C runs (atomic temps deleted, locks released). Elsewhere: no-op."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def handler(signum, frame):
+    def handler(signum: int, frame: FrameType | None) -> None:
         raise Terminated("terminated (SIGTERM)")
 
     try:

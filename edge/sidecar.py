@@ -6,25 +6,33 @@ schema below: a damaged one (bad JSON, a mean of "abc", 100,000 nested brackets,
 that is a number) is named in one `warning:` line and ignored, as if there were none.
 """
 
+from __future__ import annotations
+
 import json
 import math
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from _typeshed import StrPath
 
 SUFFIX = ".edgeport.json"
 
 
-def sidecar_path(model_path):
+def sidecar_path(model_path: StrPath) -> Path:
     """'m.onnx' -> 'm.onnx.edgeport.json': the full name, so m.onnx and m.ort never share one."""
     p = Path(model_path)
     return p.with_name(p.name + SUFFIX)
 
 
-_warned = set()
+_warned: set[tuple[str, str]] = set()
 
 
-def _warn(path, why):
+def _warn(path: StrPath, why: str) -> None:
     from .files import printable
 
     key = (os.path.abspath(path), why)
@@ -33,7 +41,8 @@ def _warn(path, why):
         print(f"warning: sidecar {printable(path)} ignored: {why}", file=sys.stderr)
 
 
-def read_sidecar(model_path, warn=None):
+def read_sidecar(model_path: StrPath,
+                 warn: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The sidecar's content as a dict, or {} when there is none or it is damaged (warned)."""
     from .errors import InputError
     from .files import read_input
@@ -62,16 +71,16 @@ def read_sidecar(model_path, warn=None):
     return data
 
 
-def _finite(x):
+def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _numbers(v, positive=False):
+def _numbers(v: Any, positive: bool = False) -> bool:
     items = v if isinstance(v, list) else [v]
     return bool(items) and len(items) <= 4 and all(_finite(x) and (not positive or x > 0) for x in items)
 
 
-def _preprocessing_problem(pre):
+def _preprocessing_problem(pre: object) -> str | None:
     if pre is None:
         return None
     if not isinstance(pre, dict):
@@ -97,7 +106,7 @@ _OBJECTS = ("source", "made_from", "options", "versions", "conversion", "validat
 _STRINGS = ("format", "created", "edgeport", "artefact_sha256")
 
 
-def schema_problem(data):
+def schema_problem(data: object) -> str | None:
     """What is wrong with a sidecar's parsed JSON, or None when it fits the schema."""
     if not isinstance(data, dict):
         return "not a JSON object"

@@ -1,9 +1,18 @@
 """Tensors across the integer boundary: quantize, dequantize, and invoke a model on floats."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
-def dequantize(values, scale, zero_point):
+    import numpy.typing as npt
+
+
+def dequantize(values: np.ndarray, scale: float, zero_point: int) -> npt.NDArray[np.float32]:
     """Quantized integers to real numbers.
 
     Args:
@@ -14,18 +23,18 @@ def dequantize(values, scale, zero_point):
     return (scale * (values.astype(np.int64) - zero_point)).astype(np.float32)
 
 
-def quantize(values, scale, zero_point, dtype):
+def quantize(values: npt.ArrayLike, scale: float, zero_point: int, dtype: npt.DTypeLike) -> np.ndarray:
     """Real numbers to a quantized integer `dtype`, rounded to nearest and clipped to its range."""
     info = np.iinfo(dtype)
     return np.clip(np.rint(np.asarray(values) / scale + zero_point), info.min, info.max).astype(dtype)
 
 
-def _is_quantized(detail):
+def _is_quantized(detail: dict[str, Any]) -> bool:
     scale, _ = detail.get("quantization", (0.0, 0))
     return np.issubdtype(np.dtype(detail["dtype"]), np.integer) and scale > 0
 
 
-def invoke_float(interpreter, *inputs):
+def invoke_float(interpreter: Any, *inputs: npt.ArrayLike) -> list[npt.NDArray[np.float32]]:
     """Run an allocated TFLite interpreter on float arrays; returns its outputs as floats.
 
     Integer inputs are quantized with their own scale and zero point, integer outputs
@@ -33,7 +42,8 @@ def invoke_float(interpreter, *inputs):
     """
     for detail, x in zip(interpreter.get_input_details(), inputs):
         if _is_quantized(detail):
-            x = quantize(x, *detail["quantization"], detail["dtype"])
+            scale, zero_point = detail["quantization"]
+            x = quantize(x, scale, zero_point, detail["dtype"])
         interpreter.set_tensor(detail["index"], np.asarray(x, dtype=detail["dtype"]))
     interpreter.invoke()
     outs = []
@@ -44,7 +54,7 @@ def invoke_float(interpreter, *inputs):
     return outs
 
 
-def rescale_problem(record):
+def rescale_problem(record: object) -> str | None:
     """What is wrong with a sidecar's `output_rescale` record, or None when it fits:
     [{"output": int, "axis": int, "parts": [[start, stop, factor], ...]}, ...]."""
     if not isinstance(record, list):
@@ -56,7 +66,7 @@ def rescale_problem(record):
             if not isinstance(entry.get(key), int) or isinstance(entry.get(key), bool) or entry[key] < 0:
                 return f"'output_rescale.{key}' is not a non-negative number"
         parts = entry.get("parts")
-        def number(v):
+        def number(v: object) -> bool:
             return isinstance(v, (int, float)) and not isinstance(v, bool)
 
         if not isinstance(parts, list) or not all(
@@ -66,7 +76,7 @@ def rescale_problem(record):
     return None
 
 
-def undo_output_rescale(outputs, record):
+def undo_output_rescale(outputs: Iterable[Any], record: Iterable[dict[str, Any]] | None) -> list[Any]:
     """Outputs (a list, in the model's order) with the slices a packed-output rewrite divided
     (converters/quantize/packed_outputs.py, the sidecar's `output_rescale`) multiplied back,
     so they are in the source model's units. Float copies; untouched outputs are returned as

@@ -7,11 +7,21 @@ compiled Edge TPU model from a plain one, to find a model's input spec without a
 interpreter, and to predict the Edge TPU compiler's mapping.
 """
 
+from __future__ import annotations
+
 import struct
 from collections import namedtuple
+from typing import TYPE_CHECKING, Any
 
 from .errors import ModelFormatError
 from .tflite_schema import BUILTIN_OPS, TENSOR_TYPES
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from _typeshed import StrPath
+
+    Buf: TypeAlias = bytes | bytearray | memoryview
 
 FILE_IDENTIFIER = b"TFL3"
 _ITEMSIZE = {"float32": 4, "float16": 2, "int32": 4, "uint8": 1, "int64": 8, "bool": 1, "int16": 2,
@@ -30,7 +40,7 @@ class _Table:
 
     __slots__ = ("buf", "pos", "vtable", "vsize")
 
-    def __init__(self, buf, pos):
+    def __init__(self, buf: Buf, pos: int) -> None:
         self.buf = buf
         self.pos = pos
         vtable = pos - _read(buf, "<i", pos)
@@ -41,28 +51,28 @@ class _Table:
         self.vtable = vtable
         self.vsize = vsize
 
-    def _field(self, slot):
+    def _field(self, slot: int) -> int:
         entry = 4 + 2 * slot
         if entry >= self.vsize:
             return 0
         return _read(self.buf, "<H", self.vtable + entry)
 
-    def scalar(self, slot, fmt, default=0):
+    def scalar(self, slot: int, fmt: str, default: Any = 0) -> Any:
         off = self._field(slot)
         return _read(self.buf, fmt, self.pos + off) if off else default
 
-    def _indirect(self, slot):
+    def _indirect(self, slot: int) -> int | None:
         off = self._field(slot)
         if not off:
             return None
         at = self.pos + off
         return at + _read(self.buf, "<I", at)
 
-    def table(self, slot):
+    def table(self, slot: int) -> _Table | None:
         at = self._indirect(slot)
         return None if at is None else _Table(self.buf, at)
 
-    def string(self, slot):
+    def string(self, slot: int) -> str | None:
         at = self._indirect(slot)
         if at is None:
             return None
@@ -70,7 +80,7 @@ class _Table:
         _check(self.buf, at + 4, n)
         return bytes(self.buf[at + 4:at + 4 + n]).decode("utf-8", "replace")
 
-    def vector_span(self, slot, itemsize):
+    def vector_span(self, slot: int, itemsize: int) -> tuple[int, int] | None:
         """(start, length) of a vector of `itemsize`-byte items, or None."""
         at = self._indirect(slot)
         if at is None:
@@ -79,14 +89,14 @@ class _Table:
         _check(self.buf, at + 4, n * itemsize)
         return at + 4, n
 
-    def scalars(self, slot, code):
+    def scalars(self, slot: int, code: str) -> list[Any]:
         span = self.vector_span(slot, struct.calcsize(code))
         if span is None:
             return []
         start, n = span
         return list(struct.unpack_from(f"<{n}{code}", self.buf, start))
 
-    def tables(self, slot):
+    def tables(self, slot: int) -> list[_Table]:
         span = self.vector_span(slot, 4)
         if span is None:
             return []
@@ -98,18 +108,18 @@ class _Table:
         return out
 
 
-def _check(buf, pos, size):
+def _check(buf: Buf, pos: int, size: int) -> None:
     if pos < 0 or size < 0 or pos + size > len(buf):
         raise ModelFormatError(f"truncated or corrupt TFLite file (offset {pos} + {size} "
                                f"is beyond its {len(buf)} bytes)")
 
 
-def _read(buf, fmt, pos):
+def _read(buf: Buf, fmt: str, pos: int) -> Any:
     _check(buf, pos, struct.calcsize(fmt))
     return struct.unpack_from(fmt, buf, pos)[0]
 
 
-def is_tflite(head):
+def is_tflite(head: Buf) -> bool:
     """True when `head` (the first 8 bytes or more of a file) carries the TFLite identifier."""
     return len(head) >= 8 and bytes(head[4:8]) == FILE_IDENTIFIER
 
@@ -117,10 +127,11 @@ def is_tflite(head):
 class TFLiteModel:
     """A parsed TFLite model. `TFLiteModel.load(path)` or `TFLiteModel(bytes)`."""
 
-    def __init__(self, data, name="<bytes>"):
+    def __init__(self, data: Buf, name: str = "<bytes>") -> None:
         self.data = data
         self.name = name
-        self._operator_tables = {}  # subgraph index -> its operators' tables, read on first use
+        # subgraph index -> its operators' tables, read on first use
+        self._operator_tables: dict[int, list[_Table]] = {}
         if not is_tflite(data):
             raise ModelFormatError(f"{name} is not a TFLite model (no 'TFL3' identifier)",
                                    "pass a .tflite flatbuffer")
@@ -133,22 +144,22 @@ class TFLiteModel:
                                    "the file is truncated or damaged: copy, download or convert it again"
                                    ) from None
 
-    def _parse(self, data, name):
+    def _parse(self, data: Buf, name: str) -> None:
         root = _Table(data, _read(data, "<I", 0))
         self.version = root.scalar(0, "<I")
         self.description = root.string(3)
         self.opcodes = [self._opcode(t) for t in root.tables(1)]
         self._buffers = root.tables(4)
-        self.metadata = {}
+        self.metadata: dict[str, int] = {}
         for t in root.tables(6):
             self.metadata[t.string(0) or ""] = t.scalar(1, "<I")
-        self.sparse = set()  # (subgraph, tensor) of tensors stored sparse (Tensor.sparsity set)
+        self.sparse: set[tuple[int, int]] = set()  # (subgraph, tensor) of tensors stored sparse (Tensor.sparsity set)
         self.subgraphs = [self._subgraph(i, t) for i, t in enumerate(root.tables(2))]
         if not self.subgraphs:
             raise ModelFormatError(f"{name} has no subgraph")
         self._check_sizes(data)
 
-    def _check_sizes(self, data):
+    def _check_sizes(self, data: Buf) -> None:
         """Refuse what would crash or exhaust a runtime: a main graph without outputs, a zero or
         negative dimension in an input or output, a tensor of absurd size, a buffer past the end."""
         from .files import check_tensor_size
@@ -175,7 +186,7 @@ class TFLiteModel:
                                        f"beyond the file's {len(data)} bytes")
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: StrPath) -> TFLiteModel:
         from .errors import InputError
         from .files import read_input
 
@@ -186,7 +197,7 @@ class TFLiteModel:
         return cls(data, str(path))
 
     @staticmethod
-    def _opcode(t):
+    def _opcode(t: _Table) -> tuple[str, int, str | None]:
         deprecated = t.scalar(0, "<b")
         code = max(deprecated, t.scalar(3, "<i"))
         name = BUILTIN_OPS.get(code, f"UNKNOWN_{code}")
@@ -195,7 +206,7 @@ class TFLiteModel:
             raise ModelFormatError("a CUSTOM operator code has no custom_code name")
         return name, t.scalar(2, "<i", 1), custom
 
-    def _subgraph(self, index, t):
+    def _subgraph(self, index: int, t: _Table) -> SubGraph:
         tensors = []
         for i, tt in enumerate(t.tables(0)):
             if tt.table(6) is not None:
@@ -230,32 +241,33 @@ class TFLiteModel:
 
     # -- queries -------------------------------------------------------------------------
     @property
-    def main(self):
+    def main(self) -> SubGraph:
         return self.subgraphs[0]
 
-    def inputs(self):
+    def inputs(self) -> list[Tensor]:
         return [self.main.tensors[i] for i in self.main.inputs]
 
-    def outputs(self):
+    def outputs(self) -> list[Tensor]:
         return [self.main.tensors[i] for i in self.main.outputs]
 
-    def op_names(self):
+    def op_names(self) -> list[str]:
         """Every op of the main subgraph, custom ops by their custom code."""
         return [op.custom_code if op.opcode == "CUSTOM" else op.opcode for op in self.main.operators]
 
-    def custom_ops(self):
+    def custom_ops(self) -> list[str]:
         return sorted({op.custom_code for g in self.subgraphs for op in g.operators
                        if op.opcode == "CUSTOM"})
 
-    def is_edgetpu_compiled(self):
+    def is_edgetpu_compiled(self) -> bool:
         return EDGETPU_CUSTOM_OP in self.custom_ops()
 
     @property
-    def buffer_count(self):
+    def buffer_count(self) -> int:
         """How many buffers the model declares (a tensor's `buffer` must be below it)."""
         return len(self._buffers)
 
-    def operator_options(self, subgraph_index, op_index, fields, defaults=None):
+    def operator_options(self, subgraph_index: int, op_index: int, fields: dict[str, tuple[int, str]],
+                         defaults: dict[str, Any] | None = None) -> dict[str, Any]:
         """Scalar fields of one operator's builtin options table, as {name: value}.
 
         `fields` is {name: (slot, struct code)} with slots from TFLite's schema.fbs, e.g.
@@ -268,13 +280,13 @@ class TFLiteModel:
             root = _Table(self.data, _read(self.data, "<I", 0))
             self._operator_tables[subgraph_index] = root.tables(2)[subgraph_index].tables(3)
         options = self._operator_tables[subgraph_index][op_index].table(4)
-        out = {}
+        out: dict[str, Any] = {}
         for name, (slot, code) in fields.items():
             default = defaults.get(name, False if code == "<?" else 0)
             out[name] = options.scalar(slot, code, default) if options is not None else default
         return out
 
-    def buffer_data(self, index):
+    def buffer_data(self, index: int) -> bytes:
         """The bytes of buffer `index` (b'' when it holds none)."""
         if index >= len(self._buffers):
             return b""
@@ -289,5 +301,5 @@ class TFLiteModel:
             return bytes(self.data[offset:offset + size])
         return b""
 
-    def metadata_bytes(self, name):
+    def metadata_bytes(self, name: str) -> bytes | None:
         return self.buffer_data(self.metadata[name]) if name in self.metadata else None
