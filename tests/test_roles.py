@@ -578,3 +578,27 @@ def test_class_scores_tied_in_the_source_agree_with_either_class():
     conv[:, 0, 5] = 0.9                                # a class the source did not rank first
     assert not compare_output("probs", ref, conv, Tolerances(), "agreement",
                               role=roles.Role("class", "t")).passed
+
+
+@pytest.mark.parametrize("names", [("transpose_{}.tmp_0", "transpose_{}.tmp_0"), ("out{}", "out{}"),
+                                   ("scores_{}", "distribution_{}"), ("cls_{}", "reg_{}")])
+@pytest.mark.parametrize("classes,bins", [(10, 8), (80, 8), (5, 17)])
+def test_gfl_split_heads_per_level_pair_scores_and_box_distributions(names, classes, bins):
+    # PP-PicoDet / GFL / NanoDet heads: per stride level, [1, N, C] sigmoid scores beside
+    # [1, N, 4 * bins] box distributions (DFL logits) with as many anchors. Sigmoid scores of
+    # a few classes also fit the packed shape [1, N, 4+C]; the anchor pairing must win, whatever
+    # the outputs are called (Paddle's exported names contain 'pose' in 'transpose').
+    rng = _rng(classes + bins)
+    ref, want, k = OrderedDict(), {}, 0
+    levels = (1900, 475, 130)
+    for n in levels:
+        s = 1 / (1 + np.exp(-rng.normal(-5, 1.5, (S, 1, n, classes))))
+        ref[names[0].format(k)] = s
+        want[names[0].format(k)] = "detection-scores"
+        k += 1
+    for n in levels:
+        ref[names[1].format(k)] = rng.normal(0, 2, (S, 1, n, 4 * bins))
+        want[names[1].format(k)] = "detection-boxes"
+        k += 1
+    got = {n: r.kind for n, r in roles.infer_roles(ref).items()}
+    assert got == want

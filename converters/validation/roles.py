@@ -124,10 +124,14 @@ def infer_role(name, ref, others=None, hint=None):
 
     if not dims:
         return Role("raw", f"one value per sample ({rng})")
-    # packed detector: [1, 4+C, N] or [1, N, 4+C], many anchors, few coords+classes
+    # packed detector: [1, 4+C, N] or [1, N, 4+C], many anchors, few coords+classes; not
+    # when another output has as many anchors (a split head: GFL/PicoDet scores [1, N, C]
+    # fit the packed shape too)
     if len(dims) == 2 and len(shape) <= 3:
         small, large = min(dims), max(dims)
-        if 5 <= small <= 4 + 1000 and large >= 64 and large >= 4 * small:
+        split_pair = dims[0] >= 64 and any(o != name and _squeezed(s) and _squeezed(s)[0] == dims[0]
+                                           for o, s in others.items())
+        if 5 <= small <= 4 + 1000 and large >= 64 and large >= 4 * small and not split_pair:
             layout = det.packed_layout(dims)
             coords, scores = det.split_packed(ref[0].reshape(dims), layout=layout)
             s_lo, s_hi = float(np.min(scores)), float(np.max(scores))
@@ -145,7 +149,11 @@ def infer_role(name, ref, others=None, hint=None):
         if n_anchor >= 64 and paired and len(shape) <= 3:
             width = dims[1]
             other_widths = [(_squeezed(others[o]) + [1])[1] for o in paired]
-            if nrole == "detection-boxes" or (width >= 4 and all(width > w for w in other_widths)):
+            probabilities = width != 4 and 0 <= lo and hi <= 1   # sigmoid scores, whatever their count
+            # coords: the widest, or 4 per box (a DFL distribution: 4 sides x bins) when its
+            # partner is the wider one (many classes); scores in 0..1 are never coords
+            if nrole == "detection-boxes" or (width >= 4 and not probabilities and (
+                    all(width > w for w in other_widths) or width % 4 == 0)):
                 return Role("detection-boxes", f"{n_anchor} anchors x {width} coords, beside "
                                                f"'{paired[0]}' with as many anchors")
             return Role("detection-scores", f"{n_anchor} anchors x {width} scores, beside "
