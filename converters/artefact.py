@@ -6,10 +6,9 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from converters.atomic import write_text_atomic
 from edge.errors import InputError
 from edge.sidecar import read_sidecar, sidecar_path
-
-from converters.atomic import write_text_atomic
 
 
 def sha256_of(path, chunk=1 << 20):

@@ -12,6 +12,7 @@ import tempfile
 
 from edge.errors import InputError
 from edge.files import check_output, check_output_dir, is_no_space, no_space
+
 # SIGTERM handled like Ctrl-C (Terminated) lives with the run context, which every command
 # enters; the pipeline enters it again around its own work.
 from edge.run import Terminated, guard_write, terminate_as_interrupt  # noqa: F401

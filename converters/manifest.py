@@ -243,7 +243,7 @@ def merge_manifests(paths):
     if len(targets) > 1:
         problems.append(f"the shards converted to different targets: {sorted(targets)}")
     models, where = [], {}
-    for path, d in loaded:
+    for _path, d in loaded:
         k, dn = d["shard"]["k"], d["shard"]["n"]
         for m in d["models"]:
             name = m["model"]

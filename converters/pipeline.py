@@ -25,19 +25,22 @@ import platform
 import sys
 import time
 
-from edge.errors import EdgeportError, InputError, MissingDependency, ModelFormatError
-from edge.sidecar import SUFFIX as SIDECAR_SUFFIX
-from edge.sidecar import read_sidecar
-
-from converters import formats
+from converters import formats, rewrite
 from converters.artefact import Artefact, package_versions, provenance, sha256_of, source_record
-from converters.atomic import (atomic_output, check_writable_dir, output_lock, sweep_stale,
-                               terminate_as_interrupt, write_text_atomic)
-from edge.files import check_output, check_output_dir, check_path_text, same_file
-from edge.sidecar import sidecar_path
-from edge import run as edge_run
+from converters.atomic import (
+    atomic_output,
+    check_writable_dir,
+    output_lock,
+    sweep_stale,
+    terminate_as_interrupt,
+    write_text_atomic,
+)
 from converters.registry import plan_route
-from converters import rewrite
+from edge import run as edge_run
+from edge.errors import EdgeportError, InputError, MissingDependency, ModelFormatError
+from edge.files import check_output, check_output_dir, check_path_text, same_file
+from edge.sidecar import SUFFIX as SIDECAR_SUFFIX
+from edge.sidecar import read_sidecar, sidecar_path
 
 STATE_FILE = ".edgeport-convert.json"
 
@@ -476,6 +479,7 @@ def _redo_in_float32(current, conv, tmp, block, md, options, intermediate, progr
     """Convert the hop again with --coreml-precision float32 (into the same temp) and validate
     it; the sidecar keeps why (`precision_fallback`). Returns the new metadata."""
     import shutil
+
     from converters import metadata
 
     why = md["validation"]["summary"]

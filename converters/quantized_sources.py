@@ -10,9 +10,8 @@ quantized graph still converts to ONNX and ORT, which keep its integer I/O and v
 May import: edge/ and the converters root.
 """
 
-from edge.errors import InputError
-
 from converters import formats
+from edge.errors import InputError
 
 INTEGER_TYPES = ("UINT8", "INT8", "INT16", "uint8", "int8", "int16")
 _ONNX_INTEGER = {2: "uint8", 3: "int8", 5: "int16"}   # TensorProto elem types

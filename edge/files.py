@@ -54,7 +54,7 @@ def limit_of(kind: str) -> int:
     if not (text.isascii() and text.isdigit()) or len(text) > 16 \
             or not LIMIT_RANGE[0] <= int(text) <= LIMIT_RANGE[1]:
         raise InputError(f"{name}={printable(env)[:40]!s} is not an integer from {LIMIT_RANGE[0]} "
-                         f"to {LIMIT_RANGE[1]} (1 TB)", f"unset it or give a byte count")
+                         f"to {LIMIT_RANGE[1]} (1 TB)", "unset it or give a byte count")
     return int(text)
 
 
@@ -141,7 +141,7 @@ def _check_stat(st: os.stat_result, p: str, what: str, kind: str,
 def open_input(path: StrOrBytesPath, what: str = "file", kind: str = "model") -> Iterator[BinaryIO]:
     """A binary file object for a checked regular input (never blocks on a FIFO)."""
     p = check_path_text(path, what)
-    st = check_input(p, what, kind)
+    check_input(p, what, kind)
     try:
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
                      | getattr(os, "O_CLOEXEC", 0))
@@ -150,7 +150,7 @@ def open_input(path: StrOrBytesPath, what: str = "file", kind: str = "model") ->
     except OSError as e:
         raise InputError(f"cannot read {what} {_display(p)}: {e.strerror}") from None
     try:
-        st = _check_stat(os.fstat(fd), p, what, kind)  # the file opened is the file checked
+        _check_stat(os.fstat(fd), p, what, kind)  # the file opened is the file checked
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         f = os.fdopen(fd, "rb")

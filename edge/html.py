@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import html as _html
-import io
 import math
 from typing import TYPE_CHECKING, Any
 

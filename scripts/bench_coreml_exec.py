@@ -69,7 +69,7 @@ def main(argv=None):
     ex.run({name: feeds[0][1]})   # warm-up
     walls, cpus, tops = [], [], []
     for fname, x in feeds:
-        out, w, c = timed(lambda: ex.run({name: x}))
+        out, w, c = timed(lambda: ex.run({name: x}))  # noqa: B023 (called at once, inside the loop)
         walls.append(w)
         cpus.append(c)
         tops.append(int(np.argmax(next(iter(out.values())))))
@@ -89,8 +89,8 @@ def main(argv=None):
     model = efficientnet_lite0().eval()
     twalls, tcpus, same = [], [], 0
     with torch.no_grad():
-        for (fname, x), top in zip(feeds, tops):
-            out, w, c = timed(lambda: model(torch.from_numpy((x - mean) / std)))
+        for (_fname, x), top in zip(feeds, tops):
+            out, w, c = timed(lambda: model(torch.from_numpy((x - mean) / std)))  # noqa: B023 (called at once, inside the loop)
             twalls.append(w)
             tcpus.append(c)
             same += int(out.argmax()) == top

@@ -681,7 +681,9 @@ ORT_AMD64_LABEL = "ONNX Runtime .ort, --target-platform amd64"
 def runtime_artefacts(name, src, rows):
     """edgeport's artefacts of one model on each local runtime: [(label, path)]."""
     mine = {r["format"]: r["path"] for r in rows if r["ok"] and r["tool"] == "edgeport"}
-    mine.update({"ort-amd64": r["path"] for r in rows if r["ok"] and r["tool"] == ORT_AMD64})
+    for r in rows:   # the last amd64 .ort of the rows, as before
+        if r["ok"] and r["tool"] == ORT_AMD64:
+            mine["ort-amd64"] = r["path"]
     src_fmt = MODELS[name]["source"]
     if src_fmt == "tflite":
         mine.setdefault("tflite", src)
@@ -923,9 +925,9 @@ def render(report):
                 f = r["fidelity"]["holdout"]
                 fi = "" if r.get("full_int8") is not False else ", not full-int8"
                 fi += ", rejected by edgeport's validation" if r.get("rejected") else ""
-                return ((f"top-1 {f['agree']}/{f['n']}, " if cls else "")
+                return ((f"top-1 {f['agree']}/{f['n']}, " if cls else "")  # noqa: B023 (called in this iteration)
                         + f"mean err {f['mean_abs']:.3g}, max {f['max_abs']:.3g}"
-                        + ("" if cls else f", min cosine {f['min_cosine']:.4f}") + fi)
+                        + ("" if cls else f", min cosine {f['min_cosine']:.4f}") + fi)  # noqa: B023 (as above)
 
             ok = [p for p in peers if p["ok"] and p.get("fidelity")]
             best = (max(ok, key=lambda p: (p["fidelity"]["holdout"]["agree"], -p["fidelity"]["holdout"]["mean_abs"]))

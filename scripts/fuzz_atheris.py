@@ -111,8 +111,8 @@ def make_target(name, path=None):
     path = str(path)
 
     if name == "tflite":
-        from converters.validation.inspect import describe, format_text
         from converters.formats import tflite_kind
+        from converters.validation.inspect import describe, format_text
         from edge.tflite_model import TFLiteModel
 
         def run(data):

@@ -192,7 +192,7 @@ def main(argv=None):
     out = args.out or args.work / "calibration"
     out.mkdir(parents=True, exist_ok=True)
     models = {k: args.corpus / f"oww_{k}.tflite" for k in ("melspectrogram", "embedding", "hey_jarvis", "alexa")}
-    for k, path in models.items():
+    for path in models.values():
         if not path.is_file():
             die(f"{path} is missing: run scripts/fetch_corpus.py first")
 

@@ -126,9 +126,9 @@ def main(argv=None):
     ap.add_argument("--json", help="write the measurements to this JSON file")
     args = ap.parse_args(argv)
 
-    from converters.routes import torch as from_torch
     from converters.options import ConvertOptions
     from converters.reference_models import EFFICIENTNET_LITE0_PREPROCESSING, efficientnet_lite0_weights
+    from converters.routes import torch as from_torch
 
     labels = imagenet_labels()
     sets = {"held-out": holdout_photos(), "calibration": photos()}

@@ -66,8 +66,8 @@ def reference_models(work):
 def holdout_compare(source, converted, holdout):
     """validate() of converted against source on every holdout photo -> dict of numbers."""
     from converters.artefact import Artefact
-    from converters.validation.validate import ValidateOptions, validate
     from converters.validation.data import image_files
+    from converters.validation.validate import ValidateOptions, validate
 
     files = image_files(holdout)
     vo = ValidateOptions(inputs=holdout, samples=len(files), preprocessing={"mean": MEAN, "std": STD})
@@ -147,9 +147,9 @@ def coreml_facts(path):
 def timing(a, onnx_src, tfl_src):
     """Each new route (no validation) beside the upstream tool run by hand, same model, one
     after the other, frameworks imported first: wall-clock and CPU seconds."""
+    import coremltools  # noqa: F401
     import onnx2coreml  # noqa: F401  (warm imports: neither side pays them)
     import tensorflow  # noqa: F401
-    import coremltools  # noqa: F401
 
     rows = {}
     d = os.path.join(a.work, "timing")

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 FORBIDDEN = ("converters", "tensorflow", "torch", "onnx", "coremltools", "tf2onnx", "keras")

@@ -13,8 +13,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
+
 from converters import formats, pipeline, registry
 from converters.options import ConvertOptions
 from edge.errors import InputError

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from conftest import DATA, run_cli
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -56,7 +55,7 @@ def _images():
     import numpy as np
     from PIL import Image
 
-    red, gray = (230, 20, 20), (128, 128, 128)
+    red, _gray = (230, 20, 20), (128, 128, 128)
     out = {}
     # 16-bit grayscale PNG holding a mid gray (32896 / 65535 = 128 / 255).
     im16 = Image.fromarray(np.full((20, 24), 32896, np.uint16))

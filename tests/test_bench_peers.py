@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import DATA, REPO
 
 pytest.importorskip("ai_edge_litert")

@@ -12,6 +12,7 @@ from converters import pipeline, toolenv
 from converters.litert_check import NotBuiltinOnly, require_plain_litert
 from converters.options import ConvertOptions
 from converters.routes import onnx2tf
+
 onnx2tf.pseudo_operator_args = lambda m: ["-rtpo", "Erf"]
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -5,7 +5,6 @@ import pytest
 
 
 def _if_model():
-    import onnx
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("serving_default_x:0", TensorProto.FLOAT, [2])
@@ -39,7 +38,6 @@ def test_renames_reach_if_branches():
 
 def test_renames_skipped_when_a_branch_takes_the_name():
     onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper
 
     from converters.routes.tf2onnx import clean_names
 

@@ -5,9 +5,18 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from converters.validation.comparator import (Tolerances, align, compare_output, compare_runs,
-                                   cosine_per_sample, match_names, norm_ratio, parse_per_output,
-                                   tolerance_check, topk_agreement)
+from converters.validation.comparator import (
+    Tolerances,
+    align,
+    compare_output,
+    compare_runs,
+    cosine_per_sample,
+    match_names,
+    norm_ratio,
+    parse_per_output,
+    tolerance_check,
+    topk_agreement,
+)
 
 # Exactly representable values: absdiff = [0.25, 0, 0.0625, 0.5]
 # reldiff (relative to the source) = [0.25, 0, 0.0625 / eps (huge), 0.0625]

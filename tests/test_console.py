@@ -13,7 +13,6 @@ import sys
 import textwrap
 
 import pytest
-
 from conftest import DATA, REPO
 
 PY = sys.executable

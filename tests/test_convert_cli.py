@@ -5,7 +5,6 @@ import os
 import shutil
 
 import pytest
-
 from tiny_tf import LABELS, build_classifier, make_images
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from tiny_tf import CLASSES, LABELS, SIZE, build_classifier, image_batch, make_images, run_onnx, run_tflite
 
 from converters import formats, metadata

@@ -18,6 +18,7 @@ torch = pytest.importorskip("torch")
 ct = pytest.importorskip("coremltools")
 
 import coreml_mutants as mutants  # noqa: E402
+from tiny_torch import SOURCE  # noqa: E402
 
 from converters import formats  # noqa: E402
 from converters.artefact import Artefact  # noqa: E402
@@ -25,8 +26,6 @@ from converters.options import ConvertOptions  # noqa: E402
 from converters.validation.mil.executor import MLProgramExecutor, UnsupportedProgram  # noqa: E402
 from converters.validation.runners.coreml import EXECUTOR_NOTE, CoreMLRunner  # noqa: E402
 from converters.validation.validate import FAILED, PASSED, STRUCTURAL, ValidateOptions, validate  # noqa: E402
-
-from tiny_torch import SOURCE  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO / "images"

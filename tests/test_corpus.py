@@ -286,7 +286,7 @@ def _refusal(code, out, err):
 def _flags(args, command):
     """The flags that `command` takes from a case's input flags."""
     out, skip = [], False
-    for i, a in enumerate(args):
+    for _i, a in enumerate(args):
         if a == "--samples" and command != "validate":
             skip = True
             continue

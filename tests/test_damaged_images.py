@@ -3,8 +3,8 @@ only when none is left (edge.preprocess.readable_images): validate --inputs DIR,
 --calibration DIR, as classify always did."""
 
 import pytest
-
 from conftest import DATA, run_cli
+
 from edge.errors import InputError
 
 MODEL = str(DATA / "color_float.tflite")

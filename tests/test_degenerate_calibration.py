@@ -4,7 +4,6 @@ a crash is reported with the data named, not another model family."""
 
 import numpy as np
 import pytest
-
 from conftest import DATA, run_cli
 
 

@@ -3,8 +3,16 @@
 import numpy as np
 import pytest
 
-from converters.validation.detection import (Detections, decode_packed, detect, iou_matrix,
-                                             match, match_runs, nms, packed_layout)
+from converters.validation.detection import (
+    Detections,
+    decode_packed,
+    detect,
+    iou_matrix,
+    match,
+    match_runs,
+    nms,
+    packed_layout,
+)
 
 
 def _packed(boxes_cxcywh, scores, layout="channels"):

@@ -4,7 +4,6 @@ stays short, and no sample output carries a machine detail."""
 import re
 
 import pytest
-
 from conftest import REPO
 
 PAGES = [REPO / "README.md", REPO / "CONTRIBUTING.md", REPO / "CHANGELOG.md"] + sorted((REPO / "docs").glob("*.md"))

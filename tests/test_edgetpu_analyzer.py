@@ -163,8 +163,8 @@ def test_unsupported_first_op_is_a_cpu_prefix(synthetic):
 
 def test_dynamic_shape_is_predicted_and_refused_by_the_precheck(synthetic):
     from converters.edgetpu import ops as T
-    from converters.edgetpu.compile import precheck
     from converters.edgetpu.analyzer import predict_mapping
+    from converters.edgetpu.compile import precheck
     from edge.errors import InputError
     from edge.tflite_model import TFLiteModel
 

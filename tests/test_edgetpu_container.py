@@ -22,7 +22,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_edgetpu_compile import STANDIN
 
 pytestmark = pytest.mark.container

@@ -4,10 +4,17 @@ import json
 import os
 
 import pytest
+from test_validate_runners import (
+    LABELS,
+    SPEC,
+    calibration_arrays,
+    color_images,
+    color_keras,
+    tflite_from_keras,
+    with_sidecar,
+)
 
 from edgeport.cli import main
-from test_validate_runners import (LABELS, SPEC, calibration_arrays, color_images, color_keras,
-                                   tflite_from_keras, with_sidecar)
 
 
 @pytest.fixture(scope="module")

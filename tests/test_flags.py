@@ -9,7 +9,6 @@ flags shared by several commands have one spelling, one type and one rule.
 import argparse
 
 import pytest
-
 from conftest import DATA, run_cli
 
 MODEL = str(DATA / "color_float.tflite")
@@ -39,7 +38,7 @@ def _flag_actions():
 
 def _bounded():
     out = []
-    for cmd, p, a in _flag_actions():
+    for cmd, _p, a in _flag_actions():
         bounds = getattr(a.type, "bounds", None)
         if bounds:
             out.append((cmd, a.option_strings[-1], bounds, a.type))
@@ -76,7 +75,7 @@ def test_out_of_bounds_is_one_line_and_the_bound_is_in_help(capsys, cmd, flag, b
 
 def _valued():
     out = []
-    for cmd, p, a in _flag_actions():
+    for cmd, _p, a in _flag_actions():
         if a.nargs == 0 or a.type is not None or a.choices:
             continue
         if isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction,
@@ -137,7 +136,7 @@ def _rule(a):
 
 def test_shared_flags_have_one_spelling_type_and_rule():
     seen = {}
-    for cmd, p, a in _flag_actions():
+    for cmd, _p, a in _flag_actions():
         if a.dest not in SHARED:
             continue
         long_names = sorted(o for o in a.option_strings if o.startswith("--") and "_" not in o)
@@ -145,7 +144,7 @@ def test_shared_flags_have_one_spelling_type_and_rule():
     problems = []
     for dest, uses in seen.items():
         canon = "--" + dest.replace("_", "-")
-        for cmd, names, rule, nargs in uses:
+        for cmd, names, _r, _nargs in uses:
             if canon not in names:
                 problems.append(f"{cmd}: {dest} is spelled {names}, not {canon}")
         if len({u[2] for u in uses}) > 1:

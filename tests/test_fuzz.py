@@ -66,7 +66,7 @@ def tflite_seeds():
 
 def _onnx_bytes():
     try:
-        import onnx
+        import onnx  # noqa: F401 (only whether it imports)
         from onnx import TensorProto, helper
     except ImportError:
         return None
@@ -356,10 +356,10 @@ def test_fuzz_images(tmp_path):
 
 def test_fuzz_seeds_are_valid(model_seeds):
     """The unmutated seeds parse: the fuzzer starts from real, working inputs."""
+    import tempfile
+
     from converters.formats import detect_format
     from edge.preprocess import load_image
-
-    import tempfile
 
     with tempfile.TemporaryDirectory() as d:
         kinds = set()
@@ -471,7 +471,7 @@ def test_atheris_all_fails_when_any_target_fails(monkeypatch):
     for codes, ok in [({}, True), ({"detect": -9}, False), ({"image": -11}, False),
                       ({"labels": 77}, False), ({"tflite": 1, "image": -6}, False)]:
         calls = []
-        monkeypatch.setattr(fuzz, "run_target", lambda name, args: calls.append(name) or codes.get(name, 0))
+        monkeypatch.setattr(fuzz, "run_target", lambda name, args: calls.append(name) or codes.get(name, 0))  # noqa: B023 (used within this iteration)
         assert (fuzz.run_all(["-runs=10"]) == 0) is ok, codes
         assert calls == list(ATHERIS_TARGETS)
 

@@ -42,7 +42,6 @@ import signal
 import stat
 
 import pytest
-
 from conftest import DATA
 
 # String flags that are not paths (a new string flag is a path until named here).
@@ -222,11 +221,11 @@ def _snapshot(root):
 
 def _declared(argv):
     """(outputs, trees) the command declares for `argv` (nothing when it does not parse)."""
-    from edge.run import Run
-    from edgeport.cli import build_parser
-
     import contextlib
     import io
+
+    from edge.run import Run
+    from edgeport.cli import build_parser
 
     try:
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):

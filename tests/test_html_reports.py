@@ -5,7 +5,6 @@ import re
 
 import numpy as np
 import pytest
-
 from browser import open_page
 from conftest import DATA, REPO, run_cli
 
@@ -69,9 +68,15 @@ def _classifier_pair(tmp_path):
     """A Keras colour classifier and an int8 twin calibrated on the wrong range: the top-1
     differs on some photos."""
     import keras
-
-    from test_validate_runners import LABELS, SPEC, calibration_arrays, color_images, color_keras, \
-        tflite_from_keras, with_sidecar
+    from test_validate_runners import (
+        LABELS,
+        SPEC,
+        calibration_arrays,
+        color_images,
+        color_keras,
+        tflite_from_keras,
+        with_sidecar,
+    )
 
     keras.utils.set_random_seed(0)
     km = color_keras()
@@ -114,7 +119,7 @@ def test_detector_report_draws_both_sets_of_boxes(tmp_path, capsys):
 from test_edgetpu_compile import standin  # noqa: E402,F401  (the stand-in compiler fixture)
 
 
-def test_convert_report_of_an_edge_tpu_model_draws_predicted_and_compiled_strips(coral, standin, tmp_path, capsys):
+def test_convert_report_of_an_edge_tpu_model_draws_predicted_and_compiled_strips(coral, standin, tmp_path, capsys):  # noqa: F811 (the imported fixture)
     """convert --to edgetpu with the tests' STAND-IN compiler (not Coral's): the report holds the
     artefact with its verdict, and the op strip as predicted and as the compiler placed the ops."""
     src = tmp_path / "posenet.tflite"

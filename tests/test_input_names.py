@@ -7,8 +7,8 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
+
 from converters.names import match_names
 from converters.validation.names import apply_name_map
 

@@ -2,8 +2,8 @@
 sidecar is never written bigger than edgeport reads back."""
 
 import pytest
-
 from conftest import run_cli
+
 from edge.errors import InputError
 
 

@@ -2,7 +2,6 @@
 on models without a class vector."""
 
 import pytest
-
 from conftest import DATA, run_cli
 
 

@@ -12,13 +12,12 @@ import re
 import shutil
 import stat
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
 import tiny_onnx
 from conftest import DATA, REPO, run_cli
+
 from converters import formats, pipeline, registry, toolenv
 from converters.options import ConvertOptions
 from edge.errors import EdgeportError, InputError, MissingDependency
@@ -188,7 +187,7 @@ def test_int8_rejects_non_image_and_quantized_inputs(tmp_path, colors):
     with pytest.raises(InputError, match="needs calibration samples"):
         tflite_to_tflite_int8(Artefact(str(DATA / "color_float.tflite"), "tflite", {}), tmp_path / "o",
                               ConvertOptions(quiet=True))
-    from tensorflow.lite.tools import flatbuffer_utils as fu   # a MediaPipe-style custom op
+    from tensorflow.lite.tools import flatbuffer_utils as fu  # a MediaPipe-style custom op
 
     m = fu.read_model(str(DATA / "color_float.tflite"))
     m.operatorCodes[0].builtinCode = m.operatorCodes[0].deprecatedBuiltinCode = fu.schema_fb.BuiltinOperator.CUSTOM
@@ -616,7 +615,7 @@ def test_relu_0_to_1_is_split_for_the_quantizer(tmp_path, colors):
     x = tf.keras.layers.Conv2D(8, 3, padding="same")(tf.keras.layers.ReLU(max_value=6.0)(inp))
     y = tf.keras.layers.Conv2D(4, 1)(x)
     data = tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inp, y)).convert()
-    from tensorflow.lite.tools import flatbuffer_utils as fu    # TensorFlow writes RELU6 here;
+    from tensorflow.lite.tools import flatbuffer_utils as fu  # TensorFlow writes RELU6 here;
 
     m = fu.convert_bytearray_to_object(bytearray(data))         # onnx2tf writes RELU_0_TO_1
     for oc in m.operatorCodes:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import DATA
 
 pytestmark = pytest.mark.slow
@@ -85,7 +84,7 @@ def test_two_writers_of_one_output(two_sources, tmp_path):
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for p in srcs.values()]
         results = [p.communicate(timeout=300) for p in procs]
-        for p, (o, e) in zip(procs, results):
+        for p, (_o, e) in zip(procs, results):
             assert p.returncode == 0, e
             assert "Traceback" not in e
         model = out / "net.ort"

@@ -13,9 +13,9 @@ import os
 
 import numpy as np
 import pytest
-
 import tiny_detector
 from conftest import REPO
+
 from converters import pipeline
 from converters.options import ConvertOptions
 from converters.quantize.packed_outputs import output_parts
@@ -257,7 +257,6 @@ def _packed_head(path, layout, decode, side):
                                                 ("channels", "grid", 64), ("anchors", "product", 48)])
 def test_generated_packed_heads_keep_their_scores(tmp_path, layout, decode, side, monkeypatch):
     import edge.preprocess
-
     from converters.quantize.calibration import load_calibration
 
     # the photos decoded in full, as when the thresholds below were measured (the rewrite is
@@ -311,7 +310,6 @@ def test_keras_packed_detector_to_int8_is_normalized_and_passes(tmp_path, capsys
     """The Keras / SavedModel route quantizes with the TFLite converter; a packed output goes
     through the same rewrite first, and its validation passes where it failed before."""
     import keras
-
     from conftest import run_cli
 
     keras.utils.set_random_seed(0)

@@ -4,7 +4,6 @@ source, so a faithful conversion passes and a broken one still fails."""
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
 
 MODEL = "mobilenet_v1_0.25_128_quant.tflite"

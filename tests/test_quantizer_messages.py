@@ -37,10 +37,9 @@ def test_each_failure_names_its_cause(text, named, hinted):
 
 def test_reshape_that_does_not_fit_the_samples_is_named(tmp_path):
     tf = pytest.importorskip("tensorflow")
-    from edge.errors import EdgeportError
-
     from converters.quantize.calibration import ArrayCalibration
     from converters.quantize.tflite_int8 import quantize_tflite
+    from edge.errors import EdgeportError
 
     @tf.function(input_signature=[tf.TensorSpec([1, None], tf.float32, name="x")])
     def f(x):

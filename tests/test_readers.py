@@ -12,8 +12,8 @@ import zipfile
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
+
 from edge.errors import InputError
 from edge.readers import read_arrays
 

@@ -220,7 +220,6 @@ def test_onnx_with_an_if_converts_to_coreml_validated_against_the_original(if_mo
 
 # -- ONNX: an LSTM onnx2tf cannot take, unrolled into its gate arithmetic -----------------------
 def _lstm_onnx(direction="forward", steps=3):
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(2)

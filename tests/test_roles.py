@@ -11,8 +11,7 @@ import pytest
 
 from converters.validation import roles
 from converters.validation.comparator import Tolerances, compare_output, compare_runs
-from converters.validation.validate import (ERROR, FAILED, PASSED, STRUCTURAL, ModelResult,
-                                            ValidationReport)
+from converters.validation.validate import ERROR, FAILED, PASSED, STRUCTURAL, ModelResult, ValidationReport
 
 S = 12   # samples
 
@@ -46,7 +45,7 @@ def _packed_detector(seed=4, n=400, c=6):
     out[:, :, 2:4] = rng.uniform(8, 60, (S, 1, 2, n))            # w h
     out[:, :, 4:] = rng.uniform(0, 0.05, (S, 1, c, n))           # background scores
     for s in range(S):                                            # a few objects per image
-        for k in range(3):
+        for _k in range(3):
             a, cls = rng.integers(0, n), rng.integers(0, c)
             out[s, 0, 4 + cls, a] = rng.uniform(0.5, 0.95)
     return out
@@ -327,9 +326,9 @@ def test_bad_output_role_is_one_line(onnx_model, tmp_path, capsys, command):
 
 def test_convert_not_validated_exits_1_unless_accepted(onnx_model, tmp_path, capsys, monkeypatch):
     from conftest import run_cli
-    from edge.errors import MissingDependency
 
     import converters.validation.validate as v
+    from edge.errors import MissingDependency
 
     def cannot(source, converted, options=None):
         raise MissingDependency("no runtime for it here", "ort")

@@ -6,7 +6,6 @@ import hashlib
 import os
 
 import pytest
-
 from conftest import run_cli
 
 
@@ -14,7 +13,6 @@ def _external_model(path, location):
     """The tiny ONNX classifier with its conv weights stored as external data at `location`, and a
     node name TensorFlow refuses (so the onnx2tf route renames nodes and copies external data)."""
     import onnx
-
     from tiny_onnx import build
 
     build(str(path))

@@ -12,7 +12,6 @@ import os
 import shutil
 
 import pytest
-
 from conftest import DATA, run_cli
 
 
@@ -119,8 +118,9 @@ def test_a_write_the_command_did_not_declare_is_refused(tmp_path):
 
 
 def test_every_command_declares_its_files():
-    from edgeport.cli import COMMANDS
     import importlib
+
+    from edgeport.cli import COMMANDS
 
     for name, module in COMMANDS.items():
         assert callable(getattr(importlib.import_module(module), "files", None)), name

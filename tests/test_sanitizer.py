@@ -11,7 +11,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import DATA, run_cli
 
 # Same length as the names they replace in color_float.tflite (a flatbuffer string patched in place).

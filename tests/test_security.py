@@ -10,7 +10,6 @@ import os
 import sys
 
 import pytest
-
 from conftest import DATA, run_cli
 
 FACTORY = """
@@ -267,7 +266,7 @@ def test_check_refuses_keras_lambda(lambda_keras, capsys):
 # -- ONNX external data: a model may not read files outside its own folder ----------------------
 @pytest.fixture(scope="module")
 def onnx_reaching_out(tmp_path_factory):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
     d = tmp_path_factory.mktemp("onnx_ext")

@@ -8,11 +8,9 @@ import os
 import shutil
 
 import pytest
-
 from conftest import DATA, run_cli
 
-from converters.manifest import (fingerprint, manifest_name, merge_manifests, parse_shard, shard_of,
-                                 summary_table)
+from converters.manifest import fingerprint, manifest_name, merge_manifests, parse_shard, shard_of, summary_table
 from edge.errors import InputError
 
 

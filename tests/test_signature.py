@@ -5,13 +5,11 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
-from edge.errors import InputError
 
 from converters.validation.runners.base import tensor_meta
-from converters.validation.signature import (InputOverrides, parse_input_shapes, parse_shape,
-                                             parse_val_ranges, resolve)
+from converters.validation.signature import InputOverrides, parse_input_shapes, parse_shape, parse_val_ranges, resolve
+from edge.errors import InputError
 
 
 def test_parse_shapes_and_ranges():
@@ -188,9 +186,8 @@ def test_torchscript_forward_with_an_int_argument(two_arg_script, capsys):
 
 def test_size_fills_open_nchw_image_dims(tmp_path, capsys):
     onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper
-
     from conftest import CORAL
+    from onnx import TensorProto, helper
 
     if not CORAL.is_dir():
         pytest.skip(f"shared Coral fixtures (photos) not found at {CORAL}")

@@ -1,7 +1,7 @@
 import numpy as np
 
 from edge.interpreter import make_interpreter
-from edge.tensors import dequantize, quantize, invoke_float
+from edge.tensors import dequantize, invoke_float, quantize
 
 
 def test_quantize_rounds_and_clips():

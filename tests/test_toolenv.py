@@ -10,11 +10,10 @@ import os
 import stat
 
 import pytest
+from conftest import run_cli
 
 from converters import toolenv
 from edge.errors import EdgeportError, InputError
-
-from conftest import run_cli
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="the fake tool is a POSIX shell script")
 

@@ -17,10 +17,9 @@ pytest.importorskip("litert_torch")
 pytest.importorskip("tensorflow")
 
 from converters import formats
-
-from converters.routes import torch as from_torch  # noqa: E402
 from converters.artefact import Artefact  # noqa: E402
 from converters.options import ConvertOptions  # noqa: E402
+from converters.routes import torch as from_torch  # noqa: E402
 from edge.tflite_model import TFLiteModel  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,16 +15,15 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("litert_torch")
 
-from converters import formats
+from tiny_torch import SOURCE  # noqa: E402
 
-from converters.routes import torch as from_torch  # noqa: E402
+from converters import formats
 from converters.artefact import Artefact  # noqa: E402
 from converters.options import ConvertOptions  # noqa: E402
 from converters.registry import load_registry, plan_route  # noqa: E402
+from converters.routes import torch as from_torch  # noqa: E402
 from edge.errors import InputError  # noqa: E402
 from edge.tflite_model import TFLiteModel  # noqa: E402
-
-from tiny_torch import SOURCE  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO / "images"

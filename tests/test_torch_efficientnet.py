@@ -39,9 +39,9 @@ def _measure():
 def run(tmp_path_factory):
     if not (SHARED / "fixtures" / "coral").is_dir():
         pytest.skip(f"{SHARED}/fixtures/coral (the shared test photos) is missing")
-    from converters.routes import torch as from_torch
     from converters.options import ConvertOptions
     from converters.reference_models import EFFICIENTNET_LITE0_PREPROCESSING, efficientnet_lite0_weights
+    from converters.routes import torch as from_torch
 
     m = _measure()
     sets = {"held-out": m.holdout_photos(), "calibration": m.photos()}

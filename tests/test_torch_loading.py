@@ -10,9 +10,15 @@ torch = pytest.importorskip("torch")
 from converters import formats  # noqa: E402  # noqa: E402
 from converters.artefact import Artefact  # noqa: E402
 from converters.options import ConvertOptions  # noqa: E402
-from converters.routes.torch_loading import (import_factory, input_shape, load_exported_program,  # noqa: E402
-                                      load_module_from_factory, load_source, load_state_dict,
-                                      load_torchscript)
+from converters.routes.torch_loading import (  # noqa: E402
+    import_factory,
+    input_shape,
+    load_exported_program,
+    load_module_from_factory,
+    load_source,
+    load_state_dict,
+    load_torchscript,
+)
 from edge.errors import InputError  # noqa: E402
 
 NET = textwrap.dedent('''

@@ -5,10 +5,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_validate_runners import (
+    LABELS,
+    SPEC,
+    calibration_arrays,
+    color_images,
+    color_keras,
+    tflite_from_keras,
+    with_sidecar,
+)
 
 from edgeport.cli import main
-from test_validate_runners import (LABELS, SPEC, calibration_arrays, color_images, color_keras,
-                                   tflite_from_keras, with_sidecar)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CORAL = SHARED / "fixtures" / "coral"

@@ -9,7 +9,7 @@ import pytest
 
 from converters.artefact import Artefact
 from converters.validation.comparator import Tolerances
-from converters.validation.validate import PASSED, STRUCTURAL, ValidateOptions, validate
+from converters.validation.validate import PASSED, ValidateOptions, validate
 from edgeport.cli import main
 
 SPEC = {"size": [16, 16], "layout": "NHWC", "mean": [127.5], "std": [127.5]}

@@ -12,10 +12,9 @@ unsupported op's output stays on the Edge TPU.
 
 from collections import Counter
 
+from converters.edgetpu import ops as ops_table
 from edge.errors import InputError
 from edge.tflite_model import EDGETPU_CUSTOM_OP, TFLiteModel
-
-from converters.edgetpu import ops as ops_table
 
 
 def _load(model):

@@ -13,14 +13,13 @@ import re
 import shutil
 import tempfile
 
-from edge.errors import InputError
-from edge.tflite_model import TFLiteModel
-
 from converters import formats
 from converters.edgetpu.backends import CompilerFailed, compiler_flags, select_backend
 from converters.edgetpu.log import format_report as _format_log_report
 from converters.edgetpu.log import parse_compiler_output
 from converters.registry import conversion
+from edge.errors import InputError
+from edge.tflite_model import TFLiteModel
 
 FLOATS = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")
 INT8_HINT = ("the Edge TPU needs a full-integer model: make one with `edgeport convert SOURCE "

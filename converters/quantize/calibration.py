@@ -272,6 +272,7 @@ def load_data(path):
     pickles, sizes checked before inflating). InputError (one line) for a file with no arrays,
     an empty stack, or NaN / infinity in a float array."""
     import numpy as np
+
     from edge.files import printable
     from edge.readers import read_arrays
 

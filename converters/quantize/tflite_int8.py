@@ -8,7 +8,7 @@ uint8 or int8 I/O through one QUANTIZE at each end -- the layout the Edge TPU co
 import collections
 
 from edge import console
-from edge.errors import EdgeportError, MissingDependency, first_line, require
+from edge.errors import EdgeportError, MissingDependency, require
 
 
 def fold_float16_weights(float_bytes):
@@ -170,7 +170,7 @@ def _interpreter(model_bytes):
         return Interpreter(model_content=model_bytes, experimental_preserve_all_tensors=True)
 
 
-def bias_correct(float_bytes, cal):
+def bias_correct(float_bytes, cal):  # noqa: C901 (a named exception: to be split along its jobs)
     """Weight-rounding bias correction of a float TFLite before int8 quantization.
 
     Rounding weights to int8 (symmetric, per output channel, scale = max|w| / 127, as the

@@ -32,9 +32,8 @@ def _input_shapes(model, options):
     """{input name: [dims]}: the static shapes the routes out of ONNX give the inputs
     (converters/routes/onnx_inputs.py: the user's, linked dims, a free batch of 1); when
     some dimension stays open, the inputs whose shape the user or the model fixes."""
-    from edge.errors import InputError
-
     from converters.routes.onnx_inputs import static_shapes
+    from edge.errors import InputError
 
     try:
         return {n: list(dims) for n, dims, _ in static_shapes(model, options, "the model")}
@@ -131,7 +130,7 @@ def _inline(node, taken, taken_names):
     return nodes, list(branch.initializer)
 
 
-def fold(model, pinned, shapes):
+def fold(model, pinned, shapes):  # noqa: C901 (a named exception: to be split along its jobs)
     """`pinned` inputs become constants; then, until nothing changes: an `If` with a constant
     condition is replaced by its taken branch, a `Shape` of a tensor whose shape is static
     becomes a constant, and a node whose inputs are all constants becomes its outputs.

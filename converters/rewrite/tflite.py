@@ -1,8 +1,7 @@
 """TFLite rewrites (bytes -> bytes), on the flatbuffer through TensorFlow's flatbuffer_utils."""
 
-from edge.errors import require
-
 from converters.rewrite import rewrite
+from edge.errors import require
 
 # Tools that read a TFLite flatbuffer and refuse these ops.
 TF2ONNX, QUANTIZER = "tflite -> onnx", "tflite -> tflite-int8"
@@ -38,7 +37,6 @@ def _run_keeping_tensors(model_bytes):
     import warnings
 
     import numpy as np
-
     from tensorflow.lite.python.interpreter import Interpreter, OpResolverType
 
     with warnings.catch_warnings():

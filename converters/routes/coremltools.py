@@ -8,10 +8,9 @@ mean / std); with `--labels` the model becomes a classifier.
 
 import os
 
-from edge.errors import EdgeportError, InputError, MissingDependency, require
-
 from converters import formats
 from converters.registry import conversion
+from edge.errors import EdgeportError, InputError, MissingDependency, require
 
 DEFAULT_TARGET = "iOS15"   # the first target with ML programs
 

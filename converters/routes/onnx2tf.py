@@ -21,11 +21,10 @@ import shutil
 import tempfile
 import time
 
-from edge import console
-from edge.errors import EdgeportError, InputError
-
 from converters import formats
 from converters.registry import conversion
+from edge import console
+from edge.errors import EdgeportError, InputError
 
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 SAMPLE_COUNT = 20
@@ -64,7 +63,7 @@ def sample_images(folders, path, count=SAMPLE_COUNT):
     return used
 
 
-def failed_node(log_path, model):
+def failed_node(log_path, model):  # noqa: C901 (a named exception: to be split along its jobs)
     """'node NAME (OP): cause' from onnx2tf's log of a failed run, or None when the log names
     neither a node nor a cause.
 
@@ -225,9 +224,8 @@ def _tool_versions(env):
 @conversion(formats.ONNX, formats.TFLITE, extra="convert")
 def onnx_to_tflite(source, output_path, options):
     from converters import toolenv
-    from edge.tflite_model import TFLiteModel
-
     from converters.routes.onnx_inputs import static_shapes
+    from edge.tflite_model import TFLiteModel
 
     model = formats.load_onnx(source.path, load_external_data=False)
     external = formats.external_data_files(model, source.path)  # before any work

@@ -10,10 +10,9 @@ import os
 import shutil
 import tempfile
 
-from edge.errors import EdgeportError, InputError, require
-
 from converters import formats
 from converters.registry import conversion
+from edge.errors import EdgeportError, InputError, require
 
 STYLES = ("Fixed", "Runtime")
 PLATFORMS = ("arm", "amd64")

@@ -7,9 +7,8 @@ coremltools all accept from Keras 3 without guessing.
 
 import os
 
-from edge.errors import InputError, ModelFormatError, first_line, require
-
 from converters import formats
+from edge.errors import InputError, ModelFormatError, first_line, require
 
 
 def import_tf():

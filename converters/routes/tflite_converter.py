@@ -5,10 +5,9 @@ uint8 by default, as the Edge TPU compiler and pycoral expect, or int8). It need
 `--calibration DIR`: edgeport never calibrates on random data.
 """
 
-from edge.errors import EdgeportError, InputError, first_line
-
 from converters import formats
 from converters.registry import conversion
+from edge.errors import EdgeportError, InputError, first_line
 
 
 def _versions():
@@ -22,7 +21,6 @@ def _converter(source, options):
 
     src = load_tf_source(source, options)
     import tensorflow as tf
-
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     # Frozen first: calibration runs the graph, and resource variables read through a

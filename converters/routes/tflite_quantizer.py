@@ -21,10 +21,9 @@ afterwards feeds the same kind of data (the photos, or every sample of the --dat
 
 import time
 
-from edge.errors import EdgeportError, InputError, first_line
-
 from converters import formats
 from converters.registry import conversion
+from edge.errors import EdgeportError, InputError, first_line
 
 FLOATS = ("FLOAT32", "FLOAT16")
 
@@ -143,12 +142,17 @@ def _check_calibration_data(cal, model):
 @conversion(formats.TFLITE, formats.TFLITE_INT8, extra="convert",
             needs=(("calibration", "calibration_data"),))   # photos or arrays
 def tflite_to_tflite_int8(source, output_path, options):
-    from edge.tflite_model import TFLiteModel
-
-    from converters.quantize.tflite_int8 import (bias_correct, crash_probe, fold_float16_weights,
-                                                 freeze_open_shapes, op_histogram, quantize_tflite,
-                                                 split_relu_0_to_1)
     from converters.quantize.packed_outputs import normalize_for_int8
+    from converters.quantize.tflite_int8 import (
+        bias_correct,
+        crash_probe,
+        fold_float16_weights,
+        freeze_open_shapes,
+        op_histogram,
+        quantize_tflite,
+        split_relu_0_to_1,
+    )
+    from edge.tflite_model import TFLiteModel
 
     io_dtype = (options.io_dtype or "uint8").lower()
     if io_dtype not in ("uint8", "int8"):

@@ -39,17 +39,26 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from edge.errors import EdgeportError, InputError, first_line, require
-
 from converters import formats
-from converters.registry import conversion
 from converters.quantize.adaround import adaround
 from converters.quantize.packed_outputs import normalize_for_int8
 from converters.quantize.tflite_int8 import bias_correct, op_histogram, quantize_tflite
-from converters.routes.torch_loading import (exported_inputs, fix_script_arguments, flatten_outputs,
-                                             forward_input_names, import_torch, input_shape, load_source,
-                                             plan_script_call, program_module, schema_text,
-                                             script_arguments, state_attributes)
+from converters.registry import conversion
+from converters.routes.torch_loading import (
+    exported_inputs,
+    fix_script_arguments,
+    flatten_outputs,
+    forward_input_names,
+    import_torch,
+    input_shape,
+    load_source,
+    plan_script_call,
+    program_module,
+    schema_text,
+    script_arguments,
+    state_attributes,
+)
+from edge.errors import EdgeportError, InputError, first_line, require
 
 DEFAULT_OPSET = 17
 PLACEHOLDER_OTHER = 32   # converters.validation.signature's placeholder for a non-batch dimension
@@ -492,8 +501,14 @@ def _coreml_programs(torch, module, examples):
 def torch_to_coreml(source, output_path, options):
     import io
 
-    from converters.routes.coremltools import (_classifier, _ct, _finish, compute_precision, deployment_target,
-                                              image_input)
+    from converters.routes.coremltools import (
+        _classifier,
+        _ct,
+        _finish,
+        compute_precision,
+        deployment_target,
+        image_input,
+    )
 
     torch = import_torch()
     ct = _ct()

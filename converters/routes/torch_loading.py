@@ -11,9 +11,8 @@ import importlib.util
 import os
 import sys
 
-from edge.errors import InputError, first_line, require
-
 from converters import formats
+from edge.errors import InputError, first_line, require
 
 PICKLE_HINT = ("pass --trust-pickle only if you trust where the file came from; or save a plain "
                "state dict (torch.save(model.state_dict(), path)) and use --torch-model")

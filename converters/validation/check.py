@@ -213,8 +213,8 @@ def _check_coreml_runner(r, c):
     elif r.info.get("note"):
         c.info["note"] = r.info["note"]   # the Core ML reference executor, off macOS
     if r.spec.WhichOneof("Type") == "mlProgram":
-        for fname, fn in r.spec.mlProgram.functions.items():
-            for spec_name, block in fn.block_specializations.items():
+        for _fname, fn in r.spec.mlProgram.functions.items():
+            for _spec_name, block in fn.block_specializations.items():
                 for i, op in enumerate(block.operations):
                     outs_ = ", ".join(o.name for o in op.outputs)
                     c.graph.append(f"[{i}] {op.type}: -> {outs_}")

@@ -2,6 +2,7 @@
 
 import os
 
+
 def _norm(text):
     import re
 
@@ -68,7 +69,6 @@ def evaluate(model_path, items, classes, k, preprocessing=None, device="auto", r
     from converters.validation.data import DataSource, resolve_preprocessing
     from converters.validation.runners import runner_for
     from converters.validation.runners.coreml import is_image_input
-
     from converters.validation.signature import resolve
 
     art = open_model(model_path, torch_model)

@@ -3,11 +3,9 @@ and Pillow, on edge/html.py's page, tables and escaping (bench's page is there t
 """
 
 import io
-import math
 
 from edge.files import printable
-from edge.html import (esc, human_size, num, page, para, png_img, provenance, section, status_cell,
-                       table, write_html)
+from edge.html import esc, human_size, page, para, png_img, provenance, section, status_cell, table, write_html
 
 __all__ = ["write_html", "convert_page", "inspect_page", "validate_page", "edgetpu_section"]
 
@@ -68,7 +66,7 @@ def _fit(im, side):
 def boxes_png(image_path, source_boxes, artefact_boxes, max_side=360):
     """A photo with the source's boxes (green) and the artefact's (magenta, dashed look: thinner)
     drawn over each other. Boxes are (x1, y1, x2, y2) in 0..1 of the image."""
-    from PIL import Image, ImageDraw
+    from PIL import ImageDraw
 
     from edge.preprocess import load_image
 

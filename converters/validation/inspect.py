@@ -1,10 +1,9 @@
 """What a TFLite model holds, and what the Edge TPU would make of it (`edgeport inspect`)."""
 
-import json
 import os
+from collections import Counter
 
 from edge.files import printable
-from collections import Counter
 
 
 def _tensor(t):
@@ -19,9 +18,8 @@ def _tensor(t):
 
 def convert_hint(path, fmt):
     """How to get a TFLite model from a `fmt` model at `path`: a command only when one plans."""
-    from edge.errors import InputError
-
     from converters.registry import plan_route, reachable_from
+    from edge.errors import InputError
 
     try:
         plan_route(fmt, "tflite")
@@ -33,11 +31,10 @@ def convert_hint(path, fmt):
 
 def describe(path, edgetpu=False, min_runtime_version=None):
     """The summary dict `inspect` prints."""
-    from edge.errors import InputError
-    from edge.tflite_model import TFLiteModel, is_tflite
-
     from converters.edgetpu.analyzer import analyze_compiled, predict_mapping
     from converters.formats import detect_format
+    from edge.errors import InputError
+    from edge.tflite_model import TFLiteModel, is_tflite
 
     if not os.path.isfile(path):
         raise InputError(f"{path} does not exist or is not a file")

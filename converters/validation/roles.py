@@ -104,7 +104,7 @@ def _name_role(name):
     return None, None
 
 
-def infer_role(name, ref, others=None, hint=None):
+def infer_role(name, ref, others=None, hint=None):  # noqa: C901 (a named exception: to be split along its jobs)
     """The role of one output from its name, its shape and the source's values `ref` (with
     a leading sample axis). `others`: {name: shape without the sample axis} of the other
     outputs (split detectors pair on the anchor count). `hint`: a role from the model's own

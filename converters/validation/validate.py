@@ -16,12 +16,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from edge.errors import EdgeportError, InputError, first_line
-from edge.files import printable
-
 from converters import formats
 from converters.validation.comparator import Tolerances, compare_runs, stack_samples
 from converters.validation.data import DataSource, fingerprint, image_files, resolve_preprocessing
+from edge.errors import EdgeportError, InputError, first_line
+from edge.files import printable
 
 DEFAULT_RANDOM_SAMPLES = 10
 DEFAULT_IMAGE_SAMPLES = 20
@@ -331,7 +330,7 @@ def _mean_ms(runner):
     return round(1000.0 * float(np.mean(t)), 3) if t else None
 
 
-def validate(source, converted, opts=None):
+def validate(source, converted, opts=None):  # noqa: C901 (a named exception: to be split along its jobs)
     """Run `source` (Artefact) and each of `converted` (Artefacts) on the same inputs.
 
     Load errors of the source raise InputError; those of a converted model are recorded in
@@ -374,7 +373,7 @@ def validate(source, converted, opts=None):
                 runners.append(None)
         # activate the converted runners (a compiled model without a TPU may use saved outputs)
         pending = {}
-        for art, r, res in zip(converted, runners, results):
+        for _art, r, res in zip(converted, runners, results):
             if r is None:
                 continue
             try:
@@ -577,7 +576,7 @@ def _structural(src_runner, runner, ref_out, art, source, res):
     got = len(array_outs) if not labels else max(1, len(array_outs))
     checks.append(("output count", got == want or (labels and want == 1),
                    f"{want} vs {len(outs)}" + (" (classifier)" if labels else "")))
-    for (name, arr), o in zip(ref_out.items(), array_outs):
+    for (_name, arr), o in zip(ref_out.items(), array_outs):
         ref_shape = tuple(arr.shape[1:])
         ok = align(np.zeros((1,) + ref_shape), np.zeros((1,) + tuple(o.shape)))[0] is not None \
             or int(np.prod(ref_shape)) == int(np.prod(o.shape))

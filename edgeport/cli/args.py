@@ -240,7 +240,7 @@ class _Deprecated(argparse.Action):
         notes = list(getattr(namespace, "_deprecated", None) or [])
         shown = "[" + ",".join(map(str, values)) + "]" if isinstance(values, list) else values
         notes.append(f"note: {option_string} is deprecated, use {self.instead} {shown}")
-        setattr(namespace, "_deprecated", notes)
+        namespace._deprecated = notes
 
 
 def add_input_shape(p, what="the model's input shape (PyTorch sources), e.g. 1 3 224 224"):
@@ -360,10 +360,9 @@ def add_judgement(p):
 def judgement(args, **extra):
     """Tolerances (converters.validation.comparator) from the judgement flags; `extra` sets
     the fields a command adds (check_stat, mode...). InputError on a bad value."""
-    from edge.errors import InputError
-
     from converters.validation.comparator import Tolerances, parse_per_output
     from converters.validation.roles import parse_roles
+    from edge.errors import InputError
 
     def per_output(values, flag, default):
         try:

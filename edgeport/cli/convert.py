@@ -26,9 +26,19 @@ examples:
 
 
 def configure(p):
-    from edgeport.cli.args import (add_input_shape, add_json, add_judgement, add_model_loading,
-                                   add_preprocessing, count_int, jobs_int, opset_int, segments_int,
-                                   timeout_float, version_int)
+    from edgeport.cli.args import (
+        add_input_shape,
+        add_json,
+        add_judgement,
+        add_model_loading,
+        add_preprocessing,
+        count_int,
+        jobs_int,
+        opset_int,
+        segments_int,
+        timeout_float,
+        version_int,
+    )
 
     p.add_argument("source", metavar="SRC", help="a model file or folder, or a folder of models")
     p.add_argument("--to", required=True, metavar="FMT[,FMT...]",
@@ -242,9 +252,8 @@ def run(args):
     is_folder = is_folder_mode(args)
     shard = None
     if getattr(args, "shard", None):
-        from edge.errors import InputError
-
         from converters.manifest import parse_shard
+        from edge.errors import InputError
 
         shard = parse_shard(args.shard)
         if not is_folder:

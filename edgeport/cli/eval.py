@@ -16,8 +16,15 @@ example:
 
 
 def configure(p):
-    from edgeport.cli.args import (add_device, add_input_shape, add_json, add_model_loading,
-                                   add_preprocessing, limit_int, top_k_int)
+    from edgeport.cli.args import (
+        add_device,
+        add_input_shape,
+        add_json,
+        add_model_loading,
+        add_preprocessing,
+        limit_int,
+        top_k_int,
+    )
     from edgeport.cli.inputs import add_input_args
 
     p.add_argument("models", nargs="+", help="classifier models")

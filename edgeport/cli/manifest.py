@@ -33,10 +33,9 @@ def run(args):
     import json
     import os
 
-    from edge.errors import InputError
-
     from converters.atomic import write_text_atomic
     from converters.manifest import merge_manifests, summary_table
+    from edge.errors import InputError
 
     merged = merge_manifests(args.manifests)
     if args.output:

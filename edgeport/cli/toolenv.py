@@ -28,7 +28,7 @@ def configure(p):
 def format_info(d, packages=True):
     lines = [f"{d['tool']}: {d['what']}",
              f"  path:         {d['folder']}",
-             f"  status:       " + (f"ready (built {d['created']} in {d['build_seconds']} s)" if d["ready"]
+             "  status:       " + (f"ready (built {d['created']} in {d['build_seconds']} s)" if d["ready"]
                                     else "being built (by another edgeport)" if d.get("building")
                                     else "not built (the first conversion that needs it builds it, "
                                          "or: edgeport toolenv " + d["tool"] + " --build)"),

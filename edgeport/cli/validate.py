@@ -36,9 +36,18 @@ examples:
 
 
 def configure(p):
-    from edgeport.cli.args import (add_data, add_device, add_input_shape, add_json, add_judgement,
-                                   add_model_loading, add_preprocessing, fraction, non_negative_float,
-                                   top_k_int)
+    from edgeport.cli.args import (
+        add_data,
+        add_device,
+        add_input_shape,
+        add_json,
+        add_judgement,
+        add_model_loading,
+        add_preprocessing,
+        fraction,
+        non_negative_float,
+        top_k_int,
+    )
     from edgeport.cli.inputs import add_input_args
 
     p.add_argument("source", help="the source model")
@@ -75,12 +84,11 @@ def configure(p):
 
 def options_from_args(args):
     """ValidateOptions from parsed arguments (InputError on bad values)."""
-    from edge.errors import InputError
-    from edgeport.cli.inputs import overrides_from_args
-    from edgeport.cli.args import input_shape, judgement, model_loading, preprocessing
-
     from converters.validation.comparator import STATS, parse_per_output
     from converters.validation.validate import ValidateOptions
+    from edge.errors import InputError
+    from edgeport.cli.args import input_shape, judgement, model_loading, preprocessing
+    from edgeport.cli.inputs import overrides_from_args
 
     def per_output(values, cast, what, default):
         try:

@@ -30,9 +30,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from edge.errors import InputError
-
 from converters.validation.mil.kernels import KERNELS, VALUE_PRESERVING
+from edge.errors import InputError
 
 # colorSpace values of Core ML's ImageFeatureType
 GRAYSCALE, RGB, BGR, GRAYSCALE_FLOAT16 = 10, 20, 30, 40

@@ -319,7 +319,7 @@ def _windows(x, kernel_sizes, strides, dilations, out_spatial):
     """Yield (kernel index tuple, strided view) of x (N, C, *spatial), one per kernel offset."""
     for idx in np.ndindex(*kernel_sizes):
         sl = [slice(None), slice(None)]
-        for i, (k, s, d, o) in enumerate(zip(idx, strides, dilations, out_spatial)):
+        for _i, (k, s, d, o) in enumerate(zip(idx, strides, dilations, out_spatial)):
             start = k * d
             sl.append(slice(start, start + s * (o - 1) + 1, s))
         yield idx, x[tuple(sl)]
@@ -675,8 +675,7 @@ def pad(a, op):
 
 @kernel("slice_by_index")
 def slice_by_index(a, op):
-    from coremltools.converters.mil.mil.ops.defs._utils import (get_squeeze_axes,
-                                                                 solve_slice_by_index_slice)
+    from coremltools.converters.mil.mil.ops.defs._utils import get_squeeze_axes, solve_slice_by_index_slice
 
     x = np.asarray(a["x"])
     slices = solve_slice_by_index_slice(x.shape, np.asarray(a["begin"]), np.asarray(a["end"]),

@@ -5,7 +5,6 @@ only when a runner is activated.
 """
 
 from converters import formats
-
 from converters.validation.runners.base import Runner, TensorMeta, tensor_meta  # noqa: F401
 
 

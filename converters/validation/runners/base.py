@@ -10,8 +10,8 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from edge.tensors import dequantize  # noqa: F401  (re-exported for runners)
 from edge.preprocess import guess_layout
+from edge.tensors import dequantize  # noqa: F401  (re-exported for runners)
 
 TensorMeta = namedtuple("TensorMeta", "name shape dtype scale zero_point layout")
 TensorMeta.__doc__ = ("One input or output: shape (None for unknown dims), numpy dtype, "

@@ -16,10 +16,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-from edge.errors import EdgeportError, InputError, first_line, require
-
 from converters.validation.mil.labels import class_labels_of  # noqa: F401  (re-exported)
 from converters.validation.runners.base import Runner, tensor_meta
+from edge.errors import EdgeportError, InputError, first_line, require
 
 _ARRAY_TYPES = {65568: np.float32, 65600: np.float64, 65552: np.float16, 131104: np.int32,
                 131080: np.int8}

@@ -4,9 +4,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from edge.errors import InputError, first_line, require
-
 from converters.validation.runners.base import Runner, tensor_meta
+from edge.errors import InputError, first_line, require
 
 _ORT_TYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,

@@ -4,9 +4,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from edge.errors import InputError
-
 from converters.validation.runners.base import Runner, tensor_meta
+from edge.errors import InputError
 
 
 class KerasRunner(Runner):
@@ -19,8 +18,9 @@ class KerasRunner(Runner):
         self.model = None
 
     def _activate(self):
-        from converters.routes.tf_loading import load_keras
         from types import SimpleNamespace
+
+        from converters.routes.tf_loading import load_keras
 
         m = self._model_arg
         if m is None:

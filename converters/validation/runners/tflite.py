@@ -6,10 +6,9 @@ from collections import OrderedDict
 
 import numpy as np
 
+from converters.validation.runners.base import Runner, dequantize, tensor_meta
 from edge.errors import EdgeTPUError, InputError, MissingDependency
 from edge.tflite_model import TFLiteModel
-
-from converters.validation.runners.base import Runner, dequantize, tensor_meta
 
 _NP = {"FLOAT32": np.float32, "FLOAT16": np.float16, "FLOAT64": np.float64, "INT8": np.int8,
        "UINT8": np.uint8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,

@@ -9,12 +9,17 @@ from collections import OrderedDict
 
 import numpy as np
 
-from edge.errors import InputError
-
-from converters.routes.torch_loading import (exported_inputs, flatten_outputs, forward_input_names,
-                                             import_torch, plan_script_call, schema_text,
-                                             script_arguments)
+from converters.routes.torch_loading import (
+    exported_inputs,
+    flatten_outputs,
+    forward_input_names,
+    import_torch,
+    plan_script_call,
+    schema_text,
+    script_arguments,
+)
 from converters.validation.runners.base import Runner, tensor_meta
+from edge.errors import InputError
 
 
 class TorchRunner(Runner):
