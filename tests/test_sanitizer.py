@@ -114,3 +114,18 @@ def test_upstream_messages_with_ansi_codes_are_escaped(capsys, monkeypatch):
 def test_help_keeps_its_lines(capsys):
     code, out, err = run_cli(capsys, "validate", "--help")
     assert code == 0 and len(out.splitlines()) > 20 and "\\n" not in out
+
+
+# -- the sanitizer keeps edgeport's own line breaks: no command's text output shows '\x0a' ------
+def _own_text_outputs(tmp_path):
+    m = str(DATA / "color_float.tflite")
+    return {"inspect": ["inspect", m, "--edgetpu"], "check": ["check", m],
+            "validate": ["validate", m, str(DATA / "color_int8.tflite")],
+            "bench": ["bench", m, str(DATA / "color_int8.tflite"), "--runs", "2"]}
+
+
+@pytest.mark.parametrize("command", ["inspect", "check", "validate", "bench"])
+def test_multi_line_text_keeps_its_line_breaks(tmp_path, capsys, command):
+    code, out, err = run_cli(capsys, *_own_text_outputs(tmp_path)[command])
+    assert "\\x0a" not in out and "\\x0a" not in err, (out, err)
+    assert len(out.splitlines()) >= 2

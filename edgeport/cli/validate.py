@@ -134,7 +134,7 @@ def run(args):
     from converters.validation.report import report_dict, table, write_json, write_junit
     from converters.validation.validate import validate
     from edge.errors import InputError
-    from edgeport.cli.output import emit_json
+    from edgeport.cli.output import emit_json, say_lines
 
     opts = options_from_args(args)
     quiet_frameworks()
@@ -163,7 +163,7 @@ def run(args):
         body.pop("exit_code", None)
         emit_json("validate", code, **body)
     else:
-        print(table(report))
+        say_lines(table(report))
     if args.save_outputs:
         print(f"outputs saved to {args.save_outputs}", file=sys.stderr)
     return code
