@@ -136,6 +136,17 @@ def human_size(n):
         n /= 1024
 
 
+def _shown(path):
+    """A path as the user would type it: relative to the working folder when inside it."""
+    import os
+
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:   # another drive (Windows)
+        return path
+    return path if rel.startswith("..") else rel
+
+
 def print_result(r, out):
     import os
 
@@ -149,7 +160,7 @@ def print_result(r, out):
         print(f"route {target}: {' -> '.join(route)}", file=out)
     for a in r["artefacts"]:
         when = f"{a['seconds']:.1f} s" if a["status"] == "converted" else a["status"]
-        line = f"  {a['path']}  {a['format']}  {human_size(a['size'])}  {when}"
+        line = f"  {_shown(a['path'])}  {a['format']}  {human_size(a['size'])}  {when}"
         if a.get("fixed_arguments"):
             line += "  (" + ", ".join(f"{k}={v}" for k, v in a["fixed_arguments"].items()) + " fixed)"
         if a.get("rewrites"):   # text from edgeport's own rewrites, not from the model
