@@ -7,6 +7,7 @@ uint8 or int8 I/O through one QUANTIZE at each end -- the layout the Edge TPU co
 
 import collections
 
+from converters.tflite_objects import drop_unused_opcodes
 from edge import console
 from edge.errors import EdgeportError, MissingDependency, require
 
@@ -49,18 +50,10 @@ def fold_float16_weights(float_bytes):
     if not folded:
         return float_bytes, 0
     # drop operator codes no op uses any more (a DEQUANTIZE v2 entry alone fails the calibrator)
-    _drop_unused_opcodes(model)
+    drop_unused_opcodes(model)
     return bytes(fu.convert_object_to_bytearray(model)), folded
 
 
-def _drop_unused_opcodes(model):
-    """Remove operator codes no op uses (in place), renumbering the ops' opcode indices."""
-    used = sorted({op.opcodeIndex for g in model.subgraphs for op in g.operators})
-    remap = {old: new for new, old in enumerate(used)}
-    model.operatorCodes = [model.operatorCodes[i] for i in used]
-    for g in model.subgraphs:
-        for op in g.operators:
-            op.opcodeIndex = remap[op.opcodeIndex]
 
 
 def split_relu_0_to_1(float_bytes):
@@ -113,7 +106,7 @@ def split_relu_0_to_1(float_bytes):
             ops += [first, second]
             split += 1
         g.operators = ops
-    _drop_unused_opcodes(model)
+    drop_unused_opcodes(model)
     return bytes(fu.convert_object_to_bytearray(model)), split
 
 

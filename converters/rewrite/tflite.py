@@ -1,6 +1,7 @@
 """TFLite rewrites (bytes -> bytes), on the flatbuffer through TensorFlow's flatbuffer_utils."""
 
 from converters.rewrite import rewrite
+from converters.tflite_objects import drop_unused_opcodes
 from edge.errors import require
 
 # Tools that read a TFLite flatbuffer and refuse these ops.
@@ -15,13 +16,6 @@ def _codes(model):
     return [max(oc.builtinCode, oc.deprecatedBuiltinCode) for oc in model.operatorCodes]
 
 
-def _drop_unused_opcodes(model):
-    used = sorted({op.opcodeIndex for g in model.subgraphs for op in g.operators})
-    remap = {old: new for new, old in enumerate(used)}
-    model.operatorCodes = [model.operatorCodes[i] for i in used]
-    for g in model.subgraphs:
-        for op in g.operators:
-            op.opcodeIndex = remap[op.opcodeIndex]
 
 
 def _ops(model, builtin):
@@ -92,5 +86,5 @@ class Densify:
             src.buffer, src.sparsity = out.buffer, None
             drop.add(i)
         g.operators = [op for i, op in enumerate(g.operators) if i not in drop]
-        _drop_unused_opcodes(model)
+        drop_unused_opcodes(model)
         return bytes(fu.convert_object_to_bytearray(model)), len(drop)
