@@ -163,3 +163,19 @@ def test_quiet_progress_prints_nothing(monkeypatch):
     assert not console.shows_progress(ConvertOptions(quiet=True).progress)
     assert console.shows_progress(ConvertOptions().progress)
     assert not console.shows_progress(None)
+
+
+def test_folder_mode_counts_its_models(tmp_path, capsys, monkeypatch):
+    """Each model of a folder: a progress line with the count (plain lines off a terminal)."""
+    from conftest import run_cli
+    from edge import console
+
+    monkeypatch.setattr(console, "PLAIN_EVERY_SECONDS", 0.0)
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        (folder / f"{name}.tflite").write_bytes((DATA / "color_float.tflite").read_bytes())
+    code, out, err = run_cli(capsys, "convert", folder, "--to", "onnx", "-o", tmp_path / "out", "--no-validate")
+    assert code == 0, err
+    counts = re.findall(r"folder: converting models: (\d)/3 models", err)
+    assert counts[:2] == ["1", "2"], err
