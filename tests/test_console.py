@@ -168,6 +168,7 @@ def test_quiet_progress_prints_nothing(monkeypatch):
 def test_folder_mode_counts_its_models(tmp_path, capsys, monkeypatch):
     """Each model of a folder: a progress line with the count (plain lines off a terminal)."""
     from conftest import run_cli
+
     from edge import console
 
     monkeypatch.setattr(console, "PLAIN_EVERY_SECONDS", 0.0)
