@@ -876,25 +876,8 @@ def _convert_folder(folder, targets, options, outdir, force, validate, jobs, on_
         todo.append((path, force))
     work = [(p, targets, options, outdir, redo, validate) for p, redo in todo]
     todo = [p for p, _ in todo]
-    from edge import console
-
-    bar = console.progress(len(work), "folder: converting models", "model",
-                           enabled=len(work) > 1 and console.shows_progress(options.progress))
-
-    def done(r):   # each finished model: its result lines, then the count and time left
-        if on_result:
-            on_result(r)
-        bar.step()
-
     try:
-        with bar:
-            if jobs > 1 and len(work) > 1:
-                _run_pool(work, jobs, results, done)
-            else:
-                for w in work:
-                    r = _one(w)
-                    results[w[0]] = r
-                    done(r)
+        _convert_work(work, jobs, results, on_result, options)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (Terminated): keep what finished, then stop
         for path in todo:
             if path not in results:  # a killed worker's temps (a worker that ended cleanly has none)
@@ -937,6 +920,29 @@ def _worker_init():
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _convert_work(work, jobs, results, on_result, options):
+    """Convert each item of `work` (in `jobs` processes), filling `results`; a progress line
+    counts the models converted, with the time left."""
+    from edge import console
+
+    bar = console.progress(len(work), "folder: converting models", "model",
+                           enabled=len(work) > 1 and console.shows_progress(options.progress))
+
+    def done(r):   # each finished model: its result lines, then the count and time left
+        if on_result:
+            on_result(r)
+        bar.step()
+
+    with bar:
+        if jobs > 1 and len(work) > 1:
+            _run_pool(work, jobs, results, done)
+        else:
+            for w in work:
+                r = _one(w)
+                results[w[0]] = r
+                done(r)
 
 
 def _run_pool(work, jobs, results, on_result):
