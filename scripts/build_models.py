@@ -101,7 +101,7 @@ def main(argv=None):
 def short_reason(reason):
     """The first clause of a refusal (a container engine's log names this machine's resolver
     and registries; the manifest keeps the whole text)."""
-    return reason.split(" (exit")[0].split(": step ")[0].split(": ", 1)[0]
+    return reason.split(" (")[0].split(": step ")[0].split(": ", 1)[0]
 
 
 def build(args, save_outputs=None):
