@@ -84,18 +84,30 @@ def candidates(conversion_name, source_format):
 
 def _load(family, path):
     if family == "onnx":
+        import os
+
         import onnx
 
-        return onnx.load(path)
+        from converters import formats
+
+        # external data is read only after its locations pass the checks every route applies
+        # (inside the model's folder, no '..', no link, a regular file)
+        model = onnx.load(path, load_external_data=False)
+        if formats.external_data_files(model, path):
+            from onnx.external_data_helper import load_external_data_for_model
+
+            load_external_data_for_model(model, os.path.dirname(os.path.abspath(path)))
+        return model
     with open(path, "rb") as f:
         return f.read()
 
 
 def _save(family, model, path):
-    from converters.atomic import write_bytes_atomic
-
+    """Write the rewritten copy into prepare()'s own fresh temp folder (a private temp, not one
+    of the run's outputs: nothing else can see or hold that path)."""
     data = model.SerializeToString() if family == "onnx" else bytes(model)
-    write_bytes_atomic(path, data)
+    with open(path, "xb") as f:
+        f.write(data)
 
 
 def off(options):

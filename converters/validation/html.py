@@ -63,14 +63,21 @@ def _fit(im, side):
     return im.resize(size, Image.LANCZOS if scale < 1 else Image.NEAREST)
 
 
-def boxes_png(image_path, source_boxes, artefact_boxes, max_side=360):
-    """A photo with the source's boxes (green) and the artefact's (magenta, dashed look: thinner)
-    drawn over each other. Boxes are (x1, y1, x2, y2) in 0..1 of the image."""
+def _as_seen(image_path, input_hw):
+    """The photo as the model saw it: through edge.preprocess.load_pixels at the model's input
+    size (the same pixels validation fed, draft decode and EXIF included)."""
+    from edge.preprocess import load_pixels
+
+    h, w = input_hw or (224, 224)
+    return load_pixels(image_path, (w, h)).convert("RGB")
+
+
+def boxes_png(image_path, source_boxes, artefact_boxes, max_side=360, input_hw=None):
+    """The photo as the model saw it with the source's boxes (green) and the artefact's
+    (magenta, thinner) drawn over each other. Boxes are (x1, y1, x2, y2) in 0..1 of the input."""
     from PIL import ImageDraw
 
-    from edge.preprocess import load_image
-
-    im = _fit(load_image(image_path).convert("RGB"), max_side)
+    im = _fit(_as_seen(image_path, input_hw), max_side)
     w, h = im.size
     d = ImageDraw.Draw(im)
     for boxes, colour, width in ((source_boxes, (20, 200, 60), 3), (artefact_boxes, (230, 0, 200), 1)):
@@ -82,10 +89,9 @@ def boxes_png(image_path, source_boxes, artefact_boxes, max_side=360):
     return buf.getvalue()
 
 
-def thumbnail_png(image_path, max_side=240):
-    from edge.preprocess import load_image
-
-    im = _fit(load_image(image_path).convert("RGB"), max_side)
+def thumbnail_png(image_path, max_side=240, input_hw=None):
+    """The photo as the model saw it, scaled for a page."""
+    im = _fit(_as_seen(image_path, input_hw), max_side)
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return buf.getvalue()
@@ -316,7 +322,7 @@ def _top3(scores, labels):
     return ", ".join(f"{labels.get(int(i), int(i))} {flat[i]:.3g}" for i in order)
 
 
-def _classifier_figures(files, ref, conv, labels):
+def _classifier_figures(files, ref, conv, labels, input_hw=None):
     """The photos on which the top-1 differs, with both top-3 lists."""
     import numpy as np
 
@@ -325,7 +331,7 @@ def _classifier_figures(files, ref, conv, labels):
     b = np.asarray(conv).reshape(len(conv), -1)
     differ = [k for k in range(min(len(a), len(b))) if int(np.argmax(a[k])) != int(np.argmax(b[k]))]
     for k in differ[:MAX_PICTURES]:
-        img = png_img(thumbnail_png(files[k]), f"sample {k}") if files and k < len(files) else ""
+        img = png_img(thumbnail_png(files[k], input_hw=input_hw), f"sample {k}") if files and k < len(files) else ""
         name = files[k].rsplit("/", 1)[-1] if files and k < len(files) else f"sample {k}"
         figs.append(f'<div class="fig">{img}<p><b>{esc(name)}</b></p><p>source: {esc(_top3(a[k], labels))}</p>'
                     f'<p>artefact: {esc(_top3(b[k], labels))}</p></div>')
@@ -357,7 +363,7 @@ def _detection_figures(files, ref, conv, metrics, input_hw):
                 boxes = boxes / np.array([w, h, w, h], dtype=np.float64)
             dets.append(boxes)
         if files and k < len(files):
-            pic = png_img(boxes_png(files[k], dets[0], dets[1]), f"detections on sample {k}")
+            pic = png_img(boxes_png(files[k], dets[0], dets[1], input_hw=input_hw), f"detections on sample {k}")
             name = files[k].rsplit("/", 1)[-1]
         else:
             pic, name = "", f"sample {k}"
@@ -417,7 +423,7 @@ def validate_page(report, report_dict):
                 body.append(f"<h3>{esc(o.name)} ({esc(o.role or 'raw')})</h3>")
                 body.append(_error_histogram(ref, conv, o.name))
                 if o.role == "class":
-                    body.append(_classifier_figures(report.sample_files, ref, conv, labels))
+                    body.append(_classifier_figures(report.sample_files, ref, conv, labels, hw))
                 elif o.role == "detection" and o.metrics:
                     body.append(_detection_figures(report.sample_files, np.asarray(ref), np.asarray(conv),
                                                    o.metrics, hw))

@@ -101,7 +101,7 @@ def table(report):  # noqa: C901 (a named exception: to be split along its jobs)
     lines.append("")
     if not report.results:
         lines.append("outputs recorded only: no converted model to compare")
-        return "\n".join(lines)
+        return _one_per_line(lines)
     unvalidated = [r.name for r in report.results if r.status in ("structure-only", "error")]
     note = f" ({report.placeholder_note()})" if report.placeholder_note() else ""
     if report.passed:
@@ -114,7 +114,15 @@ def table(report):  # noqa: C901 (a named exception: to be split along its jobs)
                      + note)
     else:
         lines.append(f"FAILED: {report.summary_line()}")
-    return "\n".join(lines)
+    return _one_per_line(lines)
+
+
+def _one_per_line(lines):
+    """The table's text: each element one line, so a line break or a terminal escape inside
+    one (a model's file, tensor or label name) is shown escaped and cannot fake a line."""
+    from edge.files import printable
+
+    return "\n".join(printable(x) for x in lines)
 
 
 def _role_lines(o):
