@@ -107,7 +107,8 @@ def short_reason(reason):
 def build(args, save_outputs=None):
     """Convert, validate against PyTorch, write the manifest; returns (manifest, report).
 
-    `report` is the validation on args.images; manifest["passed"] also counts the held-out one.
+    `report` is the validation on args.images; manifest["passed"] is the held-out one's verdict
+    (photos int8 calibration never saw) when the held-out photos are there.
     """
     from edge.errors import EdgeportError
 
@@ -162,7 +163,10 @@ def build(args, save_outputs=None):
         json.dump(manifest, f, indent=2)
     os.replace(os.path.join(args.out, "manifest.json.tmp"), os.path.join(args.out, "manifest.json"))
     manifest["path"] = os.path.join(args.out, "manifest.json")
-    manifest["passed"] = report.passed and (held is None or held.passed)
+    # The verdict is reached on photos the int8 model was not calibrated on (images/holdout/)
+    # when they are there; on the calibration photos the result is shown, not judged.
+    manifest["passed"] = held.passed if held is not None else report.passed
+    manifest["verdict_on"] = manifest["holdout"] if held is not None else manifest["calibration"]
     return manifest, report
 
 
@@ -177,6 +181,8 @@ def print_manifest(manifest):
             print(f"{'':34} {'held out':>9}  {h['summary']}")
     for s in manifest["skipped"]:
         print(f"{STEM + '_edgetpu.tflite':34} {'-':>9}  skipped: {short_reason(s['reason'])}")
+    print(f"verdict ({'PASSED' if manifest.get('passed') else 'FAILED'}) on {manifest.get('verdict_on')}/"
+          + (": photos int8 calibration never saw" if held else ""))
     print(f"manifest: {os.path.relpath(manifest['path'], REPO)}")
 
 

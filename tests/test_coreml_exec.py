@@ -416,3 +416,19 @@ def test_lstm_kernel_matches_pytorch(direction, sequence):
     np.testing.assert_allclose(seq, want_seq, atol=1e-5)
     np.testing.assert_allclose(h, np.concatenate(list(ref_h.detach().numpy()), -1), atol=1e-5)
     np.testing.assert_allclose(c, np.concatenate(list(ref_c.detach().numpy()), -1), atol=1e-5)
+
+
+def test_a_name_mapped_image_input_still_runs(classifier):
+    """The sidecar maps the program's input 'image' to the source's name: activating (the
+    executor's probe run) and inferring use the program's own name underneath."""
+    from converters.validation.names import apply_name_map
+    from converters.validation.runners.coreml import CoreMLRunner
+
+    r = apply_name_map(CoreMLRunner(str(classifier["pkg"]), {}), {"image": "inputs"})
+    with r:
+        (meta,) = r.input_metadata()
+        assert meta.name == "inputs"
+        pixels = np.random.default_rng(3).integers(0, 256, SHAPE).astype(np.float32)
+        (probs,) = r.infer({"inputs": pixels}).values()
+    (want,) = MLProgramExecutor.load(classifier["pkg"]).run({"image": pixels}).values()
+    np.testing.assert_array_equal(probs, want)

@@ -120,8 +120,10 @@ class CoreMLRunner(Runner):
                 self.structure_reason = reason
 
     def _zeros_feed(self):
+        """Zeros for every input under the program's own names (the executor is fed directly
+        here, not through infer(), so a name map on input_metadata must not apply)."""
         feed = {}
-        for m in self.input_metadata():
+        for m in (self._feature(f) for f in self.spec.description.input):
             feed[m.name] = np.zeros(tuple(1 if d is None else d for d in m.shape), m.dtype)
         return feed
 
@@ -185,9 +187,9 @@ class CoreMLRunner(Runner):
             return out
         from PIL import Image
 
-        kinds = self.input_kinds()
+        kinds = {f.name: f.type.WhichOneof("Type") for f in self.spec.description.input}
         inputs = {}
-        for m in self.input_metadata():
+        for m in (self._feature(f) for f in self.spec.description.input):   # the program's own names
             x = feed[m.name]
             if kinds.get(m.name) == "imageType":
                 # feed expected as NCHW 0..255 pixels: Core ML image inputs take PIL images
