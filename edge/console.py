@@ -85,6 +85,7 @@ class _Router:
     def __init__(self, term: TextIO, capture_fd: int) -> None:
         self._term = term
         self._fd = capture_fd
+        self._retired = False
         self.encoding = getattr(term, "encoding", None) or "utf-8"
         self.errors = "backslashreplace"
 
@@ -93,15 +94,25 @@ class _Router:
             frame = sys._getframe(2)
         except ValueError:
             return True
-        return _own(frame.f_globals.get("__name__"))
+        return _own(frame.f_globals.get("__name__")) or \
+            os.path.abspath(frame.f_code.co_filename).startswith(_OWN_DIRS)   # scripts/ imported by name
 
     def write(self, text: str) -> int:
+        if self._retired:   # a framework kept this stream past the session: the plain stderr
+            out = sys.stderr if sys.stderr is not self else sys.__stderr__
+            return out.write(text) if out is not None else len(text)
         if self._caller_is_own():
             return self._term.write(text)
         os.write(self._fd, str(text).encode("utf-8", "backslashreplace"))
         return len(text)
 
+    def retire(self) -> None:
+        """The session ended (its capture and terminal handle are closed)."""
+        self._retired = True
+
     def flush(self) -> None:
+        if self._retired:
+            return
         with contextlib.suppress(Exception):
             self._term.flush()
 
@@ -113,6 +124,14 @@ class _Router:
 
     def writable(self) -> bool:
         return True
+
+    def close(self) -> None:
+        """A framework's log handler may close the stream it was given at exit: the router
+        itself holds nothing to close (the terminal is closed by quiet())."""
+
+    @property
+    def closed(self) -> bool:
+        return False
 
 
 def _verbose_env() -> bool:
@@ -173,6 +192,7 @@ def quiet(verbose: bool = False,
             term.flush()
         os.dup2(saved_fd, 2)
         sys.stderr, warnings.showwarning, _terminal = old_stderr, old_showwarning, None
+        router.retire()
         try:
             if failed():
                 _show_errors(hidden(), old_stderr)

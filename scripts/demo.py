@@ -82,4 +82,9 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from edge.console import quiet
+
+    status = [1]
+    with quiet(failed=lambda: status[0] == 1):   # the frameworks' chatter hidden, as in the CLI
+        status[0] = main()
+    sys.exit(status[0])

@@ -64,7 +64,10 @@ NOT_TFLITE = "refused: inspect reads TFLite models"
 SPARSE = TFLITE_FLOAT
 MP_CUSTOM = dict.fromkeys(("onnx", "ort", "coreml", "tflite-int8", "edgetpu"),
                           "refused: uses custom ops (Convolution2DTransposeBias) that")
-CALL_ONCE = dict.fromkeys(("onnx", "ort", "coreml", "tflite"), "refused: tf2onnx cannot convert op CALL_ONCE")
+CALL_ONCE = {**dict.fromkeys(("onnx", "ort", "coreml"), "refused: tf2onnx cannot convert op CALL_ONCE"),
+             # a quantized source to float TFLite is refused before any hop (onnx2tf cannot
+             # carry quantized inputs), ahead of tf2onnx's refusal
+             "tflite": "refused: --to tflite from a quantized model is refused"}
 IF_CORE_ML = "refused: no Core ML lowering in onnx2coreml: If"
 # ai-edge-litert's XNNPack kernels die (SIGSEGV) running openWakeWord's int8 melspectrogram; the
 # route tries the int8 model in a child process and refuses it in one line.
