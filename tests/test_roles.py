@@ -601,3 +601,14 @@ def test_gfl_split_heads_per_level_pair_scores_and_box_distributions(names, clas
         k += 1
     got = {n: r.kind for n, r in roles.infer_roles(ref).items()}
     assert got == want
+
+
+@pytest.mark.parametrize("points", [5, 21, 71, 468])
+def test_xyz_landmark_vectors_are_landmarks_not_logits(points):
+    """MediaPipe's face, iris and hand landmarks: a flat vector of (x, y, z) with a depth of
+    either sign. Judged as coordinates, never by top-1; logits of any length stay class scores."""
+    rng = _rng(points)
+    pts = np.concatenate([rng.uniform(10, 180, (S, points, 2)), rng.normal(0, 6, (S, points, 1))], axis=2)
+    role = roles.infer_role("conv2d_21", pts.reshape(S, 1, 1, 1, points * 3))
+    assert role.kind == "landmarks", role
+    assert roles.infer_role("logits", rng.normal(0, 3, (S, 1, points * 3))).kind == "class"

@@ -197,8 +197,24 @@ def infer_role(name, ref, others=None, hint=None):  # noqa: C901 (a named except
         if lo >= 0 and hi > 1.5:
             return Role("landmarks", f"{n} non-negative values up to {hi:.3g} (coordinates, "
                                      f"not scores)")
+        if _xyz_triples(flat):
+            return Role("landmarks", f"{n} values as {n // 3} (x, y, z) points: x and y non-negative "
+                                     f"up to {hi:.3g}, z of either sign (coordinates, not logits)")
         return Role("class", f"{n} values of either sign: logits")
     return Role("raw", f"shape {shape}: no role recognised ({rng})")
+
+
+def _xyz_triples(flat):
+    """Landmarks as (x, y, z) triples (MediaPipe's face, iris and hand models): a multiple of 3
+    values whose x and y are image coordinates (non-negative, spanning pixels) while z, a depth
+    around 0, takes either sign. Class logits show no such per-triple split."""
+    n = flat.shape[1]
+    if n % 3 or n < 9:
+        return False
+    pts = flat.reshape(len(flat), n // 3, 3)
+    xy, z = pts[..., :2], pts[..., 2]
+    return bool((xy >= 0).mean() >= 0.95 and np.ptp(xy) > 1.5 and (z < 0).mean() > 0.05
+                and np.abs(z).mean() < 0.5 * np.abs(xy).mean())
 
 
 def _softmax_like(ref):
