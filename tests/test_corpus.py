@@ -79,7 +79,11 @@ SILERO_ONNX = {**ONNX_FLOAT, **NO_DATA}
 
 # name: (kind, input flags, calibration flags, expected {step: outcome}, {target: outcome})
 CASES = {
-    "mp_face_detection_short": ("image", [], PHOTOS_PM1, {}, TFLITE_FLOAT),
+    # BlazeFace / palm detector int8 calibrated on 20 photos: the split-detector judge finds
+    # under half of the anchors the float model scores above 0.25 (the verdict the old
+    # whole-tensor cosine, ~0.966, hid).
+    "mp_face_detection_short": ("image", [], PHOTOS_PM1, {},
+                                {**TFLITE_FLOAT, "tflite-int8": "FAILED: MISMATCH: 'classificators': recall"}),
     "mp_face_detection_full_sparse": ("image, sparse", [], PHOTOS_PM1, {}, SPARSE),
     "mp_face_landmark": ("image", [], PHOTOS_0_1, {}, TFLITE_FLOAT),
     "mp_face_landmark_attention": (
@@ -94,7 +98,10 @@ CASES = {
                               {**TFLITE_FLOAT, "tflite-int8": "FAILED: MISMATCH: 'Identity_1'"}),
     "mp_hand_recrop": ("image", [], PHOTOS_0_1, {}, TFLITE_FLOAT),
     "mp_iris_landmark": ("image", [], PHOTOS_0_1, {}, TFLITE_FLOAT),
-    "mp_palm_detection_lite": ("image", [], PHOTOS_0_1, {}, TFLITE_FLOAT),
+    "mp_palm_detection_lite": ("image", [], PHOTOS_0_1, {},
+                               {**TFLITE_FLOAT, "tflite-int8": "FAILED: MISMATCH: 'Identity_1': recall",
+                                # no reference kernel for upsample_bilinear: never a pass
+                                "coreml": "not validated: structure only"}),
     "mp_pose_detection": ("image, sparse", [], PHOTOS_PM1, {}, SPARSE),
     "mp_selfie_segmentation": ("image, MediaPipe custom op", [], PHOTOS_0_1, {}, MP_CUSTOM),
     "mp_selfie_segmentation_landscape": ("image, MediaPipe custom op", [], PHOTOS_0_1, {}, MP_CUSTOM),
