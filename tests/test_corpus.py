@@ -61,7 +61,11 @@ NO_DATA = {"tflite-int8": NEEDS_CALIBRATION, "edgetpu": NEEDS_CALIBRATION}  # ->
 NOT_TFLITE = "refused: inspect reads TFLite models"
 # Sparse weights behind DENSIFY ops: tf2onnx and TFLite's quantizer refuse the op, so the
 # rewrite room (converters/rewrite) gives them dense constants; validated against the original.
-SPARSE = TFLITE_FLOAT
+# DENSIFY rewritten into dense constants (converters/rewrite): ONNX and ORT validate; the
+# int8s fail the split-detector judge on anchor recall (as the dense BlazeFace's does), and
+# Core ML has no reference kernel for depth_to_space / upsample_bilinear: structure only.
+SPARSE = {**TFLITE_FLOAT, "tflite-int8": "FAILED: MISMATCH: 'Identity_1': recall",
+          "coreml": "not validated: structure only"}
 MP_CUSTOM = dict.fromkeys(("onnx", "ort", "coreml", "tflite-int8", "edgetpu"),
                           "refused: uses custom ops (Convolution2DTransposeBias) that")
 CALL_ONCE = {**dict.fromkeys(("onnx", "ort", "coreml"), "refused: tf2onnx cannot convert op CALL_ONCE"),
@@ -426,7 +430,8 @@ def expected(name, outcomes):
 def matches(outcome, want):
     if want in (OK, VALIDATED):
         return outcome == want
-    for kind in ("refused: ", "FAILED: "):   # FAILED: validation caught a bad artefact (said why)
+    # FAILED: validation caught a bad artefact (said why); not validated: nothing was compared
+    for kind in ("refused: ", "FAILED: ", "not validated: "):
         if want.startswith(kind):
             return outcome.startswith(kind) and want[len(kind):] in outcome
     return False
