@@ -612,3 +612,12 @@ def test_xyz_landmark_vectors_are_landmarks_not_logits(points):
     role = roles.infer_role("conv2d_21", pts.reshape(S, 1, 1, 1, points * 3))
     assert role.kind == "landmarks", role
     assert roles.infer_role("logits", rng.normal(0, 3, (S, 1, points * 3))).kind == "class"
+
+
+def test_a_sequence_of_class_probabilities_is_no_packed_detector():
+    """A CTC text recognizer's [1, T, C] (softmax over C at each of T steps) fits the packed
+    detector's shape; summing to 1 along C at every step says it is a sequence."""
+    rng = _rng(9)
+    logits = rng.normal(0, 2, (S, 1, 40, 6625))
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    assert roles.infer_role("Identity", probs).kind == "sequence"

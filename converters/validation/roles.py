@@ -131,7 +131,16 @@ def infer_role(name, ref, others=None, hint=None):  # noqa: C901 (a named except
         small, large = min(dims), max(dims)
         split_pair = dims[0] >= 64 and any(o != name and _squeezed(s) and _squeezed(s)[0] == dims[0]
                                            for o, s in others.items())
-        if 5 <= small <= 4 + 1000 and large >= 64 and large >= 4 * small and not split_pair:
+        # a sequence of class probabilities (CTC text recognizers: [1, T, C] softmax over C)
+        # sums to 1 along its long axis at every step: that is no detector
+        along = np.asarray(ref[0], dtype=np.float64).reshape(dims).sum(axis=int(np.argmax(dims)))
+        per_step_softmax = lo >= 0 and bool(np.allclose(along, 1.0, atol=1e-2))
+        if per_step_softmax and len(shape) == 3 and nrole in (None, "class", "sequence"):
+            steps, classes = (dims[0], dims[1]) if dims[1] == large else (dims[1], dims[0])
+            return Role("sequence", f"{steps} steps of {classes} class probabilities (each step "
+                                    f"sums to 1): judged per time step")
+        if 5 <= small <= 4 + 1000 and large >= 64 and large >= 4 * small and not split_pair \
+                and not per_step_softmax:
             layout = det.packed_layout(dims)
             coords, scores = det.split_packed(ref[0].reshape(dims), layout=layout)
             s_lo, s_hi = float(np.min(scores)), float(np.max(scores))
