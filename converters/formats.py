@@ -125,6 +125,15 @@ def detect_format(path):
                            ".pt2 and Core ML")
 
 
+def onnx_graphs(graph):
+    """An ONNX `graph` and every subgraph under it (If branches, Loop and Scan bodies), depth first."""
+    yield graph
+    for n in graph.node:
+        for a in n.attribute:
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                yield from onnx_graphs(sub)
+
+
 def external_data_files(model, model_path):
     """{location: checked path} of every external-data file `model` (loaded without its
     external data) names, checked as onnx.checker checks them when `check` and `validate` load
@@ -138,15 +147,7 @@ def external_data_files(model, model_path):
     base = os.path.dirname(os.path.abspath(os.fspath(model_path)))
     name = os.path.basename(os.fspath(model_path))
     out = {}
-
-    def graphs(g):
-        yield g
-        for n in g.node:
-            for a in n.attribute:
-                for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                    yield from graphs(sub)
-
-    for g in graphs(model.graph):
+    for g in onnx_graphs(model.graph):
         for t in g.initializer:
             if t.data_location != 1:  # TensorProto.EXTERNAL
                 continue

@@ -647,7 +647,8 @@ def test_tf_safe_names_reach_subgraphs_with_one_mapping():
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from converters.routes.onnx2tf import _TF_NAME, _graphs, tf_safe_names
+    from converters.formats import onnx_graphs as _graphs
+    from converters.routes.onnx2tf import _TF_NAME, tf_safe_names
 
     branch = lambda k: helper.make_graph(  # noqa: E731
         [helper.make_node("Add", ["x@0", "x@0"] if k else ["x@0", "one"], [f"y{k}"], name=f"Add@{k}")],

@@ -91,18 +91,13 @@ def failed_node(log_path, model):  # noqa: C901 (a named exception: to be split 
         return None
     ops, readers, writers = {}, {}, {}
 
-    def walk(graph):
+    for graph in formats.onnx_graphs(model.graph):
         for n in graph.node:
             ops.setdefault(n.name, n.op_type)
             for t in n.input:
                 readers.setdefault(t, n.name)
             for t in n.output:
                 writers.setdefault(t, n.name)
-            for a in n.attribute:
-                for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                    walk(g)
-
-    walk(model.graph)
     cause = re.sub(r" for '\{\{node .*$", "", cause or "see the log")   # TensorFlow's node dump
     if names:
         node = names[-1]
@@ -128,22 +123,13 @@ def failed_node(log_path, model):  # noqa: C901 (a named exception: to be split 
 _TF_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
 
 
-def _graphs(graph):
-    """`graph` and every subgraph under it (If branches, Loop and Scan bodies)."""
-    yield graph
-    for n in graph.node:
-        for a in n.attribute:
-            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                yield from _graphs(g)
-
-
 def tf_safe_names(model):
     """Rename the nodes and tensors whose names TensorFlow refuses as scope names (paddle2onnx
     writes 'Conv@0', 'Add@14'; onnx2tf then fails with "'Softmax@0' is not a valid scope name").
     Other characters become '_', keeping every name unique; names already valid are kept (graph
     inputs and outputs usually are). One mapping for every graph, subgraphs included, so a
     branch that reads an outer tensor still finds it. Returns {old name: new name}."""
-    graphs = list(_graphs(model.graph))
+    graphs = list(formats.onnx_graphs(model.graph))
     used = set()
     for g in graphs:
         used.update(n.name for n in g.node)
@@ -202,7 +188,7 @@ PSEUDO_OPERATORS = {"Erf": "Erf", "Gelu": "GeLU", "Asin": "Asin", "Acos": "Acos"
 def pseudo_operator_args(model):
     """onnx2tf's -rtpo arguments for the ops of `model` (subgraphs included) that it would
     otherwise emit as Flex ops; [] when there are none."""
-    present = {n.op_type for g in _graphs(model.graph) for n in g.node}
+    present = {n.op_type for g in formats.onnx_graphs(model.graph) for n in g.node}
     names = sorted(PSEUDO_OPERATORS[t] for t in present if t in PSEUDO_OPERATORS)
     return ["-rtpo", *names] if names else []
 

@@ -31,15 +31,6 @@ def _versions():
     return package_versions("tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnx")
 
 
-def _subgraphs(graph):
-    """Every graph nested in `graph`'s nodes (If branches, Loop and Scan bodies), recursively."""
-    for node in graph.node:
-        for attr in node.attribute:
-            for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield g
-                yield from _subgraphs(g)
-
-
 def clean_names(model, output_names=None):  # noqa: C901 (a named exception: to be split along its jobs)
     """Drop tf2onnx's ':0' and 'serving_default_' decorations from graph input/output names.
 
@@ -56,7 +47,7 @@ def clean_names(model, output_names=None):  # noqa: C901 (a named exception: to 
     for i, vi in enumerate(g.output):
         new = output_names[i] if output_names and i < len(output_names) else vi.name.split(":")[0]
         renames[vi.name] = new
-    graphs = [g] + list(_subgraphs(g))
+    graphs = list(formats.onnx_graphs(g))
     taken = set()
     for sg in graphs:
         taken |= {n.name for n in sg.initializer} | {o for n in sg.node for o in n.output}
