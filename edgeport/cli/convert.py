@@ -129,13 +129,6 @@ def options_from_args(args):
         no_rewrite=args.no_rewrite, quiet=args.quiet or args.json)
 
 
-def human_size(n):
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-
-
 def _shown(path):
     """A path as the user would type it: relative to the working folder when inside it."""
     import os
@@ -149,6 +142,8 @@ def _shown(path):
 
 def print_result(r, out):
     import os
+
+    from edge.html import human_size
 
     if r.get("error"):
         print(f"{r['source']}: FAILED: {r['error']}", file=out)
