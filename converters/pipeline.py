@@ -297,6 +297,9 @@ def _metadata(block, current, conv, options, returned, seconds):
     rescale = returned.pop("output_rescale", None) or current.metadata.get("output_rescale")
     if rescale:
         md["output_rescale"] = rescale
+    # explicit streaming state (rewrite/tflite_state.py): the later hops' artefacts keep it
+    if current.metadata.get("state"):
+        md["state"] = current.metadata["state"]
     returned.pop("companions", None)
     md["conversion"] = {"name": conv.name, "seconds": round(seconds, 3), **returned}
     return md
@@ -440,6 +443,7 @@ def _run_hop(current, conv, final, route, options, progress, validate=False, int
             md = _metadata(block, current, conv, options, returned, seconds)
             if rewrites:
                 md["rewrites"] = rewrites
+            md.update({k: given.metadata[k] for k in rewrite.CARRIED if given.metadata.get(k)})
             if fixed:   # inputs a rewrite made constants: recorded like --arg
                 md["fixed_arguments"] = {**(md.get("fixed_arguments") or {}), **fixed}
             from converters.names import KEY as NAMES_KEY

@@ -25,8 +25,12 @@ import os
 import tempfile
 from dataclasses import dataclass
 
-REWRITE_MODULES = ("converters.rewrite.tflite", "converters.rewrite.onnx")
-FAMILIES = {"tflite": ("tflite",), "onnx": ("onnx",)}   # family -> artefact formats it reads
+REWRITE_MODULES = ("converters.rewrite.tflite", "converters.rewrite.onnx",
+                   "converters.rewrite.tflite_state")
+# What a rewrite returns in `info` that the artefacts made from it keep in their metadata:
+# `state`, the explicit streaming state and how to feed it back (rewrite/tflite_state.py).
+CARRIED = ("state",)
+FAMILIES = {"tflite": ("tflite", "tflite-int8"), "onnx": ("onnx",)}   # family -> artefact formats it reads
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,7 @@ def prepare(source, conversion, options):
         return
     family = todo[0].family
     model = _load(family, source.path)
-    lines, fixed = [], {}
+    lines, fixed, carried = [], {}, {}
     for rw in todo:
         if not rw.matches(model, options):
             continue
@@ -134,6 +138,7 @@ def prepare(source, conversion, options):
         if count:
             lines.append(rw.describe(count, info))
             fixed.update(info.get("fixed_arguments") or {})
+            carried.update({k: info[k] for k in CARRIED if info.get(k)})
     if not lines:
         yield source, [], {}
         return
@@ -142,4 +147,4 @@ def prepare(source, conversion, options):
     with tempfile.TemporaryDirectory(prefix="edgeport-rewrite-") as tmp:
         path = os.path.join(tmp, os.path.basename(source.path))
         _save(family, model, path)
-        yield Artefact(path, source.format, dict(source.metadata)), lines, fixed
+        yield Artefact(path, source.format, {**source.metadata, **carried}), lines, fixed

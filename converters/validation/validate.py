@@ -145,6 +145,7 @@ class ValidationReport:
     outputs: dict = field(default_factory=dict)   # path -> (Artefact, {output: (S, ...)}), as run
     sample_files: list = None        # the images the samples came from, in order (image inputs)
     data_note: str = ""              # on what data the verdict was reached (int8: held out or not)
+    steps_note: str = ""             # streaming models: "N steps, state fed back"
 
     @property
     def placeholders(self):
@@ -185,7 +186,7 @@ class ValidationReport:
         else:
             ok = sum(r.passed for r in self.results)
             line = f"{ok}/{len(self.results)} models valid"
-        notes = [n for n in (self.placeholder_note(), self.data_note) if n]
+        notes = [n for n in (self.placeholder_note(), self.steps_note, self.data_note) if n]
         return f"{line} ({'; '.join(notes)})" if notes else line
 
     def to_dict(self):
@@ -259,12 +260,13 @@ def _calibration_holdout(converted, options, vo):
 
 # -- the command's API -----------------------------------------------------------------------
 def _make_runner(artefact, opts):
+    from converters.validation import state
     from converters.validation.runners import runner_for
 
-    return runner_for(artefact, device=opts.device, runtime=opts.runtime,
+    return state.wrap(runner_for(artefact, device=opts.device, runtime=opts.runtime,
                       torch_model=opts.torch_model, input_shape=opts.input_shape,
                       trust_pickle=opts.trust_pickle, keras_unsafe=opts.keras_unsafe,
-                      overrides=opts.input_overrides)
+                      overrides=opts.input_overrides), artefact.metadata)
 
 
 def _run_all(runner, source, samples, spec_of):
@@ -276,6 +278,9 @@ def _run_all(runner, source, samples, spec_of):
     metas = [m._replace(scale=borrowed_in[m.name][0], zero_point=borrowed_in[m.name][1])
              if m.name in borrowed_in else m for m in runner.input_metadata()]
     raw = {m.name for m in metas if is_image_input(runner, m.name)}
+    from converters.validation.state import reset
+
+    reset(runner)   # a streaming model starts from its initial state; the samples are its steps
     runs = []
     for s in samples:
         feed = source.feed(s, metas, spec_of(runner), raw)
@@ -422,6 +427,11 @@ def validate(source, converted, opts=None):  # noqa: C901 (a named exception: to
             data.signature_note = report.placeholder_note()
         samples = data.samples()
         report.inputs = data.description
+        from converters.validation.state import steps_note
+
+        report.steps_note = steps_note([src_runner, *runners], len(samples))
+        if report.steps_note:
+            report.inputs = f"{report.inputs}, {report.steps_note}"
         prints = [fingerprint(s) for s in samples]
         progress(f"validate: {data.description}")
 
