@@ -11,3 +11,11 @@ def drop_unused_opcodes(model):
     for g in model.subgraphs:
         for op in g.operators:
             op.opcodeIndex = remap[op.opcodeIndex]
+
+
+def state_name(var):
+    """A resource variable's explicit state input: `stream_10/states` -> `state_stream_10_states`
+    (its output adds `_out`); shared by the rewrite and the stepped validation."""
+    import re
+
+    return "state_" + (re.sub(r"[^0-9A-Za-z_]+", "_", str(var)).strip("_") or "var")

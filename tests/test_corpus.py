@@ -68,9 +68,14 @@ SPARSE = {**TFLITE_FLOAT, "tflite-int8": "FAILED: MISMATCH: 'Identity_1': recall
           "coreml": "not validated: structure only"}
 MP_CUSTOM = dict.fromkeys(("onnx", "ort", "coreml", "tflite-int8", "edgetpu"),
                           "refused: uses custom ops (Convolution2DTransposeBias) that")
-CALL_ONCE = {**dict.fromkeys(("onnx", "ort", "coreml"), "refused: tf2onnx cannot convert op CALL_ONCE"),
+# Streaming state (CALL_ONCE / VAR_HANDLE / READ_VARIABLE / ASSIGN_VARIABLE): the rewrite room
+# (converters/rewrite/tflite_state.py) makes it explicit state inputs/outputs for tf2onnx;
+# ONNX and ORT are validated in steps, state fed back, against the original stateful model.
+# tf2onnx's int8 ONNX keeps QuantizeLinear/DequantizeLinear, which onnx2coreml has no lowering for.
+CALL_ONCE = {"onnx": VALIDATED, "ort": VALIDATED,
+             "coreml": "refused: ops with no Core ML lowering in onnx2coreml: DequantizeLinear",
              # a quantized source to float TFLite is refused before any hop (onnx2tf cannot
-             # carry quantized inputs), ahead of tf2onnx's refusal
+             # carry quantized inputs)
              "tflite": "refused: --to tflite from a quantized model is refused"}
 IF_CORE_ML = "refused: no Core ML lowering in onnx2coreml: If"
 # ai-edge-litert's XNNPack kernels die (SIGSEGV) running openWakeWord's int8 melspectrogram; the

@@ -120,6 +120,11 @@ def test_stepped_validation_passes_with_the_state_fed_back(stateful, rewritten):
     assert report.passed, report.summary_line()
     assert f"{STEPS} steps in sequence, state fed back" in report.summary_line()
     assert f"{STEPS} steps in sequence, state fed back" in report.inputs
+    # every step's state is compared too: the original's read from what it assigned
+    compared = {o.name: o for o in report.results[0].comparison.outputs}
+    states = {r["output"] for r in info["state"]}
+    assert states < set(compared), sorted(compared)
+    assert all(compared[n].role == "raw" and compared[n].max_abs == 0 for n in states)
 
 
 def _zeroed(record):

@@ -14,10 +14,8 @@ call. READ_VARIABLE and ASSIGN_VARIABLE copy raw bytes, so fed back that way the
 model computes exactly what the stateful one does.
 """
 
-import re
-
 from converters.rewrite import rewrite
-from converters.tflite_objects import drop_unused_opcodes
+from converters.tflite_objects import drop_unused_opcodes, state_name
 from edge.errors import InputError, require
 
 STATE_OPS = ("CALL_ONCE", "VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE")
@@ -34,11 +32,6 @@ def _schema():
 def _code_names(model, schema):
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     return [names.get(max(oc.builtinCode, oc.deprecatedBuiltinCode)) for oc in model.operatorCodes]
-
-
-def state_name(var):
-    """`stream_10/states` -> `state_stream_10_states` (a name every target accepts)."""
-    return "state_" + (re.sub(r"[^0-9A-Za-z_]+", "_", var).strip("_") or "var")
 
 
 def _text(value):

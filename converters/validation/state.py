@@ -101,8 +101,102 @@ class FedBack:
                 nxt[r["input"]] = _raw(out[got], r)
         self._state = {**state, **nxt}
         self.steps += 1
-        hidden = set(outs.values())
-        return OrderedDict((k, v) for k, v in out.items() if k not in hidden)
+        # the state after this step, compared too: in the source's units, under the record's names
+        shown = OrderedDict((k, v) for k, v in out.items() if k not in set(outs.values()))
+        for r in self.record:
+            if outs.get(r.get("output")) is not None:
+                shown[r["output"]] = _real(out[outs[r["output"]]], r.get("scale"), r.get("zero_point"))
+        return shown
+
+
+def _real(value, scale, zero_point):
+    """A state value in real units: an integer state dequantized (scale 0: as it is)."""
+    value = np.asarray(value)
+    if scale and np.issubdtype(value.dtype, np.integer):
+        return ((value.astype(np.float32) - zero_point) * scale).astype(np.float32)
+    return value
+
+
+class StatefulSource:
+    """A stateful TFLite source (resource variables, kept across invoke() on one interpreter)
+    that also shows each variable's value after the call, as `state_X_out`: read from the
+    tensor its ASSIGN_VARIABLE stores, on an interpreter that keeps every tensor."""
+
+    def __init__(self, inner, assigns):
+        self.inner = inner
+        self.assigns = assigns          # {state_X_out: (tensor index, scale, zero point)}
+        self.shows_state = False
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def activate(self):
+        was = self.inner.is_active
+        self.inner.activate()
+        if not was:
+            self.shows_state = _keep_all_tensors(self.inner)
+        return self
+
+    def deactivate(self):
+        self.inner.deactivate()
+
+    def reset(self):
+        self.deactivate()
+        self.activate()
+
+    def infer(self, feed):
+        out = self.inner.infer(feed)
+        if self.shows_state:
+            for name, (index, scale, zp) in self.assigns.items():
+                out[name] = _real(np.array(self.inner.interpreter.get_tensor(index)), scale, zp)
+        return out
+
+
+def _keep_all_tensors(runner):
+    """Give a TFLite runner an interpreter of the same runtime that keeps every tensor after
+    invoke() (so the values the variables were assigned can be read); False if it cannot."""
+    import warnings
+
+    it = runner.interpreter
+    try:
+        with warnings.catch_warnings():   # "intended for debugging": here, a few small tensors
+            warnings.simplefilter("ignore")
+            fresh = type(it)(model_path=runner.path, experimental_preserve_all_tensors=True)
+        fresh.allocate_tensors()
+    except (TypeError, ValueError, RuntimeError):
+        return False
+    runner.interpreter = fresh
+    runner._inputs = fresh.get_input_details()
+    runner._outputs = fresh.get_output_details()
+    runner._allocated = True
+    return True
+
+
+def assigned_tensors(path):
+    """{state_X_out: (tensor index, scale, zero point)} of a TFLite model's main graph: per
+    variable, the tensor its last ASSIGN_VARIABLE stores (names as the rewrite gives them)."""
+    from converters.tflite_objects import state_name
+    from edge.errors import require
+
+    fu = require("tensorflow.lite.tools.flatbuffer_utils", "convert", "reading a TFLite model's state")
+    model = fu.read_model(str(path))
+    names = {v: k for k, v in vars(fu.schema_fb.BuiltinOperator).items() if not k.startswith("_")}
+    codes = [names.get(max(oc.builtinCode, oc.deprecatedBuiltinCode)) for oc in model.operatorCodes]
+    g = model.subgraphs[0]
+    handles, found = {}, {}
+    for op in g.operators:
+        kind = codes[op.opcodeIndex]
+        if kind == "VAR_HANDLE":
+            o = op.builtinOptions
+            shared = o.sharedName or o.container or b""
+            handles[int(op.outputs[0])] = shared.decode("utf-8", "replace") if isinstance(shared, bytes) else str(shared)
+        elif kind == "ASSIGN_VARIABLE" and int(op.inputs[0]) in handles:
+            t = g.tensors[op.inputs[1]]
+            q = t.quantization
+            scale = float(q.scale[0]) if q is not None and q.scale is not None and len(q.scale) == 1 else 0.0
+            zp = int(q.zeroPoint[0]) if scale and q.zeroPoint is not None and len(q.zeroPoint) else 0
+            found[state_name(handles[int(op.inputs[0])]) + "_out"] = (int(op.inputs[1]), scale, zp)
+    return found
 
 
 def _raw(value, r):
@@ -117,9 +211,16 @@ def _raw(value, r):
 
 
 def wrap(runner, metadata):
-    """The runner, fed back its own state when its metadata has a `state` record."""
+    """The runner, fed back its own state when its metadata has a `state` record; a stateful
+    TFLite model showing its state after each call."""
     record = (metadata or {}).get("state")
-    return FedBack(runner, record) if record else runner
+    if record:
+        return FedBack(runner, record)
+    if stateful_source(runner):
+        assigns = assigned_tensors(runner.path)
+        if assigns:
+            return StatefulSource(runner, assigns)
+    return runner
 
 
 def stateful_source(runner):
@@ -134,7 +235,7 @@ def stateful_source(runner):
 def reset(runner):
     """Start a sequence of calls over: the initial state (a fresh interpreter for a stateful
     TFLite model). Returns True when the runner is stateful."""
-    if isinstance(runner, FedBack):
+    if isinstance(runner, (FedBack, StatefulSource)):
         runner.reset()
         return True
     if stateful_source(runner) and getattr(runner, "is_active", False):
@@ -145,7 +246,7 @@ def reset(runner):
 
 
 def is_stateful(runner):
-    return isinstance(runner, FedBack) or stateful_source(runner)
+    return isinstance(runner, (FedBack, StatefulSource)) or stateful_source(runner)
 
 
 def steps_note(runners, count):
@@ -153,3 +254,15 @@ def steps_note(runners, count):
     if not any(r is not None and is_stateful(r) for r in runners):
         return ""
     return f"{count} steps in sequence, state fed back"
+
+
+def state_roles(runner):
+    """{state_X_out: ("raw", why)}: the state a streaming model shows is compared as plain
+    numbers, not guessed to be a map or scores."""
+    if isinstance(runner, StatefulSource):
+        names = list(runner.assigns) if runner.shows_state else []
+    elif isinstance(runner, FedBack):
+        names = [r["output"] for r in runner.record if r.get("output")]
+    else:
+        return {}
+    return {n: ("raw", "the streaming state after each step") for n in names}

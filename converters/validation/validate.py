@@ -487,6 +487,9 @@ def validate(source, converted, opts=None):  # noqa: C901 (a named exception: to
                 from converters.validation.roles import hints_for
 
                 role_hints = hints_for(source)
+                from converters.validation.state import state_roles
+
+                role_hints = {**state_roles(src_runner), **role_hints}   # the state, compared as is
             tolerances = _runner_tolerances(opts.tolerances, r)
             if mode == "numeric" and noise is not None:
                 from converters.validation import floor as _floor
