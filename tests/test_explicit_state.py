@@ -191,6 +191,9 @@ def test_convert_to_onnx_validates_in_steps_against_the_original(stateful, tmp_p
     assert all("steps in sequence, state fed back" in h["validation"]["summary"] for h in hops)
     side = json.loads((tmp_path / "acc.ort.edgeport.json").read_text())
     assert len(side["state"]) == 2   # carried to the hop after the rewrite: how to feed it back
+    for r in side["state"]:
+        assert r["feed"] == (f"first call: {r['input']} = initial; then pass {r['output']} as "
+                             f"{r['input']} on the next call")
     assert stateful.read_bytes() == before
     code, out, err = run_cli(capsys, "convert", stateful, "--to", "onnx", "-o", tmp_path / "off",
                              "--no-rewrite")

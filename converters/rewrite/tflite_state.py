@@ -123,10 +123,16 @@ def _record(var, graph, use, initial):
     shape = [int(d) for d in t.shape]
     dtype = _NP_OF_TYPE[t.type]
     init = initial.get(var)
-    if init is None:   # never initialised: TFLite starts such a variable at zeros
+    if init is None and "read" in use:
+        raise InputError(f"variable {var!r} is read but no init subgraph gives it a value: no "
+                         "initial state to record")
+    if init is None:   # only ever assigned: its value is an output, never read back
         init = np.zeros(shape, dtype)
-    return {"variable": var, "input": state_name(var) if "read" in use else None,
-            "output": state_name(var) + "_out" if "assign" in use else None,
+    inp = state_name(var) if "read" in use else None
+    out = state_name(var) + "_out" if "assign" in use else None
+    feed = (f"first call: {inp} = initial; then pass {out} as {inp} on the next call" if inp and out
+            else f"every call: {inp} = initial" if inp else f"{out}: the new value, not read back")
+    return {"variable": var, "input": inp, "output": out, "feed": feed,
             "dtype": dtype, "shape": shape, "scale": scale, "zero_point": zp,
             "initial": np.asarray(init, dtype).reshape(shape).tolist()}
 
