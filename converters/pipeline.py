@@ -147,9 +147,11 @@ def options_record(options):
     if digest:
         out["calibration_sha256"] = digest
     given = getattr(options, "input_overrides", None)   # --input-shapes and --arg shape the export
-    if given is not None and (given.shapes or given.args):
+    if given is not None and (given.shapes or given.args or given.fixed):
         out["inputs"] = {"shapes": {str(k): list(v) for k, v in sorted(given.shapes.items(), key=str)},
                          "args": dict(sorted(given.args.items()))}
+        if given.fixed:   # --fix: inputs turned into constants
+            out["inputs"]["fixed"] = dict(sorted(given.fixed.items()))
     return out
 
 

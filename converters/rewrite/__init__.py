@@ -10,6 +10,7 @@ Each rewrite is registered once, in the module of its model family (tflite.py, o
         def matches(model, options) -> int        # how many places need it (0: not needed)
         def apply(model, options) -> (model, n[, info])   # bytes -> bytes, or ModelProto -> ModelProto
         describe = "rewrote {n} DENSIFY into dense constants"
+        wanted(options) -> bool                   # optional: False skips it without reading the model
 
 `needed_by` names the conversions (registry names, "source -> target") whose tool refuses
 the pattern. The pipeline (`prepare`) applies a rewrite only before such a conversion, and
@@ -25,7 +26,8 @@ import os
 import tempfile
 from dataclasses import dataclass
 
-REWRITE_MODULES = ("converters.rewrite.tflite", "converters.rewrite.onnx")
+REWRITE_MODULES = ("converters.rewrite.tflite", "converters.rewrite.onnx",
+                   "converters.rewrite.onnx_fix", "converters.rewrite.tflite_fix")
 FAMILIES = {"tflite": ("tflite",), "onnx": ("onnx",)}   # family -> artefact formats it reads
 
 
@@ -121,6 +123,8 @@ def prepare(source, conversion, options):
     is `source` itself, [] and {}. Otherwise a rewritten copy, with the same file name, in a
     temp folder removed afterwards; `source` is never written."""
     todo = [] if off(options) else candidates(conversion.name, source.format)
+    # a rewrite that only the user's options call for (`wanted`, e.g. --fix) never loads a model
+    todo = [r for r in todo if getattr(r.impl, "wanted", lambda _o: True)(options)]
     if not todo or os.path.isdir(source.path):
         yield source, [], {}
         return
