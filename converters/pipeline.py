@@ -147,9 +147,11 @@ def options_record(options):
     if digest:
         out["calibration_sha256"] = digest
     given = getattr(options, "input_overrides", None)   # --input-shapes and --arg shape the export
-    if given is not None and (given.shapes or given.args):
+    if given is not None and (given.shapes or given.args or given.fixed):
         out["inputs"] = {"shapes": {str(k): list(v) for k, v in sorted(given.shapes.items(), key=str)},
                          "args": dict(sorted(given.args.items()))}
+        if given.fixed:   # --fix: inputs turned into constants
+            out["inputs"]["fixed"] = dict(sorted(given.fixed.items()))
     return out
 
 
@@ -179,13 +181,30 @@ def open_source(path, options):
     return Artefact.open(path)
 
 
-def plan_each(source_format, targets, options):
+def plan_each(source_format, targets, options, source=None, notes=None):
     """({target: route} of the targets that can be planned with these options, {target:
-    InputError} of those that cannot: no route, or a conversion on it misses an option)."""
+    InputError} of those that cannot: no route, or a conversion on it misses an option).
+    With the `source` artefact, the route needing the fewest graph rewrites on it wins (then
+    the cheapest); under --no-rewrite a route needing one is not taken, and when no other
+    reaches the target the refusal names the rewrite. `notes` (a dict) gets {target: line}
+    where the rewrites decided the route."""
     routes, refused = {}, {}
+    needs = rewrite.needed_rewrites(source, options) if source is not None else (lambda c: [])
+    off = rewrite.off(options)
+
+    def plan(t, usable=None):
+        ok = (lambda c: (usable is None or usable(c)) and not (off and needs(c)))
+        try:
+            return plan_route(source_format, t, usable=ok, rewrites=lambda c: len(needs(c)))
+        except InputError as e:
+            blocked = off and next((c for c in plan_route(source_format, t, usable=usable) if needs(c)), None)
+            if blocked:
+                raise InputError(rewrite.refusal(blocked, needs(blocked)), "drop --no-rewrite") from None
+            raise e from None
+
     for t in targets:
         try:
-            route = plan_route(source_format, t)
+            route = plan(t)
             try:
                 check_needs({t: route}, options)
             except InputError as missing:
@@ -193,13 +212,32 @@ def plan_each(source_format, targets, options):
                 # photos): take the cheapest route whose every step has what it needs (e.g.
                 # PyTorch -> TFLite float -> int8 calibrated on --data), else say why not
                 try:
-                    route = plan_route(source_format, t, usable=lambda c: not c.missing(options))
+                    route = plan(t, usable=lambda c: not c.missing(options))
                 except InputError:
                     raise missing from None
+            if notes is not None:
+                _note_choice(notes, t, route, plan_route(source_format, t), needs, off)
             routes[t] = route
         except InputError as e:
             refused[t] = e
     return routes, refused
+
+
+def _note_choice(notes, target, route, cheapest, needs, off):
+    """{target: line} when the rewrites chose another route than the cheapest, or the route
+    taken needs rewrites."""
+    n = sum(len(needs(c)) for c in route)
+    if [c.name for c in route] != [c.name for c in cheapest]:
+        why = "needs no rewrite" if not n else f"needs {n} rewrite{'s' * (n != 1)}"
+        skipped = ", ".join(f"{rw.name} ({k})" for c in cheapest for rw, k in needs(c))
+        notes[target] = (f"route {target}: {' -> '.join([route[0].source] + [c.target for c in route])} "
+                         f"{why}; the cheaper {' -> '.join([cheapest[0].source] + [c.target for c in cheapest])} "
+                         f"needs {skipped or 'more'}" + (" (--no-rewrite)" if off else ""))
+    elif n:
+        names = ", ".join(f"{rw.name} ({k} {getattr(rw.impl, 'pattern', 'places')})"
+                          for c in route for rw, k in needs(c))
+        notes[target] = (f"route {target}: {' -> '.join([route[0].source] + [c.target for c in route])}, "
+                         f"the cheapest of the routes needing the fewest rewrites: {names}")
 
 
 def check_needs(routes, options):
@@ -580,7 +618,10 @@ def _convert_model(source, targets, options, outdir, force, validate, progress):
     # Each target succeeds or fails on its own: `--to a,b,c` makes what it can and says, one
     # line each, why the others were not made (exit code: the worst of theirs). Only when no
     # target can be made does the first reason stop the command, as with a single target.
-    routes, refused = plan_each(source.format, targets, options)
+    notes = {}
+    routes, refused = plan_each(source.format, targets, options, source=source, notes=notes)
+    for line in notes.values():   # where graph rewrites decided the route (converters/rewrite)
+        (progress or options.progress)(line)
     from converters.quantized_sources import refuse_quantized_routes
 
     refuse_quantized_routes(source, routes, refused)   # before any hop runs

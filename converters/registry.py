@@ -98,20 +98,22 @@ def conversions():
     return sorted(load_registry().values(), key=lambda c: (c.source, c.target))
 
 
-def plan_route(source, target, usable=None):
+def plan_route(source, target, usable=None, rewrites=None):
     """The cheapest list of Conversions from format `source` to format `target` (Dijkstra),
-    using only the conversions `usable(c)` accepts when it is given."""
+    using only the conversions `usable(c)` accepts when it is given. With `rewrites(c)` (how
+    many graph rewrites conversion `c` needs, converters/rewrite), the route needing the
+    fewest rewrites wins, and among those the cheapest."""
     graph = {}
     for c in load_registry().values():
         if usable is None or usable(c):
             graph.setdefault(c.source, []).append(c)
     if source == target:
         return []
-    queue = [(0, 0, source, [])]
+    queue = [(0, 0, 0, source, [])]
     seen = set()
     tie = 0
     while queue:
-        cost, _, fmt, path = heapq.heappop(queue)
+        count, cost, _, fmt, path = heapq.heappop(queue)
         if fmt == target:
             return path
         if fmt in seen:
@@ -120,7 +122,8 @@ def plan_route(source, target, usable=None):
         for c in sorted(graph.get(fmt, []), key=lambda c: c.target):
             if c.target not in seen:
                 tie += 1
-                heapq.heappush(queue, (cost + c.cost, tie, c.target, path + [c]))
+                heapq.heappush(queue, (count + (rewrites(c) if rewrites else 0), cost + c.cost, tie,
+                                       c.target, path + [c]))
     reachable = sorted(reachable_from(source))
     hint = f"from {source} edgeport reaches: {', '.join(reachable) or 'nothing'}"
     raise InputError(f"no conversion route from {source} to {target}", hint)

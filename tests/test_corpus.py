@@ -26,7 +26,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-SILERO = ["--val-range", "sr:[16000,16000]", "input:[-0.5,0.5]", "state:[-0.1,0.1]"]
+SILERO = ["--fix", "sr=16000", "--val-range", "input:[-0.5,0.5]", "state:[-0.1,0.1]"]
 VALIDATED, OK = "validated", "ok"
 TARGET_ORDER = ["onnx", "ort", "tflite", "tflite-int8", "coreml", "edgetpu"]
 
@@ -319,6 +319,15 @@ def _flags(args, command):
             skip = True
             continue
         out.append(a)
+    if command == "bench" and "--fix" in out:
+        # bench has no --fix (it runs the source model): the fixed value as a one-value range
+        k, items = out.index("--fix"), []
+        while k + 1 + len(items) < len(out) and not out[k + 1 + len(items)].startswith("--"):
+            items.append(out[k + 1 + len(items)])
+        del out[k:k + 1 + len(items)]
+        ranges = [f"{n}:[{v},{v}]" for n, _, v in (i.partition("=") for i in items)]
+        at = out.index("--val-range") + 1 if "--val-range" in out else len(out)
+        out[at:at] = ranges if at < len(out) or "--val-range" in out else ["--val-range", *ranges]
     return out
 
 

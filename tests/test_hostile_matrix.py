@@ -50,7 +50,7 @@ TEXT_FLAGS = {
     "--coreml-target": "a deployment target name", "--author": "text", "--license": "text",
     "--description": "text", "--model-version": "text", "--container-runtime": "an OCI runtime name",
     "--container-ulimit": "NAME=SOFT:HARD", "--compiler-image": "an image name",
-    "--input-shapes": "shape specs", "--val-range": "range specs", "--arg": "NAME=VALUE",
+    "--input-shapes": "shape specs", "--val-range": "range specs", "--arg": "NAME=VALUE", "--fix": "NAME=VALUE",
     "--device": "a device spec", "--check-stat": "statistic names", "toolenv tool": "a tool name",
 }
 # String flags whose values are numbers parsed after argparse: the type that judges them.

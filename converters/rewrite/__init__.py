@@ -10,6 +10,8 @@ Each rewrite is registered once, in the module of its model family (tflite.py, o
         def matches(model, options) -> int        # how many places need it (0: not needed)
         def apply(model, options) -> (model, n[, info])   # bytes -> bytes, or ModelProto -> ModelProto
         describe = "rewrote {n} DENSIFY into dense constants"
+        pattern = "DENSIFY"                       # optional: what the tool refuses (for messages)
+        wanted(options) -> bool                   # optional: False skips it without reading the model
 
 `needed_by` names the conversions (registry names, "source -> target") whose tool refuses
 the pattern. The pipeline (`prepare`) applies a rewrite only before such a conversion, and
@@ -17,6 +19,11 @@ only when its pattern matches the hop's source; it converts a rewritten copy in 
 folder, and validates the result against the hop's own, unrewritten source. Each applied
 rewrite is one line in the sidecar (`rewrites`) and in the progress output.
 `--no-rewrite` (options.no_rewrite) turns them all off.
+
+The planner (converters/pipeline.py plan_each) counts, with `needed_rewrites`, the rewrites
+each conversion out of the source's format needs on the source (`matches`), and takes the
+route needing the fewest, then the cheapest; under --no-rewrite a route needing one is not
+taken, and when none other reaches the target the refusal names the rewrite.
 """
 
 import contextlib
@@ -26,7 +33,8 @@ import tempfile
 from dataclasses import dataclass
 
 REWRITE_MODULES = ("converters.rewrite.tflite", "converters.rewrite.onnx",
-                   "converters.rewrite.tflite_state")
+                   "converters.rewrite.tflite_state",
+                   "converters.rewrite.onnx_fix", "converters.rewrite.tflite_fix")
 # What a rewrite returns in `info` that the artefacts made from it keep in their metadata:
 # `state`, the explicit streaming state and how to feed it back (rewrite/tflite_state.py).
 CARRIED = ("state",)
@@ -86,6 +94,50 @@ def candidates(conversion_name, source_format):
             and source_format in FAMILIES.get(r.family, ())]
 
 
+def needed_rewrites(source, options):
+    """A function conversion -> [(Rewrite, matches)]: the rewrites a conversion out of
+    `source`'s format needs on `source` (its tool refuses their pattern; each counted with
+    `matches`), for the planner. Rewrites the user's options ask for (`wanted`, e.g. --fix)
+    apply on every route alike and are not counted. Later hops' models do not exist yet: a
+    conversion from another format needs none here."""
+    models, memo = {}, {}
+
+    def model_of(family):
+        if family not in models:
+            try:
+                models[family] = _load(family, source.path)
+            except Exception:  # the route's own reader says what is wrong with the file
+                models[family] = None
+        return models[family]
+
+    def needs(conv):
+        if conv.name not in memo:
+            memo[conv.name] = []
+            if conv.source == source.format and os.path.isfile(source.path):
+                for rw in candidates(conv.name, source.format):
+                    model = None if hasattr(rw.impl, "wanted") else model_of(rw.family)
+                    n = _matches(rw, model, options) if model is not None else 0
+                    if n:
+                        memo[conv.name].append((rw, n))
+        return memo[conv.name]
+
+    return needs
+
+
+def _matches(rw, model, options):
+    try:
+        return int(rw.matches(model, options))
+    except Exception:  # a pattern that cannot be read is not counted; the tool says more
+        return 0
+
+
+def refusal(conv, needed):
+    """The one line that refuses, under --no-rewrite, a conversion needing rewrites."""
+    rw, n = needed[0]
+    return (f"{conv.name} needs the rewrite {rw.name} ({n} {getattr(rw.impl, 'pattern', 'places')} in the "
+            f"model, which its tool refuses), and --no-rewrite turns rewriting off")
+
+
 def _load(family, path):
     if family == "onnx":
         import os
@@ -125,6 +177,8 @@ def prepare(source, conversion, options):
     is `source` itself, [] and {}. Otherwise a rewritten copy, with the same file name, in a
     temp folder removed afterwards; `source` is never written."""
     todo = [] if off(options) else candidates(conversion.name, source.format)
+    # a rewrite that only the user's options call for (`wanted`, e.g. --fix) never loads a model
+    todo = [r for r in todo if getattr(r.impl, "wanted", lambda _o: True)(options)]
     if not todo or os.path.isdir(source.path):
         yield source, [], {}
         return

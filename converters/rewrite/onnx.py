@@ -252,6 +252,7 @@ class FixInputsFoldIf:
     only; validation feeds the source the pinned value."""
 
     describe = "{fixed}folded {n} If with a constant condition ({nodes} constant nodes)"
+    pattern = "If"     # what the tool refuses (named when --no-rewrite refuses the route)
 
     @staticmethod
     def matches(model, options=None):
@@ -419,6 +420,7 @@ class UnrollLSTM:
     the initial state ("initial_state ... not compatible with cell.state_size")."""
 
     describe = "unrolled {n} LSTM into MatMul and gate ops ({steps} steps)"
+    pattern = "LSTM"     # what the tool refuses (named when --no-rewrite refuses the route)
 
     @staticmethod
     def matches(model, options=None):

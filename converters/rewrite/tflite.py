@@ -52,6 +52,7 @@ class Densify:
     and TFLite's quantizer ("Quantization not yet supported for op: 'DENSIFY'") refuse it."""
 
     describe = "rewrote {n} DENSIFY into dense constants"
+    pattern = "DENSIFY"     # what the tool refuses (named when --no-rewrite refuses the route)
 
     @staticmethod
     def matches(model_bytes, options=None):

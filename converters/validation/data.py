@@ -223,6 +223,10 @@ class DataSource:
         return out
 
     def _random(self, rng, i, m):
+        if self.overrides is not None and m.name in (self.overrides.fixed or {}):
+            # --fix: the value the converted model was made with (it has no such input)
+            shape = _fixed_shape(m.shape, name=m.name)
+            return Canonical(VALUES, self.overrides.fixed_for(m.name, shape, m.dtype), m.layout)
         if self.kinds[i] == PIXELS:
             h, w, c = self._pixels_size(m)
             return Canonical(PIXELS, rng.integers(0, 256, size=(h, w, c), dtype=np.uint8))

@@ -139,6 +139,48 @@ def parse_args(items):
     return out
 
 
+MAX_FIXED_VALUES = 1 << 20   # numbers in one --fix value (a JSON list of a million is plenty)
+
+
+def _fixed_value(name, text):
+    """A number, or a JSON list of numbers (nested, rectangular), all finite within +-MAX_VALUE."""
+    import json
+
+    import numpy as np
+
+    hint = "write NAME=VALUE with a number or a JSON list of numbers, e.g. sr=16000 or w=[1,2]"
+    if len(text) > 16 * MAX_FIXED_VALUES:
+        raise InputError(f"--fix {printable(name)}: the value is longer than {16 * MAX_FIXED_VALUES} "
+                         "characters", hint)
+    try:
+        value = json.loads(text, parse_constant=lambda c: float("nan"))
+        arr = np.asarray(value, dtype=np.float64) if not isinstance(value, (bool, str, dict)) \
+            and value is not None else None
+    except (ValueError, TypeError, RecursionError):
+        arr = None
+    if arr is None or arr.dtype == object or arr.size == 0:
+        raise InputError(f"--fix {printable(name)}={printable(text[:80])}: not a number or a "
+                         "rectangular JSON list of numbers", hint)
+    if not np.all(np.isfinite(arr)) or np.max(np.abs(arr)) > MAX_VALUE:
+        raise InputError(f"--fix {printable(name)}: the value is not finite numbers within "
+                         f"+-{MAX_VALUE:g}", hint)
+    return value
+
+
+def parse_fixed(items):
+    """['sr=16000', 'w=[1,2]'] -> {'sr': 16000, 'w': [1, 2]}: inputs turned into constants
+    (the dtype is the input's, applied when the model is read)."""
+    out = {}
+    for item in items or ():
+        name, eq, value = str(item).partition("=")
+        if not eq or not name.strip() or not value.strip():
+            raise InputError(f"--fix {printable(item)}: write it as NAME=VALUE, e.g. sr=16000")
+        if name.strip() in out:
+            raise InputError(f"--fix gives '{printable(name.strip())}' twice", "give each input once")
+        out[name.strip()] = _fixed_value(name.strip(), value.strip())
+    return out
+
+
 @dataclass
 class InputOverrides:
     """What the user said about the inputs: shapes, value ranges, data."""
@@ -148,14 +190,30 @@ class InputOverrides:
     data: dict = None                              # name -> array (one sample, or a stack)
     data_path: str = None
     args: dict = field(default_factory=dict)       # non-tensor forward arguments: name -> text
+    fixed: dict = field(default_factory=dict)      # --fix: input name -> number or nested list
 
     @classmethod
-    def parse(cls, shapes=None, ranges=None, data=None, args=None):
+    def parse(cls, shapes=None, ranges=None, data=None, args=None, fixed=None):
         return cls(parse_input_shapes(shapes), parse_val_ranges(ranges),
-                   load_data(data) if data else None, data, parse_args(args))
+                   load_data(data) if data else None, data, parse_args(args), parse_fixed(fixed))
 
     def __bool__(self):
-        return bool(self.shapes or self.ranges or self.data or self.args)
+        return bool(self.shapes or self.ranges or self.data or self.args or self.fixed)
+
+    def fixed_for(self, name, shape, dtype):
+        """The --fix value of input `name` as an array of `shape` and `dtype` (a scalar or a
+        smaller list is broadcast), or None when the input is not fixed."""
+        import numpy as np
+
+        if name not in (self.fixed or {}):
+            return None
+        value = np.asarray(self.fixed[name], dtype=np.float64)
+        try:
+            return np.ascontiguousarray(np.broadcast_to(value, tuple(shape))).astype(dtype)
+        except ValueError:
+            raise InputError(f"--fix {printable(name)} has shape {list(value.shape)}, which does not "
+                             f"fit the input's shape {list(shape)}",
+                             "give a number, or a list of the input's shape") from None
 
     def range_for(self, name):
         return self.ranges.get(name, self.ranges.get(None))

@@ -102,9 +102,9 @@ def configure(p):
                    help="rlimit for the compiler container, repeatable (default: $EDGEPORT_CONTAINER_ULIMITS)")
     g.add_argument("--compiler-image", metavar="IMAGE", help="run this existing image instead of building "
                    "the shipped Dockerfile (default: $EDGEPORT_COMPILER_IMAGE)")
-    from edgeport.cli.inputs import add_input_args  # --input-shapes, --val-range, --data
+    from edgeport.cli.inputs import add_fix_arg, add_input_args  # --input-shapes, --val-range, --data
 
-    add_input_args(p)
+    add_fix_arg(add_input_args(p))
 
 
 def options_from_args(args):
@@ -252,6 +252,11 @@ def run(args):
     from edgeport.cli.inputs import overrides_from_args
 
     options.input_overrides = overrides_from_args(args)  # shapes and --arg values: in options_record
+    if options.no_rewrite and options.input_overrides and options.input_overrides.fixed:
+        from edge.errors import InputError
+
+        raise InputError("--fix turns inputs into constants by rewriting the graph, and --no-rewrite "
+                         "turns rewriting off", "drop one of the two")
     targets = pipeline.parse_targets(args.to)
     validate = not args.no_validate
     src = args.source

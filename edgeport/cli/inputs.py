@@ -4,8 +4,9 @@
     --val-range name:[lo,hi]                          (a bare [lo,hi] for every input)
     --data FILE.npz                                   (arrays keyed by input name)
     --arg sr=16000                                    (TorchScript non-tensor arguments)
+    --fix sr=16000 w=[1,2]                            (convert, validate: an input made a constant)
 
-add_input_args(p) adds them; overrides_from_args(args) returns a
+add_input_args(p) adds them (add_fix_arg(group) adds --fix); overrides_from_args(args) returns a
 converters.validation.signature.InputOverrides (or None when none was given).
 """
 
@@ -31,6 +32,16 @@ def add_input_args(p):
     return g
 
 
+def add_fix_arg(g):
+    """--fix, for the commands that turn an input into a constant (convert) or feed the
+    source the value a converted model was made with (validate)."""
+    g.add_argument("--fix", nargs="+", metavar="NAME=VALUE",
+                   help="turn input NAME into a constant (a number or a JSON list, in the input's "
+                        "dtype): the graph folds what becomes constant; validation feeds the "
+                        "source that value; e.g. sr=16000")
+    return g
+
+
 def overrides_from_args(args):
     from converters.validation.signature import InputOverrides
 
@@ -38,9 +49,10 @@ def overrides_from_args(args):
     ranges = getattr(args, "val_range", None)
     data = getattr(args, "data", None)
     values = getattr(args, "arg", None)
-    if not (shapes or ranges or data or values):
+    fixed = getattr(args, "fix", None)
+    if not (shapes or ranges or data or values or fixed):
         return None
-    return InputOverrides.parse(shapes, ranges, data, values)
+    return InputOverrides.parse(shapes, ranges, data, values, fixed)
 
 
 def declare_inputs(args, run):

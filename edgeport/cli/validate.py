@@ -48,7 +48,7 @@ def configure(p):
         non_negative_float,
         top_k_int,
     )
-    from edgeport.cli.inputs import add_input_args
+    from edgeport.cli.inputs import add_fix_arg, add_input_args
 
     p.add_argument("source", help="the source model")
     p.add_argument("converted", nargs="*", help="converted models to compare with it")
@@ -78,7 +78,7 @@ def configure(p):
     add_device(p)
     add_model_loading(p)
     add_input_shape(p, "input shape for PyTorch sources, e.g. 1 3 224 224")
-    add_input_args(p)
+    add_fix_arg(add_input_args(p))
     add_json(p, "print the JSON report instead of the table")
 
 

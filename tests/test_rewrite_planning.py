@@ -1,0 +1,117 @@
+"""The planner and the rewrites (converters/pipeline.py plan_each, converters/rewrite): when
+several routes reach a target, the one needing the fewest rewrites on the source wins, then
+the cheapest; the choice is said; --no-rewrite takes no route needing one, and refuses
+naming the rewrite when no other route is left. On a registry of fake conversions and a
+fake rewrite whose pattern is the letter X in the source file."""
+
+import itertools
+
+import pytest
+
+from edge.errors import InputError
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    from converters import registry, rewrite
+
+    monkeypatch.setattr(registry, "_REGISTRY", {})
+    monkeypatch.setattr(registry, "_loaded", True)
+    monkeypatch.setattr(rewrite, "_REWRITES", {})
+    monkeypatch.setattr(rewrite, "_loaded", True)
+    monkeypatch.setattr(rewrite, "FAMILIES", {"fam": ("a",)})
+    return registry, rewrite
+
+
+def _rewrite(rw, name, needed_by):
+    @rw.rewrite("fam", name, needed_by=needed_by)
+    class X:
+        describe = "rewrote {n} X"
+        pattern = "X"
+
+        @staticmethod
+        def matches(model, options=None):
+            return bytes(model).count(b"X")
+
+        @staticmethod
+        def apply(model, options=None):
+            return bytes(model).replace(b"X", b"."), bytes(model).count(b"X")
+
+    return X
+
+
+def _plan(tmp_path, text, targets, **kw):
+    from converters.artefact import Artefact
+    from converters.options import ConvertOptions
+    from converters.pipeline import plan_each
+
+    src = tmp_path / "m.a"
+    src.write_bytes(text)
+    notes = {}
+    routes, refused = plan_each("a", targets, ConvertOptions(**kw), source=Artefact(str(src), "a", {}),
+                                notes=notes)
+    return {t: [c.target for c in r] for t, r in routes.items()}, refused, notes
+
+
+@pytest.mark.parametrize("detour", [1, 2, 3])
+def test_the_route_needing_no_rewrite_wins_over_a_cheaper_one_needing_one(fake, tmp_path, detour):
+    reg, rw = fake
+    reg.conversion("a", "d", cost=1)(lambda *a: None)
+    hops = ["a"] + [f"h{k}" for k in range(detour)] + ["d"]
+    for s, t in itertools.pairwise(hops):
+        reg.conversion(s, t, cost=1)(lambda *a: None)
+    _rewrite(rw, "x", needed_by=("a -> d",))
+    routes, refused, notes = _plan(tmp_path, b"..X..X", ["d"])
+    assert routes == {"d": hops[1:]} and not refused
+    assert notes["d"].startswith(f"route d: {' -> '.join(hops)} needs no rewrite; the cheaper a -> d needs x (2)")
+    # nothing matches: the cheapest route, said nowhere
+    routes, _, notes = _plan(tmp_path, b"......", ["d"])
+    assert routes == {"d": ["d"]} and notes == {}
+
+
+def test_fewest_rewrites_then_cheapest(fake, tmp_path):
+    reg, rw = fake
+    for s, t, cost in (("a", "b", 1), ("b", "d", 1), ("a", "c", 2), ("c", "d", 2), ("a", "d", 1)):
+        reg.conversion(s, t, cost=cost)(lambda *a: None)
+    _rewrite(rw, "x", needed_by=("a -> d", "a -> b"))
+    _rewrite(rw, "y", needed_by=("a -> d",))
+    routes, _, notes = _plan(tmp_path, b"X", ["d"])
+    assert routes == {"d": ["c", "d"]}           # a->d needs 2 rewrites, a->b->d 1, a->c->d none
+    assert "needs x (1), y (1)" in notes["d"]
+    _rewrite(rw, "z", needed_by=("a -> c",))
+    routes, _, notes = _plan(tmp_path, b"X", ["d"])
+    assert routes == {"d": ["b", "d"]}           # now 1 each on a->b->d and a->c->d: the cheaper
+    assert notes["d"].startswith("route d: a -> b -> d needs 1 rewrite; the cheaper a -> d needs x (1), y (1)")
+
+
+def test_no_rewrite_takes_another_route_or_refuses_naming_the_rewrite(fake, tmp_path):
+    reg, rw = fake
+    reg.conversion("a", "d", cost=1)(lambda *a: None)
+    reg.conversion("a", "b", cost=1)(lambda *a: None)
+    reg.conversion("b", "e", cost=1)(lambda *a: None)
+    _rewrite(rw, "x", needed_by=("a -> d", "a -> b"))
+    routes, refused, notes = _plan(tmp_path, b"XXX", ["d", "e"])
+    assert routes == {"d": ["d"], "e": ["b", "e"]} and not refused
+    assert notes["d"] == "route d: a -> d, the cheapest of the routes needing the fewest rewrites: x (3 X)"
+    routes, refused, _ = _plan(tmp_path, b"XXX", ["d", "e"], no_rewrite=True)
+    assert routes == {} and set(refused) == {"d", "e"}
+    assert str(refused["d"]).startswith("a -> d needs the rewrite x (3 X in the model, which its tool "
+                                        "refuses), and --no-rewrite turns rewriting off")
+    assert "a -> b needs the rewrite x" in str(refused["e"])
+    reg.conversion("a", "c", cost=5)(lambda *a: None)
+    reg.conversion("c", "d", cost=5)(lambda *a: None)
+    routes, refused, notes = _plan(tmp_path, b"XXX", ["d"], no_rewrite=True)
+    assert routes == {"d": ["c", "d"]} and notes["d"].endswith("(--no-rewrite)")
+    # a model without the pattern needs no rewrite: --no-rewrite changes nothing
+    assert _plan(tmp_path, b"...", ["d", "e"], no_rewrite=True)[0] == {"d": ["d"], "e": ["b", "e"]}
+
+
+def test_plan_route_counts_rewrites_before_cost(fake):
+    reg, _ = fake
+    reg.conversion("a", "d", cost=1)(lambda *a: None)
+    reg.conversion("a", "b", cost=10)(lambda *a: None)
+    reg.conversion("b", "d", cost=10)(lambda *a: None)
+    assert [c.target for c in reg.plan_route("a", "d")] == ["d"]
+    assert [c.target for c in reg.plan_route("a", "d", rewrites=lambda c: c.name == "a -> d")] == ["b", "d"]
+    with pytest.raises(InputError, match="no conversion route"):
+        reg.plan_route("a", "z", rewrites=lambda c: 0)
