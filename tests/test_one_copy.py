@@ -11,7 +11,7 @@ from conftest import REPO
 
 MAX_LINES = 60
 # the modules whose functions were split along their jobs: none may grow past MAX_LINES again
-SPLIT_MODULES = ("converters/validation/validate.py",)
+SPLIT_MODULES = ("converters/validation/validate.py", "converters/validation/signature.py")
 
 
 def functions(path):
