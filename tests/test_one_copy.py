@@ -1,7 +1,7 @@
 """Split functions stay split, and the shared pieces keep one copy each.
 
 `validate` composes a run step and a compare step; the functions that were split along their
-jobs stay short. Each rule here is checked on the source (its AST), so a long function or a
+jobs stay short; the `classify` command parses and prints while edge/classify.py does the work. Each rule here is checked on the source (its AST), so a long function or a
 second copy coming back fails with its file and line.
 """
 import ast
@@ -11,7 +11,8 @@ from conftest import REPO
 
 MAX_LINES = 60
 # the modules whose functions were split along their jobs: none may grow past MAX_LINES again
-SPLIT_MODULES = ("converters/validation/validate.py", "converters/validation/signature.py")
+SPLIT_MODULES = ("converters/validation/validate.py", "converters/validation/signature.py",
+                 "edgeport/cli/classify.py", "edge/classify.py")
 
 
 def functions(path):
@@ -39,3 +40,16 @@ def test_validate_composes_a_run_step_and_a_compare_step():
     assert not run_side & {"compare_runs", "_judge", "compare_models"}
     judge_side = calls_in(fns["compare_models"]) | calls_in(fns["_judge"])
     assert not judge_side & {"_run_all", "infer", "activate", "run_models"}
+
+
+# the library work of classify: what the command must leave to edge/ (edge.classify)
+CLASSIFY_WORK = {"make_interpreter", "decode_ahead", "read_labels", "check_labels",
+                 "resize_tensor_input", "allocate_tensors", "set_input", "invoke", "classes",
+                 "top_k", "Classifier", "preprocess", "load"}
+
+
+def test_classify_command_only_parses_and_prints():
+    called = set().union(*(calls_in(f) for f in functions("edgeport/cli/classify.py")))
+    assert not called & CLASSIFY_WORK, f"library work in the command: {called & CLASSIFY_WORK}"
+    edge_side = set().union(*(calls_in(f) for f in functions("edge/classify.py")))
+    assert {"make_interpreter", "decode_ahead", "read_labels", "resize_tensor_input"} <= edge_side
