@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import InputError, MissingDependency, first_line, require
+from .ort import ort_dtype
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, MutableMapping, Sequence
@@ -98,29 +99,23 @@ class _TFLiteSession:
 
 class _OnnxSession:
     def __init__(self, path: StrPath, device: str | None, runtime: str | None, threads: int | None) -> None:
+        from .ort import ort_session  # onnxruntime itself is imported there, lazily
+
         ort = require("onnxruntime", "convert", "benchmarking .onnx/.ort models")
         if device not in (None, "auto", "cpu"):
             raise InputError(f"ONNX Runtime models run on the CPU here; --device {device} is for TFLite")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 4  # its errors reach us as exceptions (one line each)
-        if threads:
-            opts.intra_op_num_threads = int(threads)
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self.session = ort_session(path, threads=threads, what="benchmarking .onnx/.ort models")
         except Exception as e:
             raise InputError(f"onnxruntime cannot load {path}: {first_line(e)}") from None
         self.info = {"runtime": f"onnxruntime {ort.__version__}", "device": "cpu", "model": str(path)}
         self.feeds: Mapping[str, np.ndarray] | None = None
 
-    _DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8,
-               "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float16)": np.float16,
-               "tensor(double)": np.float64, "tensor(bool)": np.bool_}
-
     def inputs(self) -> list[InputInfo]:
         # open dims: None, or their symbolic name (str) when the model gives one
         return [(i.name, tuple(d if (isinstance(d, int) and d > 0) or isinstance(d, str) else None
                                for d in i.shape),
-                 np.dtype(self._DTYPES.get(i.type, np.float32)), 0.0, 0)
+                 ort_dtype(i.type), 0.0, 0)
                 for i in self.session.get_inputs()]
 
     def feed(self, rng: np.random.Generator, feeds: Mapping[str, np.ndarray] | None = None) -> None:
@@ -132,9 +127,9 @@ class _OnnxSession:
         feeds = {}
         for i in self.session.get_inputs():
             shape = [d if isinstance(d, int) and d > 0 else 1 for d in i.shape]
-            dtype = np.dtype(self._DTYPES.get(i.type, np.float32))
+            dtype = ort_dtype(i.type)
             check_tensor_size(self.info["model"], i.name, shape, dtype.itemsize)
-            feeds[i.name] = random_input(shape, self._DTYPES.get(i.type, np.float32), rng)
+            feeds[i.name] = random_input(shape, dtype, rng)
         self.feeds = feeds
 
     def run(self) -> None:

@@ -6,6 +6,7 @@ second copy coming back fails with its file and line.
 """
 import ast
 
+import numpy as np
 import pytest
 from conftest import REPO
 
@@ -53,3 +54,50 @@ def test_classify_command_only_parses_and_prints():
     assert not called & CLASSIFY_WORK, f"library work in the command: {called & CLASSIFY_WORK}"
     edge_side = set().union(*(calls_in(f) for f in functions("edge/classify.py")))
     assert {"make_interpreter", "decode_ahead", "read_labels", "resize_tensor_input"} <= edge_side
+
+
+# -- one ONNX Runtime session factory and one ONNX/NumPy dtype table (edge/ort.py) ----------
+CODE_ROOTS = ("converters", "edge", "edgeport", "scripts")
+ORT_COPIES = ("InferenceSession(", "SessionOptions(", "GraphOptimizationLevel",
+              "tensor_dtype_to_np_dtype", '"tensor(float', '"tensor(int', '"tensor(uint')
+
+
+def code_files():
+    for root in CODE_ROOTS:
+        yield from sorted((REPO / root).rglob("*.py"))
+
+
+def test_one_session_factory_and_one_dtype_table():
+    found = [f"{p.relative_to(REPO)}:{n}: {what}"
+             for p in code_files() if p != REPO / "edge" / "ort.py"
+             for n, line in enumerate(p.read_text().splitlines(), 1)
+             for what in ORT_COPIES if what in line]
+    assert not found, f"make sessions with edge.ort.ort_session, map types with its table: {found}"
+
+
+def test_the_dtype_table_agrees_with_onnx_and_onnxruntime():
+    onnx = pytest.importorskip("onnx")
+    from edge.ort import ONNX_TO_NUMPY, ORT_TO_NUMPY, ort_dtype
+
+    for elem, dtype in ONNX_TO_NUMPY.items():
+        assert onnx.helper.tensor_dtype_to_np_dtype(elem) == dtype, onnx.TensorProto.DataType.Name(elem)
+    assert ort_dtype("tensor(float16)") == np.float16 and ort_dtype("tensor(bfloat16)") == np.float32
+    assert len(ORT_TO_NUMPY) == len(ONNX_TO_NUMPY)
+
+
+def test_the_session_factory_sets_what_it_is_asked(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    import tiny_onnx
+
+    from edge.ort import ort_session
+
+    path = tmp_path / "m.onnx"
+    tiny_onnx.build(str(path))
+    plain = ort_session(path).get_session_options()
+    assert plain.graph_optimization_level != ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert plain.log_severity_level == 4
+    s = ort_session(path, threads=1, inter_threads=1, optimize=False, log_level=3)
+    so = s.get_session_options()
+    assert (so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level) == (1, 1, 3)
+    assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert s.get_providers() == ["CPUExecutionProvider"]
