@@ -15,6 +15,7 @@ import numpy as np
 
 from .errors import InputError, MissingDependency, first_line, require
 from .ort import ort_dtype
+from .random_inputs import generator, random_normal, random_values
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, MutableMapping, Sequence
@@ -48,13 +49,15 @@ def latency_stats(seconds: Sequence[float]) -> OrderedDict[str, Any]:
 
 
 def random_input(shape: Sequence[int], dtype: npt.DTypeLike, rng: np.random.Generator) -> np.ndarray:
+    """Random values for an input nobody gave data for: integers in [-128, 255] (clipped to
+    the dtype), bool 0/1, floats standard normal (edge.random_inputs)."""
     dtype = np.dtype(dtype)
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
-        return rng.integers(max(info.min, -128), min(info.max, 255) + 1, size=shape, dtype=dtype)
+        return random_values(rng, shape, dtype, max(info.min, -128), min(info.max, 255))
     if dtype == np.bool_:
-        return rng.integers(0, 2, size=shape).astype(bool)
-    return rng.standard_normal(size=shape).astype(dtype)
+        return random_values(rng, shape, dtype)
+    return random_normal(rng, shape, dtype)
 
 
 class _TFLiteSession:
@@ -182,7 +185,7 @@ def benchmark(path: StrPath, runs: int = 100, warmup: int = 5, threads: int | st
     t0 = time.perf_counter()
     session = open_session(path, device, runtime, threads)
     load_ms = (time.perf_counter() - t0) * 1000.0
-    rng = np.random.default_rng(seed)
+    rng = generator(seed)
     shapes: dict[str, str] | None = None
     notes: list[str] = []
     try:

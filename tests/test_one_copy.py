@@ -101,3 +101,36 @@ def test_the_session_factory_sets_what_it_is_asked(tmp_path):
     assert (so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level) == (1, 1, 3)
     assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     assert s.get_providers() == ["CPUExecutionProvider"]
+
+
+# -- one random-input generator (edge/random_inputs.py) --------------------------------------
+RANDOM_COPIES = ("default_rng(", "np.random.seed", "rng.integers(", "rng.uniform(",
+                 "rng.standard_normal(", "rng.normal(", "rng.random(")
+
+
+def test_one_random_input_generator():
+    found = [f"{p.relative_to(REPO)}:{n}: {what}"
+             for root in ("converters", "edge", "edgeport") for p in sorted((REPO / root).rglob("*.py"))
+             if p != REPO / "edge" / "random_inputs.py"
+             for n, line in enumerate(p.read_text().splitlines(), 1)
+             for what in RANDOM_COPIES if what in line]
+    assert not found, f"synthesise inputs with edge.random_inputs: {found}"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8", "uint8", "int32", "int64", "bool"])
+@pytest.mark.parametrize("value_range", [None, (-3.5, 7.2), (0, 0), (-1000, 1000)])
+def test_random_values_keep_the_val_range_contract(dtype, value_range):
+    from edge.random_inputs import generator, random_values
+
+    lo, hi = value_range or (None, None)
+    a, b = random_values(generator(7), (4, 50), dtype, lo, hi), random_values(generator(7), (4, 50), dtype, lo, hi)
+    assert a.dtype == np.dtype(dtype) and a.shape == (4, 50) and np.array_equal(a, b)   # seeded
+    if dtype == "bool":
+        assert set(np.unique(a)) <= {False, True}
+    elif np.issubdtype(a.dtype, np.integer):
+        info = np.iinfo(a.dtype)
+        first = 0 if lo is None else max(info.min, int(np.floor(lo)))
+        last = 9 if hi is None else min(info.max, int(np.floor(hi)))
+        assert first <= a.min() and a.max() <= last   # inclusive, clipped to the dtype
+    else:
+        assert (0.0 if lo is None else lo) <= a.min() and a.max() <= (1.0 if hi is None else hi)

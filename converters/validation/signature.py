@@ -28,6 +28,7 @@ import numpy as np
 from converters.quantize.calibration import data_samples, load_data  # noqa: F401
 from edge.errors import InputError
 from edge.files import printable
+from edge.random_inputs import random_values
 
 PLACEHOLDER_IMAGE = 224
 PLACEHOLDER_OTHER = 32
@@ -426,20 +427,7 @@ def _fixed_meta(m, shape):
     return m._replace(shape=fixed, layout=layout)
 
 
-def random_value(rng, shape, dtype, lo=None, hi=None):
-    """A random array of `dtype` in [lo, hi] (inclusive for integers); defaults by dtype:
-    bool 0/1, integers 0..9, floats [0, 1)."""
-    dtype = np.dtype(dtype)
-    if dtype == np.bool_:
-        return rng.integers(0, 2, size=shape).astype(bool)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        a = int(max(info.min, np.floor(lo))) if lo is not None else 0
-        b = int(min(info.max, np.floor(hi))) if hi is not None else 9
-        return rng.integers(a, b + 1, size=shape).astype(dtype)
-    a = 0.0 if lo is None else lo
-    b = 1.0 if hi is None else hi
-    return rng.uniform(a, b, size=shape).astype(dtype)
+random_value = random_values   # the one generator (edge/random_inputs.py), by its old name here
 
 
 def feeder(overrides=None, image_size=None):
@@ -466,15 +454,15 @@ def feeder(overrides=None, image_size=None):
                 if r is not None and m.scale and np.issubdtype(m.dtype, np.integer):
                     from edge.tensors import quantize
 
-                    x = quantize(rng.uniform(r[0], r[1], size=m.shape).astype(np.float32),
+                    x = quantize(random_values(rng, m.shape, np.float32, *r),
                                  m.scale, m.zero_point, m.dtype)
                 elif r is not None:
-                    x = random_value(rng, m.shape, m.dtype, *r)
-                elif np.issubdtype(m.dtype, np.integer) and m.scale:
+                    x = random_values(rng, m.shape, m.dtype, *r)
+                elif np.issubdtype(m.dtype, np.integer) and m.scale:   # every stored value
                     info = np.iinfo(m.dtype)
-                    x = rng.integers(info.min, info.max + 1, size=m.shape).astype(m.dtype)
+                    x = random_values(rng, m.shape, m.dtype, info.min, info.max)
                 else:
-                    x = random_value(rng, m.shape, m.dtype)
+                    x = random_values(rng, m.shape, m.dtype)
             feeds[m.name] = np.ascontiguousarray(x)
             dims = "x".join(map(str, m.shape)) or "scalar"
             shapes[m.name] = dims + ("" if s.shape_from == "model" else f" ({s.shape_from})")
