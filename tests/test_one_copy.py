@@ -134,3 +134,40 @@ def test_random_values_keep_the_val_range_contract(dtype, value_range):
         assert first <= a.min() and a.max() <= last   # inclusive, clipped to the dtype
     else:
         assert (0.0 if lo is None else lo) <= a.min() and a.max() <= (1.0 if hi is None else hi)
+
+
+def test_validation_inputs_per_seed_are_the_draws_saved_outputs_were_matched_on():
+    """Outputs saved with --save-outputs are matched to this run's inputs by fingerprint, so the
+    generator must keep drawing exactly these values for a seed (written here as the plain
+    NumPy calls they were before there was one generator)."""
+    from converters.validation.data import DataSource
+    from converters.validation.runners.base import tensor_meta
+    from converters.validation.signature import InputOverrides
+
+    metas = [tensor_meta("f", [1, 7], np.float32), tensor_meta("i", [1, 5], np.int64),
+             tensor_meta("b", [1, 4], np.bool_), tensor_meta("q", [1, 6], np.int8, 0.05, 3),
+             tensor_meta("s", [1, 3], np.int32)]
+    lo_q, hi_q = 0.05 * (-128 - 3), 0.05 * (127 - 3)
+    for ranges, draws in (
+            (None, lambda r: [r.uniform(0.0, 1.0, (1, 7)).astype(np.float32),
+                              r.integers(0, 10, (1, 5)).astype(np.int64),
+                              r.integers(0, 2, (1, 4)).astype(bool),
+                              r.uniform(lo_q, hi_q, (1, 6)).astype(np.float32),
+                              r.integers(0, 10, (1, 3)).astype(np.int32)]),
+            (["f:[-2,3]", "i:[-3.5,7.2]", "q:[-1,1]"],
+             lambda r: [r.uniform(-2, 3, (1, 7)).astype(np.float32),
+                        r.integers(-4, 8, (1, 5)).astype(np.int64),
+                        r.integers(0, 2, (1, 4)).astype(bool),
+                        r.uniform(-1, 1, (1, 6)).astype(np.float32),
+                        r.integers(0, 10, (1, 3)).astype(np.int32)])):
+        ov = InputOverrides.parse(ranges=ranges) if ranges else None
+        got = DataSource(metas, (), None, None, 3, 11, overrides=ov).samples()
+        rng = np.random.default_rng(11)
+        for sample in got:
+            for c, want in zip(sample, draws(rng)):
+                assert c.array.dtype == want.dtype and np.array_equal(c.array, want)
+    pixels = DataSource([tensor_meta("img", [1, 16, 16, 3], np.float32)], (), {"size": [16, 16]},
+                        None, 2, 11).samples()
+    rng = np.random.default_rng(11)
+    for (c,) in pixels:
+        assert np.array_equal(c.array, rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
