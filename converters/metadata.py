@@ -81,9 +81,9 @@ def embed_onnx(path, block):
 
 
 def _ort_metadata(path):
-    import onnxruntime as ort
+    from edge.ort import ort_session
 
-    sess = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+    sess = ort_session(path, log_level=None, what="reading ONNX/ORT metadata")
     return dict(sess.get_modelmeta().custom_metadata_map)
 
 

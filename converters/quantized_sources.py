@@ -12,9 +12,10 @@ May import: edge/ and the converters root.
 
 from converters import formats
 from edge.errors import InputError
+from edge.ort import ONNX_TO_NUMPY
 
 INTEGER_TYPES = ("UINT8", "INT8", "INT16", "uint8", "int8", "int16")
-_ONNX_INTEGER = {2: "uint8", 3: "int8", 5: "int16"}   # TensorProto elem types
+_ONNX_INTEGER = {e: d.name for e, d in ONNX_TO_NUMPY.items() if d.name in INTEGER_TYPES}
 
 
 def integer_inputs(source):

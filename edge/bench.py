@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import InputError, MissingDependency, first_line, require
+from .ort import ort_dtype
+from .random_inputs import generator, random_normal, random_values
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, MutableMapping, Sequence
@@ -47,13 +49,15 @@ def latency_stats(seconds: Sequence[float]) -> OrderedDict[str, Any]:
 
 
 def random_input(shape: Sequence[int], dtype: npt.DTypeLike, rng: np.random.Generator) -> np.ndarray:
+    """Random values for an input nobody gave data for: integers in [-128, 255] (clipped to
+    the dtype), bool 0/1, floats standard normal (edge.random_inputs)."""
     dtype = np.dtype(dtype)
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
-        return rng.integers(max(info.min, -128), min(info.max, 255) + 1, size=shape, dtype=dtype)
+        return random_values(rng, shape, dtype, max(info.min, -128), min(info.max, 255))
     if dtype == np.bool_:
-        return rng.integers(0, 2, size=shape).astype(bool)
-    return rng.standard_normal(size=shape).astype(dtype)
+        return random_values(rng, shape, dtype)
+    return random_normal(rng, shape, dtype)
 
 
 class _TFLiteSession:
@@ -98,29 +102,23 @@ class _TFLiteSession:
 
 class _OnnxSession:
     def __init__(self, path: StrPath, device: str | None, runtime: str | None, threads: int | None) -> None:
+        from .ort import ort_session  # onnxruntime itself is imported there, lazily
+
         ort = require("onnxruntime", "convert", "benchmarking .onnx/.ort models")
         if device not in (None, "auto", "cpu"):
             raise InputError(f"ONNX Runtime models run on the CPU here; --device {device} is for TFLite")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 4  # its errors reach us as exceptions (one line each)
-        if threads:
-            opts.intra_op_num_threads = int(threads)
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self.session = ort_session(path, threads=threads, what="benchmarking .onnx/.ort models")
         except Exception as e:
             raise InputError(f"onnxruntime cannot load {path}: {first_line(e)}") from None
         self.info = {"runtime": f"onnxruntime {ort.__version__}", "device": "cpu", "model": str(path)}
         self.feeds: Mapping[str, np.ndarray] | None = None
 
-    _DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8,
-               "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float16)": np.float16,
-               "tensor(double)": np.float64, "tensor(bool)": np.bool_}
-
     def inputs(self) -> list[InputInfo]:
         # open dims: None, or their symbolic name (str) when the model gives one
         return [(i.name, tuple(d if (isinstance(d, int) and d > 0) or isinstance(d, str) else None
                                for d in i.shape),
-                 np.dtype(self._DTYPES.get(i.type, np.float32)), 0.0, 0)
+                 ort_dtype(i.type), 0.0, 0)
                 for i in self.session.get_inputs()]
 
     def feed(self, rng: np.random.Generator, feeds: Mapping[str, np.ndarray] | None = None) -> None:
@@ -132,9 +130,9 @@ class _OnnxSession:
         feeds = {}
         for i in self.session.get_inputs():
             shape = [d if isinstance(d, int) and d > 0 else 1 for d in i.shape]
-            dtype = np.dtype(self._DTYPES.get(i.type, np.float32))
+            dtype = ort_dtype(i.type)
             check_tensor_size(self.info["model"], i.name, shape, dtype.itemsize)
-            feeds[i.name] = random_input(shape, self._DTYPES.get(i.type, np.float32), rng)
+            feeds[i.name] = random_input(shape, dtype, rng)
         self.feeds = feeds
 
     def run(self) -> None:
@@ -187,7 +185,7 @@ def benchmark(path: StrPath, runs: int = 100, warmup: int = 5, threads: int | st
     t0 = time.perf_counter()
     session = open_session(path, device, runtime, threads)
     load_ms = (time.perf_counter() - t0) * 1000.0
-    rng = np.random.default_rng(seed)
+    rng = generator(seed)
     shapes: dict[str, str] | None = None
     notes: list[str] = []
     try:

@@ -1,10 +1,18 @@
-"""Classification on a TFLite interpreter: rank the output, take the top-k classes (dequantized)."""
+"""Classification on a TFLite interpreter: rank the output, take the top-k classes (dequantized).
+
+    classifier, info = open_classifier(model, *preprocessing_of(model), device="auto")
+    labels = fitting_labels(labels_path, classifier.num_classes, warn)
+    for r in classify_images(classifier, list_images(paths), count=5, k=3, on_skip=warn): ...
+
+The library work of the `classify` command (edgeport/cli/classify.py parses and prints).
+"""
 
 from __future__ import annotations
 
 import time
 from collections import namedtuple
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -12,7 +20,7 @@ from .errors import InputError
 from .preprocess import Preprocessor, input_spec
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from _typeshed import StrPath
 
@@ -107,3 +115,93 @@ def class_vector_warning(interpreter: Any) -> str:
     return (f"the model has no class-vector output ({len(outs)} output(s): {described}); "
             "the ids below index its first output flattened, which may not be classes "
             "(a detector, landmark or segmentation model needs its own decoding)")
+
+
+@dataclass
+class ImageResult:
+    """One image classified: its path, the time of each inference (ms) and the top classes."""
+
+    path: str
+    times_ms: list[float]
+    classes: list[Class]
+
+
+def open_classifier(model: str, mean: float | Sequence[float] = 128.0,
+                    std: float | Sequence[float] = 128.0, layout: str | None = None,
+                    device: str | None = "auto", runtime: str | None = None,
+                    num_threads: int | str | None = None,
+                    input_shapes: Mapping[str | None, Sequence[int]] | None = None,
+                    ) -> tuple[Classifier, dict[str, Any]]:
+    """A Classifier for `model` (MODEL@usb:0 picks a device) and the interpreter's info.
+    mean/std/layout as preprocessing_of gives them (the flags', else the sidecar's);
+    `input_shapes` ({input name or None: shape}, parsed from --input-shapes) fixes open input
+    dimensions."""
+    from .interpreter import make_interpreter
+
+    interpreter, info = make_interpreter(model, device=device, runtime=runtime,
+                                         num_threads=num_threads)
+    if input_shapes:
+        resize_input(interpreter, input_shapes)
+    return Classifier(interpreter, mean, std, layout=layout), info
+
+
+def resize_input(interpreter: Any, shapes: Mapping[str | None, Sequence[int]]) -> None:
+    """Give the model's one input the shape in `shapes` (keyed by its name, or None for a
+    bare shape) and allocate again; InputError when the shapes name no input or do not fit."""
+    from .errors import first_line
+    from .files import printable
+
+    d = interpreter.get_input_details()[0]
+    shape = shapes.get(None) or shapes.get(d["name"])
+    if shape is None:
+        raise InputError(f"--input-shapes names no input of the model (its input: {printable(d['name'])})")
+    if len(shapes) > 1:
+        raise InputError(f"--input-shapes gives {len(shapes)} shapes; the model has one input")
+    interpreter.resize_tensor_input(d["index"], list(shape))
+    try:
+        interpreter.allocate_tensors()
+    except (RuntimeError, ValueError) as e:
+        raise InputError(f"the model does not take input shape {list(shape)}: {first_line(e)}") from None
+
+
+def fitting_labels(path: str | None, num_classes: int,
+                   warn: Callable[[str], None]) -> dict[int, str]:
+    """The labels at `path` ({} without one), checked against the model's classes: a count
+    off by other than the usual background class raises InputError (every name printed would
+    be wrong); a smaller mismatch is passed to `warn`."""
+    from .labels import check_labels, read_labels
+
+    labels = read_labels(path) if path else {}
+    warning = check_labels(labels, num_classes)
+    if labels and max(labels) + 1 not in (num_classes, num_classes - 1):
+        raise InputError(f"{path}: {warning}",
+                         "pass the labels file made for this model, or leave out -l to print class ids")
+    if warning:
+        warn(warning)
+    return labels
+
+
+def classify_images(classifier: Classifier, images: Sequence[str], count: int = 1, k: int = 1,
+                    threshold: float = 0.0,
+                    on_skip: Callable[[str], None] | None = None) -> list[ImageResult]:
+    """Classify each image `count` times (the classes of the last run). Photos decode on
+    worker threads while the interpreter runs (bounded, in input order). An unreadable image
+    that came from a folder (edge.preprocess.list_images) is passed to `on_skip` and skipped
+    (without `on_skip` it raises); any other error raises. InputError when no image could be
+    read."""
+    from .pipeline import decode_ahead
+
+    results = []
+    from_folder = getattr(images, "from_folder", ())
+    for path, pixels, error in decode_ahead(images, classifier.preprocess.load):
+        if error is not None:
+            if not isinstance(error, InputError) or path not in from_folder or on_skip is None:
+                raise error
+            on_skip(f"skipped {error}")   # one unreadable image of a folder
+            continue
+        classifier.set_input(classifier.preprocess(cast("np.ndarray", pixels)))
+        times = [classifier.invoke() * 1000.0 for _ in range(count)]
+        results.append(ImageResult(path, times, classifier.classes(k, threshold)))
+    if not results:
+        raise InputError("no image could be read", "see the warnings above")
+    return results

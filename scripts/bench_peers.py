@@ -564,12 +564,9 @@ class Runner:
             self.kind = "tflite"
             shape = list(self.inp["shape"])
         else:
-            import onnxruntime as ort
+            from edge.ort import ort_session
 
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = threads
-            so.inter_op_num_threads = 1
-            self.s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+            self.s = ort_session(path, threads=threads, inter_threads=1, log_level=None)
             i = self.s.get_inputs()[0]
             self.name = i.name
             self.kind = "ort"

@@ -73,13 +73,13 @@ def run_tflite(path, files):
 
 
 def run_onnx(path, files):
-    import onnxruntime as ort
-
     from converters.quantize.calibration import preprocess_image, resolve_spec
     from converters.reference_models import EFFICIENTNET_LITE0_PREPROCESSING
 
     spec = resolve_spec(EFFICIENTNET_LITE0_PREPROCESSING)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    from edge.ort import ort_session
+
+    sess = ort_session(path, log_level=None)
     name = sess.get_inputs()[0].name
     return {f: sess.run(None, {name: preprocess_image(str(f), spec)})[0][0] for f in files}
 

@@ -137,12 +137,14 @@ def fold(model, pinned, shapes):  # noqa: C901 (a named exception: to be split a
     Returns (new model, {"if": n, "nodes": n}) (the model is copied, never changed)."""
     import numpy as np
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
-    dtypes = {i.name: helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type) for i in _graph_inputs(m)}
+    from edge.ort import onnx_dtype
+
+    dtypes = {i.name: onnx_dtype(i.type.tensor_type.elem_type) for i in _graph_inputs(m)}
     consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     for name, value in pinned.items():
         dims = [d for d in next(i for i in g.input if i.name == name).type.tensor_type.shape.dim]

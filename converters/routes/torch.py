@@ -80,14 +80,11 @@ def _example(shape, seed=0, dtype=None, value_range=None):
     if dtype == np.float32 and value_range is None:
         g = torch.Generator().manual_seed(seed)
         return torch.rand(shape, generator=g) * 2 - 1
-    rng = np.random.default_rng(seed)
+    from edge.random_inputs import generator, random_values
+
     lo, hi = value_range if value_range is not None else (
         (0, 9) if np.issubdtype(dtype, np.integer) else (-1.0, 1.0))
-    if dtype == np.bool_:
-        return torch.from_numpy(rng.integers(0, 2, size=shape).astype(bool))
-    if np.issubdtype(dtype, np.integer):
-        return torch.from_numpy(rng.integers(int(lo), int(hi) + 1, size=shape).astype(dtype))
-    return torch.from_numpy(rng.uniform(lo, hi, size=shape).astype(dtype))
+    return torch.from_numpy(random_values(generator(seed), shape, dtype, lo, hi))
 
 
 @dataclass

@@ -55,11 +55,11 @@ def check_onnx(path, c):
 def _vi(v):
     t = v.type.tensor_type
     dims = [d.dim_param or (str(d.dim_value) if d.HasField("dim_value") else "?") for d in t.shape.dim]
-    import onnx
+    from edge.ort import onnx_dtype
 
     try:
-        dt = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name
-    except Exception:
+        dt = onnx_dtype(t.elem_type).name
+    except KeyError:
         dt = str(t.elem_type)
     return f"{v.name} {dt}[{','.join(dims)}]"
 
@@ -70,10 +70,10 @@ def _ort_session(path, c):
     except ImportError:
         c.add("onnxruntime session", False, "onnxruntime is not installed (pip install 'edgeport[convert]')")
         return None
+    from edge.ort import ort_session
+
     try:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        s = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+        s = ort_session(path, log_level=3)
     except Exception as e:
         c.add("onnxruntime session", False, first_line(e))
         return None

@@ -18,6 +18,7 @@ import numpy as np
 
 from edge.errors import InputError
 from edge.preprocess import InputSpec, Preprocessor, guess_layout, list_images, load_pixels
+from edge.random_inputs import generator, random_pixels, random_values
 from edge.tensors import quantize
 
 PIXELS = "pixels"
@@ -161,7 +162,7 @@ class DataSource:
         """The list of samples; each sample is a list of Canonical, one per reference input."""
         if self.images is not None:
             return [s for _, s in self.image_samples()]
-        rng = np.random.default_rng(self.seed)
+        rng = generator(self.seed)
         out = [[self._random(rng, i, m) for i, m in enumerate(self.reference)]
                for _ in range(self.count)]
         if self.data:
@@ -229,28 +230,23 @@ class DataSource:
             return Canonical(VALUES, self.overrides.fixed_for(m.name, shape, m.dtype), m.layout)
         if self.kinds[i] == PIXELS:
             h, w, c = self._pixels_size(m)
-            return Canonical(PIXELS, rng.integers(0, 256, size=(h, w, c), dtype=np.uint8))
+            return Canonical(PIXELS, random_pixels(rng, h, w, c))
         shape = _fixed_shape(m.shape, name=m.name)
         dt = m.dtype
         rng_range = self.overrides.range_for(m.name) if self.overrides is not None else None
         if rng_range is not None:
-            from converters.validation.signature import random_value
-
             lo, hi = rng_range
             if np.issubdtype(dt, np.integer) and m.scale:  # a quantized input: real values
-                return Canonical(VALUES, rng.uniform(lo, hi, size=shape).astype(np.float32),
-                                 m.layout)
-            return Canonical(VALUES, random_value(rng, shape, dt, lo, hi), m.layout)
-        if dt == np.bool_:
-            return Canonical(VALUES, rng.integers(0, 2, size=shape).astype(bool), m.layout)
-        if np.issubdtype(dt, np.integer) and not m.scale:
-            return Canonical(VALUES, rng.integers(0, 10, size=shape).astype(dt), m.layout)
+                return Canonical(VALUES, random_values(rng, shape, np.float32, lo, hi), m.layout)
+            return Canonical(VALUES, random_values(rng, shape, dt, lo, hi), m.layout)
+        if dt == np.bool_ or (np.issubdtype(dt, np.integer) and not m.scale):
+            return Canonical(VALUES, random_values(rng, shape, dt), m.layout)   # 0/1, 0..9
         lo, hi = (0.0, 1.0)
         q = self._quant_range(i) if not m.scale else (
             m.scale * (np.iinfo(dt).min - m.zero_point), m.scale * (np.iinfo(dt).max - m.zero_point))
         if q is not None:
             lo, hi = q
-        return Canonical(VALUES, rng.uniform(lo, hi, size=shape).astype(np.float32), m.layout)
+        return Canonical(VALUES, random_values(rng, shape, np.float32, lo, hi), m.layout)
 
     # -- per runner -----------------------------------------------------------------------
     def feed(self, sample, metas, spec=None, raw_pixel_inputs=()):

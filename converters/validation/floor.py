@@ -189,15 +189,11 @@ def _kind(runner):
 
 @contextmanager
 def _onnx(src):
-    from converters.validation.runners.onnxrt import OnnxRuntimeRunner, import_ort
+    from converters.validation.runners.onnxrt import OnnxRuntimeRunner
+    from edge.ort import ort_session
 
     def session():
-        ort = import_ort()
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 4
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        opts.intra_op_num_threads = 1
-        return ort.InferenceSession(src.path, sess_options=opts, providers=["CPUExecutionProvider"])
+        return ort_session(src.path, threads=1, optimize=False)
 
     r = OnnxRuntimeRunner(src.path, src.metadata, fmt=src.format, session=session)
     r.activate()

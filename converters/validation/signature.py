@@ -28,6 +28,7 @@ import numpy as np
 from converters.quantize.calibration import data_samples, load_data  # noqa: F401
 from edge.errors import InputError
 from edge.files import printable
+from edge.random_inputs import random_values
 
 PLACEHOLDER_IMAGE = 224
 PLACEHOLDER_OTHER = 32
@@ -320,7 +321,7 @@ def _compatible(shape, model_shape):
         m is None or m == s for s, m in zip(shape, model_shape))
 
 
-def resolve(metas, overrides=None, image_size=None, image_inputs=(), dim_names=None):  # noqa: C901 (a named exception: to be split along its jobs)
+def resolve(metas, overrides=None, image_size=None, image_inputs=(), dim_names=None):
     """Fix every dimension of `metas` ([TensorMeta]) -> Signature.
 
     Args:
@@ -329,8 +330,34 @@ def resolve(metas, overrides=None, image_size=None, image_inputs=(), dim_names=N
       image_inputs: names of inputs fed images (the rest are fed data).
       dim_names: {input: [symbolic name or None per dim]} (ONNX's dim_param): a name the
         user's shapes or --data fix, fixes the same dimension of every other input.
+
+    The steps: the user's names checked against the model's (_user_shapes); the symbolic
+    dimensions the user fixed bound first (_Dims.bind_user); then per input its shape and
+    where it came from (_linked_shape, _shape_of), its names bound for the inputs after it,
+    and its layout guessed again on the fixed shape (_fixed_meta).
     """
     ov = overrides or InputOverrides()
+    shapes = _user_shapes(metas, ov)
+    data = ov.data or {}
+    dims = _Dims(dim_names or {})
+    dims.bind_user(metas, shapes, data)
+    out_metas, sigs, notes = [], [], []
+    for m in metas:
+        linked = _linked_shape(m, shapes, data, dims)
+        shape, src, note = _shape_of(m, shapes, data, image_size, linked, dims)
+        if note:
+            notes.append(note)
+        dims.bind(m, shape, src == "placeholder")  # a placeholder's names fill the same names elsewhere
+        out_metas.append(_fixed_meta(m, shape))
+        sigs.append(InputSignature(m.name, np.dtype(m.dtype).name, tuple(m.shape), tuple(shape),
+                                   src, float(m.scale or 0.0), int(m.zero_point or 0),
+                                   "image" if m.name in image_inputs else "data"))
+    return Signature(out_metas, sigs, notes)
+
+
+def _user_shapes(metas, ov):
+    """{input: shape} of --input-shapes (a bare shape given to the single input), after every
+    name in --input-shapes, --val-range and --data is checked to be one of the model's."""
     names = [m.name for m in metas]
     shapes = dict(ov.shapes)
     if None in shapes:
@@ -347,110 +374,118 @@ def resolve(metas, overrides=None, image_size=None, image_inputs=(), dim_names=N
     if unknown:
         raise InputError(f"--val-range names no input '{unknown[0]}'",
                          f"the model's inputs are: {', '.join(names)}")
-    data = ov.data or {}
-    unknown = [n for n in data if n not in names]
+    unknown = [n for n in (ov.data or {}) if n not in names]
     if unknown:
         raise InputError(f"--data {ov.data_path} has an array '{unknown[0]}' that is no input",
                          f"the model's inputs are: {', '.join(names)}")
-    dim_names = dim_names or {}
-    bound = {}  # symbolic dimension name -> size, from the user's shapes and --data
-    made_up = set()  # names bound to a placeholder size
+    return shapes
 
-    def bind(m, shape, placeholder=False):
-        for i, (sym, d) in enumerate(zip(dim_names.get(m.name) or (), shape)):
-            if sym and sym not in bound:
-                bound[sym] = int(d)
+
+class _Dims:
+    """Symbolic dimension names (ONNX's dim_param) bound to sizes as inputs are fixed."""
+
+    def __init__(self, dim_names):
+        self.names = dim_names
+        self.bound = {}          # symbolic dimension name -> size, from the user's shapes and --data
+        self.made_up = set()     # names bound to a placeholder size
+
+    def bind(self, m, shape, placeholder=False):
+        for i, (sym, d) in enumerate(zip(self.names.get(m.name) or (), shape)):
+            if sym and sym not in self.bound:
+                self.bound[sym] = int(d)
                 if placeholder and i > 0 and m.shape[i] is None:
-                    made_up.add(sym)
+                    self.made_up.add(sym)
 
-    for m in metas:  # what the user fixed binds the names first
-        if m.name in shapes and len(shapes[m.name]) == len(m.shape):
-            bind(m, shapes[m.name])
-        elif m.name in data:
-            try:
-                bind(m, _data_shape(data[m.name], m))
-            except InputError:
-                pass
-    out_metas, sigs, notes = [], [], []
-    for m in metas:
-        syms = dim_names.get(m.name) or ()
-        if m.name not in shapes and m.name not in data and any(
-                d is None and i < len(syms) and syms[i] in bound for i, d in enumerate(m.shape)):
-            linked = tuple(bound[syms[i]] if d is None and i < len(syms) and syms[i] in bound else d
-                           for i, d in enumerate(m.shape))
-            if all(d is not None for d in linked):  # every open dim named by another input
-                m_shape = linked
-                shapes[m.name] = m_shape
-                linked_from = True
-            else:
-                linked_from = False
-        else:
-            linked_from = False
-        if m.name in shapes and linked_from and any(
-                syms[i] in made_up for i, d in enumerate(m.shape) if d is None and i < len(syms)):
-            shape, src = shapes[m.name], "placeholder"
-            notes.append(f"input '{m.name}' {_fmt(m.shape)} shares open dimensions with a "
-                         f"placeholder; ran it as {list(shape)}: set the real shapes with "
-                         "--input-shapes")
-        elif m.name in shapes and linked_from:
-            shape, src = shapes[m.name], "linked"
-            notes.append(f"input '{m.name}' {_fmt(m.shape)}: its open dimensions are named like "
-                         f"those you set, ran it as {list(shape)}")
-        elif m.name in shapes:
-            shape, src = shapes[m.name], "user"
-            if not _compatible(shape, m.shape):
-                raise InputError(f"--input-shapes {m.name}:{list(shape)} does not fit the model's "
-                                 f"input {_fmt(m.shape)}",
-                                 "keep the fixed dimensions and set only the open ones (?)")
-        elif m.name in data:
-            shape, src = _data_shape(data[m.name], m), "data"
-            if not _compatible(shape, m.shape):
-                raise InputError(f"--data array '{m.name}' has sample shape {list(shape)}, which "
-                                 f"does not fit the model's input {_fmt(m.shape)}")
-        elif all(d is not None for d in m.shape):
-            shape, src = tuple(m.shape), "model"
-        else:
-            shape, other = _placeholder(m, image_size)
-            src = "placeholder" if other else "size" if image_size and _is_image(m, m.shape) \
-                and any(d is None for d in m.shape[1:]) else "batch"
-            if other:
-                notes.append(f"input '{m.name}' {_fmt(m.shape)} has open dimensions; ran it as "
-                             f"{list(shape)} (a placeholder): set the real shape with "
-                             f"--input-shapes {m.name}:[{','.join(map(str, shape))}]")
-            elif src == "size":
-                notes.append(f"input '{m.name}' {_fmt(m.shape)} has open dimensions; ran it as "
-                             f"{list(shape)} (the preprocessing size)")
-            else:
-                notes.append(f"input '{m.name}' {_fmt(m.shape)} has an open batch dimension; "
-                             f"ran it with batch 1")
-        bind(m, shape, src == "placeholder")  # a placeholder's names fill the same names elsewhere
-        fixed = tuple(int(d) for d in shape)
-        layout = m.layout
-        if any(d is None for d in m.shape):  # the layout guessed on 1-filled dims may be wrong
-            from edge.preprocess import guess_layout
+    def bind_user(self, metas, shapes, data):
+        """What the user fixed (--input-shapes, then --data) binds the names first."""
+        for m in metas:
+            if m.name in shapes and len(shapes[m.name]) == len(m.shape):
+                self.bind(m, shapes[m.name])
+            elif m.name in data:
+                try:
+                    self.bind(m, _data_shape(data[m.name], m))
+                except InputError:
+                    pass
 
-            layout = _is_image(m._replace(layout=None), m.shape) or guess_layout(fixed)
-        out_metas.append(m._replace(shape=fixed, layout=layout))
-        sigs.append(InputSignature(m.name, np.dtype(m.dtype).name, tuple(m.shape), tuple(shape),
-                                   src, float(m.scale or 0.0), int(m.zero_point or 0),
-                                   "image" if m.name in image_inputs else "data"))
-    return Signature(out_metas, sigs, notes)
+    def open_named(self, m):
+        """[(index, name)] of `m`'s open dimensions that carry a symbolic name."""
+        syms = self.names.get(m.name) or ()
+        return [(i, syms[i]) for i, d in enumerate(m.shape) if d is None and i < len(syms)]
 
 
-def random_value(rng, shape, dtype, lo=None, hi=None):
-    """A random array of `dtype` in [lo, hi] (inclusive for integers); defaults by dtype:
-    bool 0/1, integers 0..9, floats [0, 1)."""
-    dtype = np.dtype(dtype)
-    if dtype == np.bool_:
-        return rng.integers(0, 2, size=shape).astype(bool)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        a = int(max(info.min, np.floor(lo))) if lo is not None else 0
-        b = int(min(info.max, np.floor(hi))) if hi is not None else 9
-        return rng.integers(a, b + 1, size=shape).astype(dtype)
-    a = 0.0 if lo is None else lo
-    b = 1.0 if hi is None else hi
-    return rng.uniform(a, b, size=shape).astype(dtype)
+def _linked_shape(m, shapes, data, dims):
+    """True when every open dimension of an input the user did not set is named like one
+    already bound: its shape (set in `shapes`) comes from the others."""
+    if m.name in shapes or m.name in data:
+        return False
+    named = dict(dims.open_named(m))
+    if not any(s in dims.bound for s in named.values()):
+        return False
+    linked = tuple(dims.bound[named[i]] if d is None and named.get(i) in dims.bound else d
+                   for i, d in enumerate(m.shape))
+    if any(d is None for d in linked):
+        return False
+    shapes[m.name] = linked
+    return True
+
+
+def _shape_of(m, shapes, data, image_size, linked, dims):
+    """(shape, where from, note or None) of one input: linked to others' names, the user's,
+    --data's, the model's own, or a placeholder."""
+    if m.name in shapes and linked:
+        shape = shapes[m.name]
+        if any(s in dims.made_up for _, s in dims.open_named(m)):
+            return shape, "placeholder", (
+                f"input '{m.name}' {_fmt(m.shape)} shares open dimensions with a "
+                f"placeholder; ran it as {list(shape)}: set the real shapes with --input-shapes")
+        return shape, "linked", (f"input '{m.name}' {_fmt(m.shape)}: its open dimensions are "
+                                 f"named like those you set, ran it as {list(shape)}")
+    if m.name in shapes:
+        shape = shapes[m.name]
+        if not _compatible(shape, m.shape):
+            raise InputError(f"--input-shapes {m.name}:{list(shape)} does not fit the model's "
+                             f"input {_fmt(m.shape)}",
+                             "keep the fixed dimensions and set only the open ones (?)")
+        return shape, "user", None
+    if m.name in data:
+        shape = _data_shape(data[m.name], m)
+        if not _compatible(shape, m.shape):
+            raise InputError(f"--data array '{m.name}' has sample shape {list(shape)}, which "
+                             f"does not fit the model's input {_fmt(m.shape)}")
+        return shape, "data", None
+    if all(d is not None for d in m.shape):
+        return tuple(m.shape), "model", None
+    return _placeholder_shape(m, image_size)
+
+
+def _placeholder_shape(m, image_size):
+    """(shape, where from, note) of an input with open dimensions nobody set."""
+    shape, other = _placeholder(m, image_size)
+    if other:
+        return shape, "placeholder", (
+            f"input '{m.name}' {_fmt(m.shape)} has open dimensions; ran it as {list(shape)} "
+            f"(a placeholder): set the real shape with "
+            f"--input-shapes {m.name}:[{','.join(map(str, shape))}]")
+    if image_size and _is_image(m, m.shape) and any(d is None for d in m.shape[1:]):
+        return shape, "size", (f"input '{m.name}' {_fmt(m.shape)} has open dimensions; ran it "
+                               f"as {list(shape)} (the preprocessing size)")
+    return shape, "batch", (f"input '{m.name}' {_fmt(m.shape)} has an open batch dimension; "
+                            f"ran it with batch 1")
+
+
+def _fixed_meta(m, shape):
+    """`m` with every dimension fixed; the layout guessed again when it was guessed on open
+    (1-filled) dimensions, which may have been wrong."""
+    fixed = tuple(int(d) for d in shape)
+    layout = m.layout
+    if any(d is None for d in m.shape):
+        from edge.preprocess import guess_layout
+
+        layout = _is_image(m._replace(layout=None), m.shape) or guess_layout(fixed)
+    return m._replace(shape=fixed, layout=layout)
+
+
+random_value = random_values   # the one generator (edge/random_inputs.py), by its old name here
 
 
 def feeder(overrides=None, image_size=None):
@@ -477,15 +512,15 @@ def feeder(overrides=None, image_size=None):
                 if r is not None and m.scale and np.issubdtype(m.dtype, np.integer):
                     from edge.tensors import quantize
 
-                    x = quantize(rng.uniform(r[0], r[1], size=m.shape).astype(np.float32),
+                    x = quantize(random_values(rng, m.shape, np.float32, *r),
                                  m.scale, m.zero_point, m.dtype)
                 elif r is not None:
-                    x = random_value(rng, m.shape, m.dtype, *r)
-                elif np.issubdtype(m.dtype, np.integer) and m.scale:
+                    x = random_values(rng, m.shape, m.dtype, *r)
+                elif np.issubdtype(m.dtype, np.integer) and m.scale:   # every stored value
                     info = np.iinfo(m.dtype)
-                    x = rng.integers(info.min, info.max + 1, size=m.shape).astype(m.dtype)
+                    x = random_values(rng, m.shape, m.dtype, info.min, info.max)
                 else:
-                    x = random_value(rng, m.shape, m.dtype)
+                    x = random_values(rng, m.shape, m.dtype)
             feeds[m.name] = np.ascontiguousarray(x)
             dims = "x".join(map(str, m.shape)) or "scalar"
             shapes[m.name] = dims + ("" if s.shape_from == "model" else f" ({s.shape_from})")

@@ -153,12 +153,7 @@ class ValidationReport:
 
     def placeholder_note(self):
         """'' or the words saying the verdict rests on shapes nobody chose."""
-        ph = self.placeholders
-        if not ph:
-            return ""
-        shapes = ", ".join(f"{n}:{s}" for n, s in ph.items())
-        return (f"on placeholder input shapes ({shapes}), not ones the model or you fixed; "
-                f"set them with --input-shapes")
+        return placeholder_note(self.signature)
 
     accept_unvalidated: bool = False
 
@@ -193,6 +188,17 @@ class ValidationReport:
         from converters.validation.report import report_dict
 
         return report_dict(self)
+
+
+def placeholder_note(signature):
+    """'' or the words saying a verdict on `signature` (signature.Signature or None) rests on
+    shapes nobody chose."""
+    ph = signature.placeholders if signature is not None else {}
+    if not ph:
+        return ""
+    shapes = ", ".join(f"{n}:{s}" for n, s in ph.items())
+    return (f"on placeholder input shapes ({shapes}), not ones the model or you fixed; "
+            f"set them with --input-shapes")
 
 
 # -- the pipeline's API ----------------------------------------------------------------------
@@ -335,192 +341,281 @@ def _mean_ms(runner):
     return round(1000.0 * float(np.mean(t)), 3) if t else None
 
 
-def validate(source, converted, opts=None):  # noqa: C901 (a named exception: to be split along its jobs)
-    """Run `source` (Artefact) and each of `converted` (Artefacts) on the same inputs.
+@dataclass
+class ModelRun:
+    """One converted model as the run step left it: its result so far (runner description,
+    timing, warnings, or why it could not run), its runner, and its outputs."""
+
+    artefact: object
+    result: ModelResult
+    runner: object = None            # None when it could not be made or activated
+    outputs: dict = None             # name -> (S, ...); None when not run (error, structure only)
+    loaded: bool = False             # no device here: its outputs come from --load-outputs
+
+
+@dataclass
+class Runs:
+    """What the run step produced: every model's outputs on the same samples, with timings.
+
+    `reference` holds the source's outputs, `models` one ModelRun per converted model (in
+    order), `noise` the source runtime's own variation (floor.Floor) or None, `saved` every
+    output computed here (path -> (Artefact, outputs)), `prints` the samples' fingerprints.
+    """
+
+    source_runner: object
+    reference: dict
+    models: list
+    source: dict = field(default_factory=dict)      # the source runner's description + mean_ms
+    noise: object = None
+    saved: dict = field(default_factory=OrderedDict)
+    prints: list = field(default_factory=list)
+    signature: object = None
+    inputs: str = ""
+    steps_note: str = ""     # streaming models: "N steps, state fed back"
+    sample_files: list = None
+    warnings: list = field(default_factory=list)
+
+
+def validate(source, converted, opts=None):
+    """Run `source` (Artefact) and each of `converted` (Artefacts) on the same inputs
+    (run_models), then judge each model's outputs against the source's (compare_models).
 
     Load errors of the source raise InputError; those of a converted model are recorded in
     its ModelResult (status ERROR) so the others are still validated.
     """
     opts = opts or ValidateOptions()
-    progress = opts.progress or (lambda m: None)
     report = ValidationReport(source={"path": source.path, "format": source.format},
                               accept_unvalidated=bool(opts.accept_unvalidated))
     loaded = load_outputs(opts.load_outputs) if opts.load_outputs else None
-
-    shared_spec = opts.preprocessing or source.preprocessing or next(
-        (a.preprocessing for a in converted if a.preprocessing), None)
-    if source.format in formats.TORCH_FORMATS and not opts.input_shape and shared_spec:
-        from converters.validation.runners.torch import _shape_from_metadata
-
-        # PyTorch has no input signature: the preprocessing spec (flags or sidecars) gives it
-        own = opts.preprocessing or source.preprocessing or {}
-        torch_spec = dict(shared_spec, layout=own.get("layout") or "NCHW")  # PyTorch is NCHW
-        opts = replace(opts, input_shape=_shape_from_metadata({"preprocessing": torch_spec}))
+    shared_spec = _shared_spec(source, converted, opts)
+    opts = _torch_input_shape(source, opts, shared_spec)
     src_runner = _make_runner(source, opts)
     src_runner.activate()
     try:
-        ref_inputs = src_runner.input_metadata()
-        ov = opts.input_overrides
-        if ov is not None and ov.data:  # 'audio' feeds 'serving_default_audio:0' (onnx2tf, TF)
-            from converters.quantize.calibration import data_for_inputs
-
-            opts = replace(opts, input_overrides=replace(
-                ov, data=data_for_inputs(ov.data, [m.name for m in ref_inputs])))
-        runners, results = [], []
-        for art in converted:
-            res = ModelResult(art.path, art.format)
-            results.append(res)
-            try:
-                r = _make_runner(art, opts)
-                runners.append(r)
-            except EdgeportError as e:
-                res.message = str(e)
-                runners.append(None)
-        # activate the converted runners (a compiled model without a TPU may use saved outputs)
-        pending = {}
-        for _art, r, res in zip(converted, runners, results):
-            if r is None:
-                continue
-            try:
-                r.activate()
-            except EdgeportError as e:
-                from converters.validation.runners.tflite import NeedsEdgeTPU
-
-                if isinstance(e, NeedsEdgeTPU) and loaded is not None:
-                    pending[id(r)] = "loaded"
-                    continue
-                res.message, res.error = str(e), e
-                continue
-            pending[id(r)] = "run"
-
-        # the inputs: images or seeded random values, shaped by the source
-        others = [r.input_metadata() for r in runners if r is not None and id(r) in pending]
-        images = list(opts.images) if opts.images else None
-        if images is None and opts.inputs and opts.inputs != "random":
-            images = image_files(opts.inputs)
-        count = opts.samples or (len(images) if opts.images else
-                                 DEFAULT_IMAGE_SAMPLES if images else DEFAULT_RANDOM_SAMPLES)
-        if opts.input_overrides is not None and opts.input_overrides.data and not opts.samples:
-            count = None  # every sample of --data
-        if count is not None and count < 1:
-            raise InputError("--samples must be at least 1")
-        # the signature: every open dimension fixed by the user, --data, or a named placeholder
-        from converters.validation.signature import resolve
-
-        size = (shared_spec or {}).get("size")
-        sig = resolve(ref_inputs, opts.input_overrides, image_size=size,
-                      dim_names=src_runner.dim_names())
-        ref_inputs = sig.metas
-        report.signature = sig
-        report.warnings.extend(n for n in sig.notes if "placeholder" in n)
-        spec = None
-        if ref_inputs:
-            with _warnings.catch_warnings(record=True) as caught:
-                _warnings.simplefilter("always")
-                spec = resolve_preprocessing(shared_spec, ref_inputs[0], images is not None)
-            report.warnings.extend(str(w.message) for w in caught)
-        data = DataSource(ref_inputs, others, spec, images, count, opts.seed,
-                          overrides=opts.input_overrides)
-        for i, kind in enumerate(data.kinds):
-            sig.inputs[i].feed = "image" if kind == "pixels" else "data"
-        if sig.placeholders:
-            data.signature_note = report.placeholder_note()
-        samples = data.samples()
-        report.inputs = data.description
-        from converters.validation.state import steps_note
-
-        report.steps_note = steps_note([src_runner, *runners], len(samples))
-        if report.steps_note:
-            report.inputs = f"{report.inputs}, {report.steps_note}"
-        prints = [fingerprint(s) for s in samples]
-        progress(f"validate: {data.description}")
-
-        def spec_of(runner):
-            own = (runner.metadata or {}).get("preprocessing")
-            if opts.preprocessing or not own:
-                return spec
-            return dict(spec or {}, **own)
-
-        ref_out = _run_all(src_runner, data, samples, spec_of)
-        report.source.update(src_runner.describe(), mean_ms=_mean_ms(src_runner))
-        noise = _noise_floor(src_runner, runners, pending, opts,
-                             lambda r: _run_all(r, data, samples, spec_of), ref_out, progress)
-        saved = OrderedDict()
-        saved[source.path] = (source, ref_out)
-        report.outputs = saved           # the HTML report draws from these
-        if images is not None:
-            report.sample_files = [p for p, _ in data.image_samples()]
-        role_hints = None
-
-        for art, r, res in zip(converted, runners, results):
-            if r is None or id(r) not in pending:
-                continue
-            res.runner = r.describe()
-            try:
-                if pending[id(r)] == "loaded":
-                    out = loaded.outputs_for(art, prints)
-                    res.outputs_from = f"loaded:{os.path.basename(opts.load_outputs)}"
-                elif not r.numbers:
-                    _structural(src_runner, r, ref_out, art, source, res)
-                    continue
-                else:
-                    bi, bo = borrow_quantization(src_runner, r)
-                    if bi or bo:
-                        res.warnings.append(
-                            "integer I/O without quantization parameters ("
-                            + ", ".join(list(bi) + [o for o in bo if o not in bi])
-                            + "): quantized and dequantized with the source's parameters")
-                    out = _run_all(r, data, samples, spec_of)
-                    res.mean_ms = _mean_ms(r)
-                    saved[art.path] = (art, out)
-            except EdgeportError as e:
-                res.message = str(e)
-                continue
-            finally:
-                r.deactivate()
-            mode = opts.tolerances.mode or (
-                "numeric" if src_runner.precision == "float" and r.precision == "float"
-                else "agreement")
-            labels = source.labels or art.labels
-            classifier = True if labels and len(ref_out) == 1 else None
-            if role_hints is None:   # the source's own metadata (TFLite), read once
-                from converters.validation.roles import hints_for
-
-                role_hints = hints_for(source)
-                from converters.validation.state import state_roles
-
-                role_hints = {**state_roles(src_runner), **role_hints}   # the state, compared as is
-            tolerances = _runner_tolerances(opts.tolerances, r)
-            if mode == "numeric" and noise is not None:
-                from converters.validation import floor as _floor
-
-                tolerances = _floor.apply(tolerances, noise, ref_out)
-            res.comparison = compare_runs(ref_out, out, tolerances,
-                                          mode,
-                                          reference_synthetic=src_runner.synthetic_names,
-                                          converted_synthetic=r.synthetic_names,
-                                          classifier=classifier, role_hints=role_hints)
-            res.warnings.extend(res.comparison.warnings)
-            if mode == "numeric" and noise is not None:
-                res.floor = noise.to_dict(res.comparison.outputs)
-            res.status = PASSED if res.comparison.passed else FAILED
-            label_check = _classifier_label_check(r, source, art, ref_out)
-            if label_check and not label_check[1]:
-                res.status = FAILED   # numbers match, but the classifier names other classes
-                res.message = f"classifier labels: {label_check[2]}"
-            if not res.comparison.outputs:
-                res.message = "no outputs to compare"
-            overflow = getattr(r, "fp16_overflow", None)   # the cause, when a float16 run overflowed
-            if overflow and res.status == FAILED:
-                res.message = overflow + (f"; {res.message}" if res.message else "")
-            elif overflow:
-                res.warnings.append(overflow)
-        report.results = results
+        runs = run_models(src_runner, source, converted, opts, shared_spec, loaded)
+        report.source.update(runs.source)
+        report.signature, report.inputs = runs.signature, runs.inputs
+        report.steps_note = runs.steps_note
+        report.sample_files = runs.sample_files
+        report.warnings.extend(runs.warnings)
+        report.outputs = runs.saved      # the HTML report draws from these
+        report.results = compare_models(runs, source, opts)
         if opts.save_outputs:
-            save_outputs(opts.save_outputs, saved, prints, report.inputs, opts.seed)
+            save_outputs(opts.save_outputs, runs.saved, runs.prints, report.inputs, opts.seed)
     finally:
         src_runner.deactivate()
     return report
+
+
+def _shared_spec(source, converted, opts):
+    """The preprocessing spec every model is fed by: the flags', the source's, or the first
+    converted model's sidecar's."""
+    return opts.preprocessing or source.preprocessing or next(
+        (a.preprocessing for a in converted if a.preprocessing), None)
+
+
+def _torch_input_shape(source, opts, shared_spec):
+    """PyTorch has no input signature: the preprocessing spec (flags or sidecars) gives it."""
+    if source.format not in formats.TORCH_FORMATS or opts.input_shape or not shared_spec:
+        return opts
+    from converters.validation.runners.torch import _shape_from_metadata
+
+    own = opts.preprocessing or source.preprocessing or {}
+    torch_spec = dict(shared_spec, layout=own.get("layout") or "NCHW")  # PyTorch is NCHW
+    return replace(opts, input_shape=_shape_from_metadata({"preprocessing": torch_spec}))
+
+
+# -- the run step: every model on the same inputs --------------------------------------------
+def run_models(src_runner, source, converted, opts, shared_spec=None, loaded=None):
+    """Run the (activated) source runner and each of `converted` on the same samples; returns
+    Runs; `loaded` (load_outputs) holds outputs saved on a device. Models that cannot be made, activated or run keep the reason in their ModelRun's
+    result; a model that yields no numbers (Core ML off macOS) has its structure checked."""
+    progress = opts.progress or (lambda m: None)
+    ref_inputs = src_runner.input_metadata()
+    ov = opts.input_overrides
+    if ov is not None and ov.data:  # 'audio' feeds 'serving_default_audio:0' (onnx2tf, TF)
+        from converters.quantize.calibration import data_for_inputs
+
+        opts = replace(opts, input_overrides=replace(
+            ov, data=data_for_inputs(ov.data, [m.name for m in ref_inputs])))
+    models = _open_models(converted, opts, loaded)
+    runs = Runs(src_runner, OrderedDict(), models)
+    data, samples = _inputs(runs, ref_inputs, opts, shared_spec)
+    progress(f"validate: {data.description}")
+
+    def spec_of(runner):
+        own = (runner.metadata or {}).get("preprocessing")
+        if opts.preprocessing or not own:
+            return data.spec
+        return dict(data.spec or {}, **own)
+
+    def run(r):
+        return _run_all(r, data, samples, spec_of)
+
+    runs.reference = run(src_runner)
+    runs.source = dict(src_runner.describe(), mean_ms=_mean_ms(src_runner))
+    runs.noise = _noise_floor(src_runner, [m.runner for m in models],
+                              {id(m.runner) for m in models if m.runner is not None},
+                              opts, run, runs.reference, progress)
+    runs.saved[source.path] = (source, runs.reference)
+    for m in models:
+        if m.runner is not None:
+            _run_model(m, runs, run, source, opts, loaded)
+    return runs
+
+
+def _open_models(converted, opts, loaded):
+    """A ModelRun per converted model with its runner made and activated (a compiled model
+    without a TPU may use saved outputs: its runner stays, marked `loaded`)."""
+    models = []
+    for art in converted:
+        m = ModelRun(art, ModelResult(art.path, art.format))
+        models.append(m)
+        try:
+            r = _make_runner(art, opts)
+        except EdgeportError as e:
+            m.result.message = str(e)
+            continue
+        try:
+            r.activate()
+        except EdgeportError as e:
+            from converters.validation.runners.tflite import NeedsEdgeTPU
+
+            if isinstance(e, NeedsEdgeTPU) and loaded is not None:
+                m.runner, m.loaded = r, True
+                continue
+            m.result.message, m.result.error = str(e), e
+            continue
+        m.runner = r
+    return models
+
+
+def _inputs(runs, ref_inputs, opts, shared_spec):
+    """The samples (images or seeded random values, shaped by the source) and the signature
+    they follow: every open dimension fixed by the user, --data, or a named placeholder.
+    Returns (DataSource, samples) and records the signature, description and fingerprints."""
+    from converters.validation.signature import resolve
+
+    others = [m.runner.input_metadata() for m in runs.models if m.runner is not None]
+    images = list(opts.images) if opts.images else None
+    if images is None and opts.inputs and opts.inputs != "random":
+        images = image_files(opts.inputs)
+    count = opts.samples or (len(images) if opts.images else
+                             DEFAULT_IMAGE_SAMPLES if images else DEFAULT_RANDOM_SAMPLES)
+    if opts.input_overrides is not None and opts.input_overrides.data and not opts.samples:
+        count = None  # every sample of --data
+    if count is not None and count < 1:
+        raise InputError("--samples must be at least 1")
+    sig = resolve(ref_inputs, opts.input_overrides, image_size=(shared_spec or {}).get("size"),
+                  dim_names=runs.source_runner.dim_names())
+    ref_inputs = sig.metas
+    runs.signature = sig
+    runs.warnings.extend(n for n in sig.notes if "placeholder" in n)
+    spec = None
+    if ref_inputs:
+        with _warnings.catch_warnings(record=True) as caught:
+            _warnings.simplefilter("always")
+            spec = resolve_preprocessing(shared_spec, ref_inputs[0], images is not None)
+        runs.warnings.extend(str(w.message) for w in caught)
+    data = DataSource(ref_inputs, others, spec, images, count, opts.seed,
+                      overrides=opts.input_overrides)
+    for i, kind in enumerate(data.kinds):
+        sig.inputs[i].feed = "image" if kind == "pixels" else "data"
+    if sig.placeholders:
+        data.signature_note = placeholder_note(sig)
+    samples = data.samples()
+    runs.inputs = data.description
+    from converters.validation.state import steps_note
+
+    runs.steps_note = steps_note([runs.source_runner, *(m.runner for m in runs.models)], len(samples))
+    if runs.steps_note:
+        runs.inputs = f"{runs.inputs}, {runs.steps_note}"
+    runs.prints = [fingerprint(s) for s in samples]
+    if images is not None:
+        runs.sample_files = [p for p, _ in data.image_samples()]
+    return data, samples
+
+
+def _run_model(m, runs, run, source, opts, loaded):
+    """Run one converted model (or take its saved outputs, or check its structure when it
+    yields no numbers), then deactivate it."""
+    r, res = m.runner, m.result
+    res.runner = r.describe()
+    try:
+        if m.loaded:
+            m.outputs = loaded.outputs_for(m.artefact, runs.prints)
+            res.outputs_from = f"loaded:{os.path.basename(opts.load_outputs)}"
+        elif not r.numbers:
+            _structural(runs.source_runner, r, runs.reference, m.artefact, source, res)
+        else:
+            bi, bo = borrow_quantization(runs.source_runner, r)
+            if bi or bo:
+                res.warnings.append(
+                    "integer I/O without quantization parameters ("
+                    + ", ".join(list(bi) + [o for o in bo if o not in bi])
+                    + "): quantized and dequantized with the source's parameters")
+            m.outputs = run(r)
+            res.mean_ms = _mean_ms(r)
+            runs.saved[m.artefact.path] = (m.artefact, m.outputs)
+    except EdgeportError as e:
+        res.message = str(e)
+    finally:
+        r.deactivate()
+
+
+# -- the compare step: each model's outputs judged against the source's -----------------------
+def compare_models(runs, source, opts):
+    """Judge every model that was run against the source's outputs, per output role; returns
+    the ModelResults (status PASSED or FAILED for those, as the run step left the others)."""
+    role_hints = None
+    for m in runs.models:
+        if m.outputs is None:
+            continue
+        if role_hints is None:   # the source's own metadata (TFLite), read once
+            from converters.validation.roles import hints_for
+
+            role_hints = hints_for(source)
+            from converters.validation.state import state_roles
+
+            role_hints = {**state_roles(runs.source_runner), **role_hints}   # the state, compared as is
+        _judge(m, runs, source, opts, role_hints)
+    return [m.result for m in runs.models]
+
+
+def _judge(m, runs, source, opts, role_hints):
+    """One model's verdict: tolerances (the runner's defaults, the noise floor), the
+    comparison per output, the classifier's labels and a float16 overflow's cause."""
+    r, res, art, ref_out = m.runner, m.result, m.artefact, runs.reference
+    src_runner, noise = runs.source_runner, runs.noise
+    mode = opts.tolerances.mode or (
+        "numeric" if src_runner.precision == "float" and r.precision == "float"
+        else "agreement")
+    labels = source.labels or art.labels
+    classifier = True if labels and len(ref_out) == 1 else None
+    tolerances = _runner_tolerances(opts.tolerances, r)
+    if mode == "numeric" and noise is not None:
+        from converters.validation import floor as _floor
+
+        tolerances = _floor.apply(tolerances, noise, ref_out)
+    res.comparison = compare_runs(ref_out, m.outputs, tolerances, mode,
+                                  reference_synthetic=src_runner.synthetic_names,
+                                  converted_synthetic=r.synthetic_names,
+                                  classifier=classifier, role_hints=role_hints)
+    res.warnings.extend(res.comparison.warnings)
+    if mode == "numeric" and noise is not None:
+        res.floor = noise.to_dict(res.comparison.outputs)
+    res.status = PASSED if res.comparison.passed else FAILED
+    label_check = _classifier_label_check(r, source, art, ref_out)
+    if label_check and not label_check[1]:
+        res.status = FAILED   # numbers match, but the classifier names other classes
+        res.message = f"classifier labels: {label_check[2]}"
+    if not res.comparison.outputs:
+        res.message = "no outputs to compare"
+    overflow = getattr(r, "fp16_overflow", None)   # the cause, when a float16 run overflowed
+    if overflow and res.status == FAILED:
+        res.message = overflow + (f"; {res.message}" if res.message else "")
+    elif overflow:
+        res.warnings.append(overflow)
 
 
 def _noise_floor(src_runner, runners, pending, opts, run, ref_out, progress):

@@ -46,90 +46,62 @@ def files(args, run):
     run.input(args.labels, "labels file")
     run.inputs_of(args.input, "image")
 
-def run(args):  # noqa: C901 (a named exception: to be split along its jobs)
+def run(args):
     import sys
 
-    from edge.classify import Classifier, preprocessing_of
-    from edge.errors import InputError
-    from edge.interpreter import make_interpreter, split_model_device
-    from edge.labels import check_labels, read_labels
+    from edge.classify import (
+        class_vector_warning,
+        classify_images,
+        fitting_labels,
+        open_classifier,
+        preprocessing_of,
+    )
+    from edge.interpreter import split_model_device
     from edge.preprocess import list_images
     from edgeport.cli.args import preprocessing
-    from edgeport.cli.output import emit_json
 
-    model_path, _ = split_model_device(args.model)
+    def warn(message):
+        print(f"warning: {message}", file=sys.stderr)
+
     pre = preprocessing(args)
-    mean, std, layout = preprocessing_of(model_path, pre.get("mean"), pre.get("std"), pre.get("layout"))
+    mean, std, layout = preprocessing_of(split_model_device(args.model)[0], pre.get("mean"),
+                                         pre.get("std"), pre.get("layout"))
     images = list_images(args.input)
-
-    interpreter, info = make_interpreter(args.model, device=args.device, runtime=args.runtime,
-                                         num_threads=args.threads)
+    shapes = None
     if getattr(args, "input_shapes", None):
         from converters.validation.signature import parse_input_shapes
-        from edge.files import printable
 
         shapes = parse_input_shapes(args.input_shapes)
-        d = interpreter.get_input_details()[0]
-        shape = shapes.get(None) or shapes.get(d["name"])
-        if shape is None:
-            raise InputError(f"--input-shapes names no input of the model (its input: {printable(d['name'])})")
-        if len(shapes) > 1:
-            raise InputError(f"--input-shapes gives {len(shapes)} shapes; the model has one input")
-        interpreter.resize_tensor_input(d["index"], list(shape))
-        try:
-            interpreter.allocate_tensors()
-        except (RuntimeError, ValueError) as e:
-            from edge.errors import first_line
-
-            raise InputError(f"the model does not take input shape {list(shape)}: {first_line(e)}") from None
-    classifier = Classifier(interpreter, mean, std, layout=layout)
-    labels = read_labels(args.labels) if args.labels else {}
-    warning = check_labels(labels, classifier.num_classes)
-    if labels and max(labels) + 1 not in (classifier.num_classes, classifier.num_classes - 1):
-        # Not the usual background-class offset: every name printed would be wrong.
-        raise InputError(f"{args.labels}: {warning}",
-                         "pass the labels file made for this model, or leave out -l to print class ids")
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
-    from edge.classify import class_vector_warning  # realworld: detectors, segmenters, ...
-
-    no_classes = class_vector_warning(interpreter)
+    classifier, info = open_classifier(args.model, mean, std, layout,
+                                       device=args.device, runtime=args.runtime,
+                                       num_threads=args.threads, input_shapes=shapes)
+    labels = fitting_labels(args.labels, classifier.num_classes, warn)
+    no_classes = class_vector_warning(classifier.interpreter)  # realworld: detectors, segmenters, ...
     if no_classes:
-        print(f"warning: {no_classes}", file=sys.stderr)
-
-    from edge.pipeline import decode_ahead
-
-    results = []
-    # Photos decode on worker threads while the interpreter runs (bounded, in input order).
-    for path, pixels, error in decode_ahead(images, classifier.preprocess.load):
-        if error is not None:
-            if not isinstance(error, InputError) or path not in getattr(images, "from_folder", ()):
-                raise error
-            print(f"warning: skipped {error}", file=sys.stderr)  # one unreadable image of a folder
-            continue
-        tensor = classifier.preprocess(pixels)
-        classifier.set_input(tensor)
-        times = [classifier.invoke() * 1000.0 for _ in range(args.count)]
-        classes = classifier.classes(args.top_k, args.threshold)
-        results.append((path, times, classes))
-
-    if not results:
-        raise InputError("no image could be read", "see the warnings above")
+        warn(no_classes)
+    results = classify_images(classifier, images, args.count, args.top_k, args.threshold, on_skip=warn)
     if args.json:
-        return emit_json("classify", 0, model=info["model"],
-                         **{k: v for k, v in info.items() if k != "model"}, preprocessing=classifier.preprocess.describe(), results=[
-            {"image": p, "inference_ms": [round(t, 3) for t in ts],
-             "classes": [{"id": c.id, "label": labels.get(c.id, str(c.id)), "score": round(c.score, 5)}
-                         for c in cs]} for p, ts, cs in results])
-    for path, times, classes in results:
+        return _emit_json(info, classifier, labels, results)
+    for r in results:
         if len(results) > 1:
-            print(f"==> {path} <==")
+            print(f"==> {r.path} <==")
         print("----INFERENCE TIME----")
         print("Note: The first inference on Edge TPU is slow because it includes",
               "loading the model into Edge TPU memory.")
-        for t in times:
+        for t in r.times_ms:
             print("%.1fms" % t)
         print("-------RESULTS--------")
-        for c in classes:
+        for c in r.classes:
             print("%s: %.5f" % (labels.get(c.id, c.id), c.score))
     return 0
+
+
+def _emit_json(info, classifier, labels, results):
+    from edgeport.cli.output import emit_json
+
+    return emit_json("classify", 0, model=info["model"],
+                     **{k: v for k, v in info.items() if k != "model"},
+                     preprocessing=classifier.preprocess.describe(), results=[
+        {"image": r.path, "inference_ms": [round(t, 3) for t in r.times_ms],
+         "classes": [{"id": c.id, "label": labels.get(c.id, str(c.id)), "score": round(c.score, 5)}
+                     for c in r.classes]} for r in results])

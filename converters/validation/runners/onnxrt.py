@@ -2,16 +2,9 @@
 
 from collections import OrderedDict
 
-import numpy as np
-
 from converters.validation.runners.base import Runner, tensor_meta
 from edge.errors import InputError, first_line, require
-
-_ORT_TYPES = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int16)": np.int16,
-    "tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(bool)": np.bool_,
-}
+from edge.ort import ort_dtype, ort_session
 
 
 def import_ort():
@@ -33,11 +26,8 @@ class OnnxRuntimeRunner(Runner):
         ort = import_ort()
         s = self._session_arg
         if s is None:
-            opts = ort.SessionOptions()
-            opts.log_severity_level = 4  # errors reach us as exceptions: one line, not two
             try:
-                s = ort.InferenceSession(self.path, sess_options=opts,
-                                         providers=["CPUExecutionProvider"])
+                s = ort_session(self.path)
             except Exception as e:  # onnxruntime raises its own exception classes
                 raise InputError(f"onnxruntime cannot load {self.path}: "
                                  f"{first_line(e)}") from None
@@ -49,23 +39,22 @@ class OnnxRuntimeRunner(Runner):
 
     def _has_reduced_precision(self):
         ins = [*self.session.get_inputs(), *self.session.get_outputs()]
-        return any(i.type in ("tensor(float16)", "tensor(int8)", "tensor(uint8)") for i in ins) \
-            and not any(i.type == "tensor(uint8)" for i in self.session.get_inputs())
+        reduced = ("float16", "int8", "uint8")
+        return any(ort_dtype(i.type).name in reduced for i in ins) \
+            and not any(ort_dtype(i.type).name == "uint8" for i in self.session.get_inputs())
 
     def _deactivate(self):
         self.session = None
 
     def input_metadata(self):
-        return [tensor_meta(i.name, i.shape, _ORT_TYPES.get(i.type, np.float32))
-                for i in self.session.get_inputs()]
+        return [tensor_meta(i.name, i.shape, ort_dtype(i.type)) for i in self.session.get_inputs()]
 
     def dim_names(self):
         return {i.name: [d if isinstance(d, str) and d else None for d in i.shape]
                 for i in self.session.get_inputs()}
 
     def output_metadata(self):
-        return [tensor_meta(o.name, o.shape, _ORT_TYPES.get(o.type, np.float32))
-                for o in self.session.get_outputs()]
+        return [tensor_meta(o.name, o.shape, ort_dtype(o.type)) for o in self.session.get_outputs()]
 
     def _infer(self, feed):
         names = [o.name for o in self.session.get_outputs()]
