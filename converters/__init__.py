@@ -18,8 +18,9 @@ Rooms (each package's own docstring says what lives there and what it may import
                              where a route needs one, always validated against the original
 
 The root modules may import edge/ and each other; `pipeline` alone reaches into routes/
-(through the registry) and validation/ (to validate each hop). Nothing here parses command
+(through the registry) and validation/ (to validate each hop); `options` names validation's
+types in its annotations only (never imported at run time). Nothing here parses command
 lines: that is edgeport/cli/. tests/test_architecture.py holds these rules.
 
-Imports: edge, converters.routes (pipeline, registry), converters.validation (pipeline), converters.edgetpu (registry), converters.rewrite (pipeline)
+Imports: edge, converters.routes (pipeline, registry), converters.validation (pipeline, options), converters.edgetpu (registry), converters.rewrite (pipeline)
 """

@@ -54,7 +54,10 @@ NEED_FLAGS = {
 }
 
 # Options that say nothing about the result (left out of provenance and of the skip key).
-_NOT_RECORDED = ("quiet", "extra", "compiler", "timeout", "tolerances", "accept_unvalidated")
+# input_overrides is recorded as "inputs" (its shapes and --arg values) by options_record.
+_NOT_RECORDED = ("quiet", "compiler", "timeout", "tolerances", "accept_unvalidated", "provenance",
+                 "input_overrides", "bias_correction", "adaround", "adaround_sweeps", "adaround_damp",
+                 "normalize_packed_outputs")
 
 
 @dataclasses.dataclass
@@ -139,14 +142,13 @@ def output_path(outdir, stem, fmt):
 
 def options_record(options):
     """The options that shape a result, as a JSON-able dict (provenance and skip key)."""
-    d = dataclasses.asdict(options)
-    for k in _NOT_RECORDED:
-        d.pop(k, None)
+    d = {f.name: copy.deepcopy(getattr(options, f.name)) for f in dataclasses.fields(options)
+         if f.name not in _NOT_RECORDED}
     out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if v not in (None, False)}
     digest = calibration_digest(options)
     if digest:
         out["calibration_sha256"] = digest
-    given = getattr(options, "input_overrides", None)   # --input-shapes and --arg shape the export
+    given = options.input_overrides   # --input-shapes and --arg shape the export
     if given is not None and (given.shapes or given.args):
         out["inputs"] = {"shapes": {str(k): list(v) for k, v in sorted(given.shapes.items(), key=str)},
                          "args": dict(sorted(given.args.items()))}
@@ -306,7 +308,7 @@ def _hop_options(current, options, intermediate):
     """The options that validate a hop from `current`. The user's --input-shapes name the
     original model's inputs; a TFLite intermediate made in this run (onnx2tf's, channel-last)
     has every input fixed already, in its own layout, so the shapes are left out for it."""
-    ov = getattr(options, "input_overrides", None)
+    ov = options.input_overrides
     if not (intermediate and ov is not None and ov.shapes and current.format in (formats.TFLITE,
                                                                                   formats.TFLITE_INT8)):
         return options
@@ -418,7 +420,7 @@ def _run_hop(current, conv, final, route, options, progress, validate=False, int
     any point before leaves nothing under the final name, so nothing unvalidated is kept."""
     fmt = conv.target
     block = provenance(current, fmt, route, options_record(options), _base_versions())
-    options.extra["provenance"] = block
+    options.provenance = block
     t0 = time.perf_counter()
     try:
         quiet_frameworks()
@@ -464,14 +466,14 @@ def _run_hop(current, conv, final, route, options, progress, validate=False, int
                 edge_run.guard_write(dst, "companion file")  # declared, and no input of the run
                 os.replace(os.path.join(os.path.dirname(tmp), name), dst)
     finally:
-        options.extra.pop("provenance", None)
+        options.provenance = None
     return Artefact(final, fmt, md), seconds
 
 
 def _float16_overflowed(fmt, validation, options):
     """A Core ML hop whose float16 program overflowed (its validation says so) and whose
     precision the user left to edgeport."""
-    return (fmt == formats.COREML and not getattr(options, "coreml_precision", None)
+    return (fmt == formats.COREML and not options.coreml_precision
             and validation.get("passed") is False and "float16 overflow" in str(validation.get("summary")))
 
 
@@ -603,7 +605,7 @@ def _convert_model(source, targets, options, outdir, force, validate, progress):
     result.refused = {t: str(refused[t]) for t in targets if t in refused}
     if result.not_validated:   # made, but nothing proves it works: never a plain success
         result.status = NOT_VALIDATED
-    unvalidated = bool(result.not_validated) and not getattr(options, "accept_unvalidated", False)
+    unvalidated = bool(result.not_validated) and not options.accept_unvalidated
     result.exit_code = max([e.exit_code for e in refused.values()]
                            + [1 if result.validation_failed or unvalidated else 0])
     return result
