@@ -64,7 +64,7 @@ def run(args):  # noqa: C901 (a named exception: to be split along its jobs)
 
     interpreter, info = make_interpreter(args.model, device=args.device, runtime=args.runtime,
                                          num_threads=args.threads)
-    if getattr(args, "input_shapes", None):
+    if args.input_shapes:
         from converters.validation.signature import parse_input_shapes
         from edge.files import printable
 

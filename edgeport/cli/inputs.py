@@ -34,10 +34,7 @@ def add_input_args(p):
 def overrides_from_args(args):
     from converters.validation.signature import InputOverrides
 
-    shapes = getattr(args, "input_shapes", None)
-    ranges = getattr(args, "val_range", None)
-    data = getattr(args, "data", None)
-    values = getattr(args, "arg", None)
+    shapes, ranges, data, values = args.input_shapes, args.val_range, args.data, args.arg
     if not (shapes or ranges or data or values):
         return None
     return InputOverrides.parse(shapes, ranges, data, values)
@@ -45,4 +42,4 @@ def overrides_from_args(args):
 
 def declare_inputs(args, run):
     """Declare the files these flags read (--data) on an edge.run.Run."""
-    run.input(getattr(args, "data", None), "--data file")
+    run.input(args.data, "--data file")
