@@ -2,7 +2,8 @@
 
 Rooms (each package's own docstring says what lives there and what it may import):
 
-    converters/              registry + planner (registry, pipeline), formats, artefact,
+    converters/              registry + planner (registry, pipeline/: plan, hop, model,
+                             folder), formats, artefact,
                              metadata, options, atomic writes, reference_models,
                              manifest (shard manifests for `convert --shard` and their merge)
     converters/routes/       one module per conversion tool, each registering its edges
@@ -18,8 +19,10 @@ Rooms (each package's own docstring says what lives there and what it may import
                              where a route needs one, always validated against the original
 
 The root modules may import edge/ and each other; `pipeline` alone reaches into routes/
-(through the registry) and validation/ (to validate each hop). Nothing here parses command
+(through the registry) and validation/ (to validate each hop): of its modules, `plan` (the
+labels a Core ML route embeds) and `hop` (convert, rewrite, validate) do. `options` names
+validation's types in its annotations only (never imported at run time). Nothing here parses command
 lines: that is edgeport/cli/. tests/test_architecture.py holds these rules.
 
-Imports: edge, converters.routes (pipeline, registry), converters.validation (pipeline), converters.edgetpu (registry), converters.rewrite (pipeline)
+Imports: edge, converters.routes (pipeline, plan, hop, registry), converters.validation (pipeline, hop, options), converters.edgetpu (registry), converters.rewrite (pipeline, hop)
 """

@@ -82,7 +82,7 @@ def options_in_model_names(options, artefact):
     import dataclasses
 
     mapping = {k: v for k, v in name_map(artefact.metadata).items() if k != v}
-    ov = getattr(options, "input_overrides", None)
+    ov = options.input_overrides
     if not mapping or not ov:
         return options
     back = {v: k for k, v in mapping.items()}

@@ -47,7 +47,7 @@ class Conversion:
     def missing(self, options):
         """The entries of `needs` that `options` leaves unset (each a name or a tuple of names)."""
         return [need for need in self.needs
-                if not any(getattr(options, n, None) for n in
+                if not any(getattr(options, n) for n in
                            ((need,) if isinstance(need, str) else need))]
 
     @property

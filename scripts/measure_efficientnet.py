@@ -10,7 +10,7 @@ real photos, listed per image, on two sets:
     fixtures' three .bmp photos when ../shared is present.
 
 The int8 model is measured with the default AdaRound-style weight rounding and without it
-(`extra={"adaround": False}`), and without AdaRound and bias correction.
+(`adaround=False`), and without AdaRound and bias correction.
 
     python scripts/measure_efficientnet.py [--out DIR] [--json FILE]
 """
@@ -183,11 +183,11 @@ def main(argv=None):
     if meta_ada := m.get("adaround"):
         print(f"    AdaRound: {meta_ada}")
     s, n, m = convert(from_torch.torch_to_tflite_int8, weights, out / "effnet_int8_noada.tflite",
-                      opts(extra={"adaround": False}))
+                      opts(adaround=False))
     record("tflite-int8, no AdaRound", s, n, m, run_tflite(out / "effnet_int8_noada.tflite", files))
     if not args.no_bias_correction_run:
         s, n, m = convert(from_torch.torch_to_tflite_int8, weights, out / "effnet_int8_nobc.tflite",
-                          opts(extra={"bias_correction": False, "adaround": False}))
+                          opts(bias_correction=False, adaround=False))
         record("tflite-int8, no AdaRound/bias c.", s, n, m,
                run_tflite(out / "effnet_int8_nobc.tflite", files))
     s, n, m = convert(from_torch.torch_to_coreml, weights, out / "effnet.mlpackage",

@@ -74,7 +74,7 @@ def test_unknown_target_and_missing_source(src, tmp_path, capsys):
 
 
 def test_failed_validation_exits_1_and_keeps_artefact(src, tmp_path, capsys, monkeypatch):
-    import converters.pipeline as pipeline
+    import converters.pipeline.hop as pipeline  # _validate lives in the hop module
 
     monkeypatch.setattr(pipeline, "_validate",
                         lambda s, c, o: {"passed": False, "summary": "MISMATCH: forced by the test"})

@@ -129,7 +129,7 @@ def quantized(tmp_path_factory):
     made = {}
     for name, normalize in (("plain", False), ("normalized", True)):
         opts = ConvertOptions(preprocessing=SPEC, calibration=IMAGES,
-                              extra={"normalize_packed_outputs": normalize})
+                              normalize_packed_outputs=normalize)
         r = pipeline.convert_model(src, ["tflite-int8"], opts, outdir=d / name, progress=lambda s: None)
         made[name] = (d / name / "det_int8.tflite", r)
     return src, made

@@ -81,14 +81,13 @@ def test_exact_decode_switch_turns_draft_off(tmp_path):
 
 
 def test_cli_flag_sets_exact_decode():
-    from edgeport.cli.args import preprocessing
+    from edgeport.cli.args import Parser, add_preprocessing, preprocessing
 
-    class A:
-        exact_decode = True
-
-    preprocessing(A())
+    p = Parser()
+    add_preprocessing(p)
+    preprocessing(p.parse_args(["--exact-decode"]))
     assert preprocess.exact_decode()
-    preprocessing(object())  # a command without the flag: back to the draft decode
+    preprocessing(p.parse_args([]))  # a command run without the flag: back to the draft decode
     assert not preprocess.exact_decode()
 
 

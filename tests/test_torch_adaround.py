@@ -106,7 +106,7 @@ def converted(net, tmp_path_factory):
     res = {}
     for flag in (True, False):
         path = out / f"net_{flag}.tflite"
-        meta = from_torch.torch_to_tflite_int8(src, str(path), _options(net, extra={"adaround": flag}))
+        meta = from_torch.torch_to_tflite_int8(src, str(path), _options(net, adaround=flag))
         res[flag] = (path, meta)
     return res
 

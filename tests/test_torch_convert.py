@@ -234,7 +234,7 @@ def test_bias_correction_reduces_int8_error(tiny, tmp_path):
     errs = {}
     for flag in (True, False):
         out = tmp_path / f"bc_{flag}.tflite"
-        o = options(calibration=str(IMAGES), extra={"bias_correction": flag}, **kw)
+        o = options(calibration=str(IMAGES), bias_correction=flag, **kw)
         meta = from_torch.torch_to_tflite_int8(src, str(out), o)
         assert bool(meta["bias_correction"]) is flag
         errs[flag] = np.mean([np.abs(run_tflite(out, x.transpose(0, 2, 3, 1).copy())[0]

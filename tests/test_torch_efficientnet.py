@@ -61,7 +61,7 @@ def run(tmp_path_factory):
                            ("coreml", from_torch.torch_to_coreml, out / "e.mlpackage")):
         _, size, meta = m.convert(fn, w, path, opts)
         res[name] = (path, meta)
-    opts.extra = {"adaround": False}
+    opts.adaround = False
     _, _, meta = m.convert(from_torch.torch_to_tflite_int8, w, out / "e_int8_noada.tflite", opts)
     res["int8_noada"] = (out / "e_int8_noada.tflite", meta)
     return {"m": m, "files": files, "sets": sets, "ref": ref, "res": res,

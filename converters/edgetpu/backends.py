@@ -59,7 +59,7 @@ _USER = re.compile(r"^\d+(:\d+)?$")
 
 
 def _setting(options, attr, env):
-    value = getattr(options, attr, None) if options is not None else None
+    value = getattr(options, attr) if options is not None else None
     return value if value not in (None, "", (), []) else (os.environ.get(env) or None)
 
 

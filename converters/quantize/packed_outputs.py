@@ -379,9 +379,9 @@ def _round_factor(f):
 
 def normalize_for_int8(float_bytes, cal, options):
     """What every full-int8 route calls on its float TFLite before calibrating: the rewrite
-    above unless `options.extra["normalize_packed_outputs"]` is False, each rewrite said in a
+    above unless `options.normalize_packed_outputs` is False, each rewrite said in a
     progress line. Returns (bytes, record for the sidecar's output_rescale, or None)."""
-    if not (options.extra or {}).get("normalize_packed_outputs", True):
+    if not options.normalize_packed_outputs:
         return float_bytes, None
     from edge.files import printable
 

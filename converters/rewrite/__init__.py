@@ -167,7 +167,7 @@ def _save(family, model, path):
 
 
 def off(options):
-    return bool(getattr(options, "no_rewrite", False))
+    return bool(options.no_rewrite)
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ def pinned_inputs(model, options):
     """{input name: value} of the inputs the user pinned by name to one value
     (`--val-range sr:[16000,16000]`), as the validation feeds them: each becomes a constant
     when the rewrite applies (a rank-0 `sr` left as an input is refused by onnx2coreml)."""
-    ov = getattr(options, "input_overrides", None)
+    ov = options.input_overrides
     ranges = dict(getattr(ov, "ranges", None) or {})
     out = {}
     for name in sorted(i.name for i in _graph_inputs(model)):
@@ -39,7 +39,7 @@ def _input_shapes(model, options):
         return {n: list(dims) for n, dims, _ in static_shapes(model, options, "the model")}
     except InputError:
         pass
-    ov = getattr(options, "input_overrides", None)
+    ov = options.input_overrides
     given = dict(getattr(ov, "shapes", None) or {})
     inputs = _graph_inputs(model)
     if None in given and len(inputs) == 1:

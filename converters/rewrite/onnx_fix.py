@@ -14,8 +14,8 @@ from converters.rewrite.onnx import ONNX2COREML, ONNX2TF, _graph_inputs, _input_
 
 def fixed_values(options):
     """{input name: number or list} given with --fix (empty without)."""
-    ov = getattr(options, "input_overrides", None)
-    return dict(getattr(ov, "fixed", None) or {})
+    ov = options.input_overrides
+    return dict(ov.fixed or {}) if ov is not None else {}
 
 
 def _value_shape(inp, value, shapes):

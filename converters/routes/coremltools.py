@@ -88,7 +88,7 @@ def _finish(ct, mlmodel, output_path, options, spec, labels, image):
     from converters.artefact import package_versions
     from converters.metadata import set_coreml_fields
 
-    set_coreml_fields(mlmodel, options.extra.get("provenance"), options)
+    set_coreml_fields(mlmodel, options.provenance, options)
     mlmodel.save(os.fspath(output_path))
     meta = {"versions": package_versions("coremltools"), "coreml_target": options.coreml_target or DEFAULT_TARGET,
             "coreml_input": "image" if image else "tensor",

@@ -26,7 +26,7 @@ def model_dims(value_info):
 
 def user_shapes(options, inputs, name):
     """{input name: [dims]} of the shapes the user gave, checked against the model's inputs."""
-    ov = getattr(options, "input_overrides", None)
+    ov = options.input_overrides
     shapes = dict(ov.shapes) if ov is not None else {}
     if options.input_shape and not shapes:
         shapes[None] = list(options.input_shape)

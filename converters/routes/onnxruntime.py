@@ -38,7 +38,7 @@ def onnx_to_ort(source, output_path, options):
     work = tempfile.mkdtemp(prefix=".ort-", dir=out_dir)
     try:
         model = formats.load_onnx(source.path)
-        block = options.extra.get("provenance")
+        block = options.provenance
         if block:  # ORT keeps metadata_props: stamp the ORT model with its own provenance
             from converters.metadata import set_onnx_props
 

@@ -24,7 +24,7 @@ def load_keras(path, options):
 
     try:
         return keras.models.load_model(os.fspath(path), compile=False,
-                                       safe_mode=not getattr(options, "keras_unsafe", False))
+                                       safe_mode=not options.keras_unsafe)
     except Exception as e:  # a damaged file fails in zipfile, h5py, json or Keras itself
         if isinstance(e, ValueError) and ("Lambda" in str(e) or "safe_mode" in str(e)):
             raise InputError(f"{os.path.basename(path)} holds a Lambda layer (arbitrary code), "

@@ -87,7 +87,7 @@ def load_samples(model, source, options):
 
     spec = dict(source.preprocessing or {})
     spec.update(options.preprocessing or {})
-    data = getattr(options, "calibration_data", None)
+    data = options.calibration_data
     if options.calibration and (not data or _is_image_model(model, source.name, spec)):
         shape, layout = image_input(model, source.name, spec)
         spec["layout"] = layout
@@ -157,11 +157,10 @@ def tflite_to_tflite_int8(source, output_path, options):
     io_dtype = (options.io_dtype or "uint8").lower()
     if io_dtype not in ("uint8", "int8"):
         raise InputError(f"--io-dtype must be uint8 or int8, not {io_dtype}")
-    if not options.calibration and not getattr(options, "calibration_data", None):
+    if not options.calibration and not options.calibration_data:
         raise InputError(f"{source.name} needs calibration samples for full-integer quantization",
                          "pass --calibration DIR (representative images) or --data FILE.npz "
                          "(representative input arrays); edgeport never calibrates on random data")
-    extra = options.extra or {}
     t0 = time.monotonic()
     with open(source.path, "rb") as f:
         float_bytes = f.read()
@@ -189,7 +188,7 @@ def tflite_to_tflite_int8(source, output_path, options):
     float_bytes, rescale = _run_float(lambda b, c: normalize_for_int8(b, c, options), float_bytes, cal,
                                       source, "to measure its packed outputs")
     corrected = 0
-    if extra.get("bias_correction", True):
+    if options.bias_correction:
         options.progress(f"bias correction: measuring conv/FC inputs on {len(cal)} {cal.unit}")
         float_bytes, corrected = _run_float(bias_correct, float_bytes, cal, source, "for bias correction")
     times["bias_correction"] = round(time.monotonic() - t, 1)   # includes importing TensorFlow

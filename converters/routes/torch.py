@@ -12,7 +12,7 @@ Routes:
     int8 weights (per-channel) and activations, uint8 or int8 I/O through one QUANTIZE at each
     end, weights inline in the flatbuffer -- the model layout the Edge TPU compiler takes.
     Before export the PyTorch weights are rounded on TFLite's int8 grid by an AdaRound-style
-    search on the calibration images (`adaround`; off with extra={"adaround": False}).
+    search on the calibration images (`adaround`; off with `ConvertOptions(adaround=False)`).
   * Core ML: `torch.jit.trace` -> coremltools (ML program), image input with scale/bias.
 
 TorchScript sources reach litert-torch through `torch._export.converter.TS2EPConverter`.
@@ -133,7 +133,7 @@ def _load(source, options):
     or a placeholder that is named in a progress line and in the sidecar.
     """
     model, ep = load_source(source, options)
-    ov = getattr(options, "input_overrides", None)
+    ov = options.input_overrides
     ranges = (lambda n: ov.range_for(n)) if ov is not None else (lambda n: None)
     args = script_arguments(model) if ep is None else None
     if args is not None and not (len(args) == 1 and str(args[0].type) == "Tensor"):
@@ -383,7 +383,6 @@ def torch_to_tflite_int8(source, output_path, options):
 
     if (options.io_dtype or "uint8") not in ("uint8", "int8"):
         raise InputError(f"--io-dtype {options.io_dtype}: use uint8 or int8")
-    extra = options.extra or {}
     t0 = time.monotonic()
     state = {}
 
@@ -405,7 +404,7 @@ def torch_to_tflite_int8(source, output_path, options):
         spec["layout"] = layout
         cal = state["cal"] = load_calibration(options.calibration, spec, count=options.calibration_count,
                                               input_shape=nhwc, layout=layout, progress=options.progress)
-        if not extra.get("adaround", True):
+        if not options.adaround:
             return
         if isinstance(model, torch.jit.ScriptModule):
             state["adaround"] = "skipped: TorchScript modules take no forward hooks"
@@ -415,8 +414,8 @@ def torch_to_tflite_int8(source, output_path, options):
             arrays = [a.permute(0, 3, 1, 2).contiguous() for a in arrays]
         t = time.monotonic()
         options.progress(f"AdaRound: rounding the weights on {len(arrays)} calibration images")
-        state["adaround"] = adaround(model, arrays, sweeps=int(extra.get("adaround_sweeps", 4)),
-                                     damp=float(extra.get("adaround_damp", 0.01)),
+        state["adaround"] = adaround(model, arrays, sweeps=int(options.adaround_sweeps),
+                                     damp=float(options.adaround_damp),
                                      progress=options.progress)
         state["adaround"]["seconds"] = round(time.monotonic() - t, 1)
 
@@ -430,7 +429,7 @@ def torch_to_tflite_int8(source, output_path, options):
         seconds_float = time.monotonic() - t0
         float_bytes, rescale = normalize_for_int8(float_bytes, cal, options)
         corrected = 0
-        if extra.get("bias_correction", True):
+        if options.bias_correction:
             float_bytes, corrected = bias_correct(float_bytes, cal)
         quantized = quantize_tflite(float_bytes, cal, options.io_dtype or "uint8", options.progress)
     with open(output_path, "wb") as f:

@@ -185,6 +185,14 @@ def load_exported_program(path, trust=False):
                          f"{first_line(e, 200)}") from None
 
 
+def _progress_of(options):
+    """convert's progress lines (ConvertOptions.progress); none for the bare ModelLoading a
+    validation runner passes."""
+    from converters.options import ConvertOptions
+
+    return options.progress if isinstance(options, ConvertOptions) else None
+
+
 def load_source(source, options):
     """(model, exported_program_or_None) for a PyTorch Artefact, honouring trust_pickle.
 
@@ -196,7 +204,7 @@ def load_source(source, options):
         if not options.torch_model:
             raise InputError(f"{source.path} is a state dict", "pass --torch-model module:factory")
         return load_module_from_factory(options.torch_model, source.path, options.trust_pickle,
-                                        getattr(options, "progress", None)), None
+                                        _progress_of(options)), None
     if fmt == formats.TORCHSCRIPT:
         return load_torchscript(source.path, options.trust_pickle), None
     if fmt == formats.TORCH_EXPORT:

@@ -57,11 +57,9 @@ def public_inputs(artefact, options):
     from converters.validation.runners import runner_for
 
     try:
-        runner = runner_for(artefact, torch_model=getattr(options, "torch_model", None),
-                            input_shape=getattr(options, "input_shape", None),
-                            trust_pickle=getattr(options, "trust_pickle", False),
-                            keras_unsafe=getattr(options, "keras_unsafe", False),
-                            overrides=getattr(options, "input_overrides", None))
+        runner = runner_for(artefact, torch_model=options.torch_model, input_shape=options.input_shape,
+                            trust_pickle=options.trust_pickle, keras_unsafe=options.keras_unsafe,
+                            overrides=options.input_overrides)
         with runner:
             return list(runner.input_metadata())
     except Exception:  # noqa: BLE001 - a model whose inputs cannot be read keeps no map

@@ -12,11 +12,13 @@ import json
 import os
 import warnings as _warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from converters import formats
+from converters.options import ModelLoading
 from converters.validation.comparator import Tolerances, compare_runs, stack_samples
 from converters.validation.data import DataSource, fingerprint, image_files, resolve_preprocessing
 from edge.errors import EdgeportError, InputError, first_line
@@ -43,24 +45,22 @@ PASSED, FAILED, STRUCTURAL, ERROR = "passed", "failed", "structure-only", "error
 
 
 @dataclass
-class ValidateOptions:
+class ValidateOptions(ModelLoading):
+    """The options of `validate`; the model-loading fields (torch_model, trust_pickle,
+    keras_unsafe, input_shape, input_overrides) are ModelLoading's, shared with convert."""
+
     inputs: str = "random"           # "random" or a folder of images
-    samples: int = None              # default: 10 random samples, or up to 20 images
+    samples: int | None = None              # default: 10 random samples, or up to 20 images
     seed: int = 0
     tolerances: Tolerances = field(default_factory=Tolerances)
-    preprocessing: dict = None       # overrides the sidecars' spec
-    save_outputs: str = None
-    load_outputs: str = None
+    preprocessing: dict | None = None       # overrides the sidecars' spec
+    save_outputs: str | None = None
+    load_outputs: str | None = None
     device: str = "auto"             # TFLite device (auto, cpu, usb, ...)
-    runtime: str = None              # TFLite backend
-    torch_model: str = None
-    input_shape: tuple = None
-    trust_pickle: bool = False
-    keras_unsafe: bool = False
-    progress: object = None          # callable(str) or None
-    input_overrides: object = None   # signature.InputOverrides: --input-shapes, --val-range, --data
+    runtime: str | None = None              # TFLite backend
+    progress: Callable[[str], None] | None = None
     accept_unvalidated: bool = False  # exit 0 although some artefact was not validated by numbers
-    images: list = None              # these image files rather than the folder's (held-out ones)
+    images: list[str] | None = None              # these image files rather than the folder's (held-out ones)
 
 
 @dataclass
@@ -213,20 +213,20 @@ def validate_pair(source, converted, options=None):
     """
     vo = ValidateOptions()
     if options is not None:
-        vo.inputs = getattr(options, "calibration", None) or "random"
-        vo.preprocessing = getattr(options, "preprocessing", None)
-        vo.torch_model = getattr(options, "torch_model", None)
-        vo.input_shape = getattr(options, "input_shape", None)
-        vo.trust_pickle = bool(getattr(options, "trust_pickle", False))
-        vo.keras_unsafe = bool(getattr(options, "keras_unsafe", False))
-        vo.input_overrides = getattr(options, "input_overrides", None)
-        if vo.input_overrides is None and getattr(options, "calibration_data", None):
+        vo.inputs = options.calibration or "random"
+        vo.preprocessing = options.preprocessing
+        vo.torch_model = options.torch_model
+        vo.input_shape = options.input_shape
+        vo.trust_pickle = bool(options.trust_pickle)
+        vo.keras_unsafe = bool(options.keras_unsafe)
+        vo.input_overrides = options.input_overrides
+        if vo.input_overrides is None and options.calibration_data:
             from converters.validation.signature import InputOverrides
 
             vo.input_overrides = InputOverrides.parse(data=options.calibration_data)
         vo.device = "cpu" if converted.format != formats.EDGETPU else "auto"
         # the judgement flags convert shares with validate (--atol, --output-role, thresholds)
-        if getattr(options, "tolerances", None) is not None:
+        if options.tolerances is not None:
             vo.tolerances = options.tolerances
     note = _calibration_holdout(converted, options, vo)
     report = validate(source, [converted], vo)
@@ -250,8 +250,7 @@ def _calibration_holdout(converted, options, vo):
     if options is None:
         return ""
     images, data, note = validation_holdout((converted.metadata or {}).get("calibration"),
-                                            getattr(options, "calibration", None),
-                                            getattr(options, "calibration_data", None))
+                                            options.calibration, options.calibration_data)
     if images:
         vo.images = images
     if data is not None:

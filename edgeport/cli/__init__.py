@@ -41,6 +41,18 @@ def _build(name, module, subparsers):
     p.set_defaults(_run=mod.run, _files=mod.files)
 
 
+# What the dispatcher reads of every command's namespace: a command without --json, a model,
+# a source or models keeps these defaults, so none is ever guessed with getattr.
+DISPATCH_DEFAULTS = {"json": False, "model": None, "source": None, "models": None,
+                     "_deprecated": None, "_run": None, "_files": None}
+
+
+def _dispatch_defaults(parser):
+    """DISPATCH_DEFAULTS for the attributes the parser's own flags do not set."""
+    have = {a.dest for a in parser._actions}
+    parser.set_defaults(**{k: v for k, v in DISPATCH_DEFAULTS.items() if k not in have})
+
+
 def build_parser(only=None, prog="edgeport"):
     parser = Parser(
         prog=prog, description="edgeport: take a trained model to the edge and prove it still works there.",
@@ -49,6 +61,7 @@ def build_parser(only=None, prog="edgeport"):
     parser.add_argument("--version", action="version", version=f"edgeport {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    _dispatch_defaults(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in COMMANDS.items():
         if only is None or name == only:
@@ -66,12 +79,12 @@ def run_parsed(args):
     stdout gets exactly one JSON document whatever happens (see edgeport.cli.output.one_document)."""
     from edge.console import quiet, set_plain
 
-    set_plain(getattr(args, "json", False))   # --json: progress as plain lines, even on a terminal
+    set_plain(args.json)   # --json: progress as plain lines, even on a terminal
     code = [0]
     # the tools' error lines are shown for a failure (exit 1), not for a usage or input error
     # (exit 2, one line) or an interruption (130, 143)
-    with quiet(verbose=getattr(args, "verbose", False), failed=lambda: code[0] == 1):
-        code[0] = _run_json(args) if getattr(args, "json", False) else _run_command(args)
+    with quiet(verbose=args.verbose, failed=lambda: code[0] == 1):
+        code[0] = _run_json(args) if args.json else _run_command(args)
     return code[0]
 
 
@@ -84,7 +97,7 @@ def _run_json(args):
         with captured_stdout() as out:
             code = _run_command(args, failure.append)
     finally:  # also when --debug re-raises: the document first, then the traceback
-        _write_json(one_document(getattr(args, "command", None) or "edgeport", code, out.text if out else "",
+        _write_json(one_document(args.command or "edgeport", code, out.text if out else "",
                                  failure[0] if failure else None, _models_of(args)))
     return code
 
@@ -101,10 +114,10 @@ def _write_json(text):
 
 def _models_of(args):
     """The model paths a command was given (for an error document), as far as the parsed flags say."""
-    for name in ("model", "source"):
-        if isinstance(getattr(args, name, None), str):
-            return [getattr(args, name)]
-    value = getattr(args, "models", None)
+    for value in (args.model, args.source):
+        if isinstance(value, str):
+            return [value]
+    value = args.models
     return [m for m in value if isinstance(m, str)] if isinstance(value, list) else []
 
 
@@ -114,10 +127,10 @@ def _run_command(args, on_failure=lambda message: None):
     from edge.errors import EdgeportError
     from edge.run import Run
 
-    for note in getattr(args, "_deprecated", None) or ():
+    for note in args._deprecated or ():
         print(note, file=sys.stderr)
     try:
-        run = Run(f"edgeport {getattr(args, 'command', None) or ''}".strip())
+        run = Run(f"edgeport {args.command or ''}".strip())
         args._files(args, run)
         with run.active():
             return int(args._run(args) or 0)
@@ -160,7 +173,7 @@ def _main(argv):
         args = _parse(parser, argv, first if first in COMMANDS else None)
     except SystemExit as e:  # --help, --version, or a usage error (already printed)
         return _exit_code(e)
-    if not getattr(args, "_run", None):
+    if not args._run:
         parser.print_help()
         return 2
     return run_parsed(args)
@@ -210,6 +223,7 @@ def _short_form(command):
         parser.add_argument("--debug", action="store_true", help="show tracebacks")
         parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
         mod.configure(parser)
+        _dispatch_defaults(parser)
         parser.set_defaults(_run=mod.run, _files=mod.files)
         try:
             args = _parse(parser, argv, command)

@@ -3,8 +3,12 @@
 Each `add_*` function adds one group of flags to a command's parser; the value types below
 refuse, at parse time, numbers that make no sense for a flag (NaN and infinity always; zero
 or negatives where the flag needs a positive value). A refused value is one `error:` line and
-exit status 2, like every other usage error. `preprocessing(args)` and `input_shape(args)`
-turn the parsed flags into the values the library takes, without changing `args`.
+exit status 2, like every other usage error. One function per group turns the parsed flags
+into the value the library takes, without changing `args`: `preprocessing(args)` (a dict),
+`input_shape(args)`, `model_loading(args)` (converters.options.ModelLoading, which convert's
+and validate's options extend) and `judgement(args)` (Tolerances). A group added without
+some of its flags sets those to their defaults, so every attribute of a group is always
+there to read (no getattr fallbacks).
 
 Every number flag has a lower and an upper bound (a count of 10**20 would exhaust memory
 before failing): each type below carries its rule, and the Parser appends the rule to the
@@ -182,6 +186,8 @@ def add_preprocessing(p, size=True, layout=True, pycoral_flags=False):
     if size:
         g.add_argument("--size", type=size_int, nargs="+", metavar="N",
                        help="image input size: H W, or one number for a square")
+    else:
+        g.set_defaults(size=None)
     mean = ["-a", "--input_mean", "--mean"] if pycoral_flags else ["--mean"]
     std = ["-s", "--input_std", "--std"] if pycoral_flags else ["--std"]
     g.add_argument(*mean, dest="mean", type=mean_float, nargs="+", metavar="M",
@@ -193,6 +199,8 @@ def add_preprocessing(p, size=True, layout=True, pycoral_flags=False):
     if layout:
         g.add_argument("--layout", choices=LAYOUTS, help="image layout of the model's input "
                                                          "(default: guessed from its shape)")
+    else:
+        g.set_defaults(layout=None)
     g.add_argument("--exact-decode", action="store_true",
                    help="decode every pixel of a JPEG much larger than the model's input (default: "
                         "the JPEG decoder's reduced scale, ~4x faster on camera photos)")
@@ -205,26 +213,26 @@ def preprocessing(args):
     from edge.errors import InputError
 
     pre = {}
-    size = getattr(args, "size", None)
+    size = args.size
     if size:
         if len(size) not in (1, 2):
             raise InputError(f"--size takes H W or one number, not {len(size)} numbers")
         pre["size"] = list(size) * 2 if len(size) == 1 else list(size)
     for key in ("mean", "std"):
-        values = getattr(args, key, None)
+        values = args.mean if key == "mean" else args.std
         if values:
             if len(values) not in (1, 3, 4):
                 raise InputError(f"--{key} takes one value or one per channel (3 or 4), "
                                  f"not {len(values)} values")
             pre[key] = list(values)
-    if getattr(args, "layout", None):
+    if args.layout:
         pre["layout"] = args.layout
     # --exact-decode is process-wide (edge.preprocess.load_pixels serves every command's image
     # loads, and a source and its artefact must see the same pixels): set it from the flags of
     # this command, on or off.
     from edge.preprocess import set_exact_decode
 
-    set_exact_decode(getattr(args, "exact_decode", False))
+    set_exact_decode(args.exact_decode)
     return pre
 
 
@@ -237,7 +245,7 @@ class _Deprecated(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         setattr(namespace, self.dest, values)
-        notes = list(getattr(namespace, "_deprecated", None) or [])
+        notes = list(namespace._deprecated or []) if "_deprecated" in vars(namespace) else []
         shown = "[" + ",".join(map(str, values)) + "]" if isinstance(values, list) else values
         notes.append(f"note: {option_string} is deprecated, use {self.instead} {shown}")
         namespace._deprecated = notes
@@ -254,10 +262,10 @@ def add_input_shape(p, what="the model's input shape (PyTorch sources), e.g. 1 3
 def input_shape(args):
     """The shape for sources that need one (PyTorch): --input-shapes when it names one input
     (bare or named), else the deprecated --input-shape tuple, else None."""
-    shape = getattr(args, "input_shape", None)
+    shape = args.input_shape
     if shape:
         return tuple(shape)
-    shapes = getattr(args, "input_shapes", None)
+    shapes = args.input_shapes
     if shapes:
         from converters.validation.signature import parse_input_shapes
 
@@ -299,14 +307,27 @@ def add_model_loading(p, torch_model=True, trust_pickle=True, keras_unsafe=True)
     if keras_unsafe:
         g.add_argument("--keras-unsafe", action="store_true",
                        help="allow Keras Lambda layers (they run code from the file)")
+    g.set_defaults(**{k: v for k, v, given in (("torch_model", None, torch_model),
+                                               ("trust_pickle", False, trust_pickle),
+                                               ("keras_unsafe", False, keras_unsafe)) if not given})
     return g
 
 
-def model_loading(args):
-    """{torch_model, trust_pickle, keras_unsafe} as given (False/None for flags a command lacks)."""
-    return {"torch_model": getattr(args, "torch_model", None),
-            "trust_pickle": bool(getattr(args, "trust_pickle", False)),
-            "keras_unsafe": bool(getattr(args, "keras_unsafe", False))}
+def model_loading(args, overrides=True):
+    """converters.options.ModelLoading from the groups a model is loaded with: loading models
+    (add_model_loading), --input-shape(s) (add_input_shape, inputs.add_input_args) and, with
+    `overrides`, --input-shapes/--val-range/--data/--arg (inputs.overrides_from_args; --data
+    is read then). InputError on a bad value."""
+    from converters.options import ModelLoading
+
+    shape = input_shape(args)
+    given = None
+    if overrides:
+        from edgeport.cli.inputs import overrides_from_args
+
+        given = overrides_from_args(args)
+    return ModelLoading(torch_model=args.torch_model, trust_pickle=bool(args.trust_pickle),
+                        keras_unsafe=bool(args.keras_unsafe), input_shape=shape, input_overrides=given)
 
 
 def add_threads(p, several=False):
@@ -372,12 +393,15 @@ def judgement(args, **extra):
         return default if v == {} else v
 
     try:
-        output_roles = parse_roles(getattr(args, "output_role", None)) or None
+        output_roles = parse_roles(args.output_role) or None
     except ValueError as e:
         raise InputError(str(e)) from None
-    thresholds = {k: getattr(args, k) for k in (
-        "min_recall", "min_precision", "score_threshold", "iou", "label_threshold",
-        "min_label_agreement", "min_f1", "min_pixel_agreement", "max_range_error")}
+    thresholds = {"min_recall": args.min_recall, "min_precision": args.min_precision,
+                  "score_threshold": args.score_threshold, "iou": args.iou,
+                  "label_threshold": args.label_threshold,
+                  "min_label_agreement": args.min_label_agreement, "min_f1": args.min_f1,
+                  "min_pixel_agreement": args.min_pixel_agreement,
+                  "max_range_error": args.max_range_error}
     return Tolerances(atol=per_output(args.atol, "--atol", Tolerances.atol),
                       rtol=per_output(args.rtol, "--rtol", Tolerances.rtol),
                       min_top1=args.min_top1, min_cosine=args.min_cosine,

@@ -68,7 +68,7 @@ def run(args):
                                          pre.get("std"), pre.get("layout"))
     images = list_images(args.input)
     shapes = None
-    if getattr(args, "input_shapes", None):
+    if args.input_shapes:
         from converters.validation.signature import parse_input_shapes
 
         shapes = parse_input_shapes(args.input_shapes)

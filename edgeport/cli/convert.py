@@ -108,12 +108,14 @@ def configure(p):
 
 
 def options_from_args(args):
+    """ConvertOptions from parsed arguments, without the input overrides (run() adds them: --data
+    is read only once the files are checked). InputError on bad values."""
     from converters.options import ConvertOptions
-    from edgeport.cli.args import input_shape, judgement, model_loading, preprocessing
+    from edgeport.cli.args import judgement, model_loading, preprocessing
 
     return ConvertOptions(
         tolerances=judgement(args), accept_unvalidated=args.accept_unvalidated,
-        **model_loading(args), input_shape=input_shape(args),
+        **vars(model_loading(args, overrides=False)),
         dynamic_batch=args.dynamic_batch, opset=args.opset, preprocessing=preprocessing(args) or None,
         labels=args.labels, calibration=args.calibration, calibration_data=args.data,
         calibration_count=args.calibration_count,
@@ -262,7 +264,7 @@ def run(args):
     src = args.source
     is_folder = is_folder_mode(args)
     shard = None
-    if getattr(args, "shard", None):
+    if args.shard:
         from converters.manifest import parse_shard
         from edge.errors import InputError
 
@@ -309,7 +311,7 @@ def run(args):
 
 def _write_report(args, models):
     """--report FILE.html: the page of what this run made (converters/validation/html.py)."""
-    if not getattr(args, "report", None):
+    if not args.report:
         return
     from converters.validation.html import convert_page, write_html
 

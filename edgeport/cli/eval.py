@@ -54,12 +54,10 @@ def run(args):
     from converters.artefact import open_model
     from edge.errors import InputError
     from edge.labels import read_labels
-    from edgeport.cli.args import input_shape, model_loading, preprocessing
-    from edgeport.cli.inputs import overrides_from_args
+    from edgeport.cli.args import model_loading, preprocessing
     from edgeport.cli.output import emit_json
 
     pre = preprocessing(args)
-    loading = model_loading(args)
     if args.labels:
         labels = read_labels(args.labels)
     else:
@@ -67,14 +65,15 @@ def run(args):
         if not found:
             raise InputError("no labels: the models' sidecars have none", "pass --labels FILE")
         labels = dict(enumerate(found)) if isinstance(found, list) else {int(k): v for k, v in found.items()}
-    overrides = overrides_from_args(args)
+    loading = model_loading(args)
     folders, items = _lib.dataset(args.images, args.limit)
     classes = _lib.match_classes(folders, labels)
     rows = []
     for m in args.models:
         t1, tk, n, ms = _lib.evaluate(m, items, classes, args.top_k, preprocessing=pre, device=args.device,
-                                      runtime=args.runtime, input_shape=input_shape(args),
-                                      overrides=overrides, **loading)
+                                      runtime=args.runtime, input_shape=loading.input_shape,
+                                      overrides=loading.input_overrides, torch_model=loading.torch_model,
+                                      trust_pickle=loading.trust_pickle, keras_unsafe=loading.keras_unsafe)
         rows.append({"model": m, "images": n, "top1": t1 / n, "topk": tk / n,
                      "top1_hits": t1, "topk_hits": tk, "mean_ms": round(ms, 3) if ms else None})
     if args.json:

@@ -29,6 +29,7 @@ def add_input_args(p):
                         "convert also calibrates full-int8 TFLite on them")
     g.add_argument("--arg", nargs="+", metavar="NAME=VALUE",
                    help="TorchScript: a value for a non-tensor forward argument, e.g. sr=16000")
+    g.set_defaults(fix=None)   # --fix only where add_fix_arg adds it
     return g
 
 
@@ -45,11 +46,7 @@ def add_fix_arg(g):
 def overrides_from_args(args):
     from converters.validation.signature import InputOverrides
 
-    shapes = getattr(args, "input_shapes", None)
-    ranges = getattr(args, "val_range", None)
-    data = getattr(args, "data", None)
-    values = getattr(args, "arg", None)
-    fixed = getattr(args, "fix", None)
+    shapes, ranges, data, values, fixed = args.input_shapes, args.val_range, args.data, args.arg, args.fix
     if not (shapes or ranges or data or values or fixed):
         return None
     return InputOverrides.parse(shapes, ranges, data, values, fixed)
@@ -57,4 +54,4 @@ def overrides_from_args(args):
 
 def declare_inputs(args, run):
     """Declare the files these flags read (--data) on an edge.run.Run."""
-    run.input(getattr(args, "data", None), "--data file")
+    run.input(args.data, "--data file")

@@ -87,8 +87,7 @@ def options_from_args(args):
     from converters.validation.comparator import STATS, parse_per_output
     from converters.validation.validate import ValidateOptions
     from edge.errors import InputError
-    from edgeport.cli.args import input_shape, judgement, model_loading, preprocessing
-    from edgeport.cli.inputs import overrides_from_args
+    from edgeport.cli.args import judgement, model_loading, preprocessing
 
     def per_output(values, cast, what, default):
         try:
@@ -107,8 +106,7 @@ def options_from_args(args):
     return ValidateOptions(inputs=args.inputs, samples=args.samples, seed=args.seed, tolerances=tol,
                            preprocessing=preprocessing(args) or None, save_outputs=args.save_outputs,
                            load_outputs=args.load_outputs, device=args.device, runtime=args.runtime,
-                           input_shape=input_shape(args), input_overrides=overrides_from_args(args),
-                           accept_unvalidated=args.accept_unvalidated, **model_loading(args))
+                           **vars(model_loading(args)), accept_unvalidated=args.accept_unvalidated)
 
 
 def files(args, run):

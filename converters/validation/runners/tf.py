@@ -18,13 +18,12 @@ class KerasRunner(Runner):
         self.model = None
 
     def _activate(self):
-        from types import SimpleNamespace
-
+        from converters.options import ModelLoading
         from converters.routes.tf_loading import load_keras
 
         m = self._model_arg
         if m is None:
-            m = load_keras(self.path, SimpleNamespace(keras_unsafe=self.unsafe))
+            m = load_keras(self.path, ModelLoading(keras_unsafe=self.unsafe))
         elif callable(m) and not hasattr(m, "inputs"):
             m = m()
         self.model = m

@@ -59,12 +59,13 @@ class TorchRunner(Runner):
         """Through converters.routes.torch_loading (safe loading: pickles only with trust_pickle)."""
         from types import SimpleNamespace
 
+        from converters.options import ModelLoading
         from converters.routes.torch_loading import load_source
 
         if self.format not in ("torchscript", "torch-export", "torch-module"):
             raise InputError(f"{self.path}: not a PyTorch format ({self.format})")
         art = SimpleNamespace(path=self.path, format=self.format)
-        opts = SimpleNamespace(torch_model=self.factory, trust_pickle=self.trust_pickle)
+        opts = ModelLoading(torch_model=self.factory, trust_pickle=self.trust_pickle)
         model, exported = load_source(art, opts)
         self._exported = exported
         return model
