@@ -137,8 +137,9 @@ def plan_each(source_format, targets, options, source=None, notes=None):
                 # PyTorch -> TFLite float -> int8 calibrated on --data), else say why not
                 try:
                     route = plan(t, usable=lambda c: not c.missing(options))
-                except InputError:
-                    raise missing from None
+                except InputError as again:
+                    # under --no-rewrite, a route refused for the rewrite it needs says so
+                    raise (again if off and again.hint == "drop --no-rewrite" else missing) from None
             if notes is not None:
                 _note_choice(notes, t, route, plan_route(source_format, t), needs, off)
             routes[t] = route

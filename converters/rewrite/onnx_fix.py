@@ -36,6 +36,7 @@ def _value_shape(inp, value, shapes):
 class FixInputs:
     """--fix NAME=VALUE: the input becomes a constant, and what it decides is folded."""
 
+    pattern = "inputs fixed by --fix"   # named when --no-rewrite refuses the route
     describe = "fixed {fixed} as constants (folded {ifs} If, {nodes} constant nodes)"
 
     @staticmethod

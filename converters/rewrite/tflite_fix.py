@@ -60,6 +60,7 @@ def _array(tensor, value, options, name):
 class FixInputs:
     """--fix NAME=VALUE: the input tensor becomes a constant buffer."""
 
+    pattern = "inputs fixed by --fix"   # named when --no-rewrite refuses the route
     describe = "fixed {fixed} as constants"
 
     @staticmethod

@@ -142,6 +142,7 @@ class ExplicitState:
     """Resource variables (CALL_ONCE / VAR_HANDLE / READ_VARIABLE / ASSIGN_VARIABLE) become
     explicit state inputs and outputs, initial values recorded (see the module docstring)."""
 
+    pattern = "streaming-state variables (CALL_ONCE/VAR_HANDLE)"   # named when --no-rewrite refuses
     describe = ("made {n} streaming state variables explicit inputs/outputs ({names}); "
                 "start from the sidecar's initial values and pass each state_X_out as state_X "
                 "on the next call")
