@@ -237,66 +237,30 @@ def compare_output(name, reference, converted, tolerances, mode="numeric", conve
     Returns:
       OutputResult.
     """
+    from converters.validation import roles as _roles
+
     reference = np.asarray(reference)
     converted = np.asarray(converted)
-    atol = float(tolerances.for_output(name, "atol"))
     rtol = float(tolerances.for_output(name, "rtol"))
     stat = tolerances.for_output(name, "check_stat")
     k = int(tolerances.top_k)
     aligned, note = align(reference, converted)
-    scale = getattr(tolerances, "scale_atol", None)
-    if scale is None:
-        scale = not isinstance(tolerances.atol, dict) and tolerances.atol == FLOAT_ATOL
-    if scale and reference.size and np.issubdtype(reference.dtype, np.floating):
-        peak = float(np.nanmax(np.abs(reference))) if np.isfinite(reference).any() else 0.0
-        floor = ROUNDING_ULPS * FLOAT32_EPS * peak
-        if floor > atol:
-            atol = floor
-            note = "; ".join(x for x in (note, f"atol {floor:.3g} = {ROUNDING_ULPS} float32 ulps of "
-                                         f"the output's largest value {peak:.3g} (float rounding)") if x)
-    from converters.validation import roles as _roles
-
-    if role is None:
-        role = (_roles.Role("class", "given as class scores") if classifier else
-                _roles.infer_role(name, reference))
-        if classifier is False and role.kind == "class":
-            role = _roles.Role("raw", "not class scores (given)")
+    atol, note = _output_atol(name, reference, tolerances, note)
+    role = _output_role(name, reference, classifier, role)
     base = dict(name=name, converted_name=converted_name or name, mode=mode, note=note,
                 shape=list(reference.shape[1:]), atol=atol, rtol=rtol, check_stat=stat,
                 samples=int(len(reference)), top_k=k, role=role.kind, role_evidence=role.evidence)
     if aligned is None:
-        nan = float("nan")
-        return OutputResult(**base, passed=False, max_abs=nan, mean_abs=nan, median_abs=nan,
-                            max_rel=nan, mean_rel=nan, median_rel=nan, required_atol=nan,
-                            required_rtol=nan, mismatched=int(converted.size),
-                            elements=int(reference.size), cosine=nan, cosine_min=nan,
-                            norm_ratio=nan, is_classifier=False, top1_agree=None, top_k_overlap=None,
-                            reason=note)
+        return _unaligned(base, reference, converted, note)
     ok, mismatched, stats = tolerance_check(reference, aligned, atol, rtol, stat, tolerances.quantile)
-    if reference.size == len(reference) > 1:
-        # one value per sample (a detector's score): a scalar's cosine is only its sign, and a
-        # score below the int8 step (1/256) becoming 0 would count as cosine 0 and magnitude 0;
-        # the samples' values are compared as one vector instead
-        cos = cosine_per_sample(reference.reshape(1, -1), aligned.reshape(1, -1))
-        ratio = norm_ratio(reference.reshape(1, -1), aligned.reshape(1, -1))
-        base["note"] = "; ".join(x for x in (base["note"], "one value per sample: cosine and "
-                                             "magnitude over all samples' values") if x)
-    else:
-        cos = cosine_per_sample(reference, aligned)
-        ratio = norm_ratio(reference, aligned)
+    cos, ratio = _similarity(reference, aligned, base)
     is_cls = role.kind == "class"
     top1 = overlap = None
     if is_cls:
         top1, overlap = topk_agreement(reference, aligned, k)
     verdict = _roles.judge(role, reference, aligned, tolerances)
     if mode == "agreement":
-        reasons = list(verdict.reasons)
-        if role.kind in _COSINE_ROLES:
-            if not float(np.mean(cos)) >= tolerances.min_cosine:
-                reasons.append(f"cosine {float(np.mean(cos)):.4f} below {tolerances.min_cosine}")
-            if not abs(ratio - 1) <= tolerances.max_scale_error:
-                reasons.append(f"output magnitude {ratio:.3g}x the source's (allowed 1 +- "
-                               f"{tolerances.max_scale_error:g})")
+        reasons = list(verdict.reasons) + _agreement_reasons(role, cos, ratio, tolerances)
         passed = not reasons
         reason = "; ".join(reasons)
     else:
@@ -311,6 +275,74 @@ def compare_output(name, reference, converted, tolerances, mode="numeric", conve
                         cosine_min=float(np.min(cos)), norm_ratio=ratio, is_classifier=bool(is_cls),
                         top1_agree=top1, top_k_overlap=overlap, reason=reason,
                         metrics=verdict.metrics, parts=verdict.parts, headline=verdict.headline)
+
+
+def _output_atol(name, reference, tolerances, note):
+    """(atol, note): the output's atol, raised to float32 rounding of its largest value when
+    the user left atol at its default."""
+    atol = float(tolerances.for_output(name, "atol"))
+    scale = getattr(tolerances, "scale_atol", None)
+    if scale is None:
+        scale = not isinstance(tolerances.atol, dict) and tolerances.atol == FLOAT_ATOL
+    if scale and reference.size and np.issubdtype(reference.dtype, np.floating):
+        peak = float(np.nanmax(np.abs(reference))) if np.isfinite(reference).any() else 0.0
+        floor = ROUNDING_ULPS * FLOAT32_EPS * peak
+        if floor > atol:
+            atol = floor
+            note = "; ".join(x for x in (note, f"atol {floor:.3g} = {ROUNDING_ULPS} float32 ulps of "
+                                         f"the output's largest value {peak:.3g} (float rounding)") if x)
+    return atol, note
+
+
+def _output_role(name, reference, classifier, role):
+    """The role given, else class scores when `classifier`, else inferred (roles.infer_role);
+    never class scores when `classifier` is False."""
+    from converters.validation import roles as _roles
+
+    if role is not None:
+        return role
+    role = (_roles.Role("class", "given as class scores") if classifier else
+            _roles.infer_role(name, reference))
+    if classifier is False and role.kind == "class":
+        role = _roles.Role("raw", "not class scores (given)")
+    return role
+
+
+def _unaligned(base, reference, converted, note):
+    """The result of an output whose shape cannot be aligned with the source's: failed."""
+    nan = float("nan")
+    return OutputResult(**base, passed=False, max_abs=nan, mean_abs=nan, median_abs=nan,
+                        max_rel=nan, mean_rel=nan, median_rel=nan, required_atol=nan,
+                        required_rtol=nan, mismatched=int(converted.size),
+                        elements=int(reference.size), cosine=nan, cosine_min=nan,
+                        norm_ratio=nan, is_classifier=False, top1_agree=None, top_k_overlap=None,
+                        reason=note)
+
+
+def _similarity(reference, aligned, base):
+    """(cosine per sample, norm ratio); over all samples' values together for an output of one
+    value per sample (said in base['note'])."""
+    if reference.size == len(reference) > 1:
+        # one value per sample (a detector's score): a scalar's cosine is only its sign, and a
+        # score below the int8 step (1/256) becoming 0 would count as cosine 0 and magnitude 0;
+        # the samples' values are compared as one vector instead
+        base["note"] = "; ".join(x for x in (base["note"], "one value per sample: cosine and "
+                                             "magnitude over all samples' values") if x)
+        return (cosine_per_sample(reference.reshape(1, -1), aligned.reshape(1, -1)),
+                norm_ratio(reference.reshape(1, -1), aligned.reshape(1, -1)))
+    return cosine_per_sample(reference, aligned), norm_ratio(reference, aligned)
+
+
+def _agreement_reasons(role, cos, ratio, tolerances):
+    """Why an output judged by agreement fails on cosine or magnitude ([] when it does not)."""
+    reasons = []
+    if role.kind in _COSINE_ROLES:
+        if not float(np.mean(cos)) >= tolerances.min_cosine:
+            reasons.append(f"cosine {float(np.mean(cos)):.4f} below {tolerances.min_cosine}")
+        if not abs(ratio - 1) <= tolerances.max_scale_error:
+            reasons.append(f"output magnitude {ratio:.3g}x the source's (allowed 1 +- "
+                           f"{tolerances.max_scale_error:g})")
+    return reasons
 
 
 def normalize_name(name):

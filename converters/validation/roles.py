@@ -104,113 +104,162 @@ def _name_role(name):
     return None, None
 
 
-def infer_role(name, ref, others=None, hint=None):  # noqa: C901 (a named exception: to be split along its jobs)
+def infer_role(name, ref, others=None, hint=None):
     """The role of one output from its name, its shape and the source's values `ref` (with
     a leading sample axis). `others`: {name: shape without the sample axis} of the other
     outputs (split detectors pair on the anchor count). `hint`: a role from the model's own
-    metadata (TFLite metadata), taken as it is."""
+    metadata (TFLite metadata), taken as it is.
+
+    The steps: the model's metadata; a detector's shapes (_detector_role); the name
+    (_named_role); the shape and values (_shape_role, _vector_role)."""
     ref = np.asarray(ref)
-    shape = list(ref.shape[1:])
-    dims = _squeezed(shape)
-    others = others or {}
     if hint:
         role, why = hint if isinstance(hint, tuple) else (hint, f"model metadata says {hint}")
         return Role(normalize_role(role), why)
-    nrole, pattern = _name_role(name)
-    finite = ref[np.isfinite(ref)] if ref.size and np.issubdtype(ref.dtype, np.floating) else ref
-    lo = float(np.min(finite)) if finite.size else 0.0
-    hi = float(np.max(finite)) if finite.size else 0.0
-    rng = f"values {lo:.3g}..{hi:.3g}"
+    o = _Output(name, ref, others or {})
+    if not o.dims:
+        return Role("raw", f"one value per sample ({o.range})")
+    return _detector_role(o) or _named_role(o) or _shape_role(o)
 
-    if not dims:
-        return Role("raw", f"one value per sample ({rng})")
+
+class _Output:
+    """What the role of one output is inferred from: name, shape, values and the others."""
+
+    def __init__(self, name, ref, others):
+        self.name, self.ref, self.others = name, ref, others
+        self.shape = list(ref.shape[1:])
+        self.dims = _squeezed(self.shape)
+        self.nrole, self.pattern = _name_role(name)
+        finite = ref[np.isfinite(ref)] if ref.size and np.issubdtype(ref.dtype, np.floating) else ref
+        self.lo = float(np.min(finite)) if finite.size else 0.0
+        self.hi = float(np.max(finite)) if finite.size else 0.0
+        self.range = f"values {self.lo:.3g}..{self.hi:.3g}"
+
+
+def _detector_role(o):
+    """A sequence of class probabilities, a packed detector or one half of a split detector,
+    from a [1, A, B] output's shape and values; None for anything else."""
+    if len(o.dims) != 2 or len(o.shape) > 3:
+        return None
+    dims, name, ref = o.dims, o.name, o.ref
+    small, large = min(dims), max(dims)
     # packed detector: [1, 4+C, N] or [1, N, 4+C], many anchors, few coords+classes; not
     # when another output has as many anchors (a split head: GFL/PicoDet scores [1, N, C]
     # fit the packed shape too)
-    if len(dims) == 2 and len(shape) <= 3:
-        small, large = min(dims), max(dims)
-        split_pair = dims[0] >= 64 and any(o != name and _squeezed(s) and _squeezed(s)[0] == dims[0]
-                                           for o, s in others.items())
-        # a sequence of class probabilities (CTC text recognizers: [1, T, C] softmax over C)
-        # sums to 1 along its long axis at every step: that is no detector
-        along = np.asarray(ref[0], dtype=np.float64).reshape(dims).sum(axis=int(np.argmax(dims)))
-        per_step_softmax = lo >= 0 and bool(np.allclose(along, 1.0, atol=1e-2))
-        if per_step_softmax and len(shape) == 3 and nrole in (None, "class", "sequence"):
-            steps, classes = (dims[0], dims[1]) if dims[1] == large else (dims[1], dims[0])
-            return Role("sequence", f"{steps} steps of {classes} class probabilities (each step "
-                                    f"sums to 1): judged per time step")
-        if 5 <= small <= 4 + 1000 and large >= 64 and large >= 4 * small and not split_pair \
-                and not per_step_softmax:
-            layout = det.packed_layout(dims)
-            coords, scores = det.split_packed(ref[0].reshape(dims), layout=layout)
-            s_lo, s_hi = float(np.min(scores)), float(np.max(scores))
-            c_span = float(np.ptp(coords)) if coords.size else 0.0
-            if nrole in (None, "detection-boxes", "class") and (c_span > 1.5 * max(s_hi - s_lo, 1e-9)
-                                                                or (0 <= s_lo and s_hi <= 1)):
-                return Role("detection", f"packed {dims}: {large} anchors x 4 box coords + "
-                                         f"{small - 4} classes ({'rows' if layout == 'channels' else 'columns'}), "
-                                         f"scores {s_lo:.3g}..{s_hi:.3g}",
-                            {"layout": layout})
-        # split detector: anchors x coords beside anchors x scores with the same anchor count
-        n_anchor = dims[0]
-        paired = [o for o, s in others.items() if _squeezed(s) and _squeezed(s)[0] == n_anchor
-                  and o != name]
-        if n_anchor >= 64 and paired and len(shape) <= 3:
-            width = dims[1]
-            other_widths = [(_squeezed(others[o]) + [1])[1] for o in paired]
-            probabilities = width != 4 and 0 <= lo and hi <= 1   # sigmoid scores, whatever their count
-            # coords: the widest, or 4 per box (a DFL distribution: 4 sides x bins) when its
-            # partner is the wider one (many classes); scores in 0..1 are never coords
-            if nrole == "detection-boxes" or (width >= 4 and not probabilities and (
-                    all(width > w for w in other_widths) or width % 4 == 0)):
-                return Role("detection-boxes", f"{n_anchor} anchors x {width} coords, beside "
-                                               f"'{paired[0]}' with as many anchors")
-            return Role("detection-scores", f"{n_anchor} anchors x {width} scores, beside "
-                                            f"'{paired[0]}' with as many anchors ({rng})")
-    if len(dims) == 1 and n_anchor_scores(dims, others, name):
+    split_pair = dims[0] >= 64 and any(n != name and _squeezed(s) and _squeezed(s)[0] == dims[0]
+                                       for n, s in o.others.items())
+    # a sequence of class probabilities (CTC text recognizers: [1, T, C] softmax over C)
+    # sums to 1 along its long axis at every step: that is no detector
+    along = np.asarray(ref[0], dtype=np.float64).reshape(dims).sum(axis=int(np.argmax(dims)))
+    per_step_softmax = o.lo >= 0 and bool(np.allclose(along, 1.0, atol=1e-2))
+    if per_step_softmax and len(o.shape) == 3 and o.nrole in (None, "class", "sequence"):
+        steps, classes = (dims[0], dims[1]) if dims[1] == large else (dims[1], dims[0])
+        return Role("sequence", f"{steps} steps of {classes} class probabilities (each step "
+                                f"sums to 1): judged per time step")
+    if 5 <= small <= 4 + 1000 and large >= 64 and large >= 4 * small and not split_pair \
+            and not per_step_softmax:
+        role = _packed_role(o, small, large)
+        if role is not None:
+            return role
+    return _split_role(o)
+
+
+def _packed_role(o, small, large):
+    """A packed detector output ([1, 4+C, N] or [1, N, 4+C]) when its coordinates and scores
+    look like ones; None otherwise."""
+    dims = o.dims
+    layout = det.packed_layout(dims)
+    coords, scores = det.split_packed(o.ref[0].reshape(dims), layout=layout)
+    s_lo, s_hi = float(np.min(scores)), float(np.max(scores))
+    c_span = float(np.ptp(coords)) if coords.size else 0.0
+    if o.nrole in (None, "detection-boxes", "class") and (c_span > 1.5 * max(s_hi - s_lo, 1e-9)
+                                                          or (0 <= s_lo and s_hi <= 1)):
+        return Role("detection", f"packed {dims}: {large} anchors x 4 box coords + "
+                                 f"{small - 4} classes ({'rows' if layout == 'channels' else 'columns'}), "
+                                 f"scores {s_lo:.3g}..{s_hi:.3g}",
+                    {"layout": layout})
+    return None
+
+
+def _split_role(o):
+    """Split detector: anchors x coords beside anchors x scores with the same anchor count."""
+    dims, name = o.dims, o.name
+    n_anchor = dims[0]
+    paired = [n for n, s in o.others.items() if _squeezed(s) and _squeezed(s)[0] == n_anchor
+              and n != name]
+    if not (n_anchor >= 64 and paired):
+        return None
+    width = dims[1]
+    other_widths = [(_squeezed(o.others[n]) + [1])[1] for n in paired]
+    probabilities = width != 4 and 0 <= o.lo and o.hi <= 1   # sigmoid scores, whatever their count
+    # coords: the widest, or 4 per box (a DFL distribution: 4 sides x bins) when its
+    # partner is the wider one (many classes); scores in 0..1 are never coords
+    if o.nrole == "detection-boxes" or (width >= 4 and not probabilities and (
+            all(width > w for w in other_widths) or width % 4 == 0)):
+        return Role("detection-boxes", f"{n_anchor} anchors x {width} coords, beside "
+                                       f"'{paired[0]}' with as many anchors")
+    return Role("detection-scores", f"{n_anchor} anchors x {width} scores, beside "
+                                    f"'{paired[0]}' with as many anchors ({o.range})")
+
+
+def _named_role(o):
+    """The role the output's name gives, where its shape and values do not say otherwise;
+    None when the name says nothing (or, for a map or a sequence, less than its shape)."""
+    dims, nrole, pattern, name = o.dims, o.nrole, o.pattern, o.name
+    if len(dims) == 1 and n_anchor_scores(dims, o.others, name):
         return Role("detection-scores", f"{dims[0]} anchor scores beside an anchors x coords output")
     if nrole == "detection-boxes" and len(dims) <= 2:
         return Role("landmarks", f"name matches '{pattern}' (coordinates, no anchors to pair): "
                                  f"judged as regression")
-    if nrole in ("class", "multilabel") and len(dims) != 1 and len(shape) >= 3:
-        nrole = None   # 'predictions' of a map or a sequence: its shape says more than its name
-    if nrole == "class" and len(dims) == 1 and lo >= 0 and hi <= 1.0 + 1e-6:
-        if not _softmax_like(ref):
+    if nrole in ("class", "multilabel") and len(dims) != 1 and len(o.shape) >= 3:
+        return None   # 'predictions' of a map or a sequence: its shape says more than its name
+    if nrole == "class" and len(dims) == 1 and o.lo >= 0 and o.hi <= 1.0 + 1e-6:
+        if not _softmax_like(o.ref):
             return Role("multilabel", f"named like class scores ('{name}') but {dims[0]} values "
                                       f"in 0..1 not one class's probabilities (sums off 1, or "
                                       f"several above 0.5): independent sigmoids")
     if nrole and nrole != "detection-boxes":
         return Role(nrole, f"name '{name}' matches '{pattern}'")
-    # shapes and values
+    return None
+
+
+def _shape_role(o):
+    """The role from the output's shape and values alone."""
+    shape, dims = o.shape, o.dims
     if len(shape) == 3 and shape[0] == 1 and shape[-1] == 4 and 1 < shape[1] <= 300:
         return Role("landmarks", f"{shape[1]} rows of 4 coordinates (boxes after post-processing): "
                                  f"judged as coordinates")
     if len(shape) >= 3 and len(dims) >= 2 and sum(d >= 8 for d in dims) >= 2:
-        return Role("dense", f"spatial {shape} ({rng})")
+        return Role("dense", f"spatial {shape} ({o.range})")
     if len(shape) == 3 and shape[0] == 1 and shape[1] > 1:
         return Role("sequence", f"rank-3 {shape}: axis 1 ({shape[1]} steps) is time, "
                                 f"{shape[2]} value(s) per step")
     if len(dims) == 1:
-        n = dims[0]
-        flat = ref.reshape(len(ref), -1).astype(np.float64)
-        sums = flat.sum(axis=1)
-        norms = np.linalg.norm(flat, axis=1)
-        if lo >= 0 and hi <= 1.0 + 1e-6 and _softmax_like(ref):
-            return Role("class", f"{n} non-negative scores summing to 1 (probabilities; sums "
-                                 f"{sums.min():.3g}..{sums.max():.3g})")
-        if lo >= 0 and hi <= 1.0 + 1e-6:
-            return Role("multilabel", f"{n} scores in 0..1 not summing to 1 (sums "
-                                      f"{sums.min():.3g}..{sums.max():.3g}): independent sigmoids")
-        if n >= 16 and np.allclose(norms, 1.0, atol=1e-2):
-            return Role("embedding", f"{n} values of unit L2 norm per sample")
-        if lo >= 0 and hi > 1.5:
-            return Role("landmarks", f"{n} non-negative values up to {hi:.3g} (coordinates, "
-                                     f"not scores)")
-        if _xyz_triples(flat):
-            return Role("landmarks", f"{n} values as {n // 3} (x, y, z) points: x and y non-negative "
-                                     f"up to {hi:.3g}, z of either sign (coordinates, not logits)")
-        return Role("class", f"{n} values of either sign: logits")
-    return Role("raw", f"shape {shape}: no role recognised ({rng})")
+        return _vector_role(o)
+    return Role("raw", f"shape {shape}: no role recognised ({o.range})")
+
+
+def _vector_role(o):
+    """The role of a vector output (one non-unit dimension) from its values."""
+    n, ref, lo, hi = o.dims[0], o.ref, o.lo, o.hi
+    flat = ref.reshape(len(ref), -1).astype(np.float64)
+    sums = flat.sum(axis=1)
+    norms = np.linalg.norm(flat, axis=1)
+    if lo >= 0 and hi <= 1.0 + 1e-6 and _softmax_like(ref):
+        return Role("class", f"{n} non-negative scores summing to 1 (probabilities; sums "
+                             f"{sums.min():.3g}..{sums.max():.3g})")
+    if lo >= 0 and hi <= 1.0 + 1e-6:
+        return Role("multilabel", f"{n} scores in 0..1 not summing to 1 (sums "
+                                  f"{sums.min():.3g}..{sums.max():.3g}): independent sigmoids")
+    if n >= 16 and np.allclose(norms, 1.0, atol=1e-2):
+        return Role("embedding", f"{n} values of unit L2 norm per sample")
+    if lo >= 0 and hi > 1.5:
+        return Role("landmarks", f"{n} non-negative values up to {hi:.3g} (coordinates, "
+                                 f"not scores)")
+    if _xyz_triples(flat):
+        return Role("landmarks", f"{n} values as {n // 3} (x, y, z) points: x and y non-negative "
+                                 f"up to {hi:.3g}, z of either sign (coordinates, not logits)")
+    return Role("class", f"{n} values of either sign: logits")
 
 
 def _xyz_triples(flat):
