@@ -50,7 +50,7 @@ class FixInputs:
 
     @staticmethod
     def apply(model, options=None):
-        from onnx import helper
+        from edge.ort import onnx_dtype
 
         wanted = fixed_values(options)
         inputs = [i for i in _graph_inputs(model) if i.name in wanted]
@@ -60,7 +60,7 @@ class FixInputs:
         pinned = {}
         for i in inputs:
             shape = _value_shape(i, wanted[i.name], shapes)
-            dtype = helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)
+            dtype = onnx_dtype(i.type.tensor_type.elem_type)
             pinned[i.name] = options.input_overrides.fixed_for(i.name, shape, dtype)
             shapes[i.name] = shape
         new, counts = fold(model, pinned, shapes)
