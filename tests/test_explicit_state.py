@@ -240,3 +240,21 @@ def test_micro_wakeword_rewritten_tflite_judged_in_steps_against_the_original(tm
         assert sum(name.startswith("state_") for name in compared) == 6 and max(compared.values()) == 0
     else:
         assert not report.passed, report.summary_line()
+
+
+@pytest.mark.parametrize("mutate", [None, _zeroed], ids=["as rewritten", "initial values zeroed"])
+def test_a_source_runtime_that_cannot_show_its_state_is_compared_on_its_outputs(
+        stateful, rewritten, monkeypatch, mutate):
+    """Without experimental_preserve_all_tensors the original's variables cannot be read back:
+    the state is then left out on both sides, and the outputs still decide every step."""
+    import converters.validation.state as state
+
+    monkeypatch.setattr(state, "_keep_all_tensors", lambda runner: False)
+    path, _, info = rewritten
+    record = copy.deepcopy(info["state"])
+    if mutate is not None:
+        mutate(record)
+    report = _validate(stateful, path, record)
+    compared = {o.name for o in report.results[0].comparison.outputs}
+    assert not any(name.startswith("state_") for name in compared), compared
+    assert report.passed is (mutate is None), report.summary_line()

@@ -376,6 +376,9 @@ def validate(source, converted, opts=None):  # noqa: C901 (a named exception: to
             except EdgeportError as e:
                 res.message = str(e)
                 runners.append(None)
+        from converters.validation.state import pair
+
+        pair(src_runner, runners)   # streaming models: the state compared where both show it
         # activate the converted runners (a compiled model without a TPU may use saved outputs)
         pending = {}
         for _art, r, res in zip(converted, runners, results):
