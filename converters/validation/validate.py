@@ -263,10 +263,11 @@ def _make_runner(artefact, opts):
     from converters.validation import state
     from converters.validation.runners import runner_for
 
-    return state.wrap(runner_for(artefact, device=opts.device, runtime=opts.runtime,
-                      torch_model=opts.torch_model, input_shape=opts.input_shape,
-                      trust_pickle=opts.trust_pickle, keras_unsafe=opts.keras_unsafe,
-                      overrides=opts.input_overrides), artefact.metadata)
+    runner = runner_for(artefact, device=opts.device, runtime=opts.runtime,
+                        torch_model=opts.torch_model, input_shape=opts.input_shape,
+                        trust_pickle=opts.trust_pickle, keras_unsafe=opts.keras_unsafe,
+                        overrides=opts.input_overrides)
+    return state.wrap(runner, artefact.metadata)   # a streaming model: its state fed back
 
 
 def _run_all(runner, source, samples, spec_of):
