@@ -198,3 +198,63 @@ def test_convert_to_onnx_validates_in_steps_against_the_original(stateful, tmp_p
     code, out, err = run_cli(capsys, "convert", stateful, "--to", "onnx", "-o", tmp_path / "off",
                              "--no-rewrite")
     assert code != 0 and "CALL_ONCE" in err
+
+
+def _micro_alexa():
+    import os
+    from pathlib import Path
+
+    root = Path(os.environ.get("EDGEPORT_CORPUS") or Path(__file__).resolve().parents[1] / ".cache" / "corpus")
+    path = root / "micro_alexa.tflite"
+    if not path.is_file():
+        pytest.skip(f"{path} is not here (scripts/fetch_corpus.py --only micro_alexa fetches it)")
+    return path
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("mutate", [None, _zeroed, _not_fed_back],
+                         ids=["as rewritten", "initial values zeroed", "state not fed back"])
+def test_micro_wakeword_rewritten_tflite_judged_in_steps_against_the_original(tmp_path, mutate):
+    """pymicro-wakeword's alexa model (int8, six variables): the rewritten TFLite itself,
+    fed its state back, equals the stateful original at every step; fed wrongly, it fails."""
+    from converters.rewrite.tflite_state import ExplicitState
+
+    source = _micro_alexa()
+    new, n, info = ExplicitState.apply(source.read_bytes())
+    assert n == 6
+    path = tmp_path / "micro_alexa_stateless.tflite"
+    path.write_bytes(new)
+    record = copy.deepcopy(info["state"])
+    if mutate is not None:
+        mutate(record)
+    from converters.artefact import Artefact
+    from converters.validation.validate import ValidateOptions, validate
+
+    opts = ValidateOptions()
+    opts.samples = STEPS
+    report = validate(Artefact(str(source), "tflite-int8", {}),
+                      [Artefact(str(path), "tflite-int8", {"state": record})], opts)
+    if mutate is None:
+        assert report.passed, report.summary_line()
+        compared = {o.name: o.max_abs for o in report.results[0].comparison.outputs}
+        assert sum(name.startswith("state_") for name in compared) == 6 and max(compared.values()) == 0
+    else:
+        assert not report.passed, report.summary_line()
+
+
+@pytest.mark.parametrize("mutate", [None, _zeroed], ids=["as rewritten", "initial values zeroed"])
+def test_a_source_runtime_that_cannot_show_its_state_is_compared_on_its_outputs(
+        stateful, rewritten, monkeypatch, mutate):
+    """Without experimental_preserve_all_tensors the original's variables cannot be read back:
+    the state is then left out on both sides, and the outputs still decide every step."""
+    import converters.validation.state as state
+
+    monkeypatch.setattr(state, "_keep_all_tensors", lambda runner: False)
+    path, _, info = rewritten
+    record = copy.deepcopy(info["state"])
+    if mutate is not None:
+        mutate(record)
+    report = _validate(stateful, path, record)
+    compared = {o.name for o in report.results[0].comparison.outputs}
+    assert not any(name.startswith("state_") for name in compared), compared
+    assert report.passed is (mutate is None), report.summary_line()

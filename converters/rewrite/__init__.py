@@ -3,7 +3,8 @@
 Imports: edge, converters, converters.routes
 (from routes/ only onnx_inputs: the static shapes the routes use)
 
-Each rewrite is registered once, in the module of its model family (tflite.py, onnx.py):
+Each rewrite is registered once, in the module of its model family (tflite.py, onnx.py) or
+a module of its own (tflite_state.py):
 
     @rewrite("tflite", "densify", needed_by=("tflite -> onnx", "tflite -> tflite-int8"))
     class Densify:
@@ -175,7 +176,8 @@ def prepare(source, conversion, options):
     """Yields (the artefact to convert, [one line per rewrite applied], {input: value} of the
     inputs a rewrite turned into constants). With no rewrite needed (or --no-rewrite), that
     is `source` itself, [] and {}. Otherwise a rewritten copy, with the same file name, in a
-    temp folder removed afterwards; `source` is never written."""
+    temp folder removed afterwards; `source` is never written. The copy's metadata adds what
+    the rewrites returned under a CARRIED key (`state`), which the hop's artefact keeps."""
     todo = [] if off(options) else candidates(conversion.name, source.format)
     # a rewrite that only the user's options call for (`wanted`, e.g. --fix) never loads a model
     todo = [r for r in todo if getattr(r.impl, "wanted", lambda _o: True)(options)]

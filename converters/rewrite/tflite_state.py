@@ -149,10 +149,11 @@ class ExplicitState:
 
     @staticmethod
     def matches(model_bytes, options=None):
-        fu = _schema()
-        model = fu.convert_bytearray_to_object(bytearray(model_bytes))
-        codes = _code_names(model, fu.schema_fb)
-        return sum(1 for op in model.subgraphs[0].operators if codes[op.opcodeIndex] == "VAR_HANDLE")
+        """How many variables the main graph holds (edge's reader: no TensorFlow to import
+        for the models without any)."""
+        from edge.tflite_model import TFLiteModel
+
+        return TFLiteModel(bytes(model_bytes)).op_names().count("VAR_HANDLE")
 
     @staticmethod
     def apply(model_bytes, options=None):

@@ -30,6 +30,7 @@ class FedBack:
         self.steps = 0
         self._state = None
         self._in_names = self._out_names = None
+        self.show_state = True          # off when the source cannot show its own (see pair)
 
     def __getattr__(self, name):          # everything else is the wrapped runner's
         return getattr(self.inner, name)
@@ -103,7 +104,7 @@ class FedBack:
         self.steps += 1
         # the state after this step, compared too: in the source's units, under the record's names
         shown = OrderedDict((k, v) for k, v in out.items() if k not in set(outs.values()))
-        for r in self.record:
+        for r in (self.record if self.show_state else ()):
             if outs.get(r.get("output")) is not None:
                 shown[r["output"]] = _real(out[outs[r["output"]]], r.get("scale"), r.get("zero_point"))
         return shown
@@ -174,28 +175,26 @@ def _keep_all_tensors(runner):
 
 def assigned_tensors(path):
     """{state_X_out: (tensor index, scale, zero point)} of a TFLite model's main graph: per
-    variable, the tensor its last ASSIGN_VARIABLE stores (names as the rewrite gives them)."""
+    variable, the tensor its last ASSIGN_VARIABLE stores (names as the rewrite gives them).
+    Read with edge's own flatbuffer reader: no TensorFlow needed."""
     from converters.tflite_objects import state_name
-    from edge.errors import require
+    from edge.tflite_model import TFLiteModel, _read, _Table
 
-    fu = require("tensorflow.lite.tools.flatbuffer_utils", "convert", "reading a TFLite model's state")
-    model = fu.read_model(str(path))
-    names = {v: k for k, v in vars(fu.schema_fb.BuiltinOperator).items() if not k.startswith("_")}
-    codes = [names.get(max(oc.builtinCode, oc.deprecatedBuiltinCode)) for oc in model.operatorCodes]
-    g = model.subgraphs[0]
+    model = TFLiteModel.load(path)
+    g = model.main
+    op_tables = _Table(model.data, _read(model.data, "<I", 0)).tables(2)[g.index].tables(3)
     handles, found = {}, {}
     for op in g.operators:
-        kind = codes[op.opcodeIndex]
-        if kind == "VAR_HANDLE":
-            o = op.builtinOptions
-            shared = o.sharedName or o.container or b""
-            handles[int(op.outputs[0])] = shared.decode("utf-8", "replace") if isinstance(shared, bytes) else str(shared)
-        elif kind == "ASSIGN_VARIABLE" and int(op.inputs[0]) in handles:
+        if op.opcode == "VAR_HANDLE":
+            options = op_tables[op.index].table(4)   # VarHandleOptions: container, shared_name
+            name = (options.string(1) or options.string(0) or "") if options is not None else ""
+            handles[op.outputs[0]] = name
+        elif op.opcode == "ASSIGN_VARIABLE" and op.inputs[0] in handles:
             t = g.tensors[op.inputs[1]]
             q = t.quantization
-            scale = float(q.scale[0]) if q is not None and q.scale is not None and len(q.scale) == 1 else 0.0
-            zp = int(q.zeroPoint[0]) if scale and q.zeroPoint is not None and len(q.zeroPoint) else 0
-            found[state_name(handles[int(op.inputs[0])]) + "_out"] = (int(op.inputs[1]), scale, zp)
+            scale = float(q.scale[0]) if q is not None and len(q.scale) == 1 else 0.0
+            zp = int(q.zero_point[0]) if scale and len(q.zero_point) else 0
+            found[state_name(handles[op.inputs[0]]) + "_out"] = (int(op.inputs[1]), scale, zp)
     return found
 
 
@@ -266,3 +265,13 @@ def state_roles(runner):
     else:
         return {}
     return {n: ("raw", "the streaming state after each step") for n in names}
+
+
+def pair(source, runners):
+    """Compare the state only where both sides show it: a stateful source that cannot read
+    its variables back (a runtime without experimental_preserve_all_tensors) is compared on
+    its outputs alone."""
+    shows = isinstance(source, FedBack) or (isinstance(source, StatefulSource) and source.shows_state)
+    for r in runners:
+        if isinstance(r, FedBack):
+            r.show_state = shows

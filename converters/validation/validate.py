@@ -268,10 +268,11 @@ def _make_runner(artefact, opts):
     from converters.validation import state
     from converters.validation.runners import runner_for
 
-    return state.wrap(runner_for(artefact, device=opts.device, runtime=opts.runtime,
-                      torch_model=opts.torch_model, input_shape=opts.input_shape,
-                      trust_pickle=opts.trust_pickle, keras_unsafe=opts.keras_unsafe,
-                      overrides=opts.input_overrides), artefact.metadata)
+    runner = runner_for(artefact, device=opts.device, runtime=opts.runtime,
+                        torch_model=opts.torch_model, input_shape=opts.input_shape,
+                        trust_pickle=opts.trust_pickle, keras_unsafe=opts.keras_unsafe,
+                        overrides=opts.input_overrides)
+    return state.wrap(runner, artefact.metadata)   # a streaming model: its state fed back
 
 
 def _run_all(runner, source, samples, spec_of):
@@ -438,6 +439,9 @@ def run_models(src_runner, source, converted, opts, shared_spec=None, loaded=Non
         opts = replace(opts, input_overrides=replace(
             ov, data=data_for_inputs(ov.data, [m.name for m in ref_inputs])))
     models = _open_models(converted, opts, loaded)
+    from converters.validation.state import pair
+
+    pair(src_runner, [m.runner for m in models])   # streaming models: the state compared where both show it
     runs = Runs(src_runner, OrderedDict(), models)
     data, samples = _inputs(runs, ref_inputs, opts, shared_spec)
     progress(f"validate: {data.description}")
