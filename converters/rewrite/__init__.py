@@ -33,7 +33,8 @@ import tempfile
 from dataclasses import dataclass
 
 REWRITE_MODULES = ("converters.rewrite.tflite", "converters.rewrite.onnx",
-                   "converters.rewrite.onnx_fix", "converters.rewrite.tflite_fix")
+                   "converters.rewrite.onnx_fix", "converters.rewrite.tflite_fix",
+                   "converters.rewrite.tflite_rfft")
 FAMILIES = {"tflite": ("tflite",), "onnx": ("onnx",)}   # family -> artefact formats it reads
 
 
