@@ -8,7 +8,8 @@ FFT TFLite's converter writes for tf.signal.rfft/stft) becomes two BATCH_MATMULs
 part (the input's extra or missing samples: zero rows, as the FFT crops or pads). Its
 complex64 result is followed through the ops that only move it (RESHAPE, SQUEEZE,
 EXPAND_DIMS: applied to each part) to the ops that read it: COMPLEX_ABS becomes
-sqrt(Re*Re + Im*Im), REAL and IMAG the part itself. Any other reader of the complex value is
+sqrt(Re*Re + Im*Im), REAL and IMAG the part itself (an ADD of 0), a CAST to float32 the real part (as
+TFLite's and TensorFlow's cast of a complex value). A part nobody reads is not computed. Any other reader of the complex value is
 refused by name (nothing is rewritten). The artefact is validated against the original.
 """
 
@@ -42,6 +43,7 @@ class _Builder:
         self.fu, self.schema, self.model = fu, fu.schema_fb, model
         self.g = model.subgraphs[0]
         self.names = {v: k for k, v in vars(self.schema.BuiltinOperator).items() if not k.startswith("_")}
+        self.made_ops, self.made_consts = set(), []     # id() of the ops made; constants' indices
 
     def code(self, name):
         builtin = getattr(self.schema.BuiltinOperator, name)
@@ -69,12 +71,15 @@ class _Builder:
             self.model.buffers.append(buf)
             t.buffer = len(self.model.buffers) - 1
         self.g.tensors.append(t)
+        if data is not None:
+            self.made_consts.append(len(self.g.tensors) - 1)
         return len(self.g.tensors) - 1
 
     def op(self, name, inputs, outputs, options=None, options_type=0):
         o = self.schema.OperatorT()
         o.opcodeIndex, o.inputs, o.outputs = self.code(name), list(inputs), list(outputs)
         o.builtinOptions, o.builtinOptionsType = options, options_type
+        self.made_ops.add(id(o))
         return o
 
     def binary(self, name, a, b, out):
@@ -120,10 +125,28 @@ def _plan(b, found):
                 todo.append(int(g.operators[r].outputs[0]))
             elif name in ("COMPLEX_ABS", "REAL", "IMAG"):
                 kinds[r] = {"COMPLEX_ABS": "abs", "REAL": "real", "IMAG": "imag"}[name]
+            elif name == "CAST" and g.tensors[g.operators[r].outputs[0]].type == FLOAT32:
+                kinds[r] = "real"     # complex64 -> float32 keeps the real part (BirdNET's spectrogram)
             else:
                 raise RuntimeError(f"{name} reads the complex result of RFFT2D; only {', '.join(_MOVES)}, "
-                                   "COMPLEX_ABS, REAL and IMAG have a rewrite")
+                                   "COMPLEX_ABS, REAL, IMAG and a CAST to float32 have a rewrite")
     return kinds
+
+
+def _prune(g, ops, b, model):
+    """`ops` less the ops this rewrite made whose outputs nobody reads (the imaginary part a
+    CAST or REAL does not need), and the constants only they read emptied."""
+    while True:
+        read = {int(t) for op in ops for t in op.inputs} | {int(t) for t in g.outputs}
+        dead = {id(op) for op in ops if id(op) in b.made_ops and not any(int(t) in read for t in op.outputs)}
+        if not dead:
+            break
+        ops = [op for op in ops if id(op) not in dead]
+    read = {int(t) for op in ops for t in op.inputs}
+    for t in b.made_consts:
+        if t not in read and g.tensors[t].buffer:
+            model.buffers[g.tensors[t].buffer].data = None
+    return ops
 
 
 def rewrite_rfft2d(model_bytes):
@@ -167,6 +190,7 @@ def rewrite_rfft2d(model_bytes):
                 o = copy.deepcopy(op)
                 o.inputs = [part] + list(op.inputs[1:])
                 o.outputs = [t]
+                b.made_ops.add(id(o))
                 new_ops.append(o)
             parts[int(op.outputs[0])] = (re_t, im_t)
         elif kind == "abs":
@@ -175,14 +199,11 @@ def rewrite_rfft2d(model_bytes):
             total = b.tensor(base + "/power", shape, out)
             new_ops += [b.binary("MUL", re_t, re_t, sq[0]), b.binary("MUL", im_t, im_t, sq[1]),
                         b.binary("ADD", sq[0], sq[1], total), b.op("SQRT", [total], [op.outputs[0]])]
-        else:   # REAL / IMAG: the part itself, through a RESHAPE to the same shape
+        else:   # REAL / IMAG / CAST: the part itself, written by an ADD of 0 (any shape, also open)
             part = parts[int(op.inputs[0])][0 if kind == "real" else 1]
-            dims = b.tensor(base + "/shape", [len(shape)], data=np.array(shape, np.int32))
-            opts = b.schema.ReshapeOptionsT()
-            opts.newShape = np.array(shape, np.int32)
-            new_ops.append(b.op("RESHAPE", [part, dims], [op.outputs[0]], opts,
-                                b.schema.BuiltinOptions.ReshapeOptions))
-    g.operators = new_ops
+            zero = b.tensor(base + "/zero", [], data=np.zeros((), np.float32))
+            new_ops.append(b.binary("ADD", part, zero, op.outputs[0]))
+    g.operators = _prune(g, new_ops, b, model)
     drop_unused_opcodes(model)
     return bytes(fu.convert_object_to_bytearray(model)), len(found)
 
