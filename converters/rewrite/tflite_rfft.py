@@ -1,0 +1,226 @@
+"""TFLite: RFFT2D (a real FFT of a fixed length) becomes MatMuls with constant DFT matrices.
+
+tf2onnx has no conversion for RFFT2D ("Unsupported ops: RFFT2D"): audio models built on
+spectrograms (tf.signal.stft, tf.signal.rfft) hit it. A real FFT of a fixed length N is the
+product with a constant matrix: Re[k] = sum_n x[n] cos(2 pi k n / N), Im[k] = -sum_n x[n]
+sin(2 pi k n / N), k = 0..N/2. Each RFFT2D whose first FFT length is 1 (the one-dimensional
+FFT TFLite's converter writes for tf.signal.rfft/stft) becomes two BATCH_MATMULs, one per
+part (the input's extra or missing samples: zero rows, as the FFT crops or pads). Its
+complex64 result is followed through the ops that only move it (RESHAPE, SQUEEZE,
+EXPAND_DIMS: applied to each part) to the ops that read it: COMPLEX_ABS becomes
+sqrt(Re*Re + Im*Im), REAL and IMAG the part itself (an ADD of 0), a CAST to float32 the real part (as
+TFLite's and TensorFlow's cast of a complex value). A part nobody reads is not computed. Any other reader of the complex value is
+refused by name (nothing is rewritten). The artefact is validated against the original.
+"""
+
+import copy
+
+from converters.rewrite import rewrite
+from converters.rewrite.tflite import TF2ONNX, _codes, _ops, _schema
+from converters.tflite_objects import drop_unused_opcodes
+
+FLOAT32, COMPLEX64 = 0, 8
+_MOVES = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS")
+
+
+def dft_matrices(n_in, fft_length):
+    """(cos, -sin) matrices [n_in, fft_length // 2 + 1] (float32): x @ cos is the FFT's real
+    part, x @ -sin its imaginary part; rows past fft_length are zero (the FFT crops them)."""
+    import numpy as np
+
+    k = np.arange(fft_length // 2 + 1)
+    n = np.arange(min(n_in, fft_length))[:, None]
+    angle = 2 * np.pi * ((n * k) % fft_length) / fft_length
+    re, im = np.zeros((n_in, len(k))), np.zeros((n_in, len(k)))
+    re[: len(n)], im[: len(n)] = np.cos(angle), -np.sin(angle)
+    return re.astype(np.float32), im.astype(np.float32)
+
+
+class _Builder:
+    """Adds tensors, constant buffers and ops to a model object (flatbuffer_utils)."""
+
+    def __init__(self, fu, model):
+        self.fu, self.schema, self.model = fu, fu.schema_fb, model
+        self.g = model.subgraphs[0]
+        self.names = {v: k for k, v in vars(self.schema.BuiltinOperator).items() if not k.startswith("_")}
+        self.made_ops, self.made_consts = set(), []     # id() of the ops made; constants' indices
+
+    def code(self, name):
+        builtin = getattr(self.schema.BuiltinOperator, name)
+        codes = _codes(self.model)
+        if builtin in codes:
+            return codes.index(builtin)
+        oc = self.schema.OperatorCodeT()
+        oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = builtin, min(builtin, 127), 1
+        self.model.operatorCodes.append(oc)
+        return len(self.model.operatorCodes) - 1
+
+    def tensor(self, name, shape, like=None, data=None):
+        import numpy as np
+
+        t = self.schema.TensorT()
+        t.name, t.type = name.encode(), FLOAT32 if data is None else int({np.dtype("float32"): 0,
+                                                                         np.dtype("int32"): 2}[data.dtype])
+        t.shape = np.array(shape, np.int32)
+        if like is not None and like.shapeSignature is not None:
+            t.shapeSignature = np.array(like.shapeSignature, np.int32)
+        t.buffer = 0
+        if data is not None:
+            buf = self.schema.BufferT()
+            buf.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), np.uint8)
+            self.model.buffers.append(buf)
+            t.buffer = len(self.model.buffers) - 1
+        self.g.tensors.append(t)
+        if data is not None:
+            self.made_consts.append(len(self.g.tensors) - 1)
+        return len(self.g.tensors) - 1
+
+    def op(self, name, inputs, outputs, options=None, options_type=0):
+        o = self.schema.OperatorT()
+        o.opcodeIndex, o.inputs, o.outputs = self.code(name), list(inputs), list(outputs)
+        o.builtinOptions, o.builtinOptionsType = options, options_type
+        self.made_ops.add(id(o))
+        return o
+
+    def binary(self, name, a, b, out):
+        s = self.schema
+        opts = getattr(s, f"{name.capitalize()}OptionsT")()
+        return self.op(name, [a, b], [out], opts, getattr(s.BuiltinOptions, f"{name.capitalize()}Options"))
+
+
+def _readers(g):
+    out = {}
+    for i, op in enumerate(g.operators):
+        for t in op.inputs:
+            if t >= 0:
+                out.setdefault(int(t), []).append(i)
+    return out
+
+
+def _plan(b, found):
+    """{op index: 'rfft' | 'move' | 'abs' | 'real' | 'imag'} of the ops to replace, or raise
+    naming the reader of a complex value that has no rewrite."""
+    import numpy as np
+
+    g, codes = b.g, _codes(b.model)
+    readers, kinds = _readers(g), {}
+    todo = []
+    for i, op in found:
+        x, length = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
+        data = b.model.buffers[length.buffer].data
+        lengths = np.frombuffer(bytes(data) if data is not None else b"", np.int32)
+        if len(lengths) != 2 or lengths[0] != 1 or x.type != FLOAT32 or int(x.shape[-2]) != 1:
+            raise RuntimeError(f"RFFT2D {g.tensors[op.outputs[0]].name.decode(errors='replace')!r}: only "
+                               "a one-dimensional real FFT of a constant length on float32 is rewritten")
+        kinds[i] = "rfft"
+        todo.append(int(op.outputs[0]))
+    while todo:
+        t = todo.pop()
+        if t in g.outputs:
+            raise RuntimeError("an output of the model is complex; no real rewrite can give it")
+        for r in readers.get(t, []):
+            name = b.names[codes[g.operators[r].opcodeIndex]]
+            if name in _MOVES and g.operators[r].inputs[0] == t:
+                kinds[r] = "move"
+                todo.append(int(g.operators[r].outputs[0]))
+            elif name in ("COMPLEX_ABS", "REAL", "IMAG"):
+                kinds[r] = {"COMPLEX_ABS": "abs", "REAL": "real", "IMAG": "imag"}[name]
+            elif name == "CAST" and g.tensors[g.operators[r].outputs[0]].type == FLOAT32:
+                kinds[r] = "real"     # complex64 -> float32 keeps the real part (BirdNET's spectrogram)
+            else:
+                raise RuntimeError(f"{name} reads the complex result of RFFT2D; only {', '.join(_MOVES)}, "
+                                   "COMPLEX_ABS, REAL, IMAG and a CAST to float32 have a rewrite")
+    return kinds
+
+
+def _prune(g, ops, b, model):
+    """`ops` less the ops this rewrite made whose outputs nobody reads (the imaginary part a
+    CAST or REAL does not need), and the constants only they read emptied."""
+    while True:
+        read = {int(t) for op in ops for t in op.inputs} | {int(t) for t in g.outputs}
+        dead = {id(op) for op in ops if id(op) in b.made_ops and not any(int(t) in read for t in op.outputs)}
+        if not dead:
+            break
+        ops = [op for op in ops if id(op) not in dead]
+    read = {int(t) for op in ops for t in op.inputs}
+    for t in b.made_consts:
+        if t not in read and g.tensors[t].buffer:
+            model.buffers[g.tensors[t].buffer].data = None
+    return ops
+
+
+def rewrite_rfft2d(model_bytes):
+    """(new model bytes, number of RFFT2D rewritten)."""
+    import numpy as np
+
+    fu = _schema()
+    model = fu.convert_bytearray_to_object(bytearray(model_bytes))
+    found = _ops(model, fu.schema_fb.BuiltinOperator.RFFT2D)
+    if not found:
+        return model_bytes, 0
+    b = _Builder(fu, model)
+    g = b.g
+    kinds = _plan(b, found)
+    parts = {}       # complex tensor -> (real tensor, imaginary tensor)
+    new_ops = []
+    for i, op in enumerate(list(g.operators)):
+        kind = kinds.get(i)
+        if kind is None:
+            new_ops.append(op)
+            continue
+        out = g.tensors[op.outputs[0]]
+        shape, base = [int(d) for d in out.shape], out.name.decode(errors="replace")
+        if kind in ("rfft", "move"):
+            re_t = b.tensor(base + "/real", shape, out)
+            im_t = b.tensor(base + "/imag", shape, out)
+        if kind == "rfft":
+            x = g.tensors[op.inputs[0]]
+            length = int(np.frombuffer(bytes(model.buffers[g.tensors[op.inputs[1]].buffer].data),
+                                       np.int32)[1])
+            cos, sin = dft_matrices(int(x.shape[-1]), length)
+            opts = b.schema.BatchMatMulOptionsT()
+            for t, mat, part in ((re_t, cos, "cos"), (im_t, sin, "sin")):
+                c = b.tensor(f"{base}/dft_{part}", mat.shape, data=mat)
+                new_ops.append(b.op("BATCH_MATMUL", [op.inputs[0], c], [t], copy.deepcopy(opts),
+                                    b.schema.BuiltinOptions.BatchMatMulOptions))
+            parts[int(op.outputs[0])] = (re_t, im_t)
+        elif kind == "move":
+            src = parts[int(op.inputs[0])]
+            for t, part in zip((re_t, im_t), src):
+                o = copy.deepcopy(op)
+                o.inputs = [part] + list(op.inputs[1:])
+                o.outputs = [t]
+                b.made_ops.add(id(o))
+                new_ops.append(o)
+            parts[int(op.outputs[0])] = (re_t, im_t)
+        elif kind == "abs":
+            re_t, im_t = parts[int(op.inputs[0])]
+            sq = [b.tensor(f"{base}/{p}_squared", shape, out) for p in ("real", "imag")]
+            total = b.tensor(base + "/power", shape, out)
+            new_ops += [b.binary("MUL", re_t, re_t, sq[0]), b.binary("MUL", im_t, im_t, sq[1]),
+                        b.binary("ADD", sq[0], sq[1], total), b.op("SQRT", [total], [op.outputs[0]])]
+        else:   # REAL / IMAG / CAST: the part itself, written by an ADD of 0 (any shape, also open)
+            part = parts[int(op.inputs[0])][0 if kind == "real" else 1]
+            zero = b.tensor(base + "/zero", [], data=np.zeros((), np.float32))
+            new_ops.append(b.binary("ADD", part, zero, op.outputs[0]))
+    g.operators = _prune(g, new_ops, b, model)
+    drop_unused_opcodes(model)
+    return bytes(fu.convert_object_to_bytearray(model)), len(found)
+
+
+@rewrite("tflite", "rfft2d_matmul", needed_by=(TF2ONNX,))
+class RFFT2DMatMul:
+    """RFFT2D (a real FFT of a fixed length) becomes MatMuls with constant DFT matrices."""
+
+    describe = "rewrote {n} RFFT2D into MatMul with constant DFT matrices"
+    pattern = "RFFT2D"
+
+    @staticmethod
+    def matches(model_bytes, options=None):
+        fu = _schema()
+        model = fu.convert_bytearray_to_object(bytearray(model_bytes))
+        return len(_ops(model, fu.schema_fb.BuiltinOperator.RFFT2D))
+
+    @staticmethod
+    def apply(model_bytes, options=None):
+        return rewrite_rfft2d(model_bytes)
