@@ -24,5 +24,5 @@ labels a Core ML route embeds) and `hop` (convert, rewrite, validate) do. `optio
 validation's types in its annotations only (never imported at run time). Nothing here parses command
 lines: that is edgeport/cli/. tests/test_architecture.py holds these rules.
 
-Imports: edge, converters.routes (pipeline, plan, hop, registry), converters.validation (pipeline, hop, options), converters.edgetpu (registry), converters.rewrite (pipeline, plan, hop)
+Imports: edge, converters.routes (pipeline, plan, hop, registry), converters.validation (pipeline, hop, options), converters.edgetpu (registry), converters.rewrite (pipeline, plan, hop, model)
 """
