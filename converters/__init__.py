@@ -19,7 +19,7 @@ Rooms (each package's own docstring says what lives there and what it may import
 
 The root modules may import edge/ and each other; `pipeline` alone reaches into routes/
 (through the registry) and validation/ (to validate each hop). Nothing here parses command
-lines: that is edgeport/cli/. tests/test_architecture.py holds these rules.
+lines: that is edgeport/cli/. tests/project/test_architecture.py holds these rules.
 
 Imports: edge, converters.routes (pipeline, registry), converters.validation (pipeline), converters.edgetpu (registry), converters.rewrite (pipeline)
 """

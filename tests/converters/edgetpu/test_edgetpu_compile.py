@@ -62,7 +62,7 @@ if mode == "fail":
     sys.exit(1)
 print("Started a compilation timeout timer of %d seconds." % a.timeout_sec)
 
-# numpy is optional: the container test image (tests/test_edgetpu_container.py) has none
+# numpy is optional: the container test image (tests/converters/edgetpu/test_edgetpu_container.py) has none
 from ai_edge_litert import schema_py_generated as s
 import flatbuffers
 

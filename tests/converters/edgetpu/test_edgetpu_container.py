@@ -1,7 +1,7 @@
 """`convert --to edgetpu --compiler podman` with a real container engine.
 
 Coral's apt repository is unreachable here, so the real compiler cannot go into an image. These
-tests build a TEST image holding the STAND-IN compiler of tests/test_edgetpu_compile.py (a
+tests build a TEST image holding the STAND-IN compiler of tests/converters/edgetpu/test_edgetpu_compile.py (a
 Python script, not Coral's compiler), named `localhost/edgeport-test/edgetpu-compiler-standin`,
 from a local base image that .ci/containers.sh makes with debootstrap (no registry is reachable).
 Then everything else is real: podman starts the container without network, as a non-root user,

@@ -43,7 +43,7 @@ def onnx_dir(tmp_path_factory):
 def test_float_tflite_plans_to_the_edge_tpu():
     assert [c.name for c in registry.plan_route("tflite", "edgetpu")] == [
         "tflite -> tflite-int8", "tflite-int8 -> edgetpu"]
-    # photos (--calibration DIR) or arrays (--data FILE.npz): tests/test_array_calibration.py
+    # photos (--calibration DIR) or arrays (--data FILE.npz): tests/converters/quantize/test_array_calibration.py
     assert registry.load_registry()[("tflite", "tflite-int8")].needs == (("calibration", "calibration_data"),)
 
 
