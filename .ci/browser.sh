@@ -1,4 +1,4 @@
-# A real browser for the HTML report tests (tests/test_html_reports.py): Debian's chromium,
+# A real browser for the HTML report tests (tests/converters/validation/test_html_reports.py): Debian's chromium,
 # installed with apt-get when missing and we are root. Sourced by .ci/run; never fails CI
 # (without a browser those tests skip, saying why).
 _edgeport_browser() {

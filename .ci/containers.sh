@@ -7,7 +7,7 @@
 #   debootstrap); an existing image is reused, so debootstrap (~2 min) runs once a machine.
 # - On these machines crun fails ("cgroups in hybrid mode not supported") and runc works, and
 #   containers need lower rlimits than the host's ("setrlimit RLIMIT_NOFILE: Operation not
-#   permitted" otherwise): the tests pass both (tests/test_edgetpu_container.py).
+#   permitted" otherwise): the tests pass both (tests/converters/edgetpu/test_edgetpu_container.py).
 #
 # The base holds python3 (Debian's package), which the tests' STAND-IN compiler needs.
 # Nothing here fetches anything but Debian's packages.

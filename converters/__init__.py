@@ -22,7 +22,7 @@ The root modules may import edge/ and each other; `pipeline` alone reaches into 
 (through the registry) and validation/ (to validate each hop): of its modules, `plan` (the
 labels a Core ML route embeds) and `hop` (convert, rewrite, validate) do. `options` names
 validation's types in its annotations only (never imported at run time). Nothing here parses command
-lines: that is edgeport/cli/. tests/test_architecture.py holds these rules.
+lines: that is edgeport/cli/. tests/project/test_architecture.py holds these rules.
 
 Imports: edge, converters.routes (pipeline, plan, hop, registry), converters.validation (pipeline, hop, options), converters.edgetpu (registry), converters.rewrite (pipeline, plan, hop, model)
 """

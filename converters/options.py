@@ -7,7 +7,7 @@
     ConvertOptions    every conversion: one object, passed to each registered function
 
 Every field has a type; a field a command does not set keeps its default, so code reads
-`options.name` and never guesses with getattr (tests/test_options.py checks both).
+`options.name` and never guesses with getattr (tests/converters/test_options.py checks both).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Targets: tflite (edge.tflite_model.TFLiteModel + every query the commands make +
 inspector), detect (converters.formats.detect_format on a file), labels
 (edge.labels.read_labels), image (edge.preprocess.load_image + preprocessing).
 
-The same property as tests/test_fuzz.py: an input may give a result or an EdgeportError;
+The same property as tests/project/test_fuzz.py: an input may give a result or an EdgeportError;
 any other exception is a crash (libFuzzer writes the input to crash-<sha1> and stops).
 Seeds: tests/data/*.tflite, the small Coral fixtures when ../shared is present, small
 generated images and label files; libFuzzer mutates them guided by coverage of edge/ and

@@ -2,7 +2,7 @@
 
     python scripts/report_screenshots.py [OUT_DIR]     (default: docs/reports)
 
-The same reports the browser test opens (tests/test_html_reports.py): a classifier whose int8
+The same reports the browser test opens (tests/converters/validation/test_html_reports.py): a classifier whose int8
 twin was calibrated on the wrong range (validate), a YOLO-style detector and its float TFLite
 (validate), and Coral's PoseNet with a custom decoder op (inspect --edgetpu). Needs ../shared
 (Coral's fixtures) and Debian's chromium.

