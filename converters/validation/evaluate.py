@@ -55,26 +55,29 @@ def dataset(root, limit=None):
     return folders, items
 
 
-def evaluate(model_path, items, classes, k, preprocessing=None, device="auto", runtime=None,
-             torch_model=None, input_shape=None, trust_pickle=False, keras_unsafe=False,
-             overrides=None):
+def evaluate(model_path, items, classes, k, preprocessing=None, device="auto", runtime=None, loading=None):
     """(top-1 hits, top-k hits, n, mean ms) of one model on [(image, folder)].
 
     `preprocessing` ({size, mean, std, layout}, any subset) overrides the model's own spec;
-    `overrides` (signature.InputOverrides) fixes open input dimensions.
+    `loading` (converters.options.ModelLoading, as convert and validate take it) says how far
+    to trust the file and its `input_overrides` fix open input dimensions.
     """
     import numpy as np
 
     from converters.artefact import open_model
+    from converters.options import ModelLoading
     from converters.validation.data import DataSource, resolve_preprocessing
     from converters.validation.runners import runner_for
     from converters.validation.runners.coreml import is_image_input
     from converters.validation.signature import resolve
 
-    art = open_model(model_path, torch_model)
-    r = runner_for(art, device=device, runtime=runtime, torch_model=torch_model,
-                   input_shape=tuple(input_shape) if input_shape else None,
-                   trust_pickle=trust_pickle, keras_unsafe=keras_unsafe, overrides=overrides)
+    loading = loading or ModelLoading()
+    overrides = loading.input_overrides
+    art = open_model(model_path, loading.torch_model)
+    r = runner_for(art, device=device, runtime=runtime, torch_model=loading.torch_model,
+                   input_shape=tuple(loading.input_shape) if loading.input_shape else None,
+                   trust_pickle=loading.trust_pickle, keras_unsafe=loading.keras_unsafe,
+                   overrides=overrides)
     r.activate()
     try:
         pre = dict(art.preprocessing, **(preprocessing or {}))

@@ -245,7 +245,7 @@ class _Deprecated(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         setattr(namespace, self.dest, values)
-        notes = list(namespace._deprecated or []) if "_deprecated" in vars(namespace) else []
+        notes = list(namespace._deprecated or [])   # None: set by add_input_shape
         shown = "[" + ",".join(map(str, values)) + "]" if isinstance(values, list) else values
         notes.append(f"note: {option_string} is deprecated, use {self.instead} {shown}")
         namespace._deprecated = notes
@@ -257,6 +257,7 @@ def add_input_shape(p, what="the model's input shape (PyTorch sources), e.g. 1 3
     p.add_argument("--input-shape", type=dim_int, nargs="+", metavar="D", action=_Deprecated,
                    instead="--input-shapes",
                    help=f"deprecated spelling of --input-shapes [D,..]: {what}")
+    p.set_defaults(_deprecated=None)   # the notes of the deprecated flags used (_Deprecated)
 
 
 def input_shape(args):

@@ -71,9 +71,7 @@ def run(args):
     rows = []
     for m in args.models:
         t1, tk, n, ms = _lib.evaluate(m, items, classes, args.top_k, preprocessing=pre, device=args.device,
-                                      runtime=args.runtime, input_shape=loading.input_shape,
-                                      overrides=loading.input_overrides, torch_model=loading.torch_model,
-                                      trust_pickle=loading.trust_pickle, keras_unsafe=loading.keras_unsafe)
+                                      runtime=args.runtime, loading=loading)
         rows.append({"model": m, "images": n, "top1": t1 / n, "topk": tk / n,
                      "top1_hits": t1, "topk_hits": tk, "mean_ms": round(ms, 3) if ms else None})
     if args.json:

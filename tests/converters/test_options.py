@@ -123,3 +123,14 @@ def test_model_loading_is_built_from_the_shared_groups():
     assert got.input_shape == (1, 3, 8, 8)
     assert got.input_overrides.args == {"sr": "16000"}
     assert model_loading(p.parse_args([]), overrides=True).input_overrides is None
+
+
+def test_every_conversion_needs_only_convert_options_fields():
+    """A route's `needs` are read as ConvertOptions attributes (registry.Conversion.missing):
+    each one is a field, so no misspelt need is silently never met."""
+    from converters.registry import conversions
+
+    names = {f.name for f in dataclasses.fields(ConvertOptions)}
+    bad = [f"{c.name}: {n}" for c in conversions() for need in c.needs
+           for n in ((need,) if isinstance(need, str) else need) if n not in names]
+    assert bad == []
