@@ -238,7 +238,9 @@ def planned_outputs(path, targets, options, outdir):
         fmt = formats.detect_format(path)
     except EdgeportError:
         return []
-    routes, _ = plan_each(fmt, targets, options)
+    # the same routes the conversion takes: the rewrites the source needs can choose them
+    src = Artefact(path, fmt, {}) if os.path.isfile(path) else None
+    routes, _ = plan_each(fmt, targets, options, source=src)
     stem = stem_of(path)
     out = []
     for route in routes.values():

@@ -147,8 +147,6 @@ def _fixed_value(name, text):
     """A number, or a JSON list of numbers (nested, rectangular), all finite within +-MAX_VALUE."""
     import json
 
-    import numpy as np
-
     hint = "write NAME=VALUE with a number or a JSON list of numbers, e.g. sr=16000 or w=[1,2]"
     if len(text) > 16 * MAX_FIXED_VALUES:
         raise InputError(f"--fix {printable(name)}: the value is longer than {16 * MAX_FIXED_VALUES} "
@@ -204,11 +202,15 @@ class InputOverrides:
     def fixed_for(self, name, shape, dtype):
         """The --fix value of input `name` as an array of `shape` and `dtype` (a scalar or a
         smaller list is broadcast), or None when the input is not fixed."""
-        import numpy as np
-
         if name not in (self.fixed or {}):
             return None
         value = np.asarray(self.fixed[name], dtype=np.float64)
+        dt = np.dtype(dtype)
+        if dt.kind in "iub":   # an integer or bool input: whole numbers its dtype holds
+            lo, hi = (0, 1) if dt.kind == "b" else (np.iinfo(dt).min, np.iinfo(dt).max)
+            if np.any(value != np.round(value)) or value.min() < lo or value.max() > hi:
+                raise InputError(f"--fix {printable(name)}: input {printable(name)} is {dt.name}, which "
+                                 f"holds whole numbers from {lo} to {hi}", "give values of the input's dtype")
         try:
             return np.ascontiguousarray(np.broadcast_to(value, tuple(shape))).astype(dtype)
         except ValueError:

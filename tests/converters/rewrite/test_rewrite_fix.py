@@ -207,3 +207,19 @@ def test_fix_naming_no_input_is_refused_before_any_work(if_model, two_input, tmp
     with pytest.raises(InputError, match="ONNX and TFLite"):
         check_fixed_names(Artefact(str(tmp_path / "m.keras"), "keras", {}), _fix_options(["a=1"], ()))
     check_fixed_names(Artefact(str(tmp_path / "m.keras"), "keras", {}), _options())   # no --fix: nothing
+
+
+@pytest.mark.parametrize("dtype,value,ok", [("int64", 16000, True), ("int64", 16000.5, False), ("int8", 127, True),
+                                            ("int8", 128, False), ("uint8", -1, False), ("bool", 1, True),
+                                            ("bool", 2, False), ("float32", 0.25, True), ("int32", [1, 2.5], False)])
+def test_fixed_value_must_fit_the_inputs_dtype(dtype, value, ok):
+    from converters.validation.signature import InputOverrides
+    from edge.errors import InputError
+
+    ov = InputOverrides(fixed={"v": value})
+    if ok:
+        got = ov.fixed_for("v", (2,), dtype)
+        assert got.dtype == np.dtype(dtype) and got.tolist() == [np.dtype(dtype).type(value)] * 2
+    else:
+        with pytest.raises(InputError, match=f"is {np.dtype(dtype).name}"):
+            ov.fixed_for("v", (2,), dtype)

@@ -115,3 +115,24 @@ def test_plan_route_counts_rewrites_before_cost(fake):
     assert [c.target for c in reg.plan_route("a", "d", rewrites=lambda c: c.name == "a -> d")] == ["b", "d"]
     with pytest.raises(InputError, match="no conversion route"):
         reg.plan_route("a", "z", rewrites=lambda c: 0)
+
+
+def test_planned_outputs_follow_the_route_the_rewrites_choose(fake, tmp_path):
+    """The files a run declares before converting (its output guard) are those of the route
+    the rewrites choose, not of the cheapest one."""
+    from converters import formats
+    from converters.options import ConvertOptions
+    from converters.pipeline import planned_outputs
+
+    reg, rw = fake
+    reg.conversion("a", "d", cost=1)(lambda *a: None)
+    reg.conversion("a", "b", cost=1)(lambda *a: None)
+    reg.conversion("b", "d", cost=1)(lambda *a: None)
+    _rewrite(rw, "x", needed_by=("a -> d",))
+    src = tmp_path / "m.a"
+    src.write_bytes(b"X")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(formats, "detect_format", lambda path: "a")
+        mp.setattr("converters.pipeline.output_path", lambda outdir, stem, fmt: f"{outdir}/{stem}.{fmt}")
+        got = planned_outputs(str(src), ["d"], ConvertOptions(), str(tmp_path / "out"))
+    assert [p.rsplit(".", 1)[1] for p in got if not p.endswith(".json")] == ["b", "d"]   # not a -> d
