@@ -89,9 +89,8 @@ def test_the_dtype_table_agrees_with_onnx_and_onnxruntime():
 
 def test_the_session_factory_sets_what_it_is_asked(tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    import tiny_onnx
-
     from edge.ort import ort_session
+    from tests import tiny_onnx
 
     path = tmp_path / "m.onnx"
     tiny_onnx.build(str(path))
