@@ -4,7 +4,7 @@ Imports: edge, converters, converters.routes
 (from routes/ only onnx_inputs: the static shapes the routes use)
 
 Each rewrite is registered once, in the module of its model family (tflite.py, onnx.py) or
-a module of its own (tflite_state.py):
+a module of its own (tflite_state.py, tflite_rfft.py, onnx_fix.py, tflite_fix.py):
 
     @rewrite("tflite", "densify", needed_by=("tflite -> onnx", "tflite -> tflite-int8"))
     class Densify:
@@ -21,7 +21,7 @@ folder, and validates the result against the hop's own, unrewritten source. Each
 rewrite is one line in the sidecar (`rewrites`) and in the progress output.
 `--no-rewrite` (options.no_rewrite) turns them all off.
 
-The planner (converters/pipeline.py plan_each) counts, with `needed_rewrites`, the rewrites
+The planner (converters/pipeline/plan.py plan_each) counts, with `needed_rewrites`, the rewrites
 each conversion out of the source's format needs on the source (`matches`), and takes the
 route needing the fewest, then the cheapest; under --no-rewrite a route needing one is not
 taken, and when none other reaches the target the refusal names the rewrite.
