@@ -13,7 +13,7 @@ allocated, and turns every failure into one InputError line (exit 2):
                          (see `Int`, `Float`, `Str`, `List`, `Obj`, `Map`, `Any`).
 
 The schemas of manifests and folder state live beside the code that writes them
-(converters/manifest.py, converters/pipeline.py); the sidecar's in edge/sidecar.py.
+(converters/manifest.py, converters/pipeline/folder.py); the sidecar's in edge/sidecar.py.
 """
 
 from __future__ import annotations

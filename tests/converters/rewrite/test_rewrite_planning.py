@@ -1,4 +1,4 @@
-"""The planner and the rewrites (converters/pipeline.py plan_each, converters/rewrite): when
+"""The planner and the rewrites (converters/pipeline/plan.py plan_each, converters/rewrite): when
 several routes reach a target, the one needing the fewest rewrites on the source wins, then
 the cheapest; the choice is said; --no-rewrite takes no route needing one, and refuses
 naming the rewrite when no other route is left. On a registry of fake conversions and a
