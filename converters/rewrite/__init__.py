@@ -25,7 +25,8 @@ import os
 import tempfile
 from dataclasses import dataclass
 
-REWRITE_MODULES = ("converters.rewrite.tflite", "converters.rewrite.onnx")
+REWRITE_MODULES = ("converters.rewrite.tflite", "converters.rewrite.onnx",
+                   "converters.rewrite.tflite_transpose_conv_bias")
 FAMILIES = {"tflite": ("tflite",), "onnx": ("onnx",)}   # family -> artefact formats it reads
 
 
