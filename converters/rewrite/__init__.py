@@ -26,7 +26,8 @@ import tempfile
 from dataclasses import dataclass
 
 REWRITE_MODULES = ("converters.rewrite.tflite", "converters.rewrite.onnx",
-                   "converters.rewrite.tflite_transpose_conv_bias")
+                   "converters.rewrite.tflite_transpose_conv_bias",
+                   "converters.rewrite.tflite_bias_vector")
 FAMILIES = {"tflite": ("tflite",), "onnx": ("onnx",)}   # family -> artefact formats it reads
 
 
