@@ -145,12 +145,14 @@ CASES = {
                                 # no If; onnx2tf stops in its STFT (an Add), which no rewrite here covers
                                 {**SILERO_ONNX, "tflite": "refused: onnx2tf cannot convert"}),
     # float16 Core ML loses its probability map (max abs 0.375); float32 validates (max abs 6e-5).
+    # onnx2tf writes its transposed convolutions' biases as [1,1,1,C], which TFLite's quantizer
+    # refused; reshaped into vectors (converters/rewrite), int8 is made, and fails on photos:
+    # they hold no text, the float map is near 0 everywhere (cosine 0.004, IoU 0.002).
     "ppocr_v4_det": ("image (text detection), open dims", ["--input-shapes", "x:[1,3,640,640]",
                                                            "--samples", "2", "--coreml-precision", "float32"],
                      PHOTOS_IMAGENET,
                      {"inspect": NOT_TFLITE},
-                     {**ONNX_FLOAT, **dict.fromkeys(("tflite-int8", "edgetpu"),
-                                                    "refused: Expected bias tensor to be a vector")}),
+                     {**ONNX_FLOAT, "tflite-int8": "FAILED: MISMATCH: 'Identity': cosine"}),
     # Its int8 model fails validation on images/ (cosine 0.78): photos are not text lines;
     # calibrating on text lines is not measured yet.
     "ppocr_v4_rec": ("image (text recognition), open dims", ["--input-shapes", "x:[1,3,48,320]",
