@@ -255,6 +255,9 @@ def test_a_model_with_the_custom_op_converts_to_onnx_validated_against_the_origi
     line = "rewrote 2 Convolution2DTransposeBias (MediaPipe custom op) into TRANSPOSE_CONV + ADD"
     assert hop["rewrites"] == [line]
     assert hop["validation"]["passed"] is True
+    assert "numpy reference of MediaPipe's kernel" in hop["validation"]["source_run"]
+    side = json.loads((tmp_path / "out" / "up.onnx.edgeport.json").read_text())
+    assert side["rewrites"] == [line] and side["validation"]["source_run"] == hop["validation"]["source_run"]
     assert src.read_bytes() == before
     code, out, err = run_cli(capsys, "convert", src, "--to", "onnx", "-o", tmp_path / "off", "--no-rewrite")
     assert code != 0 and OP in err
