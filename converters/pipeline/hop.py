@@ -149,9 +149,12 @@ def _validate(source, converted, options):
     if res is None or res.status == validate.ERROR:
         return dict(unvalidated(res.message if res is not None else "nothing compared"),
                     inputs=report.inputs)
+    # how the source's outputs were computed, when not by its own runtime alone (a custom op
+    # run by edgeport's reference of its kernel)
+    how = {"source_run": report.source["note"]} if report.source.get("note") else {}
     return {"status": validate.PASSED if report.passed else validate.FAILED,
             "passed": bool(report.passed), "summary": report.summary_line(), "inputs": report.inputs,
-            "outputs": _output_rows(res)}
+            "outputs": _output_rows(res), **how}
 
 
 def _output_rows(res):

@@ -61,7 +61,8 @@ def write_json(report, path):
 def table(report):  # noqa: C901 (a named exception: to be split along its jobs)
     """The human-readable report: one block per converted model, one row per output."""
     lines = [f"source: {report.source.get('path')} ({report.source.get('format')})"
-             + (f", {report.source['mean_ms']} ms/inference" if report.source.get("mean_ms") else ""),
+             + (f", {report.source['mean_ms']} ms/inference" if report.source.get("mean_ms") else "")
+             + (f" ({report.source['note']})" if report.source.get("note") else ""),
              f"inputs: {report.inputs}"]
     sig = getattr(report, "signature", None)
     if sig is not None:

@@ -44,8 +44,13 @@ class TFLiteRunner(Runner):
         self.interpreter = None
 
     def _activate(self):
+        from converters.validation.runners import tflite_reference
         from edge.interpreter import make_interpreter
 
+        custom = self.model.custom_ops()
+        if tflite_reference.covers(custom):   # e.g. MediaPipe's Convolution2DTransposeBias
+            self._activate_reference(tflite_reference, custom)
+            return
         try:
             self.interpreter, info = make_interpreter(self.path, device=self.device,
                                                       runtime=self.runtime)
@@ -60,6 +65,17 @@ class TFLiteRunner(Runner):
         self._inputs = self.interpreter.get_input_details()
         self._outputs = self.interpreter.get_output_details()
         self._names = _signature_names(self.interpreter)
+
+    def _activate_reference(self, tflite_reference, custom):
+        g = self.model.main
+        self.interpreter = tflite_reference.ReferenceInterpreter(
+            self.path, self.runtime, original_inputs=g.inputs, original_outputs=g.outputs)
+        self._allocated = True
+        self.info.update(runtime=self.interpreter.backend, device="cpu",
+                         note=tflite_reference.NOTE.format(ops=", ".join(custom)))
+        self._inputs = self.interpreter.get_input_details()
+        self._outputs = self.interpreter.get_output_details()
+        self._names = {}
 
     def _deactivate(self):
         self.interpreter = None

@@ -281,3 +281,18 @@ def test_converted_inputs_match_the_source_by_unmangled_name():
     ref = [meta("input"), meta("state"), meta("sr")]
     assert match_inputs(ref, [meta("serving_default_state:0"), meta("serving_default_input:0")]) == [1, 0]
     assert match_inputs(ref, [meta("state"), meta("x")]) == [1, 1]   # no name: by position, as before
+
+
+def test_every_registered_rewrite_names_its_pattern_and_its_line():
+    """The refusal under --no-rewrite names what the tool refuses (`pattern`), and the sidecar,
+    report and progress line say what was rewritten (`describe`): every rewrite has both."""
+    from converters.rewrite import REWRITE_MODULES, rewrites
+    from converters.registry import conversions
+
+    rws = rewrites()
+    assert {rw.impl.__module__ for rw in rws} == set(REWRITE_MODULES)
+    names = {c.name for c in conversions()}
+    for rw in rws:
+        assert isinstance(getattr(rw.impl, "pattern", None), str) and rw.impl.pattern, rw.name
+        assert "{n}" in rw.impl.describe or "{fixed}" in rw.impl.describe, rw.name
+        assert rw.needed_by and set(rw.needed_by) <= names, (rw.name, rw.needed_by)
