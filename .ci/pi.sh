@@ -20,12 +20,12 @@
 #     path), and compares with the same combination and commands run on this x86-64 host: the
 #     same top-k in the same order, every score within one quantization step, the same eval hits.
 #
-# Measured on a 2-core x86-64 shared with seven other engineers' jobs (load average 8-14):
-# a fresh run, empty cache, 9 min 3 s (the root 1.5 min; each combination's wheels fetched,
-# unpacked and cached 1-2.5 min, while the x86-64 references install alongside; the checks
-# under qemu 1.5 min each), and 9 min 14 s again; a cached run 6 min 35 s, most of it waiting
-# for the x86-64 references (fresh host virtualenvs, installed each run). (Before: 33 min
-# fresh, with debootstrap's second stage and pip under qemu.)
+# Measured (wall time) on a 2-core x86-64 shared with seven other engineers' jobs: a fresh
+# run, empty cache, 9 min 3 s and 9 min 14 s at load average 8-18 (the root 1.5-2 min; each
+# combination's wheels fetched, unpacked and cached 1-3 min while the x86-64 references
+# install alongside; the checks under qemu 1.5 min each); a cached run 3 min 7 s at load
+# 5-8 (6 min 35 s at load 11-18 before the x86-64 references' virtualenvs were cached).
+# (Before: 33 min fresh, with debootstrap's second stage and pip under qemu.)
 # The last line is `pi: N passed, M failed`. Exit 1 when a check failed. When emulation cannot be
 # set up here (not root, no apt-get, no binfmt_misc, no network for debootstrap or pip), it
 # prints `pi: skipped: REASON` and exits 0, so CI elsewhere is not failed by the machine.
@@ -211,13 +211,33 @@ CHECKOUT_WHL="$(ls "$WORK"/wheels/edgeport-*.whl)"
 # The x86-64 reference: the same combination, the same commands, on this host. (Compare like
 # with like: tflite-runtime 2.14 and ai-edge-litert 2.3 score the same photo a few
 # quantization steps apart on any CPU.) Run in the background: qemu keeps one core busy.
+device_requirements() {  # what the device side installs, as pyproject.toml declares it
+  python3 - <<'PY'
+import json, tomllib
+p = tomllib.load(open("pyproject.toml", "rb"))["project"]
+print(json.dumps([p.get("requires-python"), p["dependencies"], p["optional-dependencies"]["edge"]]))
+PY
+}
+# Its virtualenv is cached like the root's (a tarball keyed by the device side's requirements,
+# the pip arguments and this host's Python); a cached run only replaces the checkout in it.
+# (The checks run `python -m`, which works wherever the virtualenv is unpacked.)
 host_reference() {  # NAME PIP-ARGS
-  local name="$1" args="$2" hv="$WORK/host-$1"
-  "$HOST_PYTHON" -m venv "$hv" &&
-    sh -c "PIP_CACHE_DIR='$CACHE/pip-host' '$hv/bin/pip' install -q ${args//SRC/$ROOT/src}" &&
-    "$hv/bin/python" .ci/pi_checks.py collect --python "$hv/bin/python" --fixtures "$ROOT/fixtures" \
-      --photos "$ROOT/src/images" --photos "$ROOT/big" --eval-photos "$ROOT/src/images/holdout" \
-      --out "$WORK/x86-$name.json"
+  local name="$1" args="$2" hv="$WORK/host-$1" htar
+  htar="$CACHE/pi-x86-venv-$name-$(cat <(device_requirements) <(echo "$args") <("$HOST_PYTHON" -VV) |
+    sha256sum | cut -c1-16).tar.gz"
+  if [ -f "$htar" ] && mkdir -p "$hv" && tar -C "$hv" -xzf "$htar" &&
+     PIP_CACHE_DIR="$CACHE/pip-host" "$hv/bin/python" -m pip install -q --no-index --no-deps \
+       --force-reinstall "$CHECKOUT_WHL"; then
+    echo "x86-64 reference: cached virtualenv, checkout replaced"
+  else
+    rm -rf "$hv"
+    "$HOST_PYTHON" -m venv "$hv" &&
+      sh -c "PIP_CACHE_DIR='$CACHE/pip-host' '$hv/bin/pip' install -q ${args//SRC/$CHECKOUT_WHL}" || return 1
+    tar -C "$hv" -czf "$htar.tmp.$$" . && mv -f "$htar.tmp.$$" "$htar" || rm -f "$htar.tmp.$$"
+  fi
+  "$hv/bin/python" .ci/pi_checks.py collect --python "$hv/bin/python" --fixtures "$ROOT/fixtures" \
+    --photos "$ROOT/src/images" --photos "$ROOT/big" --eval-photos "$ROOT/src/images/holdout" \
+    --out "$WORK/x86-$name.json"
 }
 # The README's two Pi combinations (its Raspberry Pi section cites this script): NAME PIP-ARGS.
 COMBOS=()
@@ -230,13 +250,6 @@ for c in "${COMBOS[@]}"; do
 done
 
 passed=0; failed=0
-device_requirements() {  # what the device side installs, as pyproject.toml declares it
-  python3 - <<'PY'
-import json, tomllib
-p = tomllib.load(open("pyproject.toml", "rb"))["project"]
-print(json.dumps([p.get("requires-python"), p["dependencies"], p["optional-dependencies"]["edge"]]))
-PY
-}
 
 run_combo() {  # NAME PIP-ARGS... (SRC stands for the checkout)
   local name="$1"; shift
