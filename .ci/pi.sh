@@ -21,10 +21,11 @@
 #     same top-k in the same order, every score within one quantization step, the same eval hits.
 #
 # Measured (wall time) on a 2-core x86-64 shared with seven other engineers' jobs: a fresh
-# run, empty cache, 9 min 3 s and 9 min 14 s at load average 8-18 (the root 1.5-2 min; each
-# combination's wheels fetched, unpacked and cached 1-3 min while the x86-64 references
-# install alongside; the checks under qemu 1.5 min each); a cached run 3 min 7 s at load
-# 5-8 (6 min 35 s at load 11-18 before the x86-64 references' virtualenvs were cached).
+# run, empty cache, 6 min 10 s at load average 5-10 (the root 1 min; each combination's
+# wheels fetched, unpacked and cached 0.5-2 min while the x86-64 references install
+# alongside; the checks under qemu 1-1.5 min each), 9 min 3 s and 9 min 14 s at load 8-18
+# (before the x86-64 references were cached); a cached run 3 min 7 s at load 5-8 (6 min 35 s
+# at load 11-18 before the x86-64 references' virtualenvs were cached).
 # (Before: 33 min fresh, with debootstrap's second stage and pip under qemu.)
 # The last line is `pi: N passed, M failed`. Exit 1 when a check failed. When emulation cannot be
 # set up here (not root, no apt-get, no binfmt_misc, no network for debootstrap or pip), it
