@@ -3,6 +3,7 @@
     pi_checks.py bigphotos OUTDIR PHOTO...        (with a python that has Pillow)
     pi_checks.py collect --python PY --fixtures DIR --photos DIR [--photos DIR ...] --out FILE.json
     pi_checks.py compare REFERENCE.json RESULT.json --label NAME
+    pi_checks.py scripts ROOT VENV                  (console scripts of a virtualenv in ROOT)
 
 `collect` runs edgeport's device-side commands with the interpreter PY (a virtualenv holding
 one documented Pi combination) and records what they printed: classify (top-k text and
@@ -94,6 +95,47 @@ def bigphotos(sources, out):
         exif = Image.Exif()
         exif[0x0112] = 6 if i % 2 else 1  # 6: stored rotated, shown upright
         big.save(os.path.join(out, "camera_" + os.path.basename(src)), quality=90, exif=exif.tobytes())
+
+
+SCRIPT = """#!{python}
+# -*- coding: utf-8 -*-
+import re
+import sys
+from {module} import {head}
+if __name__ == "__main__":
+    sys.argv[0] = re.sub(r"(-script\\.pyw|\\.exe)?$", "", sys.argv[0])
+    sys.exit({call}())
+"""
+
+
+def scripts(root, venv):
+    """Writes VENV/bin/NAME for every console script its packages declare, as pip writes them
+    (the packages were put in site-packages by pip on the host, which writes scripts for the
+    host's python). VENV is the path inside ROOT, as the scripts run there. Returns the names."""
+    import configparser
+    import glob
+
+    bindir = os.path.join(root + venv, "bin")
+    names = []
+    for ep in sorted(glob.glob(os.path.join(root + venv, "lib", "python3*", "site-packages",
+                                            "*.dist-info", "entry_points.txt"))):
+        cp = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+        cp.optionxform = str
+        cp.read(ep, encoding="utf-8")
+        entries = [kv for sec in ("console_scripts", "gui_scripts") if cp.has_section(sec)
+                   for kv in cp.items(sec)]  # pip writes both kinds the same way on Linux
+        for name, target in entries:
+            module, _, attr = target.split("[")[0].strip().partition(":")
+            head = attr.split(".")[0]
+            text = SCRIPT.format(python=f"{venv}/bin/python", module=module.strip(), head=head,
+                                 call=attr.strip())
+            path = os.path.join(bindir, name)
+            with open(path + ".tmp", "w", encoding="utf-8") as f:
+                f.write(text)
+            os.chmod(path + ".tmp", 0o755)
+            os.replace(path + ".tmp", path)
+            names.append(name)
+    return names
 
 
 def collect(a):
@@ -219,7 +261,13 @@ def main(argv=None):
     m.add_argument("result")
     m.add_argument("--label", required=True)
     m.add_argument("--step", type=float, default=1 / 256)
+    s = sub.add_parser("scripts")
+    s.add_argument("root")
+    s.add_argument("venv")
     a = p.parse_args(argv)
+    if a.cmd == "scripts":
+        print(" ".join(scripts(a.root, a.venv)))
+        return 0
     if a.cmd == "bigphotos":
         return bigphotos(a.sources, a.out)
     return collect(a) if a.cmd == "collect" else compare(a)

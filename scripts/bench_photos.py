@@ -15,7 +15,9 @@
    - edgeport classify: draft-mode decode on worker threads while the interpreter runs
      (edge.pipeline.decode_ahead), as `classify -i FOLDER` does.
 3. Top-1 agreement of the draft decode with the exact decode on the held-out photos
-   (images/holdout/, scripts/collect_holdout.py), made 12 MP the same way.
+   (images/holdout/, scripts/collect_holdout.py), made 12 MP the same way, per model: the
+   benchmark's model and each --agreement-model (default: the reference EfficientNet-Lite0
+   int8, 224x224, when scripts/build_models.py has built it in models/).
    With it, the noise floor: on how many of those photos the exact decode's own top-1 changes
    when as many of its pixel values as the draft decode changes move by one grey level at
    random (seeded, 4 trials each). A decode whose pixels differ that much from the exact ones
@@ -104,17 +106,16 @@ def run_method(method, clf, photos, margins=False):
     return out
 
 
-def noise_unstable(clf, photos, exact_ids, fraction=0.005, trials=4, seed=0):
-    """Indices of `photos` whose exact-decode top-1 changes when `fraction` of the pixel
-    values move by +-1 (seeded): how far a decode may differ before top-1 flips by chance."""
+def noise_unstable(clf, pixels, exact_ids, fraction=0.005, trials=4, seed=0):
+    """Indices of the exact-decode `pixels` (one array per photo) whose top-1 changes when
+    `fraction` of the pixel values move by +-1 (seeded): how far a decode may differ before
+    top-1 flips by chance."""
     import numpy as np
-
-    from edge.preprocess import load_pixels
 
     rng = np.random.default_rng(seed)
     out = []
-    for i, (p, top1) in enumerate(zip(photos, exact_ids)):
-        a = np.asarray(load_pixels(p, clf.preprocess.size, exact=True)).astype(np.int16)
+    for i, (px, top1) in enumerate(zip(pixels, exact_ids)):
+        a = px.astype(np.int16)
         for _ in range(trials):
             step = (rng.random(a.shape) < fraction) * rng.choice(np.array([-1, 1], np.int16), a.shape)
             b = np.clip(a + step, 0, 255).astype(np.uint8)
@@ -128,6 +129,50 @@ METHODS = (("pycoral", "pycoral example (full decode, LANCZOS)"),
            ("exact", "edgeport --exact-decode, serial"),
            ("draft", "edgeport draft decode, serial"),
            ("pipeline", "edgeport classify (draft + decode threads)"))
+
+
+def report_agreement(clf, name, held):
+    """Prints the top-1 agreement of the draft decode with the exact decode on `held` for one
+    model, with that model's noise floor (each photo decoded once each way)."""
+    import numpy as np
+
+    from edge.preprocess import load_pixels
+
+    size = clf.preprocess.size
+    exact_px = [clf.preprocess.array(load_pixels(p, size, exact=True)) for p in held]
+    fast_px = [clf.preprocess.array(load_pixels(p, size, exact=False)) for p in held]
+    exact = []
+    for px in exact_px:
+        c = clf.classify(px, 2)
+        exact.append((c[0].id, c[0].score - (c[1].score if len(c) > 1 else 0.0)))
+    fast = [clf.classify(px, 1)[0].id for px in fast_px]
+    agree = sum(x[0] == y for x, y in zip(exact, fast))
+    print(f"top-1 agreement, draft vs exact decode, {len(held)} held-out photos at 12 MP, "
+          f"{name} ({size[0]}x{size[1]}): {agree}/{len(held)} ({agree / len(held):.1%})")
+    q = clf._quant[0] if clf._quant else None
+    gaps = sorted(m for (i, m), y in zip(exact, fast) if i != y)
+    if gaps:
+        unit = f" ({', '.join(f'{g / q:.0f}' for g in gaps)} output steps)" if q else ""
+        print(f"  where they differ, the exact decode's own top-1 leads its top-2 by "
+              f"{', '.join(f'{g:.4f}' for g in gaps)}{unit}")
+    moved = float(np.mean([np.mean(a != b) for a, b in zip(exact_px, fast_px)]))
+    shaky = set(noise_unstable(clf, exact_px, [i for i, _ in exact], fraction=moved))
+    steady = [k for k in range(len(held)) if k not in shaky]
+    agree_steady = sum(exact[k][0] == fast[k] for k in steady)
+    print(f"  noise floor: the exact decode's own top-1 changes on {len(shaky)}/{len(held)} photos when "
+          f"{moved:.1%} of its pixel values (as many as the draft decode changes) move by one grey "
+          f"level at random; on the other {len(steady)} the draft "
+          f"decode agrees on {agree_steady}/{len(steady)} ({agree_steady / max(1, len(steady)):.1%})")
+
+
+def agreement_models(a):
+    """The benchmark's model, then each --agreement-model (default: the reference
+    EfficientNet-Lite0 int8 of models/, scripts/build_models.py, when it is built)."""
+    extra = a.agreement_model
+    if extra is None:
+        ref = os.path.join(REPO, "models", "efficientnet_lite0_int8.tflite")
+        extra = [ref] if os.path.exists(ref) else []
+    return [a.model] + [m for m in extra if m != a.model]
 
 
 def peak_memory_kb(method, model, folder):
@@ -149,6 +194,9 @@ def main(argv=None):
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--photos", type=int, default=20, help="12 MP photos made from images/ (default 20)")
     ap.add_argument("--holdout", type=int, default=127, help="held-out photos for agreement (default 127)")
+    ap.add_argument("--agreement-model", action="append", metavar="M.tflite",
+                    help="also measure agreement with this model (repeatable; default: "
+                         "models/efficientnet_lite0_int8.tflite when built)")
     ap.add_argument("--chunk", type=int, default=5, help="photos per interleaved round (default 5)")
     ap.add_argument("--out", help="keep the generated photos here (default: a temporary folder)")
     ap.add_argument("--label", default="", help="a label printed with the figures (e.g. emulated)")
@@ -197,32 +245,8 @@ def main(argv=None):
         print(f"{desc:48s} {rates[method]:9.2f} {1000 * spent[method] / len(photos):9.0f} "
               f"{rates[method] / rates['pycoral']:9.2f}x")
 
-    exact = run_method("exact", clf, held, margins=True)
-    fast = run_method("draft", clf, held)
-    agree = sum(x[0] == y for x, y in zip(exact, fast))
-    print(f"top-1 agreement, draft vs exact decode, {len(held)} held-out photos at 12 MP: "
-          f"{agree}/{len(held)} ({agree / len(held):.1%})")
-    q = clf._quant[0] if clf._quant else None
-    gaps = sorted(m for (i, m), y in zip(exact, fast) if i != y)
-    if gaps:
-        unit = f" ({', '.join(f'{g / q:.0f}' for g in gaps)} output steps)" if q else ""
-        print(f"  where they differ, the exact decode's own top-1 leads its top-2 by "
-              f"{', '.join(f'{g:.4f}' for g in gaps)}{unit}")
-
-    import numpy as np
-
-    from edge.preprocess import load_pixels
-
-    size = clf.preprocess.size
-    moved = float(np.mean([np.mean(np.asarray(load_pixels(p, size, exact=True))
-                                   != np.asarray(load_pixels(p, size, exact=False))) for p in held]))
-    shaky = set(noise_unstable(clf, held, [i for i, _ in exact], fraction=moved))
-    steady = [k for k in range(len(held)) if k not in shaky]
-    agree_steady = sum(exact[k][0] == fast[k] for k in steady)
-    print(f"noise floor: the exact decode's own top-1 changes on {len(shaky)}/{len(held)} photos when "
-          f"{moved:.1%} of its pixel values (as many as the draft decode changes) move by one grey "
-          f"level at random; on the other {len(steady)} the draft "
-          f"decode agrees on {agree_steady}/{len(steady)} ({agree_steady / max(1, len(steady)):.1%})")
+    for m in agreement_models(a):
+        report_agreement(clf if m == a.model else classifier(m)[0], os.path.basename(m), held)
 
     if os.path.exists("/proc/self/status"):
         folder = os.path.join(tmp, "camera")

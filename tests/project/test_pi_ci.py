@@ -90,3 +90,37 @@ def test_compare_reports_a_crash(tmp_path, capsys):
     (tmp_path / "x.json").write_text(json.dumps(res))
     assert m.main(["compare", str(tmp_path / "r.json"), str(tmp_path / "x.json"), "--label", "t"]) == 1
     assert "exit -11" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("target, expected", [
+    ("hellomod.cli:main", "main ran"),
+    ("hellomod.cli:group.run", "group.run ran"),       # an attribute path, as pip allows
+    ("hellomod.cli:main [extra]", "main ran"),          # an extra marker is not part of the call
+])
+def test_console_scripts_written_for_the_roots_python(tmp_path, target, expected):
+    """pip --target on the host writes console scripts for the host's python; .ci/pi.sh writes
+    them again from each package's entry_points.txt, for the virtualenv's python in the root."""
+    import subprocess
+    import sys
+
+    m = _checks()
+    site = tmp_path / "root" / "venv-x" / "lib" / "python3.11" / "site-packages"
+    (site / "hellomod").mkdir(parents=True)
+    (site / "hellomod" / "__init__.py").write_text("")
+    (site / "hellomod" / "cli.py").write_text(
+        "import sys\n"
+        "def main():\n    print('main ran', sys.argv[1:]); return 3\n"
+        "class group:\n    @staticmethod\n    def run():\n        print('group.run ran', sys.argv[1:]); return 3\n")
+    (site / "hello-1.0.dist-info").mkdir()
+    (site / "hello-1.0.dist-info" / "entry_points.txt").write_text(
+        f"[console_scripts]\nhello = {target}\n\n[gui_scripts]\nhello-gui = hellomod.cli:main\n")
+    (tmp_path / "root" / "venv-x" / "bin").mkdir()
+    assert m.scripts(str(tmp_path / "root"), "/venv-x") == ["hello", "hello-gui"]
+    script = tmp_path / "root" / "venv-x" / "bin" / "hello"
+    assert script.read_text().splitlines()[0] == "#!/venv-x/bin/python"   # the root's path
+    assert script.stat().st_mode & 0o111
+    assert (tmp_path / "root" / "venv-x" / "bin" / "hello-gui").read_text().splitlines()[0] == "#!/venv-x/bin/python"
+    p = subprocess.run([sys.executable, str(script), "a", "b"], capture_output=True, text=True,
+                       env={"PYTHONPATH": str(site)})
+    assert p.returncode == 3, p.stderr
+    assert p.stdout.strip() == f"{expected} ['a', 'b']"

@@ -286,8 +286,8 @@ def test_converted_inputs_match_the_source_by_unmangled_name():
 def test_every_registered_rewrite_names_its_pattern_and_its_line():
     """The refusal under --no-rewrite names what the tool refuses (`pattern`), and the sidecar,
     report and progress line say what was rewritten (`describe`): every rewrite has both."""
-    from converters.rewrite import REWRITE_MODULES, rewrites
     from converters.registry import conversions
+    from converters.rewrite import REWRITE_MODULES, rewrites
 
     rws = rewrites()
     assert {rw.impl.__module__ for rw in rws} == set(REWRITE_MODULES)
