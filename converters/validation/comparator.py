@@ -253,7 +253,7 @@ def compare_output(name, reference, converted, tolerances, mode="numeric", conve
     if aligned is None:
         return _unaligned(base, reference, converted, note)
     ok, mismatched, stats = tolerance_check(reference, aligned, atol, rtol, stat, tolerances.quantile)
-    cos, ratio = _similarity(reference, aligned, base)
+    cos, ratio = _similarity(reference, aligned, base, atol)
     is_cls = role.kind == "class"
     top1 = overlap = None
     if is_cls:
@@ -319,9 +319,27 @@ def _unaligned(base, reference, converted, note):
                         reason=note)
 
 
-def _similarity(reference, aligned, base):
+def _similarity(reference, aligned, base, atol=0.0):
     """(cosine per sample, norm ratio); over all samples' values together for an output of one
-    value per sample (said in base['note'])."""
+    value per sample (said in base['note']). A sample whose values are all within `atol` of
+    zero on both sides (a segmentation map of pure background, below 1e-8) has no direction:
+    its cosine would be float noise, so it counts as agreeing, as an all-zero pair does, and
+    is left out of the magnitude ratio (said in the note)."""
+    if reference.size != len(reference) and len(reference) > 0:
+        r = np.abs(reference.reshape(len(reference), -1).astype(np.float64))
+        c = np.abs(aligned.reshape(len(aligned), -1).astype(np.float64))
+        flat = (np.nanmax(r, axis=1) <= atol) & (np.nanmax(c, axis=1) <= atol)
+        if flat.all():
+            base["note"] = "; ".join(x for x in (base["note"], (
+                f"every sample within atol {atol:g} of zero on both sides: cosine taken as 1")) if x)
+            return np.ones(len(flat)), 1.0
+        if flat.any():
+            base["note"] = "; ".join(x for x in (base["note"], (
+                f"{int(flat.sum())} of {len(flat)} samples within atol {atol:g} of zero on both "
+                "sides: no direction to compare, cosine taken as 1")) if x)
+            cos = cosine_per_sample(reference, aligned)
+            cos[flat] = 1.0
+            return cos, norm_ratio(reference[~flat], aligned[~flat])
     if reference.size == len(reference) > 1:
         # one value per sample (a detector's score): a scalar's cosine is only its sign, and a
         # score below the int8 step (1/256) becoming 0 would count as cosine 0 and magnitude 0;

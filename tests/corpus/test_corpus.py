@@ -73,11 +73,9 @@ SPARSE = {**TFLITE_FLOAT, "tflite-int8": "FAILED: MISMATCH: 'Identity_1': recall
 # reference kernel for upsample_bilinear: structure only.
 MP_SEGMENT = {"onnx": VALIDATED, "ort": VALIDATED, "coreml": "not validated: structure only",
               "tflite-int8": "FAILED: MISMATCH: 'activation_10'", "edgetpu": EDGETPU_HERE}
-# The landscape model's ONNX agrees everywhere (pixels 100%, IoU 1.000, max abs 9e-5) but fails
-# the dense judge's mean cosine at 0.9500: one photo's map is all background (below 7e-9), and
-# the cosine of two maps that small is float noise.
-MP_SEGMENT_LANDSCAPE = {**MP_SEGMENT, "onnx": "FAILED: MISMATCH: 'segment_back': cosine 0.9500",
-                        "tflite-int8": "FAILED: MISMATCH: 'segment_back'"}
+# The landscape model: one photo's map is all background (below 7e-9) on both sides; such a
+# sample has no direction for a cosine to compare (counted as agreeing, said in the note).
+MP_SEGMENT_LANDSCAPE = {**MP_SEGMENT, "tflite-int8": "FAILED: MISMATCH: 'segment_back'"}
 # Streaming state (CALL_ONCE / VAR_HANDLE / READ_VARIABLE / ASSIGN_VARIABLE): the rewrite room
 # (converters/rewrite/tflite_state.py) makes it explicit state inputs/outputs for tf2onnx;
 # ONNX and ORT are validated in steps, state fed back, against the original stateful model.
@@ -124,7 +122,7 @@ CASES = {
     "mp_pose_detection": ("image, sparse", [], PHOTOS_PM1, {}, SPARSE),
     "mp_selfie_segmentation": ("image, MediaPipe custom op", [], PHOTOS_0_1, {}, MP_SEGMENT),
     "mp_selfie_segmentation_landscape": ("image, MediaPipe custom op", [], PHOTOS_0_1,
-                                         {"validate": "FAILED: "}, MP_SEGMENT_LANDSCAPE),
+                                         {}, MP_SEGMENT_LANDSCAPE),
     "silero_vad_jit": (
         "audio, TorchScript, int argument",
         ["--input-shapes", "x:[1,512]", "--arg", "sr=16000", "--val-range", "x:[-0.5,0.5]",

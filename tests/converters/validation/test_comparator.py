@@ -201,3 +201,40 @@ def test_default_atol_follows_float_rounding_of_the_output_magnitude():
     # small outputs keep the plain default atol
     small = ref / 1e4
     assert compare_output("x", small, small + 2e-4, Tolerances()).atol == Tolerances().atol
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_sample_within_atol_of_zero_has_no_direction_to_fail_on(seed):
+    """A segmentation map of pure background (values ~1e-9 on both sides) has a cosine of float
+    noise: it must not fail an artefact whose every other sample agrees, in either mode; but a
+    sample that is near zero in the source and not in the artefact, or a real map that differs,
+    still fails. Generated: sample count, position of the flat samples, map size and role."""
+    from converters.validation.roles import Role
+
+    rng = np.random.default_rng(seed)
+    n, h = int(rng.integers(3, 9)), int(rng.integers(8, 33))
+    ref = rng.random((n, h, h, 1)).astype(np.float32)
+    flat = rng.choice(n, size=int(rng.integers(1, n)), replace=False)
+    ref[flat] = rng.normal(0, 1e-9, (len(flat), h, h, 1))
+    out = ref + rng.normal(0, 1e-6, ref.shape).astype(np.float32)
+    out[flat] = rng.normal(0, 1e-9, (len(flat), h, h, 1))          # noise against noise
+    role = Role("dense" if seed % 2 else "raw", "given")
+    for mode in ("agreement", "numeric"):
+        r = compare_output("seg", ref, out, Tolerances(), mode=mode, role=role)
+        assert r.passed, (mode, r.reason)
+        assert r.cosine == pytest.approx(1.0, abs=1e-3)
+        assert "no direction to compare" in r.note or "every sample" in r.note
+    lit = out.copy()
+    lit[flat[0]] = 0.5                                               # the artefact lights it up
+    assert not compare_output("seg", ref, lit, Tolerances(), mode="agreement", role=role).passed
+    real = [i for i in range(n) if i not in set(flat)][0]
+    broken = out.copy()
+    broken[real] = rng.random((h, h, 1))                             # a real map that differs
+    assert not compare_output("seg", ref, broken, Tolerances(), mode="numeric", role=role).passed
+
+
+def test_every_sample_within_atol_of_zero_agrees():
+    ref = np.full((3, 4, 4, 1), 1e-9, np.float32)
+    out = -ref
+    r = compare_output("seg", ref, out, Tolerances(), mode="agreement")
+    assert r.passed and r.cosine == 1.0, r.reason
