@@ -105,7 +105,7 @@ def _convert_model(source, targets, options, outdir, force, validate, progress):
         e.refused = {t: str(refused[t]) for t in targets}
         raise e
     check_labels_fit(source, options)
-    from converters.rewrite.onnx_fix import check_fixed_names
+    from converters.rewrite.fixing import check_fixed_names
 
     check_fixed_names(source, options)   # --fix: every name an input of this source
     source.metadata["source"] = source_record(source)  # hash the original once, not per hop

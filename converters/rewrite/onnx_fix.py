@@ -9,13 +9,8 @@ feeds the original source the same value.
 """
 
 from converters.rewrite import rewrite
+from converters.rewrite.fixing import fixed_values
 from converters.rewrite.onnx import ONNX2COREML, ONNX2TF, _graph_inputs, _input_shapes, fold
-
-
-def fixed_values(options):
-    """{input name: number or list} given with --fix (empty without)."""
-    ov = options.input_overrides
-    return dict(ov.fixed or {}) if ov is not None else {}
 
 
 def _value_shape(inp, value, shapes):
@@ -70,32 +65,3 @@ class FixInputs:
                                   "fixed_arguments": fixed}
 
 
-def check_fixed_names(source, options):
-    """Refuse (InputError, one line) a --fix that names no input of the source, or a source
-    whose format no fixing rewrite reads (only ONNX and TFLite inputs become constants)."""
-    wanted = fixed_values(options)
-    if not wanted:
-        return
-    from edge.errors import InputError
-    from edge.files import printable
-
-    if source.format not in ("onnx", "tflite"):
-        raise InputError(f"--fix turns inputs of ONNX and TFLite models into constants; this source is "
-                         f"{source.format}", "convert it to ONNX or TFLite first, then fix the input")
-    from converters.rewrite import _load
-
-    if source.format == "onnx":
-        names = [i.name for i in _graph_inputs(_load("onnx", source.path))]
-    else:
-        from converters.rewrite.tflite import _schema
-        from converters.rewrite.tflite_fix import _fixed_inputs, _name
-
-        fu = _schema()
-        model = fu.convert_bytearray_to_object(bytearray(_load("tflite", source.path)))
-        found = {name for _, name in _fixed_inputs(model, wanted)}
-        names = [_name(model.subgraphs[0].tensors[i]) for i in model.subgraphs[0].inputs]
-        names += [n for n in wanted if n in found and n not in names]   # signature keys
-    unknown = sorted(n for n in wanted if n not in names)
-    if unknown:
-        raise InputError(f"--fix names {', '.join(printable(n) for n in unknown)}, which is not an input "
-                         f"of the model", "the inputs: " + ", ".join(printable(n) for n in names))

@@ -8,35 +8,12 @@ conversion out of TFLite applies it; validation feeds the original source the sa
 """
 
 from converters.rewrite import rewrite
-from converters.rewrite.onnx_fix import fixed_values
+from converters.rewrite.fixing import _fixed_inputs, fixed_values
 from converters.rewrite.tflite import QUANTIZER, TF2ONNX, _schema
 
 # TFLite TensorType -> numpy dtype name (the types an input can have)
 _DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16",
            9: "int8", 10: "float64", 12: "uint64", 15: "uint32", 16: "uint16"}
-
-
-def _name(tensor):
-    n = tensor.name
-    return n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n)
-
-
-def _fixed_inputs(model, wanted):
-    """[(tensor index, the name the user gave)] of the main graph's inputs named in `wanted`,
-    by tensor name or signature key."""
-    g = model.subgraphs[0]
-    keys = {}
-    for sig in model.signatureDefs or ():
-        for t in sig.inputs or ():
-            k = t.name.decode("utf-8", "replace") if isinstance(t.name, bytes) else str(t.name)
-            keys[t.tensorIndex] = k
-    out = []
-    for idx in g.inputs:
-        for name in (_name(g.tensors[idx]), keys.get(idx)):
-            if name in wanted:
-                out.append((int(idx), name))
-                break
-    return out
 
 
 def _array(tensor, value, options, name):

@@ -23,6 +23,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from converters.validation.metrics import (  # noqa: F401  (re-exported)
+    cosine_per_sample,
+    norm_ratio,
+    normalize_name,
+    topk_agreement,
+)
+
 STATS = ("elemwise", "max", "mean", "median", "quantile")
 EPSILON = 2.220446049250313e-16
 
@@ -188,37 +195,6 @@ def tolerance_check(reference, converted, atol, rtol, check_stat="elemwise", qua
     return passed, mismatched, stats
 
 
-def cosine_per_sample(reference, converted):
-    """Cosine similarity of each sample (first axis) flattened; 1.0 when both are all zero."""
-    a = reference.reshape(len(reference), -1).astype(np.float64)
-    b = converted.reshape(len(converted), -1).astype(np.float64)
-    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-    dot = np.sum(a * b, axis=1)
-    out = np.where((na == 0) & (nb == 0), 1.0, dot / np.maximum(na * nb, 1e-300))
-    return out
-
-
-def norm_ratio(reference, converted):
-    """Mean over samples of ||converted|| / ||reference||: 1.0 when magnitudes agree (cosine
-    cannot see a model whose outputs are all scaled down)."""
-    a = np.linalg.norm(reference.reshape(len(reference), -1).astype(np.float64), axis=1)
-    b = np.linalg.norm(converted.reshape(len(converted), -1).astype(np.float64), axis=1)
-    ratio = np.where(a == 0, np.where(b == 0, 1.0, np.inf), b / np.maximum(a, 1e-300))
-    return float(np.mean(ratio))
-
-
-def topk_agreement(reference, converted, k):
-    """(top-1 agreements, mean top-k overlap in 0..1) over samples of class scores."""
-    a = reference.reshape(len(reference), -1)
-    b = converted.reshape(len(converted), -1)
-    k = max(1, min(int(k), a.shape[1]))
-    top1 = int(np.sum(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
-    ta = np.argsort(-a, axis=1, kind="stable")[:, :k]
-    tb = np.argsort(-b, axis=1, kind="stable")[:, :k]
-    overlap = np.mean([len(set(x) & set(y)) / k for x, y in zip(ta, tb)])
-    return top1, float(overlap)
-
-
 # roles whose own judge decides in agreement mode; the others also need the whole output's
 # cosine and magnitude (a packed detector's cosine is carried by its box rows and hides its
 # score rows, a per-step or per-label verdict is not a cosine)
@@ -361,17 +337,6 @@ def _agreement_reasons(role, cos, ratio, tolerances):
             reasons.append(f"output magnitude {ratio:.3g}x the source's (allowed 1 +- "
                            f"{tolerances.max_scale_error:g})")
     return reasons
-
-
-def normalize_name(name):
-    """Names as runtimes mangle them: 'serving_default_x:0' -> 'x', 'StatefulPartitionedCall:1'."""
-    n = str(name).lower()
-    for prefix in ("serving_default_",):
-        if n.startswith(prefix):
-            n = n[len(prefix):]
-    if n.endswith(":0"):
-        n = n[:-2]
-    return n.replace("/", "_")
 
 
 def match_names(reference_names, other_names, other_synthetic=False, reference_synthetic=False):

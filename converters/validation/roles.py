@@ -326,7 +326,7 @@ def infer_roles(outputs, overrides=None, hints=None, labels=False):
     `overrides`: {name: role} from --output-role (a name matched as given, or normalized as
     runtimes mangle names); `hints`: {name: role} from the model's metadata; `labels`: the
     model has class labels and one output, which is then class scores."""
-    from converters.validation.comparator import normalize_name
+    from converters.validation.metrics import normalize_name
 
     overrides = overrides or {}
     loose = {normalize_name(k): v for k, v in overrides.items()}
@@ -414,7 +414,7 @@ def _flat(a):
 
 
 def judge_class(ref, conv, tol):
-    from converters.validation.comparator import topk_agreement
+    from converters.validation.metrics import topk_agreement
 
     n = len(ref)
     top1, overlap = topk_agreement(ref, conv, tol.top_k)
@@ -636,7 +636,7 @@ def judge_sequence(ref, conv, tol):
 
 
 def judge_embedding(ref, conv, tol):
-    from converters.validation.comparator import cosine_per_sample
+    from converters.validation.metrics import cosine_per_sample
 
     cos = cosine_per_sample(ref, conv)
     reasons = []

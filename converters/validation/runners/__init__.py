@@ -13,7 +13,7 @@ def runner_for(artefact, device="auto", runtime=None, torch_model=None, input_sh
     """The runner for `artefact` (a converters.artefact.Artefact), speaking the source model's
     input names when the artefact's sidecar maps its own to them (converters.validation.names)."""
     from converters.names import input_quantization, name_map
-    from converters.validation.names import apply_input_quantization, apply_name_map
+    from converters.validation.runners.naming import apply_input_quantization, apply_name_map
 
     runner = _runner_for(artefact, device, runtime, torch_model, input_shape, trust_pickle,
                          keras_unsafe, overrides)

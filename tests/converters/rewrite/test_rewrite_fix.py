@@ -194,7 +194,7 @@ def test_tflite_fixed_input_converts_to_onnx_validated_against_the_original(two_
 
 def test_fix_naming_no_input_is_refused_before_any_work(if_model, two_input, tmp_path, capsys):
     from converters.artefact import Artefact
-    from converters.rewrite.onnx_fix import check_fixed_names
+    from converters.rewrite.fixing import check_fixed_names
     from edge.errors import InputError
     from tests.conftest import run_cli
 
