@@ -47,6 +47,11 @@ NO_DATA_YET = []   # non-image models with no real data here: int8 is refused, s
 # words (espeak-ng): scripts/make_audio_calibration.py writes one .npz per model, keyed by input
 # name; run_model turns AUDIO into ["--data", that file] (calibration, and validation on it).
 AUDIO = ["--data", "<audio>"]
+# pymicro-wakeword's int8 feature windows (its own frontend, pymicro-features) of recorded speech
+# and then the model's wake word said by espeak-ng, one model call per step, in order
+# (tests/data/micro_speech, committed; made by scripts/make_micro_speech.py): the source's
+# score rises from 0 to above 0.8 as the word is said.
+MICRO_SPEECH = ["--data", "<micro speech>"]
 
 # Expected per target. A non-image model without calibration data is refused in one line that
 # says what it needs; switching it to --data is one change in its row (NO_DATA_YET -> --data ...,
@@ -173,11 +178,11 @@ CASES = {
                     NO_DATA_YET, {}, {**TFLITE_FLOAT, **NO_DATA,
                                       # its stft frames the signal with Range and ReverseSequence
                                       "coreml": "refused: no Core ML lowering in onnx2coreml: Range"}),
-    "micro_okay_nabu": ("audio, int8 in / uint8 out, streaming state", [], NO_DATA_YET, {},
+    "micro_okay_nabu": ("audio, int8 in / uint8 out, streaming state", [], MICRO_SPEECH, {},
                         {**CALL_ONCE, "edgetpu": EDGETPU_HERE}),
-    "micro_alexa": ("audio, int8 in / uint8 out, streaming state", [], NO_DATA_YET, {},
+    "micro_alexa": ("audio, int8 in / uint8 out, streaming state", [], MICRO_SPEECH, {},
                     {**CALL_ONCE, "edgetpu": EDGETPU_HERE}),
-    "micro_hey_jarvis": ("audio, int8 in / uint8 out, streaming state", [], NO_DATA_YET, {},
+    "micro_hey_jarvis": ("audio, int8 in / uint8 out, streaming state", [], MICRO_SPEECH, {},
                          {**CALL_ONCE, "edgetpu": EDGETPU_HERE}),
     # PP-PicoDet (GFL head): per stride 8/16/32/64, [1, N, 10] sigmoid class scores and
     # [1, N, 32] box distributions (4 sides x 8 bins), judged as a split detector. Float
@@ -467,6 +472,8 @@ def run_model(name, path, workdir):
     kind, args, calibration, _, _ = CASES[name]
     if calibration == AUDIO:
         calibration = ["--data", str(audio_data(name))]
+    if calibration == MICRO_SPEECH:
+        calibration = ["--data", str(REPO / "tests" / "data" / "micro_speech" / f"{name}.npz")]
     if "<documents>" in calibration:
         calibration = [str(document_pages()) if a == "<documents>" else a for a in calibration]
     makers = {"<people>": people_photos, "<captchas>": click_captchas, "<rotated pages>": rotated_pages}
