@@ -79,9 +79,9 @@ MP_CUSTOM = dict.fromkeys(("onnx", "ort", "coreml", "tflite-int8", "edgetpu"),
 # tf2onnx's int8 ONNX keeps QuantizeLinear/DequantizeLinear, which onnx2coreml has no lowering for.
 CALL_ONCE = {"onnx": VALIDATED, "ort": VALIDATED,
              "coreml": "refused: ops with no Core ML lowering in onnx2coreml: DequantizeLinear",
-             # a quantized source to float TFLite is refused before any hop (onnx2tf cannot
-             # carry quantized inputs)
-             "tflite": "refused: --to tflite from a quantized model is refused"}
+             # --to tflite: the stateless rewritten TFLite itself (int8, as the source),
+             # validated in steps against the original
+             "tflite": VALIDATED}
 IF_CORE_ML = "refused: no Core ML lowering in onnx2coreml: If"
 # ai-edge-litert's XNNPack kernels die (SIGSEGV) running openWakeWord's int8 melspectrogram; the
 # route tries the int8 model in a child process and refuses it in one line.
@@ -449,7 +449,7 @@ def target_outcomes(targets, code, out, err):
     outcomes, times, made = {}, {}, []
     refused = model.get("refused") or {}
     for target in targets:
-        final = [a for a in model.get("artefacts") or () if a["format"] == target]
+        final = [a for a in model.get("artefacts") or () if a.get("target", a["format"]) == target]
         if target in refused:
             outcomes[target] = "refused: " + refused[target]
         elif not final:

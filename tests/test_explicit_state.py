@@ -201,6 +201,49 @@ def test_convert_to_onnx_validates_in_steps_against_the_original(stateful, tmp_p
     assert code != 0 and "CALL_ONCE" in err
 
 
+def test_convert_to_tflite_gives_the_stateless_tflite_validated_in_steps(stateful, tmp_path, capsys):
+    """`--to tflite` of a stateful TFLite: its stateless rewrite as an artefact of its own (any
+    TFLite interpreter runs it), judged in steps against the original, with the sidecar's
+    `state` record saying how to feed it back."""
+    from conftest import run_cli
+
+    before = stateful.read_bytes()
+    code, out, err = run_cli(capsys, "convert", stateful, "--to", "tflite", "-o", tmp_path, "--json")
+    assert code == 0, err
+    (hop,) = json.loads(out)["models"][0]["artefacts"]
+    assert hop["model"].endswith("acc_stateless_float.tflite") and hop["format"] == "tflite"
+    assert hop["target"] == "tflite" and hop["status"] == "converted"
+    assert hop["validation"]["passed"] is True, hop["validation"]
+    assert "steps in sequence, state fed back" in hop["validation"]["summary"]
+    made = tmp_path / "acc_stateless_float.tflite"
+    assert not _ops(made.read_bytes()) & {"CALL_ONCE", "VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE"}
+    side = json.loads((tmp_path / "acc_stateless_float.tflite.edgeport.json").read_text())
+    assert len(side["state"]) == 2 and all(r["feed"].startswith("first call: ") for r in side["state"])
+    assert stateful.read_bytes() == before
+
+
+def test_convert_to_tflite_fails_a_stateless_tflite_whose_record_is_wrong(stateful, tmp_path, capsys,
+                                                                         monkeypatch):
+    """The stateless TFLite's hop is validated in steps for real: the rewrite recording wrong
+    initial values makes it fail (exit 1), not pass."""
+    from conftest import run_cli
+
+    from converters.rewrite.tflite_state import ExplicitState
+
+    real = ExplicitState.apply
+
+    def wrong_initial(model_bytes, options=None):
+        new, n, info = real(model_bytes, options)
+        _zeroed(info["state"])
+        return new, n, info
+
+    monkeypatch.setattr(ExplicitState, "apply", staticmethod(wrong_initial))
+    code, out, err = run_cli(capsys, "convert", stateful, "--to", "tflite", "-o", tmp_path, "--json")
+    assert code == 1, err
+    (hop,) = json.loads(out)["models"][0]["artefacts"]
+    assert hop["validation"]["passed"] is False, hop["validation"]
+
+
 MICRO_SPEECH = Path(__file__).resolve().parent / "data" / "micro_speech"
 
 
