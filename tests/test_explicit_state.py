@@ -207,6 +207,12 @@ def test_convert_to_tflite_gives_the_stateless_tflite_validated_in_steps(statefu
     `state` record saying how to feed it back."""
     from conftest import run_cli
 
+    from converters.options import ConvertOptions
+    from converters.pipeline import planned_outputs
+
+    # the files checked before any work (never an input of the run) are the ones written
+    assert planned_outputs(str(stateful), ["tflite"], ConvertOptions(), str(tmp_path)) == [
+        str(tmp_path / "acc_stateless_float.tflite"), str(tmp_path / "acc_stateless_float.tflite.edgeport.json")]
     before = stateful.read_bytes()
     code, out, err = run_cli(capsys, "convert", stateful, "--to", "tflite", "-o", tmp_path, "--json")
     assert code == 0, err
