@@ -118,7 +118,8 @@ def check_folder_plan(models, targets, options, outdir):
     `net.onnx` both make `net.ort`; two folders' `m.tflite` into one -o), and when any source
     would write over a source of the folder (`net.tflite --to ort` makes `net.onnx`, which
     is the user's own `net.onnx`), by name, link or inode. The rule is refusal, never a
-    renamed artefact: an artefact's name is always its source's stem plus its format's suffix."""
+    renamed artefact: an artefact's name is always its source's stem plus its format's suffix
+    (a stateful TFLite's stateless rewrite: the stem plus `_stateless`, then the suffix)."""
     writers = {}
     sources = {os.path.realpath(m): m for m in models}
     idents = {}

@@ -95,11 +95,17 @@ def _convert_model(source, targets, options, outdir, force, validate, progress):
     # target can be made does the first reason stop the command, as with a single target.
     notes = {}
     routes, refused = plan_each(source.format, targets, options, source=source, notes=notes)
+    stateless = _stateless_routes(source, targets, options)   # a stateful TFLite's --to tflite
+    for t in stateless:
+        notes.pop(t, None)
     for line in notes.values():   # where graph rewrites decided the route (converters/rewrite)
         (progress or options.progress)(line)
     from converters.quantized_sources import refuse_quantized_routes
 
     refuse_quantized_routes(source, routes, refused)   # before any hop runs
+    for t, route in stateless.items():   # its stateless rewrite, validated against it in steps
+        routes[t] = route
+        refused.pop(t, None)
     if not routes:
         e = refused[targets[0]]
         e.refused = {t: str(refused[t]) for t in targets}
@@ -114,8 +120,20 @@ def _convert_model(source, targets, options, outdir, force, validate, progress):
                     {t: [source.format] + [c.target for c in r] for t, r in routes.items()})
     stem = stem_of(source.path)
     made = {source.format: source}
-    refused.update(_run_routes(source, routes, options, outdir, stem, made, force, validate, say, result,
-                               several=len(targets) > 1))
+    refused.update(_run_routes(source, {t: r for t, r in routes.items() if t not in stateless}, options,
+                               outdir, stem, made, force, validate, say, result, several=len(targets) > 1))
+    for t, route in stateless.items():
+        # named <stem>_stateless_<float|int8>.tflite beside the others; its own `made`, so the
+        # source stays the start of every other route
+        try:
+            _run_one_hop(source, source, route[0], [source.format, route[0].target], options, outdir,
+                         stem + "_stateless",
+                         {}, force, validate, say, result)
+            result.hops[-1]["target"] = t
+        except EdgeportError as e:
+            refused[t] = e
+            if len(targets) > 1:
+                say(f"--to {t}: {e}")
     if refused and len(refused) == len(targets):
         e = refused[targets[0]]
         e.refused = {t: str(refused[t]) for t in targets}   # every target's own reason (JSON)
@@ -130,6 +148,19 @@ def _convert_model(source, targets, options, outdir, force, validate, progress):
     result.exit_code = max([e.exit_code for e in refused.values()]
                            + [1 if result.validation_failed or unvalidated else 0])
     return result
+
+
+def _stateless_routes(source, targets, options):
+    """{target: route} of the targets a stateful TFLite source reaches through its stateless
+    rewrite (converters/rewrite/tflite_state.py: `--to tflite`)."""
+    from converters.rewrite.tflite_state import stateless_route
+
+    out = {}
+    for t in targets:
+        route = stateless_route(source, t, options)
+        if route:
+            out[t] = route
+    return out
 
 
 def _run_routes(source, routes, options, outdir, stem, made, force, validate, say, result, several=True):

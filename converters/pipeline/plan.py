@@ -242,11 +242,30 @@ def planned_outputs(path, targets, options, outdir):
     src = Artefact(path, fmt, {}) if os.path.isfile(path) else None
     routes, _ = plan_each(fmt, targets, options, source=src)
     stem = stem_of(path)
+    finals = []
+    for t, hops in _stateless_outputs(path, fmt, targets, options).items():
+        routes.pop(t, None)   # a stateful TFLite's --to tflite: its stateless rewrite instead
+        finals.append(output_path(outdir, stem + "_stateless", hops[0].target))
+    finals += [output_path(outdir, stem, conv.target) for route in routes.values() for conv in route]
     out = []
-    for route in routes.values():
-        for conv in route:
-            final = output_path(outdir, stem, conv.target)
-            for p in (final, str(sidecar_path(final))):
-                if p not in out:
-                    out.append(p)
+    for final in finals:
+        for p in (final, str(sidecar_path(final))):
+            if p not in out:
+                out.append(p)
+    return out
+
+
+def _stateless_outputs(path, fmt, targets, options):
+    """{target: route} of the targets a stateful TFLite reaches through its stateless rewrite
+    (converters/rewrite/tflite_state.py); {} when the file cannot be read here."""
+    from converters.rewrite.tflite_state import stateless_route
+
+    out = {}
+    for t in targets:
+        try:
+            route = stateless_route(Artefact(path, fmt, {}), t, options)
+        except (EdgeportError, OSError, ValueError):   # its own conversion says what is wrong
+            return {}
+        if route:
+            out[t] = route
     return out

@@ -21,6 +21,9 @@ from edge.errors import InputError, require
 STATE_OPS = ("CALL_ONCE", "VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE")
 # Both a float and a full-integer TFLite go through tf2onnx.
 TF2ONNX = ("tflite -> onnx", "tflite-int8 -> onnx")
+# The stateless TFLite itself (`--to tflite` of a stateful TFLite, stateless_route below): a
+# copy of the source in its own format, which this rewrite is applied before.
+STATELESS = ("tflite -> tflite", "tflite-int8 -> tflite-int8")
 _NP_OF_TYPE = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool",
                7: "int16", 9: "int8", 10: "float64", 12: "uint64", 15: "uint32", 16: "uint16"}
 
@@ -137,7 +140,7 @@ def _record(var, graph, use, initial):
             "initial": np.asarray(init, dtype).reshape(shape).tolist()}
 
 
-@rewrite("tflite", "explicit_state", needed_by=TF2ONNX)
+@rewrite("tflite", "explicit_state", needed_by=TF2ONNX + STATELESS)
 class ExplicitState:
     """Resource variables (CALL_ONCE / VAR_HANDLE / READ_VARIABLE / ASSIGN_VARIABLE) become
     explicit state inputs and outputs, initial values recorded (see the module docstring)."""
@@ -204,3 +207,29 @@ def explicit_state(model, schema):
     drop_unused_opcodes(model)
     names = ", ".join(r["variable"] for r in records)
     return list(uses), {"state": records, "names": names}
+
+
+def _copy(source, output_path, options):
+    """The 'conversion' of the stateless route: the rewritten copy the pipeline hands it
+    (rewrite.prepare applied ExplicitState before it), written as it is."""
+    import shutil
+
+    shutil.copyfile(source.path, output_path)
+    return {}
+
+
+def stateless_route(source, target, options):
+    """[the one hop] that gives a stateful TFLite source's stateless rewrite as an artefact of
+    its own (`--to tflite`: any TFLite interpreter runs it, fed its state back as the sidecar
+    says; in the source's own precision, int8 for an int8 model), or None when this does not
+    apply (another target or source, no variables, or --no-rewrite)."""
+    from converters import formats
+    from converters.registry import Conversion
+    from converters.rewrite import off
+
+    if target != formats.TFLITE or source.format not in (formats.TFLITE, formats.TFLITE_INT8) or off(options):
+        return None
+    with open(source.path, "rb") as f:
+        if not ExplicitState.matches(f.read()):
+            return None
+    return [Conversion(source.format, source.format, _copy, extra="convert", cost=0)]

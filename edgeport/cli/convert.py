@@ -197,7 +197,10 @@ def json_model(r):
                          "conversion": a["conversion"], "status": a["status"],
                          "time_ms": round(a["seconds"] * 1000.0, 1), "validation": a["validation"],
                          **({"fixed_arguments": a["fixed_arguments"]} if a.get("fixed_arguments") else {}),
-                         **({"rewrites": a["rewrites"]} if a.get("rewrites") else {})}
+                         **({"rewrites": a["rewrites"]} if a.get("rewrites") else {}),
+                         # the --to target an artefact of another format answers (a stateful
+                         # int8 TFLite's stateless rewrite, for --to tflite)
+                         **({"target": a["target"]} if a.get("target") else {})}
                         for a in r.get("artefacts") or ()]
     return out
 

@@ -6,6 +6,7 @@ original, which keeps its variables across invoke(); a wrong feedback of the sta
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,40 +201,117 @@ def test_convert_to_onnx_validates_in_steps_against_the_original(stateful, tmp_p
     assert code != 0 and "CALL_ONCE" in err
 
 
-def _micro_alexa():
+def test_convert_to_tflite_gives_the_stateless_tflite_validated_in_steps(stateful, tmp_path, capsys):
+    """`--to tflite` of a stateful TFLite: its stateless rewrite as an artefact of its own (any
+    TFLite interpreter runs it), judged in steps against the original, with the sidecar's
+    `state` record saying how to feed it back."""
+    from conftest import run_cli
+
+    from converters.options import ConvertOptions
+    from converters.pipeline import planned_outputs
+
+    # the files checked before any work (never an input of the run) are the ones written
+    assert planned_outputs(str(stateful), ["tflite"], ConvertOptions(), str(tmp_path)) == [
+        str(tmp_path / "acc_stateless_float.tflite"), str(tmp_path / "acc_stateless_float.tflite.edgeport.json")]
+    before = stateful.read_bytes()
+    code, out, err = run_cli(capsys, "convert", stateful, "--to", "tflite", "-o", tmp_path, "--json")
+    assert code == 0, err
+    (hop,) = json.loads(out)["models"][0]["artefacts"]
+    assert hop["model"].endswith("acc_stateless_float.tflite") and hop["format"] == "tflite"
+    assert hop["target"] == "tflite" and hop["status"] == "converted"
+    assert hop["validation"]["passed"] is True, hop["validation"]
+    assert "steps in sequence, state fed back" in hop["validation"]["summary"]
+    made = tmp_path / "acc_stateless_float.tflite"
+    assert not _ops(made.read_bytes()) & {"CALL_ONCE", "VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE"}
+    side = json.loads((tmp_path / "acc_stateless_float.tflite.edgeport.json").read_text())
+    assert len(side["state"]) == 2 and all(r["feed"].startswith("first call: ") for r in side["state"])
+    assert stateful.read_bytes() == before
+
+
+def test_convert_to_tflite_fails_a_stateless_tflite_whose_record_is_wrong(stateful, tmp_path, capsys,
+                                                                         monkeypatch):
+    """The stateless TFLite's hop is validated in steps for real: the rewrite recording wrong
+    initial values makes it fail (exit 1), not pass."""
+    from conftest import run_cli
+
+    from converters.rewrite.tflite_state import ExplicitState
+
+    real = ExplicitState.apply
+
+    def wrong_initial(model_bytes, options=None):
+        new, n, info = real(model_bytes, options)
+        _zeroed(info["state"])
+        return new, n, info
+
+    monkeypatch.setattr(ExplicitState, "apply", staticmethod(wrong_initial))
+    code, out, err = run_cli(capsys, "convert", stateful, "--to", "tflite", "-o", tmp_path, "--json")
+    assert code == 1, err
+    (hop,) = json.loads(out)["models"][0]["artefacts"]
+    assert hop["validation"]["passed"] is False, hop["validation"]
+
+
+MICRO_SPEECH = Path(__file__).resolve().parents[2] / "data" / "micro_speech"
+
+
+def _micro(name):
     import os
-    from pathlib import Path
 
     root = Path(os.environ.get("EDGEPORT_CORPUS") or Path(__file__).resolve().parents[3] / ".cache" / "corpus")
-    path = root / "micro_alexa.tflite"
+    path = root / f"{name}.tflite"
     if not path.is_file():
-        pytest.skip(f"{path} is not here (scripts/fetch_corpus.py --only micro_alexa fetches it)")
+        pytest.skip(f"{path} is not here (scripts/fetch_corpus.py --only {name} fetches it)")
     return path
+
+
+def _source_scores(path, xs):
+    """The stateful original's wake-word score at each step (its variables kept)."""
+    from edge.interpreter import make_interpreter
+
+    it, _ = make_interpreter(str(path), device="cpu")
+    d, o = it.get_input_details()[0], it.get_output_details()[0]
+    scale, zp = o["quantization"]
+    out = []
+    for x in xs:
+        it.set_tensor(d["index"], x)
+        it.invoke()
+        out.append((float(it.get_tensor(o["index"]).reshape(-1)[0]) - zp) * scale)
+    return np.array(out)
 
 
 @pytest.mark.corpus
 @pytest.mark.parametrize("mutate", [None, _zeroed, _not_fed_back],
                          ids=["as rewritten", "initial values zeroed", "state not fed back"])
-def test_micro_wakeword_rewritten_tflite_judged_in_steps_against_the_original(tmp_path, mutate):
-    """pymicro-wakeword's alexa model (int8, six variables): the rewritten TFLite itself,
-    fed its state back, equals the stateful original at every step; fed wrongly, it fails."""
+@pytest.mark.parametrize("name", ["micro_alexa", "micro_hey_jarvis", "micro_okay_nabu"])
+def test_micro_wakeword_rewritten_tflite_judged_in_steps_on_speech(tmp_path, name, mutate):
+    """pymicro-wakeword's models (int8, six variables) on speech that says their wake word
+    (tests/data/micro_speech, scripts/make_micro_speech.py): the source's score rises from 0
+    to above 0.8 as the word is said; the rewritten TFLite itself, fed its state back, equals
+    the stateful original at every step; fed wrongly, it fails. (Its variables are buffers of
+    the last 2-20 steps' activations: an initial value off by one int8 step is flushed within
+    20 steps and rightly passes, the score equal at every step.)"""
+    from converters.artefact import Artefact
     from converters.rewrite.tflite_state import ExplicitState
+    from converters.validation.signature import InputOverrides, load_data
+    from converters.validation.validate import ValidateOptions, validate
 
-    source = _micro_alexa()
+    source = _micro(name)
+    data_path = MICRO_SPEECH / f"{name}.npz"
+    data = load_data(str(data_path))
+    (xs,) = data.values()
+    scores = _source_scores(source, xs)
+    assert scores[: len(xs) // 2].max() < 0.05 and scores.max() > 0.8, scores   # speech, then the word
     new, n, info = ExplicitState.apply(source.read_bytes())
     assert n == 6
-    path = tmp_path / "micro_alexa_stateless.tflite"
+    path = tmp_path / f"{name}_stateless.tflite"
     path.write_bytes(new)
     record = copy.deepcopy(info["state"])
     if mutate is not None:
         mutate(record)
-    from converters.artefact import Artefact
-    from converters.validation.validate import ValidateOptions, validate
-
     opts = ValidateOptions()
-    opts.samples = STEPS
+    opts.input_overrides = InputOverrides(data=data, data_path=str(data_path))
     report = validate(Artefact(str(source), "tflite-int8", {}),
                       [Artefact(str(path), "tflite-int8", {"state": record})], opts)
+    assert f"{len(xs)} steps in sequence, state fed back" in report.summary_line()
     if mutate is None:
         assert report.passed, report.summary_line()
         compared = {o.name: o.max_abs for o in report.results[0].comparison.outputs}
