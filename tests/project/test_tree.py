@@ -150,3 +150,20 @@ def test_every_real_subpackage_may_have_tests(tmp_path, top):
     for sub in ["", *_subpackages(package_root)]:
         (_package(tests / top / sub) / "test_x.py").write_text("")
     assert misplaced(tests, REPO) == []
+
+
+def test_tests_import_their_helpers_from_the_tests_package():
+    """A test moved into a folder imports shared helpers as `tests.X`: a bare `from conftest
+    import` or `import tiny_onnx` only works from the old flat tests/ and fails when run."""
+    import ast
+
+    helpers = {p.stem for p in (REPO / "tests").glob("*.py")} | {
+        p.stem for p in (REPO / "tests").rglob("test_*.py")}
+    bad = []
+    for path in sorted((REPO / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            bad += [f"{path.relative_to(REPO)}:{node.lineno}: {n}" for n in names
+                    if n and n.split(".")[0] in helpers]
+    assert not bad, bad

@@ -205,7 +205,7 @@ def test_convert_to_tflite_gives_the_stateless_tflite_validated_in_steps(statefu
     """`--to tflite` of a stateful TFLite: its stateless rewrite as an artefact of its own (any
     TFLite interpreter runs it), judged in steps against the original, with the sidecar's
     `state` record saying how to feed it back."""
-    from conftest import run_cli
+    from tests.conftest import run_cli
 
     from converters.options import ConvertOptions
     from converters.pipeline import planned_outputs
@@ -232,7 +232,7 @@ def test_convert_to_tflite_fails_a_stateless_tflite_whose_record_is_wrong(statef
                                                                          monkeypatch):
     """The stateless TFLite's hop is validated in steps for real: the rewrite recording wrong
     initial values makes it fail (exit 1), not pass."""
-    from conftest import run_cli
+    from tests.conftest import run_cli
 
     from converters.rewrite.tflite_state import ExplicitState
 
