@@ -205,10 +205,9 @@ def test_convert_to_tflite_gives_the_stateless_tflite_validated_in_steps(statefu
     """`--to tflite` of a stateful TFLite: its stateless rewrite as an artefact of its own (any
     TFLite interpreter runs it), judged in steps against the original, with the sidecar's
     `state` record saying how to feed it back."""
-    from tests.conftest import run_cli
-
     from converters.options import ConvertOptions
     from converters.pipeline import planned_outputs
+    from tests.conftest import run_cli
 
     # the files checked before any work (never an input of the run) are the ones written
     assert planned_outputs(str(stateful), ["tflite"], ConvertOptions(), str(tmp_path)) == [
@@ -232,9 +231,8 @@ def test_convert_to_tflite_fails_a_stateless_tflite_whose_record_is_wrong(statef
                                                                          monkeypatch):
     """The stateless TFLite's hop is validated in steps for real: the rewrite recording wrong
     initial values makes it fail (exit 1), not pass."""
-    from tests.conftest import run_cli
-
     from converters.rewrite.tflite_state import ExplicitState
+    from tests.conftest import run_cli
 
     real = ExplicitState.apply
 
