@@ -274,6 +274,10 @@ def _vector_role(o):
     if lo >= 0 and hi <= 1.0 + 1e-6 and _softmax_like(ref):
         return Role("class", f"{n} non-negative scores summing to 1 (probabilities; sums "
                              f"{sums.min():.3g}..{sums.max():.3g})")
+    if lo >= 0 and hi <= 1.0 + 1e-6 and _unit_spread(flat, norms):
+        return Role("embedding", f"{n} non-negative values of unit L2 norm per sample, none "
+                                 f"dominant (an embedding after ReLU and L2 normalisation, "
+                                 f"not independent scores)")
     if lo >= 0 and hi <= 1.0 + 1e-6:
         return Role("multilabel", f"{n} scores in 0..1 not summing to 1 (sums "
                                   f"{sums.min():.3g}..{sums.max():.3g}): independent sigmoids")
@@ -286,6 +290,14 @@ def _vector_role(o):
         return Role("landmarks", f"{n} values as {n // 3} (x, y, z) points: x and y non-negative "
                                  f"up to {hi:.3g}, z of either sign (coordinates, not logits)")
     return Role("class", f"{n} values of either sign: logits")
+
+
+def _unit_spread(flat, norms):
+    """Every sample of unit L2 norm (16 values or more) with its weight spread: no value
+    holds most of the norm (mean of the per-sample largest values below 0.9), so a
+    multi-label vector with one confident label (norm near 1 too) is not taken for one."""
+    return bool(flat.shape[1] >= 16 and np.allclose(norms, 1.0, atol=1e-2)
+                and float(np.mean(np.max(flat, axis=1))) < 0.9)
 
 
 def _xyz_triples(flat):
