@@ -12,6 +12,9 @@ float is judged by tolerances, and the role's metrics are reported beside them):
                range collapses fails), then scores through the activation, threshold,
                class-aware NMS, the source's detections matched by the artefact's at IoU
                >= 0.5: recall, precision, box error in the output's units
+               (a raw YOLOX head [1,N,5+C], N the grid cells of strides 8/16/32 at the input
+               size, is first decoded: cell + offset and exp(log size) times the stride,
+               objectness x class)
   detection-boxes / detection-scores   split detector outputs (anchors x coords, anchors x
                scores): coordinates as regression; scores as per-anchor decisions at the
                threshold (recall, precision of the anchors the source keeps), range collapse
