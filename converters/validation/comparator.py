@@ -394,7 +394,7 @@ class PairResult:
 
 def compare_runs(reference_outputs, converted_outputs, tolerances, mode="numeric",
                  reference_synthetic=False, converted_synthetic=False, classifier=None,
-                 role_hints=None):
+                 role_hints=None, input_hw=None):
     """Compare two runs.
 
     Args:
@@ -403,6 +403,8 @@ def compare_runs(reference_outputs, converted_outputs, tolerances, mode="numeric
       classifier: True when the model carries class labels (its one output is class scores).
       role_hints: {output name: role} from the model's metadata; tolerances.roles (the
         user's --output-role) wins over them, and both over inference.
+      input_hw: the source's image input size (H, W), where it has one (a raw YOLOX
+        head's anchors are the cells of its grids).
     Returns:
       PairResult.
     """
@@ -415,7 +417,8 @@ def compare_runs(reference_outputs, converted_outputs, tolerances, mode="numeric
     from converters.validation.roles import infer_roles
 
     roles = infer_roles(reference_outputs, overrides=getattr(tolerances, "roles", None),
-                        hints=role_hints, labels=classifier is True)
+                        hints=role_hints, labels=classifier is True,
+                        input_hw=input_hw)
     unknown = sorted(set(getattr(tolerances, "roles", None) or {}) - set(ref_names)
                      - {n for n in (getattr(tolerances, "roles", None) or {})
                         if normalize_name(n) in {normalize_name(r) for r in ref_names}})

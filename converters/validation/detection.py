@@ -4,6 +4,7 @@ and the source's detections matched by the artefact's at an IoU threshold.
 Pure numpy, one image at a time:
 
     boxes, scores = decode_packed(out)              # [1,4+C,N] or [1,N,4+C] (YOLOv8-style)
+    boxes, scores, act = decode_yolox(out, (416, 416))   # a raw YOLOX head [1,N,5+C]
     det = detect(boxes, scores, threshold=0.25)     # -> Detections(boxes, scores, classes)
     m = match(detect(...source...), detect(...artefact...), iou=0.5)
     m["recall"], m["precision"], m["matched"], m["box_err"]
@@ -75,6 +76,89 @@ def decode_packed(out, num_coords=4, box_format="cxcywh", layout=None):
     the class scores, returned as they are (see `activate`)."""
     coords, scores = split_packed(out, num_coords, layout)
     return to_xyxy(coords[:, :4], box_format), np.asarray(scores, dtype=np.float64)
+
+
+YOLOX_STRIDES = (8, 16, 32)
+
+
+def grid_cells(hw, strides=YOLOX_STRIDES):
+    """The anchor count of a head with one anchor per cell of each stride's grid at input
+    size `hw` (H, W): 416x416 -> 52^2 + 26^2 + 13^2 = 3549."""
+    return sum((int(hw[0]) // s) * (int(hw[1]) // s) for s in strides)
+
+
+def yolox_input_hw(n, input_hw=None, strides=YOLOX_STRIDES):
+    """The input size (H, W) whose grids of `strides` hold `n` cells: `input_hw` (the
+    model's own input size) when it does, else the square size that does (multiples of the
+    largest stride up to 4096); None when none does."""
+    top = max(strides)
+    if input_hw:
+        h, w = (int(d) for d in input_hw)
+        ok = h > 0 and w > 0 and h % top == 0 and w % top == 0 and grid_cells((h, w), strides) == n
+        return (h, w) if ok else None
+    for side in range(top, 4097, top):
+        if grid_cells((side, side), strides) == n:
+            return (side, side)
+    return None
+
+
+def yolox_grid(hw, strides=YOLOX_STRIDES):
+    """Each anchor's cell (x, y) (N, 2) and stride (N,), in YOLOX's order: stride 8's grid
+    row by row, then 16's, then 32's."""
+    cells, steps = [], []
+    for s in strides:
+        gh, gw = int(hw[0]) // s, int(hw[1]) // s
+        yv, xv = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
+        cells.append(np.stack([xv.ravel(), yv.ravel()], axis=1))
+        steps.append(np.full(gh * gw, s))
+    return np.concatenate(cells).astype(np.float64), np.concatenate(steps).astype(np.float64)
+
+
+def looks_like_raw_yolox(coords, hw, strides=YOLOX_STRIDES):
+    """True when (N, 4) box values are YOLOX's raw ones (offsets in cells, log sizes): small
+    (99% within 16 where boxes in pixels reach past it) and x not following the anchor's
+    position across the image (decoded boxes, in pixels or 0..1, do)."""
+    c = np.asarray(coords, dtype=np.float64)
+    if c.ndim != 2 or c.shape[1] < 4 or not np.all(np.isfinite(c)):
+        return False
+    if float(np.percentile(np.abs(c[:, :4]), 99)) > 16:
+        return False
+    cell, stride = yolox_grid(hw, strides)
+    if len(cell) != len(c):
+        return False
+    x, gx = c[:, 0], cell[:, 0] * stride
+    if np.ptp(x) == 0:
+        return True
+    return abs(float(np.corrcoef(x, gx)[0, 1])) < 0.5
+
+
+def decode_yolox(out, hw, layout=None, activation=None, strides=YOLOX_STRIDES):
+    """A raw YOLOX head [1, N, 5+C] (or [1, 5+C, N]) -> (boxes (N, 4) x1 y1 x2 y2 in input
+    pixels, scores (N, C), activation), decoded as YOLOX decodes it: centre = (cell +
+    offset) x stride, size = exp(log size) x stride, score = objectness x class score, both
+    through `activation` ('none' for probabilities, 'sigmoid' for logits; inferred from
+    their range when not given)."""
+    coords, rest = split_packed(out, 4, layout)
+    cell, stride = yolox_grid(hw, strides)
+    c = np.asarray(coords, dtype=np.float64)
+    xy = (c[:, 0:2] + cell) * stride[:, None]
+    wh = np.exp(np.clip(c[:, 2:4], -60, 60)) * stride[:, None]
+    rest = np.asarray(rest, dtype=np.float64)
+    act = activation or infer_activation(rest)
+    p = activate(rest, act)
+    return to_xyxy(np.concatenate([xy, wh], axis=1)), p[:, :1] * p[:, 1:], act
+
+
+def encode_yolox(boxes, cells, hw, strides=YOLOX_STRIDES):
+    """The inverse of decode_yolox's box part, for tests and tools: boxes (K, 4) x1 y1 x2 y2
+    in pixels placed at anchor indices `cells` (K,) -> their raw values (K, 4)."""
+    cell, stride = yolox_grid(hw, strides)
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    idx = np.asarray(cells, dtype=np.int64)
+    s = stride[idx][:, None]
+    centre = (b[:, 0:2] + b[:, 2:4]) / 2
+    size = b[:, 2:4] - b[:, 0:2]
+    return np.concatenate([centre / s - cell[idx], np.log(size / s)], axis=1)
 
 
 def infer_activation(scores):

@@ -12,6 +12,9 @@ float is judged by tolerances, and the role's metrics are reported beside them):
                range collapses fails), then scores through the activation, threshold,
                class-aware NMS, the source's detections matched by the artefact's at IoU
                >= 0.5: recall, precision, box error in the output's units
+               (a raw YOLOX head [1,N,5+C], N the grid cells of strides 8/16/32 at the input
+               size, is first decoded: cell + offset and exp(log size) times the stride,
+               objectness x class)
   detection-boxes / detection-scores   split detector outputs (anchors x coords, anchors x
                scores): coordinates as regression; scores as per-anchor decisions at the
                threshold (recall, precision of the anchors the source keeps), range collapse
@@ -104,11 +107,12 @@ def _name_role(name):
     return None, None
 
 
-def infer_role(name, ref, others=None, hint=None):
+def infer_role(name, ref, others=None, hint=None, input_hw=None):
     """The role of one output from its name, its shape and the source's values `ref` (with
     a leading sample axis). `others`: {name: shape without the sample axis} of the other
     outputs (split detectors pair on the anchor count). `hint`: a role from the model's own
-    metadata (TFLite metadata), taken as it is.
+    metadata (TFLite metadata), taken as it is. `input_hw`: the model's image input size
+    (H, W), where it has one (a raw YOLOX head's anchors are its grid cells).
 
     The steps: the model's metadata; a detector's shapes (_detector_role); the name
     (_named_role); the shape and values (_shape_role, _vector_role)."""
@@ -117,6 +121,7 @@ def infer_role(name, ref, others=None, hint=None):
         role, why = hint if isinstance(hint, tuple) else (hint, f"model metadata says {hint}")
         return Role(normalize_role(role), why)
     o = _Output(name, ref, others or {})
+    o.input_hw = input_hw
     if not o.dims:
         return Role("raw", f"one value per sample ({o.range})")
     return _detector_role(o) or _named_role(o) or _shape_role(o)
@@ -127,6 +132,7 @@ class _Output:
 
     def __init__(self, name, ref, others):
         self.name, self.ref, self.others = name, ref, others
+        self.input_hw = None
         self.shape = list(ref.shape[1:])
         self.dims = _squeezed(self.shape)
         self.nrole, self.pattern = _name_role(name)
@@ -170,6 +176,9 @@ def _packed_role(o, small, large):
     dims = o.dims
     layout = det.packed_layout(dims)
     coords, scores = det.split_packed(o.ref[0].reshape(dims), layout=layout)
+    yolox = _yolox_role(o, layout, coords, scores, small, large)
+    if yolox is not None:
+        return yolox
     s_lo, s_hi = float(np.min(scores)), float(np.max(scores))
     c_span = float(np.ptp(coords)) if coords.size else 0.0
     if o.nrole in (None, "detection-boxes", "class") and (c_span > 1.5 * max(s_hi - s_lo, 1e-9)
@@ -179,6 +188,26 @@ def _packed_role(o, small, large):
                                  f"scores {s_lo:.3g}..{s_hi:.3g}",
                     {"layout": layout})
     return None
+
+
+def _yolox_role(o, layout, coords, scores, small, large):
+    """A raw YOLOX head: [1, N, 5+C] where N is the cell count of the grids of strides
+    8/16/32 at the model's input size (or a square one) and the box values are offsets and
+    log sizes, not boxes (detection.looks_like_raw_yolox); decoded before matching."""
+    if small < 6 or o.nrole not in (None, "detection-boxes", "class"):
+        return None
+    hw = det.yolox_input_hw(large, o.input_hw)
+    if hw is None or not det.looks_like_raw_yolox(coords, hw):
+        return None
+    rest = np.asarray(scores)
+    act = det.infer_activation(rest)
+    strides = "/".join(str(s) for s in det.YOLOX_STRIDES)
+    given = "" if o.input_hw else ", a square input"
+    return Role("detection", f"raw YOLOX head: {large} = grid cells of strides {strides} at "
+                             f"{hw[0]}x{hw[1]}{given}, decoded (offsets, log sizes, objectness x "
+                             f"{small - 5} class{'es' if small > 6 else ''}, "
+                             f"{'probabilities' if act == 'none' else 'logits'})",
+                {"layout": layout, "decode": "yolox", "input_hw": hw, "activation": act})
 
 
 def _split_role(o):
@@ -248,6 +277,10 @@ def _vector_role(o):
     if lo >= 0 and hi <= 1.0 + 1e-6 and _softmax_like(ref):
         return Role("class", f"{n} non-negative scores summing to 1 (probabilities; sums "
                              f"{sums.min():.3g}..{sums.max():.3g})")
+    if lo >= 0 and hi <= 1.0 + 1e-6 and _unit_spread(flat, norms):
+        return Role("embedding", f"{n} non-negative values of unit L2 norm per sample, none "
+                                 f"dominant (an embedding after ReLU and L2 normalisation, "
+                                 f"not independent scores)")
     if lo >= 0 and hi <= 1.0 + 1e-6:
         return Role("multilabel", f"{n} scores in 0..1 not summing to 1 (sums "
                                   f"{sums.min():.3g}..{sums.max():.3g}): independent sigmoids")
@@ -260,6 +293,14 @@ def _vector_role(o):
         return Role("landmarks", f"{n} values as {n // 3} (x, y, z) points: x and y non-negative "
                                  f"up to {hi:.3g}, z of either sign (coordinates, not logits)")
     return Role("class", f"{n} values of either sign: logits")
+
+
+def _unit_spread(flat, norms):
+    """Every sample of unit L2 norm (16 values or more) with its weight spread: no value
+    holds most of the norm (mean of the per-sample largest values below 0.9), so a
+    multi-label vector with one confident label (norm near 1 too) is not taken for one."""
+    return bool(flat.shape[1] >= 16 and np.allclose(norms, 1.0, atol=1e-2)
+                and float(np.mean(np.max(flat, axis=1))) < 0.9)
 
 
 def _xyz_triples(flat):
@@ -320,12 +361,13 @@ def _postprocessed_group(outputs, skip):
     return groups
 
 
-def infer_roles(outputs, overrides=None, hints=None, labels=False):
+def infer_roles(outputs, overrides=None, hints=None, labels=False, input_hw=None):
     """{name: Role} for every output (OrderedDict name -> source array (S, ...)).
 
     `overrides`: {name: role} from --output-role (a name matched as given, or normalized as
     runtimes mangle names); `hints`: {name: role} from the model's metadata; `labels`: the
-    model has class labels and one output, which is then class scores."""
+    model has class labels and one output, which is then class scores; `input_hw`: the
+    model's image input size (H, W), where it has one."""
     from converters.validation.metrics import normalize_name
 
     overrides = overrides or {}
@@ -340,7 +382,7 @@ def infer_roles(outputs, overrides=None, hints=None, labels=False):
             out[name] = Role("class", "the model carries class labels")
         else:
             others = {n: s for n, s in shapes.items() if n != name}
-            out[name] = infer_role(name, ref, others, (hints or {}).get(name))
+            out[name] = infer_role(name, ref, others, (hints or {}).get(name), input_hw)
     given = {n for n, r in out.items() if r.evidence == "--output-role"}
     for b, g in _postprocessed_group(outputs, given).items():
         parts = [g["scores"], g["classes"]] + ([g["count"]] if g["count"] else [])
@@ -473,6 +515,17 @@ def _recall_precision_reasons(m, tol, what="detections"):
     return reasons
 
 
+def _packed_boxes(coords, scores, params, act):
+    """One sample's boxes (N, 4) x1 y1 x2 y2 and scores (N, C) with the activation the
+    detect step still applies: a raw YOLOX head decoded (scores objectness x class, already
+    through the activation), any other packed head as its box format says."""
+    if params.get("decode") == "yolox":
+        packed = np.concatenate([coords, scores], axis=1)
+        boxes, s, _ = det.decode_yolox(packed, params["input_hw"], layout="anchors", activation=act)
+        return boxes, s, "none"
+    return det.to_xyxy(coords[:, :4], params.get("box_format", "cxcywh")), scores, act
+
+
 def judge_detection(ref, conv, tol, params=None):
     params = params or {}
     shape = _squeezed(ref.shape[1:])
@@ -489,17 +542,20 @@ def judge_detection(ref, conv, tol, params=None):
     coords_c, scores_c = np.stack(coords_c), np.stack(scores_c)
     where = "rows" if layout == "channels" else "columns"
     nc = scores_r.shape[-1]
-    parts = [part_check(f"box part ({where} 0-3)", coords_r, coords_c),
-             part_check(f"score part ({where} 4-{3 + nc})", scores_r, scores_c)]
-    parts += _channel_checks(f"score part ({where} 4-{3 + nc})", scores_r, scores_c)
+    yolox = params.get("decode") == "yolox"
+    box_what = "raw YOLOX box part" if yolox else "box part"
+    score_what = ("objectness + class part" if yolox else "score part") + f" ({where} 4-{3 + nc})"
+    parts = [part_check(f"{box_what} ({where} 0-3)", coords_r, coords_c),
+             part_check(score_what, scores_r, scores_c)]
+    parts += _channel_checks(score_what, scores_r, scores_c)
     act = params.get("activation") or det.infer_activation(scores_r)
     thr = _t(tol, "score_threshold", SCORE_THRESHOLD)
     iou = _t(tol, "iou", IOU)
-    fmt = params.get("box_format", "cxcywh")
     src_d, art_d = [], []
     for k in range(len(ref)):
-        src_d.append(det.detect(det.to_xyxy(coords_r[k][:, :4], fmt), scores_r[k], thr, iou, act))
-        art_d.append(det.detect(det.to_xyxy(coords_c[k][:, :4], fmt), scores_c[k], thr, iou, act))
+        for coords, scores, into in ((coords_r[k], scores_r[k], src_d), (coords_c[k], scores_c[k], art_d)):
+            boxes, s, a = _packed_boxes(coords, scores, params, act)
+            into.append(det.detect(boxes, s, thr, iou, a))
     m = det.match_runs(src_d, art_d, iou)
     metrics = {"recall": m["recall"], "precision": m["precision"], "matched": len(m["matched"]),
                "source_detections": m["sources"], "detections": m["artefacts"],

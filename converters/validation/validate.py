@@ -603,7 +603,8 @@ def _judge(m, runs, source, opts, role_hints):
     res.comparison = compare_runs(ref_out, m.outputs, tolerances, mode,
                                   reference_synthetic=src_runner.synthetic_names,
                                   converted_synthetic=r.synthetic_names,
-                                  classifier=classifier, role_hints=role_hints)
+                                  classifier=classifier, role_hints=role_hints,
+                                  input_hw=_image_hw(runs.signature))
     res.warnings.extend(res.comparison.warnings)
     if mode == "numeric" and noise is not None:
         res.floor = noise.to_dict(res.comparison.outputs)
@@ -619,6 +620,16 @@ def _judge(m, runs, source, opts, role_hints):
         res.message = overflow + (f"; {res.message}" if res.message else "")
     elif overflow:
         res.warnings.append(overflow)
+
+
+def _image_hw(signature):
+    """(H, W) of the source's first input when it is an image batch (NHWC or NCHW), else None."""
+    metas = getattr(signature, "metas", None)
+    shape = list(metas[0].shape) if metas else []
+    if len(shape) != 4 or not all(isinstance(d, (int, np.integer)) and d > 0 for d in shape[1:]):
+        return None
+    shape = [int(d) for d in shape]
+    return (shape[1], shape[2]) if shape[3] in (1, 3, 4) else (shape[2], shape[3])
 
 
 def _noise_floor(src_runner, runners, pending, opts, run, ref_out, progress):
