@@ -414,18 +414,35 @@ def compare_runs(reference_outputs, converted_outputs, tolerances, mode="numeric
     if len(ref_names) != len(conv_names):
         warnings.append(f"the source has {len(ref_names)} outputs, the converted model "
                         f"{len(conv_names)}")
+    roles = _roles_of(reference_outputs, converted_outputs, pairs, tolerances, role_hints,
+                      classifier, input_hw, warnings)
+    result = PairResult(warnings=warnings, mode=mode)
+    for r, o in pairs:
+        if o is None:
+            result.outputs.append(_missing_output(r, reference_outputs[r], roles[r], mode, tolerances))
+            continue
+        result.outputs.append(compare_output(r, reference_outputs[r], converted_outputs[o],
+                                             tolerances, mode, converted_name=o,
+                                             classifier=classifier, role=roles[r]))
+    return result
+
+
+def _roles_of(reference_outputs, converted_outputs, pairs, tolerances, role_hints, classifier,
+              input_hw, warnings):
+    """{output: Role} of the source's outputs (--output-role, then the model's metadata, then
+    inference), a detector's companion outputs attached from both runs; a --output-role name
+    that is no output is a warning."""
     from converters.validation.roles import infer_roles
 
-    roles = infer_roles(reference_outputs, overrides=getattr(tolerances, "roles", None),
-                        hints=role_hints, labels=classifier is True,
-                        input_hw=input_hw)
-    unknown = sorted(set(getattr(tolerances, "roles", None) or {}) - set(ref_names)
-                     - {n for n in (getattr(tolerances, "roles", None) or {})
-                        if normalize_name(n) in {normalize_name(r) for r in ref_names}})
+    given = getattr(tolerances, "roles", None) or {}
+    ref_names = list(reference_outputs)
+    roles = infer_roles(reference_outputs, overrides=given, hints=role_hints,
+                        labels=classifier is True, input_hw=input_hw)
+    known = {normalize_name(r) for r in ref_names}
+    unknown = sorted(n for n in given if n not in ref_names and normalize_name(n) not in known)
     if unknown:
         warnings.append(f"--output-role names no output of the source: {', '.join(unknown)} "
                         f"(outputs: {', '.join(ref_names)})")
-    result = PairResult(warnings=warnings, mode=mode)
     converted_of = dict(pairs)
     for name, role in list(roles.items()):
         if role.kind == "detection-nms" and role.params:   # its companions, from both runs
@@ -437,23 +454,20 @@ def compare_runs(reference_outputs, converted_outputs, tolerances, mode="numeric
                     arrays[key] = (reference_outputs[ref_name],
                                    converted_outputs[conv_name] if conv_name else None)
             roles[name] = role._replace(params=dict(role.params, arrays=arrays))
-    for r, o in pairs:
-        if o is None:
-            nan = float("nan")
-            result.outputs.append(OutputResult(
-                name=r, converted_name=None, passed=False, mode=mode, shape=list(
-                    np.shape(reference_outputs[r])[1:]), note="", atol=nan, rtol=nan,
-                check_stat="", max_abs=nan, mean_abs=nan, median_abs=nan, max_rel=nan,
-                mean_rel=nan, median_rel=nan, required_atol=nan, required_rtol=nan, mismatched=0,
-                elements=0, cosine=nan, cosine_min=nan, norm_ratio=nan, is_classifier=False, top1_agree=None,
-                top_k=tolerances.top_k, top_k_overlap=None, samples=len(reference_outputs[r]),
-                reason="no matching output in the converted model", role=roles[r].kind,
-                role_evidence=roles[r].evidence))
-            continue
-        result.outputs.append(compare_output(r, reference_outputs[r], converted_outputs[o],
-                                             tolerances, mode, converted_name=o,
-                                             classifier=classifier, role=roles[r]))
-    return result
+    return roles
+
+
+def _missing_output(name, reference, role, mode, tolerances):
+    """The failed result of a source output the converted model does not have."""
+    nan = float("nan")
+    return OutputResult(
+        name=name, converted_name=None, passed=False, mode=mode, shape=list(np.shape(reference)[1:]),
+        note="", atol=nan, rtol=nan, check_stat="", max_abs=nan, mean_abs=nan, median_abs=nan,
+        max_rel=nan, mean_rel=nan, median_rel=nan, required_atol=nan, required_rtol=nan,
+        mismatched=0, elements=0, cosine=nan, cosine_min=nan, norm_ratio=nan, is_classifier=False,
+        top1_agree=None, top_k=tolerances.top_k, top_k_overlap=None, samples=len(reference),
+        reason="no matching output in the converted model", role=role.kind,
+        role_evidence=role.evidence)
 
 
 def stack_samples(runs):
