@@ -61,8 +61,12 @@ def preprocessing_of(model_path: StrPath, mean: float | Sequence[float] | None =
 # drafted photo's top-1 leads by at most CONFIRM_STEPS output quantization steps (quantized
 # output) or by at most CONFIRM_RELATIVE of the top-1 score (float output), classify_images
 # decodes that one photo exactly and its answer is the exact decode's. Measured with
-# scripts/bench_photos.py on the 127 held-out photos at 12 MP (docs/benchmarks.md).
-CONFIRM_STEPS = 4
+# scripts/bench_photos.py on the 127 held-out photos at 12 MP (docs/benchmarks.md): with the
+# reference EfficientNet-Lite0 int8 every photo where the two decodes disagree leads by at most
+# 2 steps on the fast path (11% of photos confirmed, 127/127 agree). The noise is a property
+# of the model: Coral's mobilenet_v1_0.25_128_quant needs 11 steps for 99% (19% confirmed);
+# classify_images takes `confirm_steps` for such a model. Float outputs: not measured.
+CONFIRM_STEPS = 2
 CONFIRM_RELATIVE = 0.1
 
 
@@ -117,11 +121,13 @@ class Classifier:
             return first - second  # raw integers: one step each
         return (first - second) / max(abs(first), 1e-12)
 
-    def close_call(self) -> bool:
+    def close_call(self, steps: float | None = None) -> bool:
         """True when the last run's top-1 leads its top-2 by no more than the fast decode's
-        noise (CONFIRM_STEPS output steps, or CONFIRM_RELATIVE for float scores): a photo
-        whose answer the draft decode may have changed."""
-        return self.lead() <= (CONFIRM_STEPS if self._quant else CONFIRM_RELATIVE)
+        noise (`steps` output steps, default CONFIRM_STEPS, or CONFIRM_RELATIVE for float
+        scores): a photo whose answer the draft decode may have changed."""
+        if not self._quant:
+            return self.lead() <= CONFIRM_RELATIVE
+        return self.lead() <= (CONFIRM_STEPS if steps is None else steps)
 
     def classify(self, hwc: np.ndarray, k: int = 1, threshold: float = 0.0) -> list[Class]:
         """Decoded HWC pixels -> top-k classes (one inference)."""
@@ -215,23 +221,26 @@ def fitting_labels(path: str | None, num_classes: int,
 
 def classify_images(classifier: Classifier, images: Sequence[str], count: int = 1, k: int = 1,
                     threshold: float = 0.0, on_skip: Callable[[str], None] | None = None,
-                    confirm: bool = True) -> list[ImageResult]:
+                    confirm: bool = True, workers: int | None = None,
+                    confirm_steps: float | None = None) -> list[ImageResult]:
     """Classify each image `count` times (the classes of the last run). Photos decode on
     worker threads while the interpreter runs (bounded, in input order). A photo decoded on
     the fast path (draft) whose top-1 is a close call (Classifier.close_call) is decoded again
     exactly and classified again, and that is its answer (unless `confirm` is False): each
-    result's `decode` says which. An unreadable image that came from a folder
+    result's `decode` says which. `confirm_steps` overrides CONFIRM_STEPS (quantized outputs). `workers`: decoder threads (edge.pipeline.decode_ahead;
+    0 decodes inline). An unreadable image that came from a folder
     (edge.preprocess.list_images) is passed to `on_skip` and skipped (without `on_skip` it
     raises); any other error raises. InputError when no image could be read."""
     from .pipeline import decode_ahead
 
     results = []
     from_folder = getattr(images, "from_folder", ())
-    for path, decoded, error in decode_ahead(images, classifier.preprocess.load_decoded):
+    for path, decoded, error in decode_ahead(images, classifier.preprocess.load_decoded, workers=workers):
         if error is None:
             pixels, drafted = cast("tuple[np.ndarray, bool]", decoded)
             try:
-                results.append(_classify_one(classifier, path, pixels, drafted and confirm,
+                results.append(_classify_one(classifier, path, pixels,
+                                             confirm_steps if drafted and confirm else False,
                                              count, k, threshold, drafted))
                 continue
             except InputError as e:  # the exact re-decode of a close call failed
@@ -244,14 +253,15 @@ def classify_images(classifier: Classifier, images: Sequence[str], count: int = 
     return results
 
 
-def _classify_one(classifier: Classifier, path: str, pixels: np.ndarray, confirm: bool,
-                  count: int, k: int, threshold: float, drafted: bool) -> ImageResult:
-    """One decoded image classified `count` times; a close call on a drafted image (with
-    `confirm`) decoded exactly and classified again."""
+def _classify_one(classifier: Classifier, path: str, pixels: np.ndarray,
+                  confirm: float | None | bool, count: int, k: int, threshold: float,
+                  drafted: bool) -> ImageResult:
+    """One decoded image classified `count` times; a close call decoded exactly and
+    classified again. `confirm`: False (never), or the close call's steps (None: default)."""
     classifier.set_input(classifier.preprocess(pixels))
     times = [classifier.invoke() * 1000.0 for _ in range(count)]
     decode = "draft" if drafted else "exact"
-    if confirm and classifier.close_call():
+    if confirm is not False and classifier.close_call(cast("float | None", confirm)):
         del pixels
         exact = classifier.preprocess.load_decoded(path, exact=True)[0]
         classifier.set_input(classifier.preprocess(exact))

@@ -75,15 +75,24 @@ def classifier(model):
     return Classifier(interp), info
 
 
-def run_method(method, clf, photos, margins=False):
+def run_method(method, clf, photos, margins=False, confirmed=None):
     """Top-1 class id per photo, classified with `method` (with `margins`: (id, top-1 score
-    minus top-2 score) pairs)."""
+    minus top-2 score) pairs). "draft" and "pipeline" are the library's path
+    (edge.classify.classify_images: fast decode, close calls confirmed by an exact decode),
+    serial and on decode threads; each photo confirmed is appended to the list `confirmed`."""
     from PIL import Image
 
     from edge.pipeline import decode_ahead
     from edge.preprocess import load_pixels
 
     size = clf.preprocess.size
+    if method in ("draft", "pipeline") and not margins:
+        from edge.classify import classify_images
+
+        results = classify_images(clf, photos, workers=None if method == "pipeline" else 0)
+        if confirmed is not None:
+            confirmed.extend(r.path for r in results if r.decode == "draft, confirmed exact")
+        return [r.classes[0].id for r in results]
     if method == "pycoral":
         def load(p):
             return clf.preprocess.array(Image.open(p).convert("RGB").resize(size, Image.LANCZOS))
@@ -127,15 +136,17 @@ def noise_unstable(clf, pixels, exact_ids, fraction=0.005, trials=4, seed=0):
 
 METHODS = (("pycoral", "pycoral example (full decode, LANCZOS)"),
            ("exact", "edgeport --exact-decode, serial"),
-           ("draft", "edgeport draft decode, serial"),
-           ("pipeline", "edgeport classify (draft + decode threads)"))
+           ("draft", "edgeport draft decode + confirm, serial"),
+           ("pipeline", "edgeport classify (draft + confirm + threads)"))
 
 
 def report_agreement(clf, name, held):
-    """Prints the top-1 agreement of the draft decode with the exact decode on `held` for one
-    model, with that model's noise floor (each photo decoded once each way)."""
+    """Prints the top-1 agreement of edgeport's classify (draft decode, close calls confirmed)
+    and of the draft decode alone with the exact decode on `held` for one model, with that
+    model's noise floor (each photo decoded once each way)."""
     import numpy as np
 
+    from edge.classify import CONFIRM_RELATIVE, CONFIRM_STEPS
     from edge.preprocess import load_pixels
 
     size = clf.preprocess.size
@@ -146,9 +157,32 @@ def report_agreement(clf, name, held):
         c = clf.classify(px, 2)
         exact.append((c[0].id, c[0].score - (c[1].score if len(c) > 1 else 0.0)))
     fast = [clf.classify(px, 1)[0].id for px in fast_px]
+    confirmed = []
+    library = run_method("draft", clf, held, confirmed=confirmed)
+    agree_lib = sum(x[0] == y for x, y in zip(exact, library))
+    print(f"top-1 agreement, edgeport classify (draft + confirm) vs exact decode, {len(held)} held-out "
+          f"photos at 12 MP, {name} ({size[0]}x{size[1]}): {agree_lib}/{len(held)} "
+          f"({agree_lib / len(held):.1%}); close calls confirmed by an exact decode: "
+          f"{len(confirmed)}/{len(held)}")
     agree = sum(x[0] == y for x, y in zip(exact, fast))
-    print(f"top-1 agreement, draft vs exact decode, {len(held)} held-out photos at 12 MP, "
-          f"{name} ({size[0]}x{size[1]}): {agree}/{len(held)} ({agree / len(held):.1%})")
+    print(f"  without confirmation (draft decode alone): {agree}/{len(held)} ({agree / len(held):.1%})")
+    fast_leads = []
+    for px in fast_px:
+        clf.classify(px, 1)
+        fast_leads.append(clf.lead())
+    missed = sorted(lead for (i, _), y, lead in zip(exact, fast, fast_leads) if i != y)
+    if missed:
+        unit = "output steps" if clf._quant else "relative to the top-1 score"
+        print(f"  where the draft decode alone differs, its own top-1 leads its top-2 by "
+              f"{', '.join(f'{g:.3g}' for g in missed)} ({unit}; confirmed up to "
+              f"{CONFIRM_STEPS if clf._quant else CONFIRM_RELATIVE})")
+    if clf._quant:  # what each threshold would give: confirmed photos, agreement
+        rows = []
+        for t in range(13):
+            n = sum(lead <= t for lead in fast_leads)
+            ok = sum(x[0] == y or lead <= t for x, y, lead in zip(exact, fast, fast_leads))
+            rows.append(f"{t}: {n} confirmed, {ok} agree")
+        print("  confirming up to N output steps would give (from the measured leads) N = " + "; ".join(rows))
     q = clf._quant[0] if clf._quant else None
     gaps = sorted(m for (i, m), y in zip(exact, fast) if i != y)
     if gaps:
