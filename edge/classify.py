@@ -70,6 +70,20 @@ CONFIRM_STEPS = 2
 CONFIRM_RELATIVE = 0.1
 
 
+def close_call(scores: np.ndarray, step: float | None = None, steps: float | None = None) -> bool:
+    """True when the top-1 of `scores` leads its top-2 by no more than the fast decode's noise:
+    `steps` (default CONFIRM_STEPS) output quantization steps of size `step`, or, for float
+    scores (step None or 0), CONFIRM_RELATIVE of the top-1's magnitude. A photo whose answer
+    the draft decode may have changed."""
+    flat = np.asarray(scores).reshape(-1)
+    if flat.size < 2:
+        return False
+    first, second = (float(flat[i]) for i in top_k_indices(flat, 2))
+    if step:
+        return first - second <= (CONFIRM_STEPS if steps is None else steps) * step * (1 + 1e-6)
+    return first - second <= CONFIRM_RELATIVE * abs(first)
+
+
 class Classifier:
     """One image-classification model on one interpreter: preprocess, invoke, top-k."""
 
@@ -122,12 +136,9 @@ class Classifier:
         return (first - second) / max(abs(first), 1e-12)
 
     def close_call(self, steps: float | None = None) -> bool:
-        """True when the last run's top-1 leads its top-2 by no more than the fast decode's
-        noise (`steps` output steps, default CONFIRM_STEPS, or CONFIRM_RELATIVE for float
-        scores): a photo whose answer the draft decode may have changed."""
-        if not self._quant:
-            return self.lead() <= CONFIRM_RELATIVE
-        return self.lead() <= (CONFIRM_STEPS if steps is None else steps)
+        """close_call on the last run's output (raw integers: one step each)."""
+        out = self.interpreter.get_tensor(self._out).reshape(-1)
+        return close_call(out, 1.0 if self._quant else None, steps)
 
     def classify(self, hwc: np.ndarray, k: int = 1, threshold: float = 0.0) -> list[Class]:
         """Decoded HWC pixels -> top-k classes (one inference)."""

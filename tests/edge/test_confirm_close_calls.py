@@ -185,3 +185,44 @@ def test_json_reports_the_decode(tmp_path, capsys, tiny):
                            "--exact-decode")
     assert rc == 0, err
     assert {r["decode"] for r in json.loads(out)["results"]} == {"exact"}
+
+
+@pytest.mark.parametrize("close", [True, False])
+def test_eval_confirms_close_calls(tmp_path, monkeypatch, tiny, close):
+    """eval (converters.validation.evaluate): a drafted photo whose call is close is decoded
+    again exactly and scored on that decode; a clear one is not decoded again."""
+    from converters.validation import data as data_mod
+    from converters.validation.evaluate import evaluate
+    from edge import classify as edge_classify
+
+    items = []
+    for cls, rgb in enumerate([(230, 20, 20), (20, 230, 20), (20, 20, 230)]):
+        for i in range(2):
+            path = tmp_path / f"c{cls}_{i}.jpg"
+            Image.new("RGB", (1600, 1200), rgb).save(path, quality=90)
+            items.append((str(path), str(cls)))
+    exact_calls = []
+    real = data_mod.decode_pixels
+
+    def spy(path, size, channels=3, exact=None):
+        if exact:
+            exact_calls.append(str(path))
+        return real(path, size, channels, exact)
+
+    monkeypatch.setattr(data_mod, "decode_pixels", spy)
+    monkeypatch.setattr(edge_classify, "close_call", lambda scores, step=None, steps=None: close)
+    top1, _, n, _ = evaluate(str(tiny["uint8"]), items, {str(c): c for c in range(3)}, 1,
+                             preprocessing={"mean": 127.5, "std": 127.5})
+    assert n == 6 and top1 == 6
+    assert sorted(exact_calls) == (sorted(p for p, _ in items) if close else [])
+
+
+@pytest.mark.parametrize("scale", [1 / 256, 0.0664, 0.5])
+@pytest.mark.parametrize("lead_steps", range(0, CONFIRM_STEPS + 4))
+def test_close_call_on_dequantized_scores(scale, lead_steps):
+    """eval's scores come dequantized: the same rule in steps of the output's scale."""
+    from edge.classify import close_call
+
+    raw = np.array([3, 90, 90 + lead_steps, 5], np.float64)
+    assert close_call((raw - 7) * scale, scale) is (lead_steps <= CONFIRM_STEPS)
+    assert close_call(raw, 1.0) is (lead_steps <= CONFIRM_STEPS)
