@@ -11,10 +11,13 @@
    - pycoral: classify_image.py's preprocessing, `Image.open(p).convert('RGB').resize(size,
      Image.LANCZOS)`, one photo after the other (it ignores EXIF orientation);
    - edgeport --exact-decode, serial: full decode + EXIF + LANCZOS (what classify did before);
-   - edgeport, serial: draft-mode decode;
-   - edgeport classify: draft-mode decode on worker threads while the interpreter runs
-     (edge.pipeline.decode_ahead), as `classify -i FOLDER` does.
-3. Top-1 agreement of the draft decode with the exact decode on the held-out photos
+   - edgeport, serial: the library's path (edge.classify.classify_images) decoding inline:
+     draft-mode decode, close calls confirmed by an exact decode;
+   - edgeport classify: the same with decoding on worker threads while the interpreter runs
+     (edge.pipeline.decode_ahead), as `classify -i FOLDER` does;
+   - the same without confirming close calls (the fast answer for every photo).
+3. Top-1 agreement of classify (close calls confirmed), and of the draft decode alone, with
+   the exact decode on the held-out photos
    (images/holdout/, scripts/collect_holdout.py), made 12 MP the same way, per model: the
    benchmark's model and each --agreement-model (default: the reference EfficientNet-Lite0
    int8, 224x224, when scripts/build_models.py has built it in models/).
@@ -86,10 +89,11 @@ def run_method(method, clf, photos, margins=False, confirmed=None):
     from edge.preprocess import load_pixels
 
     size = clf.preprocess.size
-    if method in ("draft", "pipeline") and not margins:
+    if method in ("draft", "pipeline", "unconfirmed") and not margins:
         from edge.classify import classify_images
 
-        results = classify_images(clf, photos, workers=None if method == "pipeline" else 0)
+        results = classify_images(clf, photos, workers=0 if method == "draft" else None,
+                                  confirm=method != "unconfirmed")
         if confirmed is not None:
             confirmed.extend(r.path for r in results if r.decode == "draft, confirmed exact")
         return [r.classes[0].id for r in results]
@@ -137,7 +141,8 @@ def noise_unstable(clf, pixels, exact_ids, fraction=0.005, trials=4, seed=0):
 METHODS = (("pycoral", "pycoral example (full decode, LANCZOS)"),
            ("exact", "edgeport --exact-decode, serial"),
            ("draft", "edgeport draft decode + confirm, serial"),
-           ("pipeline", "edgeport classify (draft + confirm + threads)"))
+           ("pipeline", "edgeport classify (draft + confirm + threads)"),
+           ("unconfirmed", "edgeport classify without confirmation"))
 
 
 def report_agreement(clf, name, held):
