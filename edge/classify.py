@@ -238,8 +238,9 @@ def classify_images(classifier: Classifier, images: Sequence[str], count: int = 
     worker threads while the interpreter runs (bounded, in input order). A photo decoded on
     the fast path (draft) whose top-1 is a close call (Classifier.close_call) is decoded again
     exactly and classified again, and that is its answer (unless `confirm` is False): each
-    result's `decode` says which. `confirm_steps` overrides CONFIRM_STEPS (quantized outputs). `workers`: decoder threads (edge.pipeline.decode_ahead;
-    0 decodes inline). An unreadable image that came from a folder
+    result's `decode` says which. `confirm_steps` overrides CONFIRM_STEPS (quantized
+    outputs). `workers`: decoder threads (edge.pipeline.decode_ahead; 0 decodes inline).
+    An unreadable image that came from a folder
     (edge.preprocess.list_images) is passed to `on_skip` and skipped (without `on_skip` it
     raises); any other error raises. InputError when no image could be read."""
     from .pipeline import decode_ahead
