@@ -211,7 +211,8 @@ def agreement_models(a):
     if extra is None:
         ref = os.path.join(REPO, "models", "efficientnet_lite0_int8.tflite")
         extra = [ref] if os.path.exists(ref) else []
-    return [a.model] + [m for m in extra if m != a.model]
+    same = os.path.realpath(a.model)
+    return [a.model] + [m for m in extra if os.path.realpath(m) != same]
 
 
 def peak_memory_kb(method, model, folder):
