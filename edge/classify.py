@@ -56,6 +56,34 @@ def preprocessing_of(model_path: StrPath, mean: float | Sequence[float] | None =
             layout or spec.get("layout"))
 
 
+# Confirm close calls. The fast (draft) decode moves a model's scores a little; on a photo
+# whose top-1 leads its top-2 by less than that noise, the two decodes may disagree. So when a
+# drafted photo's top-1 leads by at most CONFIRM_STEPS output quantization steps (quantized
+# output) or by at most CONFIRM_RELATIVE of the top-1 score (float output), classify_images
+# decodes that one photo exactly and its answer is the exact decode's. Measured with
+# scripts/bench_photos.py on the 127 held-out photos at 12 MP (docs/benchmarks.md): with the
+# reference EfficientNet-Lite0 int8 every photo where the two decodes disagree leads by at most
+# 2 steps on the fast path (11% of photos confirmed, 127/127 agree). The noise is a property
+# of the model: Coral's mobilenet_v1_0.25_128_quant needs 11 steps for 99% (19% confirmed);
+# classify_images takes `confirm_steps` for such a model. Float outputs: not measured.
+CONFIRM_STEPS = 2
+CONFIRM_RELATIVE = 0.1
+
+
+def close_call(scores: np.ndarray, step: float | None = None, steps: float | None = None) -> bool:
+    """True when the top-1 of `scores` leads its top-2 by no more than the fast decode's noise:
+    `steps` (default CONFIRM_STEPS) output quantization steps of size `step`, or, for float
+    scores (step None or 0), CONFIRM_RELATIVE of the top-1's magnitude. A photo whose answer
+    the draft decode may have changed."""
+    flat = np.asarray(scores).reshape(-1)
+    if flat.size < 2:
+        return False
+    first, second = (float(flat[i]) for i in top_k_indices(flat, 2))
+    if step:
+        return first - second <= (CONFIRM_STEPS if steps is None else steps) * step * (1 + 1e-6)
+    return first - second <= CONFIRM_RELATIVE * abs(first)
+
+
 class Classifier:
     """One image-classification model on one interpreter: preprocess, invoke, top-k."""
 
@@ -95,6 +123,23 @@ class Classifier:
             scores = [float(out[i]) for i in top]
         return [Class(i, s) for i, s in zip(top, scores) if s > threshold]
 
+    def lead(self) -> float:
+        """How far the last run's top-1 leads its top-2: in output quantization steps for a
+        quantized output, else relative to the top-1's magnitude (float scores). inf for a
+        single-class output."""
+        out = self.interpreter.get_tensor(self._out).reshape(-1)
+        if out.size < 2:
+            return float("inf")
+        first, second = (float(out[i]) for i in top_k_indices(out, 2))
+        if self._quant:
+            return first - second  # raw integers: one step each
+        return (first - second) / max(abs(first), 1e-12)
+
+    def close_call(self, steps: float | None = None) -> bool:
+        """close_call on the last run's output (raw integers: one step each)."""
+        out = self.interpreter.get_tensor(self._out).reshape(-1)
+        return close_call(out, 1.0 if self._quant else None, steps)
+
     def classify(self, hwc: np.ndarray, k: int = 1, threshold: float = 0.0) -> list[Class]:
         """Decoded HWC pixels -> top-k classes (one inference)."""
         interpreter = self.interpreter
@@ -124,6 +169,10 @@ class ImageResult:
     path: str
     times_ms: list[float]
     classes: list[Class]
+    decode: str = "exact"   # "draft", "draft, confirmed exact" or "exact" (DECODES)
+
+
+DECODES = ("draft", "draft, confirmed exact", "exact")
 
 
 def open_classifier(model: str, mean: float | Sequence[float] = 128.0,
@@ -182,26 +231,52 @@ def fitting_labels(path: str | None, num_classes: int,
 
 
 def classify_images(classifier: Classifier, images: Sequence[str], count: int = 1, k: int = 1,
-                    threshold: float = 0.0,
-                    on_skip: Callable[[str], None] | None = None) -> list[ImageResult]:
+                    threshold: float = 0.0, on_skip: Callable[[str], None] | None = None,
+                    confirm: bool = True, workers: int | None = None,
+                    confirm_steps: float | None = None) -> list[ImageResult]:
     """Classify each image `count` times (the classes of the last run). Photos decode on
-    worker threads while the interpreter runs (bounded, in input order). An unreadable image
-    that came from a folder (edge.preprocess.list_images) is passed to `on_skip` and skipped
-    (without `on_skip` it raises); any other error raises. InputError when no image could be
-    read."""
+    worker threads while the interpreter runs (bounded, in input order). A photo decoded on
+    the fast path (draft) whose top-1 is a close call (Classifier.close_call) is decoded again
+    exactly and classified again, and that is its answer (unless `confirm` is False): each
+    result's `decode` says which. `confirm_steps` overrides CONFIRM_STEPS (quantized
+    outputs). `workers`: decoder threads (edge.pipeline.decode_ahead; 0 decodes inline).
+    An unreadable image that came from a folder
+    (edge.preprocess.list_images) is passed to `on_skip` and skipped (without `on_skip` it
+    raises); any other error raises. InputError when no image could be read."""
     from .pipeline import decode_ahead
 
     results = []
     from_folder = getattr(images, "from_folder", ())
-    for path, pixels, error in decode_ahead(images, classifier.preprocess.load):
-        if error is not None:
-            if not isinstance(error, InputError) or path not in from_folder or on_skip is None:
-                raise error
-            on_skip(f"skipped {error}")   # one unreadable image of a folder
-            continue
-        classifier.set_input(classifier.preprocess(cast("np.ndarray", pixels)))
-        times = [classifier.invoke() * 1000.0 for _ in range(count)]
-        results.append(ImageResult(path, times, classifier.classes(k, threshold)))
+    for path, decoded, error in decode_ahead(images, classifier.preprocess.load_decoded, workers=workers):
+        if error is None:
+            pixels, drafted = cast("tuple[np.ndarray, bool]", decoded)
+            try:
+                results.append(_classify_one(classifier, path, pixels,
+                                             confirm_steps if drafted and confirm else False,
+                                             count, k, threshold, drafted))
+                continue
+            except InputError as e:  # the exact re-decode of a close call failed
+                error = e
+        if not isinstance(error, InputError) or path not in from_folder or on_skip is None:
+            raise error
+        on_skip(f"skipped {error}")   # one unreadable image of a folder
     if not results:
         raise InputError("no image could be read", "see the warnings above")
     return results
+
+
+def _classify_one(classifier: Classifier, path: str, pixels: np.ndarray,
+                  confirm: float | None | bool, count: int, k: int, threshold: float,
+                  drafted: bool) -> ImageResult:
+    """One decoded image classified `count` times; a close call decoded exactly and
+    classified again. `confirm`: False (never), or the close call's steps (None: default)."""
+    classifier.set_input(classifier.preprocess(pixels))
+    times = [classifier.invoke() * 1000.0 for _ in range(count)]
+    decode = "draft" if drafted else "exact"
+    if confirm is not False and classifier.close_call(cast("float | None", confirm)):
+        del pixels
+        exact = classifier.preprocess.load_decoded(path, exact=True)[0]
+        classifier.set_input(classifier.preprocess(exact))
+        times = [classifier.invoke() * 1000.0 for _ in range(count)]
+        decode = "draft, confirmed exact"
+    return ImageResult(path, times, classifier.classes(k, threshold), decode)

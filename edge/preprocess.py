@@ -94,6 +94,13 @@ def load_pixels(path: StrPath, size: Sequence[int], channels: int = 3,
     (in draft mode when it is a JPEG much larger than `size`, unless `exact` or --exact-decode),
     upright per EXIF, RGB (or L), resized to `size` with LANCZOS. The one way every command
     turns a photo into model pixels, so that a source and its artefact see the same pixels."""
+    return decode_pixels(path, size, channels, exact)[0]
+
+
+def decode_pixels(path: StrPath, size: Sequence[int], channels: int = 3,
+                  exact: bool | None = None) -> tuple[PILImage.Image, bool]:
+    """(image, drafted): load_pixels's image, and True when the JPEG decoder drafted it
+    (decoded at a reduced scale, the fast path) rather than decoding every pixel."""
     from PIL import Image
 
     size = (int(size[0]), int(size[1]))
@@ -103,7 +110,8 @@ def load_pixels(path: StrPath, size: Sequence[int], channels: int = 3,
         # After a draft, first reduce by whole factors while the image stays DRAFT_GAP times
         # the target (Pillow's reducing_gap), then LANCZOS: same filter, fewer source pixels.
         im = im.resize(size, Image.Resampling.LANCZOS, reducing_gap=float(DRAFT_GAP) if drafted else None)
-    return im
+    return im, drafted
+
 def readable_images(paths: Iterable[StrPath], load: Callable[[StrPath], Any], what: str = "images",
                     warn: Callable[[str], object] | None = None) -> list[tuple[StrPath, Any]]:
     """[(path, load(path))] of the images of a folder that can be read: a damaged image is
@@ -270,6 +278,11 @@ class Preprocessor:
     def load(self, path: StrPath) -> np.ndarray:
         """Decode and resize an image file (load_pixels); returns an HWC uint8 array."""
         return self.array(load_pixels(path, self.size, self.spec.channels))
+
+    def load_decoded(self, path: StrPath, exact: bool | None = None) -> tuple[np.ndarray, bool]:
+        """(HWC uint8 array, drafted): as `load`, and whether the fast (draft) decode made it."""
+        image, drafted = decode_pixels(path, self.size, self.spec.channels, exact)
+        return self.array(image), drafted
 
     def array(self, image: PILImage.Image) -> np.ndarray:
         arr = np.asarray(self.resize(image), dtype=np.uint8)

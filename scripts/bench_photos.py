@@ -11,10 +11,13 @@
    - pycoral: classify_image.py's preprocessing, `Image.open(p).convert('RGB').resize(size,
      Image.LANCZOS)`, one photo after the other (it ignores EXIF orientation);
    - edgeport --exact-decode, serial: full decode + EXIF + LANCZOS (what classify did before);
-   - edgeport, serial: draft-mode decode;
-   - edgeport classify: draft-mode decode on worker threads while the interpreter runs
-     (edge.pipeline.decode_ahead), as `classify -i FOLDER` does.
-3. Top-1 agreement of the draft decode with the exact decode on the held-out photos
+   - edgeport, serial: the library's path (edge.classify.classify_images) decoding inline:
+     draft-mode decode, close calls confirmed by an exact decode;
+   - edgeport classify: the same with decoding on worker threads while the interpreter runs
+     (edge.pipeline.decode_ahead), as `classify -i FOLDER` does;
+   - the same without confirming close calls (the fast answer for every photo).
+3. Top-1 agreement of classify (close calls confirmed), and of the draft decode alone, with
+   the exact decode on the held-out photos
    (images/holdout/, scripts/collect_holdout.py), made 12 MP the same way, per model: the
    benchmark's model and each --agreement-model (default: the reference EfficientNet-Lite0
    int8, 224x224, when scripts/build_models.py has built it in models/).
@@ -75,15 +78,25 @@ def classifier(model):
     return Classifier(interp), info
 
 
-def run_method(method, clf, photos, margins=False):
+def run_method(method, clf, photos, margins=False, confirmed=None):
     """Top-1 class id per photo, classified with `method` (with `margins`: (id, top-1 score
-    minus top-2 score) pairs)."""
+    minus top-2 score) pairs). "draft" and "pipeline" are the library's path
+    (edge.classify.classify_images: fast decode, close calls confirmed by an exact decode),
+    serial and on decode threads; each photo confirmed is appended to the list `confirmed`."""
     from PIL import Image
 
     from edge.pipeline import decode_ahead
     from edge.preprocess import load_pixels
 
     size = clf.preprocess.size
+    if method in ("draft", "pipeline", "unconfirmed") and not margins:
+        from edge.classify import classify_images
+
+        results = classify_images(clf, photos, workers=0 if method == "draft" else None,
+                                  confirm=method != "unconfirmed")
+        if confirmed is not None:
+            confirmed.extend(r.path for r in results if r.decode == "draft, confirmed exact")
+        return [r.classes[0].id for r in results]
     if method == "pycoral":
         def load(p):
             return clf.preprocess.array(Image.open(p).convert("RGB").resize(size, Image.LANCZOS))
@@ -127,15 +140,18 @@ def noise_unstable(clf, pixels, exact_ids, fraction=0.005, trials=4, seed=0):
 
 METHODS = (("pycoral", "pycoral example (full decode, LANCZOS)"),
            ("exact", "edgeport --exact-decode, serial"),
-           ("draft", "edgeport draft decode, serial"),
-           ("pipeline", "edgeport classify (draft + decode threads)"))
+           ("draft", "edgeport draft decode + confirm, serial"),
+           ("pipeline", "edgeport classify (draft + confirm + threads)"),
+           ("unconfirmed", "edgeport classify without confirmation"))
 
 
 def report_agreement(clf, name, held):
-    """Prints the top-1 agreement of the draft decode with the exact decode on `held` for one
-    model, with that model's noise floor (each photo decoded once each way)."""
+    """Prints the top-1 agreement of edgeport's classify (draft decode, close calls confirmed)
+    and of the draft decode alone with the exact decode on `held` for one model, with that
+    model's noise floor (each photo decoded once each way)."""
     import numpy as np
 
+    from edge.classify import CONFIRM_RELATIVE, CONFIRM_STEPS
     from edge.preprocess import load_pixels
 
     size = clf.preprocess.size
@@ -146,9 +162,32 @@ def report_agreement(clf, name, held):
         c = clf.classify(px, 2)
         exact.append((c[0].id, c[0].score - (c[1].score if len(c) > 1 else 0.0)))
     fast = [clf.classify(px, 1)[0].id for px in fast_px]
+    confirmed = []
+    library = run_method("draft", clf, held, confirmed=confirmed)
+    agree_lib = sum(x[0] == y for x, y in zip(exact, library))
+    print(f"top-1 agreement, edgeport classify (draft + confirm) vs exact decode, {len(held)} held-out "
+          f"photos at 12 MP, {name} ({size[0]}x{size[1]}): {agree_lib}/{len(held)} "
+          f"({agree_lib / len(held):.1%}); close calls confirmed by an exact decode: "
+          f"{len(confirmed)}/{len(held)}")
     agree = sum(x[0] == y for x, y in zip(exact, fast))
-    print(f"top-1 agreement, draft vs exact decode, {len(held)} held-out photos at 12 MP, "
-          f"{name} ({size[0]}x{size[1]}): {agree}/{len(held)} ({agree / len(held):.1%})")
+    print(f"  without confirmation (draft decode alone): {agree}/{len(held)} ({agree / len(held):.1%})")
+    fast_leads = []
+    for px in fast_px:
+        clf.classify(px, 1)
+        fast_leads.append(clf.lead())
+    missed = sorted(lead for (i, _), y, lead in zip(exact, fast, fast_leads) if i != y)
+    if missed:
+        unit = "output steps" if clf._quant else "relative to the top-1 score"
+        print(f"  where the draft decode alone differs, its own top-1 leads its top-2 by "
+              f"{', '.join(f'{g:.3g}' for g in missed)} ({unit}; confirmed up to "
+              f"{CONFIRM_STEPS if clf._quant else CONFIRM_RELATIVE})")
+    if clf._quant:  # what each threshold would give: confirmed photos, agreement
+        rows = []
+        for t in range(13):
+            n = sum(lead <= t for lead in fast_leads)
+            ok = sum(x[0] == y or lead <= t for x, y, lead in zip(exact, fast, fast_leads))
+            rows.append(f"{t}: {n} confirmed, {ok} agree")
+        print("  confirming up to N output steps would give (from the measured leads) N = " + "; ".join(rows))
     q = clf._quant[0] if clf._quant else None
     gaps = sorted(m for (i, m), y in zip(exact, fast) if i != y)
     if gaps:
@@ -172,7 +211,8 @@ def agreement_models(a):
     if extra is None:
         ref = os.path.join(REPO, "models", "efficientnet_lite0_int8.tflite")
         extra = [ref] if os.path.exists(ref) else []
-    return [a.model] + [m for m in extra if m != a.model]
+    same = os.path.realpath(a.model)
+    return [a.model] + [m for m in extra if os.path.realpath(m) != same]
 
 
 def peak_memory_kb(method, model, folder):
@@ -232,18 +272,20 @@ def main(argv=None):
     # Interleaved: the folder in chunks, every method on each chunk in turn (order rotating),
     # so that load from other processes on a shared machine hits all methods alike.
     spent = {m: 0.0 for m, _ in METHODS}
+    confirmed = []
     chunks = [photos[i:i + a.chunk] for i in range(0, len(photos), a.chunk)]
     for r, chunk in enumerate(chunks):
         order = METHODS[r % len(METHODS):] + METHODS[:r % len(METHODS)]
         for method, _ in order:
             t = time.perf_counter()
-            run_method(method, clf, chunk)
+            run_method(method, clf, chunk, confirmed=confirmed if method == "pipeline" else None)
             spent[method] += time.perf_counter() - t
     rates = {m: len(photos) / spent[m] for m in spent}
     print(f"{'method':48s} {'photos/s':>9s} {'ms/photo':>9s} {'vs pycoral':>10s}")
     for method, desc in METHODS:
         print(f"{desc:48s} {rates[method]:9.2f} {1000 * spent[method] / len(photos):9.0f} "
               f"{rates[method] / rates['pycoral']:9.2f}x")
+    print(f"(edgeport rows: {len(confirmed)}/{len(photos)} photos were close calls confirmed by an exact decode)")
 
     for m in agreement_models(a):
         report_agreement(clf if m == a.model else classifier(m)[0], os.path.basename(m), held)

@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 
 from edge.errors import InputError
-from edge.preprocess import InputSpec, Preprocessor, guess_layout, list_images, load_pixels
+from edge.preprocess import InputSpec, Preprocessor, decode_pixels, guess_layout, list_images
 from edge.random_inputs import generator, random_pixels, random_values
 from edge.tensors import quantize
 
@@ -211,14 +211,18 @@ class DataSource:
             self._image_samples = readable_images(self.images[: self.count], self._image_sample)
         return self._image_samples
 
-    def _image_sample(self, path):
+    def _image_sample(self, path, exact=None):
+        """The sample of one image; a path decoded on the fast path (draft) is added to
+        `self.drafted` (eval confirms close calls on those with an exact decode)."""
         out = []
         for kind, m in zip(self.kinds, self.reference):
             if kind != PIXELS:
                 raise InputError(f"input '{m.name}' is not an image; --inputs DIR needs models "
                                  "whose inputs are all images")
             h, w, c = self._pixels_size(m)
-            im = load_pixels(path, (w, h), c)
+            im, drafted = decode_pixels(path, (w, h), c, exact)
+            if drafted:
+                self.__dict__.setdefault("drafted", set()).add(path)
             arr = np.asarray(im, dtype=np.uint8)
             out.append(Canonical(PIXELS, arr[:, :, None] if arr.ndim == 2 else arr))
         return out

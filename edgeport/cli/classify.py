@@ -102,6 +102,6 @@ def _emit_json(info, classifier, labels, results):
     return emit_json("classify", 0, model=info["model"],
                      **{k: v for k, v in info.items() if k != "model"},
                      preprocessing=classifier.preprocess.describe(), results=[
-        {"image": r.path, "inference_ms": [round(t, 3) for t in r.times_ms],
+        {"image": r.path, "decode": r.decode, "inference_ms": [round(t, 3) for t in r.times_ms],
          "classes": [{"id": c.id, "label": labels.get(c.id, str(c.id)), "score": round(c.score, 5)}
                      for c in r.classes]} for r in results])
