@@ -31,6 +31,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -44,6 +45,7 @@ TARGETS = ["onnx", "ort", "tflite", "tflite-int8", "coreml", "edgetpu"]
 PEER = {"onnx": "tf2onnx", "ort": "convert_onnx_models_to_ort", "coreml": "onnx2coreml",
         "tflite-int8": "TF calibrator", "tflite": "onnx2tf", "edgetpu": "edgetpu_compiler"}
 MADE, REFUSED, TIMEOUT, NOT_RUN = "made", "refused", "timeout", "not run"
+STEP_ERROR = "peers-alone step error: "
 
 
 def corpus_table():
@@ -68,8 +70,9 @@ def sha256(path):
 def last_error(text):
     """The tool's own one-line error: its last line that names an error, else its last line."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    named = [ln for ln in lines if "Error" in ln or "error" in ln or "Exception" in ln]
-    line = (named or lines or ["(no output)"])[-1]
+    ours = [ln[len(STEP_ERROR):] for ln in lines if ln.startswith(STEP_ERROR)]
+    named = [ln for ln in lines if re.match(r"^[\w.]*(Error|Exception)\b", ln)]
+    line = (ours or named or lines or ["(no output)"])[-1]
     return "".join(c if c.isprintable() else "?" for c in line)[:300]
 
 
@@ -151,8 +154,14 @@ def step_int8(src, out, data):
 
 
 def child(argv):
+    """Run one step; on an exception, its one line (prefixed STEP_ERROR) as the last stderr line."""
     name, *args = argv
-    {"load": step_load, "coreml": step_coreml, "int8": step_int8}[name](*args)
+    try:
+        {"load": step_load, "coreml": step_coreml, "int8": step_int8}[name](*args)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        print(f"{STEP_ERROR}{type(e).__name__}: {first}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -225,6 +234,8 @@ def convert_cell(mod, name, src, target, work, timeout, peer_onnx, onnx2tf_ready
         out = str(work / "tf_int8.tflite")
         return (*made_and_loads(_self("int8", src, out, json.dumps(data[1])), out, timeout), out)
     if target == "tflite":
+        if fmt != "onnx":
+            return NOT_RUN, "no peer makes a float TFLite from a quantized TFLite", None
         if not onnx2tf_ready:
             return NOT_RUN, "onnx2tf env not built", None
         return onnx2tf_cell(src, work, timeout, row_shapes(mod.CASES[name][1]))
