@@ -393,6 +393,7 @@ def main(argv=None):
             if name not in files or not files[name].is_file():
                 print(f"{name}: not in {corpus_dir()} (scripts/fetch_corpus.py --only {name})", file=sys.stderr)
                 continue
+            cache.update(load_cache(cache_path))   # cells another run recorded meanwhile
             for _ in run_model(mod, name, files[name], work, args.timeout, onnx2tf_ready, cache, args.fresh):
                 save_cache(cache_path, cache, name)
     print(table(cache, set(args.model) if args.model else None))
