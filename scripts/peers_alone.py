@@ -83,6 +83,8 @@ def run(argv, timeout, cwd=None):
                            env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"})
     except subprocess.TimeoutExpired:
         return TIMEOUT, f"over {timeout} s"
+    if p.returncode < 0:   # killed by a signal: the tool crashed (no error line of its own)
+        return REFUSED, f"crashed (signal {-p.returncode})"
     if p.returncode != 0:
         return REFUSED, last_error(p.stderr + "\n" + p.stdout)
     return MADE, ""
