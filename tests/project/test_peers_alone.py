@@ -82,3 +82,16 @@ def test_a_real_peer_cell_is_made_and_loads_or_refused(pa, tmp_path):
     broken.write_bytes(b"not a model")
     status, why, _ = pa.convert_cell(Rows, "m", str(broken), "ort", tmp_path / "b", 120, None, False)
     assert status == pa.REFUSED and why
+
+
+def test_run_says_made_refused_crashed_or_timeout(pa):
+    import signal
+    import sys
+
+    py = sys.executable
+    assert pa.run([py, "-c", "pass"], 60) == (pa.MADE, "")
+    assert pa.run([py, "-c", "raise ValueError('no lowering for Foo')"], 60) == (
+        pa.REFUSED, "ValueError: no lowering for Foo")
+    assert pa.run([py, "-c", f"import os; os.kill(os.getpid(), {int(signal.SIGSEGV)})"], 60) == (
+        pa.REFUSED, f"crashed (signal {int(signal.SIGSEGV)})")
+    assert pa.run([py, "-c", "import time; time.sleep(30)"], 1)[0] == pa.TIMEOUT
