@@ -369,6 +369,38 @@ def table(cache, models=None):
     return "\n".join(lines)
 
 
+def closing(cache):
+    """Per target: validated cells of edgeport before and after the rewrites (scripts/corpus_cells.py)
+    beside each peer alone's, over the models in both corpus tables that this run measured."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import corpus_cells as cc
+
+    before = cc.load_cases(cc.before_source(), "before")
+    after = cc.load_cases(cc.AFTER.read_text(encoding="utf-8"), "after")
+    measured = {k.split("/")[0] for k in cache}
+    models = sorted(set(before) & set(after) & measured)
+    b, a = cc.cells(before), cc.cells(after)
+    lines = [f"Validated cells, {len(models)} models in both corpus tables and measured here "
+             "(n = cells the corpus row names for that target):", "",
+             "| target | n | edgeport before | edgeport after | peer alone | peer alone: made / refused / timeout / not run |",
+             "|---|---|---|---|---|---|"]
+    tot = Counter()
+    for t in TARGETS:
+        here = [m for m in models if f"{m}/{t}" in cache]   # the same cells for edgeport and the peer
+        cells = [cache[f"{m}/{t}"] for m in here]
+        row = Counter(n=len(cells),
+                      before=sum(b[m, t][0] == cc.VALIDATED for m in here),
+                      after=sum(a[m, t][0] == cc.VALIDATED for m in here),
+                      peer=sum(c.get("validation") == "validated" for c in cells),
+                      **{k: sum(c["status"] == k for c in cells) for k in (MADE, REFUSED, TIMEOUT, NOT_RUN)})
+        tot.update(row)
+        lines.append(f"| {t} ({PEER[t]}) | {row['n']} | {row['before']} | {row['after']} | {row['peer']} | "
+                     f"{row[MADE]} / {row[REFUSED]} / {row[TIMEOUT]} / {row[NOT_RUN]} |")
+    lines.append(f"| **total** | {tot['n']} | {tot['before']} | {tot['after']} | {tot['peer']} | "
+                 f"{tot[MADE]} / {tot[REFUSED]} / {tot[TIMEOUT]} / {tot[NOT_RUN]} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--step"]:
@@ -399,6 +431,9 @@ def main(argv=None):
             for _ in run_model(mod, name, files[name], work, args.timeout, onnx2tf_ready, cache, args.fresh):
                 save_cache(cache_path, cache, name)
     print(table(cache, set(args.model) if args.model else None))
+    if args.table:
+        print()
+        print(closing(cache))
     return 0
 
 

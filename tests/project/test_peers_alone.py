@@ -95,3 +95,12 @@ def test_run_says_made_refused_crashed_or_timeout(pa):
     assert pa.run([py, "-c", f"import os; os.kill(os.getpid(), {int(signal.SIGSEGV)})"], 60) == (
         pa.REFUSED, f"crashed (signal {int(signal.SIGSEGV)})")
     assert pa.run([py, "-c", "import time; time.sleep(30)"], 1)[0] == pa.TIMEOUT
+
+
+def test_closing_counts_edgeport_before_after_and_the_peer_on_the_same_cells(pa):
+    cache = {"mp_hand_recrop/onnx": {"status": pa.MADE, "validation": "validated"},
+             "micro_alexa/onnx": {"status": pa.REFUSED, "why": "IndexError"}}   # refused before, validated after
+    text = pa.closing(cache)
+    assert "2 models in both corpus tables" in text
+    assert "| onnx (tf2onnx) | 2 | 1 | 2 | 1 | 1 / 1 / 0 / 0 |" in text
+    assert "| ort (convert_onnx_models_to_ort) | 0 | 0 | 0 | 0 | 0 / 0 / 0 / 0 |" in text
