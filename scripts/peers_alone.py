@@ -243,7 +243,7 @@ def convert_cell(mod, name, src, target, work, timeout, peer_onnx, onnx2tf_ready
         return onnx2tf_cell(src, work, timeout, row_shapes(mod.CASES[name][1]))
     onnx = src if fmt == "onnx" else peer_onnx
     if onnx is None:
-        return REFUSED, "no ONNX: tf2onnx refused the source", None
+        return REFUSED, "no ONNX: tf2onnx made none (its onnx cell)", None
     if target == "ort":
         outdir = work / "ort"
         shutil.rmtree(outdir, ignore_errors=True)
