@@ -434,6 +434,13 @@ def main(argv=None):
     if args.table:
         print()
         print(closing(cache))
+        print()
+        print("Each peer's own error, per cell refused (model: target, peer: its last error line):")
+        print()
+        for key, cell in sorted(cache.items()):
+            if cell["status"] == REFUSED and not cell["why"].startswith("no ONNX"):
+                model, target = key.split("/")
+                print(f"- {model}: {target}, {cell['peer']}: `{cell['why'][:160]}`")
     return 0
 
 
