@@ -440,7 +440,8 @@ def main(argv=None):
         for key, cell in sorted(cache.items()):
             if cell["status"] == REFUSED and not cell["why"].startswith("no ONNX"):
                 model, target = key.split("/")
-                print(f"- {model}: {target}, {cell['peer']}: `{cell['why'][:160]}`")
+                why = re.sub(r"(/[^\s/:'\"]+)+/", "", cell["why"])   # no machine paths: file names only
+                print(f"- {model}: {target}, {cell['peer']}: `{why[:160]}`")
     return 0
 
 
