@@ -4,7 +4,7 @@
 
 A cell is one (corpus model, target). Each cell's expected outcome is read from the corpus
 table (CASES in tests/corpus/test_corpus.py, read when this runs, so a re-run sees today's
-rows) and, for "before", from that file at commit dedb9d2 (tests/corpus/test_corpus.py then: the
+rows) and, for "before", from that file at commit dedb9d2 (tests/test_corpus.py then: the
 corpus before the rewrite room). Each cell counts as:
 
   validated      converted and validated against the source
@@ -31,7 +31,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 AFTER = REPO / "tests" / "corpus" / "test_corpus.py"
-BEFORE_REV, BEFORE_PATH = "dedb9d2", "tests/corpus/test_corpus.py"
+BEFORE_REV, BEFORE_PATH = "dedb9d2", "tests/test_corpus.py"
 TARGETS = ["onnx", "ort", "tflite", "tflite-int8", "coreml", "edgetpu"]
 
 VALIDATED, FAILED, STRUCTURE = "validated", "FAILED", "structure only"
@@ -45,7 +45,7 @@ REASONS = [
      "full-int8 needs representative data; no real data for this model here yet"),
     ("from a quantized model", "quantized source", NO_REWRITE,
      "the source is already int8: a float TFLite from it would only dequantize what was lost"),
-    ("uses custom ops (Landmarks2TransformMatrix", "MediaPipe custom op", REWRITE_COULD,
+    ("uses custom ops (Landmarks2TransformMatrix", "MediaPipe face-geometry custom ops", REWRITE_COULD,
      "not rewritten yet: its three custom ops (Landmarks2TransformMatrix, TransformTensorBilinear, "
      "TransformLandmarks) need a reference kernel to run the source and builtin ops to replace them"),
     ("uses custom ops (Convolution2DTransposeBias", "MediaPipe custom op", REWRITE_COULD,
@@ -54,6 +54,8 @@ REASONS = [
      "resource-variable state made explicit inputs/outputs"),
     ("no Core ML lowering in onnx2coreml", "op onnx2coreml cannot lower", REWRITE_COULD,
      "fold or express the op (If on a constant, Range on constants, DequantizeLinear on weights)"),
+    ("no int8 kernel for op SQRT", "SQRT in TFLite's quantizer", REWRITE_COULD,
+     "an L2 normalisation written as SQRT and DIV: TFLite's L2_NORMALIZATION has an int8 kernel"),
     ("quantizer has no int8 kernel for op IF", "op TFLite's quantizer cannot take", REWRITE_COULD,
      "inline the IF's branches before quantizing"),
     ("Expected bias tensor to be a vector", "TFLite quantizer's bias shape", REWRITE_COULD,
