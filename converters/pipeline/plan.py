@@ -105,6 +105,18 @@ def open_source(path, options):
     return Artefact.open(path)
 
 
+QUANTIZED = (formats.TFLITE_INT8, formats.EDGETPU)
+
+
+def keeps_precision(conversion, target):
+    """False for a hop that quantizes a float model on the way to a float target: ONNX, ORT,
+    Core ML or float TFLite are never made from an int8 detour, whatever it saves (fewer
+    rewrites, calibration data at hand); int8 and Edge TPU targets, and sources already int8,
+    may take it."""
+    return (target in QUANTIZED or conversion.source in QUANTIZED
+            or conversion.target not in QUANTIZED)
+
+
 def plan_each(source_format, targets, options, source=None, notes=None):
     """({target: route} of the targets that can be planned with these options, {target:
     InputError} of those that cannot: no route, or a conversion on it misses an option).
@@ -117,7 +129,8 @@ def plan_each(source_format, targets, options, source=None, notes=None):
     off = rewrite.off(options)
 
     def plan(t, usable=None):
-        ok = (lambda c: (usable is None or usable(c)) and not (off and needs(c)))
+        ok = (lambda c: (usable is None or usable(c)) and keeps_precision(c, t)
+              and not (off and needs(c)))
         return plan_route(source_format, t, usable=ok, rewrites=lambda c: len(needs(c)))
 
     def blocked(t, otherwise):

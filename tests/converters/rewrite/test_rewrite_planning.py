@@ -136,3 +136,43 @@ def test_planned_outputs_follow_the_route_the_rewrites_choose(fake, tmp_path):
         mp.setattr("converters.pipeline.output_path", lambda outdir, stem, fmt: f"{outdir}/{stem}.{fmt}")
         got = planned_outputs(str(src), ["d"], ConvertOptions(), str(tmp_path / "out"))
     assert [p.rsplit(".", 1)[1] for p in got if not p.endswith(".json")] == ["b", "d"]   # not a -> d
+
+
+def _real_routes_with_rewrites_everywhere_but_int8(monkeypatch, source_format, target, **kw):
+    """Plan on the real registry, every conversion given what it needs, with each hop out of the
+    source that does not write int8 'needing' a rewrite (the planner counts rewrites on the
+    source only, as the intermediates do not exist yet): the int8 detour would need fewest."""
+    from converters import formats, rewrite
+    from converters.options import ConvertOptions
+    from converters.pipeline import plan_each
+
+    monkeypatch.setattr(rewrite, "needed_rewrites", lambda source, options: (
+        lambda c: [] if c.source != source_format or c.target in (formats.TFLITE_INT8, formats.EDGETPU)
+        else [(object(), 1)]))
+    opts = ConvertOptions(calibration="photos", calibration_data="data.npz", torch_model="m:f",
+                          labels=None, **kw)
+    routes, _ = plan_each(source_format, [target], opts, source=object())
+    return routes.get(target)
+
+
+def _pairs():
+    from converters import formats, registry
+
+    registry.load_registry()
+    srcs = sorted({c.source for c in registry.conversions()})
+    tgts = sorted({c.target for c in registry.conversions()})
+    return [(s, t) for s in srcs for t in tgts if s != t and t not in (formats.TFLITE_INT8, formats.EDGETPU)
+            and s not in (formats.TFLITE_INT8, formats.EDGETPU)]
+
+
+@pytest.mark.parametrize("source_format,target", _pairs())
+def test_a_float_target_is_never_reached_through_int8(monkeypatch, source_format, target):
+    """Counting rewrites must not buy a lossy detour: with calibration data at hand and every
+    other hop 'needing' a rewrite, a float target (ONNX, ORT, Core ML, float TFLite) from a
+    float source still takes no quantizing hop. Generated over the real registry's pairs."""
+    from converters import formats
+
+    route = _real_routes_with_rewrites_everywhere_but_int8(monkeypatch, source_format, target)
+    if route is not None:
+        assert not any(c.target in (formats.TFLITE_INT8, formats.EDGETPU) for c in route), \
+            [f"{c.source}->{c.target}" for c in route]
