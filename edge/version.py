@@ -8,7 +8,7 @@ import functools
 
 @functools.lru_cache(maxsize=1)
 def version() -> str:
-    """'0.3.0', or '0+unknown' when edgeport runs from a checkout that was never installed."""
+    """'0.4.0', or '0+unknown' when edgeport runs from a checkout that was never installed."""
     from importlib import metadata
 
     try:

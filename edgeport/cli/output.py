@@ -1,7 +1,7 @@
 """The one JSON contract of every command's --json.
 
 Each command prints ONE object:
-    {"command": "bench", "edgeport_version": "0.3.0", "exit_code": 0, ...body}
+    {"command": "bench", "edgeport_version": "0.4.0", "exit_code": 0, ...body}
 with the same key names for the same things in every command:
     model        a model's path (top level when the command is about one model, else in each
                  entry of `models`)
