@@ -25,6 +25,14 @@ def _ops(model, builtin):
             if codes[op.opcodeIndex] == builtin]
 
 
+def count_ops(model_bytes, name):
+    """How many ops of the builtin `name` ('DENSIFY', 'RFFT2D') the main graph holds: the
+    pattern count of a rewrite of one builtin."""
+    fu = _schema()
+    model = fu.convert_bytearray_to_object(bytearray(model_bytes))
+    return len(_ops(model, getattr(fu.schema_fb.BuiltinOperator, name)))
+
+
 def _run_keeping_tensors(model_bytes):
     """The TFLite interpreter after one run on zero inputs, every tensor kept (built-in
     kernels only: no delegate takes the constants over)."""
@@ -56,9 +64,7 @@ class Densify:
 
     @staticmethod
     def matches(model_bytes, options=None):
-        fu = _schema()
-        model = fu.convert_bytearray_to_object(bytearray(model_bytes))
-        return len(_ops(model, fu.schema_fb.BuiltinOperator.DENSIFY))
+        return count_ops(model_bytes, "DENSIFY")
 
     @staticmethod
     def apply(model_bytes, options=None):

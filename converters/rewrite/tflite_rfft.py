@@ -16,7 +16,7 @@ refused by name (nothing is rewritten). The artefact is validated against the or
 import copy
 
 from converters.rewrite import rewrite
-from converters.rewrite.tflite import TF2ONNX, _codes, _ops, _schema
+from converters.rewrite.tflite import TF2ONNX, _codes, _ops, _schema, count_ops
 from converters.tflite_objects import drop_unused_opcodes
 
 FLOAT32, COMPLEX64 = 0, 8
@@ -217,9 +217,7 @@ class RFFT2DMatMul:
 
     @staticmethod
     def matches(model_bytes, options=None):
-        fu = _schema()
-        model = fu.convert_bytearray_to_object(bytearray(model_bytes))
-        return len(_ops(model, fu.schema_fb.BuiltinOperator.RFFT2D))
+        return count_ops(model_bytes, "RFFT2D")
 
     @staticmethod
     def apply(model_bytes, options=None):
