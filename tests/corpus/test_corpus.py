@@ -194,7 +194,8 @@ CASES = {
                     # With data, the planner routes every target through tflite-int8 (that route
                     # needs no rewrite; the cheaper tflite -> onnx needs the RFFT2D rewrite), and
                     # TFLite's quantizer has no int8 kernel for BirdNET's DIV: every target is
-                    # refused. Not yet re-run since the clips became a stack [54, 1, 144000].
+                    # refused (the whole row run on 2026-12-07; `convert --to onnx,tflite-int8` with
+                    # the clips as [54, 1, 144000]: 44 calibrate, 10 held back, the same refusal).
                     BIRD_CLIPS, {}, dict.fromkeys(
                         ("onnx", "ort", "tflite-int8", "coreml", "edgetpu"),
                         "refused: TFLite's quantizer has no int8 kernel for op DIV")),
