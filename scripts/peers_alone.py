@@ -94,9 +94,9 @@ def run(argv, timeout, cwd=None):
 def step_load(path):
     """Load an artefact in its runtime; raise when it does not."""
     if path.endswith((".onnx", ".ort")):
-        import onnxruntime as ort
+        from edge.ort import ort_session
 
-        ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        ort_session(path)
     elif path.endswith(".tflite"):
         from ai_edge_litert.interpreter import Interpreter
 
