@@ -31,7 +31,7 @@ def _start(tmp_path, jobs):
     proc = subprocess.Popen([sys.executable, "-m", "edgeport", "convert", str(src), "--to", "onnx",
                              "-o", str(out), "--no-validate", "--quiet", "--jobs", str(jobs)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_terminal_signals)
     want = min(jobs, 2)  # slow sources running: every fast one before them has finished
     deadline = time.monotonic() + 120
     while len([m for m in os.listdir(marks) if m.startswith("started-")]) < want:
@@ -40,6 +40,13 @@ def _start(tmp_path, jobs):
         time.sleep(0.1)
     time.sleep(0.5)
     return proc, marks, out
+
+
+def _terminal_signals():
+    """The command as a terminal starts it: Ctrl-C (SIGINT) at its default. A test runner
+    launched in the background of a non-interactive shell inherits SIGINT ignored, and Python
+    then keeps it ignored, so without this the test would depend on how pytest was started."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _pids(marks):
