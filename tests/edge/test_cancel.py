@@ -65,6 +65,7 @@ def _alive(pid):
         return False
 
 
+@pytest.mark.slow   # a real end-to-end run of 8-20 s: left out of the quick loop, run by CI
 @pytest.mark.parametrize("jobs,sig,code", [(2, signal.SIGTERM, 143), (2, signal.SIGINT, 130),
                                            (1, signal.SIGTERM, 143), (1, signal.SIGINT, 130)])
 def test_a_signal_stops_folder_mode_and_keeps_what_finished(tmp_path, jobs, sig, code):

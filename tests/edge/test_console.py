@@ -87,6 +87,7 @@ def test_control_characters_in_tool_errors_are_escaped():
     assert "\\x1b]0;owned\\x07" in r.stderr
 
 
+@pytest.mark.slow   # a real end-to-end run of 8-20 s: left out of the quick loop, run by CI
 def test_a_real_multi_target_convert_prints_only_edgeport_lines(tmp_path):
     src = tmp_path / "m.tflite"
     src.write_bytes((DATA / "color_float.tflite").read_bytes())

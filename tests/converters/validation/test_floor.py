@@ -255,6 +255,7 @@ def test_tflite_source_floor_is_measured_without_xnnpack(keras_family, capsys):
     assert code == 1, doc["models"][0]["summary"]
 
 
+@pytest.mark.slow   # a real end-to-end run of 8-20 s: left out of the quick loop, run by CI
 def test_float32_coreml_passes_and_a_perturbed_layer_fails(keras_family, capsys, tmp_path):
     pytest.importorskip("coremltools")
     from tests.coreml_mutants import scale_weights
