@@ -104,6 +104,7 @@ def test_a_real_multi_target_convert_prints_only_edgeport_lines(tmp_path):
     assert CHATTER.search(loud.stderr), loud.stderr
 
 
+@pytest.mark.slow   # 3-7 s end to end: left out of the quick loop, run by CI
 @pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
 def test_progress_updates_in_place_on_a_terminal(tmp_path):
     """A real convert under a pseudo-terminal: the calibration line is redrawn with '\\r'."""

@@ -45,6 +45,7 @@ def test_edge_functions_are_annotated(name):
     assert not missing, f"edge/{name}: functions without full type hints: {', '.join(missing)}"
 
 
+@pytest.mark.slow   # 3-7 s end to end: left out of the quick loop, run by CI
 def test_mypy_is_clean_on_edge(tmp_path):
     api = pytest.importorskip("mypy.api", reason="mypy is in the 'dev' extra")
     cwd = os.getcwd()

@@ -254,6 +254,7 @@ def _inspect(path):
     return format_text(d)
 
 
+@pytest.mark.slow   # 3-7 s end to end: left out of the quick loop, run by CI
 def test_fuzz_tflite_reader_and_inspector(tmp_path):
     path = tmp_path / "model.tflite"
 
@@ -308,6 +309,7 @@ def _label_text():
     return st.lists(line, max_size=12).map(lambda ls: "\n".join(ls).encode("utf-8"))
 
 
+@pytest.mark.slow   # 3-7 s end to end: left out of the quick loop, run by CI
 def test_fuzz_labels(tmp_path):
     from edge.labels import check_labels, read_labels
 

@@ -228,6 +228,7 @@ def test_tflite_int8_never_calibrates_without_images(tiny, tmp_path):
     assert not (tmp_path / "a.tflite").exists() and not (tmp_path / "b.tflite").exists()
 
 
+@pytest.mark.slow   # 3-7 s end to end: left out of the quick loop, run by CI
 def test_bias_correction_reduces_int8_error(tiny, tmp_path):
     src, kw = sources(tiny)[formats.TORCH_MODULE]
     errs = {}

@@ -101,6 +101,7 @@ def test_classifier_report_shows_the_photos_where_top1_differs(tmp_path, capsys)
     assert dom.count('<div class="fig">') >= 1
 
 
+@pytest.mark.slow   # 3-7 s end to end: left out of the quick loop, run by CI
 def test_detector_report_draws_both_sets_of_boxes(tmp_path, capsys):
     from tests.converters.validation.test_roles import _keras_packed_detector
     from tests.tiny_tf import make_images
