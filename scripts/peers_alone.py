@@ -28,7 +28,6 @@ prints the per-target summary (markdown) from the cache without running anything
 """
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -57,14 +56,6 @@ def corpus_table():
 
 def corpus_dir():
     return Path(os.environ.get("EDGEPORT_CORPUS") or REPO / ".cache" / "corpus")
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def last_error(text):
@@ -324,7 +315,9 @@ def save_cache(folder, cells, model):
 
 
 def run_model(mod, name, src, work, timeout, onnx2tf_ready, cache, fresh):
-    digest = sha256(src)
+    from converters.artefact import sha256_of
+
+    digest = sha256_of(src)
     targets = [t for t in TARGETS if t in mod.CASES[name][4]]
     peer_onnx = None
     for target in targets:
