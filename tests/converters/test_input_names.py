@@ -69,6 +69,7 @@ NAMED = ("--input-shapes", "image:[1,3,16,16]", "mask:[1,3,16,16]", "--val-range
          "mask:[-1,1]")
 
 
+@pytest.mark.slow   # 3-7 s end to end: left out of the quick loop, run by CI
 def test_two_named_inputs_through_every_target(two_inputs, tmp_path, capsys):
     d = two_inputs
     code, out, err = run_cli(capsys, "convert", d / "two.pt", "--to", "onnx,ort,tflite,coreml,tflite-int8",

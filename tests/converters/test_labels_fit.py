@@ -14,7 +14,8 @@ def onnx_model(tmp_path):
     return build(tmp_path / "net.onnx")  # 4 classes
 
 
-@pytest.mark.parametrize("lines", [10 ** 6, 5, 2])
+# a million labels takes 3-6 s to write and read: left out of the quick loop, run by CI
+@pytest.mark.parametrize("lines", [pytest.param(10 ** 6, marks=pytest.mark.slow), 5, 2])
 def test_labels_that_do_not_fit_the_model_are_refused_in_one_line(tmp_path, capsys, onnx_model, lines):
     labels = tmp_path / "labels.txt"
     labels.write_text("".join(f"class{i}\n" for i in range(lines)))

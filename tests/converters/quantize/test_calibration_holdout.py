@@ -144,6 +144,7 @@ def test_convert_with_too_few_npz_samples_says_the_verdict_is_on_calibration_dat
     assert "verdict reached on calibration data" in out + err
 
 
+@pytest.mark.slow   # 3-7 s end to end: left out of the quick loop, run by CI
 def test_convert_from_a_folder_of_40_photos_validates_int8_on_the_8_held_back(tmp_path, capsys):
     from tests.tiny_tf import build_classifier, make_images
 

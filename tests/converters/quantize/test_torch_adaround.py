@@ -111,6 +111,7 @@ def converted(net, tmp_path_factory):
     return res
 
 
+@pytest.mark.slow   # 3-7 s end to end: left out of the quick loop, run by CI
 def test_adaround_is_on_by_default_and_recorded(net, converted):
     path, meta = converted[True]
     assert formats.detect_format(path) == formats.TFLITE_INT8
@@ -122,6 +123,7 @@ def test_adaround_is_on_by_default_and_recorded(net, converted):
     assert converted[False][1]["adaround"] is None
 
 
+@pytest.mark.slow   # 3-7 s end to end: left out of the quick loop, run by CI
 def test_tflite_int8_weights_are_exactly_the_chosen_integers(net, converted):
     """Run adaround() on the same model and images; TF's quantizer must keep every integer."""
     model = copy.deepcopy(net["model"])

@@ -286,6 +286,7 @@ def test_coreml_per_channel_std_and_labels_mismatch(tiny, tmp_path):
 
 # ------------------------------------------------------------ through the convert pipeline
 
+@pytest.mark.slow   # 3-7 s end to end: left out of the quick loop, run by CI
 def test_convert_pipeline_torch_module_to_onnx_and_int8(tiny, tmp_path):
     from converters import pipeline
 

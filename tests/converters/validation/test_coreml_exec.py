@@ -273,6 +273,7 @@ def test_grayscale_image_input(tmp_path):
     np.testing.assert_array_equal(from_rgb, from_gray)
 
 
+@pytest.mark.slow   # 3-7 s end to end: left out of the quick loop, run by CI
 def test_keras_route_program_validates(tmp_path):
     """The Keras route's op set (NHWC transposes, silu, matmul for Dense, pools, concat)."""
     keras = pytest.importorskip("keras")

@@ -219,6 +219,7 @@ def keras_family(tmp_path_factory):
             "bad": _tflite(_keras_net(scale_layer=DEPTH // 2), d / "deep_bad.tflite")}
 
 
+@pytest.mark.slow   # 3-7 s end to end: left out of the quick loop, run by CI
 def test_faithful_float_tflite_passes_with_the_keras_floor(keras_family, capsys):
     code, doc = _validate(capsys, keras_family["src"], keras_family["tflite"])
     m = doc["models"][0]
@@ -229,6 +230,7 @@ def test_faithful_float_tflite_passes_with_the_keras_floor(keras_family, capsys)
     assert f["error"] > 1e-4 and 0 < f["error"] <= f["tolerance"]
 
 
+@pytest.mark.slow   # 3-7 s end to end: left out of the quick loop, run by CI
 def test_float_tflite_with_one_layer_x1_01_fails(keras_family, capsys):
     code, doc = _validate(capsys, keras_family["src"], keras_family["bad"])
     assert code == 1, doc["models"][0]["summary"]
@@ -236,6 +238,7 @@ def test_float_tflite_with_one_layer_x1_01_fails(keras_family, capsys):
     assert f["error"] > 4 * f["tolerance"]
 
 
+@pytest.mark.slow   # 3-7 s end to end: left out of the quick loop, run by CI
 def test_savedmodel_source_floor_is_its_signature_under_xla(keras_family, capsys):
     code, doc = _validate(capsys, keras_family["savedmodel"], keras_family["tflite"])
     m = doc["models"][0]
@@ -247,6 +250,7 @@ def test_savedmodel_source_floor_is_its_signature_under_xla(keras_family, capsys
     assert code == 1, doc["models"][0]["summary"]
 
 
+@pytest.mark.slow   # 3-7 s end to end: left out of the quick loop, run by CI
 def test_tflite_source_floor_is_measured_without_xnnpack(keras_family, capsys):
     code, doc = _validate(capsys, keras_family["tflite"], keras_family["tflite"])
     nf = doc["models"][0]["noise_floor"]
@@ -277,6 +281,7 @@ def test_float32_coreml_passes_and_a_perturbed_layer_fails(keras_family, capsys,
 
 
 # -- PyTorch source --------------------------------------------------------------------------
+@pytest.mark.slow   # 3-7 s end to end: left out of the quick loop, run by CI
 def test_torch_source_floor_is_its_float64_run(onnx_family, tmp_path, capsys):
     import torch
 

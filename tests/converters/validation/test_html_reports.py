@@ -25,6 +25,7 @@ def _check_page(path, must_have):
     return dom
 
 
+@pytest.mark.slow   # 3-7 s end to end: left out of the quick loop, run by CI
 def test_edgetpu_report_draws_the_op_strip_and_the_first_cpu_op(coral, tmp_path, capsys):
     report = tmp_path / "edgetpu.html"
     code, _, err = run_cli(capsys, "inspect", coral / "posenet_mobilenet_v1_075_353_481_16_quant_decoder.tflite",
@@ -122,6 +123,7 @@ def test_detector_report_draws_both_sets_of_boxes(tmp_path, capsys):
 from tests.converters.edgetpu.test_edgetpu_compile import standin  # noqa: E402,F401  (the stand-in compiler fixture)
 
 
+@pytest.mark.slow   # 3-7 s end to end: left out of the quick loop, run by CI
 def test_convert_report_of_an_edge_tpu_model_draws_predicted_and_compiled_strips(coral, standin, tmp_path, capsys):  # noqa: F811 (the imported fixture)
     """convert --to edgetpu with the tests' STAND-IN compiler (not Coral's): the report holds the
     artefact with its verdict, and the op strip as predicted and as the compiler placed the ops."""
