@@ -296,3 +296,105 @@ def test_the_reference_runner_runs_the_original(dims, tmp_path):
         for name in want:
             np.testing.assert_allclose(got[name], want[name], atol=1e-4, err_msg=name)
         assert np.abs(want["crop"]).max() > 0.1     # the crop samples inside the features
+
+
+# --- the rewrite into builtin ops ---
+
+def _tflite(model_bytes, x):
+    from tensorflow.lite.python.interpreter import Interpreter
+
+    it = Interpreter(model_content=bytes(model_bytes))
+    it.allocate_tensors()
+    for d in it.get_input_details():
+        it.set_tensor(d["index"], x[d["name"]])
+    it.invoke()
+    return {d["name"]: it.get_tensor(d["index"]) for d in it.get_output_details()}
+
+
+@pytest.mark.parametrize("crop", [CROP, (3, 9)])
+@pytest.mark.parametrize("dims", [2, 3])
+def test_the_rewrite_computes_the_kernels(dims, crop, tmp_path):
+    from converters.rewrite.tflite_face_geometry import FaceGeometry
+    from edge.tflite_model import TFLiteModel
+
+    original = tiny_model(dims, crop)
+    assert FaceGeometry.matches(original) == 3
+    rewritten, count = FaceGeometry.apply(original)
+    assert count == 3 and FaceGeometry.matches(rewritten) == 0
+    path = tmp_path / "rewritten.tflite"
+    path.write_bytes(rewritten)
+    assert TFLiteModel.load(str(path)).custom_ops() == []
+    outside = 0
+    for seed in range(4):
+        x = tiny_inputs(seed, dims)
+        if seed == 3:      # the rotation landmarks coincide: the kernel's atan2(0, 0) = 0
+            x["landmarks"][0, RIGHT] = x["landmarks"][0, LEFT]
+        got, want = _tflite(rewritten, x), by_hand(x, crop)
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], atol=2e-4, err_msg=f"{name} seed {seed}")
+        outside += int((want["crop"] == 0).all(axis=-1).sum())
+    assert outside > 0       # some positions fall outside the features: the mask is exercised
+
+
+def _broken(kind, monkeypatch):
+    """The rewrite with one mistake: the class of error validation must catch."""
+    import converters.rewrite.tflite_face_geometry as rw
+
+    if kind == "v1 sampling":           # no half-pixel shift (TransformTensorBilinear v1)
+        monkeypatch.setattr(rw, "HALF_PIXEL", 0.0)
+    if kind == "translation":           # the matrix's z column read as its translation
+        real = rw._affine
+
+        def affine(b, matrix):
+            a, _ = real(b, matrix)
+            return a, b.reshape(b.slice(matrix, [0, 0, 2], [1, 2, 1]), [1, 1, 2])
+
+        monkeypatch.setattr(rw, "_affine", affine)
+    if kind == "box scale":             # the crop's box 10% too large
+        real_plan = rw._plan
+
+        def plan(g, code, op):
+            p = real_plan(g, code, op)
+            return p._replace(scale_x=p.scale_x * 1.1) if isinstance(p, mp.MatrixOptions) else p
+
+        monkeypatch.setattr(rw, "_plan", plan)
+
+
+@pytest.mark.parametrize("kind", [None, "v1 sampling", "translation", "box scale"])
+def test_validation_against_the_original_fails_a_wrong_rewrite(kind, tmp_path, capsys, monkeypatch):
+    import json
+
+    import converters.rewrite.tflite_face_geometry as rw
+    from tests.conftest import run_cli
+
+    original = tmp_path / "face_ops.tflite"
+    original.write_bytes(tiny_model(3))
+    if kind:
+        _broken(kind, monkeypatch)
+    rewritten = tmp_path / "face_ops_rewritten.tflite"
+    rewritten.write_bytes(rw.FaceGeometry.apply(original.read_bytes())[0])
+    code, out, err = run_cli(capsys, "validate", original, rewritten, "--json")
+    verdict = json.loads(out)
+    assert verdict["passed"] is (kind is None) and (code == 0) is (kind is None), (kind, out[-2000:])
+    assert "numpy reference of MediaPipe's kernel" in verdict["source"]["note"]
+
+
+def test_a_model_with_the_ops_converts_to_onnx_validated_against_the_original(tmp_path, capsys):
+    import json
+
+    from tests.conftest import run_cli
+
+    src = tmp_path / "face_ops.tflite"
+    src.write_bytes(tiny_model(3))
+    before = src.read_bytes()
+    code, out, err = run_cli(capsys, "convert", src, "--to", "onnx", "-o", tmp_path / "out", "--json")
+    assert code == 0, err
+    hop = json.loads(out)["models"][0]["artefacts"][0]
+    line = ("rewrote 3 MediaPipe face-geometry custom ops (Landmarks2TransformMatrix, "
+            "TransformTensorBilinear, TransformLandmarks) into builtin ops")
+    assert hop["rewrites"] == [line]
+    assert hop["validation"]["passed"] is True
+    assert "numpy reference of MediaPipe's kernel" in hop["validation"]["source_run"]
+    assert src.read_bytes() == before
+    code, out, err = run_cli(capsys, "convert", src, "--to", "onnx", "-o", tmp_path / "off", "--no-rewrite")
+    assert code != 0 and "Landmarks2TransformMatrix" in err
