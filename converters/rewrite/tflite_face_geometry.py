@@ -6,8 +6,8 @@ artefact is validated against the original, run with the numpy references.
 - TransformLandmarks (landmarks [1, N, 2|3], matrix [1, 4, 4]): x, y times the matrix's
   upper-left 2x2 (BATCH_MATMUL) plus its translation column; z, if any, concatenated back.
 - Landmarks2TransformMatrix (landmarks [1, N, 3]): the direction from the left to the right
-  rotation landmark, normalised (SUB, SQRT, DIV: cos and sin of its angle without ATAN2; a
-  1e-12 added to its x gives the kernel's atan2(0, 0) = 0 when both coincide), turned by the
+  rotation landmark, normalised (SUB, L2_NORMALIZATION: cos and sin of its angle without ATAN2; a
+  4e-6 added to its x gives the kernel's atan2(0, 0) = 0 when both coincide), turned by the
   target rotation (a constant 2x2); the subset (GATHER) rotated by BATCH_MATMUL; its box
   (REDUCE_MAX, REDUCE_MIN) gives size and centre; the 4x4 assembled by CONCATENATION.
 - TransformTensorBilinear (data [1, H, W, C], matrix): the output pixels' positions (a
@@ -29,7 +29,8 @@ from converters.rewrite.tflite_rfft import _Builder
 from converters.tflite_objects import drop_unused_opcodes
 
 INT32, BOOL = 2, 6
-EPSILON = 1e-12     # added to the rotation direction's x: atan2(0, 0) = 0 when the two coincide
+EPSILON = 4e-6      # added to the rotation direction's x: atan2(0, 0) = 0 when the two coincide
+# (above L2_NORMALIZATION's floor of 1e-6 on the norm; an angle change of 4e-6 / distance)
 HALF_PIXEL = 0.5    # TransformTensorBilinear v2 samples pixel centres (v1 did not)
 
 
@@ -165,9 +166,9 @@ def _matrix(b, op, opts):
     left = b.gather(xy, b.const([opts.left], np.int32), 1, [1, 1, 2])
     right = b.gather(xy, b.const([opts.right], np.int32), 1, [1, 1, 2])
     direction = b.binary("ADD", b.binary("SUB", right, left, [1, 1, 2]), b.const([EPSILON, 0.0]), [1, 1, 2])
-    norm = b.emit("SQRT", [b.reduce("SUM", b.binary("MUL", direction, direction, [1, 1, 2]), 2, [1, 1, 1])],
-                  [1, 1, 1])
-    unit = b.binary("DIV", direction, norm, [1, 1, 2])       # (cos, sin) of the direction's angle
+    # (cos, sin) of the direction's angle; L2_NORMALIZATION rather than SQRT and DIV, which
+    # TFLite's quantizer has no int8 kernel for
+    unit = b.emit("L2_NORMALIZATION", [direction], [1, 1, 2], b.schema.L2NormOptionsT(), "L2NormOptions")
     ct, st = np.cos(opts.target_rotation), np.sin(opts.target_rotation)
     # r = target - angle: (cos r, sin r) = (cos, sin) @ [[cos t, sin t], [sin t, -cos t]]
     cs = b.matmul(unit, b.const([[[ct, st], [st, -ct]]]), [1, 1, 2])
