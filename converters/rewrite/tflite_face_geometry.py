@@ -6,15 +6,16 @@ artefact is validated against the original, run with the numpy references.
 - TransformLandmarks (landmarks [1, N, 2|3], matrix [1, 4, 4]): x, y times the matrix's
   upper-left 2x2 (BATCH_MATMUL) plus its translation column; z, if any, concatenated back.
 - Landmarks2TransformMatrix (landmarks [1, N, 3]): the direction from the left to the right
-  rotation landmark, normalised (SUB, L2_NORMALIZATION: cos and sin of its angle without ATAN2; a
-  4e-6 added to its x gives the kernel's atan2(0, 0) = 0 when both coincide), turned by the
-  target rotation (a constant 2x2); the subset (GATHER) rotated by BATCH_MATMUL; its box
-  (REDUCE_MAX, REDUCE_MIN) gives size and centre; the 4x4 assembled by CONCATENATION.
+  rotation landmark, normalised (SUB, SUM, RSQRT, MUL: cos and sin of its angle without
+  ATAN2; 4e-6 added to its x gives the kernel's atan2(0, 0) = 0 when both coincide), turned
+  by the target rotation (a constant 2x2); the subset (GATHER) rotated by BATCH_MATMUL; its
+  box (REDUCE_MAX, REDUCE_MIN) gives size and centre; the 4x4 assembled by CONCATENATION.
 - TransformTensorBilinear (data [1, H, W, C], matrix): the output pixels' positions (a
-  constant grid times the matrix, half-pixel shifted as the kernel), clamped into the data
-  (MAXIMUM, MINIMUM) with a 0/1 mask for those outside (EQUAL, CAST); the four neighbours'
-  flat indices (FLOOR, CAST) read by one GATHER of the data as [H*W, C]; weighted (the
-  bilinear weights times the mask) and summed.
+  constant grid times the matrix, half-pixel shifted as the kernel); a position outside the
+  data moved off it (GREATER_EQUAL, LESS_EQUAL, LOGICAL_AND, SELECT_V2); bilinear weights as
+  tents max(0, 1 - |i - x|) per row and column (SUB, ABS, RELU), their product a [P, H*W]
+  matrix times the data as [H*W, C] (BATCH_MATMUL). No FLOOR, CAST or computed GATHER:
+  every op has an int8 kernel in TFLite's quantizer.
 
 Only batch 1 and the shapes above are rewritten; any other op is left alone (the tool's
 refusal stands).
@@ -28,9 +29,9 @@ from converters.rewrite.tflite import QUANTIZER, TF2ONNX, _schema
 from converters.rewrite.tflite_rfft import _Builder
 from converters.tflite_objects import drop_unused_opcodes
 
-INT32, BOOL = 2, 6
+BOOL = 6
 EPSILON = 4e-6      # added to the rotation direction's x: atan2(0, 0) = 0 when the two coincide
-# (above L2_NORMALIZATION's floor of 1e-6 on the norm; an angle change of 4e-6 / distance)
+# (an angle change of at most 4e-6 / their distance)
 HALF_PIXEL = 0.5    # TransformTensorBilinear v2 samples pixel centres (v1 did not)
 
 
@@ -63,13 +64,15 @@ class _Ops(_Builder):
     def binary(self, name, a, b, shape, out=None):
         kind = {"ADD": "AddOptions", "SUB": "SubOptions", "MUL": "MulOptions", "DIV": "DivOptions",
                 "MINIMUM": "MaximumMinimumOptions", "MAXIMUM": "MaximumMinimumOptions",
-                "EQUAL": "EqualOptions"}[name]
+                "GREATER_EQUAL": "GreaterEqualOptions", "LESS_EQUAL": "LessEqualOptions",
+                "LOGICAL_AND": "LogicalAndOptions"}[name]
         opts = getattr(self.schema, kind + "T")()
-        return self.emit(name, [a, b], shape, opts, kind, BOOL if name == "EQUAL" else 0, out)
+        dtype = BOOL if name in ("GREATER_EQUAL", "LESS_EQUAL", "LOGICAL_AND") else 0
+        return self.emit(name, [a, b], shape, opts, kind, dtype, out)
 
     def slice(self, x, begin, size):
         return self.emit("SLICE", [x, self.const(begin, np.int32), self.const(size, np.int32)],
-                         size, self.schema.SliceOptionsT(), "SliceOptions")
+                         size, self.schema.SliceOptionsT(), "SliceOptions", dtype=self.g.tensors[x].type)
 
     def reshape(self, x, shape, out=None):
         opts = self.schema.ReshapeOptionsT()
@@ -96,8 +99,6 @@ class _Ops(_Builder):
         opts.axis = axis
         return self.emit("GATHER", [x, idx], shape, opts, "GatherOptions")
 
-    def cast(self, x, shape, dtype):
-        return self.emit("CAST", [x], shape, dtype=dtype)
 
 
 def _shape(g, i):
@@ -166,9 +167,10 @@ def _matrix(b, op, opts):
     left = b.gather(xy, b.const([opts.left], np.int32), 1, [1, 1, 2])
     right = b.gather(xy, b.const([opts.right], np.int32), 1, [1, 1, 2])
     direction = b.binary("ADD", b.binary("SUB", right, left, [1, 1, 2]), b.const([EPSILON, 0.0]), [1, 1, 2])
-    # (cos, sin) of the direction's angle; L2_NORMALIZATION rather than SQRT and DIV, which
-    # TFLite's quantizer has no int8 kernel for
-    unit = b.emit("L2_NORMALIZATION", [direction], [1, 1, 2], b.schema.L2NormOptionsT(), "L2NormOptions")
+    # (cos, sin) of the direction's angle: times RSQRT of its squared length (TFLite's quantizer
+    # has no int8 kernel for SQRT or DIV; onnx2coreml no lowering for L2_NORMALIZATION's)
+    squared = b.reduce("SUM", b.binary("MUL", direction, direction, [1, 1, 2]), 2, [1, 1, 1])
+    unit = b.binary("MUL", direction, b.emit("RSQRT", [squared], [1, 1, 1]), [1, 1, 2])
     ct, st = np.cos(opts.target_rotation), np.sin(opts.target_rotation)
     # r = target - angle: (cos r, sin r) = (cos, sin) @ [[cos t, sin t], [sin t, -cos t]]
     cs = b.matmul(unit, b.const([[[ct, st], [st, -ct]]]), [1, 1, 2])
@@ -198,27 +200,24 @@ def _bilinear(b, op, hw):
     grid = b.const(np.stack([xx.reshape(-1), yy.reshape(-1)], -1)[None])      # [1, P, 2]
     shift = b.binary("ADD", t, b.const([-HALF_PIXEL, -HALF_PIXEL]), [1, 1, 2])
     pos = b.binary("ADD", b.matmul(grid, a, [1, p, 2], adj_y=True), shift, [1, p, 2])
-    top = b.const([w - 1, h - 1])
-    clamped = b.binary("MINIMUM", b.binary("MAXIMUM", pos, b.const([0.0, 0.0]), [1, p, 2]), top, [1, p, 2])
-    inside = b.cast(b.binary("EQUAL", clamped, pos, [1, p, 2]), [1, p, 2], 0)
-    mask = b.binary("MUL", b.slice(inside, [0, 0, 0], [1, p, 1]), b.slice(inside, [0, 0, 1], [1, p, 1]), [1, p, 1])
-    low = b.emit("FLOOR", [clamped], [1, p, 2])
-    frac = b.binary("SUB", clamped, low, [1, p, 2])                 # (ax, ay)
-    rest = b.binary("SUB", b.const([1.0, 1.0]), frac, [1, p, 2])    # (1 - ax, 1 - ay)
-    high = b.binary("MINIMUM", b.binary("ADD", low, b.const([1.0, 1.0]), [1, p, 2]), top, [1, p, 2])
-    # flat index x + W y of each neighbour: (x0, W y0) and (x1, W y1)
-    lows, highs = (b.binary("MUL", v, b.const([1.0, float(w)]), [1, p, 2]) for v in (low, high))
-    x0, y0 = b.slice(lows, [0, 0, 0], [1, p, 1]), b.slice(lows, [0, 0, 1], [1, p, 1])
-    x1, y1 = b.slice(highs, [0, 0, 0], [1, p, 1]), b.slice(highs, [0, 0, 1], [1, p, 1])
-    corners = [b.binary("ADD", x, y, [1, p, 1]) for x, y in ((x0, y0), (x1, y0), (x0, y1), (x1, y1))]
-    index = b.cast(b.concat(corners, 2, [1, p, 4]), [1, p, 4], INT32)
-    values = b.gather(b.reshape(data, [h * w, c]), index, 0, [1, p, 4, c])
-    ax, ay = b.slice(frac, [0, 0, 0], [1, p, 1]), b.slice(frac, [0, 0, 1], [1, p, 1])
-    bx, by = b.slice(rest, [0, 0, 0], [1, p, 1]), b.slice(rest, [0, 0, 1], [1, p, 1])
-    wx, wy = b.concat([bx, ax, bx, ax], 2, [1, p, 4]), b.concat([by, by, ay, ay], 2, [1, p, 4])
-    weights = b.binary("MUL", b.binary("MUL", wx, wy, [1, p, 4]), mask, [1, p, 4])
-    weighted = b.binary("MUL", values, b.reshape(weights, [1, p, 4, 1]), [1, p, 4, c])
-    b.reshape(b.reduce("SUM", weighted, 2, [1, p, 1, c]), [1, oh, ow, c], out=int(op.outputs[0]))
+    # a position outside [0, W-1] x [0, H-1] moves 2 pixels off the data: all its weights 0
+    low = b.binary("GREATER_EQUAL", pos, b.const([0.0, 0.0]), [1, p, 2])
+    high = b.binary("LESS_EQUAL", pos, b.const([w - 1, h - 1]), [1, p, 2])
+    both = b.binary("LOGICAL_AND", low, high, [1, p, 2])
+    inside = b.binary("LOGICAL_AND", b.slice(both, [0, 0, 0], [1, p, 1]), b.slice(both, [0, 0, 1], [1, p, 1]),
+                      [1, p, 1])
+    pos = b.emit("SELECT_V2", [inside, pos, b.const([-2.0, -2.0])], [1, p, 2],
+                 b.schema.SelectV2OptionsT(), "SelectV2Options")
+    # bilinear weights as tents: max(0, 1 - |i - x|) is 1 - ax at floor(x), ax at floor(x) + 1
+    # and 0 elsewhere (a neighbour beyond the edge is no column: 0, as the kernel reads)
+    tents = []
+    for axis, n in ((0, w), (1, h)):
+        coord = b.slice(pos, [0, 0, axis], [1, p, 1])
+        dist = b.emit("ABS", [b.binary("SUB", coord, b.const(np.arange(n)[None, None]), [1, p, n])], [1, p, n])
+        tents.append(b.emit("RELU", [b.binary("SUB", b.const([1.0]), dist, [1, p, n])], [1, p, n]))
+    weights = b.binary("MUL", b.reshape(tents[1], [1, p, h, 1]), b.reshape(tents[0], [1, p, 1, w]), [1, p, h, w])
+    sampled = b.matmul(b.reshape(weights, [1, p, h * w]), b.reshape(data, [1, h * w, c]), [1, p, c])
+    b.reshape(sampled, [1, oh, ow, c], out=int(op.outputs[0]))
 
 
 REPLACE = {mp.TRANSFORM_LANDMARKS: _landmarks, mp.LANDMARKS_TO_TRANSFORM_MATRIX: _matrix,
