@@ -12,7 +12,7 @@ artefact is validated against the original, run with the numpy references.
   box (REDUCE_MAX, REDUCE_MIN) gives size and centre; the 4x4 assembled by CONCATENATION.
 - TransformTensorBilinear (data [1, H, W, C], matrix): the output pixels' positions (a
   constant grid times the matrix, half-pixel shifted as the kernel); a position outside the
-  data moved off it (GREATER_EQUAL, LESS_EQUAL, LOGICAL_AND, SELECT_V2); bilinear weights as
+  data moved off it (GREATER_EQUAL, LESS_EQUAL, SELECT_V2); bilinear weights as
   tents max(0, 1 - |i - x|) per row and column (SUB, ABS, RELU), their product a [P, H*W]
   matrix times the data as [H*W, C] (BATCH_MATMUL). No FLOOR, CAST or computed GATHER:
   every op has an int8 kernel in TFLite's quantizer.
@@ -64,10 +64,9 @@ class _Ops(_Builder):
     def binary(self, name, a, b, shape, out=None):
         kind = {"ADD": "AddOptions", "SUB": "SubOptions", "MUL": "MulOptions", "DIV": "DivOptions",
                 "MINIMUM": "MaximumMinimumOptions", "MAXIMUM": "MaximumMinimumOptions",
-                "GREATER_EQUAL": "GreaterEqualOptions", "LESS_EQUAL": "LessEqualOptions",
-                "LOGICAL_AND": "LogicalAndOptions"}[name]
+                "GREATER_EQUAL": "GreaterEqualOptions", "LESS_EQUAL": "LessEqualOptions"}[name]
         opts = getattr(self.schema, kind + "T")()
-        dtype = BOOL if name in ("GREATER_EQUAL", "LESS_EQUAL", "LOGICAL_AND") else 0
+        dtype = BOOL if name in ("GREATER_EQUAL", "LESS_EQUAL") else 0
         return self.emit(name, [a, b], shape, opts, kind, dtype, out)
 
     def slice(self, x, begin, size):
@@ -200,14 +199,13 @@ def _bilinear(b, op, hw):
     grid = b.const(np.stack([xx.reshape(-1), yy.reshape(-1)], -1)[None])      # [1, P, 2]
     shift = b.binary("ADD", t, b.const([-HALF_PIXEL, -HALF_PIXEL]), [1, 1, 2])
     pos = b.binary("ADD", b.matmul(grid, a, [1, p, 2], adj_y=True), shift, [1, p, 2])
-    # a position outside [0, W-1] x [0, H-1] moves 2 pixels off the data: all its weights 0
-    low = b.binary("GREATER_EQUAL", pos, b.const([0.0, 0.0]), [1, p, 2])
-    high = b.binary("LESS_EQUAL", pos, b.const([w - 1, h - 1]), [1, p, 2])
-    both = b.binary("LOGICAL_AND", low, high, [1, p, 2])
-    inside = b.binary("LOGICAL_AND", b.slice(both, [0, 0, 0], [1, p, 1]), b.slice(both, [0, 0, 1], [1, p, 1]),
-                      [1, p, 1])
-    pos = b.emit("SELECT_V2", [inside, pos, b.const([-2.0, -2.0])], [1, p, 2],
-                 b.schema.SelectV2OptionsT(), "SelectV2Options")
+    # a coordinate outside [0, W-1] (or [0, H-1]) moves 2 pixels off the data: all its tents,
+    # so all the position's weights, are 0 (two SELECT_V2: no LOGICAL_AND, which has no int8 kernel)
+    far = b.const([-2.0, -2.0])
+    pos = b.emit("SELECT_V2", [b.binary("GREATER_EQUAL", pos, b.const([0.0, 0.0]), [1, p, 2]), pos, far],
+                 [1, p, 2], b.schema.SelectV2OptionsT(), "SelectV2Options")
+    pos = b.emit("SELECT_V2", [b.binary("LESS_EQUAL", pos, b.const([w - 1, h - 1]), [1, p, 2]), pos, far],
+                 [1, p, 2], b.schema.SelectV2OptionsT(), "SelectV2Options")
     # bilinear weights as tents: max(0, 1 - |i - x|) is 1 - ax at floor(x), ax at floor(x) + 1
     # and 0 elsewhere (a neighbour beyond the edge is no column: 0, as the kernel reads)
     tents = []
