@@ -12,10 +12,10 @@ artefact is validated against the original, run with the numpy references.
   box (REDUCE_MAX, REDUCE_MIN) gives size and centre; the 4x4 assembled by CONCATENATION.
 - TransformTensorBilinear (data [1, H, W, C], matrix): the output pixels' positions (a
   constant grid times the matrix, half-pixel shifted as the kernel); a position outside the
-  data moved off it (GREATER_EQUAL, LESS_EQUAL, SELECT_V2); bilinear weights as
+  data gets no weight (its distance to the data, clamped, added to its tents'); bilinear weights as
   tents max(0, 1 - |i - x|) per row and column (SUB, ABS, RELU), their product a [P, H*W]
-  matrix times the data as [H*W, C] (BATCH_MATMUL). No FLOOR, CAST or computed GATHER:
-  every op has an int8 kernel in TFLite's quantizer.
+  matrix times the data as [H*W, C] (BATCH_MATMUL). No FLOOR, CAST, comparison or
+  computed GATHER: every op has an int8 kernel in TFLite's quantizer.
 
 Only batch 1 and the shapes above are rewritten; any other op is left alone (the tool's
 refusal stands).
@@ -29,10 +29,10 @@ from converters.rewrite.tflite import QUANTIZER, TF2ONNX, _schema
 from converters.rewrite.tflite_rfft import _Builder
 from converters.tflite_objects import drop_unused_opcodes
 
-BOOL = 6
 EPSILON = 4e-6      # added to the rotation direction's x: atan2(0, 0) = 0 when the two coincide
 # (an angle change of at most 4e-6 / their distance)
 HALF_PIXEL = 0.5    # TransformTensorBilinear v2 samples pixel centres (v1 did not)
+OUTSIDE = 1e4       # how fast a position's weights vanish outside the data (per pixel)
 
 
 class _Ops(_Builder):
@@ -63,11 +63,8 @@ class _Ops(_Builder):
 
     def binary(self, name, a, b, shape, out=None):
         kind = {"ADD": "AddOptions", "SUB": "SubOptions", "MUL": "MulOptions", "DIV": "DivOptions",
-                "MINIMUM": "MaximumMinimumOptions", "MAXIMUM": "MaximumMinimumOptions",
-                "GREATER_EQUAL": "GreaterEqualOptions", "LESS_EQUAL": "LessEqualOptions"}[name]
-        opts = getattr(self.schema, kind + "T")()
-        dtype = BOOL if name in ("GREATER_EQUAL", "LESS_EQUAL") else 0
-        return self.emit(name, [a, b], shape, opts, kind, dtype, out)
+                "MINIMUM": "MaximumMinimumOptions", "MAXIMUM": "MaximumMinimumOptions"}[name]
+        return self.emit(name, [a, b], shape, getattr(self.schema, kind + "T")(), kind, out=out)
 
     def slice(self, x, begin, size):
         return self.emit("SLICE", [x, self.const(begin, np.int32), self.const(size, np.int32)],
@@ -199,19 +196,22 @@ def _bilinear(b, op, hw):
     grid = b.const(np.stack([xx.reshape(-1), yy.reshape(-1)], -1)[None])      # [1, P, 2]
     shift = b.binary("ADD", t, b.const([-HALF_PIXEL, -HALF_PIXEL]), [1, 1, 2])
     pos = b.binary("ADD", b.matmul(grid, a, [1, p, 2], adj_y=True), shift, [1, p, 2])
-    # a coordinate outside [0, W-1] (or [0, H-1]) moves 2 pixels off the data: all its tents,
-    # so all the position's weights, are 0 (two SELECT_V2: no LOGICAL_AND, which has no int8 kernel)
-    far = b.const([-2.0, -2.0])
-    pos = b.emit("SELECT_V2", [b.binary("GREATER_EQUAL", pos, b.const([0.0, 0.0]), [1, p, 2]), pos, far],
-                 [1, p, 2], b.schema.SelectV2OptionsT(), "SelectV2Options")
-    pos = b.emit("SELECT_V2", [b.binary("LESS_EQUAL", pos, b.const([w - 1, h - 1]), [1, p, 2]), pos, far],
-                 [1, p, 2], b.schema.SelectV2OptionsT(), "SelectV2Options")
+    # a coordinate outside [0, W-1] (or [0, H-1]) by d adds min(OUTSIDE d, 2) to its distances:
+    # all its tents, so all the position's weights, are 0 (the kernel's 0 outside; within
+    # 1 / OUTSIDE of the edge a weight is left). Arithmetic only: TFLite's quantizer has no
+    # int8 kernel for LOGICAL_AND or SELECT_V2.
+    top = b.const([w - 1, h - 1])
+    clamped = b.binary("MINIMUM", b.binary("MAXIMUM", pos, b.const([0.0, 0.0]), [1, p, 2]), top, [1, p, 2])
+    off = b.emit("ABS", [b.binary("SUB", pos, clamped, [1, p, 2])], [1, p, 2])
+    penalty = b.binary("MINIMUM", b.binary("MUL", off, b.const([OUTSIDE, OUTSIDE]), [1, p, 2]),
+                       b.const([2.0, 2.0]), [1, p, 2])
     # bilinear weights as tents: max(0, 1 - |i - x|) is 1 - ax at floor(x), ax at floor(x) + 1
     # and 0 elsewhere (a neighbour beyond the edge is no column: 0, as the kernel reads)
     tents = []
     for axis, n in ((0, w), (1, h)):
         coord = b.slice(pos, [0, 0, axis], [1, p, 1])
         dist = b.emit("ABS", [b.binary("SUB", coord, b.const(np.arange(n)[None, None]), [1, p, n])], [1, p, n])
+        dist = b.binary("ADD", dist, b.slice(penalty, [0, 0, axis], [1, p, 1]), [1, p, n])
         tents.append(b.emit("RELU", [b.binary("SUB", b.const([1.0]), dist, [1, p, n])], [1, p, n]))
     weights = b.binary("MUL", b.reshape(tents[1], [1, p, h, 1]), b.reshape(tents[0], [1, p, 1, w]), [1, p, h, w])
     sampled = b.matmul(b.reshape(weights, [1, p, h * w]), b.reshape(data, [1, h * w, c]), [1, p, c])
