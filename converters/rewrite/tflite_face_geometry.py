@@ -9,10 +9,10 @@ artefact is validated against the original, run with the numpy references.
   rotation landmark, normalised (SUB, SUM, RSQRT, MUL: cos and sin of its angle without
   ATAN2; 4e-6 added to its x gives the kernel's atan2(0, 0) = 0 when both coincide), turned
   by the target rotation (a constant 2x2); the subset (GATHER) rotated by BATCH_MATMUL; its
-  box (REDUCE_MAX, REDUCE_MIN) gives size and centre; the 4x4 assembled by CONCATENATION.
+  box (REDUCE_MAX, REDUCE_MIN) gives size and centre; the 4x4 assembled by PAD, CONCATENATION.
 - TransformTensorBilinear (data [1, H, W, C], matrix): the output pixels' positions (a
   constant grid times the matrix, half-pixel shifted as the kernel); a position outside the
-  data gets no weight (its distance to the data, clamped, added to its tents'); bilinear weights as
+  data gets no weight (a mask of RELU and MINIMUM, 0 beyond 1e-3 pixel out); bilinear weights as
   tents max(0, 1 - |i - x|) per row and column (SUB, ABS, RELU), their product a [P, H*W]
   matrix times the data as [H*W, C] (BATCH_MATMUL). No FLOOR, CAST, comparison or
   computed GATHER: every op has an int8 kernel in TFLite's quantizer.
@@ -32,7 +32,7 @@ from converters.tflite_objects import drop_unused_opcodes
 EPSILON = 4e-6      # added to the rotation direction's x: atan2(0, 0) = 0 when the two coincide
 # (an angle change of at most 4e-6 / their distance)
 HALF_PIXEL = 0.5    # TransformTensorBilinear v2 samples pixel centres (v1 did not)
-OUTSIDE = 1e4       # how fast a position's weights vanish outside the data (per pixel)
+OUTSIDE = 1e3       # how fast a position's weights vanish outside the data (per pixel)
 
 
 class _Ops(_Builder):
@@ -182,7 +182,10 @@ def _matrix(b, op, opts):
     a = b.binary("MUL", rot, scale, [1, 2, 2])                 # rotate(-r) * scale
     half = b.const([[[opts.out_w / 2, opts.out_h / 2]]])
     shift = b.binary("SUB", centre, b.matmul(half, a, [1, 1, 2], adj_y=True), [1, 1, 2])
-    rows = b.concat([a, b.const(np.zeros((1, 2, 1))), b.reshape(shift, [1, 2, 1])], 2, [1, 2, 4])
+    # the zero column by PAD: a constant of zeros would be quantized to scale 0
+    padded = b.emit("PAD", [a, b.const([[0, 0], [0, 0], [0, 1]], np.int32)], [1, 2, 3], b.schema.PadOptionsT(),
+                    "PadOptions")
+    rows = b.concat([padded, b.reshape(shift, [1, 2, 1])], 2, [1, 2, 4])
     b.concat([rows, b.const([[[0, 0, 1, 0], [0, 0, 0, 1]]])], 1, [1, 4, 4], out=int(op.outputs[0]))
 
 
@@ -196,23 +199,25 @@ def _bilinear(b, op, hw):
     grid = b.const(np.stack([xx.reshape(-1), yy.reshape(-1)], -1)[None])      # [1, P, 2]
     shift = b.binary("ADD", t, b.const([-HALF_PIXEL, -HALF_PIXEL]), [1, 1, 2])
     pos = b.binary("ADD", b.matmul(grid, a, [1, p, 2], adj_y=True), shift, [1, p, 2])
-    # a coordinate outside [0, W-1] (or [0, H-1]) by d adds min(OUTSIDE d, 2) to its distances:
-    # all its tents, so all the position's weights, are 0 (the kernel's 0 outside; within
-    # 1 / OUTSIDE of the edge a weight is left). Arithmetic only: TFLite's quantizer has no
-    # int8 kernel for LOGICAL_AND or SELECT_V2.
-    top = b.const([w - 1, h - 1])
-    clamped = b.binary("MINIMUM", b.binary("MAXIMUM", pos, b.const([0.0, 0.0]), [1, p, 2]), top, [1, p, 2])
-    off = b.emit("ABS", [b.binary("SUB", pos, clamped, [1, p, 2])], [1, p, 2])
-    penalty = b.binary("MINIMUM", b.binary("MUL", off, b.const([OUTSIDE, OUTSIDE]), [1, p, 2]),
-                       b.const([2.0, 2.0]), [1, p, 2])
+    # a coordinate outside [0, W-1] (or [0, H-1]) zeroes the position's weights: its mask
+    # min(1, relu(1 + OUTSIDE x)) * min(1, relu(1 + OUTSIDE (W-1-x))) is 1 inside, 0 beyond
+    # 1 / OUTSIDE pixel outside. Arithmetic only, and no tensor that is 0 on every input
+    # (calibrated to scale 0, which LiteRT refuses): the quantizer has no int8 kernel for
+    # comparisons, LOGICAL_AND or SELECT_V2.
+    one = b.const([1.0])
+    mask = one
+    for k, bias in ((OUTSIDE, [1.0, 1.0]), (-OUTSIDE, [1 + OUTSIDE * (w - 1), 1 + OUTSIDE * (h - 1)])):
+        side = b.binary("ADD", b.binary("MUL", pos, b.const([k, k]), [1, p, 2]), b.const(bias), [1, p, 2])
+        side = b.binary("MINIMUM", b.emit("RELU", [side], [1, p, 2]), one, [1, p, 2])
+        mask = side if mask is one else b.binary("MUL", mask, side, [1, p, 2])
     # bilinear weights as tents: max(0, 1 - |i - x|) is 1 - ax at floor(x), ax at floor(x) + 1
     # and 0 elsewhere (a neighbour beyond the edge is no column: 0, as the kernel reads)
     tents = []
     for axis, n in ((0, w), (1, h)):
         coord = b.slice(pos, [0, 0, axis], [1, p, 1])
         dist = b.emit("ABS", [b.binary("SUB", coord, b.const(np.arange(n)[None, None]), [1, p, n])], [1, p, n])
-        dist = b.binary("ADD", dist, b.slice(penalty, [0, 0, axis], [1, p, 1]), [1, p, n])
-        tents.append(b.emit("RELU", [b.binary("SUB", b.const([1.0]), dist, [1, p, n])], [1, p, n]))
+        tent = b.emit("RELU", [b.binary("SUB", one, dist, [1, p, n])], [1, p, n])
+        tents.append(b.binary("MUL", tent, b.slice(mask, [0, 0, axis], [1, p, 1]), [1, p, n]))
     weights = b.binary("MUL", b.reshape(tents[1], [1, p, h, 1]), b.reshape(tents[0], [1, p, 1, w]), [1, p, h, w])
     sampled = b.matmul(b.reshape(weights, [1, p, h * w]), b.reshape(data, [1, h * w, c]), [1, p, c])
     b.reshape(sampled, [1, oh, ow, c], out=int(op.outputs[0]))
