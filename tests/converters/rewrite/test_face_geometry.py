@@ -398,3 +398,41 @@ def test_a_model_with_the_ops_converts_to_onnx_validated_against_the_original(tm
     assert src.read_bytes() == before
     code, out, err = run_cli(capsys, "convert", src, "--to", "onnx", "-o", tmp_path / "off", "--no-rewrite")
     assert code != 0 and "Landmarks2TransformMatrix" in err
+
+
+@pytest.mark.corpus
+def test_the_real_model_runs_by_reference_and_its_refined_landmarks_land_on_the_mesh():
+    """MediaPipe's face landmark model with attention (the corpus's mp_face_landmark_attention),
+    run by the reference runner on the face of images/astronaut.jpg: it sees a face, and the
+    lips, eyes and irises its custom ops map back into the image (crop, sample, transform) land
+    within a few pixels of the same points of its own mesh, computed without those ops."""
+    import os
+    from pathlib import Path
+
+    from PIL import Image
+
+    from tests.conftest import REPO
+
+    path = Path(os.environ.get("EDGEPORT_CORPUS") or REPO / ".cache" / "corpus") / "mp_face_landmark_attention.tflite"
+    if not path.is_file():
+        pytest.skip(f"{path.name} is not fetched (scripts/fetch_corpus.py)")
+    face = Image.open(REPO / "images" / "astronaut.jpg").convert("RGB").crop((145, 35, 325, 215))
+    x = np.asarray(face.resize((192, 192)), np.float32)[None] / 255
+    out = reference_run(path, {"input_1": x})
+    assert float(np.asarray(out["conv_faceflag"]).reshape(-1)[0]) > 5          # a face (logit)
+    mesh = np.asarray(out["output_mesh_identity"]).reshape(-1, 3)[:, :2]
+    from tensorflow.lite.tools import flatbuffer_utils as fu
+
+    model = fu.read_model(str(path))
+    codes = model.operatorCodes
+    subsets = [mp.matrix_options(op.customOptions).subset for op in model.subgraphs[0].operators
+               if codes[op.opcodeIndex].customCode == mp.LANDMARKS_TO_TRANSFORM_MATRIX.encode()]
+    for name, subset in (("output_lips", subsets[0]), ("output_left_eye", subsets[1]),
+                         ("output_right_eye", subsets[2])):
+        refined = np.asarray(out[name]).reshape(-1, 2)
+        assert len(refined) == len(subset)
+        error = np.abs(refined - mesh[subset]).mean()
+        assert error < 3, (name, error)        # pixels of the 192 x 192 input
+    for iris, subset in (("output_left_iris", subsets[1]), ("output_right_iris", subsets[2])):
+        centre = np.asarray(out[iris]).reshape(-1, 2)[0]
+        assert np.abs(centre - mesh[subset].mean(0)).max() < 6, iris
