@@ -46,8 +46,8 @@ REASONS = [
     ("from a quantized model", "quantized source", NO_REWRITE,
      "the source is already int8: a float TFLite from it would only dequantize what was lost"),
     ("uses custom ops (Landmarks2TransformMatrix", "MediaPipe face-geometry custom ops", REWRITE_COULD,
-     "not rewritten yet: its three custom ops (Landmarks2TransformMatrix, TransformTensorBilinear, "
-     "TransformLandmarks) need a reference kernel to run the source and builtin ops to replace them"),
+     "matrix arithmetic, gathers, reductions and bilinear sampling: expressible in builtin ops "
+     "(the source run with numpy references of MediaPipe's kernels)"),
     ("uses custom ops (Convolution2DTransposeBias", "MediaPipe custom op", REWRITE_COULD,
      "a transposed convolution plus a bias: expressible in standard ops"),
     ("cannot convert op CALL_ONCE", "streaming state (tf2onnx)", REWRITE_COULD,

@@ -111,12 +111,18 @@ CASES = {
                                 {**TFLITE_FLOAT, "tflite-int8": "FAILED: MISMATCH: 'classificators': recall"}),
     "mp_face_detection_full_sparse": ("image, sparse", [], PHOTOS_PM1, {}, SPARSE),
     "mp_face_landmark": ("image", [], PHOTOS_0_1, {}, TFLITE_FLOAT),
+    # MediaPipe's face-geometry custom ops (Landmarks2TransformMatrix, TransformTensorBilinear,
+    # TransformLandmarks) rewritten into builtin ops (converters/rewrite/tflite_face_geometry.py);
+    # the original runs with numpy references of MediaPipe's kernels. ONNX, ORT and Core ML
+    # validate; the int8 model misses the eye and iris landmarks (mean error 5.1% and 9.6% of
+    # their range, 5% allowed: the eye is close, so only the iris is expected by name). check
+    # and bench run the source in the plain TFLite runtime, which lacks the ops.
     "mp_face_landmark_attention": (
         "image, custom ops", [], PHOTOS_0_1,
         {"check": "refused: needs custom op(s) Landmarks2TransformMatrix",
          "bench": "refused: needs custom op(s) Landmarks2TransformMatrix"},
-        dict.fromkeys(("onnx", "ort", "coreml", "tflite-int8", "edgetpu"),
-                      "refused: uses custom ops (Landmarks2TransformMatrix")),
+        {"onnx": VALIDATED, "ort": VALIDATED, "coreml": VALIDATED,
+         "tflite-int8": "FAILED: 'output_left_iris'", "edgetpu": EDGETPU_HERE}),
     # Validation fails its int8 model, rightly: images/ has no hands, and its small presence,
     # handedness and world-landmark outputs lose their range (docs/benchmarks.md).
     "mp_hand_landmark_lite": ("image", [], PHOTOS_0_1, {},

@@ -1,6 +1,7 @@
 """The original TFLite model, run with custom ops the TFLite interpreter cannot resolve but
 that have an independent numpy reference here (converters.mediapipe_ops): MediaPipe's
-Convolution2DTransposeBias. A rewrite's result is validated against this, never against the
+Convolution2DTransposeBias and its face-geometry ops (Landmarks2TransformMatrix,
+TransformTensorBilinear, TransformLandmarks). A rewrite's result is validated against this, never against the
 rewritten model.
 
 How: a copy of the graph without the custom ops, in which each custom op's output is a graph
@@ -14,7 +15,7 @@ import numpy as np
 from converters import mediapipe_ops as mp
 from edge.errors import InputError, require
 
-REFERENCES = {mp.CONVOLUTION_2D_TRANSPOSE_BIAS}
+REFERENCES = {mp.CONVOLUTION_2D_TRANSPOSE_BIAS, *mp.FACE_GEOMETRY}
 NOTE = ("source run by TFLite with its {ops} computed by edgeport's numpy reference of "
         "MediaPipe's kernel")
 
@@ -26,6 +27,15 @@ def covers(custom_ops):
 def _compute(code, inputs, raw_options):
     if code == mp.CONVOLUTION_2D_TRANSPOSE_BIAS:
         return mp.transpose_conv_bias(*inputs, mp.transpose_conv_options(raw_options))
+    try:
+        if code == mp.LANDMARKS_TO_TRANSFORM_MATRIX and len(inputs) == 1:
+            return mp.landmarks_to_transform_matrix(inputs[0], mp.matrix_options(raw_options))
+        if code == mp.TRANSFORM_TENSOR_BILINEAR and len(inputs) == 2:
+            return mp.transform_tensor_bilinear(*inputs, mp.tensor_bilinear_options(raw_options))
+        if code == mp.TRANSFORM_LANDMARKS and len(inputs) == 2:
+            return mp.transform_landmarks(*inputs)
+    except ValueError as e:
+        raise InputError(str(e)) from None
     raise InputError(f"no reference for custom op {code}")
 
 
