@@ -57,24 +57,44 @@ def preprocessing_of(model_path: StrPath, mean: float | Sequence[float] | None =
 
 
 # Confirm close calls. The fast (draft) decode moves a model's scores a little; on a photo
-# whose top-1 leads its top-2 by less than that noise, the two decodes may disagree. So when a
-# drafted photo's top-1 leads by at most CONFIRM_STEPS output quantization steps (quantized
-# output) or by at most CONFIRM_RELATIVE of the top-1 score (float output), classify_images
-# decodes that one photo exactly and its answer is the exact decode's. Measured with
-# scripts/bench_photos.py on the 127 held-out photos at 12 MP (docs/benchmarks.md): with the
-# reference EfficientNet-Lite0 int8 every photo where the two decodes disagree leads by at most
-# 2 steps on the fast path (11% of photos confirmed, 127/127 agree). The noise is a property
-# of the model: Coral's mobilenet_v1_0.25_128_quant needs 11 steps for 99% (19% confirmed);
-# classify_images takes `confirm_steps` for such a model. Float outputs: not measured.
+# whose answer that noise can change, the two decodes may disagree. How far the noise reaches
+# depends on the model (its output steps, its sensitivity) and on the photo, so it is measured
+# on each drafted photo: the model also runs on a second resampling of the same draft-decoded
+# image (edge.preprocess.decode_variants: a box average, no second decode), and the photo is
+# decoded again exactly when decode_noise_call says the two runs disagree. Measured with
+# scripts/bench_photos.py on the 127 held-out photos at 12 MP (docs/benchmarks.md): k = 0
+# (confirm when the two top-1 differ, or on a tie) gives 126/127 with Coral's
+# mobilenet_v1_0.25_128_quant (17 photos confirmed) and 126/127 with the reference
+# EfficientNet-Lite0 int8 (10 confirmed); k = 1 gives 126 and 127 but confirms 28 and 25.
+CONFIRM_K = 0.0
+
+# eval's rule (converters/validation/evaluate.py), which has one decode per photo and no
+# variant: a drafted photo whose top-1 leads by at most CONFIRM_STEPS output quantization steps
+# (quantized output) or CONFIRM_RELATIVE of the top-1 score (float output) is confirmed.
 CONFIRM_STEPS = 2
 CONFIRM_RELATIVE = 0.1
 
 
+def decode_noise_call(first: np.ndarray, second: np.ndarray, k: float = CONFIRM_K) -> bool:
+    """True when a drafted photo's answer may be the decode's noise: the model's outputs on
+    the two resamplings (`first`: the fast path's, `second`: the variant's) rank a different
+    top-1, or `first`'s top-1 leads its top-2 by no more than `k` times how far that lead
+    moved between the two. Units cancel: raw quantized integers and float scores alike."""
+    a = np.asarray(first, np.float64).reshape(-1)
+    b = np.asarray(second, np.float64).reshape(-1)
+    if a.size < 2:
+        return False
+    t1, t2 = (int(i) for i in top_k_indices(a, 2))
+    if int(top_k_indices(b, 1)[0]) != t1:
+        return True
+    lead = a[t1] - a[t2]
+    return bool(lead <= k * abs(lead - (b[t1] - b[t2])) * (1 + 1e-6))  # 1e-6: float rounding
+
+
 def close_call(scores: np.ndarray, step: float | None = None, steps: float | None = None) -> bool:
-    """True when the top-1 of `scores` leads its top-2 by no more than the fast decode's noise:
+    """eval's rule: True when the top-1 of `scores` leads its top-2 by no more than
     `steps` (default CONFIRM_STEPS) output quantization steps of size `step`, or, for float
-    scores (step None or 0), CONFIRM_RELATIVE of the top-1's magnitude. A photo whose answer
-    the draft decode may have changed."""
+    scores (step None or 0), CONFIRM_RELATIVE of the top-1's magnitude."""
     flat = np.asarray(scores).reshape(-1)
     if flat.size < 2:
         return False
@@ -135,10 +155,9 @@ class Classifier:
             return first - second  # raw integers: one step each
         return (first - second) / max(abs(first), 1e-12)
 
-    def close_call(self, steps: float | None = None) -> bool:
-        """close_call on the last run's output (raw integers: one step each)."""
-        out = self.interpreter.get_tensor(self._out).reshape(-1)
-        return close_call(out, 1.0 if self._quant else None, steps)
+    def output(self) -> np.ndarray:
+        """The last run's raw output, flattened (a copy)."""
+        return np.array(self.interpreter.get_tensor(self._out)).reshape(-1)
 
     def classify(self, hwc: np.ndarray, k: int = 1, threshold: float = 0.0) -> list[Class]:
         """Decoded HWC pixels -> top-k classes (one inference)."""
@@ -233,27 +252,27 @@ def fitting_labels(path: str | None, num_classes: int,
 def classify_images(classifier: Classifier, images: Sequence[str], count: int = 1, k: int = 1,
                     threshold: float = 0.0, on_skip: Callable[[str], None] | None = None,
                     confirm: bool = True, workers: int | None = None,
-                    confirm_steps: float | None = None) -> list[ImageResult]:
+                    confirm_k: float = CONFIRM_K) -> list[ImageResult]:
     """Classify each image `count` times (the classes of the last run). Photos decode on
     worker threads while the interpreter runs (bounded, in input order). A photo decoded on
-    the fast path (draft) whose top-1 is a close call (Classifier.close_call) is decoded again
-    exactly and classified again, and that is its answer (unless `confirm` is False): each
-    result's `decode` says which. `confirm_steps` overrides CONFIRM_STEPS (quantized
-    outputs). `workers`: decoder threads (edge.pipeline.decode_ahead; 0 decodes inline).
-    An unreadable image that came from a folder
-    (edge.preprocess.list_images) is passed to `on_skip` and skipped (without `on_skip` it
-    raises); any other error raises. InputError when no image could be read."""
+    the fast path (draft) is also classified on a second resampling of the same draft
+    (Preprocessor.load_variants); when the two disagree (decode_noise_call with `confirm_k`)
+    it is decoded again exactly and classified again, and that is its answer (unless
+    `confirm` is False): each result's `decode` says which. `workers`: decoder threads
+    (edge.pipeline.decode_ahead; 0 decodes inline). An unreadable image that came from a
+    folder (edge.preprocess.list_images) is passed to `on_skip` and skipped (without
+    `on_skip` it raises); any other error raises. InputError when no image could be read."""
     from .pipeline import decode_ahead
 
     results = []
     from_folder = getattr(images, "from_folder", ())
-    for path, decoded, error in decode_ahead(images, classifier.preprocess.load_decoded, workers=workers):
+    load = classifier.preprocess.load_variants if confirm else _without_variant(classifier)
+    for path, decoded, error in decode_ahead(images, load, workers=workers):
         if error is None:
-            pixels, drafted = cast("tuple[np.ndarray, bool]", decoded)
+            pixels, variant = cast("tuple[np.ndarray, np.ndarray | None]", decoded)
             try:
-                results.append(_classify_one(classifier, path, pixels,
-                                             confirm_steps if drafted and confirm else False,
-                                             count, k, threshold, drafted))
+                results.append(_classify_one(classifier, path, pixels, variant, count, k,
+                                             threshold, confirm_k))
                 continue
             except InputError as e:  # the exact re-decode of a close call failed
                 error = e
@@ -265,17 +284,29 @@ def classify_images(classifier: Classifier, images: Sequence[str], count: int = 
     return results
 
 
+def _without_variant(classifier: Classifier) -> Callable[[str], tuple[np.ndarray, bool]]:
+    """A loader for confirm=False: the fast path's pixels and whether it drafted them."""
+    return classifier.preprocess.load_decoded
+
+
 def _classify_one(classifier: Classifier, path: str, pixels: np.ndarray,
-                  confirm: float | None | bool, count: int, k: int, threshold: float,
-                  drafted: bool) -> ImageResult:
-    """One decoded image classified `count` times; a close call decoded exactly and
-    classified again. `confirm`: False (never), or the close call's steps (None: default)."""
+                  variant: np.ndarray | bool | None, count: int, k: int, threshold: float,
+                  confirm_k: float = CONFIRM_K) -> ImageResult:
+    """One decoded image classified `count` times. `variant`: the second resampling of a
+    drafted photo (an array: a photo to check), or only whether it was drafted (True/False,
+    None: not drafted; no check). A photo whose two resamplings disagree is decoded exactly
+    and classified again."""
+    second = None
+    decode = "draft" if isinstance(variant, np.ndarray) or variant is True else "exact"
+    if isinstance(variant, np.ndarray):
+        classifier.set_input(classifier.preprocess(variant))
+        classifier.invoke()
+        second = classifier.output()
     classifier.set_input(classifier.preprocess(pixels))
     times = [classifier.invoke() * 1000.0 for _ in range(count)]
-    decode = "draft" if drafted else "exact"
-    if confirm is not False and classifier.close_call(cast("float | None", confirm)):
-        del pixels
-        exact = classifier.preprocess.load_decoded(path, exact=True)[0]
+    if second is not None and decode_noise_call(classifier.output(), second, confirm_k):
+        del pixels  # nothing of the fast decode is held while the full-size image exists
+        exact = classifier.preprocess.load_exact(path)
         classifier.set_input(classifier.preprocess(exact))
         times = [classifier.invoke() * 1000.0 for _ in range(count)]
         decode = "draft, confirmed exact"
