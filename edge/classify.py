@@ -266,7 +266,9 @@ def classify_images(classifier: Classifier, images: Sequence[str], count: int = 
 
     results = []
     from_folder = getattr(images, "from_folder", ())
-    load = classifier.preprocess.load_variants if confirm else _without_variant(classifier)
+    # confirm=False: no variant, only whether the fast path drafted the photo
+    pre = classifier.preprocess
+    load: Callable[[str], object] = pre.load_variants if confirm else pre.load_decoded
     for path, decoded, error in decode_ahead(images, load, workers=workers):
         if error is None:
             pixels, variant = cast("tuple[np.ndarray, np.ndarray | None]", decoded)
@@ -282,11 +284,6 @@ def classify_images(classifier: Classifier, images: Sequence[str], count: int = 
     if not results:
         raise InputError("no image could be read", "see the warnings above")
     return results
-
-
-def _without_variant(classifier: Classifier) -> Callable[[str], tuple[np.ndarray, bool]]:
-    """A loader for confirm=False: the fast path's pixels and whether it drafted them."""
-    return classifier.preprocess.load_decoded
 
 
 def _classify_one(classifier: Classifier, path: str, pixels: np.ndarray,
