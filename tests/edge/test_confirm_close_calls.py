@@ -134,6 +134,14 @@ def test_decode_noise_call_is_not_a_lead_threshold():
     assert decode_noise_call(vector(3, 0), vector(3, 0)) is True  # a tie: the answer is arbitrary
 
 
+@pytest.mark.parametrize("other", [0, 2, 4, 9])
+def test_decode_noise_call_variant_tie(other):
+    """The variant ties the fast top-1 with another class, whichever index it has: a call;
+    the fast path's own runner-up, whichever it is, does not change the verdict."""
+    assert decode_noise_call(vector(3, 8), vector(3, 0, second=other)) is True
+    assert decode_noise_call(vector(3, 8, second=other), vector(3, 8)) is False
+
+
 @pytest.mark.parametrize("count", [1, 3])
 def test_variants_disagree_decoded_again_exactly(fake_decode, count):
     clf, interp = make_classifier(vector(3, 40), vector(5, 40), vector(7, 40))
