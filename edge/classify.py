@@ -259,41 +259,113 @@ def classify_images(classifier: Classifier, images: Sequence[str], count: int = 
     the fast path (draft) is also classified on a second resampling of the same draft
     (Preprocessor.load_variants); when the two disagree (decode_noise_call with `confirm_k`)
     it is decoded again exactly and classified again, and that is its answer (unless
-    `confirm` is False): each result's `decode` says which. `workers`: decoder threads
-    (edge.pipeline.decode_ahead; 0 decodes inline). An unreadable image that came from a
-    folder (edge.preprocess.list_images) is passed to `on_skip` and skipped (without
-    `on_skip` it raises); any other error raises. InputError when no image could be read."""
-    from .pipeline import decode_ahead
+    `confirm` is False): each result's `decode` says which. With decoder threads, those
+    exact decodes run one at a time on a thread of their own while the next photos are
+    classified; results still come back in input order. `workers`: decoder threads
+    (edge.pipeline.decode_ahead; 0 decodes and confirms inline). An unreadable image that
+    came from a folder (edge.preprocess.list_images) is passed to `on_skip` and skipped
+    (without `on_skip` it raises); any other error raises. InputError when no image could
+    be read."""
+    from .pipeline import decode_ahead, default_workers
 
-    results = []
-    from_folder = getattr(images, "from_folder", ())
-    # confirm=False: no variant, only whether the fast path drafted the photo
     pre = classifier.preprocess
+    # confirm=False: no variant, only whether the fast path drafted the photo
     load: Callable[[str], object] = pre.load_variants if confirm else pre.load_decoded
-    for path, decoded, error in decode_ahead(images, load, workers=workers):
-        if error is None:
-            pixels, variant = cast("tuple[np.ndarray, np.ndarray | None]", decoded)
-            try:
-                results.append(_classify_one(classifier, path, pixels, variant, count, k,
-                                             threshold, confirm_k))
+    threads = default_workers() if workers is None else int(workers)
+    queue = _InOrder(classifier, count, k, threshold, getattr(images, "from_folder", ()), on_skip,
+                     background=threads > 0 and len(images) > 1, depth=2 * max(1, threads) + 2)
+    try:
+        for path, decoded, error in decode_ahead(images, load, workers=workers):
+            if error is not None:
+                queue.add(path, error=error)
                 continue
-            except InputError as e:  # the exact re-decode of a close call failed
-                error = e
-        if not isinstance(error, InputError) or path not in from_folder or on_skip is None:
-            raise error
-        on_skip(f"skipped {error}")   # one unreadable image of a folder
-    if not results:
+            pixels, variant = cast("tuple[np.ndarray, np.ndarray | None]", decoded)
+            result, check = _classify_one(classifier, path, pixels, variant, count, k,
+                                          threshold, confirm_k)
+            queue.add(path, result, check)
+        queue.drain()
+    finally:
+        queue.close()
+    if not queue.results:
         raise InputError("no image could be read", "see the warnings above")
-    return results
+    return queue.results
+
+
+class _InOrder:
+    """classify_images's results in input order: a photo to confirm is decoded exactly (inline,
+    or on one background thread while the next photos are classified), classified again on
+    the exact pixels, and only then, with the results before it, handed out."""
+
+    def __init__(self, classifier: Classifier, count: int, k: int, threshold: float,
+                 from_folder: Any, on_skip: Callable[[str], None] | None,
+                 background: bool, depth: int) -> None:
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.classifier, self.count, self.k, self.threshold = classifier, count, k, threshold
+        self.from_folder, self.on_skip, self.depth = from_folder, on_skip, depth
+        self.results: list[ImageResult] = []
+        self.waiting: deque[tuple[str, ImageResult | None, Any, Exception | None]] = deque()
+        self.pool = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgeport-confirm")
+                     if background else None)
+
+    def add(self, path: str, result: ImageResult | None = None, check: bool = False,
+            error: Exception | None = None) -> None:
+        job = None
+        if check and self.pool is not None:
+            job = self.pool.submit(self.classifier.preprocess.load_exact, path)
+        elif check:
+            try:
+                self._confirm(cast("ImageResult", result), self.classifier.preprocess.load_exact(path))
+            except InputError as e:  # the exact re-decode failed
+                result, error = None, e
+        self.waiting.append((path, result, job, error))
+        self._hand_out(block=len(self.waiting) > self.depth)
+
+    def drain(self) -> None:
+        self._hand_out(block=True, everything=True)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _hand_out(self, block: bool, everything: bool = False) -> None:
+        while self.waiting:
+            path, result, job, error = self.waiting[0]
+            if job is not None and not job.done() and not block:
+                return
+            self.waiting.popleft()
+            if job is not None:
+                try:
+                    self._confirm(cast("ImageResult", result), job.result())
+                except InputError as e:  # the exact re-decode failed
+                    result, error = None, e
+            if error is not None:
+                self._failed(path, error)
+            else:
+                self.results.append(cast("ImageResult", result))
+            block = everything or len(self.waiting) > self.depth
+
+    def _confirm(self, result: ImageResult, exact: np.ndarray) -> None:
+        clf = self.classifier
+        clf.set_input(clf.preprocess(exact))
+        result.times_ms = [clf.invoke() * 1000.0 for _ in range(self.count)]
+        result.classes = clf.classes(self.k, self.threshold)
+        result.decode = "draft, confirmed exact"
+
+    def _failed(self, path: str, error: Exception) -> None:
+        if not isinstance(error, InputError) or path not in self.from_folder or self.on_skip is None:
+            raise error
+        self.on_skip(f"skipped {error}")   # one unreadable image of a folder
 
 
 def _classify_one(classifier: Classifier, path: str, pixels: np.ndarray,
                   variant: np.ndarray | bool | None, count: int, k: int, threshold: float,
-                  confirm_k: float = CONFIRM_K) -> ImageResult:
-    """One decoded image classified `count` times. `variant`: the second resampling of a
-    drafted photo (an array: a photo to check), or only whether it was drafted (True/False,
-    None: not drafted; no check). A photo whose two resamplings disagree is decoded exactly
-    and classified again."""
+                  confirm_k: float = CONFIRM_K) -> tuple[ImageResult, bool]:
+    """One decoded image classified `count` times: (result, whether to confirm it). `variant`:
+    the second resampling of a drafted photo (an array: a photo to check), or only whether it
+    was drafted (True/False, None: not drafted; no check). A photo whose two resamplings
+    disagree is to be decoded exactly and classified again (_InOrder)."""
     second = None
     decode = "draft" if isinstance(variant, np.ndarray) or variant is True else "exact"
     if isinstance(variant, np.ndarray):
@@ -302,10 +374,5 @@ def _classify_one(classifier: Classifier, path: str, pixels: np.ndarray,
         second = classifier.output()
     classifier.set_input(classifier.preprocess(pixels))
     times = [classifier.invoke() * 1000.0 for _ in range(count)]
-    if second is not None and decode_noise_call(classifier.output(), second, confirm_k):
-        del pixels  # nothing of the fast decode is held while the full-size image exists
-        exact = classifier.preprocess.load_exact(path)
-        classifier.set_input(classifier.preprocess(exact))
-        times = [classifier.invoke() * 1000.0 for _ in range(count)]
-        decode = "draft, confirmed exact"
-    return ImageResult(path, times, classifier.classes(k, threshold), decode)
+    check = second is not None and decode_noise_call(classifier.output(), second, confirm_k)
+    return ImageResult(path, times, classifier.classes(k, threshold), decode), check

@@ -194,10 +194,11 @@ def test_float_scores(fake_decode):
     assert r.decode == "draft" and r.classes[0].id == 3
 
 
-def test_folder_order_kept_with_confirmations(tmp_path, fake_decode):
+@pytest.mark.parametrize("workers", [None, 0, 1, 3])
+def test_folder_order_kept_with_confirmations(tmp_path, fake_decode, workers):
     """Generated folder: photos whose variants disagree and stable ones mixed, decoded on
-    worker threads; the results come back in file order, each with its own decode and
-    answer."""
+    worker threads (the exact decodes on a thread of their own) or inline; the results come
+    back in file order, each with its own decode and answer."""
     rng = np.random.default_rng(0)
     names, want = [], []
     for i in range(24):
@@ -225,13 +226,44 @@ def test_folder_order_kept_with_confirmations(tmp_path, fake_decode):
     import unittest.mock
 
     with unittest.mock.patch.object(classify_mod, "_classify_one", one):
-        results = classify_images(clf, list_images([str(tmp_path)]))
+        results = classify_images(clf, list_images([str(tmp_path)]), workers=workers)
     assert [r.path.rsplit("/", 1)[-1] for r in results] == sorted(names)
     assert [r.decode for r in results] == want
     for i, r in enumerate(results):
         expect = {"draft": i % 9, "draft, confirmed exact": 9, "exact": 9}[r.decode]
         assert r.classes[0].id == expect
     assert fake_decode == [n for n, w in zip(names, want) if w == "draft, confirmed exact"]
+
+
+@pytest.mark.parametrize("workers", [None, 0])
+def test_failed_exact_decode_skipped_in_order(tmp_path, monkeypatch, workers):
+    """A photo to confirm whose exact decode fails (a damaged file in a folder) is skipped with
+    a warning in its place; the photos after it keep their answers and order."""
+    from edge import preprocess
+    from edge.errors import InputError
+
+    names = [f"p{i}_draft.jpg" for i in range(6)]
+    for n in names:
+        Image.new("RGB", (4, 4)).save(tmp_path / n)
+    monkeypatch.setattr(preprocess.Preprocessor, "load_variants",
+                        lambda self, path: (level(FAST), level(VARIANT)))
+
+    def load_exact(self, path):
+        if path.endswith("p2_draft.jpg"):
+            raise InputError(f"cannot read image {path}: truncated")
+        return level(EXACT)
+
+    monkeypatch.setattr(preprocess.Preprocessor, "load_exact", load_exact)
+    clf, _ = make_classifier(vector(3, 9), vector(5, 9), vector(7, 9))
+    skipped = []
+    results = classify_images(clf, list_images([str(tmp_path)]), on_skip=skipped.append,
+                              workers=workers)
+    assert [r.path.rsplit("/", 1)[-1] for r in results] == [n for n in names if n != "p2_draft.jpg"]
+    assert {r.classes[0].id for r in results} == {7}
+    assert len(skipped) == 1 and "p2_draft.jpg" in skipped[0]
+    with pytest.raises(InputError):  # a file named on the command line: an error
+        classify_images(clf, [str(tmp_path / "p2_draft.jpg"), str(tmp_path / "p3_draft.jpg")],
+                        workers=workers)
 
 
 def test_json_reports_the_decode(tmp_path, capsys, tiny):
