@@ -165,6 +165,8 @@ def _upright_resized(im: PILImage.Image, size: tuple[int, int], channels: int) -
     width, height = im.size
     up_w, up_h = (height, width) if swap else (width, height)
     lanczos = Image.Resampling.LANCZOS
+    if method is None and im.mode == ("L" if channels == 1 else "RGB"):
+        return im if im.size == size else im.resize(size, lanczos)  # upright, no conversion
     if im.mode not in ("L", "RGB", "CMYK") or up_w == size[0]:
         out = _to_mode(ImageOps.exif_transpose(im) or im, channels)
         return out if out.size == size else out.resize(size, lanczos)
