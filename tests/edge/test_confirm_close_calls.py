@@ -325,3 +325,21 @@ def test_close_call_on_dequantized_scores(scale, lead_steps):
     raw = np.array([3, 90, 90 + lead_steps, 5], np.float64)
     assert close_call((raw - 7) * scale, scale) is (lead_steps <= CONFIRM_STEPS)
     assert close_call(raw, 1.0) is (lead_steps <= CONFIRM_STEPS)
+
+
+@pytest.mark.parametrize("call", [True, False])
+def test_json_decode_follows_the_rule(tmp_path, capsys, tiny, monkeypatch, call):
+    """classify --json on a camera-sized JPEG: "draft, confirmed exact" exactly when the rule
+    calls it (decode_noise_call stubbed both ways), "draft" otherwise; the PNG stays "exact"."""
+    from tests.conftest import run_cli
+
+    monkeypatch.setattr(classify_mod, "decode_noise_call", lambda a, b, k=0.0: call)
+    Image.new("RGB", (40, 30), (230, 20, 20)).save(tmp_path / "small.png")
+    big = np.zeros((1200, 1600, 3), np.uint8)
+    big[..., 2] = 200
+    Image.fromarray(big).save(tmp_path / "big.jpg", quality=90)
+    rc, out, err = run_cli(capsys, "classify", "-m", tiny["uint8"], "-i", tmp_path, "--json")
+    assert rc == 0, err
+    got = {r["image"].rsplit("/", 1)[-1]: r["decode"] for r in json.loads(out)["results"]}
+    assert got == {"small.png": "exact",
+                   "big.jpg": "draft, confirmed exact" if call else "draft"}
