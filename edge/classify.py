@@ -57,24 +57,45 @@ def preprocessing_of(model_path: StrPath, mean: float | Sequence[float] | None =
 
 
 # Confirm close calls. The fast (draft) decode moves a model's scores a little; on a photo
-# whose top-1 leads its top-2 by less than that noise, the two decodes may disagree. So when a
-# drafted photo's top-1 leads by at most CONFIRM_STEPS output quantization steps (quantized
-# output) or by at most CONFIRM_RELATIVE of the top-1 score (float output), classify_images
-# decodes that one photo exactly and its answer is the exact decode's. Measured with
-# scripts/bench_photos.py on the 127 held-out photos at 12 MP (docs/benchmarks.md): with the
-# reference EfficientNet-Lite0 int8 every photo where the two decodes disagree leads by at most
-# 2 steps on the fast path (11% of photos confirmed, 127/127 agree). The noise is a property
-# of the model: Coral's mobilenet_v1_0.25_128_quant needs 11 steps for 99% (19% confirmed);
-# classify_images takes `confirm_steps` for such a model. Float outputs: not measured.
+# whose answer that noise can change, the two decodes may disagree. How far the noise reaches
+# depends on the model (its output steps, its sensitivity) and on the photo, so it is measured
+# on each drafted photo: the model also runs on a second resampling of the same draft-decoded
+# image (edge.preprocess.decode_variants: a box average, no second decode), and the photo is
+# decoded again exactly when decode_noise_call says the two runs disagree. Measured with
+# scripts/bench_photos.py on the 127 held-out photos at 12 MP (docs/benchmarks.md): k = 0
+# (confirm when the variant does not rank the fast top-1 strictly first, or on a tie) gives
+# 126/127 with Coral's mobilenet_v1_0.25_128_quant (22 photos confirmed) and 126/127 with
+# the reference EfficientNet-Lite0 int8 (10 confirmed); k = 0.5 gives 126 and 127 but
+# confirms 27 and 18, and only k = 3 reaches 127 with mobilenet (61 confirmed).
+CONFIRM_K = 0.0
+
+# eval's rule (converters/validation/evaluate.py), which has one decode per photo and no
+# variant: a drafted photo whose top-1 leads by at most CONFIRM_STEPS output quantization steps
+# (quantized output) or CONFIRM_RELATIVE of the top-1 score (float output) is confirmed.
 CONFIRM_STEPS = 2
 CONFIRM_RELATIVE = 0.1
 
 
+def decode_noise_call(first: np.ndarray, second: np.ndarray, k: float = CONFIRM_K) -> bool:
+    """True when a drafted photo's answer may be the decode's noise: the model's output on the
+    variant (`second`) does not rank the fast path's top-1 (of `first`) strictly above every
+    other class, or `first`'s top-1 leads its runner-up by no more than `k` times how far that
+    lead moved between the two. A lead is over whichever class is second in each output, so
+    ties and class order do not matter; units cancel (raw quantized integers, float scores)."""
+    a = np.asarray(first, np.float64).reshape(-1)
+    b = np.asarray(second, np.float64).reshape(-1)
+    if a.size < 2:
+        return False
+    top = int(np.argmax(a))  # the fast answer (Classifier.classes: lowest index on a tie)
+    lead_a = a[top] - np.delete(a, top).max()
+    lead_b = b[top] - np.delete(b, top).max()
+    return bool(lead_b <= 0 or lead_a <= k * abs(lead_a - lead_b) * (1 + 1e-6))  # 1e-6: rounding
+
+
 def close_call(scores: np.ndarray, step: float | None = None, steps: float | None = None) -> bool:
-    """True when the top-1 of `scores` leads its top-2 by no more than the fast decode's noise:
+    """eval's rule: True when the top-1 of `scores` leads its top-2 by no more than
     `steps` (default CONFIRM_STEPS) output quantization steps of size `step`, or, for float
-    scores (step None or 0), CONFIRM_RELATIVE of the top-1's magnitude. A photo whose answer
-    the draft decode may have changed."""
+    scores (step None or 0), CONFIRM_RELATIVE of the top-1's magnitude."""
     flat = np.asarray(scores).reshape(-1)
     if flat.size < 2:
         return False
@@ -135,10 +156,9 @@ class Classifier:
             return first - second  # raw integers: one step each
         return (first - second) / max(abs(first), 1e-12)
 
-    def close_call(self, steps: float | None = None) -> bool:
-        """close_call on the last run's output (raw integers: one step each)."""
-        out = self.interpreter.get_tensor(self._out).reshape(-1)
-        return close_call(out, 1.0 if self._quant else None, steps)
+    def output(self) -> np.ndarray:
+        """The last run's raw output, flattened (a copy)."""
+        return np.array(self.interpreter.get_tensor(self._out)).reshape(-1)
 
     def classify(self, hwc: np.ndarray, k: int = 1, threshold: float = 0.0) -> list[Class]:
         """Decoded HWC pixels -> top-k classes (one inference)."""
@@ -233,50 +253,126 @@ def fitting_labels(path: str | None, num_classes: int,
 def classify_images(classifier: Classifier, images: Sequence[str], count: int = 1, k: int = 1,
                     threshold: float = 0.0, on_skip: Callable[[str], None] | None = None,
                     confirm: bool = True, workers: int | None = None,
-                    confirm_steps: float | None = None) -> list[ImageResult]:
+                    confirm_k: float = CONFIRM_K) -> list[ImageResult]:
     """Classify each image `count` times (the classes of the last run). Photos decode on
     worker threads while the interpreter runs (bounded, in input order). A photo decoded on
-    the fast path (draft) whose top-1 is a close call (Classifier.close_call) is decoded again
-    exactly and classified again, and that is its answer (unless `confirm` is False): each
-    result's `decode` says which. `confirm_steps` overrides CONFIRM_STEPS (quantized
-    outputs). `workers`: decoder threads (edge.pipeline.decode_ahead; 0 decodes inline).
-    An unreadable image that came from a folder
-    (edge.preprocess.list_images) is passed to `on_skip` and skipped (without `on_skip` it
-    raises); any other error raises. InputError when no image could be read."""
-    from .pipeline import decode_ahead
+    the fast path (draft) is also classified on a second resampling of the same draft
+    (Preprocessor.load_variants); when the two disagree (decode_noise_call with `confirm_k`)
+    it is decoded again exactly and classified again, and that is its answer (unless
+    `confirm` is False): each result's `decode` says which. With decoder threads, those
+    exact decodes run one at a time on a thread of their own while the next photos are
+    classified; results still come back in input order. `workers`: decoder threads
+    (edge.pipeline.decode_ahead; 0 decodes and confirms inline). An unreadable image that
+    came from a folder (edge.preprocess.list_images) is passed to `on_skip` and skipped
+    (without `on_skip` it raises); any other error raises. InputError when no image could
+    be read."""
+    from .pipeline import decode_ahead, default_workers
 
-    results = []
-    from_folder = getattr(images, "from_folder", ())
-    for path, decoded, error in decode_ahead(images, classifier.preprocess.load_decoded, workers=workers):
-        if error is None:
-            pixels, drafted = cast("tuple[np.ndarray, bool]", decoded)
-            try:
-                results.append(_classify_one(classifier, path, pixels,
-                                             confirm_steps if drafted and confirm else False,
-                                             count, k, threshold, drafted))
+    pre = classifier.preprocess
+    # confirm=False: no variant, only whether the fast path drafted the photo
+    load: Callable[[str], object] = pre.load_variants if confirm else pre.load_decoded
+    threads = default_workers() if workers is None else int(workers)
+    queue = _InOrder(classifier, count, k, threshold, getattr(images, "from_folder", ()), on_skip,
+                     background=threads > 0 and len(images) > 1, depth=2 * max(1, threads) + 2)
+    try:
+        for path, decoded, error in decode_ahead(images, load, workers=workers):
+            if error is not None:
+                queue.add(path, error=error)
                 continue
-            except InputError as e:  # the exact re-decode of a close call failed
-                error = e
-        if not isinstance(error, InputError) or path not in from_folder or on_skip is None:
-            raise error
-        on_skip(f"skipped {error}")   # one unreadable image of a folder
-    if not results:
+            pixels, variant = cast("tuple[np.ndarray, np.ndarray | None]", decoded)
+            result, check = _classify_one(classifier, path, pixels, variant, count, k,
+                                          threshold, confirm_k)
+            queue.add(path, result, check)
+        queue.drain()
+    finally:
+        queue.close()
+    if not queue.results:
         raise InputError("no image could be read", "see the warnings above")
-    return results
+    return queue.results
+
+
+class _InOrder:
+    """classify_images's results in input order: a photo to confirm is decoded exactly (inline,
+    or on one background thread while the next photos are classified), classified again on
+    the exact pixels, and only then, with the results before it, handed out."""
+
+    def __init__(self, classifier: Classifier, count: int, k: int, threshold: float,
+                 from_folder: Any, on_skip: Callable[[str], None] | None,
+                 background: bool, depth: int) -> None:
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.classifier, self.count, self.k, self.threshold = classifier, count, k, threshold
+        self.from_folder, self.on_skip, self.depth = from_folder, on_skip, depth
+        self.results: list[ImageResult] = []
+        self.waiting: deque[tuple[str, ImageResult | None, Any, Exception | None]] = deque()
+        self.pool = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgeport-confirm")
+                     if background else None)
+
+    def add(self, path: str, result: ImageResult | None = None, check: bool = False,
+            error: Exception | None = None) -> None:
+        job = None
+        if check and self.pool is not None:
+            job = self.pool.submit(self.classifier.preprocess.load_exact, path)
+        elif check:
+            try:
+                self._confirm(cast("ImageResult", result), self.classifier.preprocess.load_exact(path))
+            except InputError as e:  # the exact re-decode failed
+                result, error = None, e
+        self.waiting.append((path, result, job, error))
+        self._hand_out(block=len(self.waiting) > self.depth)
+
+    def drain(self) -> None:
+        self._hand_out(block=True, everything=True)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _hand_out(self, block: bool, everything: bool = False) -> None:
+        while self.waiting:
+            path, result, job, error = self.waiting[0]
+            if job is not None and not job.done() and not block:
+                return
+            self.waiting.popleft()
+            if job is not None:
+                try:
+                    self._confirm(cast("ImageResult", result), job.result())
+                except InputError as e:  # the exact re-decode failed
+                    result, error = None, e
+            if error is not None:
+                self._failed(path, error)
+            else:
+                self.results.append(cast("ImageResult", result))
+            block = everything or len(self.waiting) > self.depth
+
+    def _confirm(self, result: ImageResult, exact: np.ndarray) -> None:
+        clf = self.classifier
+        clf.set_input(clf.preprocess(exact))
+        result.times_ms = [clf.invoke() * 1000.0 for _ in range(self.count)]
+        result.classes = clf.classes(self.k, self.threshold)
+        result.decode = "draft, confirmed exact"
+
+    def _failed(self, path: str, error: Exception) -> None:
+        if not isinstance(error, InputError) or path not in self.from_folder or self.on_skip is None:
+            raise error
+        self.on_skip(f"skipped {error}")   # one unreadable image of a folder
 
 
 def _classify_one(classifier: Classifier, path: str, pixels: np.ndarray,
-                  confirm: float | None | bool, count: int, k: int, threshold: float,
-                  drafted: bool) -> ImageResult:
-    """One decoded image classified `count` times; a close call decoded exactly and
-    classified again. `confirm`: False (never), or the close call's steps (None: default)."""
+                  variant: np.ndarray | bool | None, count: int, k: int, threshold: float,
+                  confirm_k: float = CONFIRM_K) -> tuple[ImageResult, bool]:
+    """One decoded image classified `count` times: (result, whether to confirm it). `variant`:
+    the second resampling of a drafted photo (an array: a photo to check), or only whether it
+    was drafted (True/False, None: not drafted; no check). A photo whose two resamplings
+    disagree is to be decoded exactly and classified again (_InOrder)."""
+    second = None
+    decode = "draft" if isinstance(variant, np.ndarray) or variant is True else "exact"
+    if isinstance(variant, np.ndarray):
+        classifier.set_input(classifier.preprocess(variant))
+        classifier.invoke()
+        second = classifier.output()
     classifier.set_input(classifier.preprocess(pixels))
     times = [classifier.invoke() * 1000.0 for _ in range(count)]
-    decode = "draft" if drafted else "exact"
-    if confirm is not False and classifier.close_call(cast("float | None", confirm)):
-        del pixels
-        exact = classifier.preprocess.load_decoded(path, exact=True)[0]
-        classifier.set_input(classifier.preprocess(exact))
-        times = [classifier.invoke() * 1000.0 for _ in range(count)]
-        decode = "draft, confirmed exact"
-    return ImageResult(path, times, classifier.classes(k, threshold), decode)
+    check = second is not None and decode_noise_call(classifier.output(), second, confirm_k)
+    return ImageResult(path, times, classifier.classes(k, threshold), decode), check

@@ -74,6 +74,11 @@ def input_spec(detail: dict[str, Any], layout: str | None = None) -> InputSpec:
 # `--exact-decode` (set_exact_decode), which decodes every pixel as before. Only JPEG has
 # DCT scaling: PNG, BMP and the rest decode and resize exactly as with --exact-decode.
 DRAFT_GAP = 2
+# The second resampling of a drafted photo (decode_variants): a box average straight from the
+# draft-decoded image. Of Pillow's filters it is the one whose answers most often differ from
+# the LANCZOS path's exactly where the exact decode's differ (docs/benchmarks.md, "Close calls
+# confirmed"). An int: Image.Resampling.BOX, without importing Pillow here.
+VARIANT_FILTER = 4
 _exact_decode = False
 
 
@@ -111,6 +116,78 @@ def decode_pixels(path: StrPath, size: Sequence[int], channels: int = 3,
         # the target (Pillow's reducing_gap), then LANCZOS: same filter, fewer source pixels.
         im = im.resize(size, Image.Resampling.LANCZOS, reducing_gap=float(DRAFT_GAP) if drafted else None)
     return im, drafted
+
+def decode_variants(path: StrPath, size: Sequence[int], channels: int = 3,
+                    ) -> tuple[PILImage.Image, PILImage.Image | None]:
+    """(image, variant): decode_pixels's image and, when the JPEG decoder drafted it, a second
+    resampling of the same draft-decoded image (VARIANT_FILTER, no reduce: no second decode),
+    else None. classify runs the model on both: where their answers differ, the fast decode's
+    own noise may have decided the answer (edge.classify.decode_noise_call)."""
+    from PIL import Image
+
+    size = (int(size[0]), int(size[1]))
+    im, drafted = _decode(path, channels, None if _exact_decode else size)
+    first = im
+    if im.size != size:
+        first = im.resize(size, Image.Resampling.LANCZOS, reducing_gap=float(DRAFT_GAP) if drafted else None)
+    if not drafted:
+        return first, None
+    return first, im.resize(size, Image.Resampling(VARIANT_FILTER))
+
+
+def decode_exact(path: StrPath, size: Sequence[int], channels: int = 3) -> PILImage.Image:
+    """load_pixels(path, size, channels, exact=True), bit for bit, holding one full-size image
+    instead of two: the EXIF rotation and the mode conversion run on strips of rows, each
+    strip resized horizontally before the next (Pillow's LANCZOS is a horizontal pass then a
+    vertical one, each row of the first pass independent of the others), then the vertical
+    pass. classify's confirmations decode this way, so a confirmation's peak memory stays
+    below --exact-decode's (a full-size image, its rotated or converted copy)."""
+    return _decode(path, channels, None, (int(size[0]), int(size[1])))[0]
+
+
+# Pillow's ImageOps.exif_transpose: EXIF orientation -> the transpose that makes it upright.
+_UPRIGHT = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
+            6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
+STRIP_ROWS = 64
+
+
+def _upright_resized(im: PILImage.Image, size: tuple[int, int], channels: int) -> PILImage.Image:
+    """_to_mode(exif_transpose(im), channels) resized to `size` with LANCZOS, bit-identical,
+    one strip of upright rows at a time (decode_exact). Modes other than JPEG's (L, RGB,
+    CMYK, whose conversions work pixel by pixel) and sizes with no horizontal pass take the
+    plain path."""
+    from PIL import Image, ImageOps
+
+    orientation = im.getexif().get(0x0112, 1)
+    name = _UPRIGHT.get(orientation)
+    method = Image.Transpose[name] if name else None
+    swap = orientation in (5, 6, 7, 8)
+    width, height = im.size
+    up_w, up_h = (height, width) if swap else (width, height)
+    lanczos = Image.Resampling.LANCZOS
+    if method is None and im.mode == ("L" if channels == 1 else "RGB"):
+        return im if im.size == size else im.resize(size, lanczos)  # upright, no conversion
+    if im.mode not in ("L", "RGB", "CMYK") or up_w == size[0]:
+        out = _to_mode(ImageOps.exif_transpose(im) or im, channels)
+        return out if out.size == size else out.resize(size, lanczos)
+    # Which way upright rows run through the stored image: probe the transpose on 2 pixels.
+    probe = Image.new("L", (2, 1) if swap else (1, 2))
+    probe.putpixel((1, 0) if swap else (0, 1), 1)
+    backwards = bool(method is not None and probe.transpose(method).getpixel((0, 0)))
+    rows: PILImage.Image | None = None
+    for r0 in range(0, up_h, STRIP_ROWS):
+        r1 = min(up_h, r0 + STRIP_ROWS)
+        a, b = (up_h - r1, up_h - r0) if backwards else (r0, r1)
+        strip = im.crop((a, 0, b, height) if swap else (0, a, width, b))
+        if method is not None:
+            strip = strip.transpose(method)
+        strip = _to_mode(strip, channels).resize((size[0], r1 - r0), lanczos)
+        if rows is None:
+            rows = Image.new(strip.mode, (size[0], up_h))
+        rows.paste(strip, (0, r0))
+    assert rows is not None
+    return rows if up_h == size[1] else rows.resize(size, lanczos)
+
 
 def readable_images(paths: Iterable[StrPath], load: Callable[[StrPath], Any], what: str = "images",
                     warn: Callable[[str], object] | None = None) -> list[tuple[StrPath, Any]]:
@@ -156,9 +233,10 @@ def _draft(im: PILImage.Image, size: tuple[int, int]) -> bool:
     return im.size != before
 
 
-def _decode(path: StrPath, channels: int,
-            draft_size: tuple[int, int] | None) -> tuple[PILImage.Image, bool]:
-    """(image, drafted): `draft_size` (w, h) lets a large JPEG decode at a reduced scale."""
+def _decode(path: StrPath, channels: int, draft_size: tuple[int, int] | None,
+            lean_size: tuple[int, int] | None = None) -> tuple[PILImage.Image, bool]:
+    """(image, drafted): `draft_size` (w, h) lets a large JPEG decode at a reduced scale;
+    `lean_size` (w, h) returns the image already upright and resized (decode_exact)."""
     from PIL import Image, ImageOps
 
     from .files import check_input, open_input
@@ -180,6 +258,8 @@ def _decode(path: StrPath, channels: int,
                     raise Image.DecompressionBombError(f"{im.width}x{im.height}")
                 drafted = draft_size is not None and _draft(im, draft_size)
                 im.load()
+                if lean_size is not None:
+                    return _upright_resized(im, lean_size, channels), False
                 im = ImageOps.exif_transpose(im)
     except InputError:
         raise
@@ -283,6 +363,16 @@ class Preprocessor:
         """(HWC uint8 array, drafted): as `load`, and whether the fast (draft) decode made it."""
         image, drafted = decode_pixels(path, self.size, self.spec.channels, exact)
         return self.array(image), drafted
+
+    def load_variants(self, path: StrPath) -> tuple[np.ndarray, np.ndarray | None]:
+        """(HWC uint8 array, variant): decode_variants's two resamplings as arrays; the
+        variant is None unless the fast (draft) decode made the image."""
+        image, variant = decode_variants(path, self.size, self.spec.channels)
+        return self.array(image), None if variant is None else self.array(variant)
+
+    def load_exact(self, path: StrPath) -> np.ndarray:
+        """The exact decode (decode_exact: as --exact-decode, one full-size image at a time)."""
+        return self.array(decode_exact(path, self.size, self.spec.channels))
 
     def array(self, image: PILImage.Image) -> np.ndarray:
         arr = np.asarray(self.resize(image), dtype=np.uint8)

@@ -12,20 +12,23 @@
      Image.LANCZOS)`, one photo after the other (it ignores EXIF orientation);
    - edgeport --exact-decode, serial: full decode + EXIF + LANCZOS (what classify did before);
    - edgeport, serial: the library's path (edge.classify.classify_images) decoding inline:
-     draft-mode decode, close calls confirmed by an exact decode;
+     draft-mode decode, classified on a second resampling of the same draft too, and decoded
+     exactly when the two disagree (edge.classify.decode_noise_call);
    - edgeport classify: the same with decoding on worker threads while the interpreter runs
      (edge.pipeline.decode_ahead), as `classify -i FOLDER` does;
-   - the same without confirming close calls (the fast answer for every photo).
-3. Top-1 agreement of classify (close calls confirmed), and of the draft decode alone, with
+   - the same without confirmation (the fast answer for every photo).
+3. Top-1 agreement of classify (with confirmation), and of the draft decode alone, with
    the exact decode on the held-out photos
    (images/holdout/, scripts/collect_holdout.py), made 12 MP the same way, per model: the
    benchmark's model and each --agreement-model (default: the reference EfficientNet-Lite0
-   int8, 224x224, when scripts/build_models.py has built it in models/).
+   int8, 224x224, when scripts/build_models.py has built it in models/), and what the rule
+   would give for other k (edge.classify.CONFIRM_K) from the measured outputs.
    With it, the noise floor: on how many of those photos the exact decode's own top-1 changes
    when as many of its pixel values as the draft decode changes move by one grey level at
    random (seeded, 4 trials each). A decode whose pixels differ that much from the exact ones
    cannot be expected to agree on those photos; agreement is also given on the others.
-4. Peak memory (VmHWM) of a fresh process classifying the folder with each method.
+4. Peak memory (VmHWM) of a fresh process classifying the folder with each method, and the
+   machine's load average before and after the run (other processes slow every row).
 Targets (issue): edgeport >= 4x pycoral's photos/s on 2 cores, agreement >= 99%, peak memory
 no higher than the exact serial decode.
 """
@@ -81,7 +84,8 @@ def classifier(model):
 def run_method(method, clf, photos, margins=False, confirmed=None):
     """Top-1 class id per photo, classified with `method` (with `margins`: (id, top-1 score
     minus top-2 score) pairs). "draft" and "pipeline" are the library's path
-    (edge.classify.classify_images: fast decode, close calls confirmed by an exact decode),
+    (edge.classify.classify_images: fast decode, photos whose two resamplings disagree
+    confirmed by an exact decode),
     serial and on decode threads; each photo confirmed is appended to the list `confirmed`."""
     from PIL import Image
 
@@ -146,29 +150,41 @@ METHODS = (("pycoral", "pycoral example (full decode, LANCZOS)"),
 
 
 def report_agreement(clf, name, held):
-    """Prints the top-1 agreement of edgeport's classify (draft decode, close calls confirmed)
-    and of the draft decode alone with the exact decode on `held` for one model, with that
-    model's noise floor (each photo decoded once each way)."""
+    """Prints the top-1 agreement of edgeport's classify (draft decode, photos whose two
+    resamplings disagree confirmed) and of the draft decode alone with the exact decode on
+    `held` for one model, what each k of the rule would give, and that model's noise floor
+    (each photo decoded once each way)."""
     import numpy as np
 
-    from edge.classify import CONFIRM_RELATIVE, CONFIRM_STEPS
-    from edge.preprocess import load_pixels
+    from edge.classify import CONFIRM_K, decode_noise_call
+    from edge.preprocess import decode_variants, load_pixels
 
     size = clf.preprocess.size
+
+    def output(px):
+        clf.set_input(clf.preprocess(px))
+        clf.invoke()
+        return clf.output()
+
     exact_px = [clf.preprocess.array(load_pixels(p, size, exact=True)) for p in held]
-    fast_px = [clf.preprocess.array(load_pixels(p, size, exact=False)) for p in held]
+    fast_px, variant_out = [], []
+    for p in held:
+        first, second = decode_variants(p, size)
+        fast_px.append(clf.preprocess.array(first))
+        variant_out.append(output(clf.preprocess.array(second)) if second is not None else None)
     exact = []
     for px in exact_px:
         c = clf.classify(px, 2)
         exact.append((c[0].id, c[0].score - (c[1].score if len(c) > 1 else 0.0)))
-    fast = [clf.classify(px, 1)[0].id for px in fast_px]
+    fast_out = [output(px) for px in fast_px]
+    fast = [int(np.argmax(o)) for o in fast_out]
     confirmed = []
     library = run_method("draft", clf, held, confirmed=confirmed)
     agree_lib = sum(x[0] == y for x, y in zip(exact, library))
     print(f"top-1 agreement, edgeport classify (draft + confirm) vs exact decode, {len(held)} held-out "
           f"photos at 12 MP, {name} ({size[0]}x{size[1]}): {agree_lib}/{len(held)} "
-          f"({agree_lib / len(held):.1%}); close calls confirmed by an exact decode: "
-          f"{len(confirmed)}/{len(held)}")
+          f"({agree_lib / len(held):.1%}); confirmed by an exact decode (the two resamplings "
+          f"disagree, k = {CONFIRM_K:g}): {len(confirmed)}/{len(held)}")
     agree = sum(x[0] == y for x, y in zip(exact, fast))
     print(f"  without confirmation (draft decode alone): {agree}/{len(held)} ({agree / len(held):.1%})")
     fast_leads = []
@@ -179,15 +195,18 @@ def report_agreement(clf, name, held):
     if missed:
         unit = "output steps" if clf._quant else "relative to the top-1 score"
         print(f"  where the draft decode alone differs, its own top-1 leads its top-2 by "
-              f"{', '.join(f'{g:.3g}' for g in missed)} ({unit}; confirmed up to "
-              f"{CONFIRM_STEPS if clf._quant else CONFIRM_RELATIVE})")
-    if clf._quant:  # what each threshold would give: confirmed photos, agreement
-        rows = []
-        for t in range(13):
-            n = sum(lead <= t for lead in fast_leads)
-            ok = sum(x[0] == y or lead <= t for x, y, lead in zip(exact, fast, fast_leads))
-            rows.append(f"{t}: {n} confirmed, {ok} agree")
-        print("  confirming up to N output steps would give (from the measured leads) N = " + "; ".join(rows))
+              f"{', '.join(f'{g:.3g}' for g in missed)} ({unit})")
+    rows = []
+    for k in (0, 0.5, 1, 2, 3):
+        calls = [v is not None and decode_noise_call(o, v, k) for o, v in zip(fast_out, variant_out)]
+        ok = sum(x[0] == y or c for x, y, c in zip(exact, fast, calls))
+        rows.append(f"{k:g}: {sum(calls)} confirmed, {ok} agree")
+        if k == 0:
+            caught = sum(c for (i, _), y, c in zip(exact, fast, calls) if i != y)
+            print(f"  the two resamplings' top-1 differ (or tie) on {sum(calls)} photos, "
+                  f"{caught} of the {len(held) - agree} where the draft decode alone differs")
+    print("  confirming when the lead is within k x its move between the resamplings would give "
+          "(from the measured outputs) k = " + "; ".join(rows))
     q = clf._quant[0] if clf._quant else None
     gaps = sorted(m for (i, m), y in zip(exact, fast) if i != y)
     if gaps:
@@ -261,6 +280,7 @@ def main(argv=None):
         print(f"{len(photos) + len(held)} photos made in {tmp} ({made:.0f} s)")
         return 0
 
+    load0 = os.getloadavg()
     clf, info = classifier(a.model)
     label = f" [{a.label}]" if a.label else ""
     print(f"bench_photos{label}: {platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, "
@@ -285,16 +305,19 @@ def main(argv=None):
     for method, desc in METHODS:
         print(f"{desc:48s} {rates[method]:9.2f} {1000 * spent[method] / len(photos):9.0f} "
               f"{rates[method] / rates['pycoral']:9.2f}x")
-    print(f"(edgeport rows: {len(confirmed)}/{len(photos)} photos were close calls confirmed by an exact decode)")
+    print(f"(edgeport rows: {len(confirmed)}/{len(photos)} photos confirmed by an exact decode)")
 
     for m in agreement_models(a):
         report_agreement(clf if m == a.model else classifier(m)[0], os.path.basename(m), held)
 
     if os.path.exists("/proc/self/status"):
         folder = os.path.join(tmp, "camera")
-        mem = {m: peak_memory_kb(m, a.model, folder) for m, _ in METHODS}
-        print("peak memory (VmHWM of a fresh process classifying the folder): " + ", ".join(
-            f"{m} {v / 1024:.0f} MB" if v else f"{m} ?" for m, v in mem.items()))
+        for m in agreement_models(a):
+            mem = {method: peak_memory_kb(method, m, folder) for method, _ in METHODS}
+            print(f"peak memory (VmHWM of a fresh process classifying the folder), {os.path.basename(m)}: "
+                  + ", ".join(f"{k} {v / 1024:.0f} MB" if v else f"{k} ?" for k, v in mem.items()))
+    print("load average (1, 5, 15 min): at the start " + ", ".join(f"{x:.1f}" for x in load0)
+          + "; at the end " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
     if not a.out:
         import shutil
 

@@ -1,6 +1,7 @@
-"""Confirm close calls: a photo decoded on the fast (draft) path whose top-1 leads its top-2 by
-no more than the decode noise is decoded again exactly and classified again; a clear winner
-keeps the fast answer; results stay in input order; --json says which decode answered."""
+"""Confirm close calls: a photo decoded on the fast (draft) path is also classified on a
+second resampling of the same draft; when the two disagree (decode_noise_call) it is decoded
+again exactly and classified again; a photo whose two resamplings agree keeps the fast answer,
+however small its lead; results stay in input order; --json says which decode answered."""
 
 import json
 
@@ -9,10 +10,11 @@ import pytest
 from PIL import Image
 
 from edge import classify as classify_mod
-from edge.classify import CONFIRM_RELATIVE, CONFIRM_STEPS, Classifier, classify_images
+from edge.classify import CONFIRM_STEPS, Classifier, classify_images, decode_noise_call
 from edge.preprocess import list_images, set_exact_decode
 
 N = 10  # classes of the fake model
+FAST, VARIANT, EXACT = 100, 150, 200  # the grey level of each decode of a test photo
 
 
 @pytest.fixture(autouse=True)
@@ -23,9 +25,9 @@ def _fast_decode():
 
 
 class FakeInterpreter:
-    """A classifier whose output depends on the input's mean grey level: the fast decode and
-    the exact decode of a test photo differ in that level (draft: 100, exact: 200), and
-    `scores[(level)]` holds each decode's output vector. Counts its invocations."""
+    """A classifier whose output depends on the input's mean grey level: the fast decode, its
+    variant and the exact decode of a test photo differ in that level (FAST, VARIANT, EXACT),
+    and `scores[level]` holds each one's output vector. Counts its invocations."""
 
     def __init__(self, scores, dtype=np.uint8, scale=1 / 256):
         self.scores = scores
@@ -63,108 +65,205 @@ def vector(top, lead, second=None, dtype=np.uint8, base=100):
     return v
 
 
+def level(value):
+    return np.full((8, 8, 3), value, np.uint8)
+
+
 @pytest.fixture
 def fake_decode(monkeypatch):
-    """load_decoded replaced: every photo named *draft* decodes drafted to level 100 (exact:
-    200); others decode exactly (level 200). Records the exact re-decodes."""
+    """The decodes replaced: every photo named *draft* decodes drafted to FAST with a variant
+    at VARIANT (exact: EXACT); others decode exactly (EXACT, no variant). Records the exact
+    re-decodes."""
     calls = []
 
+    def load_variants(self, path):
+        drafted = "draft" in str(path).rsplit("/", 1)[-1]
+        return (level(FAST), level(VARIANT)) if drafted else (level(EXACT), None)
+
     def load_decoded(self, path, exact=None):
-        name = str(path).rsplit("/", 1)[-1]
-        drafted = "draft" in name and not exact
-        if exact:
-            calls.append(name)
-        return np.full((8, 8, 3), 100 if drafted else 200, np.uint8), drafted
+        drafted = "draft" in str(path).rsplit("/", 1)[-1] and not exact
+        return level(FAST if drafted else EXACT), drafted
+
+    def load_exact(self, path):
+        calls.append(str(path).rsplit("/", 1)[-1])
+        return level(EXACT)
 
     from edge import preprocess
 
+    monkeypatch.setattr(preprocess.Preprocessor, "load_variants", load_variants)
     monkeypatch.setattr(preprocess.Preprocessor, "load_decoded", load_decoded)
+    monkeypatch.setattr(preprocess.Preprocessor, "load_exact", load_exact)
     return calls
 
 
-def make_classifier(fast, exact, **kw):
-    interp = FakeInterpreter({100: fast, 200: exact}, **kw)
+def make_classifier(fast, variant, exact, **kw):
+    interp = FakeInterpreter({FAST: fast, VARIANT: variant, EXACT: exact}, **kw)
     return Classifier(interp, layout="NHWC"), interp
 
 
-@pytest.mark.parametrize("lead", range(0, CONFIRM_STEPS + 1))
-def test_close_call_is_decoded_again_exactly(fake_decode, lead):
-    clf, interp = make_classifier(vector(3, lead), vector(7, 40))
-    [r] = classify_images(clf, ["draft_a.jpg"], count=2, k=1)
+def noise_cases():
+    """Generated (first, second, k, expected): the variant's top-1 elsewhere (always a call),
+    the same top-1 with the lead moved by `move` (a call exactly when lead <= k * move), and
+    ties. Quantized integers and the same outputs scaled as floats."""
+    rng = np.random.default_rng(1)
+    cases = []
+    for _ in range(60):
+        top, other = rng.choice(N, 2, replace=False)
+        lead = int(rng.integers(0, 40))
+        a = vector(int(top), lead)
+        b = vector(int(other), int(rng.integers(1, 40)))
+        cases.append((a, b, float(rng.choice([0, 1, 2])), True))
+        move = int(rng.integers(0, 30))
+        b = vector(int(top), lead + move)
+        for k in (0.0, 1.0, 2.5):
+            cases.append((a, b, k, lead <= k * move))
+    return cases
+
+
+@pytest.mark.parametrize("scale", [1.0, 1 / 256, 0.07])
+def test_decode_noise_call_generated(scale):
+    for a, b, k, want in noise_cases():
+        assert decode_noise_call(a * scale, b * scale, k) is want, (a, b, k)
+
+
+def test_decode_noise_call_is_not_a_lead_threshold():
+    """A lead of 1 step that the variant does not move is no call; a lead of 36 steps that the
+    variant overturns is one (the old fixed threshold had these the other way round)."""
+    assert decode_noise_call(vector(3, 1), vector(3, 1)) is False
+    assert decode_noise_call(vector(3, 36), vector(5, 2)) is True
+    assert decode_noise_call(vector(3, 0), vector(3, 0)) is True  # a tie: the answer is arbitrary
+
+
+@pytest.mark.parametrize("other", [0, 2, 4, 9])
+def test_decode_noise_call_variant_tie(other):
+    """The variant ties the fast top-1 with another class, whichever index it has: a call;
+    the fast path's own runner-up, whichever it is, does not change the verdict."""
+    assert decode_noise_call(vector(3, 8), vector(3, 0, second=other)) is True
+    assert decode_noise_call(vector(3, 8, second=other), vector(3, 8)) is False
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_variants_disagree_decoded_again_exactly(fake_decode, count):
+    clf, interp = make_classifier(vector(3, 40), vector(5, 40), vector(7, 40))
+    [r] = classify_images(clf, ["draft_a.jpg"], count=count, k=1)
     assert fake_decode == ["draft_a.jpg"]
     assert r.decode == "draft, confirmed exact"
     assert r.classes[0].id == 7  # the exact decode's answer
-    assert interp.invocations == 4 and len(r.times_ms) == 2
+    assert interp.invocations == 1 + 2 * count and len(r.times_ms) == count
 
 
-@pytest.mark.parametrize("lead", [CONFIRM_STEPS + 1, CONFIRM_STEPS + 2, 50, 150])
-def test_clear_winner_keeps_the_fast_answer(fake_decode, lead):
-    clf, interp = make_classifier(vector(3, lead), vector(7, 40))
+@pytest.mark.parametrize("lead", [1, 2, 5, 50, 150])
+def test_stable_photo_keeps_the_fast_answer(fake_decode, lead):
+    """The variant ranks the same top-1 and moves the lead (k = 0): no exact decode, however
+    small the lead."""
+    clf, interp = make_classifier(vector(3, lead), vector(3, lead + 3), vector(7, 40))
     [r] = classify_images(clf, ["draft_a.jpg"], k=2)
     assert fake_decode == []
-    assert r.decode == "draft" and r.classes[0].id == 3
-    assert interp.invocations == 1
+    assert r.decode == "draft" and r.classes[0].id == 3 and r.classes[1].id == 4
+    assert interp.invocations == 2
+
+
+def test_confirm_k_widens_the_call(fake_decode):
+    clf, _ = make_classifier(vector(3, 4), vector(3, 8), vector(7, 40))
+    assert classify_images(clf, ["draft_a.jpg"])[0].decode == "draft"
+    [r] = classify_images(clf, ["draft_a.jpg"], confirm_k=1.0)  # lead 4 <= 1 * |4 - 8|
+    assert r.decode == "draft, confirmed exact" and r.classes[0].id == 7
 
 
 def test_exact_decodes_are_never_confirmed(fake_decode):
-    clf, interp = make_classifier(vector(3, 0), vector(7, 0))  # a tie, decoded exactly already
+    clf, interp = make_classifier(vector(3, 0), vector(5, 0), vector(7, 0))  # a tie, exact already
     [r] = classify_images(clf, ["plain.png"])
     assert fake_decode == [] and r.decode == "exact" and interp.invocations == 1
 
 
 def test_confirm_off_keeps_the_fast_answer(fake_decode):
-    clf, _ = make_classifier(vector(3, 0), vector(7, 40))
+    clf, interp = make_classifier(vector(3, 0), vector(5, 40), vector(7, 40))
     [r] = classify_images(clf, ["draft_a.jpg"], confirm=False)
     assert fake_decode == [] and r.decode == "draft" and r.classes[0].id == 3
+    assert interp.invocations == 1  # no variant run either
 
 
-@pytest.mark.parametrize("rel,confirmed", [(0.0, True), (CONFIRM_RELATIVE * 0.9, True),
-                                           (CONFIRM_RELATIVE * 1.5, False), (0.9, False)])
-def test_float_scores_use_a_relative_margin(fake_decode, rel, confirmed):
-    top = 0.5
-    fast = np.full(N, 0.001, np.float32)
-    fast[3], fast[4] = top, top * (1 - rel)
-    clf, _ = make_classifier(fast, vector(7, 0.3, dtype=np.float32, base=0.2), dtype=np.float32)
+def test_float_scores(fake_decode):
+    fast = vector(3, 0.2, dtype=np.float32, base=0.3)
+    clf, _ = make_classifier(fast, vector(5, 0.2, dtype=np.float32, base=0.3),
+                             vector(7, 0.3, dtype=np.float32, base=0.2), dtype=np.float32)
+    assert classify_images(clf, ["draft_a.jpg"])[0].classes[0].id == 7
+    clf, _ = make_classifier(fast, vector(3, 0.25, dtype=np.float32, base=0.3),
+                             vector(7, 0.3, dtype=np.float32, base=0.2), dtype=np.float32)
     [r] = classify_images(clf, ["draft_a.jpg"])
-    assert (r.decode == "draft, confirmed exact") is confirmed
-    assert r.classes[0].id == (7 if confirmed else 3)
+    assert r.decode == "draft" and r.classes[0].id == 3
 
 
-def test_folder_order_kept_with_confirmations(tmp_path, fake_decode):
-    """Generated folder: close calls and clear winners mixed, decoded on worker threads; the
-    results come back in file order, each with its own decode and answer."""
+@pytest.mark.parametrize("workers", [None, 0, 1, 3])
+def test_folder_order_kept_with_confirmations(tmp_path, fake_decode, workers):
+    """Generated folder: photos whose variants disagree and stable ones mixed, decoded on
+    worker threads (the exact decodes on a thread of their own) or inline; the results come
+    back in file order, each with its own decode and answer."""
     rng = np.random.default_rng(0)
     names, want = [], []
     for i in range(24):
-        close = bool(rng.random() < 0.4)
+        unstable = bool(rng.random() < 0.4)
         name = f"p{i:02d}_draft.jpg" if rng.random() < 0.8 else f"p{i:02d}_plain.jpg"
         names.append(name)
         Image.new("RGB", (4, 4)).save(tmp_path / name)
-        want.append(("draft, confirmed exact" if close else "draft")
+        want.append(("draft, confirmed exact" if unstable else "draft")
                      if "draft" in name else "exact")
-    # each photo's fast answer is its own (index % 9), set as it reaches the interpreter
+    # each photo's fast answer is its own (index % 9), set as it reaches the interpreter;
+    # its variant agrees unless it is to be confirmed
     order = iter(range(len(names)))
-    leads = [0 if w == "draft, confirmed exact" else 60 for w in want]
-    clf, interp = make_classifier(None, vector(9, 40))
+    clf, interp = make_classifier(None, None, vector(9, 40))
 
     real_classify_one = classify_mod._classify_one
 
-    def one(classifier, path, pixels, confirm, count, k, threshold, drafted):
+    def one(classifier, path, pixels, variant, *rest):
         i = next(order)
         assert path.endswith(names[i])
-        interp.scores[100] = vector(i % 9, leads[i])
-        return real_classify_one(classifier, path, pixels, confirm, count, k, threshold, drafted)
+        interp.scores[FAST] = vector(i % 9, 30)
+        unstable = want[i] == "draft, confirmed exact"
+        interp.scores[VARIANT] = vector((i + 1) % 9 if unstable else i % 9, 20)
+        return real_classify_one(classifier, path, pixels, variant, *rest)
 
     import unittest.mock
 
     with unittest.mock.patch.object(classify_mod, "_classify_one", one):
-        results = classify_images(clf, list_images([str(tmp_path)]))
+        results = classify_images(clf, list_images([str(tmp_path)]), workers=workers)
     assert [r.path.rsplit("/", 1)[-1] for r in results] == sorted(names)
     assert [r.decode for r in results] == want
     for i, r in enumerate(results):
         expect = {"draft": i % 9, "draft, confirmed exact": 9, "exact": 9}[r.decode]
         assert r.classes[0].id == expect
     assert fake_decode == [n for n, w in zip(names, want) if w == "draft, confirmed exact"]
+
+
+@pytest.mark.parametrize("workers", [None, 0])
+def test_failed_exact_decode_skipped_in_order(tmp_path, monkeypatch, workers):
+    """A photo to confirm whose exact decode fails (a damaged file in a folder) is skipped with
+    a warning in its place; the photos after it keep their answers and order."""
+    from edge import preprocess
+    from edge.errors import InputError
+
+    names = [f"p{i}_draft.jpg" for i in range(6)]
+    for n in names:
+        Image.new("RGB", (4, 4)).save(tmp_path / n)
+    monkeypatch.setattr(preprocess.Preprocessor, "load_variants",
+                        lambda self, path: (level(FAST), level(VARIANT)))
+
+    def load_exact(self, path):
+        if path.endswith("p2_draft.jpg"):
+            raise InputError(f"cannot read image {path}: truncated")
+        return level(EXACT)
+
+    monkeypatch.setattr(preprocess.Preprocessor, "load_exact", load_exact)
+    clf, _ = make_classifier(vector(3, 9), vector(5, 9), vector(7, 9))
+    skipped = []
+    results = classify_images(clf, list_images([str(tmp_path)]), on_skip=skipped.append,
+                              workers=workers)
+    assert [r.path.rsplit("/", 1)[-1] for r in results] == [n for n in names if n != "p2_draft.jpg"]
+    assert {r.classes[0].id for r in results} == {7}
+    assert len(skipped) == 1 and "p2_draft.jpg" in skipped[0]
+    with pytest.raises(InputError):  # a file named on the command line: an error
+        classify_images(clf, [str(tmp_path / "p2_draft.jpg"), str(tmp_path / "p3_draft.jpg")],
+                        workers=workers)
 
 
 def test_json_reports_the_decode(tmp_path, capsys, tiny):
@@ -226,3 +325,21 @@ def test_close_call_on_dequantized_scores(scale, lead_steps):
     raw = np.array([3, 90, 90 + lead_steps, 5], np.float64)
     assert close_call((raw - 7) * scale, scale) is (lead_steps <= CONFIRM_STEPS)
     assert close_call(raw, 1.0) is (lead_steps <= CONFIRM_STEPS)
+
+
+@pytest.mark.parametrize("call", [True, False])
+def test_json_decode_follows_the_rule(tmp_path, capsys, tiny, monkeypatch, call):
+    """classify --json on a camera-sized JPEG: "draft, confirmed exact" exactly when the rule
+    calls it (decode_noise_call stubbed both ways), "draft" otherwise; the PNG stays "exact"."""
+    from tests.conftest import run_cli
+
+    monkeypatch.setattr(classify_mod, "decode_noise_call", lambda a, b, k=0.0: call)
+    Image.new("RGB", (40, 30), (230, 20, 20)).save(tmp_path / "small.png")
+    big = np.zeros((1200, 1600, 3), np.uint8)
+    big[..., 2] = 200
+    Image.fromarray(big).save(tmp_path / "big.jpg", quality=90)
+    rc, out, err = run_cli(capsys, "classify", "-m", tiny["uint8"], "-i", tmp_path, "--json")
+    assert rc == 0, err
+    got = {r["image"].rsplit("/", 1)[-1]: r["decode"] for r in json.loads(out)["results"]}
+    assert got == {"small.png": "exact",
+                   "big.jpg": "draft, confirmed exact" if call else "draft"}

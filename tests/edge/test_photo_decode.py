@@ -180,3 +180,73 @@ def test_threads_keep_the_bomb_guard(tmp_path, monkeypatch):
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(load, [big, small] * 20))
     assert got == ["refused", "ok"] * 20
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_decode_exact_is_bit_identical(tmp_path, orientation, mode):
+    """decode_exact (classify's confirmations: rotation and conversion on strips of rows) gives
+    the very pixels of --exact-decode, for every EXIF orientation, JPEG's modes, 1 and 3
+    channels, and sizes whose strips split unevenly (generated photos)."""
+    from edge.preprocess import decode_exact
+
+    rng = np.random.default_rng(orientation)
+    w, h = (int(x) for x in rng.integers(500, 1400, 2))
+    upright = scene(w, h)
+    if mode != "RGB":
+        upright = upright.convert(mode)
+    path = str(camera_jpeg(tmp_path / f"o{orientation}.jpg", orientation, upright))
+    for size in ((224, 224), (128, 96), (96, 160), (61, 37)):
+        for channels in (3, 1):
+            want = np.asarray(load_pixels(path, size, channels, exact=True))
+            got = np.asarray(decode_exact(path, size, channels))
+            assert got.shape == want.shape and np.array_equal(got, want), (size, channels)
+
+
+def test_decode_exact_halves_peak_memory(tmp_path):
+    """A confirmation's exact decode holds one full-size image: the growth of the peak resident
+    set of a fresh process decoding one 7.7 MP portrait photo, --exact-decode vs decode_exact."""
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("needs Linux /proc/self/status (VmHWM)")
+    import subprocess
+    import sys
+
+    path = str(camera_jpeg(tmp_path / "big.jpg", 6, scene(2400, 3200)))
+    code = ("import sys; from edge.preprocess import load_pixels, decode_exact; "
+            "from PIL import Image; Image.new('RGB', (8, 8)).load(); "
+            "r = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]); "
+            "b = r(); "
+            "(decode_exact(sys.argv[1], (224, 224)) if sys.argv[2] == 'lean' else "
+            "load_pixels(sys.argv[1], (224, 224), exact=True)); print(r() - b)")
+
+    def growth_kb(how):
+        out = subprocess.run([sys.executable, "-c", code, path, how], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+        return int(out.split()[-1])
+
+    exact, lean = growth_kb("exact"), growth_kb("lean")
+    full = 2400 * 3200 * 4 // 1024  # one full-size image in Pillow, KB
+    assert exact > 1.8 * full, (exact, full)  # the decoded image and its rotated copy
+    assert lean < 1.4 * full and exact - lean > 0.6 * full, (exact, lean, full)
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_decode_variants(tmp_path, orientation):
+    """A drafted photo comes with a second resampling of the same draft (a box average): the
+    first is load_pixels's fast path bit for bit, the second differs from it a little; a small
+    image or --exact-decode has no variant."""
+    from edge.preprocess import decode_variants
+
+    path = str(camera_jpeg(tmp_path / "a.jpg", orientation, scene()))
+    first, second = decode_variants(path, (128, 96))
+    assert np.array_equal(np.asarray(first), np.asarray(load_pixels(path, (128, 96))))
+    assert second is not None and second.size == first.size
+    diff = np.abs(np.asarray(first, np.float32) - np.asarray(second, np.float32))
+    assert 0 < diff.mean() < 3.0
+    small = str(tmp_path / "s.jpg")
+    scene(200, 150).save(small, quality=92)
+    assert decode_variants(small, (128, 96))[1] is None
+    set_exact_decode(True)
+    exact, none = decode_variants(path, (128, 96))
+    assert none is None
+    assert np.array_equal(np.asarray(exact), np.asarray(load_pixels(path, (128, 96), exact=True)))
