@@ -69,13 +69,6 @@ def preprocessing_of(model_path: StrPath, mean: float | Sequence[float] | None =
 # confirms 27 and 18, and only k = 3 reaches 127 with mobilenet (61 confirmed).
 CONFIRM_K = 0.0
 
-# eval's rule (converters/validation/evaluate.py), which has one decode per photo and no
-# variant: a drafted photo whose top-1 leads by at most CONFIRM_STEPS output quantization steps
-# (quantized output) or CONFIRM_RELATIVE of the top-1 score (float output) is confirmed.
-CONFIRM_STEPS = 2
-CONFIRM_RELATIVE = 0.1
-
-
 def decode_noise_call(first: np.ndarray, second: np.ndarray, k: float = CONFIRM_K) -> bool:
     """True when a drafted photo's answer may be the decode's noise: the model's output on the
     variant (`second`) does not rank the fast path's top-1 (of `first`) strictly above every
@@ -90,19 +83,6 @@ def decode_noise_call(first: np.ndarray, second: np.ndarray, k: float = CONFIRM_
     lead_a = a[top] - np.delete(a, top).max()
     lead_b = b[top] - np.delete(b, top).max()
     return bool(lead_b <= 0 or lead_a <= k * abs(lead_a - lead_b) * (1 + 1e-6))  # 1e-6: rounding
-
-
-def close_call(scores: np.ndarray, step: float | None = None, steps: float | None = None) -> bool:
-    """eval's rule: True when the top-1 of `scores` leads its top-2 by no more than
-    `steps` (default CONFIRM_STEPS) output quantization steps of size `step`, or, for float
-    scores (step None or 0), CONFIRM_RELATIVE of the top-1's magnitude."""
-    flat = np.asarray(scores).reshape(-1)
-    if flat.size < 2:
-        return False
-    first, second = (float(flat[i]) for i in top_k_indices(flat, 2))
-    if step:
-        return first - second <= (CONFIRM_STEPS if steps is None else steps) * step * (1 + 1e-6)
-    return first - second <= CONFIRM_RELATIVE * abs(first)
 
 
 class Classifier:

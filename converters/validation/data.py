@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 
 from edge.errors import InputError
-from edge.preprocess import InputSpec, Preprocessor, decode_pixels, guess_layout, list_images
+from edge.preprocess import InputSpec, Preprocessor, decode_pixels, decode_variants, guess_layout, list_images
 from edge.random_inputs import generator, random_pixels, random_values
 from edge.tensors import quantize
 
@@ -52,6 +52,12 @@ def _fixed_shape(shape, fallback=1, name="input"):
     out = tuple(fallback if d is None or (isinstance(d, int) and d < 0) else int(d) for d in shape)
     check_tensor_size("model", name, out, 8)  # no 8 TB random input for a damaged shape
     return out
+
+
+def _pixels(im):
+    """A decoded image as a pixels sample (HWC uint8; a grey image gets its channel axis)."""
+    arr = np.asarray(im, dtype=np.uint8)
+    return Canonical(PIXELS, arr[:, :, None] if arr.ndim == 2 else arr)
 
 
 def _image_geometry(meta):
@@ -213,19 +219,33 @@ class DataSource:
 
     def _image_sample(self, path, exact=None):
         """The sample of one image; a path decoded on the fast path (draft) is added to
-        `self.drafted` (eval confirms close calls on those with an exact decode)."""
-        out = []
+        `self.drafted`. With `keep_variants` set (eval), a drafted image's second resampling of
+        the same draft (edge.preprocess.decode_variants) is kept until pop_variant takes it:
+        eval confirms a photo with an exact decode when the two answers differ, as classify
+        does (edge.classify.decode_noise_call)."""
+        out, variants = [], []
         for kind, m in zip(self.kinds, self.reference):
             if kind != PIXELS:
                 raise InputError(f"input '{m.name}' is not an image; --inputs DIR needs models "
                                  "whose inputs are all images")
             h, w, c = self._pixels_size(m)
-            im, drafted = decode_pixels(path, (w, h), c, exact)
+            if exact is None and getattr(self, "keep_variants", False):
+                im, variant = decode_variants(path, (w, h), c)
+                drafted = variant is not None
+                variants.append(variant)
+            else:
+                im, drafted = decode_pixels(path, (w, h), c, exact)
             if drafted:
                 self.__dict__.setdefault("drafted", set()).add(path)
-            arr = np.asarray(im, dtype=np.uint8)
-            out.append(Canonical(PIXELS, arr[:, :, None] if arr.ndim == 2 else arr))
+            out.append(_pixels(im))
+        if variants and all(v is not None for v in variants):
+            self.__dict__.setdefault("_variants", {})[path] = [_pixels(v) for v in variants]
         return out
+
+    def pop_variant(self, path):
+        """The sample of `path`'s second resampling (kept by _image_sample with keep_variants),
+        or None when it was not drafted; taken once, so a folder's variants never pile up."""
+        return self.__dict__.get("_variants", {}).pop(path, None)
 
     def _random(self, rng, i, m):
         if self.overrides is not None and m.name in (self.overrides.fixed or {}):

@@ -70,7 +70,7 @@ def evaluate(model_path, items, classes, k, preprocessing=None, device="auto", r
     from converters.validation.runners import runner_for
     from converters.validation.runners.coreml import is_image_input
     from converters.validation.signature import resolve
-    from edge.classify import close_call
+    from edge.classify import decode_noise_call
 
     loading = loading or ModelLoading()
     overrides = loading.input_overrides
@@ -91,20 +91,24 @@ def evaluate(model_path, items, classes, k, preprocessing=None, device="auto", r
                 print(f"warning: {os.path.basename(model_path)}: {note}", file=sys.stderr)
         spec = resolve_preprocessing(pre, metas[0], True)
         source = DataSource(metas, [], spec, [p for p, _ in items], samples=len(items))
+        source.keep_variants = True  # confirm drafted photos as classify does
         raw = {m.name for m in metas if is_image_input(r, m.name)}
         top1 = topk = 0
         folder_of, used = dict(items), 0
-        step = _output_step(r)
+
+        def scores_of(sample):
+            out = r.infer(source.feed(sample, metas, spec, raw))
+            return next(iter(out.values())).reshape(-1).astype(np.float64)
+
         # decoded ahead on worker threads, in order; a damaged image is skipped with a warning
         for path, sample in source.iter_image_samples():
             folder = folder_of[path]
             used += 1
-            out = r.infer(source.feed(sample, metas, spec, raw))
-            scores = next(iter(out.values())).reshape(-1).astype(np.float64)
-            if path in getattr(source, "drafted", ()) and close_call(scores, step):
-                # a close call on the fast decode: the exact decode's answer (as classify)
-                out = r.infer(source.feed(source._image_sample(path, exact=True), metas, spec, raw))
-                scores = next(iter(out.values())).reshape(-1).astype(np.float64)
+            scores = scores_of(sample)
+            variant = source.pop_variant(path)
+            if variant is not None and decode_noise_call(scores, scores_of(variant)):
+                # the fast decode's own noise may decide it: the exact decode's answer (as classify)
+                scores = scores_of(source._image_sample(path, exact=True))
             order = np.argsort(-scores, kind="stable")
             want = classes[folder]
             top1 += int(order[0] == want)
@@ -114,12 +118,3 @@ def evaluate(model_path, items, classes, k, preprocessing=None, device="auto", r
     finally:
         r.deactivate()
 
-
-def _output_step(runner):
-    """The quantization step of the runner's first output (its scores come dequantized), or
-    None for a float output."""
-    try:
-        outs = runner.output_metadata()
-    except Exception:  # a runner that cannot describe its outputs: treat them as float
-        return None
-    return (float(getattr(outs[0], "scale", 0.0) or 0.0) or None) if outs else None

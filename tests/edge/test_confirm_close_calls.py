@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from edge import classify as classify_mod
-from edge.classify import CONFIRM_STEPS, Classifier, classify_images, decode_noise_call
+from edge.classify import Classifier, classify_images, decode_noise_call
 from edge.preprocess import list_images, set_exact_decode
 
 N = 10  # classes of the fake model
@@ -288,8 +288,9 @@ def test_json_reports_the_decode(tmp_path, capsys, tiny):
 
 @pytest.mark.parametrize("close", [True, False])
 def test_eval_confirms_close_calls(tmp_path, monkeypatch, tiny, close):
-    """eval (converters.validation.evaluate): a drafted photo whose call is close is decoded
-    again exactly and scored on that decode; a clear one is not decoded again."""
+    """eval (converters.validation.evaluate) confirms by classify's rule: a drafted photo whose
+    answer changes on the second resampling (decode_noise_call) is decoded again exactly and
+    scored on that decode; one whose answer holds is not decoded again."""
     from converters.validation import data as data_mod
     from converters.validation.evaluate import evaluate
     from edge import classify as edge_classify
@@ -309,22 +310,26 @@ def test_eval_confirms_close_calls(tmp_path, monkeypatch, tiny, close):
         return real(path, size, channels, exact)
 
     monkeypatch.setattr(data_mod, "decode_pixels", spy)
-    monkeypatch.setattr(edge_classify, "close_call", lambda scores, step=None, steps=None: close)
+    calls = []
+    monkeypatch.setattr(edge_classify, "decode_noise_call", lambda a, b, k=0.0: calls.append(1) or close)
     top1, _, n, _ = evaluate(str(tiny["uint8"]), items, {str(c): c for c in range(3)}, 1,
                              preprocessing={"mean": 127.5, "std": 127.5})
     assert n == 6 and top1 == 6
+    assert len(calls) == 6   # every photo drafted, each with its second resampling
     assert sorted(exact_calls) == (sorted(p for p, _ in items) if close else [])
 
 
 @pytest.mark.parametrize("scale", [1 / 256, 0.0664, 0.5])
-@pytest.mark.parametrize("lead_steps", range(0, CONFIRM_STEPS + 4))
-def test_close_call_on_dequantized_scores(scale, lead_steps):
-    """eval's scores come dequantized: the same rule in steps of the output's scale."""
-    from edge.classify import close_call
-
-    raw = np.array([3, 90, 90 + lead_steps, 5], np.float64)
-    assert close_call((raw - 7) * scale, scale) is (lead_steps <= CONFIRM_STEPS)
-    assert close_call(raw, 1.0) is (lead_steps <= CONFIRM_STEPS)
+@pytest.mark.parametrize("moved", range(-3, 9))
+def test_the_rule_is_the_same_on_dequantized_scores(scale, moved):
+    """eval's scores come dequantized, classify's as the output holds them: the call does not
+    depend on the units. The fast top-1 (class 2) leads by 5; the variant moves the runner-up."""
+    raw = np.array([3, 90, 95, 5], np.float64)
+    variant = raw.copy()
+    variant[1] += moved
+    want = decode_noise_call(raw, variant)
+    assert want is (moved >= 5)
+    assert decode_noise_call((raw - 7) * scale, (variant - 7) * scale) is want
 
 
 @pytest.mark.parametrize("call", [True, False])
