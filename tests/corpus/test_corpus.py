@@ -153,8 +153,13 @@ CASES = {
     "silero_vad_16k_sequence": ("audio, 3 inputs, open dims",
                                 ["--input-shapes", "input:[4,576]", "--val-range", "input:[-0.5,0.5]",
                                  "h:[-0.1,0.1]", "c:[-0.1,0.1]"], NO_DATA_YET, {"inspect": NOT_TFLITE},
-                                # no If; onnx2tf stops in its STFT (an Add), which no rewrite here covers
-                                {**SILERO_ONNX, "tflite": "refused: onnx2tf cannot convert"}),
+                                # no If. Its STFT's pads are computed from constants, so no shape after
+                                # them is static: onnx2tf stopped in the STFT's Add (an
+                                # UnboundLocalError in its broadcast check) and the LSTM could not be
+                                # unrolled. The rewrites fold the pads (fold_computed_shapes), write the
+                                # LSTM output's Squeeze as a Reshape (onnx2tf squeezed the unrolled
+                                # Concat on the wrong axis) and unroll the LSTM: TFLite validates.
+                                SILERO_ONNX),
     # float16 Core ML loses its probability map (max abs 0.375); float32 validates (max abs 6e-5).
     # onnx2tf writes its transposed convolutions' biases as [1,1,1,C], which TFLite's quantizer
     # refused; reshaped into vectors (converters/rewrite), int8 is made, and fails on photos:
