@@ -66,10 +66,20 @@ class FoldComputedShapes:
         return new, n - computed_shape_inputs(new), {"nodes": counts["nodes"]}
 
 
-def _lstm_y_squeezes(model):
-    """{index: node} of the Squeeze nodes that read an LSTM's output Y."""
-    ys = {n.output[0] for n in model.graph.node if n.op_type == "LSTM" and n.output and n.output[0]}
-    return {i: n for i, n in enumerate(model.graph.node) if n.op_type == "Squeeze" and n.input[0] in ys}
+def _lstm_y_squeezes(model, shapes=None):
+    """{index: node} of the Squeeze nodes that read the output Y of an LSTM that unroll_lstm
+    unrolls (static, at most 64 steps: `_plain_lstm`); an LSTM onnx2tf keeps as it is keeps its
+    Squeeze. `shapes`: the static shapes (None: inferred, when some Squeeze reads an LSTM)."""
+    from converters.rewrite.onnx import _plain_lstm, _static_shapes
+
+    lstms = [n for n in model.graph.node if n.op_type == "LSTM" and n.output and n.output[0]]
+    squeezes = {i: n for i, n in enumerate(model.graph.node)
+                if n.op_type == "Squeeze" and n.input[0] in {x.output[0] for x in lstms}}
+    if not squeezes:
+        return {}
+    shapes = _static_shapes(model) if shapes is None else shapes
+    ys = {n.output[0] for n in lstms if _plain_lstm(n, shapes) is not None}
+    return {i: n for i, n in squeezes.items() if n.input[0] in ys}
 
 
 def _squeezed(model, node, shapes):
@@ -101,7 +111,8 @@ class LSTMOutputSqueeze:
     static shape. It runs before unroll_lstm (rewrites apply in the order of their names):
     unrolled, Y is a Concat [steps, 1, batch, hidden], which onnx2tf takes for an NCHW image
     and squeezes on the wrong axis ("Can not squeeze dim[3], expected a dimension of 1, got
-    128", silero-vad's sequence model). A Squeeze whose shape is not static is left alone."""
+    128", silero-vad's sequence model). Only the Squeeze of an LSTM unroll_lstm unrolls (static,
+    at most 64 steps) is counted and rewritten: onnx2tf's own LSTM keeps its Squeeze."""
 
     describe = "wrote {n} Squeeze of an LSTM output as a Reshape to its static shape"
     pattern = "Squeeze of an LSTM output"
@@ -119,7 +130,7 @@ class LSTMOutputSqueeze:
         from converters.rewrite.onnx import _static_shapes
 
         shapes = _static_shapes(model)
-        targets = {i: _squeezed(model, n, shapes) for i, n in _lstm_y_squeezes(model).items()}
+        targets = {i: _squeezed(model, n, shapes) for i, n in _lstm_y_squeezes(model, shapes).items()}
         targets = {i: v for i, v in targets.items() if v is not None}
         if not targets:
             return model, 0, {}

@@ -106,6 +106,7 @@ def test_fold_squeeze_then_unroll_gives_the_lstm_static_steps_and_the_same_outpu
             if r.name in ("fold_computed_shapes", "lstm_output_squeeze", "unroll_lstm")]
     assert [r.name for r in todo] == ["fold_computed_shapes", "lstm_output_squeeze", "unroll_lstm"]
     new, options, lines = model, _options(f"x:[{steps},16]"), []
+    assert todo[1].matches(model, options) == 0      # the LSTM's length is not static yet
     for rw in todo:
         assert rw.matches(new, options) == 1
         new, count, info = rw.apply(new, options)
@@ -119,11 +120,16 @@ def test_fold_squeeze_then_unroll_gives_the_lstm_static_steps_and_the_same_outpu
     np.testing.assert_allclose(_ort(new, x), _ort(model, x), rtol=1e-5, atol=1e-6)
 
 
-def test_an_lstm_squeeze_is_left_alone_without_static_shapes():
-    from converters.rewrite.onnx_fold import LSTMOutputSqueeze
+@pytest.mark.parametrize("steps", [None, 65])
+def test_the_squeeze_of_an_lstm_that_is_not_unrolled_is_left_alone(steps):
+    """Not static (the pads not folded) or over unroll_lstm's 64 steps: onnx2tf keeps the LSTM
+    and its Squeeze as they are."""
+    from converters.rewrite.onnx_fold import FoldComputedShapes, LSTMOutputSqueeze
 
     model = _computed_pads_onnx(lstm=True)
-    assert LSTMOutputSqueeze.matches(model) == 1
+    if steps:
+        model = FoldComputedShapes.apply(model, _options(f"x:[{steps},16]"))[0]
+    assert LSTMOutputSqueeze.matches(model) == 0
     assert LSTMOutputSqueeze.apply(model)[:2] == (model, 0)
 
 
