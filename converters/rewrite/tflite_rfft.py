@@ -22,11 +22,14 @@ that. Measured on 6899 of BirdNET's frames of real recordings (N = 2048), the la
 of the real part against numpy's float64 FFT: TFLite 1.5e-05, a float32 DFT 1.8e-04 (a
 float32 Cooley-Tukey split into two MatMuls with twiddles folded in: 1.0e-04 to 2.4e-04;
 the DFT summed in 16 blocks: 5.7e-05); in float64 it is the rounding of the result, as
-TFLite's. The rewritten model is meant for tf2onnx only (ONNX MatMul on
-double): TFLite's own BATCH_MATMUL has no float64 kernel. The price: the matrices take twice
-the bytes (BirdNET's two cos matrices: 21 MB instead of 10.5; its ONNX is 72.7 MB) and ONNX
-Runtime's double MatMul about twice the time (BirdNET's 511 frames x 2048: 115 ms against 53 ms in float32, best of
-15 on a shared 2-core machine). A Cooley-Tukey split in float64 would cut both; not written.
+TFLite's. The rewritten model is meant for tf2onnx only (ONNX MatMul on double): TFLite's
+own BATCH_MATMUL has no float64 kernel. The price: the matrices take twice the bytes
+(BirdNET's two cos matrices: 21 MB instead of 10.5; its ONNX is 72.7 MB) and ONNX Runtime's
+double MatMul about twice the time (BirdNET's 511 frames x 2048: 115 ms against 53 ms in
+float32, best of 15 on a shared 2-core machine). A two-stage Cooley-Tukey DFT in float64 (N = 64 x 32, the
+twiddles between two MatMuls) was tried: as exact, 133 KB of constants instead of 16.8 MB, but
+slower in ONNX Runtime (206 ms against 143 ms for those frames, real part only), its
+transposes, splits and twiddle products on float64 tensors costing more than the MatMul saves.
 """
 
 import copy
