@@ -1,0 +1,251 @@
+"""Rewrites that get an ONNX graph past the ops onnx2coreml has no Core ML lowering for.
+
+- fold_constants: every node whose inputs are all constants (initializers, Constant nodes,
+  the Shape of a tensor whose shape is static once the inputs have the fixed shapes the
+  route gives them) becomes its value, to a fixed point, and an `If` whose condition became
+  constant is replaced by its taken branch (converters/rewrite/onnx.py `fold`, which the
+  pinned-input rewrite uses too). Exporters compute shapes and index ranges at run time
+  (a YOLOv8 head's `Range` over its grid), and tf2onnx keeps an int8 model's weights behind
+  `DequantizeLinear`: once folded, they are constants.
+- qdq_as_float: the QuantizeLinear / DequantizeLinear left on activations (tf2onnx's ONNX of
+  a full-int8 TFLite) become the float ops they are defined as, which Core ML has:
+  q = Cast(Clip(Round(x / s) + zp, qmin, qmax)) and x = (Cast(q) - zp) * s. ONNX rounds half
+  to even; so does Core ML's `round` (MIL: "0.5 is rounded to 0"; onnx2coreml lowers ONNX
+  Round to it for that reason), so the integers are the same where x / s is computed exactly.
+
+Each runs only before onnx -> coreml and only where the graph holds an op onnx2coreml
+cannot lower (its own `supported_ops`); the artefact is validated against the original.
+"""
+
+from converters.rewrite import rewrite
+from converters.rewrite.onnx import ONNX2COREML, _input_shapes, fold
+
+QDQ = ("QuantizeLinear", "DequantizeLinear")
+_DEFAULT = ("", "ai.onnx")
+
+
+def unlowered(model):
+    """{op: count} of the nodes (main graph and subgraphs) onnx2coreml has no lowering for;
+    Constant is left out (the route moves the main graph's Constants into initializers)."""
+    import collections
+
+    try:
+        from onnx2coreml import supported_ops
+    except ImportError:   # the route itself says what to install
+        return {}
+
+    supported = supported_ops()
+    out = collections.Counter()
+
+    def walk(graph):
+        for n in graph.node:
+            key = n.op_type if n.domain in _DEFAULT else f"{n.domain}::{n.op_type}"
+            if key not in supported and key != "Constant":
+                out[key] += 1
+            for a in n.attribute:
+                for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    walk(g)
+
+    walk(model.graph)
+    return dict(out)
+
+
+def _names(ops):
+    return ", ".join(f"{op} x{n}" if n > 1 else op for op, n in sorted(ops.items())) or "none"
+
+
+@rewrite("onnx", "fold_constants", needed_by=(ONNX2COREML,))
+class FoldConstants:
+    pattern = "ops onnx2coreml cannot lower"   # named when --no-rewrite refuses the route
+    describe = "folded {n} nodes on constants (ops onnx2coreml cannot lower: {before} -> {after})"
+
+    @staticmethod
+    def matches(model, options=None):
+        return sum(unlowered(model).values())
+
+    @staticmethod
+    def apply(model, options=None):
+        before = unlowered(model)
+        new, counts = fold(model, {}, _input_shapes(model, options))
+        n = counts["nodes"] + counts["if"]
+        if not n:
+            return model, 0, {}
+        return new, n, {"before": _names(before), "after": _names(unlowered(new))}
+
+
+def _consts(model):
+    from onnx import numpy_helper
+
+    out = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value":
+            out[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    return out
+
+
+def _ranks(model):
+    """{tensor: rank} where shape inference knows it."""
+    import onnx
+
+    try:
+        g = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # ranks are needed only for per-axis scales
+        return {}
+    out = {vi.name: len(vi.type.tensor_type.shape.dim) for vi in list(g.value_info) + list(g.input)
+           if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape")}
+    out.update({t.name: len(t.dims) for t in g.initializer})
+    return out
+
+
+def _qdq_plan(node, consts, ranks):
+    """(float32 scale, float32 zero point, integer dtype), broadcastable against the node's
+    data input, or None when the node is not one this rewrite expresses (scale or zero
+    point computed at run time, a per-axis scale on a tensor of unknown rank, a type other
+    than 8- or 16-bit integers)."""
+    import numpy as np
+
+    attrs = {a.name: a for a in node.attribute}
+    if node.domain not in _DEFAULT or set(attrs) - {"axis", "saturate"} or len(node.input) < 2:
+        return None
+    s = consts.get(node.input[1])
+    zp_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    zp = consts.get(zp_name) if zp_name else np.zeros((), np.uint8)
+    if s is None or zp is None or s.dtype != np.float32 or zp.dtype not in (np.int8, np.uint8, np.int16, np.uint16):
+        return None
+    dtype = zp.dtype
+    s, zp = s.astype(np.float32), zp.astype(np.float32)
+    if s.size > 1 or zp.size > 1:
+        rank = ranks.get(node.input[0])
+        axis = attrs["axis"].i if "axis" in attrs else 1
+        if rank is None or s.ndim != 1:
+            return None
+        shape = [1] * rank
+        shape[axis % rank] = s.size
+        s, zp = s.reshape(shape), np.broadcast_to(zp, s.shape).reshape(shape)
+    return s, zp, dtype
+
+
+def express_qdq(model):
+    """(new model, count): each QuantizeLinear / DequantizeLinear with constant scale and zero
+    point becomes its defining float arithmetic (see the module docstring)."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    consts, ranks = _consts(m), _ranks(m)
+    nodes, inits, count = [], [], 0
+    for n in g.node:
+        plan = _qdq_plan(n, consts, ranks) if n.op_type in QDQ else None
+        if plan is None:
+            nodes.append(n)
+            continue
+        s, zp, dtype = plan
+        p = f"{n.name or n.output[0]}/as_float/"
+        inits += [numpy_helper.from_array(s, p + "scale"), numpy_helper.from_array(zp, p + "zero_point")]
+        x, y = n.input[0], n.output[0]
+        if n.op_type == "QuantizeLinear":
+            info = np.iinfo(dtype)
+            inits += [numpy_helper.from_array(np.array(info.min, np.float32), p + "qmin"),
+                      numpy_helper.from_array(np.array(info.max, np.float32), p + "qmax")]
+            nodes += [helper.make_node("Div", [x, p + "scale"], [p + "scaled"], name=p + "div"),
+                      helper.make_node("Round", [p + "scaled"], [p + "rounded"], name=p + "round"),
+                      helper.make_node("Add", [p + "rounded", p + "zero_point"], [p + "shifted"], name=p + "add"),
+                      helper.make_node("Clip", [p + "shifted", p + "qmin", p + "qmax"], [p + "clipped"],
+                                       name=p + "clip"),
+                      helper.make_node("Cast", [p + "clipped"], [y], name=p + "cast",
+                                       to=helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))]
+        else:
+            nodes += [helper.make_node("Cast", [x], [p + "float"], name=p + "cast", to=onnx.TensorProto.FLOAT),
+                      helper.make_node("Sub", [p + "float", p + "zero_point"], [p + "centred"], name=p + "sub"),
+                      helper.make_node("Mul", [p + "centred", p + "scale"], [y], name=p + "mul")]
+        count += 1
+    if not count:
+        return model, 0
+    del g.node[:]
+    g.node.extend(nodes)
+    g.initializer.extend(inits)
+    _integers_as_float(g)
+    read = _read(g)
+    kept = [t for t in g.initializer if t.name in read]
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    del g.value_info[:]
+    return m, count
+
+
+# Ops that only move, pick or compare integers: on integer values held in float32 they give
+# the same values. {op: input positions holding data (None: all)}.
+MOVES = {"Concat": None, "Slice": (0,), "Reshape": (0,), "Transpose": (0,), "Squeeze": (0,),
+         "Unsqueeze": (0,), "Identity": (0,), "Flatten": (0,), "Split": (0,), "Gather": (0,),
+         "Expand": (0,), "Tile": (0,), "Pad": (0, 2), "MaxPool": (0,)}
+_INTEGERS = (2, 3, 4, 5)   # TensorProto UINT8, INT8, UINT16, INT16
+
+
+def _integers_as_float(g):
+    """The 8/16-bit integer tensors between the expressed Quantize/DequantizeLinear (the
+    graph's integer inputs and outputs, a full-int8 model's state, what Concat, Slice,
+    Reshape... move) are held in float32 instead: onnx2coreml has no int8 or uint8 type, and
+    these ops give the same integers on float32 values (exact below 2**24). Only when every
+    reader of such a tensor is one of those ops or an expressed DequantizeLinear; otherwise
+    the graph is left with its casts. Changes `g` in place; returns whether it did."""
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    casts = {n.name: n for n in g.node if n.op_type == "Cast" and n.name.endswith("/as_float/cast")}
+    ints = {i.name for i in g.input if i.type.tensor_type.elem_type in _INTEGERS}
+    ints |= {n.output[0] for n in casts.values() if n.attribute[0].i != TensorProto.FLOAT}
+    consts = {t.name: t for t in g.initializer if t.data_type in _INTEGERS}
+    identities = []
+    for n in g.node:
+        if n.name in casts:   # an expressed Quantize's cast, or a Dequantize's of a held tensor
+            if n.attribute[0].i != TensorProto.FLOAT or n.input[0] in ints:
+                identities.append(n)
+            continue
+        held = [k for k, name in enumerate(n.input) if name in ints]
+        if not held:
+            continue
+        data = MOVES.get(n.op_type, ())
+        data = range(len(n.input)) if data is None else data
+        if any(k not in data for k in held):
+            return False
+        ints |= {n.input[k] for k in data if k < len(n.input) and n.input[k] in consts}
+        ints |= set(n.output)
+    for n in identities:
+        n.op_type = "Identity"
+        del n.attribute[:]
+    for v in list(g.input) + list(g.output):
+        if v.name in ints:
+            v.type.tensor_type.elem_type = TensorProto.FLOAT
+    for t in g.initializer:
+        if t.name in ints and t.name in consts:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float32), t.name))
+    return True
+
+
+def _read(graph):
+    """The names the graph's nodes (and their subgraphs') read, and its outputs."""
+    from converters.rewrite.onnx import _subgraphs
+
+    out = {o.name for o in graph.output}
+    for n in graph.node:
+        out.update(n.input)
+        for g in _subgraphs(n):
+            out |= _read(g)
+    return out
+
+
+@rewrite("onnx", "qdq_as_float", needed_by=(ONNX2COREML,))
+class QDQAsFloat:
+    pattern = "QuantizeLinear/DequantizeLinear"   # named when --no-rewrite refuses the route
+    describe = "expressed {n} QuantizeLinear/DequantizeLinear as float arithmetic (divide, round half to even, clip, cast)"
+
+    @staticmethod
+    def matches(model, options=None):
+        return sum(n.op_type in QDQ and n.domain in _DEFAULT for n in model.graph.node)
+
+    @staticmethod
+    def apply(model, options=None):
+        return express_qdq(model)
