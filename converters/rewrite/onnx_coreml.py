@@ -216,13 +216,37 @@ def _integers_as_float(g):
     for n in identities:
         n.op_type = "Identity"
         del n.attribute[:]
-    for v in list(g.input) + list(g.output):
-        if v.name in ints:
-            v.type.tensor_type.elem_type = TensorProto.FLOAT
     for t in g.initializer:
         if t.name in ints and t.name in consts:
             t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float32), t.name))
+    _int32_boundary(g, ints)
     return True
+
+
+def _int32_boundary(g, ints):
+    """The graph's integer inputs and outputs become int32 (a type Core ML's inputs and outputs
+    have), cast to and from the float32 that holds them inside: the model still takes and
+    returns integers, which validation quantizes and dequantizes with the source's parameters."""
+    from onnx import TensorProto, helper
+
+    inner, head, tail = {}, [], []
+    for v in g.input:
+        if v.name in ints:
+            inner[v.name] = v.name + "/as_float"
+            head.append(helper.make_node("Cast", [v.name], [inner[v.name]], name=v.name + "/to_float",
+                                         to=TensorProto.FLOAT))
+            v.type.tensor_type.elem_type = TensorProto.INT32
+    for v in g.output:
+        if v.name in ints:
+            held = inner.setdefault(v.name, v.name + "/as_float")
+            tail.append(helper.make_node("Cast", [held], [v.name], name=v.name + "/to_int32", to=TensorProto.INT32))
+            v.type.tensor_type.elem_type = TensorProto.INT32
+    for n in g.node:
+        n.input[:] = [inner.get(i, i) for i in n.input]
+        n.output[:] = [inner.get(o, o) for o in n.output]
+    nodes = head + list(g.node) + tail
+    del g.node[:]
+    g.node.extend(nodes)
 
 
 def _read(graph):
@@ -249,3 +273,114 @@ class QDQAsFloat:
     @staticmethod
     def apply(model, options=None):
         return express_qdq(model)
+
+
+def _static(model, names):
+    """{name: (elem type, [dims])} of `names` whose type and shape inference fixes."""
+    import onnx
+
+    try:
+        g = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # then no If is known to be safe to select
+        return {}
+    out = {}
+    for vi in list(g.value_info) + list(g.output) + list(g.input):
+        t = vi.type.tensor_type
+        if vi.name in names and vi.type.HasField("tensor_type") and t.HasField("shape") \
+                and all(d.HasField("dim_value") for d in t.shape.dim):
+            out[vi.name] = (t.elem_type, [int(d.dim_value) for d in t.shape.dim])
+    return out
+
+
+_EFFECTS = {"If", "Loop", "Scan", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+            "Multinomial", "Bernoulli"}
+
+
+def if_as_where(model):
+    """(new model, count): each `If` of the main graph whose branches are plain computations
+    (no nested control flow, nothing random) giving outputs of the same static shape and type
+    becomes both branches, inlined, and a Where on the condition per output. Core ML computes
+    both; the values are the taken branch's (Where takes nothing from the other one, not even
+    a NaN). An If with a constant condition is folded before (fold_constants)."""
+    import onnx
+    from onnx import helper
+
+    from converters.rewrite.onnx import _inline
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    names = {o for n in g.node for o in n.output} | {i.name for i in g.input} | {t.name for t in g.initializer}
+    nodes, inits, pairs, count = [], [], [], 0
+    for n in g.node:
+        branches = {a.name: a.g for a in n.attribute}
+        if n.op_type != "If" or n.domain not in _DEFAULT or set(branches) != {"then_branch", "else_branch"} or \
+                any(x.op_type in _EFFECTS or any(a.g.node or a.graphs for a in x.attribute)
+                    for b in branches.values() for x in b.node):
+            nodes.append(n)
+            continue
+        selected = []
+        for side in ("then_branch", "else_branch"):
+            stub = helper.make_node("If", list(n.input), [f"{o}/{side}" for o in n.output], name=f"{n.name}/{side}")
+            new, extra = _inline(stub, branches[side], names)
+            names |= {o for x in new for o in x.output} | {t.name for t in extra}
+            nodes += new
+            inits += extra
+            selected.append(list(stub.output))
+        for out, t, e in zip(n.output, *selected):
+            nodes.append(helper.make_node("Where", [n.input[0], t, e], [out], name=f"{n.name}/{out}/where"))
+            pairs.append((t, e))
+        count += 1
+    if not count:
+        return model, 0
+    del g.node[:]
+    g.node.extend(nodes)
+    g.initializer.extend(inits)
+    del g.value_info[:]
+    known = _static(m, {x for p in pairs for x in p} | {n.input[0] for n in g.node if n.op_type == "Where"})
+    if any(t not in known or known.get(t) != known.get(e) for t, e in pairs):
+        return model, 0        # a branch's output shape is open or differs: If cannot be a Where
+    _unsqueezed_conditions(m, known)
+    return m, count
+
+
+def _unsqueezed_conditions(m, known):
+    """A Where's condition made by reshaping one boolean to a scalar (tf2onnx's squeeze before
+    an If) is read before the reshape when that keeps the result's shape (its dims are all 1
+    and no more than the output's); the reshape, then unread, goes. onnx2coreml types an
+    empty shape constant as float and refuses that Reshape."""
+    g = m.graph
+    made = {o: n for n in g.node for o in n.output}
+    for w in (n for n in g.node if n.op_type == "Where"):
+        src = made.get(w.input[0])
+        if src is None or src.op_type not in ("Reshape", "Squeeze") or src.input[0] not in _static(m, {src.input[0]}):
+            continue
+        _, dims = _static(m, {src.input[0]})[src.input[0]]
+        if all(d == 1 for d in dims) and len(dims) <= len(known.get(w.input[1], (0, []))[1]):
+            w.input[0] = src.input[0]
+    _prune(g)
+
+
+def _prune(g):
+    """Remove the nodes whose outputs nothing reads (repeatedly)."""
+    while True:
+        read = _read(g)
+        keep = [n for n in g.node if any(o in read for o in n.output)]
+        if len(keep) == len(g.node):
+            return
+        del g.node[:]
+        g.node.extend(keep)
+
+
+@rewrite("onnx", "select_if_branches", needed_by=(ONNX2COREML,))
+class IfAsWhere:
+    pattern = "If"   # named when --no-rewrite refuses the route
+    describe = "computed both branches of {n} If and selected the taken one with Where"
+
+    @staticmethod
+    def matches(model, options=None):
+        return sum(n.op_type == "If" and n.domain in _DEFAULT for n in model.graph.node)
+
+    @staticmethod
+    def apply(model, options=None):
+        return if_as_where(model)

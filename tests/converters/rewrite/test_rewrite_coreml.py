@@ -132,12 +132,12 @@ def test_quantize_dequantize_as_float_gives_the_same_integers(scale):
     model = _qdq_onnx(scale=scale)
     new, n = QDQAsFloat.apply(model, _options())
     assert n == 5 and unlowered(new) == {}
-    assert {i.type.tensor_type.elem_type for i in list(new.graph.input) + list(new.graph.output)} == {1}
+    assert {i.type.tensor_type.elem_type for i in list(new.graph.input) + list(new.graph.output)} == {6}   # int32
     for feed in _int_feeds(model):
         want = _ort(model, feed)
-        got = _ort(new, {k: v.astype(np.float32) for k, v in feed.items()})
+        got = _ort(new, {k: v.astype(np.int32) for k, v in feed.items()})
         for a, b in zip(want, got):
-            np.testing.assert_array_equal(a.astype(np.float32), b)
+            np.testing.assert_array_equal(a.astype(np.int32), b)
 
 
 def _round_trip_onnx(scale=0.5):
@@ -216,18 +216,92 @@ def test_an_integer_tensor_read_by_arithmetic_keeps_its_casts():
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("name", ["range", "qdq"])
+@pytest.mark.parametrize("name", ["range", "qdq", "gate"])
 def test_onnx_converts_to_coreml_validated_against_the_original(name, tmp_path, capsys):
     from tests.conftest import run_cli
 
     src = tmp_path / f"{name}.onnx"
-    flags = ["--input-shapes", "x:[1,5]"] if name == "range" else []
-    (_range_onnx if name == "range" else _qdq_onnx)(src)
+    flags = {"range": ["--input-shapes", "x:[1,5]"], "gate": ["--val-range", "[-4,4]"]}.get(name, [])
+    {"range": _range_onnx, "qdq": _qdq_onnx, "gate": _gate_onnx}[name](src)
     code, out, err = run_cli(capsys, "convert", src, "--to", "coreml", "-o", tmp_path / "out", "--json", *flags)
     assert code == 0, err
     hop = json.loads(out)["models"][0]["artefacts"][0]
     assert hop["validation"]["passed"] is True, hop
-    assert any(r.startswith("folded") or r.startswith("expressed") for r in hop["rewrites"]), hop["rewrites"]
+    assert any(r.split()[0] in ("folded", "expressed", "computed") for r in hop["rewrites"]), hop["rewrites"]
     code, out, err = run_cli(capsys, "convert", src, "--to", "coreml", "-o", tmp_path / "off", "--no-rewrite",
                              *flags)
-    assert code != 0 and "needs the rewrite fold_constants" in err, err
+    assert code != 0 and "needs the rewrite" in err and "--no-rewrite" in err, err
+
+
+def _gate_onnx(path=None, else_shape=(1, 1)):
+    """openWakeWord's verifier gate: p = Sigmoid(x w); if p >= 0.5 a second score from x,
+    else p itself. The condition is data: it cannot be folded."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+    c = {"w": rng.normal(0, 0.5, (4, 1)).astype(np.float32), "v": rng.normal(0, 0.5, (4, 1)).astype(np.float32),
+         "half": np.array(0.5, np.float32), "scalar": np.zeros(0, np.int64)}
+    then = helper.make_graph([helper.make_node("MatMul", ["x", "v"], ["t0"]), helper.make_node("Tanh", ["t0"], ["t"])],
+                             "then", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 1])])
+    other = [helper.make_node("Identity", ["p"], ["e"])] if else_shape == (1, 1) else \
+        [helper.make_node("ReduceMean", ["x"], ["e"], keepdims=0)]
+    els = helper.make_graph(other, "else", [], [helper.make_tensor_value_info("e", TensorProto.FLOAT, list(else_shape))])
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["s"]), helper.make_node("Sigmoid", ["s"], ["p"]),
+             helper.make_node("GreaterOrEqual", ["p", "half"], ["ge"]),
+             helper.make_node("Reshape", ["ge", "scalar"], ["cond"]),
+             helper.make_node("If", ["cond"], ["y"], then_branch=then, else_branch=els)]
+    graph = helper.make_graph(nodes, "gate", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])],
+                              initializer=[numpy_helper.from_array(v, k) for k, v in c.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    if path is not None:
+        onnx.save(model, str(path))
+    return model
+
+
+def _gate_inputs():
+    return np.random.default_rng(5).normal(0, 2, (60, 1, 4)).astype(np.float32)
+
+
+def test_an_if_on_data_becomes_both_branches_and_a_where():
+    """On inputs that take each branch, the Where gives the If's values exactly."""
+    from converters.rewrite.onnx_coreml import IfAsWhere, unlowered
+
+    model = _gate_onnx()
+    assert IfAsWhere.matches(model) == 1 and unlowered(model) == {"If": 1}
+    new, n = IfAsWhere.apply(model)
+    assert n == 1 and unlowered(new) == {}
+    assert "Reshape" not in {x.op_type for x in new.graph.node}   # the squeeze to a scalar went
+    w = next(t for t in model.graph.initializer if t.name == "w")
+    from onnx import numpy_helper
+
+    taken = set()
+    for x in _gate_inputs():
+        want = _ort(model, {"x": x})[0]
+        taken.add(bool(1 / (1 + np.exp(-(x @ numpy_helper.to_array(w)))) >= 0.5))
+        np.testing.assert_array_equal(_ort(new, {"x": x})[0], want)
+    assert taken == {True, False}      # both branches were exercised
+
+
+def test_an_if_whose_branches_differ_in_shape_is_left_alone():
+    """Where would broadcast a [] against a [1, 1]: the If keeps its own semantics (and the
+    route still names If)."""
+    from converters.rewrite.onnx_coreml import IfAsWhere
+
+    model = _gate_onnx(else_shape=())
+    new, n = IfAsWhere.apply(model)
+    assert (new, n) == (model, 0)
+
+
+def test_selecting_the_wrong_branch_is_caught():
+    """A wrong rewrite (the Where's branches swapped) gives other values on these inputs."""
+    from converters.rewrite.onnx_coreml import IfAsWhere
+
+    model = _gate_onnx()
+    new, _ = IfAsWhere.apply(model)
+    where = next(n for n in new.graph.node if n.op_type == "Where")
+    where.input[1], where.input[2] = where.input[2], where.input[1]
+    assert any((_ort(new, {"x": x})[0] != _ort(model, {"x": x})[0]).any() for x in _gate_inputs())
