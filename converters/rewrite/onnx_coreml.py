@@ -384,3 +384,72 @@ class IfAsWhere:
     @staticmethod
     def apply(model, options=None):
         return if_as_where(model)
+
+
+def reverse_as_gather(model):
+    """(new model, count): each ReverseSequence with constant lengths becomes a gather along
+    its time axis: with one length L for every batch entry, Gather with the indices
+    L-1..0, L..T-1; with several, GatherElements with each entry's indices (the input's
+    shape static). tf.reverse exported by tf2onnx (BirdNET's stft framing) is the first."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    consts, shapes = _consts(m), None
+    nodes, inits, count = [], [], 0
+    for n in g.node:
+        lens = consts.get(n.input[1]) if n.op_type == "ReverseSequence" and len(n.input) == 2 else None
+        if lens is None:
+            nodes.append(n)
+            continue
+        attrs = {a.name: a.i for a in n.attribute}
+        t_axis, b_axis = attrs.get("time_axis", 0), attrs.get("batch_axis", 1)
+        if shapes is None:
+            shapes = {k: v[1] for k, v in _static(m, {i for x in g.node for i in x.input}).items()}
+        dims = shapes.get(n.input[0])
+        if dims is None:
+            nodes.append(n)
+            continue
+        steps, lens = dims[t_axis], np.asarray(lens, np.int64).reshape(-1)
+        p = f"{n.name or n.output[0]}/as_gather/"
+        if (lens == lens[0]).all():
+            idx = np.concatenate([np.arange(lens[0] - 1, -1, -1), np.arange(lens[0], steps)]).astype(np.int64)
+            nodes.append(helper.make_node("Gather", [n.input[0], p + "indices"], list(n.output), name=p + "gather",
+                                          axis=t_axis))
+        else:
+            t = np.arange(steps).reshape([-1 if k == t_axis else 1 for k in range(len(dims))])
+            size = lens.reshape([-1 if k == b_axis else 1 for k in range(len(dims))])
+            idx = np.broadcast_to(np.where(t < size, size - 1 - t, t), dims).astype(np.int64)
+            nodes.append(helper.make_node("GatherElements", [n.input[0], p + "indices"], list(n.output),
+                                          name=p + "gather", axis=t_axis))
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(idx), p + "indices"))
+        count += 1
+    if not count:
+        return model, 0
+    del g.node[:]
+    g.node.extend(nodes)
+    g.initializer.extend(inits)
+    _prune(g)
+    read = _read(g)
+    kept = [t for t in g.initializer if t.name in read]
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    del g.value_info[:]
+    return m, count
+
+
+@rewrite("onnx", "reverse_sequence_as_gather", needed_by=(ONNX2COREML,))
+class ReverseAsGather:
+    pattern = "ReverseSequence"   # named when --no-rewrite refuses the route
+    describe = "expressed {n} ReverseSequence as a gather with constant indices"
+
+    @staticmethod
+    def matches(model, options=None):
+        return sum(n.op_type == "ReverseSequence" for n in model.graph.node)
+
+    @staticmethod
+    def apply(model, options=None):
+        return reverse_as_gather(model)

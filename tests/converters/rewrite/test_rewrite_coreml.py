@@ -216,13 +216,18 @@ def test_an_integer_tensor_read_by_arithmetic_keeps_its_casts():
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("name", ["range", "qdq", "gate"])
+@pytest.mark.parametrize("name", ["range", "qdq", "gate", "reverse"])
 def test_onnx_converts_to_coreml_validated_against_the_original(name, tmp_path, capsys):
     from tests.conftest import run_cli
 
     src = tmp_path / f"{name}.onnx"
     flags = {"range": ["--input-shapes", "x:[1,5]"], "gate": ["--val-range", "[-4,4]"]}.get(name, [])
-    {"range": _range_onnx, "qdq": _qdq_onnx, "gate": _gate_onnx}[name](src)
+    if name == "reverse":
+        import onnx
+
+        onnx.save(_reverse_onnx([2, 5, 1]), str(src))
+    else:
+        {"range": _range_onnx, "qdq": _qdq_onnx, "gate": _gate_onnx}[name](src)
     code, out, err = run_cli(capsys, "convert", src, "--to", "coreml", "-o", tmp_path / "out", "--json", *flags)
     assert code == 0, err
     hop = json.loads(out)["models"][0]["artefacts"][0]
@@ -305,3 +310,42 @@ def test_selecting_the_wrong_branch_is_caught():
     where = next(n for n in new.graph.node if n.op_type == "Where")
     where.input[1], where.input[2] = where.input[2], where.input[1]
     assert any((_ort(new, {"x": x})[0] != _ort(model, {"x": x})[0]).any() for x in _gate_inputs())
+
+
+def _reverse_onnx(lens, steps=6, batch=3):
+    """ReverseSequence over x [steps, batch, 2] (time axis 0, batch axis 1), as tf2onnx
+    writes tf.reverse, with constant lengths."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("ReverseSequence", ["x", "lens"], ["r"], time_axis=0, batch_axis=1),
+             helper.make_node("Relu", ["r"], ["y"])]
+    graph = helper.make_graph(nodes, "reverse", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [steps, batch, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [steps, batch, 2])],
+                              initializer=[numpy_helper.from_array(np.array(lens, np.int64), "lens")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("lens", [[6, 6, 6], [4, 4, 4], [6, 1, 3], [2, 5, 1]])
+def test_reverse_sequence_becomes_a_gather_with_the_same_values(lens):
+    from converters.rewrite.onnx_coreml import ReverseAsGather, unlowered
+
+    model = _reverse_onnx(lens)
+    assert ReverseAsGather.matches(model) == 1 and unlowered(model) == {"ReverseSequence": 1}
+    new, n = ReverseAsGather.apply(model)
+    assert n == 1 and unlowered(new) == {}
+    x = np.random.default_rng(6).normal(size=(6, 3, 2)).astype(np.float32)
+    np.testing.assert_array_equal(_ort(new, {"x": x})[0], _ort(model, {"x": x})[0])
+
+
+def test_reversing_the_whole_axis_instead_of_each_length_is_caught():
+    """A wrong rewrite (every entry reversed over all steps, ignoring the lengths) differs."""
+    from converters.rewrite.onnx_coreml import ReverseAsGather
+
+    partial = _reverse_onnx([2, 5, 1])
+    wrong, _ = ReverseAsGather.apply(_reverse_onnx([6, 6, 6]))
+    x = np.random.default_rng(6).normal(size=(6, 3, 2)).astype(np.float32)
+    assert (_ort(wrong, {"x": x})[0] != _ort(partial, {"x": x})[0]).any()
