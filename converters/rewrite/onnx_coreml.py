@@ -11,10 +11,19 @@
   a full-int8 TFLite) become the float ops they are defined as, which Core ML has:
   q = Cast(Clip(Round(x / s) + zp, qmin, qmax)) and x = (Cast(q) - zp) * s. ONNX rounds half
   to even; so does Core ML's `round` (MIL: "0.5 is rounded to 0"; onnx2coreml lowers ONNX
-  Round to it for that reason), so the integers are the same where x / s is computed exactly.
+  Round to it for that reason), so the integers are the same where x / s is computed exactly
+  (a float16 program rounds x / s itself: an integer can come out one off near a half).
+  The integers between them are held in float32 (onnx2coreml has no 8-bit type), and the
+  graph's int8/uint8 inputs and outputs become int32, when only ops that move values
+  (Concat, Slice, Reshape...) read them; otherwise the casts stay.
+- reverse_sequence_as_gather: a ReverseSequence with constant lengths becomes a Gather (or
+  GatherElements) along its time axis with constant indices.
+- select_if_branches: an `If` on data (no constant decides it) whose branches are plain
+  computations with outputs of one static shape becomes both branches and a Where.
 
-Each runs only before onnx -> coreml and only where the graph holds an op onnx2coreml
-cannot lower (its own `supported_ops`); the artefact is validated against the original.
+Each is applied only before onnx -> coreml, in name order (the order listed here), only where the
+graph holds its pattern; fold_constants only where an op is outside onnx2coreml's own
+`supported_ops()`. The artefact is validated against the original, unrewritten ONNX.
 """
 
 from converters.rewrite import rewrite
