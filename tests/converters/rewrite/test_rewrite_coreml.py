@@ -92,6 +92,7 @@ def test_range_over_a_static_shape_is_folded_and_computes_the_same():
     x = np.random.default_rng(0).normal(size=(1, 5)).astype(np.float32)
     np.testing.assert_array_equal(_ort(new, {"x": x})[0], _ort(model, {"x": x})[0])
     assert unlowered(model) == {"Range": 1}       # the source is left as it was
+    assert FoldConstants.matches(new, opts) == 0   # a graph onnx2coreml lowers is not rewritten
 
 
 def test_a_range_over_a_computed_value_stays_and_is_named():
