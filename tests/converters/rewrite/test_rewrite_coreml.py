@@ -95,13 +95,14 @@ def test_range_over_a_static_shape_is_folded_and_computes_the_same():
     assert FoldConstants.matches(new, opts) == 0   # a graph onnx2coreml lowers is not rewritten
 
 
-def test_a_range_over_a_computed_value_stays_and_is_named():
-    """A Range whose limit is computed from the data cannot be folded: the rewrite changes
-    nothing and onnx2coreml's refusal still names Range."""
+def test_a_range_over_a_computed_value_stays_and_is_named(tmp_path, capsys):
+    """A Range whose limit is an input cannot be folded: the rewrite changes nothing, and the
+    refusal names Range and says why no folding reaches it."""
     import onnx
     from onnx import TensorProto, helper
 
     from converters.rewrite.onnx_coreml import FoldConstants
+    from tests.conftest import run_cli
 
     model = _range_onnx()
     g = model.graph
@@ -112,6 +113,11 @@ def test_a_range_over_a_computed_value_stays_and_is_named():
     assert FoldConstants.matches(model, _options(["x:[1,5]", "n:[]"])) == 1
     new, n, _ = FoldConstants.apply(model, _options(["x:[1,5]", "n:[]"]))
     assert n == 0 and new is model
+    onnx.save(model, str(tmp_path / "open_range.onnx"))
+    code, out, err = run_cli(capsys, "convert", tmp_path / "open_range.onnx", "--to", "coreml", "-o", tmp_path,
+                             "--input-shapes", "x:[1,5]", "n:[]")
+    assert code != 0 and "no Core ML lowering in onnx2coreml: Range" in err, err
+    assert "Range on values computed from the inputs at run time, which no constant folding reaches" in err
 
 
 def test_weights_behind_dequantize_linear_fold_even_where_the_reference_evaluator_has_no_kernel():
