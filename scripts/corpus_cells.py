@@ -53,7 +53,7 @@ REASONS = [
     ("cannot convert op CALL_ONCE", "streaming state (tf2onnx)", REWRITE_COULD,
      "resource-variable state made explicit inputs/outputs"),
     ("no Core ML lowering in onnx2coreml", "op onnx2coreml cannot lower", REWRITE_COULD,
-     "fold or express the op (If on a constant, Range on constants, DequantizeLinear on weights)"),
+     "fold or express the op (rewrite/onnx_coreml.py: constants folded, Q/DQ, If on data, ReverseSequence)"),
     ("no int8 kernel for op DIV", "DIV in TFLite's quantizer", REWRITE_COULD,
      "a division by a constant written as a MUL by its inverse has an int8 kernel; by a tensor, not"),
     ("no int8 kernel for op SQRT", "SQRT in TFLite's quantizer", REWRITE_COULD,

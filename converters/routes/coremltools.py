@@ -236,7 +236,7 @@ def onnx_to_coreml(source, output_path, options):
         what = ("ops with no Core ML lowering in onnx2coreml: " + "; ".join(
             f"{op} (node {', '.join(nodes[:2])}{', ...' if len(nodes) > 2 else ''})"
             for op, nodes in sorted(missing.items(), key=lambda kv: (kv[0] == "Constant", kv[0])))
-        ) if missing else first_line(e)   # Constants left are inside subgraphs (If, Loop branches)
+        ) + _computed_note(model, missing) if missing else first_line(e)   # Constants left are inside subgraphs
         raise EdgeportError(f"onnx2coreml cannot convert {source.name}: {what}",
                             "convert the model's original (Keras, SavedModel, PyTorch) with --to coreml"
                             ) from None
@@ -248,6 +248,21 @@ def onnx_to_coreml(source, output_path, options):
     meta["route"] = "onnx2coreml (ONNX -> MIL program) -> coremltools (mlprogram)"
     meta["input_shape"] = shape if len(fixed) == 1 else {n: dims for n, dims, _ in fixed}
     return meta
+
+
+def _computed_note(model, missing):
+    """What the refusal adds about the ops left after the rewrites folded what was constant:
+    those read values computed from the inputs at run time, which no folding reaches."""
+    consts = {t.name for t in model.graph.initializer}
+
+    def reads_computed(op, names):
+        nodes = [n for n in model.graph.node if n.op_type == op.split("::")[-1]]
+        named = [n for n in nodes if n.name in names] or nodes   # unnamed: "node_3" in its list
+        return any(i and i not in consts for n in named for i in n.input)
+
+    computed = sorted(op for op, names in missing.items() if reads_computed(op, set(names)))
+    return (f" ({', '.join(computed)} on values computed from the inputs at run time, which no "
+            f"constant folding reaches)") if computed else ""
 
 
 def _package_versions(*names):

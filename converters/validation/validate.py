@@ -308,7 +308,8 @@ def _run_all(runner, source, samples, spec_of):
 
 def borrow_quantization(src_runner, runner):
     """Integer inputs/outputs of `runner` that carry no quantization parameters (tf2onnx keeps
-    a quantized TFLite's uint8 I/O as plain uint8) take the source's matching parameters, so
+    a quantized TFLite's uint8 I/O as plain uint8; the Core ML model of that ONNX holds them as
+    int32, Core ML having no 8-bit type) take the source's matching integer parameters, so
     their values are quantized and dequantized as the source's are.
 
     Returns ({input name: (scale, zp)}, {output name: (scale, zp)}) and sets it on the runner.
@@ -322,7 +323,7 @@ def borrow_quantization(src_runner, runner):
             if m.scale or not np.issubdtype(m.dtype, np.integer):
                 continue
             ref = by_name.get(m.name) or (src[i] if i < len(src) and len(src) == len(conv) else None)
-            if ref is not None and ref.scale and np.dtype(ref.dtype) == np.dtype(m.dtype):
+            if ref is not None and ref.scale and np.issubdtype(np.dtype(ref.dtype), np.integer):
                 out[m.name] = (float(ref.scale), int(ref.zero_point))
         return out
 

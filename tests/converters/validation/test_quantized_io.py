@@ -68,3 +68,25 @@ def test_coral_uint8_onnx_validates_on_photos(converted, capsys):
     code, text, err = run_cli(capsys, "validate", CORAL / MODEL, onnx_path, "--inputs", CORAL)
     assert code == 0, text + err  # was: "input 'input' is uint8 but has no quantization parameters"
     assert "3 images" in text and "top-1 3/3" in text
+
+
+@pytest.mark.parametrize("dtype,borrowed", [(np.uint8, True), (np.int32, True), (np.float32, False)])
+def test_integer_io_of_another_width_borrows_the_sources_parameters(dtype, borrowed):
+    """The Core ML model of a uint8 ONNX holds its integers as int32 (Core ML has no 8-bit
+    type): they are quantized and dequantized with the source's parameters as uint8 ones are;
+    float I/O never borrows."""
+    from converters.validation.runners.base import tensor_meta
+    from converters.validation.validate import borrow_quantization
+
+    class Fake:
+        def __init__(self, dtype, scale):
+            self.meta = [tensor_meta("x", (1, 4), dtype, scale, 3)]
+
+        def input_metadata(self):
+            return self.meta
+
+        def output_metadata(self):
+            return self.meta
+
+    got = borrow_quantization(Fake(np.uint8, 0.5), Fake(dtype, 0.0))
+    assert got == (({"x": (0.5, 3)}, {"x": (0.5, 3)}) if borrowed else ({}, {}))
