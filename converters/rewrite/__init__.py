@@ -37,7 +37,8 @@ REWRITE_MODULES = ("converters.rewrite.tflite", "converters.rewrite.onnx",
                    "converters.rewrite.tflite_state",
                    "converters.rewrite.onnx_fix", "converters.rewrite.tflite_fix",
                    "converters.rewrite.tflite_rfft", "converters.rewrite.tflite_transpose_conv_bias",
-                   "converters.rewrite.tflite_bias_vector")
+                   "converters.rewrite.tflite_bias_vector",
+                   "converters.rewrite.tflite_int8_ops")
 # What a rewrite returns in `info` that the artefacts made from it keep in their metadata:
 # `state`, the explicit streaming state and how to feed it back (rewrite/tflite_state.py).
 CARRIED = ("state",)
