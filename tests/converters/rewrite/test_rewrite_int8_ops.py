@@ -171,3 +171,108 @@ def test_a_float_model_without_div_is_left_alone():
     model = m.done([x], [y])
     assert DivAsMul.matches(model) == 0
     assert DivAsMul.apply(model) == (model, 0)
+
+
+# -- L2 normalisation ----------------------------------------------------------------------------
+def l2_model(form, shape=(1, 8), axis=-1):
+    """x `shape` -> an L2 normalisation of x over `axis`, written as `form`:
+    'torch' (torch.norm: ABS, MUL, SUM, SQRT, RESHAPE, DIV), 'square' (MUL of x by itself, SUM
+    keeping the axis, SQRT, DIV), 'rsqrt' (MUL, SUM keeping the axis, RSQRT, MUL: the quantizer
+    takes it as it is) or 'epsilon' (torch's with 1e-12 added to the norm: not the exact pattern)."""
+    m = _Graph()
+    s = m.s
+    rank = len(shape)
+    kept = [1 if i == axis % rank else d for i, d in enumerate(shape)]
+    dropped = [d for i, d in enumerate(shape) if i != axis % rank]
+    x, y = m.tensor("x", list(shape)), m.tensor("y", list(shape))
+    axes = m.tensor("axes", [1], np.array([axis], np.int32), I32)
+    sq = m.tensor("squared", list(shape))
+    reducer = s.ReducerOptionsT()
+    reducer.keepDims = form in ("rsqrt", "square")
+    if form in ("rsqrt", "square"):
+        total, root = m.tensor("sum", kept), m.tensor("root", kept)
+        m.op("MUL", [x, x], [sq], s.MulOptionsT())
+        m.op("SUM", [sq, axes], [total], reducer)
+        m.op(form.upper().replace("SQUARE", "SQRT"), [total], [root])
+        m.op("MUL" if form == "rsqrt" else "DIV", [x, root], [y],
+             s.MulOptionsT() if form == "rsqrt" else s.DivOptionsT())
+        return m.done([x], [y])
+    a = m.tensor("abs", list(shape))
+    total, root, norm = m.tensor("sum", dropped), m.tensor("sqrt", dropped), m.tensor("norm", kept)
+    m.op("ABS", [x], [a])
+    m.op("MUL", [a, a], [sq], s.MulOptionsT())
+    m.op("SUM", [sq, axes], [total], reducer)
+    m.op("SQRT", [total], [root])
+    new_shape = m.tensor("shape", [rank], np.array(kept, np.int32), I32)
+    m.op("RESHAPE", [root, new_shape], [norm])
+    if form == "epsilon":
+        eps, padded = m.tensor("eps", [], np.array(1e-12, np.float32)), m.tensor("padded", kept)
+        m.op("ADD", [norm, eps], [padded], s.AddOptionsT())
+        norm = padded
+    m.op("DIV", [x, norm], [y], s.DivOptionsT())
+    return m.done([x], [y])
+
+
+@pytest.mark.parametrize("form", ["torch", "square"])
+def test_an_l2_normalisation_becomes_l2_normalization_and_the_quantizer_takes_it(form):
+    from converters.rewrite.tflite_int8_ops import DivAsMul, L2Normalization
+    from edge.errors import EdgeportError
+
+    original = l2_model(form)
+    samples = inputs((1, 8), 8, 3)
+    with pytest.raises(EdgeportError, match="no int8 kernel for op (SQRT|ABS)"):
+        quantize(original, samples)           # the upstream limit this rewrite exists for
+    assert L2Normalization.matches(original) == 1
+    assert DivAsMul.matches(original) == 0    # its DIV is the L2 normalisation's, not DivAsMul's
+    rewritten, count = L2Normalization.apply(original)
+    assert count == 1 and L2Normalization.matches(rewritten) == 0
+    ops = _op_names(rewritten)
+    assert ops == ["L2_NORMALIZATION"], ops      # the pattern's ops, now unread, are gone
+    for x in inputs((1, 8), 20, 7, -50, 50):
+        np.testing.assert_allclose(run(rewritten, x), run(original, x), rtol=1e-5, atol=1e-6)
+    int8 = quantize(rewritten, samples)
+    for x in samples:
+        assert np.max(np.abs(run(int8, x) - run(original, x))) <= 2 / 128   # its output step is 1/128
+
+
+def _op_names(model_bytes):
+    from tensorflow.lite.tools import flatbuffer_utils as fu
+
+    model = fu.convert_bytearray_to_object(bytearray(model_bytes))
+    names = {v: k for k, v in vars(fu.schema_fb.BuiltinOperator).items() if not k.startswith("_")}
+    return [names[max(model.operatorCodes[op.opcodeIndex].builtinCode,
+                      model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)]
+            for op in model.subgraphs[0].operators]
+
+
+def test_only_the_exact_pattern_is_taken():
+    """An epsilon added to the norm, or a norm over another axis than the last (which
+    L2_NORMALIZATION cannot take), is not matched; x * RSQRT(...), which the quantizer takes,
+    needs no rewrite."""
+    from converters.rewrite.tflite_int8_ops import DivAsMul, L2Normalization
+
+    assert L2Normalization.matches(l2_model("epsilon")) == 0
+    assert DivAsMul.matches(l2_model("epsilon")) == 1      # then its DIV is DivAsMul's
+    other_axis = l2_model("torch", shape=(3, 4), axis=0)
+    assert L2Normalization.matches(other_axis) == 0
+    assert L2Normalization.matches(l2_model("rsqrt")) == 0
+    assert len(quantize(l2_model("rsqrt"), inputs((1, 8), 4, 3))) > 0
+
+
+def test_a_wrong_l2_rewrite_fails_the_comparison():
+    """The comparison can fail: L2_NORMALIZATION put on a norm over the first axis (the wrong
+    rewrite the axis check refuses) gives other values."""
+    from converters.rewrite import tflite_int8_ops
+
+    original = l2_model("torch", shape=(3, 4), axis=0)
+    fu = _Graph().fu
+    model = fu.convert_bytearray_to_object(bytearray(original))
+    b = tflite_int8_ops._Builder(fu, model)
+    g = b.g
+    last = len(g.operators) - 1
+    g.operators[last] = b.op("L2_NORMALIZATION", [0], [int(g.operators[last].outputs[0])],
+                             b.schema.L2NormOptionsT(), b.schema.BuiltinOptions.L2NormOptions)
+    wrong = bytes(fu.convert_object_to_bytearray(model))
+    x = inputs((3, 4), 1, 5)[0]
+    with pytest.raises(AssertionError):
+        np.testing.assert_allclose(run(wrong, x), run(original, x), rtol=1e-5, atol=1e-6)
