@@ -15,16 +15,31 @@
   nearly zero norm). The ops the pattern leaves unread are removed. (x * RSQRT(...) needs no
   rewrite: the quantizer has int8 RSQRT.)
 
+- IF (the quantizer: "no int8 kernel for op IF"): an IF whose branches only compute (no
+  state, no nested control flow) is inlined into the main graph. With a constant condition
+  only the taken branch is; otherwise both are and a SELECT on the condition picks each
+  output (both branches then run on every call; the result is the IF's). SELECT, not
+  SELECT_V2 or a CAST of the condition: the quantizer has int8 SELECT only, which takes a
+  condition of the outputs' shape or one value per row; a one-value condition is reshaped
+  to that, an output of several rows chosen by one value is refused by name. That SELECT
+  copies the chosen int8 values without rescaling: only outputs both branches end in ops of
+  one fixed int8 scale (LOGISTIC, SOFTMAX, TANH) are chosen so; others are refused by name. openWakeWord's
+  "hey jarvis" runs its second stage only when its first stage's score is 0.5 or more.
+
 The artefact is validated against the original, unrewritten model.
 """
 
 
+import copy
+
 from converters.rewrite import rewrite
-from converters.rewrite.tflite import QUANTIZER, _codes, _ops, _schema
+from converters.rewrite.tflite import QUANTIZER, _codes, _ops, _schema, count_ops
 from converters.rewrite.tflite_rfft import _Builder
 from converters.tflite_objects import drop_unused_opcodes
 
 FLOAT32 = 0
+# ops a branch must not hold to be inlined: state, or control flow of its own
+_NOT_INLINED = ("IF", "WHILE", "CALL_ONCE", "CALL", "VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE")
 
 
 def _const(model, tensor):
@@ -216,3 +231,194 @@ class DivAsMul:
     @staticmethod
     def apply(model_bytes, options=None):
         return rewrite_div(model_bytes)
+
+
+# -- IF ----------------------------------------------------------------------------------------
+def _branch_refusal(model, names, index):
+    """Why branch subgraph `index` cannot be inlined, or None."""
+    codes = _codes(model)
+    for op in model.subgraphs[index].operators:
+        name = names[codes[op.opcodeIndex]]
+        if name in _NOT_INLINED or name == "CUSTOM":
+            return f"its branch {index} holds {name}"
+    return None
+
+
+def _inline(b, branch, args, outs_to):
+    """The branch subgraph's ops copied into the main graph: its inputs read `args`, its
+    tensors copied (constants keep their buffers), each output written into `outs_to[k]`
+    when given (else a fresh tensor). Returns (ops, [main tensor of each branch output])."""
+    g, sub = b.g, b.model.subgraphs[branch]
+    remap = {int(t): int(a) for t, a in zip(sub.inputs, args)}
+    for k, t in enumerate(sub.outputs):
+        t = int(t)
+        if t not in remap and outs_to[k] is not None:
+            remap[t] = outs_to[k]
+    ops = []
+    for op in sub.operators:
+        for t in list(op.inputs) + list(op.outputs):
+            t = int(t)
+            if t >= 0 and t not in remap:
+                c = copy.deepcopy(sub.tensors[t])
+                c.name = f"inlined_{branch}/".encode() + c.name
+                g.tensors.append(c)
+                remap[t] = len(g.tensors) - 1
+        o = copy.deepcopy(op)
+        o.inputs = [remap[int(t)] if t >= 0 else -1 for t in op.inputs]
+        o.outputs = [remap[int(t)] for t in op.outputs]
+        ops.append(o)
+    result = [remap[int(t)] for t in sub.outputs]
+    return ops, result
+
+
+def _copy_op(b, src, dst):
+    """An op writing tensor `src`'s value into `dst` (a RESHAPE to its own shape)."""
+    import numpy as np
+
+    shape = np.array([int(d) for d in b.g.tensors[dst].shape], np.int32)
+    s = b.tensor(b.g.tensors[dst].name.decode(errors="replace") + "/shape", [len(shape)], data=shape)
+    opts = b.schema.ReshapeOptionsT()
+    opts.newShape = list(shape)
+    return b.op("RESHAPE", [src, s], [dst], opts, b.schema.BuiltinOptions.ReshapeOptions)
+
+
+# ops whose int8 output has a fixed scale and zero point, whatever the calibration saw
+_FIXED_SCALE = {"LOGISTIC": "1/256", "SOFTMAX": "1/256", "TANH": "1/128"}
+
+
+def _same_fixed_scale(b, op):
+    """Raise unless each output of the IF `op` comes, in both branches, from ops of one fixed
+    int8 scale (_FIXED_SCALE): TFLite's int8 SELECT copies the chosen input's int8 values as
+    they are, without rescaling, so its inputs and output must share their scale, which only a
+    fixed-scale op guarantees (openWakeWord's two sigmoid scores do)."""
+    codes, names = _codes(b.model), b.names
+    main = _producers(b.g)
+
+    def kind(branch, k):
+        sub = b.model.subgraphs[branch]
+        t = int(sub.outputs[k])
+        inputs = [int(i) for i in sub.inputs]
+        if t in inputs:         # passed through: what makes the IF's own input
+            i = main.get(int(op.inputs[1 + inputs.index(t)]))
+            return "the model's input" if i is None else names[codes[b.g.operators[i].opcodeIndex]]
+        i = _producers(sub).get(t)
+        return "a constant" if i is None else names[codes[sub.operators[i].opcodeIndex]]
+
+    opts = op.builtinOptions
+    for k, out in enumerate(op.outputs):
+        kinds = {kind(opts.thenSubgraphIndex, k), kind(opts.elseSubgraphIndex, k)}
+        scales = {_FIXED_SCALE.get(x) for x in kinds}
+        if len(scales) != 1 or None in scales:
+            raise RuntimeError(
+                f"IF output {b.g.tensors[out].name.decode(errors='replace')!r} depends on the input's "
+                f"values and its branches end in {' and '.join(sorted(str(x) for x in kinds))}: TFLite's "
+                "int8 SELECT copies the chosen branch's int8 values without rescaling, so only branches "
+                "ending in ops of one fixed int8 scale (LOGISTIC, SOFTMAX; TANH) can be chosen by it")
+
+
+def _select_condition(b, cond, out):
+    """(condition tensor SELECT takes for output `out`, [the RESHAPE making it]): the condition
+    itself when of the output's shape, else its one value reshaped to [] (a scalar output)
+    or [1] (one value for the output's one row); raise otherwise."""
+    import numpy as np
+
+    g = b.g
+    c_shape = [int(d) for d in g.tensors[cond].shape] if g.tensors[cond].shape is not None else []
+    o_shape = [int(d) for d in g.tensors[out].shape] if g.tensors[out].shape is not None else []
+    if c_shape == o_shape:
+        return cond, []
+    if int(np.prod(c_shape)) != 1 or (o_shape and o_shape[0] != 1):
+        raise RuntimeError(f"IF output {g.tensors[out].name.decode(errors='replace')!r} of shape {o_shape} "
+                           f"chosen by a condition of shape {c_shape}: TFLite's int8 SELECT takes a "
+                           "condition of the output's shape or one value per row")
+    target = [] if not o_shape else [1]
+    name = g.tensors[cond].name.decode(errors="replace") + f"/as_{len(target)}d"
+    t = b.tensor(name, target, g.tensors[cond])
+    g.tensors[t].type, g.tensors[t].shapeSignature = g.tensors[cond].type, None
+    shape = b.tensor(name + "/shape", [len(target)], data=np.array(target, np.int32))
+    opts = b.schema.ReshapeOptionsT()
+    opts.newShape = list(target)
+    return t, [b.op("RESHAPE", [cond, shape], [t], opts, b.schema.BuiltinOptions.ReshapeOptions)]
+
+
+def _plan_if(model, names):
+    """[(op index, op, condition value or None)] of the main graph's IFs, or raise naming why
+    one cannot be inlined."""
+    g = model.subgraphs[0]
+    out = []
+    for i, op in _ops(model, _schema().schema_fb.BuiltinOperator.IF):
+        opts = op.builtinOptions
+        for branch in (opts.thenSubgraphIndex, opts.elseSubgraphIndex):
+            why = _branch_refusal(model, names, branch)
+            if why:
+                raise RuntimeError(f"IF {g.tensors[op.outputs[0]].name.decode(errors='replace')!r} "
+                                   f"cannot be inlined: {why}")
+        cond = _const(model, g.tensors[op.inputs[0]])
+        out.append((i, op, None if cond is None else bool(cond.reshape(-1)[0])))
+    return out
+
+
+def rewrite_if(model_bytes):
+    """(new model bytes, number of IF inlined) in the main graph."""
+    fu = _schema()
+    model = fu.convert_bytearray_to_object(bytearray(model_bytes))
+    b = _Builder(fu, model)
+    found = _plan_if(model, b.names)
+    if not found:
+        return model_bytes, 0
+    g, at = b.g, {i: (op, cond) for i, op, cond in found}
+    new_ops = []
+    for i, op in enumerate(g.operators):
+        if i not in at:
+            new_ops.append(op)
+            continue
+        opts, cond = op.builtinOptions, at[i][1]
+        args, outs = [int(t) for t in op.inputs[1:]], [int(t) for t in op.outputs]
+        if cond is not None:
+            branch = opts.thenSubgraphIndex if cond else opts.elseSubgraphIndex
+            ops, results = _inline(b, branch, args, outs)
+            new_ops += ops
+            new_ops += [_copy_op(b, r, o) for r, o in zip(results, outs) if r != o]
+            continue
+        _same_fixed_scale(b, op)
+        then_ops, then_out = _inline(b, opts.thenSubgraphIndex, args, [None] * len(outs))
+        else_ops, else_out = _inline(b, opts.elseSubgraphIndex, args, [None] * len(outs))
+        new_ops += then_ops + else_ops
+        for t, e, o in zip(then_out, else_out, outs):
+            cond, reshape = _select_condition(b, int(op.inputs[0]), o)
+            new_ops += reshape
+            new_ops.append(b.op("SELECT", [cond, t, e], [o], b.schema.SelectOptionsT(),
+                                b.schema.BuiltinOptions.SelectOptions))
+    g.operators = new_ops
+    _drop_unused_subgraphs(model, b.names)
+    drop_unused_opcodes(model)
+    return bytes(fu.convert_object_to_bytearray(model)), len(found)
+
+
+def _drop_unused_subgraphs(model, names):
+    """Remove the branch subgraphs when no control-flow op remains to call them."""
+    codes = _codes(model)
+    if any(names[codes[op.opcodeIndex]] in ("IF", "WHILE", "CALL_ONCE", "CALL")
+           for g in model.subgraphs[:1] for op in g.operators):
+        return
+    for g in model.subgraphs[1:]:
+        if any(names[codes[op.opcodeIndex]] in ("IF", "WHILE", "CALL_ONCE", "CALL") for op in g.operators):
+            return
+    model.subgraphs = model.subgraphs[:1]
+
+
+@rewrite("tflite", "if_inlined", needed_by=(QUANTIZER,))
+class IfInlined:
+    """IF becomes its branches inlined (the taken one if the condition is constant, else both
+    and a SELECT)."""
+
+    describe = "inlined {n} IF (its branches, chosen by SELECT unless constant) for TFLite's quantizer"
+    pattern = "IF"
+
+    @staticmethod
+    def matches(model_bytes, options=None):
+        return count_ops(model_bytes, "IF")
+
+    @staticmethod
+    def apply(model_bytes, options=None):
+        return rewrite_if(model_bytes)

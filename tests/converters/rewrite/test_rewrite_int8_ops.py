@@ -276,3 +276,119 @@ def test_a_wrong_l2_rewrite_fails_the_comparison():
     x = inputs((3, 4), 1, 5)[0]
     with pytest.raises(AssertionError):
         np.testing.assert_allclose(run(wrong, x), run(original, x), rtol=1e-5, atol=1e-6)
+
+
+# -- IF --------------------------------------------------------------------------------------------
+def if_model(condition, scores=True):
+    """x [1, 4] -> IF(c, x, m, p) -> y [1, 4], m = MEAN(x) [1, 1], p = LOGISTIC(x); its then
+    branch computes LOGISTIC(x * 2 + m), its else branch returns p as it is (as openWakeWord's
+    returns its first score). With scores=False the branches end in ADD and x itself (values of
+    their own ranges). c: 'computed' (MEAN(x) >= 0.05, reshaped to one value), or the constant
+    True or False. (Not >= 0: TFLite's int8 GREATER_EQUAL aborts the process on a constant 0,
+    whose quantization scale is 1.0, against a small-scaled input.)"""
+    m = _Graph()
+    s = m.s
+    x, y, mean = m.tensor("x", [1, 4]), m.tensor("y", [1, 4]), m.tensor("mean", [1, 1])
+    p = m.tensor("p", [1, 4])
+    axes = m.tensor("axes", [1], np.array([1], np.int32), I32)
+    keep = s.ReducerOptionsT()
+    keep.keepDims = True
+    m.op("MEAN", [x, axes], [mean], keep)
+    m.op("LOGISTIC", [x], [p])
+    if condition == "computed":
+        zero, ge = m.tensor("threshold", [], np.array(0.05, np.float32)), m.tensor("ge", [1, 1], dtype=BOOL)
+        c, shape = m.tensor("cond", [], dtype=BOOL), m.tensor("scalar", [0], np.zeros(0, np.int32), I32)
+        m.op("GREATER_EQUAL", [mean, zero], [ge])
+        m.op("RESHAPE", [ge, shape], [c])
+    else:
+        c = m.tensor("cond", [], np.array(condition, np.bool_), BOOL)
+    opts = s.IfOptionsT()
+    opts.thenSubgraphIndex, opts.elseSubgraphIndex = 1, 2
+    m.op("IF", [c, x, mean, p], [y], opts)
+    main = m.g
+    m.subgraph()                       # then: LOGISTIC(x * 2 + m)
+    a, b, q = m.tensor("a", [1, 4]), m.tensor("b", [1, 1]), m.tensor("q", [1, 4])
+    two, twice, out = m.tensor("two", [], np.array(2, np.float32)), m.tensor("twice", [1, 4]), m.tensor("sum", [1, 4])
+    m.op("MUL", [a, two], [twice], s.MulOptionsT())
+    m.op("ADD", [twice, b], [out], s.AddOptionsT())
+    if scores:
+        score = m.tensor("score", [1, 4])
+        m.op("LOGISTIC", [out], [score])
+        out = score
+    m.g.inputs, m.g.outputs = np.array([a, b, q], np.int32), np.array([out], np.int32)
+    m.subgraph()                       # else: p (or x)
+    a, b, q = m.tensor("a", [1, 4]), m.tensor("b", [1, 1]), m.tensor("q", [1, 4])
+    m.g.inputs, m.g.outputs = np.array([a, b, q], np.int32), np.array([q if scores else a], np.int32)
+    m.g = main
+    return m.done([x], [y])
+
+
+def _both_sides(n, seed):
+    """Inputs whose mean is below the threshold for half of them, above for the others."""
+    xs = inputs((1, 4), n, seed)
+    return [x - x.mean() + (0.3 if i % 2 else -0.3) for i, x in enumerate(xs)]
+
+
+@pytest.mark.parametrize("condition", ["computed", True, False])
+def test_an_if_is_inlined_and_the_quantizer_takes_it(condition):
+    from converters.rewrite.tflite_int8_ops import IfInlined
+    from edge.errors import EdgeportError
+
+    original = if_model(condition)
+    samples = _both_sides(8, 3)
+    # the upstream limit this rewrite exists for (with a constant condition the calibrator may
+    # first miss the branch never taken)
+    with pytest.raises(EdgeportError, match="no int8 kernel for op IF|control flow"):
+        quantize(original, samples)
+    assert IfInlined.matches(original) == 1
+    rewritten, count = IfInlined.apply(original)
+    assert count == 1 and IfInlined.matches(rewritten) == 0
+    ops = _op_names(rewritten)
+    assert "IF" not in ops and ("SELECT" in ops) == (condition == "computed"), ops
+    fu = _Graph().fu
+    assert len(fu.convert_bytearray_to_object(bytearray(rewritten)).subgraphs) == 1
+    for x in _both_sides(20, 7):              # both branches taken
+        np.testing.assert_allclose(run(rewritten, x), run(original, x), rtol=1e-6, atol=1e-6)
+    int8 = quantize(rewritten, samples)
+    for x in samples:
+        assert np.max(np.abs(run(int8, x) - run(original, x))) <= 2 / 256    # scores: steps of 1/256
+
+
+def test_an_if_choosing_values_of_their_own_ranges_is_refused_by_name():
+    """int8 SELECT would copy one branch's int8 values into the other's scale: refused."""
+    from converters.rewrite.tflite_int8_ops import IfInlined
+
+    with pytest.raises(RuntimeError, match="branches end in ADD and the model's input.*without rescaling"):
+        IfInlined.apply(if_model("computed", scores=False))
+    assert IfInlined.apply(if_model(True, scores=False))[1] == 1    # a constant one needs no SELECT
+
+
+def test_an_if_with_its_branches_swapped_fails_the_comparison():
+    """The comparison can fail: the branches swapped (the wrong condition sense) is caught."""
+    from converters.rewrite.tflite_int8_ops import IfInlined
+
+    original = if_model("computed")
+    fu = _Graph().fu
+    model = fu.convert_bytearray_to_object(bytearray(original))
+    opts = model.subgraphs[0].operators[-1].builtinOptions
+    opts.thenSubgraphIndex, opts.elseSubgraphIndex = opts.elseSubgraphIndex, opts.thenSubgraphIndex
+    wrong, _ = IfInlined.apply(bytes(fu.convert_object_to_bytearray(model)))
+    with pytest.raises(AssertionError):
+        for x in _both_sides(4, 7):
+            np.testing.assert_allclose(run(wrong, x), run(original, x), rtol=1e-6, atol=1e-6)
+
+
+def test_an_if_whose_branch_holds_state_is_refused_by_name():
+    from converters.rewrite.tflite_int8_ops import IfInlined
+
+    original = if_model("computed")
+    fu = _Graph().fu
+    model = fu.convert_bytearray_to_object(bytearray(original))
+    oc = fu.schema_fb.OperatorCodeT()
+    oc.builtinCode, oc.deprecatedBuiltinCode = fu.schema_fb.BuiltinOperator.CALL_ONCE, 127
+    model.operatorCodes.append(oc)
+    op = fu.schema_fb.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = len(model.operatorCodes) - 1, [], []
+    model.subgraphs[1].operators.insert(0, op)
+    with pytest.raises(RuntimeError, match="cannot be inlined: its branch 1 holds CALL_ONCE"):
+        IfInlined.apply(bytes(fu.convert_object_to_bytearray(model)))
