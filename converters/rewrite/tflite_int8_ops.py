@@ -26,6 +26,12 @@
   one fixed int8 scale (LOGISTIC, SOFTMAX, TANH) are chosen so; others are refused by name. openWakeWord's
   "hey jarvis" runs its second stage only when its first stage's score is 0.5 or more.
 
+- MINIMUM(x, +inf) and MAXIMUM(x, -inf) (the open side of tf.clip_by_value(x, lo, inf)) are
+  x itself and are removed. Measured on openWakeWord's melspectrogram: its two clips share one
+  +inf constant, which TFLite's quantizer gives a scale of inf (with requantize ops), and
+  ai-edge-litert's XNNPack kernels die (SIGSEGV) running that int8 model (the builtin kernels
+  run it, on garbage).
+
 The artefact is validated against the original, unrewritten model.
 """
 
@@ -422,3 +428,69 @@ class IfInlined:
     @staticmethod
     def apply(model_bytes, options=None):
         return rewrite_if(model_bytes)
+
+
+# -- a clip by an infinite bound -------------------------------------------------------------------
+def _infinite_clips(model, names):
+    """[(op index, x)] of the main graph's MINIMUM(x, +inf) and MAXIMUM(x, -inf) (a constant
+    bound, every value infinite, no larger than x), whose output is no output of the graph."""
+    import numpy as np
+
+    g, codes = model.subgraphs[0], _codes(model)
+    outputs = {int(t) for t in g.outputs}
+    found = []
+    for i, op in enumerate(g.operators):
+        name = names[codes[op.opcodeIndex]]
+        if name not in ("MINIMUM", "MAXIMUM") or len(op.inputs) != 2 or int(op.outputs[0]) in outputs:
+            continue
+        for x, bound in ((int(op.inputs[0]), int(op.inputs[1])), (int(op.inputs[1]), int(op.inputs[0]))):
+            value = _const(model, g.tensors[bound])
+            same = (g.tensors[x].shape is not None and g.tensors[op.outputs[0]].shape is not None
+                    and list(g.tensors[x].shape) == list(g.tensors[op.outputs[0]].shape))
+            if value is not None and value.dtype == np.float32 and value.size and same and np.all(
+                    value == (np.inf if name == "MINIMUM" else -np.inf)):
+                found.append((i, x))
+                break
+    return found
+
+
+def rewrite_infinite_clips(model_bytes):
+    """(new model bytes, number of MINIMUM/MAXIMUM by an infinite bound removed)."""
+    fu = _schema()
+    model = fu.convert_bytearray_to_object(bytearray(model_bytes))
+    found = _infinite_clips(model, _names(fu))
+    if not found:
+        return model_bytes, 0
+    g = model.subgraphs[0]
+    same = {int(g.operators[i].outputs[0]): x for i, x in found}
+    drop = {i for i, _ in found}
+
+    def source(t):          # through a chain of removed clips
+        while t in same:
+            t = same[t]
+        return t
+
+    for op in g.operators:
+        op.inputs = [source(int(t)) if t >= 0 else -1 for t in op.inputs]
+    g.operators = [op for i, op in enumerate(g.operators) if i not in drop]
+    drop_unused_opcodes(model)
+    return bytes(fu.convert_object_to_bytearray(model)), len(found)
+
+
+@rewrite("tflite", "infinite_clip", needed_by=(QUANTIZER,))
+class InfiniteClip:
+    """MINIMUM(x, +inf) and MAXIMUM(x, -inf), the open side of tf.clip_by_value(x, lo, inf),
+    are x itself: removed. TFLite's quantizer gives the infinite constant an infinite scale,
+    and the int8 model crashes the runtime."""
+
+    describe = "removed {n} clip(s) by an infinite bound (MINIMUM/MAXIMUM with inf) for TFLite's quantizer"
+    pattern = "clips by an infinite bound"
+
+    @staticmethod
+    def matches(model_bytes, options=None):
+        fu = _schema()
+        return len(_infinite_clips(fu.convert_bytearray_to_object(bytearray(model_bytes)), _names(fu)))
+
+    @staticmethod
+    def apply(model_bytes, options=None):
+        return rewrite_infinite_clips(model_bytes)
