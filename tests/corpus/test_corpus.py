@@ -183,10 +183,11 @@ CASES = {
                            AUDIO, {}, {**TFLITE_FLOAT, **dict.fromkeys(("tflite-int8", "edgetpu"), INT8_CRASH)}),
     "oww_embedding": ("audio embedding, open batch", ["--input-shapes", "[1,76,32,1]"], AUDIO, {},
                       TFLITE_FLOAT),
+    # Its IF runs a second stage when the first stage's score is 0.5 or more: TFLite's quantizer
+    # has no int8 IF, so the rewrite room inlines both branches and picks with an int8 SELECT
+    # (both end in a sigmoid, of one fixed int8 scale) (converters/rewrite/tflite_int8_ops.py).
     "oww_hey_jarvis": ("audio classifier, IF op (3 subgraphs)", [], AUDIO, {},
-                       {**TFLITE_FLOAT, "coreml": IF_CORE_ML, **dict.fromkeys(
-                           ("tflite-int8", "edgetpu"),
-                           "refused: TFLite full-integer quantization failed: TFLite's quantizer has no int8 kernel for op IF")}),
+                       {**TFLITE_FLOAT, "coreml": IF_CORE_ML}),
     "oww_alexa": ("audio classifier", [], AUDIO, {}, TFLITE_FLOAT),
     # BirdNET's spectrogram front end is tf.signal.stft: two RFFT2D, which tf2onnx cannot convert;
     # the rewrite room makes them MatMuls with constant DFT matrices (converters/rewrite/tflite_rfft.py).
@@ -202,12 +203,15 @@ CASES = {
                     # the float32 DFT against TFLite's FFT, amplified by the log-mel of quiet
                     # passages (on random noise the two agreed within 6.5e-05). A float artefact
                     # is judged numerically, so it FAILS; ORT is checked against that ONNX.
-                    # TFLite's quantizer has no int8 kernel for BirdNET's DIV; onnx2coreml has
-                    # no Range/ReverseSequence (its stft framing).
+                    # int8: its DIV (the input's min-max normalisation) is rewritten as a MUL by
+                    # the reciprocal; the quantizer then stops at FLOOR_DIV, tf.signal.frame's
+                    # arithmetic on the input's static shape (the same front end also holds
+                    # RFFT2D, POW and REVERSE_V2, not yet tried with the quantizer).
+                    # onnx2coreml has no Range/ReverseSequence (its stft framing).
                     BIRD_CLIPS, {"validate": "FAILED: "},
                     {"onnx": "FAILED: MISMATCH: 'Identity'", "ort": VALIDATED,
-                     "tflite-int8": "refused: TFLite's quantizer has no int8 kernel for op DIV",
-                     "edgetpu": "refused: TFLite's quantizer has no int8 kernel for op DIV",
+                     "tflite-int8": "refused: TFLite's quantizer has no int8 kernel for op FLOOR_DIV",
+                     "edgetpu": "refused: TFLite's quantizer has no int8 kernel for op FLOOR_DIV",
                      "coreml": "refused: no Core ML lowering in onnx2coreml: Range"}),
     "micro_okay_nabu": ("audio, int8 in / uint8 out, streaming state", [], MICRO_SPEECH, {},
                         {**CALL_ONCE, "edgetpu": EDGETPU_HERE}),
