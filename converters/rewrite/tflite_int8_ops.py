@@ -27,10 +27,11 @@
   "hey jarvis" runs its second stage only when its first stage's score is 0.5 or more.
 
 - MINIMUM(x, +inf) and MAXIMUM(x, -inf) (the open side of tf.clip_by_value(x, lo, inf)) are
-  x itself and are removed. Measured on openWakeWord's melspectrogram: its two clips share one
-  +inf constant, which TFLite's quantizer gives a scale of inf (with requantize ops), and
-  ai-edge-litert's XNNPack kernels die (SIGSEGV) running that int8 model (the builtin kernels
-  run it, on garbage).
+  x itself and are removed when their infinite constant is shared by several ops. Measured
+  on openWakeWord's melspectrogram: its two clips share one +inf constant, which TFLite's
+  quantizer gives a scale of inf (with requantize ops), and ai-edge-litert's XNNPack kernels
+  die (SIGSEGV) running that int8 model (the builtin kernels run it, on garbage). A constant
+  read by one clip is scaled finitely and is left alone (no rewrite the tool does not need).
 
 The artefact is validated against the original, unrewritten model.
 """
@@ -433,11 +434,13 @@ class IfInlined:
 # -- a clip by an infinite bound -------------------------------------------------------------------
 def _infinite_clips(model, names):
     """[(op index, x)] of the main graph's MINIMUM(x, +inf) and MAXIMUM(x, -inf) (a constant
-    bound, every value infinite, no larger than x), whose output is no output of the graph."""
+    bound, every value infinite, no larger than x, read by more than one op: the quantizer
+    scales an unshared one finitely), whose output is no output of the graph."""
     import numpy as np
 
     g, codes = model.subgraphs[0], _codes(model)
     outputs = {int(t) for t in g.outputs}
+    readers = _readers(g)
     found = []
     for i, op in enumerate(g.operators):
         name = names[codes[op.opcodeIndex]]
@@ -447,7 +450,8 @@ def _infinite_clips(model, names):
             value = _const(model, g.tensors[bound])
             same = (g.tensors[x].shape is not None and g.tensors[op.outputs[0]].shape is not None
                     and list(g.tensors[x].shape) == list(g.tensors[op.outputs[0]].shape))
-            if value is not None and value.dtype == np.float32 and value.size and same and np.all(
+            if value is not None and value.dtype == np.float32 and value.size and same and len(
+                    readers.get(bound, [])) > 1 and np.all(
                     value == (np.inf if name == "MINIMUM" else -np.inf)):
                 found.append((i, x))
                 break

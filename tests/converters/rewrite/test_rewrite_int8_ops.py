@@ -395,10 +395,10 @@ def test_an_if_whose_branch_holds_state_is_refused_by_name():
 
 
 # -- a clip by an infinite bound -------------------------------------------------------------------
-def clip_model(upper, lower=-np.inf):
+def clip_model(upper, lower=-np.inf, shared=True):
     """x [1, 8] -> MINIMUM(x * 3, upper) -> MAXIMUM(., lower) -> ADD 1 -> MINIMUM(., upper)
     -> MUL 2 -> y: openWakeWord's melspectrogram's two tf.clip_by_value(x, lo, inf), whose
-    MINIMUMs share their constant +inf."""
+    MINIMUMs share their constant +inf (shared=False: each its own)."""
     m = _Graph()
     s = m.s
     x, y = m.tensor("x", [1, 8]), m.tensor("y", [1, 8])
@@ -411,7 +411,7 @@ def clip_model(upper, lower=-np.inf):
     m.op("MINIMUM", [t, hi], [a])
     m.op("MAXIMUM", [a, lo], [b])
     m.op("ADD", [b, one], [c], s.AddOptionsT())
-    m.op("MINIMUM", [c, hi], [d])
+    m.op("MINIMUM", [c, hi if shared else m.tensor("upper2", [], np.array(upper, np.float32))], [d])
     m.op("MUL", [d, two], [y], s.MulOptionsT())
     return m.done([x], [y])
 
@@ -432,10 +432,10 @@ def test_a_clip_by_an_infinite_bound_is_removed_and_the_int8_model_has_finite_sc
     # the upstream failure: the shared infinite constant gets an infinite scale (XNNPack's
     # kernels then die running the int8 model; not run here, it would kill the test process)
     assert not all(np.isfinite(_scales(quantize(original, samples))))
-    assert InfiniteClip.matches(original) == 3
+    assert InfiniteClip.matches(original) == 2       # the two MINIMUMs (their -inf is unshared)
     rewritten, count = InfiniteClip.apply(original)
-    assert count == 3 and InfiniteClip.matches(rewritten) == 0
-    assert _op_names(rewritten) == ["MUL", "ADD", "MUL"]
+    assert count == 2 and InfiniteClip.matches(rewritten) == 0
+    assert _op_names(rewritten) == ["MUL", "MAXIMUM", "ADD", "MUL"]
     for x in inputs((1, 8), 10, 7, -50, 50):
         np.testing.assert_array_equal(run(rewritten, x), run(original, x))
     int8 = quantize(rewritten, samples)
@@ -445,11 +445,19 @@ def test_a_clip_by_an_infinite_bound_is_removed_and_the_int8_model_has_finite_sc
         assert np.max(np.abs(run(int8, x) - want)) <= 0.02 * np.max(np.abs(want))   # a few int8 steps
 
 
+def test_an_infinite_bound_read_by_one_clip_is_left_alone_the_quantizer_scales_it():
+    from converters.rewrite.tflite_int8_ops import InfiniteClip
+
+    unshared = clip_model(np.inf, 0.0, shared=False)
+    assert InfiniteClip.matches(unshared) == 0
+    assert all(np.isfinite(_scales(quantize(unshared, inputs((1, 8), 8, 3)))))
+
+
 def test_a_clip_by_a_finite_bound_is_kept_and_removing_it_fails_the_comparison():
     from converters.rewrite import tflite_int8_ops
 
     finite = clip_model(0.5, -np.inf)
-    assert tflite_int8_ops.InfiniteClip.matches(finite) == 1     # only the MAXIMUM by -inf
+    assert tflite_int8_ops.InfiniteClip.matches(finite) == 0
     fu = _Graph().fu
     model = fu.convert_bytearray_to_object(bytearray(finite))
     g = model.subgraphs[0]
