@@ -269,11 +269,13 @@ CASES.update({
                              "--input-shapes", "mels:[1,160,40]"], AUDIO,
                             # inspect and check take no --torch-model: a bare checkpoint is no model
                             dict.fromkeys(("inspect", "check"), "refused: cannot tell what kind of model"),
-                            # int8: the L2 normalisation's SQRT has no int8 kernel in TFLite
+                            # int8: its L2 normalisation (SQRT, DIV: no int8 kernels) becomes
+                            # L2_NORMALIZATION (converters/rewrite/tflite_int8_ops.py); the int8 is
+                            # made and fails on its data (cosine 0.44), lost before the normalisation
+                            # (its input's cosine to the float model's: 0.44 too, 3 samples measured)
                             {"onnx": VALIDATED, "ort": VALIDATED, "tflite": VALIDATED, "coreml": VALIDATED,
-                             **dict.fromkeys(("tflite-int8", "edgetpu"),
-                                             "refused: TFLite full-integer quantization failed: TFLite's "
-                                             "quantizer has no int8 kernel for op SQRT")}),
+                             "tflite-int8": "FAILED: MISMATCH: 'serving_default_output_0_output'",
+                             "edgetpu": EDGETPU_HERE}),
 })
 
 
