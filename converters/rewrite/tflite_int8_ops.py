@@ -14,7 +14,6 @@
   max(norm, 1e-6): the same for any norm of 1e-6 or more (below, the source divides by a
   nearly zero norm). The ops the pattern leaves unread are removed. (x * RSQRT(...) needs no
   rewrite: the quantizer has int8 RSQRT.)
-
 - IF (the quantizer: "no int8 kernel for op IF"): an IF whose branches only compute (no
   state, no nested control flow) is inlined into the main graph. With a constant condition
   only the taken branch is; otherwise both are and a SELECT on the condition picks each
@@ -23,9 +22,9 @@
   condition of the outputs' shape or one value per row; a one-value condition is reshaped
   to that, an output of several rows chosen by one value is refused by name. That SELECT
   copies the chosen int8 values without rescaling: only outputs both branches end in ops of
-  one fixed int8 scale (LOGISTIC, SOFTMAX, TANH) are chosen so; others are refused by name. openWakeWord's
-  "hey jarvis" runs its second stage only when its first stage's score is 0.5 or more.
-
+  one fixed int8 scale (LOGISTIC, SOFTMAX, TANH) are chosen so; others are refused by name.
+  openWakeWord's "hey jarvis" runs its second stage only when its first stage's score is 0.5
+  or more; both stages end in a sigmoid.
 - MINIMUM(x, +inf) and MAXIMUM(x, -inf) (the open side of tf.clip_by_value(x, lo, inf)) are
   x itself and are removed when their infinite constant is shared by several ops. Measured
   on openWakeWord's melspectrogram: its two clips share one +inf constant, which TFLite's
@@ -35,7 +34,6 @@
 
 The artefact is validated against the original, unrewritten model.
 """
-
 
 import copy
 

@@ -235,6 +235,19 @@ def test_an_l2_normalisation_becomes_l2_normalization_and_the_quantizer_takes_it
         assert np.max(np.abs(run(int8, x) - run(original, x))) <= 2 / 128   # its output step is 1/128
 
 
+def test_l2_normalization_divides_by_at_least_1e_6_as_the_rewrite_says():
+    """The one difference the module docstring states: below a norm of 1e-6, L2_NORMALIZATION
+    divides by 1e-6 (the source by the norm itself); from 1e-6 up they agree."""
+    from converters.rewrite.tflite_int8_ops import L2Normalization
+
+    original = l2_model("torch")
+    rewritten, _ = L2Normalization.apply(original)
+    tiny = np.full((1, 8), 1e-8, np.float32)            # norm 2.8e-8
+    np.testing.assert_allclose(run(rewritten, tiny), tiny / 1e-6, rtol=1e-5)
+    small = np.full((1, 8), 1e-6, np.float32)           # norm 2.8e-6
+    np.testing.assert_allclose(run(rewritten, small), run(original, small), rtol=1e-5)
+
+
 def _op_names(model_bytes):
     from tensorflow.lite.tools import flatbuffer_utils as fu
 
