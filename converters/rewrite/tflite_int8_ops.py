@@ -426,7 +426,13 @@ class IfInlined:
 
     @staticmethod
     def apply(model_bytes, options=None):
-        return rewrite_if(model_bytes)
+        from edge.errors import EdgeportError
+
+        try:
+            return rewrite_if(model_bytes)
+        except RuntimeError as e:     # the reason no inlining can address, in one line
+            raise EdgeportError(f"TFLite's quantizer has no int8 kernel for op IF, and {e}",
+                                "keep the float TFLite, or quantize a model without control flow") from None
 
 
 # -- a clip by an infinite bound -------------------------------------------------------------------

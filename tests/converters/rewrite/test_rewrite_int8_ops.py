@@ -370,8 +370,10 @@ def test_an_if_is_inlined_and_the_quantizer_takes_it(condition):
 def test_an_if_choosing_values_of_their_own_ranges_is_refused_by_name():
     """int8 SELECT would copy one branch's int8 values into the other's scale: refused."""
     from converters.rewrite.tflite_int8_ops import IfInlined
+    from edge.errors import EdgeportError
 
-    with pytest.raises(RuntimeError, match="branches end in ADD and the model's input.*without rescaling"):
+    with pytest.raises(EdgeportError, match="no int8 kernel for op IF, and IF output 'y' depends on the "
+                       "input's values and its branches end in ADD and the model's input.*without rescaling"):
         IfInlined.apply(if_model("computed", scores=False))
     assert IfInlined.apply(if_model(True, scores=False))[1] == 1    # a constant one needs no SELECT
 
@@ -403,7 +405,9 @@ def test_an_if_whose_branch_holds_state_is_refused_by_name():
     op = fu.schema_fb.OperatorT()
     op.opcodeIndex, op.inputs, op.outputs = len(model.operatorCodes) - 1, [], []
     model.subgraphs[1].operators.insert(0, op)
-    with pytest.raises(RuntimeError, match="cannot be inlined: its branch 1 holds CALL_ONCE"):
+    from edge.errors import EdgeportError
+
+    with pytest.raises(EdgeportError, match="cannot be inlined: its branch 1 holds CALL_ONCE"):
         IfInlined.apply(bytes(fu.convert_object_to_bytearray(model)))
 
 
