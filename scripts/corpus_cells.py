@@ -55,7 +55,11 @@ REASONS = [
     ("no Core ML lowering in onnx2coreml", "op onnx2coreml cannot lower", REWRITE_COULD,
      "fold or express the op (rewrite/onnx_coreml.py: constants folded, Q/DQ, If on data, ReverseSequence)"),
     ("no int8 kernel for op DIV", "DIV in TFLite's quantizer", REWRITE_COULD,
-     "a division by a constant written as a MUL by its inverse has an int8 kernel; by a tensor, not"),
+     "a division written as a MUL by the divisor's reciprocal (a constant, or computed with RSQRT) "
+     "has int8 kernels"),
+    ("no int8 kernel for op FLOOR_DIV", "shape arithmetic in TFLite's quantizer", REWRITE_COULD,
+     "tf.signal.frame's FLOOR_DIV on the input's static shape folds into constants (RFFT2D, POW "
+     "and REVERSE_V2 in the same front end: not yet tried)"),
     ("no int8 kernel for op SQRT", "SQRT in TFLite's quantizer", REWRITE_COULD,
      "an L2 normalisation written as SQRT and DIV: TFLite's L2_NORMALIZATION has an int8 kernel"),
     ("quantizer has no int8 kernel for op IF", "op TFLite's quantizer cannot take", REWRITE_COULD,
