@@ -45,10 +45,11 @@ def onnx_dtype(elem_type: int) -> np.dtype:
     return ONNX_TO_NUMPY[int(elem_type)]
 
 
-def ort_session(path: StrPath, *, threads: int | None = None, inter_threads: int | None = None,
+def ort_session(path: StrPath | bytes, *, threads: int | None = None, inter_threads: int | None = None,
                 optimize: bool = True, log_level: int | None = 4,
                 what: str = "running ONNX/ORT models") -> Any:
-    """An onnxruntime.InferenceSession of the model at `path` on the CPU.
+    """An onnxruntime.InferenceSession of the model at `path` (or of a serialized model's
+    bytes) on the CPU.
 
     threads: intra-op threads (None: onnxruntime's default); inter_threads: inter-op threads;
     optimize=False: no graph optimization (the model's own arithmetic, as the noise floor

@@ -83,14 +83,11 @@ def _evaluate(node, consts, opsets):
         return ReferenceEvaluator(model).run(None, {})
     except Exception:  # no reference kernel for this op version: onnxruntime computes it
         import onnx
-        import onnxruntime
+
+        from edge.ort import ort_session
 
         model = onnx.shape_inference.infer_shapes(model)
-        opts = onnxruntime.SessionOptions()
-        opts.log_severity_level = 4
-        opts.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-        session = onnxruntime.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        return session.run(None, {})
+        return ort_session(model.SerializeToString(), optimize=False).run(None, {})
 
 
 def _subgraphs(node):
