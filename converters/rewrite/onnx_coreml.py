@@ -173,15 +173,9 @@ def express_qdq(model):
         count += 1
     if not count:
         return model, 0
-    del g.node[:]
-    g.node.extend(nodes)
-    g.initializer.extend(inits)
+    _set_nodes(g, nodes, inits)
     _integers_as_float(g)
-    read = _read(g)
-    kept = [t for t in g.initializer if t.name in read]
-    del g.initializer[:]
-    g.initializer.extend(kept)
-    del g.value_info[:]
+    _drop_unread(g)
     return m, count
 
 
@@ -253,9 +247,23 @@ def _int32_boundary(g, ints):
     for n in g.node:
         n.input[:] = [inner.get(i, i) for i in n.input]
         n.output[:] = [inner.get(o, o) for o in n.output]
-    nodes = head + list(g.node) + tail
+    _set_nodes(g, head + list(g.node) + tail)
+
+
+def _set_nodes(g, nodes, inits=()):
+    """The graph's nodes replaced by `nodes`, and `inits` added to its initializers."""
     del g.node[:]
     g.node.extend(nodes)
+    g.initializer.extend(inits)
+
+
+def _drop_unread(g):
+    """Initializers nothing reads go, and the value infos (the shapes are inferred again)."""
+    read = _read(g)
+    kept = [t for t in g.initializer if t.name in read]
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    del g.value_info[:]
 
 
 def _read(graph):
@@ -342,9 +350,7 @@ def if_as_where(model):
         count += 1
     if not count:
         return model, 0
-    del g.node[:]
-    g.node.extend(nodes)
-    g.initializer.extend(inits)
+    _set_nodes(g, nodes, inits)
     del g.value_info[:]
     known = _static(m, {x for p in pairs for x in p} | {n.input[0] for n in g.node if n.op_type == "Where"})
     if any(t not in known or known.get(t) != known.get(e) for t, e in pairs):
@@ -377,8 +383,7 @@ def _prune(g):
         keep = [n for n in g.node if any(o in read for o in n.output)]
         if len(keep) == len(g.node):
             return
-        del g.node[:]
-        g.node.extend(keep)
+        _set_nodes(g, keep)
 
 
 @rewrite("onnx", "select_if_branches", needed_by=(ONNX2COREML,))
@@ -438,15 +443,9 @@ def reverse_as_gather(model):
         count += 1
     if not count:
         return model, 0
-    del g.node[:]
-    g.node.extend(nodes)
-    g.initializer.extend(inits)
+    _set_nodes(g, nodes, inits)
     _prune(g)
-    read = _read(g)
-    kept = [t for t in g.initializer if t.name in read]
-    del g.initializer[:]
-    g.initializer.extend(kept)
-    del g.value_info[:]
+    _drop_unread(g)
     return m, count
 
 
