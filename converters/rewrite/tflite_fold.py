@@ -22,7 +22,7 @@ dimension (batch 1), one general mechanism for every such op:
 Not folded: ops with state or randomness, control flow, custom ops, DEQUANTIZE (float16
 weights, which the route folds itself) and DENSIFY (its own rewrite), an output of the model.
 With an input open in another dimension than the first, nothing depending on its shape is
-folded. The artefact is validated against the original, unrewritten model.
+folded. A model TFLite's interpreter cannot run (a custom op) is left as it is. The artefact is validated against the original, unrewritten model.
 """
 
 from converters.rewrite import rewrite
@@ -124,7 +124,10 @@ def fold_constants(model_bytes):
         return model_bytes, 0
     g = model.subgraphs[0]
     fixed = _fixed_inputs(g)
-    interp = _run(model_bytes, fixed)
+    try:
+        interp = _run(model_bytes, fixed)
+    except Exception:       # the interpreter cannot run it (a custom op): nothing is folded, and
+        return model_bytes, 0   # the quantizer route says what it refuses, in its own words
     read = {int(t) for i, op in enumerate(g.operators) if i not in set(folded) for t in op.inputs}
     for t in values & read:       # only the constants a kept op reads need a buffer
         value = np.ascontiguousarray(interp.get_tensor(t))

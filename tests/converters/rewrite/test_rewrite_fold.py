@@ -94,6 +94,28 @@ def test_a_shape_open_past_the_batch_is_not_folded():
     assert ConstantFold.matches(shape_model(open_dim=1)) == 0
 
 
+def test_a_model_the_interpreter_cannot_run_is_left_as_it_is():
+    """A custom op the interpreter has no kernel for: nothing folded, the model unchanged."""
+    from converters.rewrite.tflite_fold import fold_constants
+
+    model = shape_model()
+    fu = _Graph().fu
+    m = fu.convert_bytearray_to_object(bytearray(model))
+    g = m.subgraphs[0]
+    oc = fu.schema_fb.OperatorCodeT()
+    oc.builtinCode, oc.deprecatedBuiltinCode, oc.customCode, oc.version = 32, 32, b"NoSuchOp", 1
+    m.operatorCodes.append(oc)
+    op = fu.schema_fb.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = len(m.operatorCodes) - 1, [int(g.outputs[0])], [len(g.tensors)]
+    out = fu.schema_fb.TensorT()
+    out.name, out.shape, out.type, out.buffer = b"custom_out", np.array([1, 2], np.int32), F32, 0
+    g.tensors.append(out)
+    g.operators.append(op)
+    g.outputs = np.array([len(g.tensors) - 1], np.int32)
+    custom = bytes(fu.convert_object_to_bytearray(m))
+    assert fold_constants(custom) == (custom, 0)
+
+
 def test_a_fold_under_a_wrong_batch_fails_the_comparison(monkeypatch):
     """Folding with the open batch fixed to 2 (not the 1 the samples have) gives other
     constants: the comparison sees it."""
