@@ -195,21 +195,28 @@ def test_a_wrong_dft_fails_the_comparison(spectrum, monkeypatch):
 
 
 # -- POW by a constant -----------------------------------------------------------------------------
-def pow_model(exponent):
-    """y = (x * x) ** exponent: BirdNET's magnitude scaling of a power spectrum."""
+def pow_model(exponent, base="square"):
+    """y = (x * x) ** exponent (BirdNET's magnitude scaling of a power spectrum), or with
+    base 'abs' ABS(x) ** exponent."""
     b = _Graph()
     x, sq, y = b.tensor("x", [1, 8]), b.tensor("square", [1, 8]), b.tensor("y", [1, 8])
     c = b.tensor("exponent", [], data=np.array(exponent, np.float32))
-    b.op("MUL", [x, x], [sq], b.s.MulOptionsT())
+    if base == "square":
+        b.op("MUL", [x, x], [sq], b.s.MulOptionsT())
+    else:
+        b.op("ABS", [x], [sq])
     b.op("POW", [sq, c], [y], b.s.PowOptionsT())
     return b.done([x], [y])
 
 
-@pytest.mark.parametrize("exponent,ops", [(0.23, ["MUL", "LOG", "MUL", "EXP"]), (2.0, ["MUL", "MUL"])])
-def test_pow_by_a_constant_is_rewritten_and_the_quantizer_takes_it(exponent, ops):
+@pytest.mark.parametrize("exponent,base,ops", [(0.23, "square", ["ABS", "LOG", "MUL", "EXP"]),
+                                                (0.23, "abs", ["ABS", "LOG", "MUL", "EXP"]),
+                                                (2.0, "square", ["MUL", "MUL"])])
+def test_pow_by_a_constant_is_rewritten_and_the_quantizer_takes_it(exponent, base, ops):
+    """A square's power is |x| ** 2c, the square gone (one ABS); another base keeps its op."""
     from converters.rewrite.tflite_pow import PowByConstant, rewrite_pow
 
-    original = pow_model(exponent)
+    original = pow_model(exponent, base)
     samples = inputs((1, 8), 8, 8)
     assert "no int8 kernel for op POW" in refused_for(original, samples)
     assert PowByConstant.matches(original) == 1
