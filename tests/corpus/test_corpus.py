@@ -227,12 +227,13 @@ CASES = {
                     # reciprocal; tf.signal.frame's arithmetic on the input's shape (SHAPE,
                     # FLOOR_DIV, RANGE...) is folded into constants, the open batch fixed to 1
                     # (rewrite/tflite_fold.py); the two RFFT2D become float32 MatMuls and the two
-                    # POW (fractional exponents 0.23, 0.19) EXP(c * LOG(x)). The int8 model is made
-                    # and FAILS on the clips: F1 0.105 at 0.1 (labels agree 99.9%, cosine 0.9811,
-                    # max abs 21.1 on the logits; 10 held-out clips). Lost at the mel power
-                    # spectrum in 8 bits (cosine 0.99 to the float one, but 90% and 96% of its bins
-                    # are 0): its compression x ** c falls to cosine 0.75 and 0.64, the same as an
-                    # exact power of those int8 values (mean of 6 clips). For onnx2coreml
+                    # POW of a square (fractional exponents 0.23, 0.19) EXP(2c * LOG(ABS(x))), the
+                    # square not computed (in 8 bits 90-96% of the squared mel bins were 0). The
+                    # int8 model is made and FAILS on the clips: F1 0.160 at 0.1 (labels agree
+                    # 100.0%, cosine 0.9842, max abs 20.4 on the logits; 10 held-out clips). Its
+                    # compressed spectrograms keep a cosine of 0.94 and 0.91 to the float ones
+                    # (as an exact power of the int8 mel values does); the body loses the rest
+                    # (0.46 after its second block; mean of 6 clips). For onnx2coreml
                     # the Range of its stft framing fold and its ReverseSequence (tf.reverse,
                     # constant lengths) becomes a Gather (converters/rewrite/onnx_coreml.py);
                     # float32 Core ML (in float16 the power spectrum loses label decisions: F1 0.872).
