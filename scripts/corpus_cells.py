@@ -58,8 +58,8 @@ REASONS = [
      "a division written as a MUL by the divisor's reciprocal (a constant, or computed with RSQRT) "
      "has int8 kernels"),
     ("no int8 kernel for op FLOOR_DIV", "shape arithmetic in TFLite's quantizer", REWRITE_COULD,
-     "tf.signal.frame's FLOOR_DIV on the input's static shape folds into constants (RFFT2D, POW "
-     "and REVERSE_V2 in the same front end: not yet tried)"),
+     "tf.signal.frame's arithmetic on the input's shape folds into constants, the open batch fixed "
+     "to 1 (rewrite/tflite_fold.py; its RFFT2D as float32 MatMuls, POW as EXP(c * LOG))"),
     ("no int8 kernel for op SQRT", "SQRT in TFLite's quantizer", REWRITE_COULD,
      "an L2 normalisation written as SQRT and DIV: TFLite's L2_NORMALIZATION has an int8 kernel"),
     ("quantizer has no int8 kernel for op IF", "op TFLite's quantizer cannot take", REWRITE_COULD,

@@ -39,7 +39,8 @@ REWRITE_MODULES = ("converters.rewrite.tflite", "converters.rewrite.onnx",
                    "converters.rewrite.tflite_rfft", "converters.rewrite.tflite_transpose_conv_bias",
                    "converters.rewrite.tflite_bias_vector", "converters.rewrite.onnx_fold",
                    "converters.rewrite.tflite_face_geometry", "converters.rewrite.onnx_coreml",
-                   "converters.rewrite.tflite_int8_ops")
+                   "converters.rewrite.tflite_int8_ops", "converters.rewrite.tflite_fold",
+                   "converters.rewrite.tflite_pow")
 # What a rewrite returns in `info` that the artefacts made from it keep in their metadata:
 # `state`, the explicit streaming state and how to feed it back (rewrite/tflite_state.py).
 CARRIED = ("state",)

@@ -22,8 +22,10 @@ that. Measured on 6899 of BirdNET's frames of real recordings (N = 2048), the la
 of the real part against numpy's float64 FFT: TFLite 1.5e-05, a float32 DFT 1.8e-04 (a
 float32 Cooley-Tukey split into two MatMuls with twiddles folded in: 1.0e-04 to 2.4e-04;
 the DFT summed in 16 blocks: 5.7e-05); in float64 it is the rounding of the result, as
-TFLite's. The rewritten model is meant for tf2onnx only (ONNX MatMul on double): TFLite's
-own BATCH_MATMUL has no float64 kernel. The price: the matrices take twice the bytes
+TFLite's. That rewrite is for tf2onnx (ONNX MatMul on double): TFLite's own BATCH_MATMUL
+has no float64 kernel. For TFLite's quantizer ("no int8 kernel for op RFFT2D") a second
+rewrite makes the products in float32 (no casts): the int8 model computes them in int8, which
+no float64 precision survives. The price: the matrices take twice the bytes
 (BirdNET's two cos matrices: 21 MB instead of 10.5; its ONNX is 72.7 MB) and ONNX Runtime's
 double MatMul about twice the time (BirdNET's 511 frames x 2048: 115 ms against 53 ms in
 float32, best of 15 on a shared 2-core machine). A two-stage Cooley-Tukey DFT in float64 (N = 64 x 32, the
@@ -35,7 +37,7 @@ transposes, splits and twiddle products on float64 tensors costing more than the
 import copy
 
 from converters.rewrite import rewrite
-from converters.rewrite.tflite import TF2ONNX, _codes, _ops, _schema, count_ops
+from converters.rewrite.tflite import QUANTIZER, TF2ONNX, _codes, _ops, _schema, count_ops
 from converters.tflite_objects import drop_unused_opcodes
 
 FLOAT32, COMPLEX64, FLOAT64 = 0, 8, 10
@@ -114,17 +116,27 @@ def _cast(b, src, dst, to):
     return b.op("CAST", [src], [dst], opts, b.schema.BuiltinOptions.CastOptions)
 
 
-def _dft_ops(b, x_index, x, base, matrices, parts, out):
-    """The ops giving each part (float32 tensors `parts`) of the FFT of `x`: the frames cast
-    to float64, one BATCH_MATMUL per part with its float64 DFT matrix, the result cast back."""
+def _dft_ops(b, x_index, x, base, matrices, parts, out, dtype=FLOAT64):
+    """The ops giving each part (float32 tensors `parts`) of the FFT of `x`: one BATCH_MATMUL
+    per part with its DFT matrix; in float64 (`dtype`), the frames cast to float64 and each
+    result cast back, in float32 the frames and matrices as they are."""
+    import numpy as np
+
     shape = [int(d) for d in out.shape]
-    x64 = b.tensor(base + "/frames_float64", [int(d) for d in x.shape], x, dtype=FLOAT64)
-    ops = [_cast(b, x_index, x64, FLOAT64)]
+    ops, x_in = [], x_index
+    if dtype == FLOAT64:
+        x_in = b.tensor(base + "/frames_float64", [int(d) for d in x.shape], x, dtype=FLOAT64)
+        ops.append(_cast(b, x_index, x_in, FLOAT64))
     opts = b.schema.BatchMatMulOptionsT()
     for t, mat, part in zip(parts, matrices, ("cos", "sin")):
+        if dtype != FLOAT64:
+            c = b.tensor(f"{base}/dft_{part}", mat.shape, data=mat.astype(np.float32))
+            ops.append(b.op("BATCH_MATMUL", [x_in, c], [t], copy.deepcopy(opts),
+                            b.schema.BuiltinOptions.BatchMatMulOptions))
+            continue
         c = b.tensor(f"{base}/dft_{part}", mat.shape, data=mat)
         p64 = b.tensor(f"{base}/{part}_float64", shape, out, dtype=FLOAT64)
-        ops += [b.op("BATCH_MATMUL", [x64, c], [p64], copy.deepcopy(opts),
+        ops += [b.op("BATCH_MATMUL", [x_in, c], [p64], copy.deepcopy(opts),
                      b.schema.BuiltinOptions.BatchMatMulOptions), _cast(b, p64, t, FLOAT32)]
     return ops
 
@@ -190,8 +202,9 @@ def _prune(g, ops, b, model):
     return ops
 
 
-def rewrite_rfft2d(model_bytes):
-    """(new model bytes, number of RFFT2D rewritten)."""
+def rewrite_rfft2d(model_bytes, dtype=FLOAT64):
+    """(new model bytes, number of RFFT2D rewritten), the products computed in `dtype`
+    (FLOAT64 for tf2onnx, FLOAT32 for TFLite's quantizer)."""
     import numpy as np
 
     fu = _schema()
@@ -219,7 +232,7 @@ def rewrite_rfft2d(model_bytes):
             length = int(np.frombuffer(bytes(model.buffers[g.tensors[op.inputs[1]].buffer].data),
                                        np.int32)[1])
             new_ops += _dft_ops(b, op.inputs[0], x, base, dft_matrices(int(x.shape[-1]), length),
-                                (re_t, im_t), out)
+                                (re_t, im_t), out, dtype)
             parts[int(op.outputs[0])] = (re_t, im_t)
         elif kind == "move":
             src = parts[int(op.inputs[0])]
@@ -259,3 +272,22 @@ class RFFT2DMatMul:
     @staticmethod
     def apply(model_bytes, options=None):
         return rewrite_rfft2d(model_bytes)
+
+
+@rewrite("tflite", "rfft2d_matmul_float32", needed_by=(QUANTIZER,))
+class RFFT2DMatMulFloat32:
+    """RFFT2D becomes float32 MatMuls with constant DFT matrices, for TFLite's quantizer ("no
+    int8 kernel for op RFFT2D"; it has int8 BATCH_MATMUL, not float64). The int8 model computes
+    the products in int8 anyway: the float64 precision of the tf2onnx rewrite could not survive
+    it, and the artefact is validated against the original."""
+
+    describe = "rewrote {n} RFFT2D into float32 MatMul with constant DFT matrices for TFLite's quantizer"
+    pattern = "RFFT2D"
+
+    @staticmethod
+    def matches(model_bytes, options=None):
+        return count_ops(model_bytes, "RFFT2D")
+
+    @staticmethod
+    def apply(model_bytes, options=None):
+        return rewrite_rfft2d(model_bytes, FLOAT32)
