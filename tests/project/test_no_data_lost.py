@@ -432,8 +432,32 @@ def test_full_tmpfs(tmp_path, capsys):
         subprocess.run(["umount", str(mnt)], capture_output=True)
 
 
-def test_sigterm_cleans_up_like_sigint(two_sources, tmp_path):
-    src = two_sources / "a" / "net.onnx"
+def _onnx_deep(path, layers=150, width=256):
+    """A model slow enough to convert that a signal lands mid-conversion: `layers` MatMuls of
+    width x width weights (about 40 MB)."""
+    onnx = pytest.importorskip("onnx")
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.normal(size=(width, width)) / width).astype(np.float32), f"w{i}")
+             for i in range(layers)]
+    nodes = [helper.make_node("MatMul", ["x" if i == 0 else f"h{i - 1}", f"w{i}"],
+                              ["y" if i == layers - 1 else f"h{i}"]) for i in range(layers)]
+    graph = helper.make_graph(nodes, "deep", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])], inits)
+    model = helper.make_model(graph, producer_name="edgeport-tests", opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+@pytest.mark.slow   # 15-20 s end to end (a 40 MB model converted): run by CI
+def test_sigterm_cleans_up_like_sigint(tmp_path):
+    """SIGTERM while a conversion's temp exists: the temp and the lock go, exit 143. The signal
+    is sent once the temp is there (not after a fixed delay, which a fast machine outran: the
+    tiny model was converted and validated, and the process was exiting, when it arrived)."""
+    src = tmp_path / "net.onnx"
+    _onnx_deep(src)
     out = tmp_path / "out"
     proc = subprocess.Popen(EDGEPORT + ["convert", str(src), "--to", "ort", "-o", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -441,7 +465,10 @@ def test_sigterm_cleans_up_like_sigint(two_sources, tmp_path):
         for line in proc.stderr:
             if "converting" in line:
                 break
-        time.sleep(0.3)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline and \
+                not any(p.name.startswith(".net.ort.tmp-") for p in out.iterdir()):
+            time.sleep(0.01)
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=120)[1]
     finally:
