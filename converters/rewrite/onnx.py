@@ -54,6 +54,19 @@ def _input_shapes(model, options):
     return out
 
 
+def constants(model, names=None):
+    """{name: array} of the main graph's initializers and its Constant nodes holding a tensor
+    (`value`); with `names`, only those (the others are not converted to arrays)."""
+    from onnx import numpy_helper
+
+    out = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if names is None or t.name in names}
+    for n in model.graph.node:
+        if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value" \
+                and (names is None or n.output[0] in names):
+            out[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    return out
+
+
 def _constant_array(node):
     from onnx import helper, numpy_helper
 

@@ -27,7 +27,7 @@ graph holds its pattern; fold_constants only where an op is outside onnx2coreml'
 """
 
 from converters.rewrite import rewrite
-from converters.rewrite.onnx import ONNX2COREML, _input_shapes, fold
+from converters.rewrite.onnx import ONNX2COREML, _input_shapes, constants, fold
 
 QDQ = ("QuantizeLinear", "DequantizeLinear")
 _DEFAULT = ("", "ai.onnx")
@@ -82,16 +82,6 @@ class FoldConstants:
         return new, n, {"before": _names(before), "after": _names(unlowered(new))}
 
 
-def _consts(model):
-    from onnx import numpy_helper
-
-    out = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    for n in model.graph.node:
-        if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value":
-            out[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-    return out
-
-
 def _ranks(model):
     """{tensor: rank} where shape inference knows it."""
     import onnx
@@ -144,7 +134,7 @@ def express_qdq(model):
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
-    consts, ranks = _consts(m), _ranks(m)
+    consts, ranks = constants(m), _ranks(m)
     nodes, inits, count = [], [], 0
     for n in g.node:
         plan = _qdq_plan(n, consts, ranks) if n.op_type in QDQ else None
@@ -412,7 +402,7 @@ def reverse_as_gather(model):
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
-    consts, shapes = _consts(m), None
+    consts, shapes = constants(m), None
     nodes, inits, count = [], [], 0
     for n in g.node:
         lens = consts.get(n.input[1]) if n.op_type == "ReverseSequence" and len(n.input) == 2 else None

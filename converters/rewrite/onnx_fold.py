@@ -20,7 +20,7 @@ rewrite is not counted there, and --no-rewrite refuses nothing it converts.
 """
 
 from converters.rewrite import rewrite
-from converters.rewrite.onnx import _NOT_FOLDED, ONNX2TF, _input_shapes, _subgraphs, fold
+from converters.rewrite.onnx import _NOT_FOLDED, ONNX2TF, _input_shapes, _subgraphs, constants, fold
 
 # op type -> the positions of its inputs that decide its output's shape
 SHAPE_INPUTS = {"Pad": (1,), "Reshape": (1,), "Expand": (1,), "ConstantOfShape": (0,), "Tile": (1,),
@@ -85,7 +85,7 @@ def _lstm_y_squeezes(model, shapes=None):
 def _squeezed(model, node, shapes):
     """The static shape a Squeeze gives (its input's, less the squeezed axes), or None."""
     import numpy as np
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     dims = shapes.get(node.input[0])
     if dims is None:
@@ -93,12 +93,10 @@ def _squeezed(model, node, shapes):
     axes = [helper.get_attribute_value(a) for a in node.attribute if a.name == "axes"]
     axes = list(axes[0]) if axes else None
     if len(node.input) > 1 and node.input[1]:
-        found = [numpy_helper.to_array(t) for t in model.graph.initializer if t.name == node.input[1]] + \
-                [numpy_helper.to_array(c.attribute[0].t) for c in model.graph.node
-                 if c.op_type == "Constant" and c.output[0] == node.input[1] and c.attribute[0].name == "value"]
-        if not found:
+        found = constants(model, {node.input[1]}).get(node.input[1])
+        if found is None:
             return None
-        axes = [int(a) for a in np.asarray(found[0]).reshape(-1)]
+        axes = [int(a) for a in np.asarray(found).reshape(-1)]
     if axes is None:
         return [d for d in dims if d != 1]
     axes = {a % len(dims) for a in axes}

@@ -12,6 +12,11 @@ def _schema():
     return require("tensorflow.lite.tools.flatbuffer_utils", "convert", "rewriting a TFLite model")
 
 
+def builtin_names(schema):
+    """{builtin operator code: its name ('CONV_2D')} of a TFLite schema module."""
+    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+
+
 def _codes(model):
     return [max(oc.builtinCode, oc.deprecatedBuiltinCode) for oc in model.operatorCodes]
 

@@ -26,7 +26,7 @@ folded. A model TFLite's interpreter cannot run (a custom op) is left as it is. 
 """
 
 from converters.rewrite import rewrite
-from converters.rewrite.tflite import QUANTIZER, _codes, _schema
+from converters.rewrite.tflite import QUANTIZER, _codes, _schema, builtin_names
 from converters.tflite_objects import drop_unused_opcodes
 
 # ops never folded: state, randomness, control flow, custom code, and what others handle
@@ -88,10 +88,6 @@ def plan(model, names):
     return sorted(folded), {int(t) for i in folded for t in g.operators[i].outputs}
 
 
-def _names(fu):
-    return {v: k for k, v in vars(fu.schema_fb.BuiltinOperator).items() if not k.startswith("_")}
-
-
 def _run(model_bytes, shapes):
     """TFLite's interpreter after one run on zeros, the inputs resized to `shapes`, every tensor
     kept (built-in kernels only)."""
@@ -119,7 +115,7 @@ def fold_constants(model_bytes):
 
     fu = _schema()
     model = fu.convert_bytearray_to_object(bytearray(model_bytes))
-    folded, values = plan(model, _names(fu))
+    folded, values = plan(model, builtin_names(fu.schema_fb))
     if not folded:
         return model_bytes, 0
     g = model.subgraphs[0]
@@ -158,7 +154,7 @@ class ConstantFold:
     def matches(model_bytes, options=None):
         fu = _schema()
         model = fu.convert_bytearray_to_object(bytearray(model_bytes))
-        return len(plan(model, _names(fu))[0])
+        return len(plan(model, builtin_names(fu.schema_fb))[0])
 
     @staticmethod
     def apply(model_bytes, options=None):

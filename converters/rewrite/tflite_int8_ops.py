@@ -38,7 +38,7 @@ The artefact is validated against the original, unrewritten model.
 import copy
 
 from converters.rewrite import rewrite
-from converters.rewrite.tflite import QUANTIZER, _codes, _ops, _schema, count_ops
+from converters.rewrite.tflite import QUANTIZER, _codes, _ops, _schema, builtin_names, count_ops
 from converters.rewrite.tflite_rfft import _Builder
 from converters.tflite_objects import drop_unused_opcodes
 
@@ -166,21 +166,17 @@ class L2Normalization:
     def matches(model_bytes, options=None):
         fu = _schema()
         model = fu.convert_bytearray_to_object(bytearray(model_bytes))
-        return len(_l2_patterns(model, _names(fu)))
+        return len(_l2_patterns(model, builtin_names(fu.schema_fb)))
 
     @staticmethod
     def apply(model_bytes, options=None):
         return rewrite_l2(model_bytes)
 
 
-def _names(fu):
-    return {v: k for k, v in vars(fu.schema_fb.BuiltinOperator).items() if not k.startswith("_")}
-
-
 # -- DIV ---------------------------------------------------------------------------------------
 def _divs(model, fu):
     """The main graph's float32 DIVs, less those ending an L2 normalisation."""
-    l2 = {i for i, _ in _l2_patterns(model, _names(fu))}
+    l2 = {i for i, _ in _l2_patterns(model, builtin_names(fu.schema_fb))}
     return {i for i, op in _ops(model, fu.schema_fb.BuiltinOperator.DIV)
             if model.subgraphs[0].tensors[op.outputs[0]].type == FLOAT32 and i not in l2}
 
@@ -466,7 +462,7 @@ def rewrite_infinite_clips(model_bytes):
     """(new model bytes, number of MINIMUM/MAXIMUM by an infinite bound removed)."""
     fu = _schema()
     model = fu.convert_bytearray_to_object(bytearray(model_bytes))
-    found = _infinite_clips(model, _names(fu))
+    found = _infinite_clips(model, builtin_names(fu.schema_fb))
     if not found:
         return model_bytes, 0
     g = model.subgraphs[0]
@@ -497,7 +493,7 @@ class InfiniteClip:
     @staticmethod
     def matches(model_bytes, options=None):
         fu = _schema()
-        return len(_infinite_clips(fu.convert_bytearray_to_object(bytearray(model_bytes)), _names(fu)))
+        return len(_infinite_clips(fu.convert_bytearray_to_object(bytearray(model_bytes)), builtin_names(fu.schema_fb)))
 
     @staticmethod
     def apply(model_bytes, options=None):

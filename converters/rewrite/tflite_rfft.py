@@ -37,7 +37,7 @@ transposes, splits and twiddle products on float64 tensors costing more than the
 import copy
 
 from converters.rewrite import rewrite
-from converters.rewrite.tflite import QUANTIZER, TF2ONNX, _codes, _ops, _schema, count_ops
+from converters.rewrite.tflite import QUANTIZER, TF2ONNX, _codes, _ops, _schema, builtin_names, count_ops
 from converters.tflite_objects import drop_unused_opcodes
 
 FLOAT32, COMPLEX64, FLOAT64 = 0, 8, 10
@@ -63,7 +63,7 @@ class _Builder:
     def __init__(self, fu, model):
         self.fu, self.schema, self.model = fu, fu.schema_fb, model
         self.g = model.subgraphs[0]
-        self.names = {v: k for k, v in vars(self.schema.BuiltinOperator).items() if not k.startswith("_")}
+        self.names = builtin_names(self.schema)
         self.made_ops, self.made_consts = set(), []     # id() of the ops made; constants' indices
 
     def code(self, name):

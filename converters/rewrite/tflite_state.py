@@ -15,6 +15,7 @@ model computes exactly what the stateful one does.
 """
 
 from converters.rewrite import rewrite
+from converters.rewrite.tflite import builtin_names
 from converters.tflite_objects import drop_unused_opcodes, state_name
 from edge.errors import InputError, require
 
@@ -33,7 +34,7 @@ def _schema():
 
 
 def _code_names(model, schema):
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    names = builtin_names(schema)
     return [names.get(max(oc.builtinCode, oc.deprecatedBuiltinCode)) for oc in model.operatorCodes]
 
 
