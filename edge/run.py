@@ -275,15 +275,27 @@ class Terminated(KeyboardInterrupt):
     exit_code = 143
 
 
+# SIGTERM arrived inside the outermost terminate_as_interrupt (reset when it is entered).
+_sigterm = {"depth": 0, "received": False}
+
+
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
     """While inside, SIGTERM raises Terminated (a KeyboardInterrupt) in the main thread, so the
-    same cleanup as for Ctrl-C runs (atomic temps deleted, locks released). Elsewhere: no-op."""
+    same cleanup as for Ctrl-C runs (atomic temps deleted, locks released). Elsewhere: no-op.
+
+    The signal can land anywhere, including in code that turns the exception into another one
+    (a C extension's module initialisation re-raises it as ImportError("initialization
+    failed"), a converter wraps what it caught into a ConversionError, `require` turns an
+    ImportError into "missing optional dependency") or swallows it. So the handler also records
+    that SIGTERM came, and leaving this block re-raises Terminated whatever happened after it:
+    a terminated run always ends as one (exit 143), never as an error or a success."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        _sigterm["received"] = True
         raise Terminated("terminated (SIGTERM)")
 
     try:
@@ -291,7 +303,20 @@ def terminate_as_interrupt() -> Iterator[None]:
     except (ValueError, OSError):
         yield
         return
+    if _sigterm["depth"] == 0:
+        _sigterm["received"] = False
+    _sigterm["depth"] += 1
     try:
         yield
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:
+        if _sigterm["received"]:
+            raise Terminated("terminated (SIGTERM)") from e
+        raise
+    else:
+        if _sigterm["received"]:  # swallowed on the way: the run still ends as terminated
+            raise Terminated("terminated (SIGTERM)")
     finally:
+        _sigterm["depth"] -= 1
         signal.signal(signal.SIGTERM, old)

@@ -4,6 +4,7 @@ workers ended, temps removed, the state file written for what finished, exit 130
 The conversions are a slow stand-in (tests/slow_route/sitecustomize.py, loaded by every
 process of the run through PYTHONPATH): `fast*` sources finish at once, `slow*` ones sleep."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -109,3 +110,120 @@ def test_every_command_turns_sigterm_into_the_ctrl_c_cleanup(tmp_path):
                 os.kill(os.getpid(), signal.SIGTERM)
                 time.sleep(5)
     assert os.listdir(tmp_path) == []
+
+
+def _pybind_init(kill):
+    """What a C extension's module initialisation does with an exception raised inside it
+    (pybind11: raise_from(e, ImportError, "initialization failed"))."""
+    try:
+        kill()
+    except BaseException as e:
+        raise ImportError("initialization failed") from e
+
+
+def _wrapped_in_except(kill):
+    try:
+        kill()
+    except BaseException:
+        raise RuntimeError("conversion failed")  # noqa: B904 (the implicit context is the point)
+
+
+def _as_conversion_error(kill):
+    from edge.errors import EdgeportError
+
+    try:
+        kill()
+    except BaseException as e:
+        raise EdgeportError(f"export failed: {e}") from None
+
+
+def _as_missing_dependency(kill):
+    import importlib
+
+    from edge.errors import require
+
+    real = importlib.import_module
+
+    def importing(name, *a):
+        try:
+            kill()
+        except BaseException:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name) from None
+        return real(name, *a)
+
+    importlib.import_module = importing
+    try:
+        require("json", "convert", "a test")
+    finally:
+        importlib.import_module = real
+
+
+def _swallowed(kill):
+    try:
+        kill()
+    except BaseException:
+        pass
+
+
+def _untouched(kill):
+    kill()
+
+
+MANGLERS = [_pybind_init, _wrapped_in_except, _as_conversion_error, _as_missing_dependency,
+            _swallowed, _untouched]
+
+
+@pytest.mark.parametrize("mangle", MANGLERS, ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize("nested", [False, True], ids=["run", "run+convert"])
+def test_sigterm_ends_the_run_as_terminated_whatever_code_it_lands_in(tmp_path, mangle, nested):
+    """The class of failure behind a random CI failure: SIGTERM landed in a C extension's
+    import, which re-raised it as ImportError, and the command ended as an "internal error",
+    exit 1. Wherever the signal lands, and whatever that code turns the exception into (or
+    swallows it), the run ends as Terminated (exit 143) with no temp left. (Code that swallows
+    the signal whole runs on, so its output may be committed, whole, before the run ends.)"""
+    from converters.atomic import atomic_output
+    from edge.run import Run, Terminated, terminate_as_interrupt
+
+    def kill():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises long before this ends
+
+    run = Run("edgeport test")
+    run.output(tmp_path / "report.json", "report")
+    with pytest.raises(Terminated):
+        with run.active():
+            with terminate_as_interrupt() if nested else contextlib.nullcontext():
+                with atomic_output(tmp_path / "report.json") as tmp:
+                    open(tmp, "w").close()
+                    mangle(kill)
+    assert os.listdir(tmp_path) == ([] if mangle is not _swallowed else ["report.json"])
+    # The next run starts clean: a SIGTERM of an earlier run is not this one's.
+    with run.active():
+        pass
+
+
+def test_a_terminated_command_exits_143_when_a_library_turned_sigterm_into_an_import_error(
+        tmp_path, capsys, monkeypatch):
+    """The CLI end to end, in-process: the ORT route's lazy import is where SIGTERM lands."""
+    import converters.routes.onnxruntime as route
+    from tests.conftest import run_cli
+
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "net.onnx"))
+
+    def tools():
+        _pybind_init(lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(5)))
+
+    monkeypatch.setattr(route, "_tools", tools)
+    code, _, err = run_cli(capsys, "convert", tmp_path / "net.onnx", "--to", "ort",
+                           "-o", tmp_path / "out")
+    assert code == 143, err
+    assert "interrupted: terminated (SIGTERM)" in err and "internal error" not in err, err
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
