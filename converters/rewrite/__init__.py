@@ -4,7 +4,8 @@ Imports: edge, converters, converters.routes
 (from routes/ only onnx_inputs: the static shapes the routes use)
 
 Each rewrite is registered once, in the module of its model family (tflite.py, onnx.py) or
-a module of its own (tflite_state.py, tflite_rfft.py, onnx_fix.py, tflite_fix.py):
+a module of its own (tflite_state.py, tflite_rfft.py, onnx_fix.py, torchscript_state.py, ...);
+a TorchScript rewrite takes and returns a ScriptModule (loaded with --trust-pickle's rule):
 
     @rewrite("tflite", "densify", needed_by=("tflite -> onnx", "tflite -> tflite-int8"))
     class Densify:
@@ -40,11 +41,13 @@ REWRITE_MODULES = ("converters.rewrite.tflite", "converters.rewrite.onnx",
                    "converters.rewrite.tflite_bias_vector", "converters.rewrite.onnx_fold",
                    "converters.rewrite.tflite_face_geometry", "converters.rewrite.onnx_coreml",
                    "converters.rewrite.tflite_int8_ops", "converters.rewrite.tflite_fold",
-                   "converters.rewrite.tflite_pow")
+                   "converters.rewrite.tflite_pow", "converters.rewrite.torchscript_state",
+                   "converters.rewrite.torchscript_ops")
 # What a rewrite returns in `info` that the artefacts made from it keep in their metadata:
 # `state`, the explicit streaming state and how to feed it back (rewrite/tflite_state.py).
 CARRIED = ("state",)
-FAMILIES = {"tflite": ("tflite", "tflite-int8"), "onnx": ("onnx",)}   # family -> artefact formats it reads
+# family -> artefact formats it reads
+FAMILIES = {"tflite": ("tflite", "tflite-int8"), "onnx": ("onnx",), "torchscript": ("torchscript",)}
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ def needed_rewrites(source, options):
     def model_of(family):
         if family not in models:
             try:
-                models[family] = _load(family, source.path)
+                models[family] = _load(family, source.path, options)
             except Exception:  # the route's own reader says what is wrong with the file
                 models[family] = None
         return models[family]
@@ -144,7 +147,11 @@ def refusal(conv, needed):
             f"model, which its tool refuses), and --no-rewrite turns rewriting off")
 
 
-def _load(family, path):
+def _load(family, path, options=None):
+    if family == "torchscript":   # read as every PyTorch route reads it (--trust-pickle)
+        from converters.routes.torch_loading import load_torchscript
+
+        return load_torchscript(path, bool(getattr(options, "trust_pickle", False)))
     if family == "onnx":
         import os
 
@@ -167,6 +174,12 @@ def _load(family, path):
 def _save(family, model, path):
     """Write the rewritten copy into prepare()'s own fresh temp folder (a private temp, not one
     of the run's outputs: nothing else can see or hold that path)."""
+    if family == "torchscript":
+        import torch
+
+        with open(path, "xb") as f:
+            torch.jit.save(model, f)
+        return
     data = model.SerializeToString() if family == "onnx" else bytes(model)
     with open(path, "xb") as f:
         f.write(data)
@@ -190,7 +203,7 @@ def prepare(source, conversion, options):
         yield source, [], {}
         return
     family = todo[0].family
-    model = _load(family, source.path)
+    model = _load(family, source.path, options)
     lines, fixed, carried = [], {}, {}
     for rw in todo:
         if not rw.matches(model, options):
@@ -208,4 +221,6 @@ def prepare(source, conversion, options):
     with tempfile.TemporaryDirectory(prefix="edgeport-rewrite-") as tmp:
         path = os.path.join(tmp, os.path.basename(source.path))
         _save(family, model, path)
-        yield Artefact(path, source.format, {**source.metadata, **carried}), lines, fixed
+        # the copy's own metadata also says which arguments it no longer takes (fixed in it)
+        given = {**source.metadata, **carried, **({"fixed_arguments": fixed} if fixed else {})}
+        yield Artefact(path, source.format, given), lines, fixed

@@ -133,7 +133,7 @@ def _load(source, options):
     or a placeholder that is named in a progress line and in the sidecar.
     """
     model, ep = load_source(source, options)
-    ov = options.input_overrides
+    ov = _stateless_overrides(source, options.input_overrides)
     ranges = (lambda n: ov.range_for(n)) if ov is not None else (lambda n: None)
     args = script_arguments(model) if ep is None else None
     if args is not None and not (len(args) == 1 and str(args[0].type) == "Tensor"):
@@ -162,6 +162,31 @@ def _load(source, options):
         options.input_shape = tuple(dict(ov.shapes)[name])      # a Python module's forward(x)
     shape = input_shape(options, source, ep)
     return model, ep, _Forward(model, [name], (_example(shape, 0, None, ranges(name)),))
+
+
+def _state_outputs(source):
+    """The state outputs (state_X_out) a rewritten TorchScript copy returns after its own."""
+    return [r["output"] for r in (source.metadata or {}).get("state") or () if r.get("output")]
+
+
+def _stateless_overrides(source, ov):
+    """The user's input overrides for a TorchScript copy whose state a rewrite made explicit
+    (rewrite/torchscript_state.py): its state inputs take the recorded shapes, and the --arg
+    values the rewrite fixed in it are no longer arguments."""
+    md = source.metadata or {}
+    if not md.get("state"):
+        return ov
+    from dataclasses import replace as _replace
+
+    state = {r["input"]: tuple(r["shape"]) for r in md["state"] if r.get("input")}
+    if ov is None:   # library use without overrides: the state's shapes only
+        from types import SimpleNamespace
+
+        return SimpleNamespace(shapes=state, ranges={}, data=None, args={}, fixed={},
+                               range_for=lambda name: None)
+    fixed = md.get("fixed_arguments") or {}
+    return _replace(ov, shapes={**dict(ov.shapes), **state},
+                    args={k: v for k, v in (ov.args or {}).items() if k not in fixed})
 
 
 def _exported_shapes(users, overrides):
@@ -213,7 +238,9 @@ def torch_to_onnx(source, output_path, options):
     opset = int(options.opset or DEFAULT_OPSET)
     n_out, _ = _count_outputs(fwd.module, fwd.examples)
     input_names = list(fwd.names)
-    output_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
+    state = _state_outputs(source)   # explicit state (rewrite/torchscript_state.py): last, by name
+    n_out -= len(state)
+    output_names = (["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]) + state
     dynamic_axes = None
     if options.dynamic_batch:
         dynamic_axes = {n: {0: "batch"} for n in input_names + output_names}

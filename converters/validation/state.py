@@ -47,7 +47,9 @@ class FedBack:
         self.steps = 0
 
     def _match(self, names, key):
-        """{record input/output name: the runner's own name} (exact, else by letters)."""
+        """{record input/output name: the runner's own name}: exact, else by letters, else at
+        the position the record gives (`input_index`/`output_index`: a converter that names
+        the tensors by position, litert-torch's args_N and output_N)."""
         by_clean = {_clean(n): n for n in names}
         found = {}
         for r in self.record:
@@ -55,6 +57,15 @@ class FedBack:
             if want is None:
                 continue
             found[want] = want if want in names else by_clean.get(_clean(want))
+        taken = set(found.values())
+        for r in self.record:
+            want, at = r.get(key), r.get(f"{key}_index")
+            shared = r.get("output_shared") and key == "output"   # also a model output: not taken
+            if want is not None and found[want] is None and isinstance(at, int) and 0 <= at < len(names) \
+                    and (shared or names[at] not in taken) \
+                    and not any(_clean(w) == _clean(names[at]) for w in found):
+                found[want] = names[at]
+                taken.add(names[at])
         return found
 
     def _inputs(self):
@@ -66,11 +77,20 @@ class FedBack:
         hidden = set(self._inputs().values())
         return [m for m in self.inner.input_metadata() if m.name not in hidden]
 
+    def _hidden_outputs(self, names):
+        """The runner's outputs that are state only: a state that is also a model output
+        (`output_shared`) and that the converter lists once, under the model output's name,
+        stays visible."""
+        found = self._match(names, "output")
+        shared = {r["output"] for r in self.record if r.get("output_shared")}
+        return {v for k, v in found.items()
+                if v is not None and not (k in shared and _clean(v) != _clean(k))}
+
     def output_metadata(self):
         metas = self.inner.output_metadata()
         if metas is None:
             return None
-        hidden = set(self._match([m.name for m in metas], "output").values())
+        hidden = self._hidden_outputs([m.name for m in metas])
         return [m for m in metas if m.name not in hidden]
 
     def _initial(self):
@@ -103,7 +123,8 @@ class FedBack:
         self._state = {**state, **nxt}
         self.steps += 1
         # the state after this step, compared too: in the source's units, under the record's names
-        shown = OrderedDict((k, v) for k, v in out.items() if k not in set(outs.values()))
+        hidden = self._hidden_outputs(list(out))
+        shown = OrderedDict((k, v) for k, v in out.items() if k not in hidden)
         for r in (self.record if self.show_state else ()):
             if outs.get(r.get("output")) is not None:
                 shown[r["output"]] = _real(out[outs[r["output"]]], r.get("scale"), r.get("zero_point"))
@@ -223,7 +244,12 @@ def wrap(runner, metadata):
 
 
 def stateful_source(runner):
-    """True for a TFLite model that keeps resource variables between calls."""
+    """True for a model that keeps state between calls: a TFLite model with resource
+    variables, or a runner that says so itself (`keeps_state()`: a TorchScript module whose
+    forward assigns its attributes), which `reset` starts over by loading it afresh."""
+    keeps = getattr(runner, "keeps_state", None)
+    if callable(keeps) and keeps():
+        return True
     model = getattr(runner, "model", None)
     main = getattr(model, "main", None)
     return main is not None and any(getattr(op, "builtin", None) == "VAR_HANDLE"
@@ -233,7 +259,8 @@ def stateful_source(runner):
 
 def reset(runner):
     """Start a sequence of calls over: the initial state (a fresh interpreter for a stateful
-    TFLite model). Returns True when the runner is stateful."""
+    TFLite model, the module loaded afresh for a TorchScript one). Returns True when the
+    runner is stateful."""
     if isinstance(runner, (FedBack, StatefulSource)):
         runner.reset()
         return True

@@ -142,9 +142,9 @@ CASES = {
         ["--input-shapes", "x:[1,512]", "--arg", "sr=16000", "--val-range", "x:[-0.5,0.5]",
          "--trust-pickle"], NO_DATA_YET,
         {"inspect": NOT_TFLITE},
-        {**dict.fromkeys(("onnx", "ort"), "refused: ONNX export does NOT support exporting bitwise Not"),
-         "tflite": "refused: found prim::SetAttr op which is not supported",
-         "coreml": "refused: its forward keeps state between calls",
+        # its state attributes (context, LSTM state) made explicit inputs/outputs: every step
+        # compared with the original module, run fresh (rewrite/torchscript_state.py)
+        {**dict.fromkeys(("onnx", "ort", "tflite", "coreml"), VALIDATED),
          "tflite-int8": NEEDS_CALIBRATION, "edgetpu": NEEDS_CALIBRATION}),
     "silero_vad": ("audio, 3 inputs, int64 scalar, open dims",
                    ["--input-shapes", "input:[1,512]", "state:[2,1,128]"] + SILERO, NO_DATA_YET,

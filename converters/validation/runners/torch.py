@@ -17,6 +17,7 @@ from converters.routes.torch_loading import (
     plan_script_call,
     schema_text,
     script_arguments,
+    state_attributes,
 )
 from converters.validation.runners.base import Runner, tensor_meta
 from edge.errors import InputError
@@ -72,6 +73,15 @@ class TorchRunner(Runner):
 
     def _deactivate(self):
         self.model = None
+
+    def keeps_state(self):
+        """True for a TorchScript module whose forward assigns its own attributes (state kept
+        between calls): validation runs it fresh over the samples in order (state.reset)."""
+        if self.format != "torchscript" or self.model is None:
+            return False
+        if getattr(self, "_keeps_state", None) is None:
+            self._keeps_state = bool(state_attributes(self.model))
+        return self._keeps_state
 
     def input_metadata(self):
         if self._inputs is not None:
