@@ -21,6 +21,16 @@ def _codes(model):
     return [max(oc.builtinCode, oc.deprecatedBuiltinCode) for oc in model.operatorCodes]
 
 
+def unread_dropped(ops, outputs, removable=None):
+    """`ops` less, to a fixed point, the ops whose outputs no op of `ops` reads and that are
+    no graph output (of `outputs`); with `removable`, only ops for which it is true go."""
+    while True:
+        read = {int(t) for op in ops for t in op.inputs} | {int(t) for t in outputs}
+        keep = [op for op in ops if (removable is not None and not removable(op))
+                or any(int(t) in read for t in op.outputs)]
+        if len(keep) == len(ops):
+            return keep
+        ops = keep
 
 
 def _ops(model, builtin):

@@ -38,7 +38,15 @@ The artefact is validated against the original, unrewritten model.
 import copy
 
 from converters.rewrite import rewrite
-from converters.rewrite.tflite import QUANTIZER, _codes, _ops, _schema, builtin_names, count_ops
+from converters.rewrite.tflite import (
+    QUANTIZER,
+    _codes,
+    _ops,
+    _schema,
+    builtin_names,
+    count_ops,
+    unread_dropped,
+)
 from converters.rewrite.tflite_rfft import _Builder
 from converters.tflite_objects import drop_unused_opcodes
 
@@ -140,19 +148,9 @@ def rewrite_l2(model_bytes):
         op = g.operators[i]
         g.operators[i] = b.op("L2_NORMALIZATION", [x], [int(op.outputs[0])], b.schema.L2NormOptionsT(),
                               b.schema.BuiltinOptions.L2NormOptions)
-    _drop_dead(g)
+    g.operators = unread_dropped(g.operators, g.outputs)
     drop_unused_opcodes(model)
     return bytes(fu.convert_object_to_bytearray(model)), len(found)
-
-
-def _drop_dead(g):
-    """Remove the ops whose outputs nobody reads (and are no output of the graph)."""
-    while True:
-        read = {int(t) for op in g.operators for t in op.inputs} | {int(t) for t in g.outputs}
-        keep = [op for op in g.operators if any(int(t) in read for t in op.outputs)]
-        if len(keep) == len(g.operators):
-            return
-        g.operators = keep
 
 
 @rewrite("tflite", "l2_normalization", needed_by=(QUANTIZER,))

@@ -37,7 +37,16 @@ transposes, splits and twiddle products on float64 tensors costing more than the
 import copy
 
 from converters.rewrite import rewrite
-from converters.rewrite.tflite import QUANTIZER, TF2ONNX, _codes, _ops, _schema, builtin_names, count_ops
+from converters.rewrite.tflite import (
+    QUANTIZER,
+    TF2ONNX,
+    _codes,
+    _ops,
+    _schema,
+    builtin_names,
+    count_ops,
+    unread_dropped,
+)
 from converters.tflite_objects import drop_unused_opcodes
 
 FLOAT32, COMPLEX64, FLOAT64 = 0, 8, 10
@@ -189,12 +198,7 @@ def _plan(b, found):
 def _prune(g, ops, b, model):
     """`ops` less the ops this rewrite made whose outputs nobody reads (the imaginary part a
     CAST or REAL does not need), and the constants only they read emptied."""
-    while True:
-        read = {int(t) for op in ops for t in op.inputs} | {int(t) for t in g.outputs}
-        dead = {id(op) for op in ops if id(op) in b.made_ops and not any(int(t) in read for t in op.outputs)}
-        if not dead:
-            break
-        ops = [op for op in ops if id(op) not in dead]
+    ops = unread_dropped(ops, g.outputs, lambda op: id(op) in b.made_ops)
     read = {int(t) for op in ops for t in op.inputs}
     for t in b.made_consts:
         if t not in read and g.tensors[t].buffer:
