@@ -101,10 +101,13 @@ class DataSource:
       images: list of image paths, or None for random inputs.
       samples: how many samples (random), or at most how many images.
       seed: random seed.
+      keep_variants: keep a drafted photo's second resampling, to confirm it as classify
+        does (eval).
     """
 
     def __init__(self, reference, others=(), spec=None, images=None, samples=8, seed=0,
-                 overrides=None):
+                 overrides=None, keep_variants=False):
+        self.keep_variants = keep_variants
         self.reference = list(reference)
         self.others = [list(o) for o in others]
         self.spec = spec
@@ -229,7 +232,7 @@ class DataSource:
                 raise InputError(f"input '{m.name}' is not an image; --inputs DIR needs models "
                                  "whose inputs are all images")
             h, w, c = self._pixels_size(m)
-            if exact is None and getattr(self, "keep_variants", False):
+            if exact is None and self.keep_variants:
                 im, variant = decode_variants(path, (w, h), c)
                 drafted = variant is not None
                 variants.append(variant)

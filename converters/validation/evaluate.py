@@ -90,8 +90,8 @@ def evaluate(model_path, items, classes, k, preprocessing=None, device="auto", r
             for note in sig.notes:
                 print(f"warning: {os.path.basename(model_path)}: {note}", file=sys.stderr)
         spec = resolve_preprocessing(pre, metas[0], True)
-        source = DataSource(metas, [], spec, [p for p, _ in items], samples=len(items))
-        source.keep_variants = True  # confirm drafted photos as classify does
+        source = DataSource(metas, [], spec, [p for p, _ in items], samples=len(items),
+                            keep_variants=True)  # confirm drafted photos as classify does
         raw = {m.name for m in metas if is_image_input(r, m.name)}
         top1 = topk = 0
         folder_of, used = dict(items), 0
