@@ -151,7 +151,7 @@ def _load(family, path, options=None):
     if family == "torchscript":   # read as every PyTorch route reads it (--trust-pickle)
         from converters.routes.torch_loading import load_torchscript
 
-        return load_torchscript(path, bool(getattr(options, "trust_pickle", False)))
+        return load_torchscript(path, options is not None and options.trust_pickle)
     if family == "onnx":
         import os
 
