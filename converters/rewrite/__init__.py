@@ -1,7 +1,8 @@
 """Small registered graph rewrites that get a model past an upstream tool's limit.
 
 Imports: edge, converters, converters.routes
-(from routes/ only onnx_inputs: the static shapes the routes use)
+(from routes/ only onnx_inputs, the static shapes the routes use, and torch_loading, how
+TorchScript is loaded and which attributes its forward assigns)
 
 Each rewrite is registered once, in the module of its model family (tflite.py, onnx.py) or
 a module of its own (tflite_state.py, tflite_rfft.py, onnx_fix.py, torchscript_state.py, ...);

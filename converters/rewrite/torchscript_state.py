@@ -30,18 +30,14 @@ a branch folded the wrong way is a failed validation, never a silent difference.
 """
 
 from converters.rewrite import rewrite
-from converters.rewrite.torchscript import forward_graph, nodes
+from converters.rewrite.torchscript import nodes
+from converters.routes.torch_loading import state_attributes
 from converters.tflite_objects import state_name
 from edge.errors import InputError
 
 # Every route out of TorchScript: each exporter refuses prim::SetAttr.
 ROUTES = tuple(f"torchscript -> {t}" for t in ("onnx", "tflite", "tflite-int8", "coreml"))
 SCALARS = (bool, int, float)
-
-
-def assigned_attributes(graph):
-    """Names of the attributes of the graph's `self` that some node assigns."""
-    return sorted({n.s("name") for n in nodes(graph.block()) if n.kind() == "prim::SetAttr"})
 
 
 def _steady(module, calls, names):
@@ -251,7 +247,7 @@ def explicit_state(model, options):
                                              options.input_shape)
     examples = {n: torch.zeros(s, dtype=getattr(torch, np.dtype(d).name)) for n, s, d in tensors}
     calls = [examples[n] if k == "tensor" else fixed[n] for k, n in order]
-    names = assigned_attributes(forward_graph(model))
+    names = state_attributes(model)
     steady = _steady(model, calls, names)
     tensors_state = [n for n in names if isinstance(steady[n], torch.Tensor)]
     constants = {n: v for n, v in steady.items() if n not in tensors_state}
@@ -320,7 +316,7 @@ class ExplicitState:
 
     @staticmethod
     def matches(model, options=None):
-        return len(assigned_attributes(forward_graph(model)))
+        return len(state_attributes(model))
 
     @staticmethod
     def apply(model, options):
